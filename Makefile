@@ -1,0 +1,52 @@
+# tagwatch: `make demo` to watch a live fleet, `make test` to run the suite.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.tagwatch-installed
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint format typecheck bench bench-all mosquitto clean help
+
+help:
+	@echo "make demo      broker + engine + simulated fleet, live alerts (Ctrl-C stops)"
+	@echo "make test      lint + the whole test suite (+ kernel tests without JIT)"
+	@echo "make bench     benchmarks (pytest-benchmark; ratios against baselines)"
+	@echo "make lint      ruff check + format check"
+	@echo "make clean     remove the venv, caches and run/"
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+mosquitto:
+	@bash scripts/ensure-mosquitto.sh
+
+demo: $(STAMP) mosquitto
+	$(BIN)/tagwatch demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy engine zones devices
+
+test: $(STAMP) mosquitto
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest -W error::pytest.PytestUnraisableExceptionWarning $(PYTEST_ARGS)
+	@echo "--- kernel tests again with NUMBA_DISABLE_JIT=1 (coverage sees inside the kernels)"
+	NUMBA_DISABLE_JIT=1 $(BIN)/python -m pytest -q -m kernel -p no:cacheprovider $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python -m pytest bench --benchmark-only --benchmark-columns=min,median,max,ops -s
+
+clean:
+	rm -rf $(VENV) run .pytest_cache .ruff_cache .mypy_cache .benchmarks .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

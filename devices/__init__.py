@@ -1,0 +1,1 @@
+"""tagwatch devices: seeded tag and victim-phone simulators."""

@@ -1,0 +1,55 @@
+"""Alert records: the contract's fields, stable ids, and canonical JSON bytes."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Literal
+
+import msgspec
+
+AlertState = Literal["open", "acknowledged", "closed"]
+Severity = Literal["critical", "high", "medium", "low"]
+SEVERITY_RANK = {"critical": 0, "high": 1, "medium": 2, "low": 3}
+
+
+class Alert(msgspec.Struct, frozen=True, kw_only=True):
+    """One lifecycle record of an alert. Field order is the wire order (contract table)."""
+
+    id: str
+    kind: str
+    state: AlertState
+    subject: str
+    tag: str | None
+    zone: str | None
+    severity: Severity
+    confidence: float
+    opened_t: float
+    raised_t: float
+    closed_t: float | None
+    evidence: list[tuple[str, int]]
+
+
+def alert_id(subject: str, zone: str | None, kind: str, first: tuple[str, int]) -> str:
+    """Stable id from what the episode is: subject, zone, kind and its first evidence.
+
+    Live, replay and a restarted engine see the same first (tag, seq) for an episode,
+    so they all give it the same id."""
+    key = f"{subject}\x1f{zone or ''}\x1f{kind}\x1f{first[0]}\x1f{first[1]}"
+    return hashlib.blake2b(key.encode(), digest_size=10).hexdigest()
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(Alert)
+
+
+def encode_alert(alert: Alert) -> bytes:
+    """Canonical JSON: contract field order, no whitespace, shortest float repr."""
+    return _encoder.encode(alert)
+
+
+def decode_alert(data: bytes | str) -> Alert:
+    return _decoder.decode(data)
+
+
+def alert_topic(prefix: str, subject: str) -> str:
+    return f"{prefix}/{subject}"

@@ -1,0 +1,109 @@
+"""Episode bookkeeping: one alert per (subject, zone, kind) episode, opened and closed
+as lifecycle records with a stable id, confidence and (tag, seq) evidence."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from engine.alerts import Alert, Severity, alert_id
+
+# A phone's "accuracy" is the 68% radius of a 2-D normal error: r68 = sigma * sqrt(-2 ln 0.32)
+R68_PER_SIGMA = math.sqrt(-2.0 * math.log(0.32))
+
+
+def sigma_of(acc: float) -> float:
+    """Per-axis standard deviation (m) of a fix whose 68% radius is `acc` metres."""
+    return max(float(acc), 0.5) / R68_PER_SIGMA
+
+
+def prob_below(margin_m: float, sigma: float) -> float:
+    """P(true value < threshold) when the measured value is `margin_m` below it."""
+    return 0.5 * (1.0 + math.erf(margin_m / (sigma * math.sqrt(2.0))))
+
+
+@dataclass
+class Episode:
+    """An open alert episode and the evidence gathered so far."""
+
+    id: str
+    kind: str
+    subject: str
+    tag: str | None
+    zone: str | None
+    severity: Severity
+    confidence: float
+    opened_t: float
+    raised_t: float
+    evidence: list[tuple[str, int]] = field(default_factory=list)
+
+    def record(self, state: str = "open", closed_t: float | None = None) -> Alert:
+        return Alert(
+            id=self.id,
+            kind=self.kind,
+            state=state,  # type: ignore[arg-type]
+            subject=self.subject,
+            tag=self.tag,
+            zone=self.zone,
+            severity=self.severity,
+            confidence=round(self.confidence, 3),
+            opened_t=self.opened_t,
+            raised_t=self.raised_t,
+            closed_t=closed_t,
+            evidence=list(self.evidence),
+        )
+
+
+class EpisodeBook:
+    """Open episodes keyed by (key, kind); emits lifecycle records in decision order."""
+
+    def __init__(self, evidence_max: int) -> None:
+        self.evidence_max = evidence_max
+        self.open: dict[tuple[object, str], Episode] = {}
+        self.out: list[Alert] = []
+
+    def get(self, key: object, kind: str) -> Episode | None:
+        return self.open.get((key, kind))
+
+    def open_episode(
+        self,
+        key: object,
+        kind: str,
+        *,
+        subject: str,
+        tag: str,
+        zone: str | None,
+        severity: Severity,
+        confidence: float,
+        t: float,
+        seq: int,
+    ) -> Episode:
+        ep = Episode(
+            id=alert_id(subject, zone, kind, (tag, seq)),
+            kind=kind,
+            subject=subject,
+            tag=tag,
+            zone=zone,
+            severity=severity,
+            confidence=confidence,
+            opened_t=t,
+            raised_t=t,
+            evidence=[(tag, seq)],
+        )
+        self.open[(key, kind)] = ep
+        self.out.append(ep.record())
+        return ep
+
+    def add_evidence(self, ep: Episode, tag: str, seq: int, confidence: float) -> None:
+        if len(ep.evidence) < self.evidence_max:
+            ep.evidence.append((tag, seq))
+        ep.confidence = max(ep.confidence, confidence)
+
+    def close(self, key: object, kind: str, t: float) -> None:
+        ep = self.open.pop((key, kind), None)
+        if ep is not None:
+            self.out.append(ep.record("closed", closed_t=t))
+
+    def drain(self) -> list[Alert]:
+        out, self.out = self.out, []
+        return out

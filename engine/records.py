@@ -1,0 +1,79 @@
+"""Records that cross module borders: decoded fixes and events, dead letters, alerts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+Source = Literal["gps", "wifi", "cell"]
+SOURCES: tuple[str, ...] = ("gps", "wifi", "cell")
+SRC_CODE = {"gps": 0, "wifi": 1, "cell": 2, None: 255}
+
+EVENT_NAMES: frozenset[str] = frozenset(
+    {
+        "strap_open",
+        "strap_closed",
+        "case_open",
+        "body_lost",
+        "body_restored",
+        "charging_on",
+        "charging_off",
+        "no_gps",
+        "battery",
+        "power_off",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class FixRecord:
+    """One position report from a tag or protected device (contract: Fix)."""
+
+    device: str  # tag id, or "user/device" for OwnTracks
+    seq: int
+    t: float  # event time, Unix seconds UTC
+    lat: float
+    lon: float
+    acc: float  # 68% horizontal radius, metres
+    batt: int | None = None
+    src: Source | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """One device event (contract: Event)."""
+
+    device: str
+    seq: int
+    t: float
+    event: str
+    batt: int | None = None
+
+
+Record = FixRecord | EventRecord
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """Input that could not be accepted, kept with the reason so nothing disappears."""
+
+    origin: str  # MQTT topic, or "FILE:LINE" for replay
+    payload: bytes
+    reason: str
+
+
+# The fix batch the core works on: one row per accepted fix, tag resolved to a slot.
+FIX_DTYPE = np.dtype(
+    [
+        ("slot", np.int32),  # device slot in the pipeline's registry
+        ("seq", np.int64),
+        ("t", np.float64),
+        ("lat", np.float64),
+        ("lon", np.float64),
+        ("acc", np.float32),
+        ("batt", np.int8),  # -1 when absent
+        ("src", np.uint8),  # SRC_CODE
+    ]
+)

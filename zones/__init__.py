@@ -1,0 +1,1 @@
+"""tagwatch zones: load, validate and compile zone geometry; numba geofence kernels."""

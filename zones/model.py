@@ -1,0 +1,71 @@
+"""Validated, immutable descriptions of zones, schedules and subjects (before compilation)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from shapely.geometry.base import BaseGeometry
+
+ZoneKind = Literal["exclusion", "inclusion"]
+DAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+
+@dataclass(frozen=True)
+class Window:
+    """One schedule window: starts on `days` (0=Mon..6=Sun) at `start_min` local minutes
+    after midnight and ends at `end_min`; end <= start means it runs past midnight."""
+
+    days: frozenset[int]
+    start_min: int
+    end_min: int
+    tz: str
+
+
+@dataclass(frozen=True)
+class Zone:
+    """One zone feature. Polygons keep their lon/lat shapely geometry; circles keep
+    `center` (lon, lat) and `radius_m` and have `geometry` None."""
+
+    id: str
+    subject: str
+    kind: ZoneKind
+    index: int  # feature index in the GeoJSON file, for messages
+    geometry: BaseGeometry | None = None  # Polygon | MultiPolygon, lon/lat
+    center: tuple[float, float] | None = None  # (lon, lat) for circles
+    radius_m: float | None = None
+    warn_m: float = 0.0
+    name: str | None = None
+    schedule: tuple[Window, ...] = ()  # empty: always active
+
+    @property
+    def is_circle(self) -> bool:
+        return self.center is not None
+
+
+@dataclass(frozen=True)
+class Protected:
+    """A protected device (victim phone or unit) with a mobile exclusion radius."""
+
+    device: str
+    radius_m: float
+    warn_m: float = 0.0
+
+
+@dataclass(frozen=True)
+class Subject:
+    """A monitored person: the tags they wear, a risk weight, protected devices."""
+
+    id: str
+    tags: tuple[str, ...]
+    risk: int = 1
+    protected: tuple[Protected, ...] = ()
+
+
+@dataclass(frozen=True)
+class ZoneSet:
+    """Everything loaded from one zones file and one subjects file."""
+
+    zones: tuple[Zone, ...]
+    subjects: tuple[Subject, ...]
+    sources: tuple[str, ...] = field(default=())
