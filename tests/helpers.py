@@ -1,0 +1,168 @@
+"""Shared test helpers: tiny worlds, metre offsets, and a real `tagwatch serve` process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+
+from engine.alerts import Alert, decode_alert
+
+LAT0, LON0 = 51.5, -0.12
+M_PER_DEG = 6371008.8 * math.pi / 180.0
+
+
+def offset(dx_m: float, dy_m: float, lat0: float = LAT0, lon0: float = LON0) -> tuple[float, float]:
+    """(lat, lon) of the point dx metres east and dy metres north of (lat0, lon0)."""
+    lat = lat0 + dy_m / M_PER_DEG
+    lon = lon0 + dx_m / (M_PER_DEG * math.cos(math.radians(lat0)))
+    return lat, lon
+
+
+def square(half_m: float, cx: float = 0.0, cy: float = 0.0) -> list[list[float]]:
+    ring = [(cx - half_m, cy - half_m), (cx + half_m, cy - half_m), (cx + half_m, cy + half_m),
+            (cx - half_m, cy + half_m), (cx - half_m, cy - half_m)]  # fmt: skip
+    return [[offset(x, y)[1], offset(x, y)[0]] for x, y in ring]
+
+
+def write_world(
+    d: Path,
+    features: Iterable[dict[str, Any]] | None = None,
+    subjects_toml: str | None = None,
+) -> tuple[Path, Path]:
+    """Write zones.geojson and subjects.toml; default: S1 wears T1, one 100 m-half square
+    exclusion zone Z1 centred on (LAT0, LON0)."""
+    if features is None:
+        features = [
+            {
+                "type": "Feature",
+                "properties": {"id": "Z1", "subject": "S1", "kind": "exclusion"},
+                "geometry": {"type": "Polygon", "coordinates": [square(100.0)]},
+            }
+        ]
+    zones = d / "zones.geojson"
+    zones.write_text(json.dumps({"type": "FeatureCollection", "features": list(features)}))
+    subjects = d / "subjects.toml"
+    subjects.write_text(subjects_toml or '[[subjects]]\nid = "S1"\ntags = ["T1"]\n')
+    return zones, subjects
+
+
+def fix(seq: int, t: float, dx: float, dy: float, acc: float = 5.0) -> dict[str, Any]:
+    lat, lon = offset(dx, dy)
+    return {"seq": seq, "t": t, "lat": lat, "lon": lon, "acc": acc}
+
+
+class EngineProcess:
+    """`tagwatch serve` as a real subprocess (the public entry point), stopped by SIGTERM."""
+
+    def __init__(self, host: str, port: int, zones: Path, subjects: Path, db: Path) -> None:
+        self.log = db.with_suffix(".log")
+        self.args = [
+            sys.executable, "-m", "engine.cli", "serve", "--broker", f"{host}:{port}",
+            "--zones", str(zones), "--subjects", str(subjects), "--db", str(db),
+            "--stats-every", "1",
+        ]  # fmt: skip
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> EngineProcess:
+        self.proc = subprocess.Popen(
+            self.args, stdout=subprocess.DEVNULL, stderr=self.log.open("ab"),
+            start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+        return self
+
+    def stop(self, timeout: float = 20.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(f"engine ignored SIGTERM; log:\n{self.log_text()}") from None
+        return int(self.proc.returncode)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def __enter__(self) -> EngineProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+async def wait_online(host: str, port: int, timeout: float = 60.0) -> None:
+    """Wait until the engine has (re)subscribed: it publishes a retained status."""
+
+    async def go() -> None:
+        while True:
+            try:
+                async with aiomqtt.Client(host, port) as c:
+                    await c.subscribe("tagwatch/v1/engine/status", qos=1)
+                    async for m in c.messages:
+                        if isinstance(m.payload, bytes) and b'"online"' in m.payload:
+                            return
+            except aiomqtt.MqttError:
+                await asyncio.sleep(0.2)
+
+    await asyncio.wait_for(go(), timeout)
+
+
+class AlertCollector:
+    """Subscribes to all alert topics and keeps every record received."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.alerts: list[Alert] = []
+        self.ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                async with aiomqtt.Client(self.host, self.port) as c:
+                    await c.subscribe("tagwatch/v1/alerts/+", qos=1)
+                    self.ready.set()
+                    async for m in c.messages:
+                        if isinstance(m.payload, bytes):
+                            self.alerts.append(decode_alert(m.payload))
+            except aiomqtt.MqttError:
+                await asyncio.sleep(0.2)
+
+    async def __aenter__(self) -> AlertCollector:
+        self._task = asyncio.create_task(self._run())
+        await asyncio.wait_for(self.ready.wait(), 30)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+    async def wait_for(self, pred: Any, timeout: float = 30.0) -> list[Alert]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if pred(self.alerts):
+                return self.alerts
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"timed out; alerts so far: {self.alerts}")
+
+
+async def publish(host: str, port: int, msgs: Iterable[tuple[str, bytes | str]]) -> None:
+    async with aiomqtt.Client(host, port) as c:
+        for topic, payload in msgs:
+            await c.publish(topic, payload, qos=1)

@@ -1,0 +1,172 @@
+"""Pipeline decisions (issue-3 rules) driven with records, as live and replay feed it."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from shapely.geometry import Polygon
+
+from engine.alerts import Alert
+from engine.pipeline import Pipeline
+from engine.records import EventRecord, FixRecord
+from tests.helpers import offset, square
+from zones.model import Protected, Subject, Window, Zone, ZoneSet
+
+T0 = 1_774_710_000.0  # 2026-03-28 15:00 UTC
+
+
+def _poly(half_m: float, cx: float = 0.0, cy: float = 0.0, holes=()) -> Polygon:  # type: ignore[no-untyped-def]
+    return Polygon(square(half_m, cx, cy), [square(h, hx, hy)[::-1] for h, hx, hy in holes])
+
+
+def _fix(seq: int, dx: float, dy: float, dev: str = "T1", acc: float = 5.0, t=None) -> FixRecord:  # type: ignore[no-untyped-def]
+    lat, lon = offset(dx, dy)
+    return FixRecord(dev, seq, T0 + 60 * seq if t is None else t, lat, lon, acc)
+
+
+def _run(p: Pipeline, recs: list) -> list[Alert]:  # type: ignore[type-arg]
+    out: list[Alert] = []
+    for r in recs:  # one record per batch: the strictest ordering
+        out += p.process([r]).alerts
+    return out
+
+
+def _world(zones: list[Zone], subjects: list[Subject] | None = None) -> Pipeline:
+    subs = subjects or [Subject("S1", ("T1",))]
+    return Pipeline(ZoneSet(tuple(zones), tuple(subs)))
+
+
+EXCL = Zone("Z1", "S1", "exclusion", 0, geometry=_poly(100))
+
+
+def test_one_episode_per_stay_inside() -> None:
+    p = _world([EXCL])
+    path = [(-300, 0), (-50, 0), (0, 0), (50, 20), (-30, 0), (300, 0), (0, 0), (400, 0)]
+    alerts = _run(p, [_fix(i, x, y) for i, (x, y) in enumerate(path)])
+    got = [(a.kind, a.state, a.evidence[0][1]) for a in alerts]
+    assert got == [
+        ("zone_breach", "open", 1),
+        ("zone_breach", "closed", 1),
+        ("zone_breach", "open", 6),
+        ("zone_breach", "closed", 6),
+    ]
+    first = alerts[1]
+    assert first.evidence == [("T1", 1), ("T1", 2), ("T1", 3), ("T1", 4)]
+    assert first.closed_t == T0 + 300 and first.opened_t == T0 + 60
+    assert alerts[0].id == alerts[1].id != alerts[2].id
+
+
+def test_same_alerts_whatever_the_batching() -> None:
+    path = [(-300, 0), (-50, 0), (0, 0), (300, 0), (10, 10), (500, 0)]
+    recs = [_fix(i, x, y) for i, (x, y) in enumerate(path)]
+    one_by_one = _run(_world([EXCL]), recs)
+    whole = _world([EXCL]).process(recs).alerts
+    assert whole == one_by_one and len(whole) == 4
+
+
+def test_duplicates_and_unknown_devices() -> None:
+    p = _world([EXCL])
+    res = p.process([_fix(0, 0, 0), _fix(0, 0, 0), _fix(1, 0, 0, dev="GHOST")])
+    assert res.duplicates == 1 and res.fixes == 1
+    assert len(res.dead) == 1 and "GHOST" in res.dead[0].reason
+    assert b"GHOST" in res.dead[0].payload
+    assert [a.kind for a in res.alerts] == ["zone_breach"]
+    res = p.process([EventRecord("NOPE", 1, T0, "strap_open"), EventRecord("T1", 9, T0, "no_gps")])
+    assert res.events == 1 and len(res.dead) == 1
+
+
+def test_hole_is_a_permitted_corridor() -> None:
+    z = Zone("Z1", "S1", "exclusion", 0, geometry=_poly(200, holes=[(50, 0, 0)]))
+    p = _world([z])
+    assert _run(p, [_fix(0, 0, 0), _fix(1, 10, -20), _fix(2, 300, 0)]) == []
+    assert [a.state for a in _run(p, [_fix(3, 120, 0)])] == ["open"]
+
+
+def test_approach_ring_then_breach_supersedes() -> None:
+    z = Zone("Z1", "S1", "exclusion", 0, geometry=_poly(100), warn_m=150)
+    p = _world([z])
+    alerts = _run(p, [_fix(0, -400, 0), _fix(1, -200, 0), _fix(2, -180, 0), _fix(3, 0, 0)])
+    got = [(a.kind, a.state, a.severity) for a in alerts]
+    assert got == [
+        ("zone_approach", "open", "medium"),
+        ("zone_approach", "closed", "medium"),
+        ("zone_breach", "open", "high"),
+    ]
+    assert alerts[1].evidence == [("T1", 1), ("T1", 2)]
+
+
+def test_critical_for_high_risk_subjects_and_confidence_from_accuracy() -> None:
+    p = _world([EXCL], [Subject("S1", ("T1",), risk=3)])
+    deep, shallow = _run(p, [_fix(0, 0, 0)]), _run(p, [_fix(1, 300, 0), _fix(2, -95, 0, acc=40)])
+    assert deep[0].severity == "critical" and deep[0].confidence == 1.0
+    assert 0.5 < shallow[-1].confidence < 0.75  # 5 m inside a 40 m fix: unsure
+
+
+def test_nan_fix_is_never_inside() -> None:
+    p = _world([EXCL])
+    assert _run(p, [FixRecord("T1", 0, T0, float("nan"), float("nan"), 5.0)]) == []
+
+
+def _curfew() -> Zone:
+    w = Window(frozenset(range(7)), 19 * 60, 7 * 60, "Europe/London")
+    return Zone("HOME", "S1", "inclusion", 0, geometry=_poly(60), schedule=(w,))
+
+
+def _utc(y: int, mo: int, d: int, h: int, mi: int = 0) -> float:
+    return dt.datetime(y, mo, d, h, mi, tzinfo=dt.UTC).timestamp()
+
+
+def test_curfew_breach_only_while_the_schedule_is_active() -> None:
+    p = _world([_curfew()])
+    # London is UTC+0 until 29 March 2026 01:00 UTC; curfew 19:00-07:00 local
+    recs = [
+        _fix(0, 500, 0, t=_utc(2026, 3, 27, 18, 30)),  # away before curfew: fine
+        _fix(1, 500, 0, t=_utc(2026, 3, 27, 19, 5)),  # still away after 19:00: breach
+        _fix(2, 0, 0, t=_utc(2026, 3, 27, 19, 40)),  # home: closes
+        _fix(3, 500, 0, t=_utc(2026, 3, 28, 8, 0)),  # out in the morning: fine
+    ]
+    alerts = _run(p, recs)
+    assert [(a.kind, a.state) for a in alerts] == [
+        ("curfew_breach", "open"),
+        ("curfew_breach", "closed"),
+    ]
+    assert alerts[0].opened_t == recs[1].t and alerts[1].closed_t == recs[2].t
+
+
+def test_curfew_follows_the_clock_change() -> None:
+    p = _world([_curfew()])
+    # 29 March 2026: BST starts; 06:30 UTC is 07:30 local, after the curfew ended.
+    # A naive UTC clock would still think it is 06:30, inside the curfew.
+    assert _run(p, [_fix(0, 500, 0, t=_utc(2026, 3, 29, 6, 30))]) == []
+    # 18:30 UTC on the same day is 19:30 local: curfew is on
+    alerts = _run(p, [_fix(1, 500, 0, t=_utc(2026, 3, 29, 18, 30))])
+    assert [(a.kind, a.state) for a in alerts] == [("curfew_breach", "open")]
+
+
+def test_proximity_to_the_victims_phone_joins_on_time() -> None:
+    subj = Subject("S1", ("T1",), protected=(Protected("alice/phone", 200, 300),))
+    p = _world([], [subj])
+    phone = "alice/phone"
+    recs = [
+        _fix(0, 100, 0),  # no victim position yet: nothing to say
+        _fix(1000, 0, 0, dev=phone, t=T0 + 30),
+        _fix(1, 400, 0),  # 400 m: inside the warn ring (200 + 300)
+        _fix(2, 150, 0),  # 150 m: breach
+        _fix(3, 900, 0),  # gone
+    ]
+    alerts = _run(p, recs)
+    assert [(a.kind, a.state) for a in alerts] == [
+        ("proximity_approach", "open"),
+        ("proximity_approach", "closed"),
+        ("proximity", "open"),
+        ("proximity", "closed"),
+    ]
+    assert all(a.zone == phone and a.tag == "T1" for a in alerts)
+    assert alerts[2].severity == "critical"
+
+
+def test_victim_phone_fix_never_counts_as_the_subjects_position() -> None:
+    subj = Subject("S1", ("T1",), protected=(Protected("alice/phone", 200),))
+    p = _world([EXCL], [subj])
+    # the phone is deep inside S1's exclusion zone: no breach for S1
+    assert _run(p, [_fix(5, 0, 0, dev="alice/phone")]) == []
