@@ -1,0 +1,83 @@
+"""`tagwatch demo` as a newcomer runs it: alerts show up within a minute, and Ctrl-C
+stops the broker, the engine and the fleet with no stray processes."""
+
+from __future__ import annotations
+
+import os
+import re
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.broker import find_mosquitto
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _run_demo_until_alerts(tmp_path: Path, broker: str) -> tuple[list[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "demo", "--subjects", "20",
+         "--broker", broker, "--run-dir", str(tmp_path / "demo")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    assert proc.stdout is not None and proc.stderr is not None
+    rows: list[str] = []
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + 90
+    try:
+        while time.monotonic() < deadline and not any(" open " in r for r in rows):
+            if sel.select(timeout=1.0):
+                line = proc.stdout.readline().decode()
+                if not line:
+                    break
+                rows.append(line)
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C does
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    rows += out.decode().splitlines()
+    stderr = err.decode()
+    assert proc.returncode == 0, stderr
+    return rows, stderr
+
+
+def _check(rows: list[str], stderr: str) -> None:
+    opened = [r for r in rows if re.search(r"\sopen\s+(critical|high|medium|low)\s", r)]
+    assert opened, f"no alert within 90 s; stdout={rows!r}\nstderr={stderr}"
+    pid = int(re.search(r"engine: pid (\d+)", stderr).group(1))  # type: ignore[union-attr]
+    time.sleep(0.2)
+    assert not _alive(pid), "the engine outlived the demo"
+    assert "stopping engine and broker" in stderr
+
+
+@pytest.mark.timeout(150)
+def test_demo_with_embedded_broker(tmp_path: Path) -> None:
+    _check(*_run_demo_until_alerts(tmp_path, "embedded"))
+
+
+@pytest.mark.mqtt
+@pytest.mark.timeout(150)
+def test_demo_with_mosquitto(tmp_path: Path) -> None:
+    if find_mosquitto() is None:
+        pytest.fail("mosquitto missing") if os.environ.get("CI") else pytest.skip("no mosquitto")
+    rows, stderr = _run_demo_until_alerts(tmp_path, "mosquitto")
+    _check(rows, stderr)
+    assert "broker: mosquitto" in stderr
+    port = int(re.search(r"broker: mosquitto on [\d.]+:(\d+)", stderr).group(1))  # type: ignore[union-attr]
+    with socket.socket() as s, pytest.raises(ConnectionRefusedError):
+        s.connect(("127.0.0.1", port))  # the broker is gone too
