@@ -18,7 +18,7 @@ from engine.registry import Registry
 from engine.settings import Settings
 from zones.compile import ZoneTable, compile_zones
 from zones.geofence import point_distance_m, signed_distance_by_subject
-from zones.model import ZoneSet
+from zones.model import Window, ZoneSet
 from zones.schedule import active_intervals
 
 # Zone state machine values (per zone row; every zone binds exactly one subject)
@@ -38,23 +38,26 @@ class BatchResult:
 
 
 class _Schedules:
-    """UTC active intervals of scheduled zones, expanded lazily around the times seen."""
+    """UTC active intervals of scheduled zones, expanded lazily around the times seen.
+
+    Cached per distinct schedule (thousands of curfews share "Mon-Sun 19:00-07:00") over
+    day-aligned spans, so a national deployment expands each schedule once a week."""
 
     def __init__(self, zoneset: ZoneSet, table: ZoneTable) -> None:
         self.schedule = {table.zone_index(z.id): z.schedule for z in zoneset.zones if z.schedule}
-        self.cache: dict[int, tuple[float, float, np.ndarray]] = {}
+        self.cache: dict[tuple[Window, ...], tuple[float, float, np.ndarray]] = {}
 
     def active(self, zone: int, t: np.ndarray) -> np.ndarray:
         sched = self.schedule.get(zone)
         if sched is None:
             return np.ones(t.shape, dtype=np.bool_)
         lo, hi = float(t.min()), float(t.max())
-        cached = self.cache.get(zone)
+        cached = self.cache.get(sched)
         if cached is None or lo < cached[0] or hi >= cached[1]:
             start = math.floor(lo / 86400.0) * 86400.0 - 86400.0
-            end = max(hi + 86400.0, start + _SCHEDULE_SPAN_S)
+            end = start + max(_SCHEDULE_SPAN_S, math.ceil((hi - start) / 86400.0 + 1) * 86400.0)
             cached = (start, end, active_intervals(sched, start, end))
-            self.cache[zone] = cached
+            self.cache[sched] = cached
         iv = cached[2]
         if iv.shape[0] == 0:
             return np.zeros(t.shape, dtype=np.bool_)

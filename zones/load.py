@@ -1,0 +1,636 @@
+"""Loading the zones GeoJSON and subjects TOML into a validated ZoneSet, listing every problem.
+
+Every problem is one line `WHERE: WHAT`, where WHERE names the file and the item, e.g.
+`zones.geojson feature 3 (id 'home-A')` (feature N is `features[N]`, counted from 0 like
+`Zone.index`) or `subjects.toml subject 0 (id 'S0001') protected 1 (device 'alice/phone')`.
+Loading collects all of them before raising one ZoneError, so a file is fixed in one pass.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import shapely
+from numpy.typing import NDArray
+from shapely.geometry import MultiPolygon, Polygon
+from shapely.geometry.base import BaseGeometry
+
+from engine.errors import ZoneError
+from zones.model import Protected, Subject, Window, Zone, ZoneSet
+from zones.schedule import parse_window
+
+StrPath = str | PathLike[str]
+KINDS = ("exclusion", "inclusion")
+GEOMETRY_HINT = "use Polygon, MultiPolygon, or Point with radius_m"
+MESSAGE_MAX_PROBLEMS = 50  # the exception text lists this many; `.problems` has them all
+_NUMBER = (int, float)  # exact types: a JSON true is not a coordinate
+_TOPIC_UNSAFE = ("+", "#", "\x00")  # MQTT wildcards and NUL can never appear in a topic
+_VALIDITY = re.compile(r"(?P<reason>.*?)\s*\[(?P<x>\S+) (?P<y>\S+)\]")
+
+
+@dataclass
+class _Report:
+    """Problems about one item, each prefixed with where the item is."""
+
+    where: str
+    out: list[str]
+    start: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.start = len(self.out)
+
+    def __call__(self, what: str) -> None:
+        self.out.append(f"{self.where}: {what}")
+
+    @property
+    def clean(self) -> bool:
+        return len(self.out) == self.start
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _short(v: object, limit: int = 60) -> str:
+    text = json.dumps(v, default=str) if isinstance(v, list | dict) else repr(v)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _fmt(v: float) -> str:
+    return repr(round(v, 7))
+
+
+def _non_empty_str(v: object) -> bool:
+    return isinstance(v, str) and bool(v.strip())
+
+
+def _number(props: dict[str, Any], key: str, report: _Report, *, positive: bool) -> float | None:
+    """props[key] as a finite float (> 0 if `positive`, else >= 0), or None with a problem."""
+    v = props[key]
+    bound = "> 0" if positive else ">= 0"
+    if not _is_number(v):
+        report(f"{key} must be a number of metres {bound}, got {_short(v)}")
+        return None
+    try:
+        f = float(v)
+    except OverflowError:
+        f = math.inf
+    if not math.isfinite(f):
+        report(f"{key} must be a finite number of metres, got {_short(v)}")
+    elif f < 0 or (positive and f == 0):
+        report(f"{key} must be {bound}, got {_short(v)}")
+    else:
+        return f
+    return None
+
+
+def _read_text(path: StrPath, problems: list[str]) -> str | None:
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        problems.append(f"{path}: file not found")
+        return None
+    except OSError as e:
+        problems.append(f"{path}: cannot read: {e.strerror or e}")
+        return None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        problems.append(f"{path}: not UTF-8 text (bad byte at offset {e.start})")
+        return None
+
+
+# -- subjects TOML ------------------------------------------------------------------------
+
+
+def _topic_unsafe(value: str, also: str = "") -> str | None:
+    bad = [c for c in (*_TOPIC_UNSAFE, *also) if c in value]
+    return repr(bad[0]) if bad else None
+
+
+def _protected(where: str, j: int, raw: Any, out: list[str]) -> Protected | None:
+    dev = raw.get("device") if isinstance(raw, dict) else None
+    label = f"device {dev!r}" if _non_empty_str(dev) else "no device"
+    report = _Report(f"{where} protected {j} ({label})", out)
+    if not isinstance(raw, dict):
+        report("must be a table [[subjects.protected]] with device, radius_m, optional warn_m")
+        return None
+    if dev is None:
+        report("missing 'device' (the protected device id, e.g. 'alice/phone')")
+    elif not _non_empty_str(dev):
+        report(f"device must be a non-empty string, got {_short(dev)}")
+    elif bad := _topic_unsafe(dev):
+        report(f"device id contains {bad}, which cannot appear in an MQTT topic")
+    radius = warn = None
+    if "radius_m" not in raw:
+        report("missing 'radius_m' (the exclusion radius around the device, metres > 0)")
+    else:
+        radius = _number(raw, "radius_m", report, positive=True)
+    if "warn_m" in raw:
+        warn = _number(raw, "warn_m", report, positive=False)
+    if not report.clean or radius is None or not isinstance(dev, str):
+        return None
+    return Protected(device=dev, radius_m=radius, warn_m=warn or 0.0)
+
+
+def _tags(raw: dict[str, Any], report: _Report) -> tuple[str, ...]:
+    tags = raw.get("tags")
+    if tags is None:
+        report("missing 'tags' (the list of tag ids this subject wears, e.g. tags = [\"T1\"])")
+        return ()
+    if not isinstance(tags, list) or not all(_non_empty_str(t) for t in tags):
+        report(f"tags must be a list of non-empty strings, got {_short(tags)}")
+        return ()
+    if not tags:
+        report("tags is empty: a subject must wear at least one tag")
+    for tag in sorted({t for t in tags if tags.count(t) > 1}):
+        report(f"tag {tag!r} is listed more than once")
+    for tag in tags:
+        if bad := _topic_unsafe(tag, "/"):
+            report(
+                f"tag {tag!r} contains {bad}, so it cannot be the {{tag}} in "
+                "tagwatch/v1/tags/{tag}/fix"
+            )
+    return tuple(tags)
+
+
+def _subject(name: str, i: int, raw: Any, out: list[str]) -> tuple[Subject | None, str | None]:
+    """One [[subjects]] table -> (Subject or None, its id if it has a usable one)."""
+    sid = raw.get("id") if isinstance(raw, dict) else None
+    sid = sid if _non_empty_str(sid) else None
+    where = f"{name} subject {i} ({'id ' + repr(sid) if sid else 'no id'})"
+    report = _Report(where, out)
+    if not isinstance(raw, dict):
+        report("must be a table [[subjects]]")
+        return None, None
+    if "id" not in raw:
+        report("missing 'id' (the subject id that zones name in their 'subject' property)")
+    elif sid is None:
+        report(f"id must be a non-empty string, got {_short(raw['id'])}")
+    elif bad := _topic_unsafe(sid, "/"):
+        report(
+            f"id contains {bad}, so it cannot be the {{subject}} in tagwatch/v1/alerts/{{subject}}"
+        )
+    tags = _tags(raw, report)
+    risk = raw.get("risk", 1)
+    if not isinstance(risk, int) or isinstance(risk, bool) or risk < 1:
+        report(f"risk must be a whole number >= 1, got {_short(risk)}")
+    protected_raw = raw.get("protected", [])
+    if not isinstance(protected_raw, list):
+        report("protected must be an array of tables [[subjects.protected]]")
+        protected_raw = []
+    protected = [_protected(where, j, p, out) for j, p in enumerate(protected_raw)]
+    devices = [p.device for p in protected if p is not None]
+    for dev in sorted({d for d in devices if devices.count(d) > 1}):
+        report(f"protected device {dev!r} is listed more than once")
+    if not report.clean or sid is None:
+        return None, sid
+    return Subject(sid, tags, risk, tuple(p for p in protected if p is not None)), sid
+
+
+def _cross_check_subjects(name: str, raw: list[Any], out: list[str]) -> None:
+    """Ids unique, each tag worn by one subject, no protected device that is also a tag."""
+    first_by_id: dict[str, int] = {}
+    owner: dict[str, str] = {}
+    for i, entry in enumerate(raw):
+        if not isinstance(entry, dict):
+            continue
+        sid = entry.get("id")
+        where = f"{name} subject {i} (id {sid!r})"
+        if isinstance(sid, str):
+            if sid in first_by_id:
+                out.append(f"{where}: duplicate subject id (also subject {first_by_id[sid]})")
+            first_by_id.setdefault(sid, i)
+        tags = entry.get("tags")
+        mine = [t for t in tags if isinstance(t, str)] if isinstance(tags, list) else []
+        for tag in dict.fromkeys(mine):
+            if tag in owner:
+                out.append(
+                    f"{where}: tag {tag!r} is also worn by {owner[tag]}; a tag "
+                    "belongs to exactly one subject"
+                )
+            else:
+                owner[tag] = f"subject {i} (id {sid!r})"
+    for i, entry in enumerate(raw):
+        prot = entry.get("protected") if isinstance(entry, dict) else None
+        for j, p in enumerate(prot if isinstance(prot, list) else ()):
+            dev = p.get("device") if isinstance(p, dict) else None
+            if isinstance(dev, str) and dev in owner:
+                out.append(
+                    f"{name} subject {i} (id {entry.get('id')!r}) protected {j} "
+                    f"(device {dev!r}): device id is also a tag worn by {owner[dev]}; "
+                    "a protected device must not be a subject's tag"
+                )
+
+
+def _read_subjects(path: StrPath) -> tuple[tuple[Subject, ...], set[str] | None, list[str]]:
+    """(subjects, ids zones may name or None if unreadable, problems)."""
+    name = str(path)
+    out: list[str] = []
+    text = _read_text(path, out)
+    if text is None:
+        return (), None, out
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        return (), None, [f"{name}: not valid TOML: {e}"]
+    raw = doc.get("subjects")
+    if raw is None:
+        others = f" (found {', '.join(map(repr, doc))})" if doc else ""
+        return (), None, [f"{name}: no [[subjects]] tables{others}"]
+    if not isinstance(raw, list):
+        return (), None, [f"{name}: 'subjects' must be an array of tables [[subjects]]"]
+    if not raw:
+        out.append(f"{name}: [[subjects]] is empty")
+    parsed = [_subject(name, i, entry, out) for i, entry in enumerate(raw)]
+    _cross_check_subjects(name, raw, out)
+    subjects = tuple(s for s, _ in parsed if s is not None)
+    return subjects, {sid for _, sid in parsed if sid is not None}, out
+
+
+# -- zones GeoJSON: geometry --------------------------------------------------------------
+
+
+def _position(raw: Any, label: str) -> tuple[tuple[float, float] | None, str | None]:
+    """A GeoJSON position -> ((lon, lat), None) or (None, what is wrong with it)."""
+    if not isinstance(raw, list) or len(raw) < 2 or not all(_is_number(v) for v in raw):
+        return None, f"{label} is not a [lon, lat] position: {_short(raw)}"
+    try:
+        lon, lat = float(raw[0]), float(raw[1])
+    except OverflowError:
+        lon = lat = math.inf
+    if not (math.isfinite(lon) and math.isfinite(lat)):
+        return None, f"{label} {_short(raw)} has a non-finite coordinate"
+    if abs(lon) <= 180 and abs(lat) <= 90:
+        return (lon, lat), None
+    what = f"{label} [{_fmt(lon)}, {_fmt(lat)}] is out of range (lon within ±180, lat within ±90)"
+    if abs(lat) <= 180 and abs(lon) <= 90:
+        what += "; values look like [lat, lon]; GeoJSON is [lon, lat]"
+    return None, what
+
+
+def _fast_positions(raw: list[Any]) -> NDArray[np.float64] | None:
+    """The (n, 2) lon/lat array when every position is plainly fine (the common case), so
+    big files skip the per-position checks; None sends the ring to `_position` for words."""
+    if not all(type(p) is list and len(p) >= 2 and all(type(v) in _NUMBER for v in p) for p in raw):
+        return None
+    try:
+        pts = np.array([p[:2] for p in raw], dtype=np.float64).reshape(-1, 2)
+    except OverflowError:
+        return None
+    ok = np.isfinite(pts).all() and (np.abs(pts) <= (180.0, 90.0)).all()
+    return pts if ok else None
+
+
+def _ring(raw: Any, label: str, report: _Report) -> NDArray[np.float64] | None:
+    """Raw checks shapely would hide: positions valid, >= 4 of them, first == last."""
+    if not isinstance(raw, list):
+        report(f"{label} is not a list of positions: {_short(raw)}")
+        return None
+    pts = _fast_positions(raw)
+    if pts is None:
+        bad = [w for k, pos in enumerate(raw) if (w := _position(pos, f"{label} position {k}")[1])]
+        more = f" (and {len(bad) - 1} more bad positions in this ring)" if len(bad) > 1 else ""
+        report((bad or [f"{label} has an invalid position"])[0] + more)
+        return None
+    ok = True
+    if len(pts) < 4:
+        report(
+            f"{label} has {len(pts)} positions; a ring needs at least 4 "
+            "(3 corners, then the first repeated)"
+        )
+        ok = False
+    if len(pts) and (pts[0] != pts[-1]).any():
+        (x0, y0), (x1, y1) = pts[0].tolist(), pts[-1].tolist()
+        report(
+            f"{label} is not closed: first position [{_fmt(x0)}, {_fmt(y0)}] "
+            f"!= last [{_fmt(x1)}, {_fmt(y1)}] (repeat the first at the end)"
+        )
+        ok = False
+    return pts if ok else None
+
+
+def _validity(geom: BaseGeometry) -> tuple[str, str] | None:
+    """None if valid, else (GEOS reason, ' at (x, y)' or '')."""
+    if geom.is_valid:
+        return None
+    reason = shapely.is_valid_reason(geom)
+    m = _VALIDITY.fullmatch(reason)
+    if m is None:
+        return reason, ""
+    return m["reason"], f" at ({_fmt(float(m['x']))}, {_fmt(float(m['y']))})"
+
+
+def _polygon(raw: Any, label: str, report: _Report) -> Polygon | None:
+    """Polygon coordinates (outer ring, then holes) -> a valid shapely Polygon or None."""
+    if not isinstance(raw, list) or not raw:
+        report(f"{label}coordinates must be a non-empty list of rings, got {_short(raw)}")
+        return None
+    names = [f"{label}ring {k} ({'outer' if k == 0 else f'hole {k}'})" for k in range(len(raw))]
+    checked = [_ring(r, n, report) for r, n in zip(raw, names, strict=True)]
+    rings = [r for r in checked if r is not None]
+    if len(rings) < len(checked):
+        return None
+    poly = Polygon(rings[0], rings[1:])
+    if poly.is_valid:
+        return poly
+    ok = True  # say which ring is at fault before blaming how the rings fit together
+    for ring, n in zip(rings, names, strict=True):
+        alone = Polygon(ring)
+        if alone.convex_hull.area == 0:
+            report(f"{n} has zero area (its corners are repeated or in a line)")
+            ok = False
+        elif bad := _validity(alone):
+            report(f"{n} is self-intersecting{bad[1]}")
+            ok = False
+    if not ok:
+        return None
+    if bad := _validity(poly):
+        reason, at = bad
+        text = {
+            "Hole lies outside shell": "a hole is not inside the outer ring",
+            "Holes are nested": "a hole lies inside another hole",
+            "Interior is disconnected": "holes cut the polygon into pieces (use a MultiPolygon)",
+            "Self-intersection": "rings cross each other",
+        }.get(reason, f"polygon is invalid: {reason}")
+        report(f"{label}{text}{at}")
+        return None
+    return poly
+
+
+def _multipolygon(raw: Any, report: _Report) -> MultiPolygon | None:
+    if not isinstance(raw, list) or not raw:
+        report(f"MultiPolygon coordinates must be a non-empty list of polygons, got {_short(raw)}")
+        return None
+    parts = [_polygon(p, f"polygon {k} ", report) for k, p in enumerate(raw)]
+    if any(p is None for p in parts):
+        return None
+    multi = MultiPolygon(parts)
+    if bad := _validity(multi):
+        reason, at = bad
+        text = {
+            "Self-intersection": "polygons overlap or cross (merge them, or use separate features)",
+            "Nested shells": "one polygon lies inside another (use a hole, or separate features)",
+        }.get(reason, f"multipolygon is invalid: {reason}")
+        report(f"{text}{at}")
+        return None
+    return multi
+
+
+@dataclass
+class _Shape:
+    geometry: BaseGeometry | None = None
+    center: tuple[float, float] | None = None
+    first: tuple[float, float] | None = None  # first position: where the feature is
+
+
+def _geometry(raw: Any, report: _Report) -> _Shape | None:
+    if raw is None:
+        report(f"has no geometry ({GEOMETRY_HINT})")
+        return None
+    if not isinstance(raw, dict):
+        report(f"geometry must be a GeoJSON geometry object, got {_short(raw)}")
+        return None
+    gtype, coords = raw.get("type"), raw.get("coordinates")
+    if gtype == "Point":
+        center, what = _position(coords, "point")
+        if what:
+            report(what)
+        return _Shape(center=center, first=center) if center else None
+    if gtype == "Polygon":
+        geom: BaseGeometry | None = _polygon(coords, "", report)
+    elif gtype == "MultiPolygon":
+        geom = _multipolygon(coords, report)
+    else:
+        report(f"geometry type {gtype!r} is not supported ({GEOMETRY_HINT})")
+        return None
+    if geom is None:
+        return None
+    first = shapely.get_coordinates(geom)[0]
+    return _Shape(geometry=geom, first=(float(first[0]), float(first[1])))
+
+
+# -- zones GeoJSON: features --------------------------------------------------------------
+
+
+def _schedule(raw: Any, report: _Report) -> tuple[Window, ...]:
+    if raw is None:
+        return ()
+    example = '[{"days": "Mon-Sun", "start": "19:00", "end": "07:00", "tz": "Europe/London"}]'
+    if not isinstance(raw, list):
+        report(f"schedule must be a list of windows like {example}, got {_short(raw)}")
+        return ()
+    if not raw:
+        report("schedule is an empty list; leave it out for a zone that is always active")
+    windows = []
+    for k, entry in enumerate(raw):
+        window, problems = parse_window(entry)
+        for p in problems:
+            report(f"schedule[{k}] {p}")
+        if window is not None:
+            windows.append(window)
+    return tuple(windows)
+
+
+def _properties(raw: dict[str, Any], report: _Report, subjects: _SubjectRef) -> None:
+    """Check id, subject, kind and name (everything but geometry-dependent values)."""
+    props = raw.get("properties") or {}
+    zid = props.get("id")
+    if zid is None:
+        hint = " (the Feature's own 'id' member is not read)" if "id" in raw else ""
+        report(f"missing property 'id' (a unique zone id){hint}")
+    elif not _non_empty_str(zid):
+        report(f"property 'id' must be a non-empty string, got {_short(zid)}")
+    subj = props.get("subject")
+    if subj is None:
+        report(f"missing property 'subject' (a subject id from {subjects.file})")
+    elif not _non_empty_str(subj):
+        report(f"property 'subject' must be a non-empty string, got {_short(subj)}")
+    elif subjects.ids is not None and subj not in subjects.ids:
+        report(f"subject {subj!r} is not in {subjects.file}{subjects.known()}")
+    kind = props.get("kind")
+    if kind is None:
+        report("missing property 'kind' (expected 'exclusion' or 'inclusion')")
+    elif kind not in KINDS:
+        report(f"kind {_short(kind)} is not 'exclusion' or 'inclusion'")
+    if props.get("name") is not None and not isinstance(props["name"], str):
+        report(f"property 'name' must be a string, got {_short(props['name'])}")
+
+
+@dataclass
+class _SubjectRef:
+    """The subjects file as zones see it: its name and ids (None: ids unknown, skip)."""
+
+    file: str
+    ids: set[str] | None
+
+    def known(self) -> str:
+        if not self.ids:
+            return ""
+        ids = sorted(self.ids)
+        return f" (known: {', '.join(ids[:5])}{', ...' if len(ids) > 5 else ''})"
+
+
+def _feature(
+    name: str, i: int, raw: Any, subjects: _SubjectRef, out: list[str]
+) -> tuple[Zone | None, _Shape | None, str]:
+    """One feature -> (Zone if valid, its shape if the geometry is valid, where it is)."""
+    props = raw.get("properties") if isinstance(raw, dict) else None
+    zid = props.get("id") if isinstance(props, dict) else None
+    report = _Report(
+        f"{name} feature {i} ({'id ' + repr(zid) if _non_empty_str(zid) else 'no id'})", out
+    )
+    if not isinstance(raw, dict) or raw.get("type") != "Feature":
+        got = raw.get("type") if isinstance(raw, dict) else type(raw).__name__
+        report(f"is not a GeoJSON Feature (type {got!r})")
+        return None, None, report.where
+    if props is not None and not isinstance(props, dict):
+        report(f"properties must be an object, got {_short(props)}")
+        return None, None, report.where
+    props = props or {}
+    _properties(raw, report, subjects)
+    shape = _geometry(raw.get("geometry"), report)
+    is_point = isinstance(raw.get("geometry"), dict) and raw["geometry"].get("type") == "Point"
+    radius = warn = None
+    if props.get("radius_m") is not None:
+        if is_point:
+            radius = _number(props, "radius_m", report, positive=True)
+        else:
+            report("radius_m applies only to Point geometry (a circle); remove it or use a Point")
+    elif is_point:
+        report("Point geometry needs radius_m > 0 (the circle's radius in metres)")
+    if props.get("warn_m") is not None:
+        warn = _number(props, "warn_m", report, positive=False)
+    schedule = _schedule(props.get("schedule"), report)
+    if not report.clean or shape is None or not isinstance(zid, str):
+        return None, shape, report.where
+    zone = Zone(
+        id=zid,
+        subject=props["subject"],
+        kind=props["kind"],
+        index=i,
+        geometry=shape.geometry,
+        center=shape.center,
+        radius_m=radius,
+        warn_m=warn or 0.0,
+        name=props.get("name"),
+        schedule=schedule,
+    )
+    return zone, shape, report.where
+
+
+def _swapped_outliers(shapes: dict[str, _Shape], out: list[str]) -> None:
+    """A feature far from the bulk of the file that would sit among the others with lon and
+    lat swapped was almost certainly written [lat, lon] (in range, so nothing else sees it)."""
+    wheres = [w for w, s in shapes.items() if s.first is not None]
+    if len(wheres) < 3:
+        return
+    pts = np.array([shapes[w].first for w in wheres])  # (n, 2) lon, lat
+    dist = np.abs(pts - np.median(pts, axis=0)).max(axis=1)  # degrees, Chebyshev
+    far = dist > max(10.0, 3.0 * float(np.median(dist)))
+    if not far.any() or far.all():
+        return
+    lo, hi = pts[~far].min(axis=0) - 0.5, pts[~far].max(axis=0) + 0.5
+    swapped = pts[:, ::-1]
+    joins = far & np.all((swapped >= lo) & (swapped <= hi), axis=1)
+    for k in np.flatnonzero(joins):
+        lon, lat = (float(v) for v in pts[k])
+        out.append(
+            f"{wheres[k]}: first position [{_fmt(lon)}, {_fmt(lat)}] is far from the file's "
+            "other zones and would lie among them swapped; values look like [lat, lon]; "
+            "GeoJSON is [lon, lat]"
+        )
+
+
+def _read_zones(path: StrPath, subjects: _SubjectRef) -> tuple[tuple[Zone, ...], list[str]]:
+    name = str(path)
+    out: list[str] = []
+    text = _read_text(path, out)
+    if text is None:
+        return (), out
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        return (), [f"{name}: not valid JSON: {e.msg} at line {e.lineno} column {e.colno}"]
+    if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection":
+        got = doc.get("type") if isinstance(doc, dict) else f"a JSON {type(doc).__name__}"
+        return (), [f"{name}: top level must be a GeoJSON FeatureCollection, got {got!r}"]
+    features = doc.get("features")
+    if not isinstance(features, list):
+        return (), [f"{name}: 'features' must be a list, got {_short(features)}"]
+    zones: list[Zone] = []
+    shapes: dict[str, _Shape] = {}
+    first_by_id: dict[str, int] = {}
+    for i, raw in enumerate(features):
+        zone, shape, where = _feature(name, i, raw, subjects, out)
+        if shape is not None:
+            shapes[where] = shape
+        if zone is not None:
+            zones.append(zone)
+        props = raw.get("properties") if isinstance(raw, dict) else None
+        zid = props.get("id") if isinstance(props, dict) else None
+        if isinstance(zid, str) and zid.strip():
+            if zid in first_by_id:
+                out.append(
+                    f"{name} feature {i} (id {zid!r}): duplicate zone id (also feature "
+                    f"{first_by_id[zid]})"
+                )
+            first_by_id.setdefault(zid, i)
+    _swapped_outliers(shapes, out)
+    return tuple(zones), out
+
+
+# -- public -------------------------------------------------------------------------------
+
+
+def _raise(problems: list[str], files: Iterable[StrPath]) -> None:
+    n = len(problems)
+    head = f"{n} problem{'s' if n != 1 else ''} in {' and '.join(map(str, files))}:"
+    shown = problems[:MESSAGE_MAX_PROBLEMS]
+    more = [f"  ... and {n - len(shown)} more"] if n > len(shown) else []
+    raise ZoneError("\n".join([head, *(f"  {p}" for p in shown), *more]), problems)
+
+
+def load_subjects(path: StrPath) -> tuple[Subject, ...]:
+    """The subjects TOML as Subjects, in file order; ZoneError listing every problem."""
+    subjects, _, problems = _read_subjects(path)
+    if problems:
+        _raise(problems, [path])
+    return subjects
+
+
+def load_zones(
+    path: StrPath, subjects: Iterable[Subject], subjects_file: str = "the subjects file"
+) -> tuple[Zone, ...]:
+    """The zones GeoJSON as Zones in feature order, each bound to one of `subjects`;
+    ZoneError listing every problem."""
+    zones, problems = _read_zones(path, _SubjectRef(subjects_file, {s.id for s in subjects}))
+    if problems:
+        _raise(problems, [path])
+    return zones
+
+
+def check(zones_path: StrPath, subjects_path: StrPath) -> list[str]:
+    """Every problem in the pair of files, subjects first; empty when both are valid."""
+    _, ids, problems = _read_subjects(subjects_path)
+    _, zone_problems = _read_zones(zones_path, _SubjectRef(str(subjects_path), ids))
+    return problems + zone_problems
+
+
+def load(zones_path: StrPath, subjects_path: StrPath) -> ZoneSet:
+    """Both files, validated together; ZoneError (with `.problems`) if anything is wrong."""
+    subjects, ids, problems = _read_subjects(subjects_path)
+    zones, zone_problems = _read_zones(zones_path, _SubjectRef(str(subjects_path), ids))
+    problems += zone_problems
+    if problems:
+        _raise(problems, [zones_path, subjects_path])
+    return ZoneSet(zones, subjects, (str(zones_path), str(subjects_path)))
