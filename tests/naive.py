@@ -1,0 +1,114 @@
+"""Slow, obvious oracles for the geofence kernels: shapely on the same projected coordinates."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import shapely
+from shapely.geometry import LineString, Point
+from shapely.geometry.base import BaseGeometry
+
+from zones.compile import ZoneTable
+from zones.kernels import EARTH_R, project
+from zones.model import Zone
+
+Frame = tuple[float, float, float]  # (lat0, lon0, metres per degree of longitude)
+
+
+def frame_of(table: ZoneTable, z: int) -> Frame:
+    """The zone's frame as the table chose it (origin = bbox centre, checked elsewhere)."""
+    return float(table.origin_lat[z]), float(table.origin_lon[z]), float(table.m_per_deg_lon[z])
+
+
+def to_xy(lat: float, lon: float, frame: Frame) -> tuple[float, float]:
+    lat0, lon0, k = frame
+    x, y = project(np.array([lat]), np.array([lon]), lat0, lon0, k)
+    return float(x[0]), float(y[0])
+
+
+def region_xy(zone: Zone, frame: Frame) -> BaseGeometry:
+    """A polygon zone in its frame's metres; its parts unioned (an antimeridian split
+    zone is one region there, without a seam)."""
+    assert zone.geometry is not None
+    lat0, lon0, k = frame
+
+    def tx(c: np.ndarray) -> np.ndarray:
+        x, y = project(np.ascontiguousarray(c[:, 1]), np.ascontiguousarray(c[:, 0]), lat0, lon0, k)
+        return np.column_stack([x, y])
+
+    return shapely.union_all(shapely.get_parts(shapely.transform(zone.geometry, tx)))
+
+
+def signed_distance(zone: Zone, frame: Frame, lat: float, lon: float) -> float:
+    """Negative inside (distance to the boundary), positive outside, NaN for NaN."""
+    if not (math.isfinite(lat) and math.isfinite(lon)):
+        return math.nan
+    x, y = to_xy(lat, lon, frame)
+    if zone.is_circle:
+        assert zone.radius_m is not None
+        return math.hypot(x, y) - zone.radius_m  # the frame origin is the centre
+    region = region_xy(zone, frame)
+    p = Point(x, y)
+    d = float(region.boundary.distance(p))
+    return -d if region.contains(p) else d
+
+
+def _segment_xy(zone: Zone, frame: Frame, a: tuple[float, float], b: tuple[float, float]) -> float:
+    line = Point(a) if a == b else LineString([a, b])
+    if zone.is_circle:
+        assert zone.radius_m is not None
+        return max(float(Point(0.0, 0.0).distance(line)) - zone.radius_m, 0.0)
+    return float(region_xy(zone, frame).distance(line))
+
+
+def segment_distance(
+    zone: Zone, frame: Frame, lat0: float, lon0: float, lat1: float, lon1: float
+) -> float:
+    """Distance from the straight segment (in the zone frame) to the zone; 0 if they meet.
+    A segment whose short way crosses the frame's seam (the meridian opposite the zone) is
+    two pieces, each continued straight past the seam on its own side."""
+    if not all(math.isfinite(v) for v in (lat0, lon0, lat1, lon1)):
+        return math.nan
+    a, b = to_xy(lat0, lon0, frame), to_xy(lat1, lon1, frame)
+    k = frame[2]
+    if abs(b[0] - a[0]) <= k * 180.0:
+        return _segment_xy(zone, frame, a, b)
+    dx = k * ((lon1 - lon0 + 180.0) % 360.0 - 180.0)
+    return min(
+        _segment_xy(zone, frame, a, (a[0] + dx, b[1])),
+        _segment_xy(zone, frame, (b[0] - dx, a[1]), b),
+    )
+
+
+def py_signed_distance(rings: list[list[tuple[float, float]]], x: float, y: float) -> float:
+    """Pure-Python twin: even-odd over all rings (unclosed), distance to the nearest edge."""
+    inside = False
+    best = math.inf
+    for ring in rings:
+        for (ax, ay), (bx, by) in zip(ring[-1:] + ring[:-1], ring, strict=True):
+            if (ay > y) != (by > y) and x < ax + (y - ay) * (bx - ax) / (by - ay):
+                inside = not inside
+            ex, ey = bx - ax, by - ay
+            l2 = ex * ex + ey * ey
+            t = 0.0 if l2 == 0.0 else min(1.0, max(0.0, ((x - ax) * ex + (y - ay) * ey) / l2))
+            best = min(best, math.hypot(x - (ax + t * ex), y - (ay + t * ey)))
+    return -best if inside and best > 0.0 else best
+
+
+def haversine(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    if not all(math.isfinite(v) for v in (lat1, lon1, lat2, lon2)):
+        return math.nan
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2.0 * EARTH_R * math.asin(min(1.0, math.sqrt(a)))
+
+
+def table_rings(table: ZoneTable, z: int) -> list[list[tuple[float, float]]]:
+    """The rings of zone z as lists of (x, y), read back from the table's arrays."""
+    rings = []
+    for r in range(table.zone_ring_start[z], table.zone_ring_start[z + 1]):
+        lo, hi = table.ring_vert_start[r], table.ring_vert_start[r + 1]
+        rings.append(list(zip(table.vx[lo:hi].tolist(), table.vy[lo:hi].tolist(), strict=True)))
+    return rings

@@ -1,0 +1,302 @@
+"""Compile validated zones into the frozen table of flat, read-only arrays the kernels read."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from functools import cached_property
+
+import numpy as np
+import shapely
+from shapely.geometry.base import BaseGeometry
+
+from engine.errors import ZoneError
+from zones.kernels import CHUNK, EARTH_R, project, wrap180
+from zones.model import Subject, Zone, ZoneSet
+
+KIND_CODE = {"exclusion": 0, "inclusion": 1}
+
+
+@dataclass(frozen=True, eq=False)
+class ZoneTable:
+    """Every zone as rows of flat arrays (zone z is row z), in the zone's own metric frame
+    (see `zones.kernels`). Rings are CSR: zone z owns rings
+    zone_ring_start[z]..zone_ring_start[z+1] (exteriors and holes of all its parts; none
+    for circles), ring r owns vertices ring_vert_start[r]..ring_vert_start[r+1] of vx/vy,
+    stored without the closing vertex (edges wrap). chunk_bbox[c] bounds the edges ending at
+    vertices c*CHUNK .. c*CHUNK+CHUNK-1 (the kernels skip far chunks). Subjects are CSR
+    too: subject s owns zones subject_zone_idx[subject_zone_start[s]:subject_zone_start[s+1]].
+    Memory: ~90 B per zone, 8 per ring, 18 per vertex, plus the id strings."""
+
+    zone_ids: tuple[str, ...]
+    kind: np.ndarray  # int8: 0 exclusion, 1 inclusion
+    subject: np.ndarray  # int32 subject slot
+    origin_lat: np.ndarray  # float64 degrees: frame origin (bbox centre / circle centre)
+    origin_lon: np.ndarray  # float64 degrees, in [-180, 180)
+    m_per_deg_lon: np.ndarray  # float64: R * cos(origin_lat) * pi / 180
+    warn_m: np.ndarray  # float64 approach ring width
+    is_circle: np.ndarray  # bool_
+    radius: np.ndarray  # float64 metres (circles; 0 otherwise)
+    bbox: np.ndarray  # float64 (n, 4) minx, miny, maxx, maxy in the zone's metres
+    zone_ring_start: np.ndarray  # int64 (n + 1)
+    ring_vert_start: np.ndarray  # int64 (nrings + 1)
+    vx: np.ndarray  # float64 vertex x, metres
+    vy: np.ndarray  # float64 vertex y, metres
+    chunk_bbox: np.ndarray  # float64 (ceil(nverts / CHUNK), 4): bbox of edges ending there
+    subject_ids: tuple[str, ...]
+    subject_zone_start: np.ndarray  # int64 (nsubj + 1)
+    subject_zone_idx: np.ndarray  # int32
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, np.ndarray):
+                value.flags.writeable = False
+
+    @property
+    def n_zones(self) -> int:
+        return len(self.zone_ids)
+
+    @property
+    def n_subjects(self) -> int:
+        return len(self.subject_ids)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the arrays (the id tuples not counted)."""
+        return sum(
+            getattr(self, f.name).nbytes
+            for f in fields(self)
+            if isinstance(getattr(self, f.name), np.ndarray)
+        )
+
+    # Built on first use only: a dict per table, not per zone, and not at all in the hot path.
+    @cached_property
+    def _zone_slot(self) -> dict[str, int]:
+        return {zid: i for i, zid in enumerate(self.zone_ids)}
+
+    @cached_property
+    def _subject_slot(self) -> dict[str, int]:
+        return {sid: i for i, sid in enumerate(self.subject_ids)}
+
+    def zone_index(self, zone_id: str) -> int:
+        """Row of a zone id; KeyError if the table has no such zone."""
+        try:
+            return self._zone_slot[zone_id]
+        except KeyError:
+            raise KeyError(f"unknown zone id {zone_id!r}") from None
+
+    def subject_index(self, subject_id: str) -> int:
+        """Slot of a subject id; KeyError if the table has no such subject."""
+        try:
+            return self._subject_slot[subject_id]
+        except KeyError:
+            raise KeyError(f"unknown subject id {subject_id!r}") from None
+
+    def kernel_geometry(self) -> tuple[np.ndarray, ...]:
+        """The geometry arrays in the order every kernel takes them."""
+        return (
+            self.origin_lat,
+            self.origin_lon,
+            self.m_per_deg_lon,
+            self.is_circle,
+            self.radius,
+            self.bbox,
+            self.zone_ring_start,
+            self.ring_vert_start,
+            self.vx,
+            self.vy,
+            self.chunk_bbox,
+        )
+
+
+def _label(z: Zone) -> str:
+    return f"zone {z.id!r} (feature {z.index})"
+
+
+def _m_per_deg_lon(lat0: np.ndarray) -> np.ndarray:
+    out: np.ndarray = EARTH_R * np.cos(np.radians(lat0)) * (math.pi / 180.0)
+    return out
+
+
+def _unwrap_antimeridian(g: BaseGeometry) -> BaseGeometry:
+    """A zone split at the antimeridian (RFC 7946) as one piece in lon [0, 360): its parts
+    merge, so the seam is not a boundary (a fix just inside it is deep inside the zone)."""
+    shifted = shapely.transform(
+        g, lambda c: np.where(c[:, :1] < 0.0, c + np.array([360.0, 0.0]), c)
+    )
+    return shapely.union_all(shapely.get_parts(shifted))
+
+
+def _polygon_arrays(
+    geoms: list[BaseGeometry],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Ragged coordinates of polygon zones: (lon, lat, ring_vert_start, rings_per_zone,
+    bounds) with closing vertices dropped."""
+    gtype, coords, offsets = shapely.to_ragged_array(np.asarray(geoms, dtype=object))
+    ring_off = offsets[0].astype(np.int64)
+    if gtype == shapely.GeometryType.POLYGON:
+        zone_ring = offsets[1].astype(np.int64)
+    else:  # MULTIPOLYGON (Polygons are promoted when mixed)
+        zone_ring = offsets[1][offsets[2]].astype(np.int64)
+    keep = np.ones(coords.shape[0], dtype=np.bool_)
+    keep[ring_off[1:] - 1] = False
+    ring_vert_start = ring_off - np.arange(ring_off.shape[0], dtype=np.int64)
+    bounds = shapely.bounds(np.asarray(geoms, dtype=object))
+    return coords[keep, 0], coords[keep, 1], ring_vert_start, np.diff(zone_ring), bounds
+
+
+def _chunk_bbox(ring_vert_start: np.ndarray, vx: np.ndarray, vy: np.ndarray) -> np.ndarray:
+    """Bbox of each chunk of CHUNK edges; edge i runs from i's ring predecessor to i."""
+    n = vx.shape[0]
+    nchunks = -(-n // CHUNK)
+    if n == 0:
+        return np.zeros((0, 4), dtype=np.float64)
+    prev = np.arange(-1, n - 1, dtype=np.int64)
+    prev[ring_vert_start[:-1]] = ring_vert_start[1:] - 1  # first vertex: from the ring's last
+    starts = np.arange(0, n, CHUNK)
+    out = np.empty((nchunks, 4), dtype=np.float64)
+    out[:, 0] = np.minimum.reduceat(np.minimum(vx, vx[prev]), starts)
+    out[:, 1] = np.minimum.reduceat(np.minimum(vy, vy[prev]), starts)
+    out[:, 2] = np.maximum.reduceat(np.maximum(vx, vx[prev]), starts)
+    out[:, 3] = np.maximum.reduceat(np.maximum(vy, vy[prev]), starts)
+    return out
+
+
+def _check(zones: Sequence[Zone], subj_slot: dict[str, int]) -> list[str]:
+    problems: list[str] = []
+    seen: set[str] = set()
+    for z in zones:
+        if z.id in seen:
+            problems.append(f"{_label(z)}: duplicate zone id")
+        seen.add(z.id)
+        if z.subject not in subj_slot:
+            problems.append(f"{_label(z)}: subject {z.subject!r} is not in the subjects file")
+        if z.kind not in KIND_CODE:
+            problems.append(f"{_label(z)}: kind must be 'exclusion' or 'inclusion'")
+        if not (math.isfinite(z.warn_m) and z.warn_m >= 0.0):
+            problems.append(f"{_label(z)}: warn_m must be a finite number >= 0")
+        if z.is_circle:
+            assert z.center is not None
+            lon, lat = z.center
+            r = z.radius_m
+            if not (math.isfinite(lon) and math.isfinite(lat) and -90.0 < lat < 90.0):
+                problems.append(f"{_label(z)}: circle centre {z.center} is not a position")
+            if r is None or not (math.isfinite(r) and r > 0.0):
+                problems.append(f"{_label(z)}: radius_m must be a finite number > 0")
+        elif z.geometry is None or z.geometry.geom_type not in ("Polygon", "MultiPolygon"):
+            kind = "nothing" if z.geometry is None else z.geometry.geom_type
+            problems.append(f"{_label(z)}: geometry must be Polygon or MultiPolygon, not {kind}")
+        elif z.geometry.is_empty:
+            problems.append(f"{_label(z)}: geometry is empty")
+    return problems
+
+
+def compile_zones(
+    zoneset_or_zones: ZoneSet | Sequence[Zone],
+    subjects: Sequence[Subject | str] | None = None,
+) -> ZoneTable:
+    """Compile zones into a ZoneTable. Subject slots follow `subjects` (Subject objects or
+    ids), else the ZoneSet's subjects, else the order subjects first appear in the zones.
+    Raises ZoneError listing every problem found."""
+    if isinstance(zoneset_or_zones, ZoneSet):
+        zones = tuple(zoneset_or_zones.zones)
+        if subjects is None:
+            subjects = zoneset_or_zones.subjects
+    else:
+        zones = tuple(zoneset_or_zones)
+    if subjects is None:
+        subject_ids = tuple(dict.fromkeys(z.subject for z in zones))
+    else:
+        subject_ids = tuple(s if isinstance(s, str) else s.id for s in subjects)
+    subj_slot = {s: i for i, s in enumerate(subject_ids)}
+    problems = _check(zones, subj_slot)
+    if len(subj_slot) != len(subject_ids):
+        dups = sorted(s for s, c in Counter(subject_ids).items() if c > 1)
+        problems.append(f"duplicate subject ids: {', '.join(dups)}")
+    if problems:
+        raise ZoneError(f"{len(problems)} problem(s) in zones: {problems[0]}", problems)
+
+    n = len(zones)
+    is_circle = np.fromiter((z.is_circle for z in zones), dtype=np.bool_, count=n)
+    kind = np.fromiter((KIND_CODE[z.kind] for z in zones), dtype=np.int8, count=n)
+    subject = np.fromiter((subj_slot[z.subject] for z in zones), dtype=np.int32, count=n)
+    warn_m = np.fromiter((z.warn_m for z in zones), dtype=np.float64, count=n)
+    radius = np.zeros(n, dtype=np.float64)
+    origin_lat = np.zeros(n, dtype=np.float64)
+    origin_lon = np.zeros(n, dtype=np.float64)
+    bbox = np.zeros((n, 4), dtype=np.float64)
+    ring_count = np.zeros(n, dtype=np.int64)
+
+    circ = np.flatnonzero(is_circle)
+    if circ.shape[0]:
+        centre = np.array([zones[i].center for i in circ], dtype=np.float64)
+        r = np.array([zones[i].radius_m for i in circ], dtype=np.float64)
+        radius[circ] = r
+        origin_lon[circ] = wrap180(centre[:, 0])
+        origin_lat[circ] = centre[:, 1]
+        bbox[circ] = np.stack([-r, -r, r, r], axis=1)
+
+    poly = np.flatnonzero(~is_circle)
+    vx = vy = np.zeros(0, dtype=np.float64)
+    ring_vert_start = np.zeros(1, dtype=np.int64)
+    if poly.shape[0]:
+        geoms = [zones[i].geometry for i in poly]
+        b = shapely.bounds(np.asarray(geoms, dtype=object))
+        for k in np.flatnonzero(b[:, 2] - b[:, 0] > 180.0):
+            geoms[k] = _unwrap_antimeridian(geoms[k])
+        bad = np.flatnonzero(~shapely.is_valid(np.asarray(geoms, dtype=object)))
+        if bad.shape[0]:
+            problems = [
+                f"{_label(zones[poly[k]])}: invalid geometry: {shapely.is_valid_reason(geoms[k])}"
+                for k in bad
+            ]
+            raise ZoneError(f"{len(problems)} problem(s) in zones: {problems[0]}", problems)
+        vlon, vlat, ring_vert_start, rings_per_zone, b = _polygon_arrays(geoms)
+        if not (np.isfinite(vlon).all() and (np.abs(vlat) < 90.0).all()):
+            raise ZoneError("zones: polygon coordinates must be finite, with |lat| < 90")
+        ring_count[poly] = rings_per_zone
+        origin_lon[poly] = wrap180((b[:, 0] + b[:, 2]) * 0.5)
+        origin_lat[poly] = (b[:, 1] + b[:, 3]) * 0.5
+    m_per_deg_lon = _m_per_deg_lon(origin_lat)  # once: compile and kernels use these values
+    if poly.shape[0]:
+        # Each vertex in its zone's frame, projected with the kernels' own function.
+        vert_zone = np.repeat(np.repeat(poly, rings_per_zone), np.diff(ring_vert_start))
+        vx, vy = project(
+            vlat, vlon, origin_lat[vert_zone], origin_lon[vert_zone], m_per_deg_lon[vert_zone]
+        )
+        vx = np.ascontiguousarray(vx, dtype=np.float64)
+        vy = np.ascontiguousarray(vy, dtype=np.float64)
+        first_vert = ring_vert_start[np.concatenate([[0], np.cumsum(rings_per_zone)[:-1]])]
+        bbox[poly, 0] = np.minimum.reduceat(vx, first_vert)
+        bbox[poly, 1] = np.minimum.reduceat(vy, first_vert)
+        bbox[poly, 2] = np.maximum.reduceat(vx, first_vert)
+        bbox[poly, 3] = np.maximum.reduceat(vy, first_vert)
+
+    zone_ring_start = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(ring_count, out=zone_ring_start[1:])
+    order = np.argsort(subject, kind="stable").astype(np.int32)
+    subject_zone_start = np.zeros(len(subject_ids) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(subject, minlength=len(subject_ids)), out=subject_zone_start[1:])
+    return ZoneTable(
+        zone_ids=tuple(z.id for z in zones),
+        kind=kind,
+        subject=subject,
+        origin_lat=origin_lat,
+        origin_lon=origin_lon,
+        m_per_deg_lon=m_per_deg_lon,
+        warn_m=warn_m,
+        is_circle=is_circle,
+        radius=radius,
+        bbox=bbox,
+        zone_ring_start=zone_ring_start,
+        ring_vert_start=ring_vert_start,
+        vx=vx,
+        vy=vy,
+        chunk_bbox=_chunk_bbox(ring_vert_start, vx, vy),
+        subject_ids=subject_ids,
+        subject_zone_start=subject_zone_start,
+        subject_zone_idx=order,
+    )

@@ -1,0 +1,146 @@
+"""Public geofence API: validate inputs, then run the numba kernels over a ZoneTable."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from zones import kernels
+from zones.compile import ZoneTable
+
+
+def _floats(name: str, a: ArrayLike) -> np.ndarray:
+    arr = np.asarray(a)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D array, got shape {arr.shape}")
+    if arr.dtype.kind not in "fiu":
+        raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
+    return np.ascontiguousarray(arr, dtype=np.float64)
+
+
+def _indices(name: str, a: ArrayLike, n: int, what: str) -> np.ndarray:
+    arr = np.asarray(a)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D array, got shape {arr.shape}")
+    if arr.shape[0] == 0:
+        return np.zeros(0, dtype=np.int64)
+    if arr.dtype.kind not in "iu":
+        raise ValueError(f"{name} must be an integer array, got dtype {arr.dtype}")
+    lo, hi = int(arr.min()), int(arr.max())
+    if lo < 0 or hi >= n:
+        bad = lo if lo < 0 else hi
+        raise ValueError(f"{name} has {what} {bad} out of range: the table has {n} {what}s")
+    return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def _same_length(**arrays: np.ndarray) -> None:
+    lengths = {k: v.shape[0] for k, v in arrays.items()}
+    if len(set(lengths.values())) > 1:
+        detail = ", ".join(f"{k}={v}" for k, v in lengths.items())
+        raise ValueError(f"arrays must have equal length, got {detail}")
+
+
+def _cutoff(cutoff: float) -> float:
+    c = float(cutoff)
+    if math.isnan(c) or c < 0.0:
+        raise ValueError(f"cutoff must be >= 0 metres (inf: always exact), got {cutoff}")
+    return c
+
+
+def signed_distance(
+    table: ZoneTable,
+    lat: ArrayLike,
+    lon: ArrayLike,
+    zone_idx: ArrayLike,
+    cutoff: float = math.inf,
+) -> np.ndarray:
+    """Signed distance in metres of fix i to zone zone_idx[i]: negative inside, positive
+    outside, 0 on the boundary, NaN for a NaN fix. Where the fix is more than `cutoff`
+    from the zone's bbox, the bbox distance (a lower bound > cutoff) is returned instead."""
+    la, lo = _floats("lat", lat), _floats("lon", lon)
+    zi = _indices("zone_idx", zone_idx, table.n_zones, "zone")
+    _same_length(lat=la, lon=lo, zone_idx=zi)
+    return kernels._signed_pairs(la, lo, zi, _cutoff(cutoff), *table.kernel_geometry())
+
+
+def signed_distance_by_subject(
+    table: ZoneTable,
+    lat: ArrayLike,
+    lon: ArrayLike,
+    subject_slot: ArrayLike,
+    cutoff: float = math.inf,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Signed distance of each fix to every zone of its subject, as CSR `(offsets,
+    zone_idx, dist)`: fix i's rows are offsets[i]:offsets[i+1], zones in table order."""
+    la, lo = _floats("lat", lat), _floats("lon", lon)
+    ss = _indices("subject_slot", subject_slot, table.n_subjects, "subject")
+    _same_length(lat=la, lon=lo, subject_slot=ss)
+    return kernels._signed_by_subject(
+        la,
+        lo,
+        ss,
+        _cutoff(cutoff),
+        table.subject_zone_start,
+        table.subject_zone_idx,
+        *table.kernel_geometry(),
+    )
+
+
+def segment_distance(
+    table: ZoneTable,
+    lat0: ArrayLike,
+    lon0: ArrayLike,
+    lat1: ArrayLike,
+    lon1: ArrayLike,
+    zone_idx: ArrayLike,
+    cutoff: float = math.inf,
+) -> np.ndarray:
+    """Distance in metres between the straight track segment p0 -> p1 (in the zone's
+    frame) and zone zone_idx[i]: 0 when it touches, crosses or starts/ends inside; NaN if
+    any end is NaN. `cutoff` as in `signed_distance`, on the segment's bbox."""
+    a, b = _floats("lat0", lat0), _floats("lon0", lon0)
+    c, d = _floats("lat1", lat1), _floats("lon1", lon1)
+    zi = _indices("zone_idx", zone_idx, table.n_zones, "zone")
+    _same_length(lat0=a, lon0=b, lat1=c, lon1=d, zone_idx=zi)
+    return kernels._segment_pairs(a, b, c, d, zi, _cutoff(cutoff), *table.kernel_geometry())
+
+
+def segment_distance_by_subject(
+    table: ZoneTable,
+    lat0: ArrayLike,
+    lon0: ArrayLike,
+    lat1: ArrayLike,
+    lon1: ArrayLike,
+    subject_slot: ArrayLike,
+    cutoff: float = math.inf,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`segment_distance` against every zone of each segment's subject, CSR as in
+    `signed_distance_by_subject`."""
+    a, b = _floats("lat0", lat0), _floats("lon0", lon0)
+    c, d = _floats("lat1", lat1), _floats("lon1", lon1)
+    ss = _indices("subject_slot", subject_slot, table.n_subjects, "subject")
+    _same_length(lat0=a, lon0=b, lat1=c, lon1=d, subject_slot=ss)
+    return kernels._segment_by_subject(
+        a,
+        b,
+        c,
+        d,
+        ss,
+        _cutoff(cutoff),
+        table.subject_zone_start,
+        table.subject_zone_idx,
+        *table.kernel_geometry(),
+    )
+
+
+def point_distance_m(
+    lat1: ArrayLike, lon1: ArrayLike, lat2: ArrayLike, lon2: ArrayLike
+) -> np.ndarray:
+    """Great-circle (haversine) distance in metres between paired positions, e.g. a tag
+    and a victim's phone. NaN in either position gives NaN."""
+    a, b = _floats("lat1", lat1), _floats("lon1", lon1)
+    c, d = _floats("lat2", lat2), _floats("lon2", lon2)
+    _same_length(lat1=a, lon1=b, lat2=c, lon2=d)
+    return kernels._haversine(a, b, c, d)
