@@ -77,6 +77,7 @@ class EpisodeBook:
         confidence: float,
         t: float,
         seq: int,
+        raised_t: float | None = None,
     ) -> Episode:
         ep = Episode(
             id=alert_id(subject, zone, kind, (tag, seq)),
@@ -87,7 +88,7 @@ class EpisodeBook:
             severity=severity,
             confidence=confidence,
             opened_t=t,
-            raised_t=t,
+            raised_t=t if raised_t is None else raised_t,
             evidence=[(tag, seq)],
         )
         self.open[(key, kind)] = ep
@@ -98,6 +99,11 @@ class EpisodeBook:
         if len(ep.evidence) < self.evidence_max:
             ep.evidence.append((tag, seq))
         ep.confidence = max(ep.confidence, confidence)
+
+    def republish(self, ep: Episode, raised_t: float) -> None:
+        """Publish the open record again (same id) after its confidence escalated."""
+        ep.raised_t = raised_t
+        self.out.append(ep.record())
 
     def close(self, key: object, kind: str, t: float) -> None:
         ep = self.open.pop((key, kind), None)

@@ -27,11 +27,44 @@ class Settings:
     # Largest raw payload kept in a dead-letter row (the rest is cut, with the size noted)
     dead_letter_max_bytes: int = 65_536
 
-    # --- decisions (issue 3: point-in-zone; issue 4 makes these uncertainty-aware) ----
+    # --- decisions ------------------------------------------------------------------
     # Number of (tag, seq) pairs kept as evidence on one alert
     evidence_max: int = 50
     # Risk weight at or above which a zone breach is critical rather than high
     critical_risk: int = 3
+    # Smallest 68% radius trusted, metres: no fix is more certain than this (model error)
+    acc_floor_m: float = 3.0
+    # A single fix decides a breach at once when it is this deep and this many sigma inside
+    decisive_depth_m: float = 25.0
+    decisive_sigmas: float = 3.0
+    # Uncertain fixes open a breach when their combined P(inside) reaches this...
+    open_probability: float = 0.95
+    # ...and their weighted mean depth is at least this (GPS drift near a boundary is not
+    # a breach): lurking 20 m outside with 20 m correlated error must not alarm
+    open_min_depth_m: float = 10.0
+    # Uncertain evidence older than this (event time) no longer counts towards opening
+    evidence_window_s: float = 900.0
+    # GPS error decorrelates over roughly this long: fixes closer together than this are
+    # not independent evidence (real receivers: 30-300 s)
+    error_corr_s: float = 120.0
+    # A fix counts as confidently outside when P(inside) is at most this
+    outside_probability: float = 0.05
+    # Hysteresis: a breach closes only after the tag has been confidently outside this long;
+    # re-entries within it extend the episode rather than open a new alert
+    exit_gap_s: float = 120.0
+    # Confidence ceilings for evidence that cannot rule out an artefact: one fix (a
+    # multipath burst or wild fix looks the same), fewer than three decorrelated fixes
+    # (span < 2 x error_corr_s), a straight-line transit with no fix inside
+    single_fix_confidence_max: float = 0.8
+    two_fix_confidence_max: float = 0.88
+    transit_confidence_max: float = 0.85
+    # Curfew: absence becomes a breach after this grace unless it is unambiguous (far out)
+    curfew_grace_s: float = 300.0
+    curfew_far_m: float = 200.0
+    # Victim phone: its position grows uncertain at this speed while it is silent, and past
+    # this age the engine says the device is stale instead of pretending to know
+    victim_drift_mps: float = 1.0
+    victim_stale_s: float = 900.0
 
     # --- alerts -----------------------------------------------------------------------
     alert_topic_prefix: str = "tagwatch/v1/alerts"
