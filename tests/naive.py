@@ -112,3 +112,99 @@ def table_rings(table: ZoneTable, z: int) -> list[list[tuple[float, float]]]:
         lo, hi = table.ring_vert_start[r], table.ring_vert_start[r + 1]
         rings.append(list(zip(table.vx[lo:hi].tolist(), table.vy[lo:hi].tolist(), strict=True)))
     return rings
+
+
+# -- segment depth -----------------------------------------------------------------------------
+
+Piece = tuple[float, float, float]  # (t_start, t_end, depth) along A -> B
+
+
+def _depth_pieces_xy(
+    zone: Zone, frame: Frame, a: tuple[float, float], b: tuple[float, float], spacing: float
+) -> list[Piece]:
+    """Inside pieces of the straight segment a -> b (a != b) in the zone frame."""
+    (ax, ay), (bx, by) = a, b
+    sx, sy = bx - ax, by - ay
+    l2 = sx * sx + sy * sy
+    if zone.is_circle:
+        assert zone.radius_m is not None
+        r = zone.radius_m
+        qb, qc = 2.0 * (ax * sx + ay * sy), ax * ax + ay * ay - r * r
+        disc = qb * qb - 4.0 * l2 * qc
+        if disc <= 0.0:
+            return []
+        t0 = max((-qb - math.sqrt(disc)) / (2.0 * l2), 0.0)
+        t1 = min((-qb + math.sqrt(disc)) / (2.0 * l2), 1.0)
+        if t0 >= t1:
+            return []
+        depth = r - float(Point(0.0, 0.0).distance(LineString([a, b])))
+        return [(t0, t1, max(depth, 0.0))]
+    region = region_xy(zone, frame)
+    boundary = region.boundary
+    # Pieces along the boundary are touching, not entering: take them out.
+    inside = LineString([a, b]).intersection(region).difference(boundary)
+    out = []
+    for part in shapely.get_parts(inside):
+        if part.geom_type != "LineString" or part.length == 0.0:
+            continue
+        xy = np.asarray(part.coords)
+        t = ((xy[:, 0] - ax) * sx + (xy[:, 1] - ay) * sy) / l2
+        t0, t1 = float(t.min()), float(t.max())
+        n = max(2, math.ceil((t1 - t0) * math.sqrt(l2) / spacing) + 1)
+        ts = np.linspace(t0, t1, n)
+        xs, ys = ax + ts * sx, ay + ts * sy
+        d = shapely.distance(boundary, shapely.points(xs, ys))
+        d = d[shapely.contains_xy(region, xs, ys)]
+        out.append((t0, t1, float(d.max()) if d.shape[0] else 0.0))
+    return out
+
+
+def segment_depth_pieces(
+    zone: Zone,
+    frame: Frame,
+    lat0: float,
+    lon0: float,
+    lat1: float,
+    lon1: float,
+    spacing: float = 0.5,
+) -> list[Piece]:
+    """The pieces of the straight segment A -> B (zone frame) inside the zone, sorted:
+    (t_start, t_end, depth) with t the fraction along A -> B. Polygons: shapely's
+    intersection, minus the boundary (running along an edge is not entering); depth the
+    max boundary distance over samples `spacing` metres apart (so at most spacing/2 low).
+    Circles: the line-circle roots, depth r - (centre to segment). A zero-length segment
+    is its point: [(0, 1, -sd)] inside, [] otherwise. A seam-crossing segment is two
+    pieces as in `segment_distance`, both parametrised by the same t."""
+    if not all(math.isfinite(v) for v in (lat0, lon0, lat1, lon1)):
+        raise ValueError("no pieces for a NaN segment")
+    a, b = to_xy(lat0, lon0, frame), to_xy(lat1, lon1, frame)
+    if a == b:
+        d = signed_distance(zone, frame, lat0, lon0)
+        return [(0.0, 1.0, -d)] if d < 0.0 else []
+    k = frame[2]
+    if abs(b[0] - a[0]) <= k * 180.0:
+        return _depth_pieces_xy(zone, frame, a, b, spacing)
+    dx = k * ((lon1 - lon0 + 180.0) % 360.0 - 180.0)
+    return sorted(
+        _depth_pieces_xy(zone, frame, a, (a[0] + dx, b[1]), spacing)
+        + _depth_pieces_xy(zone, frame, (b[0] - dx, a[1]), b, spacing)
+    )
+
+
+def segment_depth(
+    zone: Zone,
+    frame: Frame,
+    lat0: float,
+    lon0: float,
+    lat1: float,
+    lon1: float,
+    spacing: float = 0.5,
+) -> tuple[float, float, float]:
+    """(depth, f_in, f_out) from `segment_depth_pieces`: the deepest piece, the first
+    piece's start and the last piece's end; (0, NaN, NaN) with no piece; NaN for NaN."""
+    if not all(math.isfinite(v) for v in (lat0, lon0, lat1, lon1)):
+        return math.nan, math.nan, math.nan
+    pieces = segment_depth_pieces(zone, frame, lat0, lon0, lat1, lon1, spacing)
+    if not pieces:
+        return 0.0, math.nan, math.nan
+    return max(p[2] for p in pieces), pieces[0][0], max(p[1] for p in pieces)

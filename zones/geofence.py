@@ -135,6 +135,42 @@ def segment_distance_by_subject(
     )
 
 
+def segment_depth(
+    table: ZoneTable,
+    lat0: ArrayLike,
+    lon0: ArrayLike,
+    lat1: ArrayLike,
+    lon1: ArrayLike,
+    zone_idx: ArrayLike,
+    step_m: float = 5.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each segment/zone pair: (depth, f_in, f_out), for telling whether a tag went
+    through a zone between two fixes (the segment p0 -> p1 is straight in the zone's frame).
+
+    depth: how deep the segment goes inside the zone, metres >= 0: the max over the segment
+    of -signed_distance, clipped at 0; 0 when it never enters. Circles: exact (r minus the
+    distance from the centre to the segment). Polygons: never above the true value and less
+    than step_m / 2 below it (signed distance is 1-Lipschitz along the segment; see
+    `zones.kernels`), unless the search stops at `kernels.DEPTH_MAX_EVALS` evaluations (only
+    on inside stretches longer than ~1000 * step_m parallel to an edge).
+    f_in, f_out: fractions in [0, 1] along p0 -> p1 of the first entry into and the last
+    exit from the zone's interior, exact up to rounding (f_in = 0 when p0 is inside, f_out
+    = 1 when p1 is); NaN when the segment never enters. Touching the boundary (a vertex, or
+    running along an edge) is not entering.
+    A zero-length segment is its point: depth max(0, -signed_distance), fractions (0, 1) if
+    it is inside, else NaN. Any NaN coordinate gives NaN in all three."""
+    a, b = _floats("lat0", lat0), _floats("lon0", lon0)
+    c, d = _floats("lat1", lat1), _floats("lon1", lon1)
+    zi = _indices("zone_idx", zone_idx, table.n_zones, "zone")
+    _same_length(lat0=a, lon0=b, lat1=c, lon1=d, zone_idx=zi)
+    step = float(step_m)
+    if not (math.isfinite(step) and step > 0.0):
+        raise ValueError(f"step_m must be a finite number of metres > 0, got {step_m}")
+    return kernels._segment_depth_pairs(
+        a, b, c, d, zi, step, kernels.DEPTH_MAX_EVALS, *table.kernel_geometry()
+    )
+
+
 def point_distance_m(
     lat1: ArrayLike, lon1: ArrayLike, lat2: ArrayLike, lon2: ArrayLike
 ) -> np.ndarray:
