@@ -93,6 +93,8 @@ class BreachTracker:
         return self.episode is None and not self.pending
 
     def observe(self, o: Obs) -> None:
+        if not (math.isfinite(o.depth) and math.isfinite(o.sigma)):
+            return  # a fix with no usable position is never evidence of anything
         s = self.s
         confident_out = o.p_in <= s.outside_probability
         if self.episode is not None:
@@ -228,6 +230,8 @@ class CurfewTracker:
 
     def observe(self, o: Obs, active: bool, window_start: float, window_end: float) -> None:
         """`window_start`/`window_end`: the active interval containing o.t (when active)."""
+        if not (math.isfinite(o.depth) and math.isfinite(o.sigma)):
+            return
         s = self.s
         p_away = o.p_in  # depth is "outside" depth, so p_in is P(away)
         if not active:

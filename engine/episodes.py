@@ -61,6 +61,8 @@ class EpisodeBook:
         self.evidence_max = evidence_max
         self.open: dict[tuple[object, str], Episode] = {}
         self.out: list[Alert] = []
+        # Set while held evidence is applied late: raised_t is when the engine decided
+        self.decided_at: float | None = None
 
     def get(self, key: object, kind: str) -> Episode | None:
         return self.open.get((key, kind))
@@ -88,7 +90,10 @@ class EpisodeBook:
             severity=severity,
             confidence=confidence,
             opened_t=t,
-            raised_t=t if raised_t is None else raised_t,
+            raised_t=max(
+                t if raised_t is None else raised_t,
+                -math.inf if self.decided_at is None else self.decided_at,
+            ),
             evidence=[(tag, seq)],
         )
         self.open[(key, kind)] = ep

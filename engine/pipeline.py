@@ -3,6 +3,7 @@ run the geofence kernels, and turn distances into alert episodes."""
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -11,18 +12,20 @@ import msgspec
 import numpy as np
 
 from engine.alerts import Alert, Severity
+from engine.decide import BreachTracker, CurfewTracker, Obs
 from engine.dedupe import SeqDeduper
-from engine.episodes import EpisodeBook, prob_below, sigma_of
+from engine.episodes import R68_PER_SIGMA as R68
+from engine.episodes import EpisodeBook, prob_below
 from engine.records import FIX_DTYPE, SRC_CODE, DeadLetter, EventRecord, FixRecord, Record
 from engine.registry import Registry
 from engine.settings import Settings
+from engine.transit import corner_route_avoids, heading_change_deg
+from engine.victims import VictimTrack
 from zones.compile import ZoneTable, compile_zones
-from zones.geofence import point_distance_m, signed_distance_by_subject
+from zones.geofence import point_distance_m, segment_depth, signed_distance_by_subject
 from zones.model import Window, ZoneSet
 from zones.schedule import active_intervals
 
-# Zone state machine values (per zone row; every zone binds exactly one subject)
-OUTSIDE, APPROACH, BREACH, LEFT = 0, 1, 2, 3
 _SCHEDULE_SPAN_S = 8 * 86400.0  # how far ahead schedule intervals are expanded at a time
 
 
@@ -47,18 +50,20 @@ class _Schedules:
         self.schedule = {table.zone_index(z.id): z.schedule for z in zoneset.zones if z.schedule}
         self.cache: dict[tuple[Window, ...], tuple[float, float, np.ndarray]] = {}
 
-    def active(self, zone: int, t: np.ndarray) -> np.ndarray:
-        sched = self.schedule.get(zone)
-        if sched is None:
-            return np.ones(t.shape, dtype=np.bool_)
-        lo, hi = float(t.min()), float(t.max())
+    def _intervals(self, sched: tuple[Window, ...], lo: float, hi: float) -> np.ndarray:
         cached = self.cache.get(sched)
         if cached is None or lo < cached[0] or hi >= cached[1]:
             start = math.floor(lo / 86400.0) * 86400.0 - 86400.0
             end = start + max(_SCHEDULE_SPAN_S, math.ceil((hi - start) / 86400.0 + 1) * 86400.0)
             cached = (start, end, active_intervals(sched, start, end))
             self.cache[sched] = cached
-        iv = cached[2]
+        return cached[2]
+
+    def active(self, zone: int, t: np.ndarray) -> np.ndarray:
+        sched = self.schedule.get(zone)
+        if sched is None:
+            return np.ones(t.shape, dtype=np.bool_)
+        iv = self._intervals(sched, float(t.min()), float(t.max()))
         if iv.shape[0] == 0:
             return np.zeros(t.shape, dtype=np.bool_)
         k = np.searchsorted(iv[:, 0], t, side="right") - 1
@@ -67,9 +72,51 @@ class _Schedules:
         res[ok] = t[ok] < iv[k[ok], 1]
         return res
 
+    def active_or_soon(self, zone: int, t: np.ndarray, ahead_s: float) -> np.ndarray:
+        """Active at t, or starting within ahead_s after t (a curfew tracker must know
+        where the subject was when the window opened)."""
+        res = self.active(zone, t)
+        sched = self.schedule.get(zone)
+        if sched is None:
+            return res
+        iv = self._intervals(sched, float(t.min()), float(t.max()) + ahead_s)
+        if iv.shape[0]:
+            k = np.searchsorted(iv[:, 0], t, side="right")
+            ok = k < iv.shape[0]
+            res[ok] |= iv[k[ok], 0] - t[ok] <= ahead_s
+        return res
+
+    def window(self, zone: int, t: float) -> tuple[float, float, bool]:
+        """(start, end, active): the active interval containing t, or else the last one
+        that ended before t (so a breach can be closed at the window's end)."""
+        sched = self.schedule.get(zone)
+        if sched is None:
+            return -math.inf, math.inf, True
+        iv = self._intervals(sched, t, t)
+        k = int(np.searchsorted(iv[:, 0], t, side="right")) - 1
+        if k < 0:
+            return -math.inf, -math.inf, False
+        w0, w1 = float(iv[k, 0]), float(iv[k, 1])
+        return w0, w1, t < w1
+
+
+@dataclass
+class _Step:
+    """One tag fix with everything the decisions need, so it can be held and applied later."""
+
+    row: np.void
+    subject: int
+    sigma: float
+    prev: np.ndarray
+    pprev: np.ndarray
+    zone_pairs: list[tuple[int, float]]
+    transits: list[tuple[int, float, float, float]]
+    prox: bool
+
 
 class Pipeline:
-    """Synchronous core. Feed it batches of decoded records with `process`."""
+    """Synchronous core. Feed it batches of decoded records with `process`; call `finish`
+    at the end of a replay so episodes whose tag was last seen outside are closed."""
 
     def __init__(self, zoneset: ZoneSet, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
@@ -78,18 +125,19 @@ class Pipeline:
         self.registry = Registry(zoneset, self.table.subject_ids)
         n = self.registry.n_slots
         self.dedupe = SeqDeduper(n, self.settings.dedupe_window)
-        # Latest fix of every device slot (victim phones are joined on these)
-        self.last_t = np.full(n, -np.inf)
-        self.last_lat = np.full(n, np.nan)
-        self.last_lon = np.full(n, np.nan)
-        self.last_acc = np.full(n, np.nan)
-        self.zone_state = np.zeros(len(self.table.zone_ids), dtype=np.int8)
-        self.pair_state = np.zeros(len(self.registry.pairs), dtype=np.int8)
+        # The last two accepted fixes of every tag slot (transit needs a heading)
+        self.last = np.full((n, 4), np.nan)  # t, lat, lon, acc
+        self.prev = np.full((n, 4), np.nan)
+        self.victims: dict[int, VictimTrack] = {}
+        self.suspects: dict[int, _Step] = {}  # tag slot -> a fix waiting for the next one
         self.schedules = _Schedules(zoneset, self.table)
         self.book = EpisodeBook(self.settings.evidence_max)
+        self.trackers: dict[object, BreachTracker | CurfewTracker] = {}
+        self.tracked = np.zeros(len(self.table.zone_ids), dtype=np.bool_)
         self.is_inclusion = np.asarray(self.table.kind) == 1
-        # Beyond this distance a zone is certainly not near: the kernel may skip it.
-        self.cutoff = float(np.max(self.table.warn_m, initial=0.0)) + 1.0
+        self.warn = np.asarray(self.table.warn_m, dtype=np.float64)
+        # Beyond this distance a zone cannot matter to any fix: the kernel may skip it.
+        self.cutoff = float(np.max(self.table.warn_m, initial=0.0)) + 3000.0
 
     # -- public ------------------------------------------------------------------------
     def process(self, records: Sequence[Record], origin: str = "batch") -> BatchResult:
@@ -108,6 +156,16 @@ class Pipeline:
         res.alerts = self.book.drain()
         return res
 
+    def finish(self) -> list[Alert]:
+        """End of input (replay): close episodes whose tag was last seen outside."""
+        for sus in self.suspects.values():
+            self._apply(sus)  # no next fix to refute it: never silence a possible breach
+        self.suspects.clear()
+        for tr in self.trackers.values():
+            if isinstance(tr, BreachTracker):
+                tr.finish()
+        return self.book.drain()
+
     # -- internals ---------------------------------------------------------------------
     def _unknown(self, r: Record, origin: str) -> DeadLetter:
         return DeadLetter(
@@ -116,7 +174,7 @@ class Pipeline:
             f"unknown device '{r.device}': not a tag or protected device in the subjects file",
         )
 
-    def _process_fixes(self, fixes: list[FixRecord], origin: str, res: BatchResult) -> None:
+    def _to_array(self, fixes: list[FixRecord], origin: str, res: BatchResult) -> np.ndarray:
         reg = self.registry
         arr = np.empty(len(fixes), dtype=FIX_DTYPE)
         n = 0
@@ -131,7 +189,11 @@ class Pipeline:
         arr = arr[:n]
         keep = self.dedupe.filter(arr["slot"], arr["seq"])
         res.duplicates += int(n - keep.sum())
-        arr = arr[keep]
+        return arr[keep]
+
+    def _process_fixes(self, fixes: list[FixRecord], origin: str, res: BatchResult) -> None:
+        reg = self.registry
+        arr = self._to_array(fixes, origin, res)
         # Event-time order across the batch (ties: slot, seq) so that a tag's fixes are
         # decided in the order they were taken and victim positions join on time.
         arr = arr[np.lexsort((arr["seq"], arr["slot"], arr["t"]))]
@@ -141,194 +203,330 @@ class Pipeline:
         subj = reg.subject_of_slot[arr["slot"]]
         is_tag = subj >= 0
         tag_rows = np.flatnonzero(is_tag)
+        tags = arr[tag_rows]
+        prev, pprev = self._previous(tags)
+        lat, lon = tags["lat"], tags["lon"]
         offsets, zidx, dist = signed_distance_by_subject(
-            self.table,
-            arr["lat"][tag_rows],
-            arr["lon"][tag_rows],
-            subj[tag_rows],
-            cutoff=self.cutoff,
+            self.table, lat, lon, subj[tag_rows], cutoff=self.cutoff
         )
-        near = self._interesting_pairs(arr, tag_rows, offsets, zidx, dist)
-        # Only rows that can change something are walked in Python, in time order:
-        # fixes with a near (fix, zone) pair, victim fixes, and fixes of subjects who
-        # have protected devices. Everything else is settled by the vectorised code.
-        pair_row = tag_rows[np.repeat(np.arange(tag_rows.shape[0]), np.diff(offsets))]
-        near_rows = pair_row[near]
+        pair_fix = np.repeat(np.arange(tag_rows.shape[0]), np.diff(offsets))
+        sigma = np.maximum(tags["acc"].astype(np.float64), self.settings.acc_floor_m) / R68
+        near = self._near_pairs(tags, pair_fix, zidx, dist, sigma[pair_fix])
+        transit = self._transit_pairs(tags, prev, pair_fix, zidx, dist)
+        pair_row = tag_rows[pair_fix]
         prox = np.zeros(arr.shape[0], dtype=np.bool_)
         if reg.pairs_of_subject:
             prox[tag_rows] = np.isin(subj[tag_rows], list(reg.pairs_of_subject))
-        visit = np.union1d(near_rows, np.flatnonzero(~is_tag | prox))
-        lo_hi = np.searchsorted(near_rows, np.stack([visit, visit + 1]))
-        for j, i in enumerate(visit.tolist()):
-            row = arr[i]
-            if subj[i] < 0:
-                self._victim_fix(int(row["slot"]), row)
+        # Only rows that can change something are walked in Python, in time order.
+        visit = np.union1d(
+            np.union1d(pair_row[near], pair_row[transit[0]]), np.flatnonzero(~is_tag | prox)
+        )
+        if self.suspects:  # a tag with a suspect fix: its next fix settles it
+            visit = np.union1d(visit, np.flatnonzero(np.isin(arr["slot"], list(self.suspects))))
+        near_rows, tr_rows = pair_row[near], pair_row[transit[0]]
+        tag_pos = np.full(arr.shape[0], -1, dtype=np.int64)
+        tag_pos[tag_rows] = np.arange(tag_rows.shape[0])
+        heap = visit.tolist()  # sorted: a valid heap; rows may be added while walking
+        seen: set[int] = set()
+        while heap:
+            i = heapq.heappop(heap)
+            if i in seen:
                 continue
-            for p in near[lo_hi[0, j] : lo_hi[1, j]].tolist():
-                self._zone_step(int(zidx[p]), float(dist[p]), row)
-            if prox[i]:
-                self._proximity_step(int(subj[i]), row)
-        self._remember_last(arr[is_tag])
+            seen.add(i)
+            row = arr[i]
+            slot = int(row["slot"])
+            if subj[i] < 0:
+                self._victim_fix(slot, row)
+                continue
+            k = int(tag_pos[i])
+            lo, hi = np.searchsorted(near_rows, [i, i + 1])
+            zone_pairs = [(int(zidx[p]), float(dist[p])) for p in near[lo:hi].tolist()]
+            lo, hi = np.searchsorted(tr_rows, [i, i + 1])
+            transits = [
+                (int(zidx[transit[0][j]]), *(float(x[j]) for x in transit[1:]))
+                for j in range(lo, hi)
+            ]
+            step = _Step(row, int(subj[i]), float(sigma[k]), prev[k], pprev[k], zone_pairs,
+                         transits, bool(prox[i]))  # fmt: skip
+            if slot in self.suspects and not self._settle(self.suspects.pop(slot), step):
+                step.transits = []  # its previous fix was an outlier: no segment from it
+            if self._is_suspect(step):
+                self.suspects[slot] = step
+                later = np.flatnonzero(arr["slot"][i + 1 :] == slot)
+                if later.shape[0]:
+                    heapq.heappush(heap, i + 1 + int(later[0]))
+                continue
+            self._apply(step)
+        self._remember(tags)
 
-    def _remember_last(self, arr: np.ndarray) -> None:
-        """Latest position per tag slot (arr is in time order: the last row wins)."""
-        if arr.shape[0] == 0:
-            return
-        slots = arr["slot"][::-1]
-        uniq, first = np.unique(slots, return_index=True)
-        rows = arr[::-1][first]
-        newer = rows["t"] >= self.last_t[uniq]
-        u, rows = uniq[newer], rows[newer]
-        self.last_t[u] = rows["t"]
-        self.last_lat[u] = rows["lat"]
-        self.last_lon[u] = rows["lon"]
-        self.last_acc[u] = rows["acc"]
+    def _apply(self, st: _Step) -> None:
+        for z, depth, f_in, f_out in st.transits:
+            self._transit_step(st.row, st.prev, st.pprev, z, depth, f_in, f_out)
+        for z, sd in st.zone_pairs:
+            self._zone_step(z, sd, st.sigma, st.row)
+        if st.prox:
+            self._proximity_step(st.subject, st.row, st.sigma)
 
-    def _interesting_pairs(
+    def _speed(self, a: np.ndarray, b: np.ndarray) -> float:
+        """Implied speed (m/s) between two fixes (t, lat, lon, acc), beyond their accuracy."""
+        if not (np.isfinite(a[0]) and np.isfinite(b[0])):
+            return math.nan
+        d = float(point_distance_m(a[1:2], a[2:3], b[1:2], b[2:3])[0])
+        return max(0.0, d - float(a[3]) - float(b[3])) / max(abs(float(b[0] - a[0])), 1.0)
+
+    def _jump_limit(self, st: _Step) -> float:
+        """Speed beyond which a fix is suspect, given how fast the track was going."""
+        recent = self._speed(st.pprev, st.prev)
+        recent = 0.0 if math.isnan(recent) else recent
+        s = self.settings
+        return max(s.jump_speed_floor_mps, s.jump_speed_factor * recent + 2.0)
+
+    def _is_suspect(self, st: _Step) -> bool:
+        """A fix that would put the tag inside a zone, reached at a speed the track does not
+        allow: held until the next fix says whether the tag really went there."""
+        if not any(sd < 0.0 for _, sd in st.zone_pairs):
+            return False
+        cur = np.array([st.row["t"], st.row["lat"], st.row["lon"], st.row["acc"]], dtype=float)
+        v = self._speed(st.prev, cur)
+        return not math.isnan(v) and v > self._jump_limit(st)
+
+    def _settle(self, sus: _Step, nxt: _Step) -> bool:
+        """Decide a suspect fix with the fix after it: if the next fix is where the tag could
+        have got to from before the jump but not from the suspect (in and back), the jump was
+        an artefact (implausible_fix, not a breach); otherwise the tag really moved.
+        Returns True when the suspect is accepted."""
+        cur = np.array([nxt.row["t"], nxt.row["lat"], nxt.row["lon"], nxt.row["acc"]], float)
+        limit = self._jump_limit(sus)
+        back = self._speed(sus.prev, cur)
+        sus_fix = np.array([sus.row["t"], sus.row["lat"], sus.row["lon"], sus.row["acc"]], float)
+        onward = self._speed(sus_fix, cur)
+        if not math.isnan(back) and back <= limit and onward > limit:
+            self._implausible(sus)
+            nxt.prev, nxt.pprev = sus.prev, sus.pprev
+            return False
+        self.book.decided_at = float(nxt.row["t"])
+        try:
+            self._apply(sus)
+        finally:
+            self.book.decided_at = None
+        return True
+
+    def _implausible(self, st: _Step) -> None:
+        reg, table = self.registry, self.table
+        slot = int(st.row["slot"])
+        tag, seq, t = reg.device_ids[slot], int(st.row["seq"]), float(st.row["t"])
+        z = min(st.zone_pairs, key=lambda p: p[1])[0]
+        key = ("j", slot, seq)
+        self.book.open_episode(
+            key, "implausible_fix", subject=reg.subject_ids[st.subject], tag=tag,
+            zone=table.zone_ids[z], severity="low", confidence=0.9, t=t, seq=seq,
+        )  # fmt: skip
+        self.book.close(key, "implausible_fix", t)
+
+    def _previous(self, tags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For each tag row: the previous and the one-before-previous fix (t, lat, lon, acc)
+        of the same tag, from this batch or from earlier ones (NaN when unknown)."""
+        n = tags.shape[0]
+        cur = np.stack([tags["t"], tags["lat"], tags["lon"], tags["acc"]], axis=1)
+        prev = np.full((n, 4), np.nan)
+        pprev = np.full((n, 4), np.nan)
+        order = np.argsort(tags["slot"], kind="stable")
+        slots = tags["slot"][order]
+        for k, i in enumerate(order.tolist()):
+            s = int(slots[k])
+            same1 = k >= 1 and slots[k - 1] == s
+            same2 = k >= 2 and slots[k - 2] == s
+            prev[i] = cur[order[k - 1]] if same1 else self.last[s]
+            if same2:
+                pprev[i] = cur[order[k - 2]]
+            elif same1:
+                pprev[i] = self.last[s]
+            else:
+                pprev[i] = self.prev[s]
+        return prev, pprev
+
+    def _near_pairs(
         self,
-        arr: np.ndarray,
-        tag_rows: np.ndarray,
-        offsets: np.ndarray,
+        tags: np.ndarray,
+        pair_fix: np.ndarray,
         zidx: np.ndarray,
         dist: np.ndarray,
+        sigma: np.ndarray,
     ) -> np.ndarray:
-        """Indices of (fix, zone) pairs that can change some zone's state. Most fixes are
-        far from every zone of their subject; they never reach Python-level decisions."""
+        """Indices of (fix, zone) pairs whose evidence can change a decision; most fixes are
+        far from every zone of their subject and never reach Python-level decisions."""
         if zidx.shape[0] == 0:
             return np.zeros(0, dtype=np.int64)
-        warn = np.asarray(self.table.warn_m)[zidx]
         incl = self.is_inclusion[zidx]
-        cand = np.where(incl, dist > 0.0, dist <= warn)
+        margin = 4.0 * sigma
+        cand = np.where(incl, dist > -margin, dist <= self.warn[zidx] + margin)
         if incl.any():
-            # A curfew matters only while its schedule is active.
-            fix_of_pair = np.repeat(tag_rows, np.diff(offsets))
-            t = arr["t"][fix_of_pair]
+            t = tags["t"][pair_fix]
             for z in np.unique(zidx[incl]):
                 m = zidx == z
-                cand[m] &= self.schedules.active(int(z), t[m])
-        touched = np.unique(zidx[cand])
-        stateful = np.flatnonzero(self.zone_state != OUTSIDE)
-        zones = np.union1d(touched, stateful)
+                cand[m] &= self.schedules.active_or_soon(int(z), t[m], 3600.0)
+        # A zone touched anywhere in the batch, or already being tracked, is followed for
+        # every fix of the batch: later far fixes are what closes its episode.
+        zones = np.union1d(np.unique(zidx[cand]), np.flatnonzero(self.tracked))
         return np.flatnonzero(np.isin(zidx, zones))
 
-    def _zone_step(self, z: int, sd: float, row: np.void) -> None:
-        table, reg, book = self.table, self.registry, self.book
-        slot = int(row["slot"])
-        tag = reg.device_ids[slot]
+    def _transit_pairs(
+        self,
+        tags: np.ndarray,
+        prev: np.ndarray,
+        pair_fix: np.ndarray,
+        zidx: np.ndarray,
+        dist: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(pair index, depth, entry fraction, exit fraction) for exclusion-zone pairs whose
+        straight segment from the previous fix goes into the zone."""
+        empty = np.zeros(0, dtype=np.int64)
+        if zidx.shape[0] == 0:
+            return empty, np.zeros(0), np.zeros(0), np.zeros(0)
+        p = prev[pair_fix]
+        seg = point_distance_m(p[:, 1], p[:, 2], tags["lat"][pair_fix], tags["lon"][pair_fix])
+        cand = np.flatnonzero(
+            ~self.is_inclusion[zidx] & (dist > 0.0) & np.isfinite(seg) & (dist < seg)
+        )
+        if cand.shape[0] == 0:
+            return empty, np.zeros(0), np.zeros(0), np.zeros(0)
+        f = pair_fix[cand]
+        depth, f_in, f_out = segment_depth(
+            self.table, prev[f, 1], prev[f, 2], tags["lat"][f], tags["lon"][f], zidx[cand]
+        )
+        keep = depth >= self.settings.transit_min_depth_m
+        return cand[keep], depth[keep], f_in[keep], f_out[keep]
+
+    def _remember(self, tags: np.ndarray) -> None:
+        """Latest two fixes per tag slot (rows are in time order: the last ones win)."""
+        for row in tags[np.argsort(tags["slot"], kind="stable")]:
+            s = int(row["slot"])
+            if not row["t"] >= self.last[s, 0] and not np.isnan(self.last[s, 0]):
+                continue
+            self.prev[s] = self.last[s]
+            self.last[s] = (row["t"], row["lat"], row["lon"], row["acc"])
+
+    def _breach(
+        self, key: object, kind: str, subject: str, zone: str, sev: Severity
+    ) -> BreachTracker:
+        tr = self.trackers.get(key)
+        if tr is None:
+            tr = BreachTracker(self.book, self.settings, key, kind, subject, zone, sev)
+            self.trackers[key] = tr
+        assert isinstance(tr, BreachTracker)
+        return tr
+
+    def _curfew(self, key: object, subject: str, zone: str) -> CurfewTracker:
+        tr = self.trackers.get(key)
+        if tr is None:
+            tr = CurfewTracker(self.book, self.settings, key, subject, zone)
+            self.trackers[key] = tr
+        assert isinstance(tr, CurfewTracker)
+        return tr
+
+    def _forget_if_idle(self, key: object, z: int | None = None) -> None:
+        tr = self.trackers.get(key)
+        if tr is not None and tr.idle:
+            del self.trackers[key]
+        if z is not None:
+            self.tracked[z] = any(k in self.trackers for k in (("z", z), ("a", z), ("c", z)))
+
+    def _zone_step(self, z: int, sd: float, sigma: float, row: np.void) -> None:
+        table, reg, st = self.table, self.registry, self.settings
+        tag = reg.device_ids[int(row["slot"])]
         t, seq = float(row["t"]), int(row["seq"])
         s = int(table.subject[z])
-        subject = reg.subject_ids[s]
-        zone_id = table.zone_ids[z]
-        sigma = sigma_of(float(row["acc"]))
-        state = int(self.zone_state[z])
+        subject, zone_id = reg.subject_ids[s], table.zone_ids[z]
         if self.is_inclusion[z]:
-            active = bool(self.schedules.active(z, np.array([t]))[0])
-            outside = active and sd > 0.0
-            ep = book.get(z, "curfew_breach")
-            if outside:
-                conf = prob_below(sd, sigma)  # P(true position outside)
-                if ep is None:
-                    book.open_episode(z, "curfew_breach", subject=subject, tag=tag,
-                                      zone=zone_id, severity="high", confidence=conf,
-                                      t=t, seq=seq)  # fmt: skip
-                else:
-                    book.add_evidence(ep, tag, seq, conf)
-                self.zone_state[z] = BREACH
-            else:
-                if ep is not None:
-                    book.close(z, "curfew_breach", t)
-                self.zone_state[z] = OUTSIDE
+            w0, w1, active = self.schedules.window(z, t)
+            cur = self._curfew(("c", z), subject, zone_id)
+            cur.observe(Obs(t, sd, sigma, tag, seq), active, w0, w1)  # type: ignore[union-attr]
+            self._forget_if_idle(("c", z), z)
             return
-        warn = float(table.warn_m[z])
-        conf_in = prob_below(-sd, sigma)  # P(true position inside)
         risk = int(reg.subject_risk[s])
-        breach_sev: Severity = "critical" if risk >= self.settings.critical_risk else "high"
-        if sd < 0.0:
-            if state == APPROACH:
-                book.close(z, "zone_approach", t)  # superseded by the breach
-            ep = book.get(z, "zone_breach")
-            if ep is None:
-                book.open_episode(z, "zone_breach", subject=subject, tag=tag, zone=zone_id,
-                                  severity=breach_sev, confidence=conf_in, t=t, seq=seq)  # fmt: skip
-            else:
-                book.add_evidence(ep, tag, seq, conf_in)
-            self.zone_state[z] = BREACH
-        elif sd <= warn:
-            if state == BREACH:
-                book.close(z, "zone_breach", t)
-                self.zone_state[z] = LEFT
-            elif state == OUTSIDE:
-                book.open_episode(z, "zone_approach", subject=subject, tag=tag, zone=zone_id,
-                                  severity="medium", confidence=prob_below(warn - sd, sigma),
-                                  t=t, seq=seq)  # fmt: skip
-                self.zone_state[z] = APPROACH
-            elif state == APPROACH:
-                ep = book.get(z, "zone_approach")
-                if ep is not None:
-                    book.add_evidence(ep, tag, seq, prob_below(warn - sd, sigma))
-        else:
-            if state == BREACH:
-                book.close(z, "zone_breach", t)
-            elif state == APPROACH:
-                book.close(z, "zone_approach", t)
-            self.zone_state[z] = OUTSIDE
+        sev: Severity = "critical" if risk >= st.critical_risk else "high"
+        br = self._breach(("z", z), "zone_breach", subject, zone_id, sev)
+        br.observe(Obs(t, -sd, sigma, tag, seq))
+        warn = float(self.warn[z])
+        if warn > 0.0:
+            self._approach_step(("a", z), "zone_approach", "medium", subject, zone_id,
+                                br, Obs(t, warn - sd, sigma, tag, seq))  # fmt: skip
+        self._forget_if_idle(("z", z))
+        self._forget_if_idle(("a", z), z)
+
+    def _approach_step(self, key: object, kind: str, sev: Severity, subject: str, zone: str,
+                       breach: BreachTracker, o: Obs) -> None:  # fmt: skip
+        """Approach ring: an earlier, lower-severity alert, superseded by the breach."""
+        ap = self._breach(key, kind, subject, zone, sev)
+        if breach.episode is not None:
+            if ap.episode is not None:
+                self.book.close(key, kind, breach.episode.opened_t)
+                ap.episode = None
+            ap.pending.clear()
+            ap.leaving_since = None
+            return
+        ap.observe(o)
+
+    def _transit_step(
+        self, row: np.void, prev: np.ndarray, pprev: np.ndarray, z: int,
+        depth: float, f_in: float, f_out: float,
+    ) -> None:  # fmt: skip
+        st, reg, table = self.settings, self.registry, self.table
+        t0, t1 = float(prev[0]), float(row["t"])
+        dt = t1 - t0
+        if not (0.0 < dt <= st.transit_max_gap_s):
+            return
+        a = (float(prev[1]), float(prev[2]))
+        b = (float(row["lat"]), float(row["lon"]))
+        sig = max(float(prev[3]), float(row["acc"]), st.acc_floor_m) / R68
+        if depth < 2.0 * sig:
+            return
+        if np.isfinite(pprev[0]) and pprev[0] < t0:
+            pp = (float(pprev[1]), float(pprev[2]))
+            if heading_change_deg(pp, a, b) > st.transit_turn_deg:
+                v_in = float(point_distance_m(np.array([pp[0]]), np.array([pp[1]]),
+                                              np.array([a[0]]), np.array([a[1]]))[0]) / max(t0 - pprev[0], 1.0)  # fmt: skip
+                chord = float(point_distance_m(np.array([a[0]]), np.array([a[1]]),
+                                               np.array([b[0]]), np.array([b[1]]))[0])  # fmt: skip
+                budget = max(v_in * dt, chord) * st.transit_speed_slack
+                if corner_route_avoids(table, z, pp, a, b, budget):
+                    return  # it could have driven round the corner
+        tag = reg.device_ids[int(row["slot"])]
+        s = int(table.subject[z])
+        subject, zone_id = reg.subject_ids[s], table.zone_ids[z]
+        risk = int(reg.subject_risk[s])
+        sev: Severity = "critical" if risk >= st.critical_risk else "high"
+        br = self._breach(("z", z), "zone_breach", subject, zone_id, sev)
+        seq0 = int(row["seq"]) - 1  # best guess at the previous fix's seq for evidence
+        first = Obs(t0, -1.0, sig, tag, seq0)
+        last = Obs(t1, -1.0, sig, tag, int(row["seq"]))
+        conf = prob_below(float(depth), sig)
+        br.transit(first, last, t0 + float(f_in) * dt, t0 + float(f_out) * dt, conf)
+        self._forget_if_idle(("z", z), z)
 
     def _victim_fix(self, slot: int, row: np.void) -> None:
-        if row["t"] >= self.last_t[slot]:
-            self.last_t[slot] = row["t"]
-            self.last_lat[slot] = row["lat"]
-            self.last_lon[slot] = row["lon"]
-            self.last_acc[slot] = row["acc"]
+        track = self.victims.setdefault(slot, VictimTrack())
+        track.add(float(row["t"]), float(row["lat"]), float(row["lon"]), float(row["acc"]))
 
-    def _proximity_step(self, s: int, row: np.void) -> None:
-        reg, book = self.registry, self.book
-        slot = int(row["slot"])
-        tag = reg.device_ids[slot]
+    def _proximity_step(self, s: int, row: np.void, sigma: float) -> None:
+        reg, st = self.registry, self.settings
+        tag = reg.device_ids[int(row["slot"])]
         t, seq = float(row["t"]), int(row["seq"])
+        subject = reg.subject_ids[s]
         for k in reg.pairs_of_subject[s]:
             pr = reg.pairs[k]
-            v = pr.device
-            if not np.isfinite(self.last_lat[v]):
-                continue  # no victim position yet: nothing to compare against
-            d = float(
-                point_distance_m(
-                    np.array([row["lat"]]), np.array([row["lon"]]),
-                    np.array([self.last_lat[v]]), np.array([self.last_lon[v]]),
-                )[0]
-            )  # fmt: skip
-            sigma = math.hypot(sigma_of(float(row["acc"])), sigma_of(float(self.last_acc[v])))
+            track = self.victims.get(pr.device)
+            pos = None if track is None else track.at(t, st.victim_drift_mps, st.acc_floor_m)
+            if pos is None or pos.age > st.victim_stale_s:
+                continue  # no usable victim position: issue 5 raises victim_device_stale
+            d = float(point_distance_m(np.array([row["lat"]]), np.array([row["lon"]]),
+                                       np.array([pos.lat]), np.array([pos.lon]))[0])  # fmt: skip
+            sig = math.hypot(sigma, pos.sigma)
             key = ("p", k)
-            state = int(self.pair_state[k])
-            subject = reg.subject_ids[s]
-            if d < pr.radius_m:
-                conf = prob_below(pr.radius_m - d, sigma)
-                if state == APPROACH:
-                    book.close(key, "proximity_approach", t)
-                ep = book.get(key, "proximity")
-                if ep is None:
-                    book.open_episode(key, "proximity", subject=subject, tag=tag,
-                                      zone=pr.device_id, severity="critical", confidence=conf,
-                                      t=t, seq=seq)  # fmt: skip
-                else:
-                    book.add_evidence(ep, tag, seq, conf)
-                self.pair_state[k] = BREACH
-            elif d < pr.radius_m + pr.warn_m:
-                conf = prob_below(pr.radius_m + pr.warn_m - d, sigma)
-                if state == BREACH:
-                    book.close(key, "proximity", t)
-                    self.pair_state[k] = LEFT
-                elif state == OUTSIDE:
-                    book.open_episode(key, "proximity_approach", subject=subject, tag=tag,
-                                      zone=pr.device_id, severity="high", confidence=conf,
-                                      t=t, seq=seq)  # fmt: skip
-                    self.pair_state[k] = APPROACH
-                elif state == APPROACH:
-                    ep = book.get(key, "proximity_approach")
-                    if ep is not None:
-                        book.add_evidence(ep, tag, seq, conf)
-            else:
-                if state == BREACH:
-                    book.close(key, "proximity", t)
-                elif state == APPROACH:
-                    book.close(key, "proximity_approach", t)
-                self.pair_state[k] = OUTSIDE
+            br = self._breach(key, "proximity", subject, pr.device_id, "critical")
+            br.observe(Obs(t, pr.radius_m - d, sig, tag, seq))
+            if pr.warn_m > 0.0:
+                self._approach_step(("pa", k), "proximity_approach", "high", subject, pr.device_id,
+                                    br, Obs(t, pr.radius_m + pr.warn_m - d, sig, tag, seq))  # fmt: skip
+                self._forget_if_idle(("pa", k))
+            self._forget_if_idle(key)

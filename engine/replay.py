@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from engine.alerts import encode_alert
+from engine.alerts import Alert, encode_alert
 from engine.decode import Limits, decode_replay_line
 from engine.errors import TagwatchError
 from engine.pipeline import Pipeline
@@ -88,27 +88,32 @@ def replay(
         raise TagwatchError(f"cannot read replay file {p}: {e.strerror}") from None
     total = os.fstat(fh.fileno()).st_size if str(p) != "-" else 0
     bar = Progress(total, f"replay {p.name}") if progress and total else None
+
+    def emit(alerts: list[Alert], dead: list[DeadLetter]) -> None:
+        summary.dead += len(dead)
+        for d in dead:
+            summary.dead_reasons[d.reason] = summary.dead_reasons.get(d.reason, 0) + 1
+        for a in alerts:
+            out.write(encode_alert(a))
+            out.write(b"\n")
+            summary.records += 1
+            if a.state == "open":
+                summary.opened[a.kind] = summary.opened.get(a.kind, 0) + 1
+        if store is not None:
+            store.commit(alerts, dead)
+
     try:
         for recs, dead, lines, pos in _batches(fh, p.name, settings.batch_max, Limits()):
             res = pipeline.process(recs, origin=p.name)
-            dead = dead + res.dead
             summary.lines += lines
             summary.fixes += res.fixes
             summary.events += res.events
             summary.duplicates += res.duplicates
-            summary.dead += len(dead)
-            for d in dead:
-                summary.dead_reasons[d.reason] = summary.dead_reasons.get(d.reason, 0) + 1
-            for a in res.alerts:
-                out.write(encode_alert(a))
-                out.write(b"\n")
-                summary.records += 1
-                if a.state == "open":
-                    summary.opened[a.kind] = summary.opened.get(a.kind, 0) + 1
-            if store is not None:
-                store.commit(res.alerts, dead)
+            emit(res.alerts, dead + res.dead)
             if bar:
                 bar.update(pos, f"{summary.fixes} fixes, {summary.records} alert records")
+        # End of input: what is still undecided is decided as if time ran on.
+        emit(pipeline.finish(), [])
     finally:
         if fh is not sys.stdin.buffer:
             fh.close()

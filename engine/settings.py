@@ -58,12 +58,26 @@ class Settings:
     single_fix_confidence_max: float = 0.8
     two_fix_confidence_max: float = 0.88
     transit_confidence_max: float = 0.85
+    # Transit: the straight segment between two fixes outside must go this deep (and two
+    # sigma of the fixes) into a zone to count; fixes further apart than max_gap say
+    # nothing about the route; a turn of more than turn_deg before the segment makes the
+    # engine ask whether a route round the zone at the incoming speed (x slack) existed
+    transit_min_depth_m: float = 20.0
+    transit_max_gap_s: float = 600.0
+    transit_turn_deg: float = 30.0
+    transit_speed_slack: float = 1.15
+    # Outliers: a fix that would put the tag in a zone, reached faster than both this floor
+    # and factor x the track's recent speed (+2 m/s), waits for the next fix; if the next
+    # fix is back where the tag could have been all along, it is an implausible_fix
+    jump_speed_floor_mps: float = 4.0
+    jump_speed_factor: float = 2.5
     # Curfew: absence becomes a breach after this grace unless it is unambiguous (far out)
     curfew_grace_s: float = 300.0
     curfew_far_m: float = 200.0
-    # Victim phone: its position grows uncertain at this speed while it is silent, and past
+    # Victim phone: its position grows uncertain at this speed while it is silent (phones
+    # running OwnTracks in significant-change mode are silent mostly when still), and past
     # this age the engine says the device is stale instead of pretending to know
-    victim_drift_mps: float = 1.0
+    victim_drift_mps: float = 0.25
     victim_stale_s: float = 900.0
 
     # --- alerts -----------------------------------------------------------------------

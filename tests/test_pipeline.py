@@ -1,4 +1,4 @@
-"""Pipeline decisions (issue-3 rules) driven with records, as live and replay feed it."""
+"""Pipeline decisions driven with records, as live and replay feed it."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from shapely.geometry import Polygon
 from engine.alerts import Alert
 from engine.pipeline import Pipeline
 from engine.records import EventRecord, FixRecord
+from engine.settings import Settings
 from tests.helpers import offset, square
 from zones.model import Protected, Subject, Window, Zone, ZoneSet
 
@@ -24,11 +25,11 @@ def _fix(seq: int, dx: float, dy: float, dev: str = "T1", acc: float = 5.0, t=No
     return FixRecord(dev, seq, T0 + 60 * seq if t is None else t, lat, lon, acc)
 
 
-def _run(p: Pipeline, recs: list) -> list[Alert]:  # type: ignore[type-arg]
+def _run(p: Pipeline, recs: list, finish: bool = False) -> list[Alert]:  # type: ignore[type-arg]
     out: list[Alert] = []
     for r in recs:  # one record per batch: the strictest ordering
         out += p.process([r]).alerts
-    return out
+    return out + (p.finish() if finish else [])
 
 
 def _world(zones: list[Zone], subjects: list[Subject] | None = None) -> Pipeline:
@@ -37,30 +38,41 @@ def _world(zones: list[Zone], subjects: list[Subject] | None = None) -> Pipeline
 
 
 EXCL = Zone("Z1", "S1", "exclusion", 0, geometry=_poly(100))
+GAP = Settings().exit_gap_s
 
 
-def test_one_episode_per_stay_inside() -> None:
+def test_one_episode_per_stay_and_a_new_one_after_the_exit_gap() -> None:
     p = _world([EXCL])
-    path = [(-300, 0), (-50, 0), (0, 0), (50, 20), (-30, 0), (300, 0), (0, 0), (400, 0)]
+    path = [(-300, 0), (-50, 0), (0, 0), (50, 20), (-30, 0), (300, 0), (350, 0), (400, 0)]
+    path += [(250, 0), (60, 0), (250, 0), (400, 0), (520, 0), (640, 0)]
     alerts = _run(p, [_fix(i, x, y) for i, (x, y) in enumerate(path)])
     got = [(a.kind, a.state, a.evidence[0][1]) for a in alerts]
     assert got == [
         ("zone_breach", "open", 1),
         ("zone_breach", "closed", 1),
-        ("zone_breach", "open", 6),
-        ("zone_breach", "closed", 6),
+        ("zone_breach", "open", 9),
+        ("zone_breach", "closed", 9),
     ]
     first = alerts[1]
     assert first.evidence == [("T1", 1), ("T1", 2), ("T1", 3), ("T1", 4)]
-    assert first.closed_t == T0 + 300 and first.opened_t == T0 + 60
+    assert first.opened_t == T0 + 60 and first.closed_t == T0 + 300  # first fix back out
     assert alerts[0].id == alerts[1].id != alerts[2].id
 
 
+def test_reentry_within_the_exit_gap_is_the_same_episode() -> None:
+    p = _world([EXCL])
+    path = [(-300, 0), (0, 0), (300, 0), (0, 0), (300, 0), (320, 0), (340, 0), (360, 0)]
+    alerts = _run(p, [_fix(i, x, y) for i, (x, y) in enumerate(path)])
+    assert [(a.state, a.closed_t) for a in alerts] == [("open", None), ("closed", T0 + 240)]
+    assert alerts[1].evidence == [("T1", 1), ("T1", 3)]
+
+
 def test_same_alerts_whatever_the_batching() -> None:
-    path = [(-300, 0), (-50, 0), (0, 0), (300, 0), (10, 10), (500, 0)]
+    path = [(-300, 0), (-50, 0), (0, 0), (300, 0), (320, 0), (340, 0), (10, 10), (500, 0)]
     recs = [_fix(i, x, y) for i, (x, y) in enumerate(path)]
-    one_by_one = _run(_world([EXCL]), recs)
-    whole = _world([EXCL]).process(recs).alerts
+    one_by_one = _run(_world([EXCL]), recs, finish=True)
+    p = _world([EXCL])
+    whole = p.process(recs).alerts + p.finish()
     assert whole == one_by_one and len(whole) == 4
 
 
@@ -75,11 +87,28 @@ def test_duplicates_and_unknown_devices() -> None:
     assert res.events == 1 and len(res.dead) == 1
 
 
-def test_hole_is_a_permitted_corridor() -> None:
+def test_a_hole_is_permitted_and_leaving_it_crosses_the_zone() -> None:
     z = Zone("Z1", "S1", "exclusion", 0, geometry=_poly(200, holes=[(50, 0, 0)]))
     p = _world([z])
-    assert _run(p, [_fix(0, 0, 0), _fix(1, 10, -20), _fix(2, 300, 0)]) == []
-    assert [a.state for a in _run(p, [_fix(3, 120, 0)])] == ["open"]
+    assert _run(p, [_fix(0, 0, 0), _fix(1, 10, -20), _fix(2, -20, 30)]) == []
+    # walking out of an enclave means crossing the zone, even with no fix in it
+    alerts = _run(p, [_fix(3, 300, 0)])
+    assert [(a.kind, a.state) for a in alerts] == [
+        ("zone_breach", "open"),
+        ("zone_breach", "closed"),
+    ]
+    assert [a.state for a in _run(p, [_fix(9, 120, 0, t=T0 + 3600)])] == ["open"]
+
+
+def test_a_corridor_between_two_parts_is_permitted() -> None:
+    from shapely.geometry import MultiPolygon
+
+    west = Polygon(square(100, -130, 0))
+    east = Polygon(square(100, 130, 0))
+    z = Zone("Z1", "S1", "exclusion", 0, geometry=MultiPolygon([west, east]))
+    p = _world([z])
+    walk = [_fix(i, (i % 3 - 1) * 5, -400 + 100 * i) for i in range(9)]  # up the 60 m road
+    assert _run(p, walk) == []
 
 
 def test_approach_ring_then_breach_supersedes() -> None:
@@ -89,22 +118,68 @@ def test_approach_ring_then_breach_supersedes() -> None:
     got = [(a.kind, a.state, a.severity) for a in alerts]
     assert got == [
         ("zone_approach", "open", "medium"),
-        ("zone_approach", "closed", "medium"),
         ("zone_breach", "open", "high"),
+        ("zone_approach", "closed", "medium"),
     ]
-    assert alerts[1].evidence == [("T1", 1), ("T1", 2)]
+    assert alerts[2].evidence == [("T1", 1), ("T1", 2)]
+    assert alerts[2].closed_t == alerts[1].opened_t
 
 
-def test_critical_for_high_risk_subjects_and_confidence_from_accuracy() -> None:
+def test_severity_from_risk_and_no_alarm_from_uncertain_drift() -> None:
     p = _world([EXCL], [Subject("S1", ("T1",), risk=3)])
-    deep, shallow = _run(p, [_fix(0, 0, 0)]), _run(p, [_fix(1, 300, 0), _fix(2, -95, 0, acc=40)])
-    assert deep[0].severity == "critical" and deep[0].confidence == 1.0
-    assert 0.5 < shallow[-1].confidence < 0.75  # 5 m inside a 40 m fix: unsure
+    deep = _run(p, [_fix(0, 0, 0)])
+    assert deep[0].severity == "critical"
+    assert deep[0].confidence == Settings().single_fix_confidence_max  # one fix: capped
+    q = _world([EXCL])
+    # 5 m inside with a 40 m accuracy, twice: could be drift; not a breach
+    assert _run(q, [_fix(1, 300, 0), _fix(2, -95, 0, acc=40), _fix(3, -96, 0, acc=40)]) == []
+
+
+def test_a_wild_fix_that_jumps_in_and_back_is_implausible_not_a_breach() -> None:
+    p = _world([EXCL])
+    walk = [_fix(0, -900, 0), _fix(1, -830, 0), _fix(2, 0, 0), _fix(3, -700, 0)]
+    alerts = _run(p, walk)
+    assert [(a.kind, a.state, a.severity) for a in alerts] == [
+        ("implausible_fix", "open", "low"),
+        ("implausible_fix", "closed", "low"),
+    ]
+    assert alerts[0].evidence == [("T1", 2)] and alerts[0].raised_t == T0 + 120
+
+
+def test_a_fast_fix_that_the_next_one_confirms_is_a_breach() -> None:
+    p = _world([EXCL])
+    # a walker jumps into a car: the fix inside is fast, and the next one carries on
+    walk = [_fix(0, -900, 0), _fix(1, -830, 0), _fix(2, 0, 0), _fix(3, 700, 0)]
+    alerts = _run(p, walk)
+    assert [(a.kind, a.state) for a in alerts] == [("zone_breach", "open")]
+    assert alerts[0].opened_t == T0 + 120 and alerts[0].raised_t == T0 + 180  # decided then
 
 
 def test_nan_fix_is_never_inside() -> None:
     p = _world([EXCL])
     assert _run(p, [FixRecord("T1", 0, T0, float("nan"), float("nan"), 5.0)]) == []
+
+
+def test_drive_through_between_fixes_is_a_breach() -> None:
+    p = _world([EXCL])
+    # 15 m/s straight across the 200 m zone; fixes 60 s apart never land inside
+    recs = [_fix(i, -1350 + 900 * i, 0) for i in range(3)]  # x = -1350, -450, 450
+    alerts = _run(p, recs)
+    assert [(a.kind, a.state) for a in alerts] == [
+        ("zone_breach", "open"),
+        ("zone_breach", "closed"),
+    ]
+    a = alerts[1]
+    assert a.evidence == [("T1", 1), ("T1", 2)] and a.raised_t == T0 + 120
+    assert T0 + 60 + 20 <= a.opened_t <= T0 + 60 + 32  # entry at x=-100: 350 m after x=-450
+    assert a.confidence <= Settings().transit_confidence_max
+
+
+def test_driving_round_a_corner_is_not_a_breach() -> None:
+    p = _world([EXCL])
+    # along the road 40 m south of the zone, turn north at the corner 40 m east of it
+    recs = [_fix(0, -900, -140), _fix(1, -200, -140), _fix(2, 140, 300), _fix(3, 140, 1000)]
+    assert _run(p, recs) == []
 
 
 def _curfew() -> Zone:
@@ -116,7 +191,7 @@ def _utc(y: int, mo: int, d: int, h: int, mi: int = 0) -> float:
     return dt.datetime(y, mo, d, h, mi, tzinfo=dt.UTC).timestamp()
 
 
-def test_curfew_breach_only_while_the_schedule_is_active() -> None:
+def test_curfew_breach_dates_from_the_window_when_already_away() -> None:
     p = _world([_curfew()])
     # London is UTC+0 until 29 March 2026 01:00 UTC; curfew 19:00-07:00 local
     recs = [
@@ -130,7 +205,8 @@ def test_curfew_breach_only_while_the_schedule_is_active() -> None:
         ("curfew_breach", "open"),
         ("curfew_breach", "closed"),
     ]
-    assert alerts[0].opened_t == recs[1].t and alerts[1].closed_t == recs[2].t
+    assert alerts[0].opened_t == _utc(2026, 3, 27, 19, 0) and alerts[0].raised_t == recs[1].t
+    assert alerts[1].closed_t == recs[2].t
 
 
 def test_curfew_follows_the_clock_change() -> None:
@@ -147,22 +223,19 @@ def test_proximity_to_the_victims_phone_joins_on_time() -> None:
     subj = Subject("S1", ("T1",), protected=(Protected("alice/phone", 200, 300),))
     p = _world([], [subj])
     phone = "alice/phone"
-    recs = [
-        _fix(0, 100, 0),  # no victim position yet: nothing to say
-        _fix(1000, 0, 0, dev=phone, t=T0 + 30),
-        _fix(1, 400, 0),  # 400 m: inside the warn ring (200 + 300)
-        _fix(2, 150, 0),  # 150 m: breach
-        _fix(3, 900, 0),  # gone
-    ]
+    recs = [_fix(0, 100, 0), _fix(1000, 0, 0, dev=phone, t=T0 + 30)]
+    recs += [_fix(i, 400, 0) for i in (1, 2)]  # within the warn ring (200 + 300)
+    recs += [_fix(i, 120, 0) for i in (3, 4, 5)]  # within the radius
+    recs += [_fix(i, 2000, 0) for i in (6, 7, 8, 9)]  # gone
     alerts = _run(p, recs)
     assert [(a.kind, a.state) for a in alerts] == [
         ("proximity_approach", "open"),
-        ("proximity_approach", "closed"),
         ("proximity", "open"),
+        ("proximity_approach", "closed"),
         ("proximity", "closed"),
     ]
     assert all(a.zone == phone and a.tag == "T1" for a in alerts)
-    assert alerts[2].severity == "critical"
+    assert alerts[1].severity == "critical" and alerts[3].closed_t == T0 + 360
 
 
 def test_victim_phone_fix_never_counts_as_the_subjects_position() -> None:

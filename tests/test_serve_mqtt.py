@@ -27,8 +27,9 @@ FIX = "tagwatch/v1/tags/T1/fix"
 
 
 def track_in_and_out(seq0: int = 0) -> list[tuple[str, bytes]]:
-    """Outside, then two fixes 60+ m deep inside Z1, then outside again: one episode."""
-    pts = [(-400, 0), (-250, 0), (-40, 10), (20, -5), (300, 0), (450, 0)]
+    """Outside, then two fixes 60+ m deep inside Z1, then outside for longer than the exit
+    gap (hysteresis): one episode, opened then closed."""
+    pts = [(-400, 0), (-250, 0), (-40, 10), (20, -5), (300, 0), (450, 0), (600, 0), (750, 0)]
     return [
         (FIX, json.dumps(fix(seq0 + i, T0 + 60 * (seq0 + i), dx, dy)).encode())
         for i, (dx, dy) in enumerate(pts)
