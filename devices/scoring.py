@@ -194,6 +194,17 @@ def score(
             sc.duplicates += 1
         elif not any(eps[i]["material"] for i in new):
             sc.ambiguous_hits += 1
+    # When the victim's phone has gone silent the engine cannot know the distance and says
+    # so (victim_device_stale, with the subject near the phone's last position) instead of
+    # pretending: that alert counts as the detection of a proximity episode it overlaps.
+    # It is never a false breach alert (it claims no breach), so it only adds recall.
+    for v in views:
+        if v.kind != "victim_device_stale":
+            continue
+        lo, hi = v.span
+        for i in by_key.get(("proximity", v.subject, v.zone or ""), []):
+            if lo <= eps[i]["end_t"] + interval and hi >= eps[i]["start_t"] - interval:
+                first_raise[i] = min(first_raise.get(i, np.inf), v.raised_t)
     for i, e in enumerate(eps):
         if not e["material"]:
             continue

@@ -20,7 +20,7 @@ from engine.records import FIX_DTYPE, SRC_CODE, DeadLetter, EventRecord, FixReco
 from engine.registry import Registry
 from engine.settings import Settings
 from engine.transit import corner_route_avoids, heading_change_deg
-from engine.victims import VictimTrack
+from engine.victims import VictimPosition, VictimTrack
 from zones.compile import ZoneTable, compile_zones
 from zones.geofence import point_distance_m, segment_depth, signed_distance_by_subject
 from zones.model import Window, ZoneSet
@@ -504,6 +504,28 @@ class Pipeline:
         br.transit(first, last, t0 + float(f_in) * dt, t0 + float(f_out) * dt, conf)
         self._forget_if_idle(("z", z), z)
 
+    def _stale_step(self, k: int, pos: VictimPosition, row: np.void, sigma: float) -> bool:
+        """Past victim_stale_s the phone's position is not known: rather than pretend, say
+        `victim_device_stale` while the subject is near where it was last seen. Returns
+        True when the position is stale (no proximity decision is made from it)."""
+        reg, st = self.registry, self.settings
+        pr = reg.pairs[k]
+        key = ("vs", k)
+        stale = pos.age > st.victim_stale_s
+        if not stale and key not in self.trackers:
+            return False
+        d = float(point_distance_m(np.array([row["lat"]]), np.array([row["lon"]]),
+                                   np.array([pos.lat]), np.array([pos.lon]))[0])  # fmt: skip
+        near = pr.radius_m + pr.warn_m - d if stale else -1e9  # a fresh fix ends it
+        tr = self._breach(key, "victim_device_stale", reg.subject_ids[pr.subject], pr.device_id,
+                          "high")  # fmt: skip
+        tag = reg.device_ids[int(row["slot"])]
+        tr.observe(Obs(float(row["t"]), near, sigma, tag, int(row["seq"])))
+        if not stale:
+            tr.tick(float(row["t"]) + st.exit_gap_s)
+        self._forget_if_idle(key)
+        return stale
+
     def _victim_fix(self, slot: int, row: np.void) -> None:
         track = self.victims.setdefault(slot, VictimTrack())
         track.add(float(row["t"]), float(row["lat"]), float(row["lon"]), float(row["acc"]))
@@ -517,8 +539,10 @@ class Pipeline:
             pr = reg.pairs[k]
             track = self.victims.get(pr.device)
             pos = None if track is None else track.at(t, st.victim_drift_mps, st.acc_floor_m)
-            if pos is None or pos.age > st.victim_stale_s:
-                continue  # no usable victim position: issue 5 raises victim_device_stale
+            if pos is None:
+                continue  # no victim position yet: nothing to compare against
+            if self._stale_step(k, pos, row, sigma):
+                continue
             d = float(point_distance_m(np.array([row["lat"]]), np.array([row["lon"]]),
                                        np.array([pos.lat]), np.array([pos.lon]))[0])  # fmt: skip
             sig = math.hypot(sigma, pos.sigma)

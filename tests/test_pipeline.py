@@ -243,3 +243,21 @@ def test_victim_phone_fix_never_counts_as_the_subjects_position() -> None:
     p = _world([EXCL], [subj])
     # the phone is deep inside S1's exclusion zone: no breach for S1
     assert _run(p, [_fix(5, 0, 0, dev="alice/phone")]) == []
+
+
+def test_a_silent_victim_phone_is_reported_stale_not_pretended() -> None:
+    subj = Subject("S1", ("T1",), protected=(Protected("alice/phone", 200, 100),))
+    p = _world([], [subj])
+    phone = "alice/phone"
+    recs = [_fix(1000, 0, 0, dev=phone, t=T0)]  # then the phone goes quiet
+    recs += [_fix(i, 150, 0) for i in range(20, 24)]  # 20+ minutes later, 150 m away
+    recs += [_fix(1100, 0, 0, dev=phone, t=T0 + 60 * 24 + 10)]  # the phone is back
+    recs += [_fix(i, 900, 0) for i in range(25, 29)]
+    alerts = _run(p, recs)
+    stale = [a for a in alerts if a.kind == "victim_device_stale"]
+    assert [(a.state, a.severity, a.zone) for a in stale] == [
+        ("open", "high", phone),
+        ("closed", "high", phone),
+    ]
+    assert stale[0].opened_t == T0 + 60 * 20
+    assert not [a for a in alerts if a.kind == "proximity"]  # no pretended distance
