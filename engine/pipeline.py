@@ -19,7 +19,7 @@ from engine.episodes import EpisodeBook, prob_below
 from engine.records import FIX_DTYPE, SRC_CODE, DeadLetter, EventRecord, FixRecord, Record
 from engine.registry import Registry
 from engine.settings import Settings
-from engine.transit import corner_route_avoids, heading_change_deg
+from engine.transit import detour_m
 from engine.victims import VictimPosition, VictimTrack
 from zones.compile import ZoneTable, compile_zones
 from zones.geofence import point_distance_m, segment_depth, signed_distance_by_subject
@@ -482,15 +482,14 @@ class Pipeline:
         if depth < 2.0 * sig:
             return
         if np.isfinite(pprev[0]) and pprev[0] < t0:
-            pp = (float(pprev[1]), float(pprev[2]))
-            if heading_change_deg(pp, a, b) > st.transit_turn_deg:
-                v_in = float(point_distance_m(np.array([pp[0]]), np.array([pp[1]]),
-                                              np.array([a[0]]), np.array([a[1]]))[0]) / max(t0 - pprev[0], 1.0)  # fmt: skip
-                chord = float(point_distance_m(np.array([a[0]]), np.array([a[1]]),
-                                               np.array([b[0]]), np.array([b[1]]))[0])  # fmt: skip
-                budget = max(v_in * dt, chord) * st.transit_speed_slack
-                if corner_route_avoids(table, z, pp, a, b, budget):
-                    return  # it could have driven round the corner
+            # The speed the tag was already going says how far it could drive in dt. If a
+            # route round the zone fits in that, a straight-line crossing is not evidence
+            # (a ring road, a corner); a drive-through needs a speed-up to avoid the zone.
+            v_in = self._speed(pprev, prev)
+            if np.isfinite(v_in) and v_in > 0.0:
+                budget = v_in * dt * st.transit_speed_slack
+                if detour_m(table, z, a, b) <= budget:
+                    return
         tag = reg.device_ids[int(row["slot"])]
         s = int(table.subject[z])
         subject, zone_id = reg.subject_ids[s], table.zone_ids[z]

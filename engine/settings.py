@@ -60,12 +60,12 @@ class Settings:
     transit_confidence_max: float = 0.85
     # Transit: the straight segment between two fixes outside must go this deep (and two
     # sigma of the fixes) into a zone to count; fixes further apart than max_gap say
-    # nothing about the route; a turn of more than turn_deg before the segment makes the
-    # engine ask whether a route round the zone at the incoming speed (x slack) existed
+    # nothing about the route; and when a route round the zone no longer than the tag could
+    # drive at its previous speed (x slack) exists, the crossing is not evidence
     transit_min_depth_m: float = 20.0
     transit_max_gap_s: float = 600.0
-    transit_turn_deg: float = 30.0
-    transit_speed_slack: float = 1.15
+    transit_speed_slack: float = 1.0
+
     # Outliers: a fix that would put the tag in a zone, reached faster than both this floor
     # and factor x the track's recent speed (+2 m/s), waits for the next fix; if the next
     # fix is back where the tag could have been all along, it is an implausible_fix
