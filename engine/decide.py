@@ -182,9 +182,19 @@ class BreachTracker:
             self.leaving_since = None
             self.pending.clear()
 
-    def transit(self, first: Obs, last: Obs, t_in: float, t_out: float, confidence: float) -> None:
-        """A straight-line crossing between two fixes outside: an episode opened and closed
-        at the interpolated entry and exit times, decided at the second fix."""
+    def transit(
+        self,
+        first: Obs,
+        last: Obs,
+        t_in: float,
+        t_out: float,
+        confidence: float,
+        ends_inside: bool = False,
+    ) -> None:
+        """A straight-line entry between a fix outside and the next one: an episode from the
+        interpolated entry time, decided at the second fix. When the second fix is outside
+        too (a drive-through) it is closed at the interpolated exit; when it is inside the
+        episode stays open and the fixes that follow extend or close it."""
         if self.episode is not None:
             return
         conf = min(confidence, self.s.transit_confidence_max)
@@ -192,9 +202,12 @@ class BreachTracker:
             self.key, self.kind, subject=self.subject, tag=first.tag, zone=self.zone,
             severity=self.severity, confidence=conf, t=t_in, seq=first.seq, raised_t=last.t,
         )  # fmt: skip
+        self.pending.clear()
+        if ends_inside:
+            self.episode = ep
+            return
         self.book.add_evidence(ep, last.tag, last.seq, conf)
         self.book.close(self.key, self.kind, t_out)
-        self.pending.clear()
 
     def finish(self) -> None:
         """End of input: an episode whose tag was last seen confidently outside is closed."""

@@ -126,8 +126,8 @@ class Pipeline:
         n = self.registry.n_slots
         self.dedupe = SeqDeduper(n, self.settings.dedupe_window)
         # The last two accepted fixes of every tag slot (transit needs a heading)
-        self.last = np.full((n, 4), np.nan)  # t, lat, lon, acc
-        self.prev = np.full((n, 4), np.nan)
+        self.last = np.full((n, 5), np.nan)  # t, lat, lon, acc, seq
+        self.prev = np.full((n, 5), np.nan)
         self.victims: dict[int, VictimTrack] = {}
         self.suspects: dict[int, _Step] = {}  # tag slot -> a fix waiting for the next one
         self.schedules = _Schedules(zoneset, self.table)
@@ -260,10 +260,12 @@ class Pipeline:
         self._remember(tags)
 
     def _apply(self, st: _Step) -> None:
-        for z, depth, f_in, f_out in st.transits:
-            self._transit_step(st.row, st.prev, st.pprev, z, depth, f_in, f_out)
+        # The fix's own evidence first: a fix deep inside decides by itself; a straight-line
+        # entry from the previous fix matters only when it did not.
         for z, sd in st.zone_pairs:
             self._zone_step(z, sd, st.sigma, st.row)
+        for z, depth, f_in, f_out in st.transits:
+            self._transit_step(st.row, st.prev, st.pprev, z, depth, f_in, f_out)
         if st.prox:
             self._proximity_step(st.subject, st.row, st.sigma)
 
@@ -327,9 +329,9 @@ class Pipeline:
         """For each tag row: the previous and the one-before-previous fix (t, lat, lon, acc)
         of the same tag, from this batch or from earlier ones (NaN when unknown)."""
         n = tags.shape[0]
-        cur = np.stack([tags["t"], tags["lat"], tags["lon"], tags["acc"]], axis=1)
-        prev = np.full((n, 4), np.nan)
-        pprev = np.full((n, 4), np.nan)
+        cur = np.stack([tags["t"], tags["lat"], tags["lon"], tags["acc"], tags["seq"]], axis=1)
+        prev = np.full((n, 5), np.nan)
+        pprev = np.full((n, 5), np.nan)
         order = np.argsort(tags["slot"], kind="stable")
         slots = tags["slot"][order]
         for k, i in enumerate(order.tolist()):
@@ -385,9 +387,7 @@ class Pipeline:
             return empty, np.zeros(0), np.zeros(0), np.zeros(0)
         p = prev[pair_fix]
         seg = point_distance_m(p[:, 1], p[:, 2], tags["lat"][pair_fix], tags["lon"][pair_fix])
-        cand = np.flatnonzero(
-            ~self.is_inclusion[zidx] & (dist > 0.0) & np.isfinite(seg) & (dist < seg)
-        )
+        cand = np.flatnonzero(~self.is_inclusion[zidx] & np.isfinite(seg) & (dist < seg))
         if cand.shape[0] == 0:
             return empty, np.zeros(0), np.zeros(0), np.zeros(0)
         f = pair_fix[cand]
@@ -404,7 +404,7 @@ class Pipeline:
             if not row["t"] >= self.last[s, 0] and not np.isnan(self.last[s, 0]):
                 continue
             self.prev[s] = self.last[s]
-            self.last[s] = (row["t"], row["lat"], row["lon"], row["acc"])
+            self.last[s] = (row["t"], row["lat"], row["lon"], row["acc"], row["seq"])
 
     def _breach(
         self, key: object, kind: str, subject: str, zone: str, sev: Severity
@@ -496,11 +496,12 @@ class Pipeline:
         risk = int(reg.subject_risk[s])
         sev: Severity = "critical" if risk >= st.critical_risk else "high"
         br = self._breach(("z", z), "zone_breach", subject, zone_id, sev)
-        seq0 = int(row["seq"]) - 1  # best guess at the previous fix's seq for evidence
+        seq0 = int(prev[4])
         first = Obs(t0, -1.0, sig, tag, seq0)
         last = Obs(t1, -1.0, sig, tag, int(row["seq"]))
         conf = prob_below(float(depth), sig)
-        br.transit(first, last, t0 + float(f_in) * dt, t0 + float(f_out) * dt, conf)
+        ends_inside = float(f_out) >= 1.0
+        br.transit(first, last, t0 + float(f_in) * dt, t0 + float(f_out) * dt, conf, ends_inside)
         self._forget_if_idle(("z", z), z)
 
     def _stale_step(self, k: int, pos: VictimPosition, row: np.void, sigma: float) -> bool:

@@ -64,7 +64,7 @@ class Settings:
     # drive at its previous speed (x slack) exists, the crossing is not evidence
     transit_min_depth_m: float = 20.0
     transit_max_gap_s: float = 600.0
-    transit_speed_slack: float = 1.0
+    transit_speed_slack: float = 0.95
 
     # Outliers: a fix that would put the tag in a zone, reached faster than both this floor
     # and factor x the track's recent speed (+2 m/s), waits for the next fix; if the next

@@ -132,7 +132,7 @@ def test_severity_from_risk_and_no_alarm_from_uncertain_drift() -> None:
     assert deep[0].confidence == Settings().single_fix_confidence_max  # one fix: capped
     q = _world([EXCL])
     # 5 m inside with a 40 m accuracy, twice: could be drift; not a breach
-    assert _run(q, [_fix(1, 300, 0), _fix(2, -95, 0, acc=40), _fix(3, -96, 0, acc=40)]) == []
+    assert _run(q, [_fix(1, 300, 0), _fix(2, 95, 0, acc=40), _fix(3, 96, 0, acc=40)]) == []
 
 
 def test_a_wild_fix_that_jumps_in_and_back_is_implausible_not_a_breach() -> None:
@@ -173,6 +173,15 @@ def test_drive_through_between_fixes_is_a_breach() -> None:
     assert a.evidence == [("T1", 1), ("T1", 2)] and a.raised_t == T0 + 120
     assert T0 + 60 + 20 <= a.opened_t <= T0 + 60 + 32  # entry at x=-100: 350 m after x=-450
     assert a.confidence <= Settings().transit_confidence_max
+
+
+def test_walking_straight_through_to_a_fix_just_inside_is_dated_from_the_entry() -> None:
+    p = _world([EXCL])
+    # across the middle; the fix lands 5 m inside the far edge with a poor accuracy
+    alerts = _run(p, [_fix(0, 600, 0), _fix(1, 300, 0), _fix(2, -95, 0, acc=40)])
+    assert [(a.kind, a.state) for a in alerts] == [("zone_breach", "open")]
+    assert alerts[0].evidence == [("T1", 1)] and alerts[0].raised_t == T0 + 120
+    assert alerts[0].opened_t == T0 + 60 + 60 * 200 / 395  # interpolated entry at x=100
 
 
 def test_driving_round_a_corner_is_not_a_breach() -> None:
