@@ -16,7 +16,8 @@ from engine.decide import BreachTracker, CurfewTracker, Obs
 from engine.dedupe import SeqDeduper
 from engine.episodes import R68_PER_SIGMA as R68
 from engine.episodes import EpisodeBook, prob_below
-from engine.records import FIX_DTYPE, SRC_CODE, DeadLetter, EventRecord, FixRecord, Record
+from engine.ordering import Released, Reorderer
+from engine.records import EVENT_CODE, FIX_DTYPE, SRC_CODE, DeadLetter, FixRecord, Record
 from engine.registry import Registry
 from engine.settings import Settings
 from engine.transit import detour_m
@@ -38,6 +39,7 @@ class BatchResult:
     fixes: int = 0
     events: int = 0
     duplicates: int = 0
+    late: int = 0
 
 
 class _Schedules:
@@ -130,6 +132,9 @@ class Pipeline:
         self.prev = np.full((n, 5), np.nan)
         self.victims: dict[int, VictimTrack] = {}
         self.suspects: dict[int, _Step] = {}  # tag slot -> a fix waiting for the next one
+        ordered = np.arange(n) < self.registry.n_tags  # phones' seq is a timestamp
+        st = self.settings
+        self.reorder = Reorderer(ordered, hold_max=st.hold_max, hold_s=st.hold_s)
         self.schedules = _Schedules(zoneset, self.table)
         self.book = EpisodeBook(self.settings.evidence_max)
         self.trackers: dict[object, BreachTracker | CurfewTracker] = {}
@@ -140,24 +145,43 @@ class Pipeline:
         self.cutoff = float(np.max(self.table.warn_m, initial=0.0)) + 3000.0
 
     # -- public ------------------------------------------------------------------------
-    def process(self, records: Sequence[Record], origin: str = "batch") -> BatchResult:
+    def process(
+        self, records: Sequence[Record], origin: str = "batch", arrival: float = 0.0
+    ) -> BatchResult:
+        """Decide one batch. `arrival` (live: a monotonic clock) bounds how long a record
+        may be held behind a seq gap; replay leaves it 0 and relies on event-time bounds."""
         res = BatchResult()
-        fixes: list[FixRecord] = []
-        for r in records:
-            if isinstance(r, FixRecord):
-                fixes.append(r)
-            elif isinstance(r, EventRecord):
-                if self.registry.slot(r.device) < 0:
-                    res.dead.append(self._unknown(r, origin))
-                else:
-                    res.events += 1  # device-health decisions: issue 5
-        if fixes:
-            self._process_fixes(fixes, origin, res)
+        arr = self._to_array(records, origin, res)
+        if arr.shape[0]:
+            self._release(self.reorder.admit(arr, arrival), res)
         res.alerts = self.book.drain()
         return res
 
+    def tick(self, now: float) -> BatchResult:
+        """Live: give up seq gaps held longer than hold_wall_s of arrival time."""
+        res = BatchResult()
+        self._release(self.reorder.expire(now, self.settings.hold_wall_s), res)
+        res.alerts = self.book.drain()
+        return res
+
+    def _release(self, rel: Released, res: BatchResult) -> None:
+        if rel.ready.shape[0]:
+            self._decide_rows(rel.ready, res)
+        if rel.late.shape[0]:
+            # Older than what was already decided for their tag: still evidence, decided
+            # now (raised_t says when), never dropped.
+            self.book.decided_at = float(np.max(self.reorder.max_t[rel.late["slot"]]))
+            try:
+                self._decide_rows(rel.late, res)
+            finally:
+                self.book.decided_at = None
+            res.late += int(rel.late.shape[0])
+
     def finish(self) -> list[Alert]:
-        """End of input (replay): close episodes whose tag was last seen outside."""
+        """End of input (replay): release everything held, then close episodes whose tag
+        was last seen outside and settle suspect fixes."""
+        res = BatchResult()
+        self._release(self.reorder.flush(), res)
         for sus in self.suspects.values():
             self._apply(sus)  # no next fix to refute it: never silence a possible breach
         self.suspects.clear()
@@ -174,32 +198,36 @@ class Pipeline:
             f"unknown device '{r.device}': not a tag or protected device in the subjects file",
         )
 
-    def _to_array(self, fixes: list[FixRecord], origin: str, res: BatchResult) -> np.ndarray:
+    def _to_array(self, records: Sequence[Record], origin: str, res: BatchResult) -> np.ndarray:
         reg = self.registry
-        arr = np.empty(len(fixes), dtype=FIX_DTYPE)
+        arr = np.empty(len(records), dtype=FIX_DTYPE)
         n = 0
-        for r in fixes:
+        nan = math.nan
+        for r in records:
             s = reg.slot(r.device)
             if s < 0:
                 res.dead.append(self._unknown(r, origin))
                 continue
-            arr[n] = (s, r.seq, r.t, r.lat, r.lon, r.acc, -1 if r.batt is None else r.batt,
-                      SRC_CODE.get(r.src, 255))  # fmt: skip
+            batt = -1 if r.batt is None else r.batt
+            if isinstance(r, FixRecord):
+                arr[n] = (s, r.seq, r.t, r.lat, r.lon, r.acc, batt, SRC_CODE.get(r.src, 255), 0)
+            else:
+                arr[n] = (s, r.seq, r.t, nan, nan, nan, batt, 255, EVENT_CODE.get(r.event, 255))
             n += 1
         arr = arr[:n]
         keep = self.dedupe.filter(arr["slot"], arr["seq"])
         res.duplicates += int(n - keep.sum())
         return arr[keep]
 
-    def _process_fixes(self, fixes: list[FixRecord], origin: str, res: BatchResult) -> None:
-        reg = self.registry
-        arr = self._to_array(fixes, origin, res)
-        # Event-time order across the batch (ties: slot, seq) so that a tag's fixes are
-        # decided in the order they were taken and victim positions join on time.
-        arr = arr[np.lexsort((arr["seq"], arr["slot"], arr["t"]))]
+    def _decide_rows(self, rows: np.ndarray, res: BatchResult) -> None:
+        """Rows arrive in processing order (per tag in seq order, across tags by time)."""
+        is_event = rows["event"] != 0
+        res.events += int(is_event.sum())  # device-health decisions: issue 5
+        arr = rows[~is_event]
         res.fixes += arr.shape[0]
         if arr.shape[0] == 0:
             return
+        reg = self.registry
         subj = reg.subject_of_slot[arr["slot"]]
         is_tag = subj >= 0
         tag_rows = np.flatnonzero(is_tag)

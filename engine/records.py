@@ -64,16 +64,20 @@ class DeadLetter:
     reason: str
 
 
-# The fix batch the core works on: one row per accepted fix, tag resolved to a slot.
+EVENT_CODE = {name: i + 1 for i, name in enumerate(sorted(EVENT_NAMES))}
+
+# The record batch the core works on: one row per accepted fix or event, device resolved to
+# a slot. Fixes and events share a tag's seq space, so they travel (and are ordered) together.
 FIX_DTYPE = np.dtype(
     [
         ("slot", np.int32),  # device slot in the pipeline's registry
         ("seq", np.int64),
         ("t", np.float64),
-        ("lat", np.float64),
+        ("lat", np.float64),  # NaN for events
         ("lon", np.float64),
         ("acc", np.float32),
         ("batt", np.int8),  # -1 when absent
         ("src", np.uint8),  # SRC_CODE
+        ("event", np.uint8),  # 0 for a fix, else EVENT_CODE
     ]
 )

@@ -24,6 +24,12 @@ class Settings:
     queue_max: int = 50_000
     # Per-tag (tag, seq) duplicate window held in memory, in sequence numbers
     dedupe_window: int = 1024
+    # Per-tag ordering: records behind a seq gap wait for it to fill, but at most this many
+    # records, this much event time, or (live) this much wall time; what fills a gap
+    # after that is late and is still decided, with raised_t telling when
+    hold_max: int = 8
+    hold_s: float = 1800.0
+    hold_wall_s: float = 10.0
     # Largest raw payload kept in a dead-letter row (the rest is cut, with the size noted)
     dead_letter_max_bytes: int = 65_536
 

@@ -1,5 +1,6 @@
 """Where a protected device (victim phone) was at a given moment, and how sure that is:
-fixes are joined on event time, not arrival, and silence grows the uncertainty."""
+fixes are joined on event time (as of the tag fix), not arrival, and silence grows the
+uncertainty."""
 
 from __future__ import annotations
 
@@ -37,20 +38,15 @@ class VictimTrack:
             del self.t[0], self.fixes[0]
 
     def at(self, t: float, drift_mps: float, acc_floor: float) -> VictimPosition | None:
-        """Position at event time t: interpolated between bracketing fixes, else the nearest
-        fix with sigma grown by drift_mps x age. None when there is no fix at all."""
+        """Position as of event time t: the latest fix taken at or before t, with sigma
+        grown by drift_mps x its age (the earliest fix after t when there is none before).
+
+        An as-of join, not interpolation: what the engine concludes about a tag fix must
+        not depend on whether the phone's next fix happened to arrive before it or after.
+        None when there is no fix at all."""
         if not self.t:
             return None
         i = bisect.bisect_right(self.t, t)
-        if 0 < i < len(self.t):
-            t0, t1 = self.t[i - 1], self.t[i]
-            (la0, lo0, a0), (la1, lo1, a1) = self.fixes[i - 1], self.fixes[i]
-            f = (t - t0) / (t1 - t0) if t1 > t0 else 0.0
-            age = min(t - t0, t1 - t)
-            sig = max(sigma_of(max(a0, acc_floor)), sigma_of(max(a1, acc_floor)))
-            # the phone may have wandered off the straight line between its two fixes
-            sig = math.hypot(sig, drift_mps * age / 2.0)
-            return VictimPosition(la0 + f * (la1 - la0), lo0 + f * (lo1 - lo0), sig, age)
         j = i - 1 if i > 0 else 0
         lat, lon, acc = self.fixes[j]
         age = abs(t - self.t[j])

@@ -534,7 +534,6 @@ def _breach_alerts(
     }
 
 
-@pytest.mark.xfail(reason="issue 4: event-time decisions (engine work in progress)", strict=False)
 @pytest.mark.parametrize("name", ["walk_in", "late_batch", "victim_moving"])
 def test_same_fixes_on_time_late_shuffled_duplicated_give_same_breach_alerts(
     name: str, runs: dict[str, FamilyRun], tmp_path: Path

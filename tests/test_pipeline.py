@@ -83,7 +83,7 @@ def test_duplicates_and_unknown_devices() -> None:
     assert len(res.dead) == 1 and "GHOST" in res.dead[0].reason
     assert b"GHOST" in res.dead[0].payload
     assert [a.kind for a in res.alerts] == ["zone_breach"]
-    res = p.process([EventRecord("NOPE", 1, T0, "strap_open"), EventRecord("T1", 9, T0, "no_gps")])
+    res = p.process([EventRecord("NOPE", 1, T0, "strap_open"), EventRecord("T1", 1, T0, "no_gps")])
     assert res.events == 1 and len(res.dead) == 1
 
 
@@ -260,8 +260,8 @@ def test_a_silent_victim_phone_is_reported_stale_not_pretended() -> None:
     phone = "alice/phone"
     recs = [_fix(1000, 0, 0, dev=phone, t=T0)]  # then the phone goes quiet
     recs += [_fix(i, 150, 0) for i in range(20, 24)]  # 20+ minutes later, 150 m away
-    recs += [_fix(1100, 0, 0, dev=phone, t=T0 + 60 * 24 + 10)]  # the phone is back
-    recs += [_fix(i, 900, 0) for i in range(25, 29)]
+    recs += [_fix(1100, 0, 0, dev=phone, t=T0 + 60 * 23 + 10)]  # the phone is back
+    recs += [_fix(i, 900, 0) for i in range(24, 28)]
     alerts = _run(p, recs)
     stale = [a for a in alerts if a.kind == "victim_device_stale"]
     assert [(a.state, a.severity, a.zone) for a in stale] == [
