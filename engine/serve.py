@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import aiomqtt
 
-from engine.alerts import alert_topic
+from engine.alerts import Alert, alert_topic
 from engine.decode import Limits, decode_message
 from engine.errors import StoreError
 from engine.pipeline import Pipeline
@@ -104,6 +104,7 @@ class Engine:
         self.connected = asyncio.Event()
         self.stopping = asyncio.Event()
         self._outbox_lock = asyncio.Lock()
+        self._unsaved: list[Alert] = []
 
     # -- lifecycle -----------------------------------------------------------------------
     async def run(self) -> None:
@@ -174,7 +175,12 @@ class Engine:
 
     # -- processing ----------------------------------------------------------------------
     async def _next_batch(self) -> list[tuple[str, bytes, float]]:
-        first = await self.queue.get()
+        """Up to batch_max items, waiting at most batch_wait_s once one has arrived; an
+        empty list when nothing arrived for a second (time still passes: see _tick)."""
+        try:
+            first = await asyncio.wait_for(self.queue.get(), 1.0)
+        except TimeoutError:
+            return []
         items = [first]
         deadline = time.monotonic() + self.settings.batch_wait_s
         while len(items) < self.settings.batch_max:
@@ -200,7 +206,7 @@ class Engine:
             r, d = decode_message(topic, payload, self.limits)
             recs.extend(r)
             dead.extend(d)
-        res = self.pipeline.process(recs, origin="mqtt")
+        res = self.pipeline.process(recs, origin="mqtt", arrival=time.monotonic())
         dead.extend(res.dead)
         c = self.counters
         c.fixes += res.fixes
@@ -210,11 +216,37 @@ class Engine:
         c.alerts += len(res.alerts)
         for d in dead:
             log.info("dead letter from %s: %s", d.origin, d.reason)
-        return self.store.commit(res.alerts, dead)
+        self._unsaved.extend(res.alerts)
+        return self._commit_unsaved(dead)
+
+    def _tick(self) -> list[OutboxItem]:
+        """Let wall time pass: give up seq gaps held too long, decide what they held."""
+        res = self.pipeline.tick(time.monotonic())
+        self.counters.alerts += len(res.alerts)
+        self._unsaved.extend(res.alerts)
+        return self._commit_unsaved([])
+
+    def _commit_unsaved(self, dead: list[DeadLetter]) -> list[OutboxItem]:
+        """Commit decided-but-unsaved alert records; on failure they stay for the next try
+        (the pipeline has moved on: these records exist nowhere else)."""
+        if not self._unsaved and not dead:
+            return []
+        out = self.store.commit(self._unsaved, dead)
+        self._unsaved = []
+        return out
 
     async def _processor(self) -> None:
         while True:
             items = await self._next_batch()
+            if not items:
+                try:
+                    outbox = await asyncio.to_thread(self._tick)
+                except StoreError as e:
+                    log.error("cannot persist alert records: %s; retrying", e)
+                    continue
+                if outbox:
+                    await self._publish(outbox)
+                continue
             while True:
                 try:
                     outbox = await asyncio.to_thread(self._decide, items)

@@ -134,3 +134,28 @@ def test_garbage_goes_to_dead_letters_while_good_fixes_raise_alerts(
     for needle in ["JSON", "lat", "acc", "seq", "strap_cut", "NOBODY", "400000"]:
         assert needle in reasons, f"no dead letter mentions {needle!r}:\n{reasons}"
     assert all(d.origin for d in dead)
+
+
+def test_a_seq_gap_that_never_fills_delays_decisions_only_briefly(
+    mosquitto, tmp_path: Path
+) -> None:
+    """Fixes after a lost message wait for it (it may be in flight), but not for long."""
+    zones, subjects = write_world(tmp_path)
+    db = tmp_path / "tw.db"
+    track = track_in_and_out()
+    del track[1]  # seq 1 is lost for good: everything after it waits behind the gap
+
+    async def scenario() -> tuple[list, float]:  # type: ignore[type-arg]
+        async with AlertCollector(mosquitto.host, mosquitto.port) as col:
+            await wait_online(mosquitto.host, mosquitto.port)
+            t0 = asyncio.get_running_loop().time()
+            await publish(mosquitto.host, mosquitto.port, track)
+            alerts = await col.wait_for(_episode_done, timeout=40)
+            return alerts, asyncio.get_running_loop().time() - t0
+
+    with EngineProcess(mosquitto.host, mosquitto.port, zones, subjects, db) as eng:
+        alerts, waited = asyncio.run(scenario())
+        assert eng.stop() == 0, eng.log_text()
+    assert 5.0 <= waited <= 30.0  # held for hold_wall_s (10 s), then decided
+    breach = [a for a in alerts if a.kind == "zone_breach"]
+    assert breach[0].evidence == [("T1", 2)] and breach[1].closed_t == T0 + 240
