@@ -13,7 +13,8 @@ geometry: the pipeline measures, the trackers decide. Rules, all thresholds in S
   of *decorrelated* fixes (GPS error is correlated over error_corr_s), must be inside with
   P >= open_probability and at least open_min_depth_m deep.
 - An open breach closes only after exit_gap_s of confident absence (hysteresis):
-  re-entries within it extend the episode. closed_t is the first confident-outside fix.
+  re-entries within it extend the episode, and so does a fix that may well be inside
+  (P >= stay_probability). closed_t is the first confident-outside fix.
 - Confidence only rises while an episode is open; crossing 0.9 re-publishes the open
   record so monitors see the escalation.
 """
@@ -169,6 +170,10 @@ class BreachTracker:
             if self.leaving_since is None:
                 self.leaving_since = o.t
             self.tick(o.t)
+        elif o.p_in >= s.stay_probability:
+            # A fix that may well be inside (a 600 m cell fix, drift at the edge) means the
+            # absence is not established: closing needs confident fixes all the way.
+            self.leaving_since = None
 
     def tick(self, t: float) -> None:
         """Event time has reached t: close if the tag has been out long enough."""

@@ -55,6 +55,9 @@ class Settings:
     error_corr_s: float = 120.0
     # A fix counts as confidently outside when P(inside) is at most this
     outside_probability: float = 0.05
+    # While a breach is open, a fix at least this likely to be inside (a cell fix, drift at
+    # the edge) restarts the exit gap: absence must be established by confident fixes
+    stay_probability: float = 0.2
     # Hysteresis: a breach closes only after the tag has been confidently outside this long;
     # re-entries within it extend the episode rather than open a new alert
     exit_gap_s: float = 120.0
