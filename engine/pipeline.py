@@ -102,6 +102,12 @@ class _Schedules:
         return w0, w1, t < w1
 
 
+def _dist_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Great-circle metres between two points (the kernel, for one pair)."""
+    a = np.array([[lat1, lon1, lat2, lon2]])
+    return float(point_distance_m(a[:, 0], a[:, 1], a[:, 2], a[:, 3])[0])
+
+
 @dataclass
 class _Step:
     """One tag fix with everything the decisions need, so it can be held and applied later."""
@@ -301,7 +307,7 @@ class Pipeline:
         """Implied speed (m/s) between two fixes (t, lat, lon, acc), beyond their accuracy."""
         if not (np.isfinite(a[0]) and np.isfinite(b[0])):
             return math.nan
-        d = float(point_distance_m(a[1:2], a[2:3], b[1:2], b[2:3])[0])
+        d = _dist_m(float(a[1]), float(a[2]), float(b[1]), float(b[2]))
         return max(0.0, d - float(a[3]) - float(b[3])) / max(abs(float(b[0] - a[0])), 1.0)
 
     def _jump_limit(self, st: _Step) -> float:
@@ -532,7 +538,9 @@ class Pipeline:
         br.transit(first, last, t0 + float(f_in) * dt, t0 + float(f_out) * dt, conf, ends_inside)
         self._forget_if_idle(("z", z), z)
 
-    def _stale_step(self, k: int, pos: VictimPosition, row: np.void, sigma: float) -> bool:
+    def _stale_step(
+        self, k: int, pos: VictimPosition, row: np.void, sigma: float, d: float
+    ) -> bool:
         """Past victim_stale_s the phone's position is not known: rather than pretend, say
         `victim_device_stale` while the subject is near where it was last seen. Returns
         True when the position is stale (no proximity decision is made from it)."""
@@ -542,8 +550,6 @@ class Pipeline:
         stale = pos.age > st.victim_stale_s
         if not stale and key not in self.trackers:
             return False
-        d = float(point_distance_m(np.array([row["lat"]]), np.array([row["lon"]]),
-                                   np.array([pos.lat]), np.array([pos.lon]))[0])  # fmt: skip
         near = pr.radius_m + pr.warn_m - d if stale else -1e9  # a fresh fix ends it
         tr = self._breach(key, "victim_device_stale", reg.subject_ids[pr.subject], pr.device_id,
                           "high")  # fmt: skip
@@ -569,10 +575,9 @@ class Pipeline:
             pos = None if track is None else track.at(t, st.victim_drift_mps, st.acc_floor_m)
             if pos is None:
                 continue  # no victim position yet: nothing to compare against
-            if self._stale_step(k, pos, row, sigma):
+            d = _dist_m(float(row["lat"]), float(row["lon"]), pos.lat, pos.lon)
+            if self._stale_step(k, pos, row, sigma, d):
                 continue
-            d = float(point_distance_m(np.array([row["lat"]]), np.array([row["lon"]]),
-                                       np.array([pos.lat]), np.array([pos.lon]))[0])  # fmt: skip
             sig = math.hypot(sigma, pos.sigma)
             key = ("p", k)
             br = self._breach(key, "proximity", subject, pr.device_id, "critical")
