@@ -172,13 +172,13 @@ def segment_depth_pieces(
     (t_start, t_end, depth) with t the fraction along A -> B. Polygons: shapely's
     intersection, minus the boundary (running along an edge is not entering); depth the
     max boundary distance over samples `spacing` metres apart (so at most spacing/2 low).
-    Circles: the line-circle roots, depth r - (centre to segment). A zero-length segment
-    is its point: [(0, 1, -sd)] inside, [] otherwise. A seam-crossing segment is two
-    pieces as in `segment_distance`, both parametrised by the same t."""
+    Circles: the line-circle roots, depth r - (centre to segment). A zero-length (under a
+    nanometre) segment is its point A: [(0, 1, -sd)] inside, [] otherwise. A segment across
+    the seam is two pieces as in `segment_distance`, both parametrised by the same t."""
     if not all(math.isfinite(v) for v in (lat0, lon0, lat1, lon1)):
         raise ValueError("no pieces for a NaN segment")
     a, b = to_xy(lat0, lon0, frame), to_xy(lat1, lon1, frame)
-    if a == b:
+    if math.dist(a, b) < 1e-9:  # a point (shapely's overlay drops sub-nanometre lines)
         d = signed_distance(zone, frame, lat0, lon0)
         return [(0.0, 1.0, -d)] if d < 0.0 else []
     k = frame[2]

@@ -151,14 +151,18 @@ def segment_depth(
     of -signed_distance, clipped at 0; 0 when it never enters. Circles: exact (r minus the
     distance from the centre to the segment). Polygons: never above the true value and less
     than step_m / 2 below it (signed distance is 1-Lipschitz along the segment; see
-    `zones.kernels`), unless the search stops at `kernels.DEPTH_MAX_EVALS` evaluations (only
-    on inside stretches longer than ~1000 * step_m parallel to an edge).
+    `zones.kernels`), unless the search stops at `kernels.DEPTH_MAX_EVALS` evaluations: only
+    on an inside stretch over ~1000 * step_m long nearly parallel to an edge, and then still
+    a depth the segment does reach.
     f_in, f_out: fractions in [0, 1] along p0 -> p1 of the first entry into and the last
     exit from the zone's interior, exact up to rounding (f_in = 0 when p0 is inside, f_out
     = 1 when p1 is); NaN when the segment never enters. Touching the boundary (a vertex, or
-    running along an edge) is not entering.
-    A zero-length segment is its point: depth max(0, -signed_distance), fractions (0, 1) if
-    it is inside, else NaN. Any NaN coordinate gives NaN in all three."""
+    running along an edge) is not entering, though within rounding of it (an end on an
+    edge) a touch may read as an entry with a depth of ~1e-9 m: compare depth with a
+    threshold, not with 0.
+    A zero-length segment (under `kernels.POINT_M`, a nanometre) is its start point: depth
+    max(0, -signed_distance), fractions (0, 1) if it is inside, else NaN. Any NaN coordinate
+    gives NaN in all three."""
     a, b = _floats("lat0", lat0), _floats("lon0", lon0)
     c, d = _floats("lat1", lat1), _floats("lon1", lon1)
     zi = _indices("zone_idx", zone_idx, table.n_zones, "zone")

@@ -461,6 +461,9 @@ def _segment_by_subject(
 # on a plateau (a segment parallel to an edge), is it as dense as a uniform grid.
 
 DEPTH_MAX_EVALS = 2048  # signed-distance evaluations per pair in the bisection, at most
+# A segment shorter than this is its start point: below the rounding of projected
+# coordinates, and its squared length could underflow.
+POINT_M = 1e-9
 
 
 @njit
@@ -519,6 +522,43 @@ def _polygon_sd(
                 ay = by
     d = math.sqrt(best)
     return 0.0 if d == 0.0 else (-d if inside else d)
+
+
+@njit
+def _polygon_inside(
+    px: float,
+    py: float,
+    z: int,
+    bbox: np.ndarray,
+    zone_ring_start: np.ndarray,
+    ring_vert_start: np.ndarray,
+    vx: np.ndarray,
+    vy: np.ndarray,
+    chunk_bbox: np.ndarray,
+) -> bool:
+    """Is p inside polygon zone z? The even-odd count of `_polygon_sd` alone (same chunks,
+    same edges, so the same answer), without the distance: cheap for points outside."""
+    if _gap2(px, py, px, py, bbox[z, 0], bbox[z, 1], bbox[z, 2], bbox[z, 3]) > 0.0:
+        return False
+    inside = False
+    for r in range(zone_ring_start[z], zone_ring_start[z + 1]):
+        v0 = ring_vert_start[r]
+        v1 = ring_vert_start[r + 1]
+        for c in range(v0 // CHUNK, (v1 - 1) // CHUNK + 1):
+            if not _may_cross(px, py, chunk_bbox[c, 1], chunk_bbox[c, 2], chunk_bbox[c, 3]):
+                continue
+            i0 = max(v0, c * CHUNK)
+            j = i0 - 1 if i0 > v0 else v1 - 1
+            ax = vx[j]
+            ay = vy[j]
+            for i in range(i0, min(v1, c * CHUNK + CHUNK)):
+                bx = vx[i]
+                by = vy[i]
+                if _crosses(px, py, ax, ay, bx, by):
+                    inside = not inside
+                ax = bx
+                ay = by
+    return inside
 
 
 @njit
@@ -589,8 +629,9 @@ def _polygon_depth(
     stack: np.ndarray,
 ) -> tuple[float, float, float]:
     """(depth, f_in, f_out) of segment p0 -> p1 (l > 0) and polygon zone z; (0, inf, -inf)
-    when it does not enter. `cuts` (2 per edge + 2), `along` (2 per edge, as (n, 2)) and
-    `stack` ((len(cuts) + max_evals + 2, 4)) are scratch, reused across pairs."""
+    when it does not enter. Scratch, reused across pairs: `cuts` (2 per edge + 2), `along`
+    (one row per edge) and `stack` (2 rows per cut + max_evals + 1: two per inside piece
+    to start with, then at most one more per evaluation)."""
     sx = x1 - x0
     sy = y1 - y0
     l2 = sx * sx + sy * sy
@@ -599,6 +640,7 @@ def _polygon_depth(
     ylo, yhi = min(y0, y1), max(y0, y1)
     r0 = zone_ring_start[z]
     r1 = zone_ring_start[z + 1]
+    geo = (z, bbox, zone_ring_start, ring_vert_start, vx, vy, chunk_bbox)
     # 1. Cut the segment wherever it meets an edge; remember stretches along an edge.
     cuts[0] = 0.0
     cuts[1] = 1.0
@@ -608,8 +650,11 @@ def _polygon_depth(
         v0 = ring_vert_start[r]
         v1 = ring_vert_start[r + 1]
         for c in range(v0 // CHUNK, (v1 - 1) // CHUNK + 1):
-            if _gap2(xlo, ylo, xhi, yhi, chunk_bbox[c, 0], chunk_bbox[c, 1],
-                     chunk_bbox[c, 2], chunk_bbox[c, 3]) > 0.0:  # fmt: skip
+            cx0 = chunk_bbox[c, 0]
+            cy0 = chunk_bbox[c, 1]
+            cx1 = chunk_bbox[c, 2]
+            cy1 = chunk_bbox[c, 3]
+            if _gap2(xlo, ylo, xhi, yhi, cx0, cy0, cx1, cy1) > 0.0:  # no edge here meets it
                 continue
             i0 = max(v0, c * CHUNK)
             j = i0 - 1 if i0 > v0 else v1 - 1
@@ -665,9 +710,12 @@ def _polygon_depth(
                 on_edge = True
         if on_edge:
             continue
-        gm = -_polygon_sd(x0 + tm * sx, y0 + tm * sy, z, bbox, zone_ring_start,
-                          ring_vert_start, vx, vy, chunk_bbox)  # fmt: skip
-        if not gm > 0.0:
+        px = x0 + tm * sx
+        py = y0 + tm * sy
+        if not _polygon_inside(px, py, *geo):
+            continue
+        gm = -_polygon_sd(px, py, *geo)
+        if not gm > 0.0:  # on the boundary after all
             continue
         f_in = min(f_in, ta)
         f_out = tb
@@ -677,13 +725,11 @@ def _polygon_depth(
         gb = 0.0
         if ta == 0.0:
             if math.isnan(g0):
-                g0 = -_polygon_sd(x0, y0, z, bbox, zone_ring_start, ring_vert_start, vx, vy,
-                                  chunk_bbox)  # fmt: skip
+                g0 = -_polygon_sd(x0, y0, *geo)
             ga = max(g0, 0.0)
         if tb == 1.0:
             if math.isnan(g1):
-                g1 = -_polygon_sd(x1, y1, z, bbox, zone_ring_start, ring_vert_start, vx, vy,
-                                  chunk_bbox)  # fmt: skip
+                g1 = -_polygon_sd(x1, y1, *geo)
             gb = max(g1, 0.0)
         best = max(best, ga, gb)
         top = _push(stack, top, ta, tm, ga, gm)
@@ -699,8 +745,7 @@ def _polygon_depth(
         if 0.5 * (ga + gb + (tb - ta) * length) <= best + tol:
             continue
         tm = 0.5 * (ta + tb)
-        gm = -_polygon_sd(x0 + tm * sx, y0 + tm * sy, z, bbox, zone_ring_start,
-                          ring_vert_start, vx, vy, chunk_bbox)  # fmt: skip
+        gm = -_polygon_sd(x0 + tm * sx, y0 + tm * sy, *geo)
         evals += 1
         best = max(best, gm)
         # The half with the higher ends goes on top: explored first, it raises `best` sooner.
@@ -739,8 +784,8 @@ def _segment_depth_pairs(
     """(depth, f_in, f_out) of segment i (p0 -> p1, straight in the zone frame) and zone
     zone_idx[i]: depth in metres (>= 0; 0 if it never enters; polygons within step/2 below
     the truth, circles exact), f_in/f_out the fractions along p0 -> p1 of the first entry
-    and the last exit (NaN if it never enters). A zero-length segment is its point. NaN in,
-    NaN out."""
+    and the last exit (NaN if it never enters). A segment shorter than POINT_M is its start
+    point. NaN in, NaN out."""
     n = lat0.shape[0]
     depth = np.empty(n, dtype=np.float64)
     f_in = np.empty(n, dtype=np.float64)
@@ -751,7 +796,7 @@ def _segment_depth_pairs(
         max_edges = max(max_edges, e)
     cuts = np.empty(2 * max_edges + 2, dtype=np.float64)
     along = np.empty((max_edges, 2), dtype=np.float64)
-    stack = np.empty((2 * max_edges + max_evals + 4, 4), dtype=np.float64)
+    stack = np.empty((4 * max_edges + max_evals + 4, 4), dtype=np.float64)
     tol = 0.5 * step
     for p in range(n):
         if not (
@@ -765,15 +810,19 @@ def _segment_depth_pairs(
             f_out[p] = np.nan
             continue
         z = zone_idx[p]
+        geo = (z, bbox, zone_ring_start, ring_vert_start, vx, vy, chunk_bbox)
         k = m_per_deg_lon[z]
         fx0, fy0 = project(lat0[p], lon0[p], origin_lat[z], origin_lon[z], k)
         fx1, fy1 = project(lat1[p], lon1[p], origin_lat[z], origin_lon[z], k)
-        if fx0 == fx1 and fy0 == fy1:  # a point: its own signed distance
-            if is_circle[z]:
+        dx = fx1 - fx0
+        dy = fy1 - fy0
+        if dx * dx + dy * dy < POINT_M * POINT_M:  # a point: its own signed distance
+            if _gap2(fx0, fy0, fx0, fy0, bbox[z, 0], bbox[z, 1], bbox[z, 2], bbox[z, 3]) > 0.0:
+                d = np.inf  # outside the bbox: outside (the exact distance is not needed)
+            elif is_circle[z]:
                 d = math.sqrt(fx0 * fx0 + fy0 * fy0) - radius[z]
             else:
-                d = _polygon_sd(fx0, fy0, z, bbox, zone_ring_start, ring_vert_start, vx, vy,
-                                chunk_bbox)  # fmt: skip
+                d = _polygon_sd(fx0, fy0, *geo)
             depth[p] = -d if d < 0.0 else 0.0
             f_in[p] = 0.0 if d < 0.0 else np.nan
             f_out[p] = 1.0 if d < 0.0 else np.nan
@@ -794,16 +843,14 @@ def _segment_depth_pairs(
                 x1 = fx0 + shift
             elif pieces == 2:
                 x0 = fx1 - shift
-            if _gap2(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1),
-                     bbox[z, 0], bbox[z, 1], bbox[z, 2], bbox[z, 3]) > 0.0:  # fmt: skip
-                continue
+            xlo, xhi = min(x0, x1), max(x0, x1)
+            ylo, yhi = min(y0, y1), max(y0, y1)
+            if _gap2(xlo, ylo, xhi, yhi, bbox[z, 0], bbox[z, 1], bbox[z, 2], bbox[z, 3]) > 0.0:
+                continue  # misses the zone's bbox: no entry
             if is_circle[z]:
                 d, a, b = _circle_depth(x0, y0, x1, y1, radius[z])
             else:
-                d, a, b = _polygon_depth(
-                    x0, y0, x1, y1, tol, max_evals, z, bbox, zone_ring_start,
-                    ring_vert_start, vx, vy, chunk_bbox, cuts, along, stack,
-                )  # fmt: skip
+                d, a, b = _polygon_depth(x0, y0, x1, y1, tol, max_evals, *geo, cuts, along, stack)
             dep = max(dep, d)
             t_in = min(t_in, a)
             t_out = max(t_out, b)
