@@ -140,8 +140,9 @@ else:  # pragma: no cover - records.py changed shape; stay correct, just slower
     _new_event = EventRecord  # type: ignore[assignment]
 
 
-def _fast_fix(s: _In, device: str) -> FixRecord | None:
-    seq, t, lat, lon, acc, batt, src = s.seq, s.t, s.lat, s.lon, s.acc, s.batt, s.src
+def _fast_seq_t(s: _In) -> tuple[int, float] | None:
+    """The fast path's seq and event-time checks, shared by fixes and events."""
+    seq, t = s.seq, s.t
     if seq is None or not 0 <= seq <= SEQ_MAX:
         return None
     if t.__class__ is str:
@@ -151,6 +152,15 @@ def _fast_fix(s: _In, device: str) -> FixRecord | None:
             return None
     elif t is None or not T_MIN <= t < T_MAX:
         return None
+    return seq, t  # type: ignore[return-value]
+
+
+def _fast_fix(s: _In, device: str) -> FixRecord | None:
+    lat, lon, acc, batt, src = s.lat, s.lon, s.acc, s.batt, s.src
+    seq_t = _fast_seq_t(s)
+    if seq_t is None:
+        return None
+    seq, t = seq_t
     if lat is None or not -90.0 <= lat <= 90.0:
         return None
     if lon is None or not -180.0 <= lon <= 180.0:
@@ -167,16 +177,11 @@ def _fast_fix(s: _In, device: str) -> FixRecord | None:
 
 
 def _fast_event(s: _In, device: str) -> EventRecord | None:
-    seq, t, event, batt = s.seq, s.t, s.event, s.batt
-    if seq is None or not 0 <= seq <= SEQ_MAX:
+    event, batt = s.event, s.batt
+    seq_t = _fast_seq_t(s)
+    if seq_t is None:
         return None
-    if t.__class__ is str:
-        try:
-            t = _parse_rfc3339(t, "")  # type: ignore[arg-type]
-        except _Bad:
-            return None
-    elif t is None or not T_MIN <= t < T_MAX:
-        return None
+    seq, t = seq_t
     if event is None or event not in EVENT_NAMES:
         return None
     if batt is None:
