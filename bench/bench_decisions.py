@@ -118,9 +118,11 @@ def _targets(scores: dict[str, dict[str, Score]]) -> list[str]:
                 f"{fam}: recall {e.recall:.2f} < 1.00 on material "
                 f"({e.material - e.found} missed: {ids})"
             )
-        if e.false > 0.03 * n.false:
+        # False-alert ratios are judged over all families: per family the baselines' counts
+        # are often 0 or 2 (naive 0 on drive_around), where a ratio says nothing.
+        if fam == "all" and e.false > 0.03 * n.false:
             miss.append(f"{fam}: false alerts {e.false} > 3 % of naive's {n.false}")
-        if e.false and e.false >= s.false:
+        if fam == "all" and e.false and e.false >= s.false:
             miss.append(f"{fam}: false alerts {e.false} not fewer than simple's {s.false}")
         if e.duplicates:
             miss.append(f"{fam}: {e.duplicates} duplicate alerts (target 0)")

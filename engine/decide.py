@@ -15,8 +15,11 @@ geometry: the pipeline measures, the trackers decide. Rules, all thresholds in S
 - An open breach closes only after exit_gap_s of confident absence (hysteresis):
   re-entries within it extend the episode, and so does a fix that may well be inside
   (P >= stay_probability). closed_t is the first confident-outside fix.
-- Confidence only rises while an episode is open; crossing 0.9 re-publishes the open
-  record so monitors see the escalation.
+- Weaker evidence (combined P >= possible_probability, mean >= possible_min_depth_m, even
+  one fix) opens at once at no more than possible_confidence_max: a monitor hears of a
+  possible breach early, and it escalates only on evidence that would have opened it.
+- Confidence only rises while an episode is open; crossing 0.7 or 0.9 re-publishes the
+  open record so monitors see the escalation.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ from engine.alerts import Severity
 from engine.episodes import Episode, EpisodeBook, prob_below
 from engine.settings import Settings
 
-ESCALATE_AT = 0.9
+# Crossing one of these re-publishes the open record: possible -> likely -> confident
+ESCALATE_AT = (0.7, 0.9)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +48,15 @@ class Obs:
     @property
     def p_in(self) -> float:
         return prob_below(self.depth, self.sigma)
+
+    @property
+    def p_in_radial(self) -> float:
+        """P(inside) bounded with the 2-D (Rayleigh) error tail, for "is it out for sure":
+        a 2-D error puts a fix 2.4 sigma from the truth 6 % of the time, the 1-D normal
+        only 1 %. Matters for coarse fixes beside a small zone (a cell fix 1 km out)."""
+        if self.depth >= 0.0:
+            return self.p_in
+        return max(self.p_in, math.exp(-0.5 * (self.depth / self.sigma) ** 2))
 
 
 def _combined(obs: list[Obs], corr_s: float) -> tuple[float, float, int]:
@@ -97,7 +110,7 @@ class BreachTracker:
         if not (math.isfinite(o.depth) and math.isfinite(o.sigma)):
             return  # a fix with no usable position is never evidence of anything
         s = self.s
-        confident_out = o.p_in <= s.outside_probability
+        confident_out = o.p_in_radial <= s.outside_probability
         if self.episode is not None:
             self._observe_open(o, confident_out)
             return
@@ -114,18 +127,22 @@ class BreachTracker:
 
     def _maybe_open(self, last: Obs) -> None:
         s = self.s
-        decisive = last.depth >= s.decisive_depth_m and last.depth >= s.decisive_sigmas * last.sigma
+        decisive = self._decisive(last)
         mean, sigma, _ = _combined(self.pending, s.error_corr_s)
         p = prob_below(mean, sigma)
         accumulated = (
             len(self.pending) >= 2 and p >= s.open_probability and mean >= s.open_min_depth_m
         )
-        if not (decisive or accumulated):
+        possible = p >= s.possible_probability and mean >= s.possible_min_depth_m
+        if not (decisive or accumulated or possible):
             return
         first = self.pending[0]
         inside = [o for o in self.pending if o.depth > 0]
         self.n_inside = len(inside)
-        conf = self._confidence(p if accumulated else last.p_in, self.pending)
+        if decisive or accumulated:
+            conf = self._confidence(p if accumulated else last.p_in, self.pending)
+        else:
+            conf = min(p, s.possible_confidence_max)
         ep = self.book.open_episode(
             self.key, self.kind, subject=self.subject, tag=first.tag, zone=self.zone,
             severity=self.severity, confidence=conf, t=first.t, seq=first.seq, raised_t=last.t,
@@ -133,18 +150,21 @@ class BreachTracker:
         for o in inside[1:]:
             self.book.add_evidence(ep, o.tag, o.seq, conf)
         self.episode = ep
-        self.pending = inside[-8:]
+        self.pending = self.pending[-8:]
+
+    def _decisive(self, o: Obs) -> bool:
+        """Deep and sure enough to decide by itself."""
+        return o.depth >= self.s.decisive_depth_m and o.depth >= self.s.decisive_sigmas * o.sigma
 
     def _confidence(self, p: float, obs: list[Obs]) -> float:
-        """P(inside) capped by how many decorrelated fixes saw it: a multipath burst or a
-        wild fix can fake one or two, rarely several spread over minutes."""
+        """P(inside) capped by how much time the inside fixes span: a wild fix fakes one, a
+        multipath burst several consecutive fixes over a few minutes, rarely more."""
         s = self.s
         inside = [o for o in obs if o.depth > 0]
         span = inside[-1].t - inside[0].t if inside else 0.0
-        n_eff = 1.0 + span / s.error_corr_s if len(inside) > 1 else 1.0
-        if n_eff < 2.0:
-            cap = s.single_fix_confidence_max if len(inside) <= 1 else s.two_fix_confidence_max
-        elif n_eff < 3.0:
+        if len(inside) <= 1:
+            cap = s.single_fix_confidence_max
+        elif span < s.confident_span_s:
             cap = s.two_fix_confidence_max
         else:
             cap = 0.999
@@ -154,16 +174,24 @@ class BreachTracker:
         ep = self.episode
         assert ep is not None
         s = self.s
+        if not confident_out:
+            # Every fix that may be inside weighs on the confidence, the slightly-outside
+            # ones too: escalating on the inside fixes alone would count the drift at an
+            # edge (a permitted corridor, a lurker) as evidence.
+            self.pending.append(o)
+            self.pending = self.pending[-8:]
         if o.depth > 0:
             self.leaving_since = None
             self.n_inside += 1
-            self.pending.append(o)
-            self.pending = self.pending[-8:]
             mean, sigma, _ = _combined(self.pending, s.error_corr_s)
-            conf = max(ep.confidence, self._confidence(prob_below(mean, sigma), self.pending))
+            p = prob_below(mean, sigma)
+            if self._decisive(o) or (p >= s.open_probability and mean >= s.open_min_depth_m):
+                conf = max(ep.confidence, self._confidence(p, self.pending))
+            else:  # still only possible: shallow or uncertain evidence does not escalate
+                conf = max(ep.confidence, min(p, s.possible_confidence_max))
             before = ep.confidence
             self.book.add_evidence(ep, o.tag, o.seq, conf)
-            if before < ESCALATE_AT <= ep.confidence:
+            if any(before < level <= ep.confidence for level in ESCALATE_AT):
                 self.book.republish(ep, raised_t=o.t)
             return
         if confident_out:
@@ -202,7 +230,7 @@ class BreachTracker:
         episode stays open and the fixes that follow extend or close it."""
         if self.episode is not None:
             return
-        conf = min(confidence, self.s.transit_confidence_max)
+        conf = confidence
         ep = self.book.open_episode(
             self.key, self.kind, subject=self.subject, tag=first.tag, zone=self.zone,
             severity=self.severity, confidence=conf, t=t_in, seq=first.seq, raised_t=last.t,

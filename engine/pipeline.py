@@ -20,7 +20,7 @@ from engine.ordering import Released, Reorderer
 from engine.records import EVENT_CODE, FIX_DTYPE, SRC_CODE, DeadLetter, FixRecord, Record
 from engine.registry import Registry
 from engine.settings import Settings
-from engine.transit import detour_m
+from engine.transit import detour_m, onward_paths
 from engine.victims import VictimPosition, VictimTrack
 from zones.compile import ZoneTable, compile_zones
 from zones.geofence import point_distance_m, segment_depth, signed_distance_by_subject
@@ -28,6 +28,7 @@ from zones.model import Window, ZoneSet
 from zones.schedule import active_intervals
 
 _SCHEDULE_SPAN_S = 8 * 86400.0  # how far ahead schedule intervals are expanded at a time
+HISTORY = 2  # previous fixes kept per tag
 
 
 @dataclass
@@ -120,6 +121,8 @@ class _Step:
     zone_pairs: list[tuple[int, float]]
     transits: list[tuple[int, float, float, float]]
     prox: bool
+    # (zone, depth, entry t, exit t) of a possible route from the previous fix into a zone
+    onward: list[tuple[int, float, float, float]] = field(default_factory=list)
 
 
 class Pipeline:
@@ -133,9 +136,9 @@ class Pipeline:
         self.registry = Registry(zoneset, self.table.subject_ids)
         n = self.registry.n_slots
         self.dedupe = SeqDeduper(n, self.settings.dedupe_window)
-        # The last two accepted fixes of every tag slot (transit needs a heading)
-        self.last = np.full((n, 5), np.nan)  # t, lat, lon, acc, seq
-        self.prev = np.full((n, 5), np.nan)
+        # The last HISTORY accepted fixes of every tag slot, newest first (t, lat, lon, acc,
+        # seq): transit needs the segment and the heading before it
+        self.hist = np.full((n, HISTORY, 5), np.nan)
         self.victims: dict[int, VictimTrack] = {}
         self.suspects: dict[int, _Step] = {}  # tag slot -> a fix waiting for the next one
         ordered = np.arange(n) < self.registry.n_tags  # phones' seq is a timestamp
@@ -238,7 +241,8 @@ class Pipeline:
         is_tag = subj >= 0
         tag_rows = np.flatnonzero(is_tag)
         tags = arr[tag_rows]
-        prev, pprev = self._previous(tags)
+        hist = self._previous(tags)
+        prev, pprev = hist[:, 0], hist[:, 1]
         lat, lon = tags["lat"], tags["lon"]
         offsets, zidx, dist = signed_distance_by_subject(
             self.table, lat, lon, subj[tag_rows], cutoff=self.cutoff
@@ -247,6 +251,7 @@ class Pipeline:
         sigma = np.maximum(tags["acc"].astype(np.float64), self.settings.acc_floor_m) / R68
         near = self._near_pairs(tags, pair_fix, zidx, dist, sigma[pair_fix])
         transit = self._transit_pairs(tags, prev, pair_fix, zidx, dist)
+        onward = self._onward_rows(tags, hist, subj[tag_rows])
         pair_row = tag_rows[pair_fix]
         prox = np.zeros(arr.shape[0], dtype=np.bool_)
         if reg.pairs_of_subject:
@@ -255,6 +260,8 @@ class Pipeline:
         visit = np.union1d(
             np.union1d(pair_row[near], pair_row[transit[0]]), np.flatnonzero(~is_tag | prox)
         )
+        if onward:
+            visit = np.union1d(visit, tag_rows[list(onward)])
         if self.suspects:  # a tag with a suspect fix: its next fix settles it
             visit = np.union1d(visit, np.flatnonzero(np.isin(arr["slot"], list(self.suspects))))
         near_rows, tr_rows = pair_row[near], pair_row[transit[0]]
@@ -281,9 +288,10 @@ class Pipeline:
                 for j in range(lo, hi)
             ]
             step = _Step(row, int(subj[i]), float(sigma[k]), prev[k], pprev[k], zone_pairs,
-                         transits, bool(prox[i]))  # fmt: skip
+                         transits, bool(prox[i]), onward.get(k, []))  # fmt: skip
             if slot in self.suspects and not self._settle(self.suspects.pop(slot), step):
                 step.transits = []  # its previous fix was an outlier: no segment from it
+                step.onward = []
             if self._is_suspect(step):
                 self.suspects[slot] = step
                 later = np.flatnonzero(arr["slot"][i + 1 :] == slot)
@@ -300,6 +308,8 @@ class Pipeline:
             self._zone_step(z, sd, st.sigma, st.row)
         for z, depth, f_in, f_out in st.transits:
             self._transit_step(st.row, st.prev, st.pprev, z, depth, f_in, f_out)
+        for z, depth, t_in, t_out in st.onward:
+            self._onward_step(st.row, st.prev, z, depth, t_in, t_out)
         if st.prox:
             self._proximity_step(st.subject, st.row, st.sigma)
 
@@ -359,27 +369,22 @@ class Pipeline:
         )  # fmt: skip
         self.book.close(key, "implausible_fix", t)
 
-    def _previous(self, tags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """For each tag row: the previous and the one-before-previous fix (t, lat, lon, acc)
-        of the same tag, from this batch or from earlier ones (NaN when unknown)."""
+    def _previous(self, tags: np.ndarray) -> np.ndarray:
+        """For each tag row: its HISTORY previous fixes of the same tag, newest first, from
+        this batch or earlier ones, shape (rows, HISTORY, 5) (NaN when unknown)."""
         n = tags.shape[0]
         cur = np.stack([tags["t"], tags["lat"], tags["lon"], tags["acc"], tags["seq"]], axis=1)
-        prev = np.full((n, 5), np.nan)
-        pprev = np.full((n, 5), np.nan)
+        out = np.full((n, HISTORY, 5), np.nan)
         order = np.argsort(tags["slot"], kind="stable")
-        slots = tags["slot"][order]
+        slots = tags["slot"][order].tolist()
+        run = 0  # rows of the same slot before this one in the batch
         for k, i in enumerate(order.tolist()):
-            s = int(slots[k])
-            same1 = k >= 1 and slots[k - 1] == s
-            same2 = k >= 2 and slots[k - 2] == s
-            prev[i] = cur[order[k - 1]] if same1 else self.last[s]
-            if same2:
-                pprev[i] = cur[order[k - 2]]
-            elif same1:
-                pprev[i] = self.last[s]
-            else:
-                pprev[i] = self.prev[s]
-        return prev, pprev
+            run = run + 1 if k and slots[k - 1] == slots[k] else 0
+            m = min(run, HISTORY)
+            for d in range(m):
+                out[i, d] = cur[order[k - 1 - d]]
+            out[i, m:] = self.hist[slots[k], : HISTORY - m]
+        return out
 
     def _near_pairs(
         self,
@@ -432,13 +437,70 @@ class Pipeline:
         return cand[keep], depth[keep], f_in[keep], f_out[keep]
 
     def _remember(self, tags: np.ndarray) -> None:
-        """Latest two fixes per tag slot (rows are in time order: the last ones win)."""
+        """Latest fixes per tag slot (rows are in time order: the last ones win)."""
         for row in tags[np.argsort(tags["slot"], kind="stable")]:
             s = int(row["slot"])
-            if not row["t"] >= self.last[s, 0] and not np.isnan(self.last[s, 0]):
+            if not row["t"] >= self.hist[s, 0, 0] and not np.isnan(self.hist[s, 0, 0]):
                 continue
-            self.prev[s] = self.last[s]
-            self.last[s] = (row["t"], row["lat"], row["lon"], row["acc"], row["seq"])
+            self.hist[s, 1:] = self.hist[s, :-1]
+            self.hist[s, 0] = (row["t"], row["lat"], row["lon"], row["acc"], row["seq"])
+
+    def _onward_rows(
+        self, tags: np.ndarray, hist: np.ndarray, subj: np.ndarray
+    ) -> dict[int, list[tuple[int, float, float, float]]]:
+        """Tag row B -> (zone, depth, entry t, exit t) for exclusion zones that a tag moving
+        at speed may have gone into between fix A and B while the straight segment does
+        not: it kept going the way it was going (P -> A) as far as its speed allows, then
+        turned for B (`onward_paths`). A possible breach, decided at B."""
+        st = self.settings
+        p, a = hist[:, 1], hist[:, 0]
+        b = np.stack([tags["t"], tags["lat"], tags["lon"], tags["acc"], tags["seq"]], axis=1)
+        gap = st.transit_max_gap_s
+        ok = (
+            np.isfinite(p[:, 0])
+            & (a[:, 0] - p[:, 0] > 0) & (a[:, 0] - p[:, 0] <= gap)
+            & (b[:, 0] - a[:, 0] > 0) & (b[:, 0] - a[:, 0] <= gap)
+        )  # fmt: skip
+        rows = np.flatnonzero(ok)
+        if rows.shape[0] == 0:
+            return {}
+        p, a, b = p[rows], a[rows], b[rows]
+        v_in = point_distance_m(p[:, 1], p[:, 2], a[:, 1], a[:, 2]) / (a[:, 0] - p[:, 0])
+        klat, klon, s_m, length = onward_paths(p, a, b, st.onward_speed_slack)
+        v_ab = point_distance_m(a[:, 1], a[:, 2], b[:, 1], b[:, 2]) / (b[:, 0] - a[:, 0])
+        moving = (v_in >= st.onward_min_speed_mps) & (v_ab >= st.onward_min_speed_mps)
+        keep = np.flatnonzero(np.isfinite(length) & moving)
+        if keep.shape[0] == 0:
+            return {}
+        rows, a, b, klat, klon = rows[keep], a[keep], b[keep], klat[keep], klon[keep]
+        s_m, length = s_m[keep], length[keep]
+        reach = np.maximum(s_m, length - s_m)  # every point of the route is this near K
+        offsets, zidx, dist = signed_distance_by_subject(
+            self.table, klat, klon, subj[rows], cutoff=float(np.max(reach))
+        )
+        pair = np.repeat(np.arange(rows.shape[0]), np.diff(offsets))
+        cand = np.flatnonzero(~self.is_inclusion[zidx] & (dist < reach[pair]))
+        if cand.shape[0] == 0:
+            return {}
+        f, z = pair[cand], zidx[cand]
+        d0, _, _ = segment_depth(self.table, a[f, 1], a[f, 2], b[f, 1], b[f, 2], z)
+        # Only the straight-on leg counts: the turn back to B is where the route is made up
+        depth, f_in, f_out = segment_depth(self.table, a[f, 1], a[f, 2], klat[f], klon[f], z)
+        sig = np.maximum(np.maximum(a[f, 3], b[f, 3]), st.acc_floor_m) / R68
+        use = (
+            (depth >= st.transit_min_depth_m) & (depth >= 2.0 * sig)
+            & ~(d0 >= st.transit_min_depth_m)  # the straight segment had its say
+        )  # fmt: skip
+        # Entry and exit along A -> K as fractions of the route A -> K -> B, then as times
+        frac = s_m[f] / length[f]
+        f_in, f_out = f_in * frac, f_out * frac
+        dt = b[f, 0] - a[f, 0]
+        out: dict[int, list[tuple[int, float, float, float]]] = {}
+        for j in np.flatnonzero(use).tolist():
+            t_in = float(a[f[j], 0] + f_in[j] * dt[j])
+            t_out = float(a[f[j], 0] + f_out[j] * dt[j])
+            out.setdefault(int(rows[f[j]]), []).append((int(z[j]), float(depth[j]), t_in, t_out))
+        return out
 
     def _breach(
         self, key: object, kind: str, subject: str, zone: str, sev: Severity
@@ -505,7 +567,7 @@ class Pipeline:
         self, row: np.void, prev: np.ndarray, pprev: np.ndarray, z: int,
         depth: float, f_in: float, f_out: float,
     ) -> None:  # fmt: skip
-        st, reg, table = self.settings, self.registry, self.table
+        st, table = self.settings, self.table
         t0, t1 = float(prev[0]), float(row["t"])
         dt = t1 - t0
         if not (0.0 < dt <= st.transit_max_gap_s):
@@ -524,18 +586,36 @@ class Pipeline:
                 budget = v_in * dt * st.transit_speed_slack
                 if detour_m(table, z, a, b) <= budget:
                     return
+        conf = min(prob_below(float(depth), sig), st.transit_confidence_max)
+        ends_inside = float(f_out) >= 1.0
+        t_in, t_out = t0 + float(f_in) * dt, t0 + float(f_out) * dt
+        self._route_breach(row, prev, z, sig, conf, t_in, t_out, ends_inside)
+
+    def _onward_step(
+        self, row: np.void, a: np.ndarray, z: int, depth: float, t_in: float, t_out: float
+    ) -> None:
+        """A possible route from fix A through the zone: a low-confidence breach."""
+        st = self.settings
+        sig = max(float(a[3]), float(row["acc"]), st.acc_floor_m) / R68
+        conf = min(prob_below(depth, sig), st.possible_confidence_max)
+        self._route_breach(row, a, z, sig, conf, t_in, t_out, False)
+
+    def _route_breach(
+        self, row: np.void, start: np.ndarray, z: int, sig: float, conf: float,
+        t_in: float, t_out: float, ends_inside: bool,
+    ) -> None:  # fmt: skip
+        """A breach inferred from the route between fixes: from the fix `start` (outside)
+        to an entry at t_in, decided at `row`."""
+        st, reg, table = self.settings, self.registry, self.table
         tag = reg.device_ids[int(row["slot"])]
         s = int(table.subject[z])
         subject, zone_id = reg.subject_ids[s], table.zone_ids[z]
         risk = int(reg.subject_risk[s])
         sev: Severity = "critical" if risk >= st.critical_risk else "high"
         br = self._breach(("z", z), "zone_breach", subject, zone_id, sev)
-        seq0 = int(prev[4])
-        first = Obs(t0, -1.0, sig, tag, seq0)
-        last = Obs(t1, -1.0, sig, tag, int(row["seq"]))
-        conf = prob_below(float(depth), sig)
-        ends_inside = float(f_out) >= 1.0
-        br.transit(first, last, t0 + float(f_in) * dt, t0 + float(f_out) * dt, conf, ends_inside)
+        first = Obs(float(start[0]), -1.0, sig, tag, int(start[4]))
+        last = Obs(float(row["t"]), -1.0, sig, tag, int(row["seq"]))
+        br.transit(first, last, t_in, t_out, conf, ends_inside)
         self._forget_if_idle(("z", z), z)
 
     def _stale_step(

@@ -48,6 +48,12 @@ class Settings:
     # ...and their weighted mean depth is at least this (GPS drift near a boundary is not
     # a breach): lurking 20 m outside with 20 m correlated error must not alarm
     open_min_depth_m: float = 10.0
+    # Weaker evidence still says a breach is possible and a monitor hears of it, at a
+    # confidence no higher than possible_confidence_max: combined P(inside) of at least
+    # possible_probability and a mean depth of at least possible_min_depth_m
+    possible_probability: float = 0.85
+    possible_min_depth_m: float = 5.0
+    possible_confidence_max: float = 0.6
     # Uncertain evidence older than this (event time) no longer counts towards opening
     evidence_window_s: float = 900.0
     # GPS error decorrelates over roughly this long: fixes closer together than this are
@@ -62,10 +68,12 @@ class Settings:
     # re-entries within it extend the episode rather than open a new alert
     exit_gap_s: float = 120.0
     # Confidence ceilings for evidence that cannot rule out an artefact: one fix (a
-    # multipath burst or wild fix looks the same), fewer than three decorrelated fixes
-    # (span < 2 x error_corr_s), a straight-line transit with no fix inside
+    # multipath burst or wild fix looks the same), inside fixes spanning less than
+    # confident_span_s (a multipath burst shifts up to ~5 consecutive fixes together), a
+    # straight-line transit with no fix inside
     single_fix_confidence_max: float = 0.8
     two_fix_confidence_max: float = 0.88
+    confident_span_s: float = 420.0
     transit_confidence_max: float = 0.85
     # Transit: the straight segment between two fixes outside must go this deep (and two
     # sigma of the fixes) into a zone to count; fixes further apart than max_gap say
@@ -74,6 +82,12 @@ class Settings:
     transit_min_depth_m: float = 20.0
     transit_max_gap_s: float = 600.0
     transit_speed_slack: float = 0.95
+    # A tag moving at least onward_min_speed_mps (into A and on to B) may have kept going
+    # the way it was going and turned later: when that route (straight on at the speed it
+    # came in at x slack, then one turn to B) goes into a zone the straight segment misses,
+    # the breach is possible (possible_confidence_max)
+    onward_min_speed_mps: float = 3.0
+    onward_speed_slack: float = 1.0
 
     # Outliers: a fix that would put the tag in a zone, reached faster than both this floor
     # and factor x the track's recent speed (+2 m/s), waits for the next fix; if the next

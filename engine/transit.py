@@ -48,3 +48,32 @@ def detour_m(table: ZoneTable, zone: int, a: tuple[float, float], b: tuple[float
     if hi == lo or n < 3:
         return math.hypot(bx - ax, by - ay)
     return min(one, other)
+
+
+def onward_paths(
+    p: np.ndarray, a: np.ndarray, b: np.ndarray, slack: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The route from A to B that keeps going the way the tag was going for as long as it
+    can: straight on from A on the heading it came in on (P -> A), then one turn to B,
+    the whole route as long as the speed it came in at allows in the time to B (x slack).
+    Where no fix says what happened in between, this is the route that would take a tag
+    driving at a zone furthest into it. Rows of fixes (t, lat, lon, ...).
+
+    Returns (turn lat, turn lon, metres A -> turn, route metres); NaN where there is no
+    such route (a heading unknown, or B further than the tag could have got)."""
+    lat0, lon0 = a[:, 1], a[:, 2]
+    k = math.pi / 180.0 * R_EARTH
+    cos0 = np.cos(np.radians(lat0))
+    px, py = (p[:, 2] - lon0) * k * cos0, (p[:, 1] - lat0) * k
+    bx, by = (b[:, 2] - lon0) * k * cos0, (b[:, 1] - lat0) * k
+    run = np.hypot(px, py)
+    ab = np.hypot(bx, by)
+    budget = run / (a[:, 0] - p[:, 0]) * (b[:, 0] - a[:, 0]) * slack
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ux, uy = -px / run, -py / run
+        q = bx * ux + by * uy  # how far B is along the heading
+        # s + |A + s u - B| = budget  =>  s = (budget^2 - |AB|^2) / (2 (budget - q))
+        s = (budget**2 - ab**2) / (2.0 * (budget - q))
+    ok = np.isfinite(s) & (budget > ab) & (run > 0.0)
+    s = np.where(ok, s, np.nan)
+    return lat0 + s * uy / k, lon0 + s * ux / (k * cos0), s, np.where(ok, budget, np.nan)

@@ -25,14 +25,17 @@ def test_a_deep_confident_fix_decides_at_once_but_not_with_full_confidence() -> 
     (rec,) = book.drain()
     assert rec.state == "open" and rec.opened_t == 1060 and rec.raised_t == 1060
     assert rec.confidence == S.single_fix_confidence_max  # one fix may be an artefact
-    tr.observe(_o(2, 70))
-    tr.observe(_o(3, 65))
-    tr.observe(_o(4, 80))
-    assert book.drain() == []  # four fixes in three minutes: errors still correlated
-    tr.observe(_o(5, 75))
+    for i, d in enumerate([70, 65, 80, 75, 70], start=2):
+        tr.observe(_o(i, d))
+        recs = book.drain()
+        # inside fixes spanning under confident_span_s: a multipath burst can shift several
+        # in a row, so confidence stays below 0.9 and nothing is re-published
+        assert recs == []
+    tr.observe(_o(7, 75))
+    tr.observe(_o(8, 75))  # 1060 .. 1480: 420 s of fixes deep inside
     recs = book.drain()
     assert [r.state for r in recs] == ["open"] and recs[0].confidence >= 0.9  # escalated
-    assert recs[0].id == rec.id and recs[0].raised_t == 1000 + 60 * 5
+    assert recs[0].id == rec.id and recs[0].raised_t == 1000 + 60 * 8
 
 
 def test_drift_beside_the_boundary_does_not_alarm() -> None:
@@ -43,13 +46,41 @@ def test_drift_beside_the_boundary_does_not_alarm() -> None:
     assert book.drain() == []
 
 
-def test_consistent_moderate_evidence_opens_at_the_first_inside_fix() -> None:
+def test_moderate_evidence_opens_as_possible_at_once_and_escalates_when_confirmed() -> None:
     tr, book = _tracker()
-    for i, d in enumerate([-40, 18, 22, 20]):
-        tr.observe(_o(i, d, sigma=8.0))
+    tr.observe(_o(0, -40, sigma=8.0))
+    tr.observe(_o(1, 18, sigma=8.0))
+    (rec,) = book.drain()  # one fix 2.2 sigma inside: possible, said at once
+    assert rec.opened_t == rec.raised_t == 1060 and rec.evidence == [("T1", 1)]
+    assert rec.confidence == S.possible_confidence_max
+    tr.observe(_o(2, 22, sigma=8.0))
+    (up,) = book.drain()  # a second fix confirms: likely, re-published
+    assert up.id == rec.id and up.opened_t == 1060 and up.raised_t == 1120
+    assert 0.7 <= up.confidence < 0.9
+
+
+def test_shallow_drift_at_an_edge_is_possible_at_most() -> None:
+    tr, book = _tracker()
+    # a walker in a permitted corridor beside the zone: fixes a few metres either side
+    for i, d in enumerate([-30, 8, 2.5, -5, -1, 4.4, -3, 6]):
+        tr.observe(_o(i, d, sigma=6.6))
+    recs = book.drain()
+    assert recs and all(r.confidence <= S.possible_confidence_max for r in recs)
+
+
+def test_a_coarse_fix_far_out_does_not_end_a_breach_by_itself() -> None:
+    tr, book = _tracker()
+    for i in range(3):
+        tr.observe(_o(i, 50))
+    # cell fixes (sigma 400 m) 900 m out: 2.25 sigma, which a 2-D error reaches 8 % of
+    # the time (a 1-D normal: 1 %); a GPS fix 30 m out with sigma 5 m is out for sure
+    for i in range(3, 8):
+        tr.observe(_o(i, -900, sigma=400.0))
+    assert [r.state for r in book.drain()] == ["open"]
+    for i in range(8, 11):
+        tr.observe(_o(i, -30))
     (rec,) = book.drain()
-    assert rec.opened_t == 1060 and rec.evidence[0] == ("T1", 1)
-    assert rec.raised_t > rec.opened_t  # decided after confirmation, dated from entry
+    assert rec.state == "closed" and rec.closed_t == 1000 + 60 * 8
 
 
 def test_reentry_within_the_gap_extends_and_closing_dates_from_leaving() -> None:
@@ -66,9 +97,9 @@ def test_reentry_within_the_gap_extends_and_closing_dates_from_leaving() -> None
     assert ("T1", 2) in recs[1].evidence
 
 
-def test_transit_is_opened_and_closed_with_capped_confidence() -> None:
+def test_transit_is_opened_and_closed_with_the_given_confidence() -> None:
     tr, book = _tracker()
-    tr.transit(_o(0, -30), _o(1, -40), 1020.0, 1040.0, 0.99)
+    tr.transit(_o(0, -30), _o(1, -40), 1020.0, 1040.0, S.transit_confidence_max)
     recs = book.drain()
     assert [(r.state, r.opened_t, r.closed_t) for r in recs] == [
         ("open", 1020.0, None),

@@ -191,6 +191,29 @@ def test_driving_round_a_corner_is_not_a_breach() -> None:
     assert _run(p, recs) == []
 
 
+def test_driving_at_a_zone_then_away_beyond_it_is_a_possible_breach() -> None:
+    p = _world([EXCL])
+    # north at 11.7 m/s straight at the zone; 60 s later 450 m east: the straight segment
+    # misses the zone, keeping on north for 236 m and turning east goes 36 m into it
+    recs = [_fix(0, 0, -1000), _fix(1, 0, -300), _fix(2, 450, 50)]
+    alerts = _run(p, recs)
+    assert [(a.kind, a.state) for a in alerts] == [
+        ("zone_breach", "open"),
+        ("zone_breach", "closed"),
+    ]
+    a = alerts[1]
+    assert a.confidence <= Settings().possible_confidence_max and a.raised_t == T0 + 120
+    assert a.evidence == [("T1", 1), ("T1", 2)]
+    assert T0 + 60 < a.opened_t < a.closed_t < T0 + 120
+
+
+def test_turning_off_before_the_zone_is_not_a_breach() -> None:
+    p = _world([EXCL])
+    # the same approach, but 60 s later 600 m east: it must have turned within 100 m
+    recs = [_fix(0, 0, -1000), _fix(1, 0, -300), _fix(2, 600, -250), _fix(3, 1300, -250)]
+    assert _run(p, recs) == []
+
+
 def _curfew() -> Zone:
     w = Window(frozenset(range(7)), 19 * 60, 7 * 60, "Europe/London")
     return Zone("HOME", "S1", "inclusion", 0, geometry=_poly(60), schedule=(w,))
@@ -239,12 +262,14 @@ def test_proximity_to_the_victims_phone_joins_on_time() -> None:
     alerts = _run(p, recs)
     assert [(a.kind, a.state) for a in alerts] == [
         ("proximity_approach", "open"),
-        ("proximity", "open"),
+        ("proximity", "open"),  # possible at once: the phone's fix is 150 s old
         ("proximity_approach", "closed"),
+        ("proximity", "open"),  # a second fix: likely, re-published
         ("proximity", "closed"),
     ]
     assert all(a.zone == phone and a.tag == "T1" for a in alerts)
-    assert alerts[1].severity == "critical" and alerts[3].closed_t == T0 + 360
+    assert alerts[1].confidence <= Settings().possible_confidence_max < alerts[3].confidence
+    assert alerts[1].severity == "critical" and alerts[4].closed_t == T0 + 360
 
 
 def test_victim_phone_fix_never_counts_as_the_subjects_position() -> None:
