@@ -230,16 +230,15 @@ class BreachTracker:
         episode stays open and the fixes that follow extend or close it."""
         if self.episode is not None:
             return
-        conf = confidence
         ep = self.book.open_episode(
             self.key, self.kind, subject=self.subject, tag=first.tag, zone=self.zone,
-            severity=self.severity, confidence=conf, t=t_in, seq=first.seq, raised_t=last.t,
+            severity=self.severity, confidence=confidence, t=t_in, seq=first.seq, raised_t=last.t,
         )  # fmt: skip
         self.pending.clear()
         if ends_inside:
             self.episode = ep
             return
-        self.book.add_evidence(ep, last.tag, last.seq, conf)
+        self.book.add_evidence(ep, last.tag, last.seq, confidence)
         self.book.close(self.key, self.kind, t_out)
 
     def finish(self) -> None:

@@ -241,7 +241,8 @@ class Pipeline:
         is_tag = subj >= 0
         tag_rows = np.flatnonzero(is_tag)
         tags = arr[tag_rows]
-        hist = self._previous(tags)
+        cur = np.stack([tags["t"], tags["lat"], tags["lon"], tags["acc"], tags["seq"]], axis=1)
+        hist = self._previous(tags["slot"], cur)
         prev, pprev = hist[:, 0], hist[:, 1]
         lat, lon = tags["lat"], tags["lon"]
         offsets, zidx, dist = signed_distance_by_subject(
@@ -251,7 +252,7 @@ class Pipeline:
         sigma = np.maximum(tags["acc"].astype(np.float64), self.settings.acc_floor_m) / R68
         near = self._near_pairs(tags, pair_fix, zidx, dist, sigma[pair_fix])
         transit = self._transit_pairs(tags, prev, pair_fix, zidx, dist)
-        onward = self._onward_rows(tags, hist, subj[tag_rows])
+        onward = self._onward_rows(cur, hist, subj[tag_rows])
         pair_row = tag_rows[pair_fix]
         prox = np.zeros(arr.shape[0], dtype=np.bool_)
         if reg.pairs_of_subject:
@@ -369,14 +370,13 @@ class Pipeline:
         )  # fmt: skip
         self.book.close(key, "implausible_fix", t)
 
-    def _previous(self, tags: np.ndarray) -> np.ndarray:
+    def _previous(self, slot: np.ndarray, cur: np.ndarray) -> np.ndarray:
         """For each tag row: its HISTORY previous fixes of the same tag, newest first, from
-        this batch or earlier ones, shape (rows, HISTORY, 5) (NaN when unknown)."""
-        n = tags.shape[0]
-        cur = np.stack([tags["t"], tags["lat"], tags["lon"], tags["acc"], tags["seq"]], axis=1)
-        out = np.full((n, HISTORY, 5), np.nan)
-        order = np.argsort(tags["slot"], kind="stable")
-        slots = tags["slot"][order].tolist()
+        this batch or earlier ones, shape (rows, HISTORY, 5) (NaN when unknown). `cur`: the
+        rows' own (t, lat, lon, acc, seq)."""
+        out = np.full((cur.shape[0], HISTORY, 5), np.nan)
+        order = np.argsort(slot, kind="stable")
+        slots = slot[order].tolist()
         run = 0  # rows of the same slot before this one in the batch
         for k, i in enumerate(order.tolist()):
             run = run + 1 if k and slots[k - 1] == slots[k] else 0
@@ -446,15 +446,14 @@ class Pipeline:
             self.hist[s, 0] = (row["t"], row["lat"], row["lon"], row["acc"], row["seq"])
 
     def _onward_rows(
-        self, tags: np.ndarray, hist: np.ndarray, subj: np.ndarray
+        self, b: np.ndarray, hist: np.ndarray, subj: np.ndarray
     ) -> dict[int, list[tuple[int, float, float, float]]]:
-        """Tag row B -> (zone, depth, entry t, exit t) for exclusion zones that a tag moving
+        """Tag row B (t, lat, lon, acc, seq) -> (zone, depth, entry t, exit t) for exclusion zones that a tag moving
         at speed may have gone into between fix A and B while the straight segment does
         not: it kept going the way it was going (P -> A) as far as its speed allows, then
         turned for B (`onward_paths`). A possible breach, decided at B."""
         st = self.settings
         p, a = hist[:, 1], hist[:, 0]
-        b = np.stack([tags["t"], tags["lat"], tags["lon"], tags["acc"], tags["seq"]], axis=1)
         gap = st.transit_max_gap_s
         ok = (
             np.isfinite(p[:, 0])
