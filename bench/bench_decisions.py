@@ -4,13 +4,11 @@ on every scenario family, with the issue-4 targets checked for the engine.
     python -m pytest bench/bench_decisions.py --benchmark-only -s -p no:cacheprovider
 
 Prints the per-family comparison table (engine / naive / simple), the engine's reliability
-table and its other alert kinds. The target test is xfail (reported, not failing the run)
-until TAGWATCH_STRICT_TARGETS=1; its failure message lists every missed target."""
+table and its other alert kinds. The target test fails listing every missed target."""
 
 from __future__ import annotations
 
 import io
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +33,6 @@ SETTINGS = Settings(batch_max=1)
 CURFEW_GRACE_S = 300.0  # allowed before a curfew absence is due as an alert
 GRACE = {"curfew_breach": CURFEW_GRACE_S}
 DECIDERS = ("engine", "naive", "simple")
-STRICT = os.environ.get("TAGWATCH_STRICT_TARGETS") == "1"
 
 
 @dataclass
@@ -134,11 +131,6 @@ def _targets(scores: dict[str, dict[str, Score]]) -> list[str]:
     return miss
 
 
-@pytest.mark.xfail(
-    not STRICT,
-    reason="issue-4 decision targets: reported until the engine meets them",
-    strict=False,
-)
 def test_engine_meets_decision_targets(
     benchmark: BenchmarkFixture, cases: dict[str, Case], scores: dict[str, dict[str, Score]]
 ) -> None:

@@ -85,9 +85,11 @@ class Settings:
     # A tag moving at least onward_min_speed_mps (into A and on to B) may have kept going
     # the way it was going and turned later: when that route (straight on at the speed it
     # came in at x slack, then one turn to B) goes into a zone the straight segment misses,
-    # the breach is possible (possible_confidence_max)
+    # the breach is possible (possible_confidence_max). Slowing for the turn costs
+    # onward_turn_s x (1 - cos turn angle) seconds at that speed: 6 s for a right angle
     onward_min_speed_mps: float = 3.0
     onward_speed_slack: float = 1.0
+    onward_turn_s: float = 6.0
 
     # Outliers: a fix that would put the tag in a zone, reached faster than both this floor
     # and factor x the track's recent speed (+2 m/s), waits for the next fix; if the next

@@ -51,13 +51,17 @@ def detour_m(table: ZoneTable, zone: int, a: tuple[float, float], b: tuple[float
 
 
 def onward_paths(
-    p: np.ndarray, a: np.ndarray, b: np.ndarray, slack: float
+    p: np.ndarray, a: np.ndarray, b: np.ndarray, slack: float, turn_s: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The route from A to B that keeps going the way the tag was going for as long as it
     can: straight on from A on the heading it came in on (P -> A), then one turn to B,
     the whole route as long as the speed it came in at allows in the time to B (x slack).
     Where no fix says what happened in between, this is the route that would take a tag
     driving at a zone furthest into it. Rows of fixes (t, lat, lon, ...).
+
+    A vehicle slows for a corner: a turn through angle phi costs turn_s * (1 - cos phi)
+    seconds at the speed in (a right angle costs turn_s, a gentle bend almost nothing),
+    so a route that needs a sharp turn to reach B cannot have gone as far on.
 
     Returns (turn lat, turn lon, metres A -> turn, route metres); NaN where there is no
     such route (a heading unknown, or B further than the tag could have got)."""
@@ -68,12 +72,30 @@ def onward_paths(
     bx, by = (b[:, 2] - lon0) * k * cos0, (b[:, 1] - lat0) * k
     run = np.hypot(px, py)
     ab = np.hypot(bx, by)
-    budget = run / (a[:, 0] - p[:, 0]) * (b[:, 0] - a[:, 0]) * slack
+    speed = run / (a[:, 0] - p[:, 0])
+    budget = speed * (b[:, 0] - a[:, 0]) * slack
     with np.errstate(invalid="ignore", divide="ignore"):
         ux, uy = -px / run, -py / run
         q = bx * ux + by * uy  # how far B is along the heading
         # s + |A + s u - B| = budget  =>  s = (budget^2 - |AB|^2) / (2 (budget - q))
         s = (budget**2 - ab**2) / (2.0 * (budget - q))
-    ok = np.isfinite(s) & (budget > ab) & (run > 0.0)
+        ok = np.isfinite(s) & (budget > ab) & (run > 0.0)
+        if turn_s > 0.0:
+            # s + |K - B| + turn cost rises with s (going further on makes the turn back
+            # sharper): bisect on [0, s] for the route that spends exactly the budget
+            cost = speed * turn_s
+
+            def spent(x: np.ndarray) -> np.ndarray:
+                kb = np.hypot(bx - x * ux, by - x * uy)
+                cos_phi = np.where(kb > 0.0, (q - x) / np.where(kb > 0.0, kb, 1.0), 1.0)
+                return x + kb + cost * (1.0 - cos_phi)
+
+            lo, hi = np.zeros_like(s), np.where(ok, s, 0.0)
+            for _ in range(40):
+                mid = 0.5 * (lo + hi)
+                over = spent(mid) > budget
+                hi = np.where(over, mid, hi)
+                lo = np.where(over, lo, mid)
+            s = lo
     s = np.where(ok, s, np.nan)
     return lat0 + s * uy / k, lon0 + s * ux / (k * cos0), s, np.where(ok, budget, np.nan)

@@ -32,9 +32,11 @@ def _run(p: Pipeline, recs: list, finish: bool = False) -> list[Alert]:  # type:
     return out + (p.finish() if finish else [])
 
 
-def _world(zones: list[Zone], subjects: list[Subject] | None = None) -> Pipeline:
+def _world(
+    zones: list[Zone], subjects: list[Subject] | None = None, settings: Settings | None = None
+) -> Pipeline:
     subs = subjects or [Subject("S1", ("T1",))]
-    return Pipeline(ZoneSet(tuple(zones), tuple(subs)))
+    return Pipeline(ZoneSet(tuple(zones), tuple(subs)), settings=settings or Settings())
 
 
 EXCL = Zone("Z1", "S1", "exclusion", 0, geometry=_poly(100))
@@ -193,9 +195,10 @@ def test_driving_round_a_corner_is_not_a_breach() -> None:
 
 def test_driving_at_a_zone_then_away_beyond_it_is_a_possible_breach() -> None:
     p = _world([EXCL])
-    # north at 11.7 m/s straight at the zone; 60 s later 450 m east: the straight segment
-    # misses the zone, keeping on north for 236 m and turning east goes 36 m into it
-    recs = [_fix(0, 0, -1000), _fix(1, 0, -300), _fix(2, 450, 50)]
+    # north at 11.7 m/s straight at the zone; 60 s later 600 m on, 60 degrees right of the
+    # heading: the straight segment misses the zone by 13 m, but keeping on north and
+    # bending right (a 60 degree turn costs 3 s) goes deep into it
+    recs = [_fix(0, 0, -1000), _fix(1, 0, -300), _fix(2, 303, 225)]
     alerts = _run(p, recs)
     assert [(a.kind, a.state) for a in alerts] == [
         ("zone_breach", "open"),
@@ -205,6 +208,20 @@ def test_driving_at_a_zone_then_away_beyond_it_is_a_possible_breach() -> None:
     assert a.confidence <= Settings().possible_confidence_max and a.raised_t == T0 + 120
     assert a.evidence == [("T1", 1), ("T1", 2)]
     assert T0 + 60 < a.opened_t < a.closed_t < T0 + 120
+
+
+def test_a_right_angle_turn_costs_time_so_the_route_cannot_have_gone_as_far_on() -> None:
+    # north at 11.7 m/s at the zone, then 450 m east of the heading 60 s later. Without
+    # slowing for the corner the tag could have kept on north 236 m (36 m into the zone)
+    # and turned; a right angle costs onward_turn_s, and that route no longer fits
+    recs = [_fix(0, 0, -1000), _fix(1, 0, -300), _fix(2, 450, 50)]
+    sharp = _run(_world([EXCL], settings=Settings(onward_turn_s=0.0)), recs)
+    assert [(a.kind, a.state) for a in sharp] == [
+        ("zone_breach", "open"),
+        ("zone_breach", "closed"),
+    ]
+    assert Settings().onward_turn_s >= 5.0
+    assert _run(_world([EXCL]), recs) == []
 
 
 def test_turning_off_before_the_zone_is_not_a_breach() -> None:

@@ -52,3 +52,36 @@ def test_no_route_when_the_next_fix_is_out_of_reach_or_there_is_no_heading() -> 
     assert np.isnan(onward_paths(p, a, far, 1.0)[2][0])
     still = _fix(0.0, 0.0, 0.0)
     assert np.isnan(onward_paths(still, a, _fix(120.0, 10.0, 10.0), 1.0)[2][0])
+
+
+@settings(max_examples=300, deadline=None)
+@given(xy, xy, xy, xy, st.floats(10.0, 120.0), st.floats(10.0, 120.0), st.floats(0.5, 15.0))
+def test_a_turn_costs_its_time_and_only_ever_shortens_the_straight_leg(
+    px: float, py: float, bx: float, by: float, dt_in: float, dt_out: float, turn_s: float
+) -> None:
+    p, a, b = _fix(0.0, px, py), _fix(dt_in, 0.0, 0.0), _fix(dt_in + dt_out, bx, by)
+    free = onward_paths(p, a, b, 1.0)[2][0]
+    klat, klon, s, budget = onward_paths(p, a, b, 1.0, turn_s)
+    if not np.isfinite(free):
+        assert np.isnan(s[0])
+        return
+    assert 0.0 <= s[0] <= free + 1e-6
+    if s[0] <= 1e-3:
+        return  # even turning at A at once spends the whole budget
+    # K is s metres on along the heading; the route through it costs the turn at K (from
+    # the heading P -> A to K -> B), by plain vector maths on the local plane
+    hx, hy = -px / np.hypot(px, py), -py / np.hypot(px, py)
+    speed = np.hypot(px, py) / dt_in
+
+    def spent(x: float) -> float:
+        tx, ty = bx - x * hx, by - x * hy
+        kb = float(np.hypot(tx, ty))
+        cos_phi = (hx * tx + hy * ty) / kb if kb > 1e-6 else 1.0
+        return x + kb + speed * turn_s * (1.0 - cos_phi)
+
+    tol = 0.005 * budget[0] + 0.5
+    assert abs(_d((a[0, 1], a[0, 2]), (klat[0], klon[0])) - s[0]) <= 0.005 * s[0] + 0.05
+    # the route through K fits the budget, and one going 1 m further on would not
+    assert spent(max(s[0] - 0.5, 0.0)) <= budget[0] + tol
+    if s[0] + 1.0 < free:
+        assert spent(s[0] + 1.0) >= budget[0] - tol
