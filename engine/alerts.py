@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -12,8 +12,12 @@ Severity = Literal["critical", "high", "medium", "low"]
 SEVERITY_RANK = {"critical": 0, "high": 1, "medium": 2, "low": 3}
 
 
-class Alert(msgspec.Struct, frozen=True, kw_only=True):
-    """One lifecycle record of an alert. Field order is the wire order (contract table)."""
+class Alert(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One lifecycle record of an alert. Field order is the wire order (contract table).
+
+    `detail` is an additive extension: what a monitor needs to act on a health alert
+    (battery level and predicted empty time, where a silent tag was last seen, what a
+    late batch told about a silence). Absent from the JSON when there is none."""
 
     id: str
     kind: str
@@ -27,6 +31,7 @@ class Alert(msgspec.Struct, frozen=True, kw_only=True):
     raised_t: float
     closed_t: float | None
     evidence: list[tuple[str, int]]
+    detail: dict[str, Any] | None = None
 
 
 def alert_id(subject: str, zone: str | None, kind: str, first: tuple[str, int]) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from engine.alerts import Alert, Severity, alert_id
 
@@ -36,6 +37,7 @@ class Episode:
     opened_t: float
     raised_t: float
     evidence: list[tuple[str, int]] = field(default_factory=list)
+    detail: dict[str, Any] | None = None
 
     def record(self, state: str = "open", closed_t: float | None = None) -> Alert:
         return Alert(
@@ -51,6 +53,7 @@ class Episode:
             raised_t=self.raised_t,
             closed_t=closed_t,
             evidence=list(self.evidence),
+            detail=None if self.detail is None else dict(self.detail),
         )
 
 

@@ -16,6 +16,7 @@ from engine.decide import BreachTracker, CurfewTracker, Obs
 from engine.dedupe import SeqDeduper
 from engine.episodes import R68_PER_SIGMA as R68
 from engine.episodes import EpisodeBook, prob_below
+from engine.health import ArrivalClock, Health
 from engine.ordering import Released, Reorderer
 from engine.records import EVENT_CODE, FIX_DTYPE, SRC_CODE, DeadLetter, FixRecord, Record
 from engine.registry import Registry
@@ -41,6 +42,12 @@ class BatchResult:
     events: int = 0
     duplicates: int = 0
     late: int = 0
+    # Reporting-rate commands for tags: (tag, payload) for tagwatch/v1/tags/{tag}/cmd
+    commands: list[tuple[str, dict[str, float]]] = field(default_factory=list)
+
+
+# Episodes during which a tag is asked to report faster
+FAST_KINDS = frozenset({"zone_approach", "zone_breach", "proximity", "proximity_approach"})
 
 
 class _Schedules:
@@ -152,26 +159,95 @@ class Pipeline:
         self.warn = np.asarray(self.table.warn_m, dtype=np.float64)
         # Beyond this distance a zone cannot matter to any fix: the kernel may skip it.
         self.cutoff = float(np.max(self.table.warn_m, initial=0.0)) + 3000.0
+        self.health = Health(self.registry, self.book, st)
+        self.clock = ArrivalClock(st.clock_max_jump_s)
+        self.fast: set[str] = set()  # tags asked to report every report_fast_s
 
     # -- public ------------------------------------------------------------------------
     def process(
-        self, records: Sequence[Record], origin: str = "batch", arrival: float = 0.0
+        self,
+        records: Sequence[Record],
+        origin: str = "batch",
+        arrival: float = 0.0,
+        wall: float | None = None,
     ) -> BatchResult:
         """Decide one batch. `arrival` (live: a monotonic clock) bounds how long a record
-        may be held behind a seq gap; replay leaves it 0 and relies on event-time bounds."""
+        may be held behind a seq gap; replay leaves it 0 and relies on event-time bounds.
+        `wall` (live: Unix time now) is the clock silence is measured on; replay leaves it
+        None and the clock is the latest event time seen."""
         res = BatchResult()
         arr = self._to_array(records, origin, res)
         if arr.shape[0]:
+            if wall is None:
+                clocks = self.clock.observe(arr["slot"], arr["t"])
+            else:
+                clocks = np.full(arr.shape[0], self.clock.set(wall))
+            self.health.admit(arr, clocks, self._last_fix, self._silence_context)
             self._release(self.reorder.admit(arr, arrival), res)
-        res.alerts = self.book.drain()
+        elif wall is not None:
+            self.clock.set(wall)
+        self._after(res)
         return res
 
-    def tick(self, now: float) -> BatchResult:
-        """Live: give up seq gaps held longer than hold_wall_s of arrival time."""
+    def tick(self, now: float, wall: float | None = None) -> BatchResult:
+        """Live: give up seq gaps held longer than hold_wall_s of arrival time, and let
+        wall time pass for silence."""
         res = BatchResult()
+        if wall is not None:
+            self.clock.set(wall)
         self._release(self.reorder.expire(now, self.settings.hold_wall_s), res)
-        res.alerts = self.book.drain()
+        self._after(res)
         return res
+
+    def _after(self, res: BatchResult) -> None:
+        """Health decisions that follow a batch, then the reporting-rate commands."""
+        now = self.clock.now
+        if math.isfinite(now):
+            self.health.settle(list(self.book.out), self._silence_context)
+            self.health.check(now, self._last_fix, self._silence_context)
+        res.alerts = self.book.drain()
+        fast = {ep.tag for (_, kind), ep in self.book.open.items() if kind in FAST_KINDS}
+        fast.discard(None)
+        st = self.settings
+        for tag in sorted(fast - self.fast):
+            res.commands.append((tag, {"rate_s": st.report_fast_s}))  # type: ignore[arg-type]
+        for tag in sorted(self.fast - fast):
+            res.commands.append((tag, {"rate_s": st.report_interval_s}))  # type: ignore[arg-type]
+        self.fast = fast  # type: ignore[assignment]
+
+    def _last_fix(self, slot: int) -> np.ndarray | None:
+        row = self.hist[slot, 0]
+        return row if np.isfinite(row[0]) else None
+
+    def _silence_context(
+        self, slot: int, lat: float, lon: float, now: float
+    ) -> tuple[Severity, dict[str, object]]:
+        """How much a silence matters where the tag was last seen: inside an exclusion zone
+        critical; near one (its warn ring or silent_near_m) or during a curfew high."""
+        st = self.settings
+        s = int(self.registry.subject_of_slot[slot])
+        _, zidx, dist = signed_distance_by_subject(
+            self.table, np.array([lat]), np.array([lon]), np.array([s], dtype=np.int32)
+        )
+        sev: Severity = "medium"
+        facts: dict[str, object] = {}
+        best = math.inf
+        for z, d in zip(zidx.tolist(), dist.tolist(), strict=True):
+            zone = self.table.zone_ids[z]
+            if self.is_inclusion[z]:
+                if self.schedules.active(z, np.array([now]))[0]:
+                    facts["curfew"] = zone
+                    if sev == "medium":
+                        sev = "high"
+                continue
+            if d < best:
+                best = d
+                facts["zone"], facts["distance_m"] = zone, round(d, 1)
+            if d <= 0.0:
+                sev = "critical"
+            elif d <= max(st.silent_near_m, float(self.warn[z])) and sev == "medium":
+                sev = "high"
+        return sev, facts
 
     def _release(self, rel: Released, res: BatchResult) -> None:
         if rel.ready.shape[0]:
@@ -197,6 +273,7 @@ class Pipeline:
         for tr in self.trackers.values():
             if isinstance(tr, BreachTracker):
                 tr.finish()
+        self.health.finish()
         return self.book.drain()
 
     # -- internals ---------------------------------------------------------------------
@@ -231,7 +308,15 @@ class Pipeline:
     def _decide_rows(self, rows: np.ndarray, res: BatchResult) -> None:
         """Rows arrive in processing order (per tag in seq order, across tags by time)."""
         is_event = rows["event"] != 0
-        res.events += int(is_event.sum())  # device-health decisions: issue 5
+        res.events += int(is_event.sum())
+        tag_mask = rows["slot"] < self.registry.n_tags
+        if tag_mask.any():
+            trows = rows[tag_mask]
+            usable = (
+                (trows["event"] == 0) & np.isfinite(trows["lat"]) & np.isfinite(trows["lon"])
+                & (trows["acc"] <= self.settings.no_location_acc_m)
+            )  # fmt: skip
+            self.health.ordered(trows, usable)
         arr = rows[~is_event]
         res.fixes += arr.shape[0]
         if arr.shape[0] == 0:

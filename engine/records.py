@@ -23,6 +23,9 @@ EVENT_NAMES: frozenset[str] = frozenset(
         "no_gps",
         "battery",
         "power_off",
+        # additive: the restores the contract's list lacks
+        "case_closed",
+        "power_on",
     }
 )
 

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 
 import aiomqtt
+import msgspec
 
 from engine.alerts import Alert, alert_topic
 from engine.decode import Limits, decode_message
@@ -37,6 +38,7 @@ SUBSCRIPTIONS = (
     "owntracks/+/+",
 )
 STATUS_TOPIC = "tagwatch/v1/engine/status"
+CMD_TOPIC = "tagwatch/v1/tags/{tag}/cmd"
 
 
 @dataclass
@@ -53,6 +55,7 @@ class Counters:
     published: int = 0
     connects: int = 0
     batches: int = 0
+    commands: int = 0
     lag_s: float = 0.0
     extra: dict[str, int] = field(default_factory=dict)
 
@@ -105,6 +108,8 @@ class Engine:
         self.stopping = asyncio.Event()
         self._outbox_lock = asyncio.Lock()
         self._unsaved: list[Alert] = []
+        # Reporting-rate commands decided but not yet sent: (tag, payload)
+        self.commands: list[tuple[str, dict[str, float]]] = []
 
     # -- lifecycle -----------------------------------------------------------------------
     async def run(self) -> None:
@@ -206,8 +211,9 @@ class Engine:
             r, d = decode_message(topic, payload, self.limits)
             recs.extend(r)
             dead.extend(d)
-        res = self.pipeline.process(recs, origin="mqtt", arrival=time.monotonic())
+        res = self.pipeline.process(recs, origin="mqtt", arrival=time.monotonic(), wall=time.time())
         dead.extend(res.dead)
+        self.commands.extend(res.commands)
         c = self.counters
         c.fixes += res.fixes
         c.events += res.events
@@ -221,7 +227,8 @@ class Engine:
 
     def _tick(self) -> list[OutboxItem]:
         """Let wall time pass: give up seq gaps held too long, decide what they held."""
-        res = self.pipeline.tick(time.monotonic())
+        res = self.pipeline.tick(time.monotonic(), wall=time.time())
+        self.commands.extend(res.commands)
         self.counters.alerts += len(res.alerts)
         self._unsaved.extend(res.alerts)
         return self._commit_unsaved([])
@@ -246,6 +253,7 @@ class Engine:
                     continue
                 if outbox:
                     await self._publish(outbox)
+                await self._send_commands()
                 continue
             while True:
                 try:
@@ -263,6 +271,7 @@ class Engine:
                 self.queue.task_done()
             if outbox:
                 await self._publish(outbox)
+            await self._send_commands()
 
     # -- publishing ----------------------------------------------------------------------
     async def _publish(self, items: list[OutboxItem]) -> None:
@@ -283,6 +292,21 @@ class Engine:
         if done:
             await asyncio.to_thread(self.store.mark_published, done)
             self.counters.published += len(done)
+
+    async def _send_commands(self) -> None:
+        """Ask tags to report faster (or relax) on tagwatch/v1/tags/{tag}/cmd, QoS 1. Not
+        stored: a command lost to a disconnect is superseded by the next state change, and
+        the tag falls back to its own rate anyway."""
+        client = self.client
+        if client is None or not self.commands:
+            return
+        cmds, self.commands = self.commands, []
+        for tag, payload in cmds:
+            try:
+                await client.publish(CMD_TOPIC.format(tag=tag), msgspec.json.encode(payload), qos=1)
+                self.counters.commands += 1
+            except aiomqtt.MqttError as e:
+                log.warning("command to %s failed: %s", tag, e)
 
     async def _flush_outbox(self, timeout: float | None = None) -> None:
         async with self._outbox_lock:

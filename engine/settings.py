@@ -105,6 +105,39 @@ class Settings:
     victim_drift_mps: float = 0.25
     victim_stale_s: float = 900.0
 
+    # --- device health ------------------------------------------------------------------
+    # A tag's reporting interval until its own fixes say otherwise (smoothed over gaps)
+    report_interval_s: float = 60.0
+    interval_smoothing: float = 0.2
+    # tag_silent: nothing has arrived for max(silent_factor x interval, silent_min_s).
+    # Five missed reports is past any radio hiccup; 5 min is what schemes promise to act on
+    silent_factor: float = 5.0
+    silent_min_s: float = 300.0
+    # ...escalated to high when the last fix was within this of an exclusion zone (or its
+    # warn ring) or a curfew is on, critical when it was inside an exclusion zone
+    silent_near_m: float = 500.0
+    # Replay's clock is the latest event time seen; a jump further than this ahead needs a
+    # second device to confirm it (one tag with a wild clock must not silence the fleet)
+    clock_max_jump_s: float = 3600.0
+    # Tamper closes at the last restore once no new opening follows within this
+    tamper_settle_s: float = 60.0
+    # no_location: records keep coming but none is a fix this accurate, for this long
+    no_location_acc_m: float = 250.0
+    no_location_after_s: float = 1800.0
+    # Battery thresholds (percent) with hysteresis: open at or below, close at or above
+    battery_low_pct: int = 20
+    battery_low_clear_pct: int = 30
+    battery_critical_pct: int = 10
+    battery_critical_clear_pct: int = 20
+    # power_off at or below this level is a flat battery, not tamper
+    battery_flat_pct: int = 5
+    # Drain trend for the predicted empty time: a line through this much recent history
+    battery_trend_s: float = 7200.0
+    # Adaptive reporting: while a tag is in an approach ring or breaching the engine asks it
+    # (tagwatch/v1/tags/{tag}/cmd) to report every report_fast_s, then back to
+    # report_interval_s once every such episode has closed
+    report_fast_s: float = 15.0
+
     # --- alerts -----------------------------------------------------------------------
     alert_topic_prefix: str = "tagwatch/v1/alerts"
 

@@ -65,13 +65,18 @@ def fix(seq: int, t: float, dx: float, dy: float, acc: float = 5.0) -> dict[str,
 class EngineProcess:
     """`tagwatch serve` as a real subprocess (the public entry point), stopped by SIGTERM."""
 
-    def __init__(self, host: str, port: int, zones: Path, subjects: Path, db: Path) -> None:
+    def __init__(
+        self, host: str, port: int, zones: Path, subjects: Path, db: Path,
+        settings: Path | None = None,
+    ) -> None:  # fmt: skip
         self.log = db.with_suffix(".log")
         self.args = [
             sys.executable, "-m", "engine.cli", "serve", "--broker", f"{host}:{port}",
             "--zones", str(zones), "--subjects", str(subjects), "--db", str(db),
             "--stats-every", "1",
         ]  # fmt: skip
+        if settings is not None:
+            self.args += ["--settings", str(settings)]
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> EngineProcess:

@@ -38,3 +38,16 @@ def test_bad_settings_are_explained(tmp_path: Path, text: str, message: str) -> 
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         Settings.from_toml(tmp_path / "none.toml")
+
+
+def test_every_setting_is_documented_with_its_default() -> None:
+    import ast
+    from dataclasses import fields
+
+    doc = (Path(__file__).parent.parent / "docs" / "settings.md").read_text()
+    base = Settings()
+    for f in fields(Settings):
+        row = next((ln for ln in doc.splitlines() if ln.startswith(f"| `{f.name}` |")), None)
+        assert row is not None, f"docs/settings.md lacks {f.name}"
+        shown = row.split("|")[2].strip().strip("`").replace("_", "")
+        assert ast.literal_eval(shown) == getattr(base, f.name), f.name
