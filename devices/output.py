@@ -10,8 +10,9 @@ from typing import Any
 from devices.sim import SimRun
 
 
-def encode(obj: dict[str, Any]) -> bytes:
-    """Compact JSON in the object's own key order: the same run gives the same bytes."""
+def encode(obj: dict[str, Any] | list[dict[str, Any]]) -> bytes:
+    """Compact JSON in the object's own key order: the same run gives the same bytes (a
+    list for a `/fixes` batch payload)."""
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
@@ -29,12 +30,14 @@ def _write_lines(path: str | Path, records: Iterable[dict[str, Any]]) -> int:
 
 
 def write_replay(run: SimRun, path: str | Path) -> int:
-    """Every message as a contract replay line (fix object + "tag"), in send order."""
-    return _write_lines(path, (m.replay_record() for m in run.messages))
+    """Every message as contract replay lines (fix object + "tag"; event object + "tag" +
+    "type": "event"; a `/fixes` batch as one line per fix, together), in send order."""
+    return _write_lines(path, (r for m in run.messages for r in m.replay_records()))
 
 
 def write_truth(run: SimRun, path: str | Path) -> int:
-    """Every true episode, one JSON object a line, sorted (start, subject, kind, zone)."""
+    """Every true episode, one JSON object a line, sorted (start, subject, kind, zone);
+    health episodes (kind tamper, tag_silent, ...) have zone "" and depth_m 0."""
     return _write_lines(path, (e.record() for e in run.truth))
 
 
