@@ -120,3 +120,50 @@ def test_tamper_latency(benchmark, tmp_path: Path, record_property) -> None:  # 
     print("\n" + line)
     record_property("bench_summary", line)
     assert p99 < 1.0, line
+
+
+DAY_SEED = 20261123
+DAY_SUBJECTS = int(os.environ.get("TAGWATCH_BENCH_HEALTH_SUBJECTS", "200"))
+
+
+def test_health_day(benchmark, tmp_path: Path, record_property) -> None:  # type: ignore[no-untyped-def]
+    """A simulated 24-hour day for 200 subjects with device health on, replayed through
+    the engine and scored against its truth beside the naive per-record rules."""
+    from devices.health import HealthConfig
+    from devices.healthscore import health_table, naive_health, score_health
+    from devices.output import write_run
+    from devices.sim import simulate
+    from devices.world import build_world
+    from engine.alerts import decode_alert
+    from engine.replay import replay
+    from zones.load import load
+
+    run = simulate(build_world(DAY_SEED, DAY_SUBJECTS), duration_s=86400.0, health=HealthConfig())
+    paths = write_run(run, tmp_path)
+    zs = load(paths["zones"], paths["subjects"])
+    out = tmp_path / "alerts.jsonl"
+
+    def go() -> None:
+        with out.open("wb") as fh:
+            replay(paths["replay"], zs, fh, progress=False)
+
+    t0 = time.monotonic()
+    benchmark.pedantic(go, rounds=1, iterations=1)
+    took = time.monotonic() - t0
+    alerts = [decode_alert(x) for x in out.read_bytes().splitlines()]
+    truth = [json.loads(x) for x in paths["truth"].read_text().splitlines()]
+    lines = [json.loads(x) for x in paths["replay"].read_text().splitlines()]
+    engine = score_health(alerts, truth)
+    naive = score_health(naive_health(lines), truth)
+    n_lines = len(lines)
+    print(f"\n{run.summary()}\n{n_lines} replay lines in {took:.1f} s "
+          f"({n_lines / took:,.0f} lines/s)\n\nEngine:\n{health_table(engine)}\n\n"
+          f"Naive per-record rules:\n{health_table(naive)}")  # fmt: skip
+    e, nv = engine["all"], naive["all"]
+    line = (
+        f"health day ({DAY_SUBJECTS} subjects, 24 h): engine missed {e.missed} spurious "
+        f"{e.spurious} dup {e.duplicates} of {e.true}; naive missed {nv.missed} spurious "
+        f"{nv.spurious} dup {nv.duplicates}"
+    )
+    record_property("bench_summary", line)
+    assert (e.missed, e.spurious, e.duplicates) == (0, 0, 0), line

@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from devices.health import HealthConfig
 from devices.sim import DEFAULT_EPOCH, Message, SimConfig, Simulation
 from devices.world import LONDON, build_world
 
@@ -143,6 +144,12 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
         help="--family: independent episodes to generate (default %(default)s)",
     )
     sp.add_argument(
+        "--health",
+        action="store_true",
+        help="device health too: battery drain and charging, tamper, coverage gaps with "
+        "store-and-forward uploads, indoor cell-only periods (devices/health.py)",
+    )
+    sp.add_argument(
         "--world-dir", type=Path, metavar="DIR", help="write zones.geojson and subjects.toml here"
     )
     sp.add_argument(
@@ -195,6 +202,8 @@ def _simulation(args: argparse.Namespace) -> Simulation:
         _, sim = demo_scenario(args.seed, args.subjects, args.center)
         if args.duration:
             sim = Simulation(sim.world, replace(sim.config, duration_s=args.duration))
+        if args.health:
+            sim = Simulation(sim.world, replace(sim.config, health=HealthConfig()))
         return sim
     world = build_world(args.seed, args.subjects, args.center)
     config = SimConfig(
@@ -203,6 +212,7 @@ def _simulation(args: argparse.Namespace) -> Simulation:
         phone_interval_s=max(2.0, 60.0 / args.phone_rate),
         breach_fraction=args.breach_fraction,
         quick_start=args.quick,
+        health=HealthConfig() if args.health else None,
     )
     return Simulation(world, config)
 

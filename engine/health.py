@@ -80,40 +80,47 @@ class ArrivalClock:
         self.now = -math.inf
         self.max_jump_s = max_jump_s
         self._pending: tuple[int, float] | None = None
+        self._anchor = -1  # the device whose record set the clock first
+        self.confirmed = False  # a second device has agreed with it
 
     def observe(self, slots: np.ndarray, t: np.ndarray) -> np.ndarray:
         """Each record's arrival clock, in arrival order: the running latest event time.
-        The first record sets it; a jump of more than max_jump_s either way is taken only
-        once a second device confirms it (so a wild first record is corrected too)."""
+        Late records (store-and-forward, any age) never move it back. A jump of more than
+        max_jump_s ahead is taken only once a second device confirms it; and until a second
+        device has agreed with the first record that set the clock, two devices far behind
+        it correct it (a wild first record)."""
         out = np.empty(t.shape[0])
         jump = self.max_jump_s
         tt = np.where(np.isfinite(t), t, -np.inf)
-        if math.isfinite(self.now):
+        if self.confirmed:
             run = np.maximum.accumulate(np.concatenate([[self.now], tt]))
-            calm = not np.any(np.abs(t - run[:-1]) > jump)
-            if calm:
+            if not np.any(tt > run[:-1] + jump):
                 out[:] = run[1:]
                 self.now = float(run[-1])
                 return out
         for i in range(t.shape[0]):  # a far jump somewhere: one record at a time
-            v = float(tt[i])
-            if not math.isfinite(self.now):
-                if math.isfinite(v):
-                    self.now = v
-            elif abs(v - self.now) <= jump:
-                self.now = max(self.now, v)
-            elif math.isfinite(v):
-                s = int(slots[i])
+            v, s = float(tt[i]), int(slots[i])
+            if not math.isfinite(v):
+                pass
+            elif not math.isfinite(self.now):
+                self.now, self._anchor = v, s
+            elif v > self.now + jump or (v < self.now - jump and not self.confirmed):
                 p = self._pending
                 if p is None or p[0] == s or (p[1] > self.now) != (v > self.now):
                     self._pending = (s, v)
-                else:  # two devices agree the clock is far off: take the nearer of the two
+                else:  # two devices agree the clock is far off: the nearer of the two
                     self.now = min(v, p[1]) if v > self.now else max(v, p[1])
                     self._pending = None
+                    self.confirmed = True
+            else:
+                if s != self._anchor and abs(v - self.now) <= jump:
+                    self.confirmed = True
+                self.now = max(self.now, v)
             out[i] = self.now
         return out
 
     def set(self, wall: float) -> float:
+        self.confirmed = True
         self.now = max(self.now, wall)
         return self.now
 

@@ -267,3 +267,77 @@ def test_rate_commands_speed_up_in_the_approach_ring_and_relax_after() -> None:
     assert [c for _, c in cmds] == [("T1", {"rate_s": 15.0}), ("T1", {"rate_s": 60.0})]
     assert cmds[0][0] in (1, 2)  # in the approach ring
     assert cmds[1][0] >= 6  # after leaving
+
+
+# -- a simulated day, end to end ---------------------------------------------------------
+
+
+def test_a_simulated_day_replays_to_its_health_truth(tmp_path: Path) -> None:
+    """`tagwatch simulate --health` then `tagwatch replay`: every true health episode
+    alerted, nothing spurious, no duplicates (the bench does 200 subjects)."""
+    from devices.healthscore import score_health
+
+    d = tmp_path / "day"
+    args = ["simulate", "--seed", "4", "--subjects", "25", "--duration", "24h", "--health"]
+    assert main([*args, "--out-dir", str(d)]) == 0
+    out = tmp_path / "alerts.jsonl"
+    rargs = ["replay", str(d / "replay.jsonl"), "--zones", str(d / "zones.geojson")]
+    assert main([*rargs, "--subjects", str(d / "subjects.toml"), "--out", str(out), "-q"]) == 0
+    alerts = [decode_alert(x) for x in out.read_bytes().splitlines()]
+    truth = [json.loads(x) for x in (d / "truth.jsonl").read_text().splitlines()]
+    scores = score_health(alerts, truth)
+    allk = scores["all"]
+    assert allk.true >= 10  # the day has health episodes to find
+    assert {k for k, s in scores.items() if s.true} >= {"tag_silent", "battery_low"}
+    assert (allk.missed, allk.spurious, allk.duplicates) == (0, 0, 0), {
+        k: (s.true, s.missed, s.spurious, s.duplicates) for k, s in scores.items()
+    }
+    assert max(allk.start_err) <= 60.0
+
+
+def test_health_scoring_counts_hand_made_alerts() -> None:
+    from devices.healthscore import score_health
+
+    truth = [
+        {"kind": "tamper", "tag": "T1", "start_t": 100.0, "end_t": 200.0, "material": True},
+        {"kind": "tag_silent", "tag": "T1", "start_t": 500.0, "end_t": 900.0, "material": True},
+        {"kind": "tag_silent", "tag": "T2", "start_t": 500.0, "end_t": 800.0, "material": False},
+    ]
+
+    def rec(i: str, kind: str, tag: str, state: str, o: float, c: float | None = None) -> dict:  # type: ignore[type-arg]
+        return {"id": i, "kind": kind, "tag": tag, "state": state, "opened_t": o,
+                "raised_t": o + 5, "closed_t": c}  # fmt: skip
+
+    alerts = [
+        rec("a", "tamper", "T1", "open", 101.0),
+        rec("a", "tamper", "T1", "closed", 101.0, 200.0),
+        rec("b", "tamper", "T1", "open", 150.0),  # the same episode again
+        rec("c", "tamper", "T2", "open", 150.0),  # nothing happened to T2
+        rec("d", "tag_silent", "T2", "open", 500.0),  # ambiguous: no credit, no penalty
+    ]
+    s = score_health(alerts, truth)
+    assert (s["tamper"].true, s["tamper"].found, s["tamper"].duplicates) == (1, 1, 1)
+    assert s["tamper"].spurious == 1 and s["tamper"].start_err == [1.0]
+    assert (s["tag_silent"].true, s["tag_silent"].missed, s["tag_silent"].spurious) == (1, 1, 0)
+    assert s["all"].missed == 1
+
+
+def test_uploads_more_than_an_hour_late_never_turn_the_clock_back(tmp_path: Path) -> None:
+    subjects = TWO + '\n[[subjects]]\nid = "S3"\ntags = ["T3"]\n'
+    lines = steady("T3", T0, T0 + 9000, 6000.0)
+    for tag in ("T1", "T2"):  # both underground for 2 h, then their buffers arrive
+        lines += steady(tag, T0, T0 + 600, 3000.0)
+        lines += steady(tag, T0 + 8000, T0 + 9000, 3000.0, seq0=130)
+    lines.sort(key=lambda x: x["t"])
+    at = next(i for i, x in enumerate(lines) if x["t"] >= T0 + 8000)
+    for tag in ("T1", "T2"):
+        lines[at:at] = steady(tag, T0 + 600, T0 + 8000, 3000.0, seq0=10)[:120]
+    alerts = replay(tmp_path, lines, subjects=subjects)
+    sil = [a for a in alerts if a.kind == "tag_silent"]
+    assert sorted((a.tag, a.state) for a in sil) == [
+        ("T1", "closed"), ("T1", "open"), ("T2", "closed"), ("T2", "open"),
+    ]  # fmt: skip
+    for a in sil:
+        if a.state == "closed":  # heard again at the upload, about T0 + 7990, not in the past
+            assert T0 + 7900 <= (a.closed_t or 0) <= T0 + 8000
+            assert a.detail is not None and a.detail["filled"] == 120
