@@ -550,10 +550,15 @@ class Pipeline:
             return {}
         p, a, b = p[rows], a[rows], b[rows]
         v_in = point_distance_m(p[:, 1], p[:, 2], a[:, 1], a[:, 2]) / (a[:, 0] - p[:, 0])
-        klat, klon, s_m, length = onward_paths(p, a, b, st.onward_speed_slack, st.onward_turn_s)
         v_ab = point_distance_m(a[:, 1], a[:, 2], b[:, 1], b[:, 2]) / (b[:, 0] - a[:, 0])
-        moving = (v_in >= st.onward_min_speed_mps) & (v_ab >= st.onward_min_speed_mps)
-        keep = np.flatnonzero(np.isfinite(length) & moving)
+        moving = np.flatnonzero(
+            (v_in >= st.onward_min_speed_mps) & (v_ab >= st.onward_min_speed_mps)
+        )
+        if moving.shape[0] == 0:
+            return {}
+        rows, p, a, b = rows[moving], p[moving], a[moving], b[moving]
+        klat, klon, s_m, length = onward_paths(p, a, b, st.onward_speed_slack, st.onward_turn_s)
+        keep = np.flatnonzero(np.isfinite(length))
         if keep.shape[0] == 0:
             return {}
         rows, a, b, klat, klon = rows[keep], a[keep], b[keep], klat[keep], klon[keep]

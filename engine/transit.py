@@ -9,6 +9,7 @@ import math
 import numpy as np
 import shapely
 
+from zones._numba import njit
 from zones.compile import ZoneTable
 
 R_EARTH = 6371008.8
@@ -81,21 +82,39 @@ def onward_paths(
         s = (budget**2 - ab**2) / (2.0 * (budget - q))
         ok = np.isfinite(s) & (budget > ab) & (run > 0.0)
         if turn_s > 0.0:
-            # s + |K - B| + turn cost rises with s (going further on makes the turn back
-            # sharper): bisect on [0, s] for the route that spends exactly the budget
-            cost = speed * turn_s
-
-            def spent(x: np.ndarray) -> np.ndarray:
-                kb = np.hypot(bx - x * ux, by - x * uy)
-                cos_phi = np.where(kb > 0.0, (q - x) / np.where(kb > 0.0, kb, 1.0), 1.0)
-                return x + kb + cost * (1.0 - cos_phi)
-
-            lo, hi = np.zeros_like(s), np.where(ok, s, 0.0)
-            for _ in range(40):
-                mid = 0.5 * (lo + hi)
-                over = spent(mid) > budget
-                hi = np.where(over, mid, hi)
-                lo = np.where(over, lo, mid)
-            s = lo
+            s = _turn_bisect(bx, by, ux, uy, q, np.where(ok, s, 0.0), speed * turn_s, budget)
     s = np.where(ok, s, np.nan)
     return lat0 + s * uy / k, lon0 + s * ux / (k * cos0), s, np.where(ok, budget, np.nan)
+
+
+@njit
+def _turn_bisect(
+    bx: np.ndarray,
+    by: np.ndarray,
+    ux: np.ndarray,
+    uy: np.ndarray,
+    q: np.ndarray,
+    s_free: np.ndarray,
+    cost: np.ndarray,
+    budget: np.ndarray,
+) -> np.ndarray:
+    """Per row: the longest straight leg s in [0, s_free] whose route A -> K -> B plus the
+    turn at K (cost x (1 - cos phi)) fits the budget. The spent length only grows with s
+    (going further on makes the turn back sharper), so bisection finds it."""
+    out = np.empty(bx.shape[0])
+    for i in range(bx.shape[0]):
+        lo, hi = 0.0, s_free[i]
+        if not hi > 0.0:
+            out[i] = 0.0
+            continue
+        for _ in range(48):
+            mid = 0.5 * (lo + hi)
+            tx, ty = bx[i] - mid * ux[i], by[i] - mid * uy[i]
+            kb = math.sqrt(tx * tx + ty * ty)
+            cos_phi = (q[i] - mid) / kb if kb > 0.0 else 1.0
+            if mid + kb + cost[i] * (1.0 - cos_phi) > budget[i]:
+                hi = mid
+            else:
+                lo = mid
+        out[i] = lo
+    return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -54,6 +55,7 @@ def test_no_route_when_the_next_fix_is_out_of_reach_or_there_is_no_heading() -> 
     assert np.isnan(onward_paths(still, a, _fix(120.0, 10.0, 10.0), 1.0)[2][0])
 
 
+@pytest.mark.kernel
 @settings(max_examples=300, deadline=None)
 @given(xy, xy, xy, xy, st.floats(10.0, 120.0), st.floats(10.0, 120.0), st.floats(0.5, 15.0))
 def test_a_turn_costs_its_time_and_only_ever_shortens_the_straight_leg(
