@@ -32,6 +32,9 @@ def alert_row(a: Alert, colour: bool = False) -> str:
     dur = ""
     if a.state == "closed" and a.closed_t is not None:
         dur = f"  after {int(a.closed_t - a.opened_t)} s"
+    note = detail_text(a)
+    if note:
+        dur += f"  {note}"
     return (
         f"{fmt_t(t):<19}  {a.state:<6}  {sev}  {a.kind:<18}  {a.subject:<8}  "
         f"{(a.tag or '-'):<12}  {(a.zone or '-'):<18}  {a.confidence:>4.2f}  "
@@ -53,3 +56,28 @@ class AlertPrinter:
         self.stream.write(alert_row(a, self.colour) + "\n")
         self.stream.flush()
         self.rows += 1
+
+
+def detail_text(a: Alert) -> str:
+    """What a monitor needs from a health alert's detail, in a few words."""
+    d = a.detail or {}
+    parts: list[str] = []
+    if a.kind == "tamper" and d.get("events"):
+        parts.append("+".join(d["events"]))
+    if a.kind == "tag_silent":
+        if "distance_m" in d:
+            where = "inside" if d["distance_m"] <= 0 else f"{d['distance_m']:.0f} m from"
+            parts.append(f"last seen {where} {d.get('zone')}")
+        if "curfew" in d:
+            parts.append(f"curfew {d['curfew']} on")
+        if d.get("filled"):
+            parts.append(f"gap held {d['filled']} records")
+        if d.get("alerts"):
+            parts.append(f"{len(d['alerts'])} breach alert(s) from the gap")
+    if a.kind in ("battery_low", "battery_critical") and "batt" in d:
+        parts.append(f"{d['batt']} %")
+        if "empty_t" in d:
+            parts.append(f"empty ~{fmt_t(d['empty_t'])[11:16]} UTC")
+        if d.get("charging"):
+            parts.append("charging")
+    return ", ".join(parts)

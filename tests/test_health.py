@@ -341,3 +341,18 @@ def test_uploads_more_than_an_hour_late_never_turn_the_clock_back(tmp_path: Path
         if a.state == "closed":  # heard again at the upload, about T0 + 7990, not in the past
             assert T0 + 7900 <= (a.closed_t or 0) <= T0 + 8000
             assert a.detail is not None and a.detail["filled"] == 120
+
+
+def test_the_console_says_what_a_health_alert_means() -> None:
+    from engine.console import alert_row
+
+    def a(kind: str, detail: dict[str, Any]) -> Alert:
+        return Alert(id="x", kind=kind, state="open", subject="S1", tag="T1", zone=None,
+                     severity="high", confidence=1.0, opened_t=T0, raised_t=T0, closed_t=None,
+                     evidence=[("T1", 1)], detail=detail)  # fmt: skip
+
+    assert "strap_open+case_open" in alert_row(a("tamper", {"events": ["strap_open", "case_open"]}))
+    row = alert_row(a("tag_silent", {"zone": "Z1", "distance_m": 150.4, "filled": 15}))
+    assert "last seen 150 m from Z1" in row and "gap held 15 records" in row
+    row = alert_row(a("battery_critical", {"batt": 9, "empty_t": T0 + 3600}))
+    assert "9 %" in row and "empty ~" in row
