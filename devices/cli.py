@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from devices.health import HealthConfig
+from devices.noise import PRESETS
 from devices.sim import DEFAULT_EPOCH, Message, SimConfig, SimRun, Simulation
 from devices.world import LONDON, build_world
 
@@ -151,6 +152,13 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
         "examples/scenarios/) instead of a seeded fleet; --seed and --start override its own",
     )
     sp.add_argument(
+        "--noise",
+        choices=sorted(PRESETS),
+        default="simple",
+        help="tag GPS error: simple (independent 3 m, the fast default), or correlated "
+        "Gauss-Markov error: open_sky, street, urban (devices/noise.py)",
+    )
+    sp.add_argument(
         "--health",
         action="store_true",
         help="device health too: battery drain and charging, tamper, coverage gaps with "
@@ -220,6 +228,7 @@ def _simulation(args: argparse.Namespace) -> Simulation:
         breach_fraction=args.breach_fraction,
         quick_start=args.quick,
         health=HealthConfig() if args.health else None,
+        noise=PRESETS[args.noise],
     )
     return Simulation(world, config)
 

@@ -186,3 +186,13 @@ OPEN_SKY: NoiseModel = GaussMarkovNoise(sigma_m=(3.0, 10.0), tau_s=(30.0, 120.0)
 STREET: NoiseModel = GaussMarkovNoise(sigma_m=(4.0, 15.0), tau_s=(30.0, 300.0))
 URBAN: NoiseModel = GaussMarkovNoise(sigma_m=(5.0, 30.0), tau_s=(30.0, 300.0))
 PHONE: NoiseModel = SimpleGpsNoise(4.0, (5.0, 25.0))
+
+# By name, for the command line and scenario files
+PRESETS: dict[str, NoiseModel] = {
+    "open_sky": OPEN_SKY,
+    "street": STREET,
+    "urban": URBAN,
+    "phone": PHONE,
+    "simple": SimpleGpsNoise(),
+    "none": SimpleGpsNoise(0.0, (5.0, 5.0)),
+}

@@ -203,6 +203,43 @@ def test_fixes_are_close_to_the_true_path(run: SimRun) -> None:
         assert np.median(err) < 8.0 and err.max() < 30.0
 
 
+def _errors(run: SimRun) -> list[np.ndarray]:
+    """Per tag, the (x, y) error of each fix against the true path, in time order."""
+    out = []
+    for plan in run.plans:
+        ms = [m for m in run.messages if m.device == plan.subject.tag and m.kind == "fix"]
+        t = np.array([m.t for m in ms])
+        x, y = run.world.frame.to_xy([m.payload["lat"] for m in ms], [m.payload["lon"] for m in ms])
+        tx, ty = plan.path.at(t)
+        out.append(np.stack([x - tx, y - ty], axis=1))
+    return out
+
+
+def test_simulate_noise_option_gives_correlated_error(tmp_path: Path) -> None:
+    """`--noise urban`: error 5-30 m that drifts (consecutive fixes a minute apart share
+    most of it), where `simple` is independent 3 m noise."""
+    from devices.cli import main as sim_main
+
+    assert sim_main(["simulate", "--seed", "5", "--subjects", "6", "--duration", "2h", "--noise",
+                     "urban", "--out-dir", str(tmp_path / "u")]) == 0  # fmt: skip
+    lines = (tmp_path / "u" / "replay.jsonl").read_text().splitlines()
+    assert max(json.loads(x)["acc"] for x in lines if '"T0' in x) > 15.0
+    world = build_world(5, 6)
+    from devices.noise import PRESETS
+
+    for name, lo, hi in (("urban", 0.5, 1.0), ("simple", -0.3, 0.3)):
+        run = Simulation(world, replace(Simulation(world, run_cfg()).config,
+                                        noise=PRESETS[name])).run()  # fmt: skip
+        corr = [np.corrcoef(e[:-1, 0], e[1:, 0])[0, 1] for e in _errors(run) if len(e) > 30]
+        assert lo <= float(np.median(corr)) <= hi, (name, corr)
+
+
+def run_cfg():  # type: ignore[no-untyped-def]
+    from devices.sim import SimConfig
+
+    return SimConfig(duration_s=2 * 3600.0, fix_interval_s=60.0)
+
+
 # -- ground truth --------------------------------------------------------------------------
 
 
