@@ -131,6 +131,7 @@ def test_health_day(benchmark, tmp_path: Path, record_property) -> None:  # type
     the engine and scored against its truth beside the naive per-record rules."""
     from devices.health import HealthConfig
     from devices.healthscore import health_table, naive_health, score_health
+    from devices.noise import URBAN
     from devices.output import write_run
     from devices.sim import simulate
     from devices.world import build_world
@@ -138,7 +139,12 @@ def test_health_day(benchmark, tmp_path: Path, record_property) -> None:  # type
     from engine.replay import replay
     from zones.load import load
 
-    run = simulate(build_world(DAY_SEED, DAY_SUBJECTS), duration_s=86400.0, health=HealthConfig())
+    run = simulate(
+        build_world(DAY_SEED, DAY_SUBJECTS),
+        duration_s=86400.0,
+        health=HealthConfig(),
+        noise=URBAN,  # correlated 5-30 m error: a city, not a test range
+    )
     paths = write_run(run, tmp_path)
     zs = load(paths["zones"], paths["subjects"])
     out = tmp_path / "alerts.jsonl"
