@@ -5,7 +5,9 @@ number): charging sessions, tamper episodes, coverage gaps and indoor periods. T
 is run through it, and the tag's fix schedule becomes what a real tracker sends: fixes and
 events sharing one seq counter in the order they happen, each with the time it is
 published (later than taken for what was buffered in a coverage gap). `healthtruth.py`
-judges the true episodes from the same script."""
+judges the true episodes from the same script. Scenario files script the same troubles by
+hand (`healthscript.py`) through the same battery model (`run_battery`) and record rules
+(`build_tag_health`)."""
 
 from __future__ import annotations
 
@@ -133,14 +135,51 @@ class TagHealth:
     charging: tuple[Span, ...]  # (charging_on, charging_off); off may lie past the run
 
 
+@dataclass(frozen=True)
+class TagSchedule:
+    """One tag over a run [t0, t1): whose it is, its true path and the fixes it would take
+    with nothing wrong (`cols`); health decides which it takes and what else it sends."""
+
+    subject: str
+    tag: str
+    path: TruePath
+    cols: FixColumns
+    t0: float
+    t1: float
+    fix_interval_s: float
+
+
 @dataclass
-class _Tamper:
+class TamperPlan:
+    """A tamper episode as the tag reports it: its script, its events and when the tag is
+    powered off (the power kind)."""
+
     script: TamperScript
     events: list[tuple[float, str]]
-    offs: list[Span]  # powered off (power kind)
+    offs: list[Span]
+
+    @property
+    def span(self) -> Span:
+        return self.script.start_t, self.script.end_t
 
 
-def _overlaps(a: Span, spans: list[Span], margin: float) -> bool:
+@dataclass(frozen=True)
+class IndoorPeriod:
+    """Indoors over [start_t, end_t): each fix is a cell fix with chance `cell_share` (acc
+    about `cell_acc_m`, near one tower), else a `no_gps` event."""
+
+    start_t: float
+    end_t: float
+    cell_share: float
+    cell_acc_m: float
+
+    @property
+    def span(self) -> Span:
+        return self.start_t, self.end_t
+
+
+def overlaps(a: Span, spans: list[Span], margin: float) -> bool:
+    """Whether span `a` comes within `margin` s of any of `spans`."""
     return any(a[0] < b1 + margin and b0 < a[1] + margin for b0, b1 in spans)
 
 
@@ -194,26 +233,59 @@ def _tamper(
     if kind == "power" and 0.8 * silent < dur < 2.0 * silent:
         dur += 1.2 * silent  # keep the silence clearly short or clearly long
     opens = int(rng.integers(2, 5)) if rng.random() < cfg.tamper_toggle_fraction else 1
-    pairs: list[tuple[float, float]] = []
+    pairs = toggle_pairs(rng, opens - 1, dur)
+    body = float(rng.uniform(2.0, 20.0)) if kind == "strap" and rng.random() < 0.5 else 0.0
+    return kind, pairs[-1][1], pairs, body
+
+
+def toggle_pairs(rng: np.random.Generator, toggles: int, seconds: float) -> list[Span]:
+    """(open, close) times after a tamper starts: `toggles` quick pairs (closed again within
+    2-20 s, reopened within 3-30 s), then open for `seconds`."""
+    pairs: list[Span] = []
     t = 0.0
-    for _ in range(opens - 1):  # open, close within seconds, open again within 30 s
+    for _ in range(toggles):
         close = t + float(rng.uniform(2.0, 20.0))
         pairs.append((t, close))
         t = close + float(rng.uniform(3.0, 30.0))
-    pairs.append((t, t + dur))
-    body = float(rng.uniform(2.0, 20.0)) if kind == "strap" and rng.random() < 0.5 else 0.0
-    return kind, t + dur, pairs, body
+    pairs.append((t, t + seconds))
+    return pairs
+
+
+def tamper_plan(
+    kind: str, start: float, pairs: list[Span], body_lag: float, end_t: float
+) -> TamperPlan:
+    """A tamper of `kind` from `start` (whole ms) to `end_t`, opened and closed at `pairs`
+    (relative to start). `body_lag` > 0: a cut strap that also loses skin contact that long
+    after the last opening (and regains it that long before it closes)."""
+    opening, restoring = TAMPER_EVENTS[kind]
+    events = [e for a, b in pairs for e in ((start + a, opening), (start + b, restoring))]
+    if body_lag:
+        a, b = pairs[-1]
+        events += [(start + a + body_lag, "body_lost"), (start + b - body_lag, "body_restored")]
+    offs = [(start + a, start + b) for a, b in pairs] if kind == "power" else []
+    script = TamperScript(kind, start, round(end_t, 3), len(pairs), bool(body_lag))
+    return TamperPlan(script, events, offs)
 
 
 @dataclass
-class _Battery:
+class BatteryCurve:
+    """A battery level over a run (piecewise linear through the knots), when it was flat
+    and when it was charging (the last span may end at inf: still flat / charging)."""
+
     knots_t: list[float]
     knots_l: list[float]
     flats: list[Span]
     charging: list[Span]
 
+    def flats_in_run(self, t1: float) -> list[Span]:
+        return [(a, min(b, t1)) for a, b in self.flats]
 
-def _run_battery(
+    def low_power_off(self, tp: TamperPlan) -> bool:
+        """A power-off tamper at 10 % or less, which a reader may take for a flat battery."""
+        return bool(tp.offs) and bool(np.interp(tp.offs[0][0], self.knots_t, self.knots_l) <= 10)
+
+
+def run_battery(
     start: float,
     drain: float,
     charge: float,
@@ -222,7 +294,7 @@ def _run_battery(
     rescues: list[Span] | None,
     t0: float,
     t1: float,
-) -> _Battery:
+) -> BatteryCurve:
     """The battery level as a piecewise-linear function of time: drains while on, rises
     while charging (capped at 100), holds while off; at 0 the tag is off until charged.
     `rescues` (delay, duration) are the recharges of a subject who forgets to charge."""
@@ -233,7 +305,7 @@ def _run_battery(
         heap += [(a, 2, "off"), (b, 3, "on")]
     heapq.heapify(heap)
     t, level = t0, start
-    bat = _Battery([t0], [start], [], [])
+    bat = BatteryCurve([t0], [start], [], [])
     charging_since: float | None = None
     off = 0
     flat_since: float | None = None
@@ -290,7 +362,7 @@ def reported(level: NDArray[np.float64]) -> NDArray[np.int64]:
     return np.clip(np.ceil(level - 1e-9), 0, 100).astype(np.int64)
 
 
-def _battery_events(bat: _Battery) -> list[tuple[float, int]]:
+def _battery_events(bat: BatteryCurve) -> list[tuple[float, int]]:
     """(t, batt) each time the reported level reaches a multiple of 5."""
     out: list[tuple[float, int]] = []
     pts = list(zip(bat.knots_t, bat.knots_l, strict=True))
@@ -313,19 +385,9 @@ def _in_any(t: NDArray[np.float64], spans: list[Span]) -> NDArray[np.bool_]:
     return mask
 
 
-def tag_health(
-    cfg: HealthConfig,
-    seed: int,
-    k: int,
-    subject: str,
-    tag: str,
-    path: TruePath,
-    cols: FixColumns,
-    t0: float,
-    t1: float,
-    fix_interval_s: float,
-) -> TagHealth:
-    """Subject number `k`'s health script over [t0, t1), applied to its fix schedule."""
+def tag_health(cfg: HealthConfig, seed: int, k: int, tag: TagSchedule) -> TagHealth:
+    """Subject number `k`'s health script over the run, applied to its tag's schedule."""
+    t0, t1, fix_interval_s = tag.t0, tag.t1, tag.fix_interval_s
     u = np.random.default_rng([seed, 7, k]).random(4)
     fractions = (
         cfg.forget_charge_fraction,
@@ -359,7 +421,7 @@ def tag_health(
         rescues = None
 
     taken: list[Span] = [(a, min(b, t1)) for a, b in sessions]
-    tampers: list[_Tamper] = []
+    tampers: list[TamperPlan] = []
     if "tamper" in roles:
         for _ in range(int(rng.integers(cfg.tamper_episodes[0], cfg.tamper_episodes[1] + 1))):
             kind, span, pairs, body = _tamper(rng, cfg, silent)
@@ -368,15 +430,8 @@ def tag_health(
                 continue
             s = round(s, 3)  # times as sent: whole milliseconds
             taken.append((s, s + span))
-            opening, restoring = TAMPER_EVENTS[kind]
-            events = [e for a, b in pairs for e in ((s + a, opening), (s + b, restoring))]
-            if body:
-                a, b = pairs[-1]
-                events += [(s + a + body, "body_lost"), (s + b - body, "body_restored")]
-            offs = [(s + a, s + b) for a, b in pairs] if kind == "power" else []
-            script = TamperScript(kind, s, round(s + span, 3), len(pairs), bool(body))
-            tampers.append(_Tamper(script, events, offs))
-    taken = [(t.script.start_t, t.script.end_t) for t in tampers]
+            tampers.append(tamper_plan(kind, s, pairs, body, s + span))
+    taken = [tp.span for tp in tampers]
     gaps: list[Span] = []
     if "coverage" in roles:
         for _ in range(int(rng.integers(cfg.coverage_gaps[0], cfg.coverage_gaps[1] + 1))):
@@ -385,7 +440,7 @@ def tag_health(
             if s is not None:
                 gaps.append((round(s, 3), round(s + dur, 3)))
                 taken.append(gaps[-1])
-    indoor: list[tuple[Span, float, float]] = []  # (span, share of cell fixes, cell acc)
+    indoor: list[IndoorPeriod] = []
     if "indoor" in roles:
         for _ in range(int(rng.integers(cfg.indoor_periods[0], cfg.indoor_periods[1] + 1))):
             dur = float(rng.uniform(*cfg.indoor_min)) * 60.0
@@ -393,47 +448,65 @@ def tag_health(
             p_cell, cell_m = float(rng.random()), float(rng.uniform(*cfg.cell_acc_m))
             s = _place(rng, dur, t0, t1, taken, sep)
             if s is not None:
-                indoor.append(((round(s, 3), round(s + dur, 3)), p_cell, cell_m))
-                taken.append(indoor[-1][0])
+                indoor.append(IndoorPeriod(round(s, 3), round(s + dur, 3), p_cell, cell_m))
+                taken.append(indoor[-1].span)
 
     # A flat tag cannot be tampered with or lose coverage: drop what overlaps a flat
     # battery or its recharge, and power-off tamper at <= 10 % (a reader may take a
     # power_off at <= 5 % for a flat battery). Power-off holds the battery: run it again.
     while True:
         offs = [o for tp in tampers for o in tp.offs]
-        bat = _run_battery(start, drain, charge, sessions, offs, rescues, t0, t1)
-        blocked = [(a, min(b, t1)) for a, b in bat.flats]
+        bat = run_battery(start, drain, charge, sessions, offs, rescues, t0, t1)
+        blocked = bat.flats_in_run(t1)
         if rescues is not None:
             blocked += [(a, min(b, t1)) for a, b in bat.charging]
         keep = [
             tp
             for tp in tampers
-            if not _overlaps(_span(tp), blocked, 60.0)
-            and not (tp.offs and np.interp(tp.offs[0][0], bat.knots_t, bat.knots_l) <= 10.0)
+            if not overlaps(tp.span, blocked, 60.0) and not bat.low_power_off(tp)
         ]
         if len(keep) == len(tampers):
             break
         tampers = keep
-    flats = [(a, min(b, t1)) for a, b in bat.flats]
-    gaps = [g for g in gaps if not _overlaps(g, flats, sep)]
-    indoor = [p for p in indoor if not _overlaps(p[0], flats, sep)]
+    flats = bat.flats_in_run(t1)
+    gaps = [g for g in gaps if not overlaps(g, flats, sep)]
+    indoor = [p for p in indoor if not overlaps(p.span, flats, sep)]
+    return build_tag_health(
+        tag, roles, rng, bat, tampers, gaps, indoor, cell_acc_range=cfg.cell_acc_m
+    )
 
-    # the fixes the tag takes: none while off; cell fixes or no_gps indoors
+
+def build_tag_health(
+    tag: TagSchedule,
+    roles: frozenset[str],
+    rng: np.random.Generator,
+    bat: BatteryCurve,
+    tampers: list[TamperPlan],
+    gaps: list[Span],
+    indoor: list[IndoorPeriod],
+    cell_acc_range: Range,
+) -> TagHealth:
+    """A tag's health (drawn or scripted) applied to its schedule: the fixes it takes (none
+    while off; indoors cell fixes, accuracy within `cell_acc_range`, or no_gps events) and
+    every record in the order it happens, which is the seq order, those taken in a
+    coverage gap (times in whole ms) sent at its end."""
+    cols, t0, t1 = tag.cols, tag.t0, tag.t1
+    flats = bat.flats_in_run(t1)
     off_spans = flats + [o for tp in tampers for o in tp.offs]
     keep_fix = ~_in_any(cols.t, off_spans)
     t = cols.t[keep_fix]
     x, y, acc = cols.x[keep_fix].copy(), cols.y[keep_fix].copy(), cols.acc[keep_fix].copy()
     src = cols.src[keep_fix].astype("<U4")
     no_gps = np.zeros(len(t), dtype=bool)
-    for (a, b), p_cell, cell_acc in indoor:
-        idx = np.flatnonzero((t >= a) & (t < b))
-        cell = rng.random(len(idx)) < p_cell
-        tower = rng.normal(0.0, cell_acc / 1.51, 2)  # 68% radius ~ 1.51 sigma
+    for p in indoor:
+        idx = np.flatnonzero((t >= p.start_t) & (t < p.end_t))
+        cell = rng.random(len(idx)) < p.cell_share
+        tower = rng.normal(0.0, p.cell_acc_m / 1.51, 2)  # 68% radius ~ 1.51 sigma
         jitter = rng.normal(0.0, 30.0, (len(idx), 2))
-        tx, ty = path.at(t[idx])
+        tx, ty = tag.path.at(t[idx])
         x[idx] = tx + tower[0] + jitter[:, 0]
         y[idx] = ty + tower[1] + jitter[:, 1]
-        acc[idx] = np.clip(cell_acc * rng.uniform(0.9, 1.1, len(idx)), *cfg.cell_acc_m)
+        acc[idx] = np.clip(p.cell_acc_m * rng.uniform(0.9, 1.1, len(idx)), *cell_acc_range)
         src[idx] = "cell"
         no_gps[idx[~cell]] = True
     level = np.interp(t, bat.knots_t, bat.knots_l)
@@ -443,7 +516,6 @@ def tag_health(
         src[fix_rows],
     )  # fmt: skip
 
-    # every record, in the order it happens: that order is the seq order
     raw: list[tuple[float, int, int, str | None, int | None, int, bool]] = []
     acc_sent = np.round(fixes.acc, 1).tolist()
     for i, (ft, b) in enumerate(zip(fixes.t.tolist(), fixes.batt.tolist(), strict=True)):
@@ -475,19 +547,15 @@ def tag_health(
         fix_acc = acc_sent[fix] if fix >= 0 else math.inf
         records.append(HealthRecord(seq, rt, sent, what, batt, fix_acc, fix, flat))
     return TagHealth(
-        subject,
-        tag,
-        fix_interval_s,
+        tag.subject,
+        tag.tag,
+        tag.fix_interval_s,
         roles,
         tuple(records),
         fixes,
         tuple(tp.script for tp in tampers),
         tuple(gaps),
-        tuple(p[0] for p in indoor),
+        tuple(p.span for p in indoor),
         tuple(flats),
         tuple(bat.charging),
     )
-
-
-def _span(tp: _Tamper) -> Span:
-    return tp.script.start_t, tp.script.end_t

@@ -5,23 +5,20 @@ sampled into one list in send order, and the truth is judged from the true paths
 `SimConfig.health`, tags also charge, run flat, get tampered with and lose coverage
 (`health.py`): they then send events and `/fixes` batches too, and the truth gains the
 health episodes (`healthtruth.py`). Scenario files script a tag's health instead
-(`ScriptedHealth`, `scripted_health`)."""
+(`healthscript.py`)."""
 
 from __future__ import annotations
 
 import datetime as dt
-import math
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from devices import health as hl
-from devices.health import HealthConfig, HealthRecord, TagHealth, TamperScript, tag_health
+from devices.health import HealthConfig, TagHealth, TagSchedule, tag_health
 from devices.healthtruth import health_truth
-from devices.paths import TruePath
-from devices.planner import Plan, ScriptError, offset_text, plan_subject
+from devices.planner import Plan, plan_subject
 from devices.sensor import FixColumns, NoiseModel, SimpleGpsNoise, sample_fixes
 from devices.truth import Episode, compute_truth
 from devices.world import World
@@ -264,9 +261,8 @@ def run_simulation(world: World, config: SimConfig, with_truth: bool = True) -> 
         if cfg.health is None:
             messages += _tag_messages(s.tag, world, cols)
         else:
-            h = tag_health(
-                cfg.health, seed, k, s.id, s.tag, plan.path, cols, t0, t1, cfg.fix_interval_s
-            )
+            tag = TagSchedule(s.id, s.tag, plan.path, cols, t0, t1, cfg.fix_interval_s)
+            h = tag_health(cfg.health, seed, k, tag)
             healths.append(h)
             messages += health_messages(h, world)
         if s.phone is not None and plan.phone_path is not None:
@@ -309,186 +305,3 @@ class Simulation:
     def run(self, start_t: float | None = None, with_truth: bool = True) -> SimRun:
         cfg = self.config if start_t is None else replace(self.config, start_t=start_t)
         return run_simulation(self.world, cfg, with_truth)
-
-
-# -- scripted device health (scenario files) -----------------------------------------------
-
-
-@dataclass(frozen=True)
-class ScriptedTamper:
-    """A scripted tamper: `kind` opens at start_t (after `toggles` quick open/close pairs
-    within seconds) and stays open `seconds`; `body`: a strap cut that loses skin contact."""
-
-    index: int  # timeline entry, for error messages
-    kind: str  # strap | case | body | power
-    start_t: float
-    seconds: float
-    toggles: int = 0
-    body: bool = False
-
-
-@dataclass(frozen=True)
-class ScriptedSpan:
-    """A scripted coverage gap or indoor period [start_t, end_t); indoors each fix is a
-    cell fix with chance `cell_share` (acc about `cell_acc_m`), else a `no_gps` event."""
-
-    index: int
-    start_t: float
-    end_t: float
-    cell_share: float = 0.5
-    cell_acc_m: float = 600.0
-
-
-@dataclass(frozen=True)
-class ScriptedHealth:
-    """A tag's device health at scripted times, run through devices/health.py's battery
-    model and record rules: the same kinds of records, events and truth as a drawn script."""
-
-    tamper: tuple[ScriptedTamper, ...] = ()
-    gaps: tuple[ScriptedSpan, ...] = ()
-    indoor: tuple[ScriptedSpan, ...] = ()
-    start_pct: float = 90.0
-    drain_pct_h: float = 1.5
-    charge_pct_h: float = 30.0
-    charging: tuple[tuple[float, float], ...] = ()  # charge sessions (start, end)
-    recharge: tuple[float, float] | None = None  # after running flat: (delay, duration) s
-
-
-def _tamper_events(
-    rng: np.random.Generator, s: ScriptedTamper
-) -> tuple[TamperScript, list[tuple[float, str]], list[tuple[float, float]]]:
-    """(script, events, powered-off spans) of a scripted tamper, toggles as health.py
-    draws them: open, closed again within 2-20 s, reopened within 3-30 s."""
-    pairs: list[tuple[float, float]] = []
-    t = 0.0
-    for _ in range(s.toggles):
-        close = t + float(rng.uniform(2.0, 20.0))
-        pairs.append((t, close))
-        t = close + float(rng.uniform(3.0, 30.0))
-    pairs.append((t, t + s.seconds))
-    start = round(s.start_t, 3)
-    opening, restoring = hl.TAMPER_EVENTS[s.kind]
-    events = [e for a, b in pairs for e in ((start + a, opening), (start + b, restoring))]
-    if s.body:
-        a, b = pairs[-1]
-        lag = min(float(rng.uniform(2.0, 20.0)), s.seconds / 4)
-        events += [(start + a + lag, "body_lost"), (start + b - lag, "body_restored")]
-    offs = [(start + a, start + b) for a, b in pairs] if s.kind == "power" else []
-    script = TamperScript(s.kind, start, round(start + t + s.seconds, 3), len(pairs), s.body)
-    return script, events, offs
-
-
-def scripted_health(
-    script: ScriptedHealth,
-    rng: np.random.Generator,
-    subject: str,
-    tag: str,
-    path: TruePath,
-    cols: FixColumns,
-    t0: float,
-    t1: float,
-    fix_interval_s: float,
-) -> TagHealth:
-    """A tag's records under a scripted health: fixes and events sharing one seq counter in
-    the order they happen, buffered ones published at their coverage gap's end. Raises
-    ScriptError for what cannot happen (tampering with a flat tag; a power-off tamper at
-    10 % or less, which a reader may take for a flat battery)."""
-    tampers = [(s, *_tamper_events(rng, s)) for s in script.tamper]
-    offs = [span for *_, spans in tampers for span in spans]
-    bat = hl._run_battery(
-        script.start_pct,
-        script.drain_pct_h,
-        script.charge_pct_h,
-        list(script.charging),
-        offs,
-        [script.recharge] if script.recharge else None,
-        t0,
-        t1,
-    )
-    flats = [(a, min(b, t1)) for a, b in bat.flats]
-    for s, ts, _, toffs in tampers:
-        if hl._overlaps((ts.start_t, ts.end_t), flats, 0.0):
-            when = offset_text(flats[0][0] - t0)
-            raise ScriptError(
-                s.index,
-                "at",
-                f"the battery is flat then (from {when}): a flat "
-                "tag cannot report tampering; charge it or tamper earlier",
-            )
-        if toffs and np.interp(toffs[0][0], bat.knots_t, bat.knots_l) <= 10.0:
-            raise ScriptError(
-                s.index,
-                "kind",
-                "a power-off at 10 % battery or less reads as "
-                "a flat battery, not tamper; script it earlier or charge first",
-            )
-
-    off_spans = flats + offs
-    keep = ~hl._in_any(cols.t, off_spans)
-    t = cols.t[keep]
-    x, y, acc = cols.x[keep].copy(), cols.y[keep].copy(), cols.acc[keep].copy()
-    src = cols.src[keep].astype("<U4")
-    no_gps = np.zeros(len(t), dtype=bool)
-    for p in script.indoor:  # cell fixes near one tower, or no fix at all
-        idx = np.flatnonzero((t >= p.start_t) & (t < p.end_t))
-        cell = rng.random(len(idx)) < p.cell_share
-        tower = rng.normal(0.0, p.cell_acc_m / 1.51, 2)  # 68% radius ~ 1.51 sigma
-        jitter = rng.normal(0.0, 30.0, (len(idx), 2))
-        tx, ty = path.at(t[idx])
-        x[idx] = tx + tower[0] + jitter[:, 0]
-        y[idx] = ty + tower[1] + jitter[:, 1]
-        acc[idx] = np.maximum(p.cell_acc_m * rng.uniform(0.9, 1.1, len(idx)), 251.0)
-        src[idx] = "cell"
-        no_gps[idx[~cell]] = True
-    level = np.interp(t, bat.knots_t, bat.knots_l)
-    rows = np.flatnonzero(~no_gps)
-    fixes = FixColumns(t[rows], x[rows], y[rows], acc[rows], hl.reported(level[rows]), src[rows])
-
-    # every record in the order it happens (that order is the seq order), as health.py
-    raw: list[tuple[float, int, int, str | None, int | None, int, bool]] = []
-    for i, (ft, b) in enumerate(zip(fixes.t.tolist(), fixes.batt.tolist(), strict=True)):
-        raw.append((ft, hl._PRIORITY[None], len(raw), None, b, i, False))
-
-    def event(te: float, name: str, batt: int | None = None, flat: bool = False) -> None:
-        if t0 <= te < t1:
-            raw.append((round(te, 3), hl._PRIORITY.get(name, 4), len(raw), name, batt, -1, flat))
-
-    for te in t[no_gps].tolist():
-        event(te, "no_gps")
-    for te, v in hl._battery_events(bat):
-        event(te, "battery", v)
-    for a, b in flats:
-        event(a, "power_off", flat=True)
-        if b < t1:
-            event(b, "power_on", flat=True)
-    for a, b in bat.charging:
-        event(a, "charging_on")
-        event(b, "charging_off")
-    for _, _, events, _ in tampers:
-        for te, name in events:
-            event(te, name)
-    raw.sort()
-    gaps = [(round(g.start_t, 3), round(g.end_t, 3)) for g in script.gaps]
-    acc_sent = np.round(fixes.acc, 1).tolist()
-    records = []
-    for seq, (rt, _, _, what, batt, fix, flat) in enumerate(raw):
-        sent = next((g1 for g0, g1 in gaps if g0 <= rt < g1), rt)
-        records.append(
-            HealthRecord(
-                seq, rt, sent, what, batt, acc_sent[fix] if fix >= 0 else math.inf, fix, flat
-            )
-        )
-    roles = {"tamper": tampers, "coverage": gaps, "indoor": script.indoor, "forgetful": flats}
-    return TagHealth(
-        subject,
-        tag,
-        fix_interval_s,
-        frozenset(k for k, v in roles.items() if v),
-        tuple(records),
-        fixes,
-        tuple(ts for _, ts, _, _ in tampers),
-        tuple(gaps),
-        tuple((p.start_t, p.end_t) for p in script.indoor),
-        tuple(flats),
-        tuple(bat.charging),
-    )
