@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from devices.health import HealthConfig
 from devices.sim import SimConfig, Simulation
 from devices.world import LONDON, World, build_world
 
@@ -11,7 +12,8 @@ def demo_scenario(
 ) -> tuple[World, Simulation]:
     """The live demo: fixes every 5 s, phones every 10 s, a third of subjects breaching,
     and several starting 50-200 m from a zone or victim phone so that alerts open within
-    the first minute at warp 1. Plan it with `Simulation.run(start_t)` (live: now)."""
+    the first minute at warp 1; a fifth of the tags are tampered with and some lose
+    coverage or go indoors. Plan it with `Simulation.run(start_t)` (live: now)."""
     world = build_world(seed, n_subjects, center)
     config = SimConfig(
         duration_s=2 * 3600.0,
@@ -19,5 +21,9 @@ def demo_scenario(
         phone_interval_s=10.0,
         breach_fraction=0.3,
         quick_start=max(1, min(8, n_subjects // 6)),
+        # device trouble a monitor should see within a demo: cut straps, tunnels, basements
+        health=HealthConfig(
+            tamper_fraction=0.2, coverage_gap_fraction=0.1, indoor_loss_fraction=0.05
+        ),
     )
     return world, Simulation(world, config)
