@@ -5,6 +5,7 @@ reporting-rate commands on tagwatch/v1/tags/{tag}/cmd."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from pathlib import Path
@@ -149,3 +150,86 @@ def test_rate_commands_on_the_cmd_topic(mosquitto, tmp_path: Path) -> None:
 
     got = _run(mosquitto, tmp_path, "", scenario)
     assert got == [(f"{BASE}/cmd", {"rate_s": 15.0}), (f"{BASE}/cmd", {"rate_s": 60.0})]
+
+
+SCENARIO = """
+[run]
+seed = 5
+start = "2026-09-21T10:00:00Z"
+duration = "30m"
+fix_interval = "1m"
+noise = "simple"
+
+[places]
+home = { lat = 51.5200, lon = -0.1000 }
+near = { from = "home", east_m = -600 }
+
+[[zones]]
+id = "Z1"
+subject = "S1"
+kind = "exclusion"
+center = "home"
+radius_m = 150
+warn_m = 100
+
+[[subjects]]
+id = "S1"
+tags = ["T1"]
+start = "near"
+timeline = [
+  { do = "dwell", for = "3m" },
+  { do = "enter_zone", zone = "Z1", depth_m = 80, for = "10m" },
+  { do = "walk_to", place = "near" },
+]
+"""
+
+
+def test_the_simulator_reports_faster_while_the_engine_asks(mosquitto, tmp_path: Path) -> None:
+    """tagwatch serve + the live simulator through mosquitto: the breach makes the engine
+    ask T1 for a fix every 15 s, the simulated tag obeys, then relaxes to 60 s."""
+    from devices.live import run_live
+    from devices.output import write_run
+    from devices.scenariofile import load_scenario, run_scenario
+
+    src = tmp_path / "s.toml"
+    src.write_text(SCENARIO)
+    run = run_scenario(load_scenario(src), start_t=time.time())
+    paths = write_run(run, tmp_path / "world")
+    h, p = mosquitto.host, mosquitto.port
+    fixes: list[float] = []
+    cmds: list[tuple[float, float]] = []
+
+    async def scenario() -> None:
+        async with aiomqtt.Client(h, p) as sub:
+            await sub.subscribe(f"{BASE}/fix", qos=1)
+            await sub.subscribe(f"{BASE}/cmd", qos=1)
+            await wait_online(h, p)
+
+            async def listen() -> None:
+                async for m in sub.messages:
+                    assert isinstance(m.payload, bytes)
+                    body = json.loads(m.payload)
+                    if str(m.topic).endswith("/cmd"):
+                        cmds.append((fixes[-1] if fixes else 0.0, body["rate_s"]))
+                    else:
+                        fixes.append(body["t"])
+
+            task = asyncio.create_task(listen())
+            stats = await run_live(run, h, p, warp=80.0)
+            await asyncio.sleep(1.0)
+            task.cancel()
+            assert stats.commands >= 2 and stats.extra > 0
+
+    db = tmp_path / "tw.db"
+    with EngineProcess(h, p, paths["zones"], paths["subjects"], db) as eng:
+        try:
+            asyncio.run(scenario())
+        finally:
+            assert eng.stop() == 0, eng.log_text()
+    assert [r for _, r in cmds] == [15.0, 60.0]
+    (fast_from, _), (fast_to, _) = cmds
+    gaps = [b - a for a, b in itertools.pairwise(fixes)]
+    during = [g for a, g in zip(fixes, gaps, strict=False) if fast_from + 20 < a < fast_to - 20]
+    outside = [g for a, g in zip(fixes, gaps, strict=False) if a < fast_from or a > fast_to + 60]
+    assert during and max(during) < 25.0  # about every 15 s while it matters
+    assert outside and min(outside) > 45.0  # the planned minute otherwise
