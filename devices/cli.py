@@ -364,7 +364,8 @@ def _live(args: argparse.Namespace, sim: Simulation | SimRun) -> int:
         )
         print(
             f"live: {stats.sent} messages acknowledged in {stats.elapsed_s:.1f} s "
-            f"({stats.reconnects} reconnects)"
+            f"({stats.reconnects} reconnects); rate commands obeyed {stats.commands}, "
+            f"ignored {stats.ignored}, extra fixes {stats.extra}"
         )
         return 0
     print("live: stopped")
