@@ -260,12 +260,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         from devices.output import write_run
 
         run = sim.run(DEFAULT_EPOCH if args.start is None else args.start)
-        paths = write_run(run, args.out_dir)
-        print(run.summary())
-        print(
-            f"wrote {', '.join(str(p) for p in paths.values())} "
-            f"in {time.monotonic() - started:.1f} s"
-        )
+        _wrote(run.summary(), write_run(run, args.out_dir), started)
     if args.broker:
         return _live(args, sim)
     return 0
@@ -287,12 +282,15 @@ def _family(args: argparse.Namespace) -> int:
         return 2
     started = time.monotonic()
     run = build_family(args.family, args.seed, args.episodes)
-    paths = write_family(run, args.out_dir)
-    print(run.summary())
+    _wrote(run.summary(), write_family(run, args.out_dir), started)
+    return 0
+
+
+def _wrote(summary: str, paths: dict[str, Path], started: float) -> None:
+    print(summary)
     print(
         f"wrote {', '.join(str(p) for p in paths.values())} in {time.monotonic() - started:.1f} s"
     )
-    return 0
 
 
 def _scenario(args: argparse.Namespace) -> int:
@@ -323,12 +321,7 @@ def _scenario(args: argparse.Namespace) -> int:
     if args.out_dir:
         from devices.output import write_run
 
-        paths = write_run(run, args.out_dir)
-        print(run.summary())
-        print(
-            f"wrote {', '.join(str(p) for p in paths.values())} "
-            f"in {time.monotonic() - started:.1f} s"
-        )
+        _wrote(run.summary(), write_run(run, args.out_dir), started)
     if scenario.expect:
         kept = len(scenario.expect) - len(problems)
         print(f"expectations: {kept} of {len(scenario.expect)} kept")
