@@ -22,8 +22,12 @@ def demo_scenario(
         breach_fraction=0.3,
         quick_start=max(1, min(8, n_subjects // 6)),
         # device trouble a monitor should see within a demo: cut straps, tunnels, basements
+        # (few flat batteries: a 24 h day's forgetful chargers would all start near empty)
         health=HealthConfig(
-            tamper_fraction=0.2, coverage_gap_fraction=0.1, indoor_loss_fraction=0.05
+            tamper_fraction=0.2,
+            coverage_gap_fraction=0.1,
+            indoor_loss_fraction=0.05,
+            forget_charge_fraction=0.03,
         ),
     )
     return world, Simulation(world, config)
