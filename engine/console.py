@@ -24,7 +24,7 @@ def fmt_t(t: float | None) -> str:
 
 def alert_row(a: Alert, colour: bool = False) -> str:
     t = a.closed_t if a.state == "closed" else a.raised_t
-    sev = a.severity
+    sev: str = a.severity
     if colour:
         sev = f"{_COLOURS.get(a.severity, '')}{a.severity:<8}{_RESET}"
     else:

@@ -150,7 +150,7 @@ def _fast_seq_t(s: _In) -> tuple[int, float] | None:
             t = _parse_rfc3339(t, "")  # type: ignore[arg-type]
         except _Bad:
             return None
-    elif t is None or not T_MIN <= t < T_MAX:
+    elif t is None or not T_MIN <= t < T_MAX:  # type: ignore[operator]
         return None
     return seq, t  # type: ignore[return-value]
 

@@ -206,14 +206,17 @@ class Pipeline:
             self.health.settle(list(self.book.out), self._silence_context)
             self.health.check(now, self._last_fix, self._silence_context)
         res.alerts = self.book.drain()
-        fast = {ep.tag for (_, kind), ep in self.book.open.items() if kind in FAST_KINDS}
-        fast.discard(None)
+        fast = {
+            ep.tag
+            for (_, kind), ep in self.book.open.items()
+            if kind in FAST_KINDS and ep.tag is not None
+        }
         st = self.settings
         for tag in sorted(fast - self.fast):
-            res.commands.append((tag, {"rate_s": st.report_fast_s}))  # type: ignore[arg-type]
+            res.commands.append((tag, {"rate_s": st.report_fast_s}))
         for tag in sorted(self.fast - fast):
-            res.commands.append((tag, {"rate_s": st.report_interval_s}))  # type: ignore[arg-type]
-        self.fast = fast  # type: ignore[assignment]
+            res.commands.append((tag, {"rate_s": st.report_interval_s}))
+        self.fast = fast
 
     def _last_fix(self, slot: int) -> np.ndarray | None:
         row = self.hist[slot, 0]
@@ -369,8 +372,9 @@ class Pipeline:
             lo, hi = np.searchsorted(near_rows, [i, i + 1])
             zone_pairs = [(int(zidx[p]), float(dist[p])) for p in near[lo:hi].tolist()]
             lo, hi = np.searchsorted(tr_rows, [i, i + 1])
+            depth, f_in, f_out = transit[1:]
             transits = [
-                (int(zidx[transit[0][j]]), *(float(x[j]) for x in transit[1:]))
+                (int(zidx[transit[0][j]]), float(depth[j]), float(f_in[j]), float(f_out[j]))
                 for j in range(lo, hi)
             ]
             step = _Step(row, int(subj[i]), float(sigma[k]), prev[k], pprev[k], zone_pairs,

@@ -220,8 +220,8 @@ class Engine:
         c.duplicates += res.duplicates
         c.dead += len(dead)
         c.alerts += len(res.alerts)
-        for d in dead:
-            log.info("dead letter from %s: %s", d.origin, d.reason)
+        for letter in dead:
+            log.info("dead letter from %s: %s", letter.origin, letter.reason)
         self._unsaved.extend(res.alerts)
         return self._commit_unsaved(dead)
 
