@@ -60,9 +60,14 @@ class Episode:
 class EpisodeBook:
     """Open episodes keyed by (key, kind); emits lifecycle records in decision order."""
 
-    def __init__(self, evidence_max: int) -> None:
+    def __init__(self, evidence_max: int, watch: frozenset[str] = frozenset()) -> None:
         self.evidence_max = evidence_max
         self.open: dict[tuple[object, str], Episode] = {}
+        # Per tag, how many episodes of the `watch` kinds are open; tags whose count went
+        # from or to zero since `take_changed` (the pipeline's reporting-rate commands)
+        self.watch = watch
+        self.watched: dict[str, int] = {}
+        self.changed: set[str] = set()
         self.out: list[Alert] = []
         # Set while held evidence is applied late: raised_t is when the engine decided
         self.decided_at: float | None = None
@@ -100,6 +105,11 @@ class EpisodeBook:
             evidence=[(tag, seq)],
         )
         self.open[(key, kind)] = ep
+        if kind in self.watch:
+            n = self.watched.get(tag, 0)
+            self.watched[tag] = n + 1
+            if n == 0:
+                self.changed.add(tag)
         self.out.append(ep.record())
         return ep
 
@@ -115,8 +125,20 @@ class EpisodeBook:
 
     def close(self, key: object, kind: str, t: float) -> None:
         ep = self.open.pop((key, kind), None)
+        if ep is not None and kind in self.watch and ep.tag is not None:
+            n = self.watched.pop(ep.tag) - 1
+            if n:
+                self.watched[ep.tag] = n
+            else:
+                self.changed.add(ep.tag)
         if ep is not None:
             self.out.append(ep.record("closed", closed_t=t))
+
+    def take_changed(self) -> list[str]:
+        """Tags whose watched-episode count went from or to zero, sorted; then forgets them."""
+        out = sorted(self.changed)
+        self.changed.clear()
+        return out
 
     def drain(self) -> list[Alert]:
         out, self.out = self.out, []

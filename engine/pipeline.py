@@ -152,7 +152,7 @@ class Pipeline:
         st = self.settings
         self.reorder = Reorderer(ordered, hold_max=st.hold_max, hold_s=st.hold_s)
         self.schedules = _Schedules(zoneset, self.table)
-        self.book = EpisodeBook(self.settings.evidence_max)
+        self.book = EpisodeBook(self.settings.evidence_max, watch=FAST_KINDS)
         self.trackers: dict[object, BreachTracker | CurfewTracker] = {}
         self.tracked = np.zeros(len(self.table.zone_ids), dtype=np.bool_)
         self.is_inclusion = np.asarray(self.table.kind) == 1
@@ -206,17 +206,13 @@ class Pipeline:
             self.health.settle(list(self.book.out), self._silence_context)
             self.health.check(now, self._last_fix, self._silence_context)
         res.alerts = self.book.drain()
-        fast = {
-            ep.tag
-            for (_, kind), ep in self.book.open.items()
-            if kind in FAST_KINDS and ep.tag is not None
-        }
         st = self.settings
-        for tag in sorted(fast - self.fast):
-            res.commands.append((tag, {"rate_s": st.report_fast_s}))
-        for tag in sorted(self.fast - fast):
-            res.commands.append((tag, {"rate_s": st.report_interval_s}))
-        self.fast = fast
+        for tag in self.book.take_changed():  # only tags whose fast episodes began or ended
+            fast = tag in self.book.watched
+            if fast != (tag in self.fast):
+                rate = st.report_fast_s if fast else st.report_interval_s
+                res.commands.append((tag, {"rate_s": rate}))
+                (self.fast.add if fast else self.fast.discard)(tag)
 
     def _last_fix(self, slot: int) -> np.ndarray | None:
         row = self.hist[slot, 0]
