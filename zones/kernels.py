@@ -175,46 +175,9 @@ def _signed_pairs(
             d = math.sqrt(px * px + py * py) - radius[z]
             out[p] = 0.0 if d == 0.0 else d
             continue
-        r0 = zone_ring_start[z]
-        r1 = zone_ring_start[z + 1]
-        test_inside = gap == 0.0
-        best = np.inf
-        for r in range(r0, r1):
-            v0 = ring_vert_start[r]
-            v1 = ring_vert_start[r + 1]
-            for c in range(v0 // CHUNK, (v1 - 1) // CHUNK + 1):
-                j = max(v0, c * CHUNK)  # a zero-length edge: the vertex distance only
-                best = _min_d2(best, px, py, vx[j], vy[j], 0.0, 0.0, 0.0)
-        inside = False
-        for r in range(r0, r1):
-            v0 = ring_vert_start[r]
-            v1 = ring_vert_start[r + 1]
-            for c in range(v0 // CHUNK, (v1 - 1) // CHUNK + 1):
-                cx0 = chunk_bbox[c, 0]
-                cy0 = chunk_bbox[c, 1]
-                cx1 = chunk_bbox[c, 2]
-                cy1 = chunk_bbox[c, 3]
-                near = _gap2(px, py, px, py, cx0, cy0, cx1, cy1) < best
-                cross = test_inside and _may_cross(px, py, cy0, cx1, cy1)
-                if not (near or cross):
-                    continue
-                i0 = max(v0, c * CHUNK)
-                j = i0 - 1 if i0 > v0 else v1 - 1
-                ax = vx[j]
-                ay = vy[j]
-                for i in range(i0, min(v1, c * CHUNK + CHUNK)):
-                    bx = vx[i]
-                    by = vy[i]
-                    if cross and _crosses(px, py, ax, ay, bx, by):
-                        inside = not inside
-                    if near:
-                        ex = bx - ax
-                        ey = by - ay
-                        best = _min_d2(best, px, py, ax, ay, ex, ey, ex * ex + ey * ey)
-                    ax = bx
-                    ay = by
-        d = math.sqrt(best)
-        out[p] = 0.0 if d == 0.0 else (-d if inside else d)
+        out[p] = _polygon_sd_at(
+            px, py, z, gap, zone_ring_start, ring_vert_start, vx, vy, chunk_bbox
+        )
     return out
 
 
@@ -482,6 +445,23 @@ def _polygon_sd(
     `_signed_pairs` (cutoff inf) for one point, the same operations in the same order, so
     bit for bit the value `signed_distance` returns."""
     gap = math.sqrt(_gap2(px, py, px, py, bbox[z, 0], bbox[z, 1], bbox[z, 2], bbox[z, 3]))
+    return _polygon_sd_at(px, py, z, gap, zone_ring_start, ring_vert_start, vx, vy, chunk_bbox)
+
+
+@njit
+def _polygon_sd_at(
+    px: float,
+    py: float,
+    z: int,
+    gap: float,
+    zone_ring_start: np.ndarray,
+    ring_vert_start: np.ndarray,
+    vx: np.ndarray,
+    vy: np.ndarray,
+    chunk_bbox: np.ndarray,
+) -> float:
+    """`_polygon_sd` given p's distance to the zone bbox (0 inside it): the one polygon
+    branch `_signed_pairs` and `_polygon_sd` share."""
     r0 = zone_ring_start[z]
     r1 = zone_ring_start[z + 1]
     test_inside = gap == 0.0
