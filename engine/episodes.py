@@ -3,6 +3,7 @@ as lifecycle records with a stable id, confidence and (tag, seq) evidence."""
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,7 +54,8 @@ class Episode:
             raised_t=self.raised_t,
             closed_t=closed_t,
             evidence=list(self.evidence),
-            detail=None if self.detail is None else dict(self.detail),
+            # deep: the episode keeps appending to lists in its detail after this record
+            detail=None if self.detail is None else copy.deepcopy(self.detail),
         )
 
 
