@@ -26,6 +26,25 @@ MOSQUITTO_CANDIDATES = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
 APT_LOG = Path(tempfile.gettempdir()) / "tagwatch-apt.log"
 _LOOPBACK = "127.0.0.1"
 
+# What a production broker for tagwatch needs, shared by the repo's deploy/mosquitto.conf,
+# `tagwatch broker-config` and the brokers tests and the demo start. The engine holds a
+# persistent session (fixed client id, no clean start, session expiry), so while it is down
+# or restarting the broker queues its messages: size the queue for a long outage. 2 M
+# messages is 1400 tags at one fix a minute for a day (~0.3 GB of payload); beyond it
+# mosquitto drops the newest, so alert on its $SYS queue figures well before.
+BROKER_QUEUE_OPTIONS: tuple[str, ...] = (
+    "max_queued_messages 2000000",
+    "max_queued_bytes 1073741824",
+    # QoS 1 messages in flight per v3 client; v5 clients (the engine) set Receive Maximum
+    "max_inflight_messages 1000",
+    "persistent_client_expiration 14d",
+)
+BROKER_PERSISTENCE_OPTIONS: tuple[str, ...] = (
+    "persistence true",
+    "autosave_interval 10",  # seconds: what a broker crash (not a clean restart) can lose
+)
+DURABLE_BROKER_OPTIONS = BROKER_PERSISTENCE_OPTIONS + BROKER_QUEUE_OPTIONS
+
 _live: set[MosquittoProcess] = set()  # killed at exit if still running
 _apt_updated = False
 
@@ -149,8 +168,9 @@ class MosquittoProcess:
         ]
         if os.geteuid() == 0:  # else mosquitto drops to user "mosquitto" and cannot write here
             lines.append(f"user {pwd.getpwuid(os.geteuid()).pw_name}")
+        lines += BROKER_QUEUE_OPTIONS
         if self.persistence:
-            lines += ["persistence true", f"persistence_location {self.persistence_dir}/"]
+            lines += [*BROKER_PERSISTENCE_OPTIONS, f"persistence_location {self.persistence_dir}/"]
         if self.max_inflight_messages is not None:
             lines.append(f"max_inflight_messages {self.max_inflight_messages}")
         if self.max_queued_messages is not None:

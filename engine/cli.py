@@ -97,6 +97,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             client_id=args.client_id,
             stats_every_s=args.stats_every,
         )
+        # Before connecting: the broker redelivers what was not acknowledged, and it must
+        # meet the state the engine had when it last committed.
+        await asyncio.to_thread(engine.recover)
         engine.install_signal_handlers()
         await engine.run()
 
@@ -207,8 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_demo)
 
     from devices.cli import register
+    from engine import audit
 
     register(sub)
+    audit.register(sub)
     return p
 
 

@@ -218,6 +218,16 @@ class Health:
             ep.detail = detail
             self.book.out[-1] = ep.record()
 
+    def credit(self, seconds: float) -> None:
+        """The engine was down this long (restart): the broker queued what tags sent, so
+        the downtime is not their silence. Open silences stay open; the others' clocks
+        (when last heard, when due) move on by the downtime."""
+        self.heard = np.where(np.isfinite(self.heard), self.heard + seconds, self.heard)
+        self.heap = [(due + seconds, s) for due, s in self.heap]
+        heapq.heapify(self.heap)
+        for rec in self.recent.values():
+            rec.since += seconds
+
     def silence_after(self, slot: int) -> float:
         return max(self.st.silent_factor * float(self.interval[slot]), self.st.silent_min_s)
 

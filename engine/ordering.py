@@ -263,6 +263,12 @@ class Reorderer:
             s for s, h in self._held.items() if now - float(h.arrival.min()) > hold_wall_s
         )
 
+    def credit(self, seconds: float) -> None:
+        """The engine was down this long (restart): held rows have not waited that time
+        for their gap, since the broker was holding what might fill it."""
+        for h in self._held.values():
+            h.arrival = h.arrival + seconds
+
     def flush(self) -> Released:
         """Release everything held (end of replay, shutdown)."""
         return self.give_up(list(self._held))

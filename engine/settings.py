@@ -141,6 +141,21 @@ class Settings:
     # --- alerts -----------------------------------------------------------------------
     alert_topic_prefix: str = "tagwatch/v1/alerts"
 
+    # --- durability (live engine) ---------------------------------------------------------
+    # The broker keeps the engine's MQTT session (subscriptions, queued messages) this long
+    # while it is disconnected: a week covers a long outage and a weekend without staff
+    session_expiry_s: int = 604_800
+    # MQTT v5 Receive Maximum: QoS 1 messages the broker may send before the engine has
+    # committed and acknowledged them; bounds memory when the store is stuck
+    receive_max: int = 2000
+    # Pipeline state is snapshotted this often; a restart replays the evidence after it
+    snapshot_every_s: float = 60.0
+    # Alert records the broker has not confirmed are republished this often
+    outbox_retry_s: float = 5.0
+    # Evidence ledger rows (fixes, events, steps, alert records) are kept this many days
+    # (0: forever); court cases come months after the events
+    evidence_retention_days: float = 730.0
+
     @classmethod
     def from_toml(cls, path: str | Path) -> Settings:
         p = Path(path)
