@@ -168,7 +168,9 @@ class MosquittoProcess:
         ]
         if os.geteuid() == 0:  # else mosquitto drops to user "mosquitto" and cannot write here
             lines.append(f"user {pwd.getpwuid(os.geteuid()).pw_name}")
-        lines += BROKER_QUEUE_OPTIONS
+        explicit = {"max_inflight_messages": self.max_inflight_messages,
+                    "max_queued_messages": self.max_queued_messages}  # fmt: skip
+        lines += [o for o in BROKER_QUEUE_OPTIONS if explicit.get(o.split()[0]) is None]
         if self.persistence:
             lines += [*BROKER_PERSISTENCE_OPTIONS, f"persistence_location {self.persistence_dir}/"]
         if self.max_inflight_messages is not None:
