@@ -210,9 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_demo)
 
     from devices.cli import register
-    from engine import audit
+    from engine import audit, brokerconfig
 
     register(sub)
+    brokerconfig.register(sub)
     audit.register(sub)
     return p
 
