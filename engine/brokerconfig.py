@@ -13,7 +13,6 @@ import base64
 import datetime as dt
 import hashlib
 import hmac
-import ipaddress
 import os
 import pwd
 import re
@@ -25,13 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from engine import tlscerts
 from engine.broker import BROKER_PERSISTENCE_OPTIONS, BROKER_QUEUE_OPTIONS
 from engine.errors import ConfigError, ZoneError
 
 if TYPE_CHECKING:
-    from cryptography import x509
-    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
-
     from zones.model import Subject
 
 ENGINE_USER = "engine"
@@ -46,14 +43,9 @@ DEFAULT_PORT = 8883
 # and 12-byte salt, salt and 64-byte hash in standard base64 (what mosquitto_passwd writes).
 PBKDF2_ITERATIONS = 101
 SALT_BYTES = 12
-CA_DAYS = 3650
-# Apple platforms (OwnTracks on iOS) reject TLS server certificates valid for > 825 days,
-# even from a private CA.
-SERVER_DAYS = 825
 SECRET = 0o600
 PUBLIC = 0o644
 _PASSWD_HASH = re.compile(r"\$7\$(\d+)\$([A-Za-z0-9+/]+={0,2})\$([A-Za-z0-9+/]+={0,2})")
-_DNS_NAME = re.compile(r"(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9][A-Za-z0-9-]{0,62})*")
 
 
 # -- who may do what ----------------------------------------------------------------------
@@ -420,170 +412,6 @@ def _read_passwd(path: Path) -> dict[str, str]:
     return dict(line.split(":", 1) for line in lines if ":" in line)
 
 
-# -- TLS material -------------------------------------------------------------------------
-# cryptography is imported inside these functions: it costs every other `tagwatch` command
-# a tenth of a second at start-up otherwise.
-
-
-def _new_key() -> RSAPrivateKey:
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    # RSA 2048: what every tracker's TLS stack and OwnTracks on iOS and Android accept
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-def _pem(obj: RSAPrivateKey | x509.Certificate) -> bytes:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization as ser
-
-    if isinstance(obj, x509.Certificate):
-        return obj.public_bytes(ser.Encoding.PEM)
-    return obj.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.PKCS8, ser.NoEncryption())
-
-
-def _certificate(
-    cn: str,
-    key: RSAPrivateKey,
-    issuer: tuple[RSAPrivateKey, x509.Certificate] | None,
-    start: dt.datetime,
-    end: dt.datetime,
-    extensions: Sequence[tuple[x509.ExtensionType, bool]],
-) -> x509.Certificate:
-    """A certificate for `key` signed by `issuer` (self-signed when None)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.x509.oid import NameOID
-
-    name = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "tagwatch"),
-            x509.NameAttribute(NameOID.COMMON_NAME, cn[:64]),
-        ]
-    )
-    signer, issuer_name = (key, name) if issuer is None else (issuer[0], issuer[1].subject)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(issuer_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(end)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
-    )
-    for ext, critical in extensions:
-        builder = builder.add_extension(ext, critical)
-    return builder.sign(signer, hashes.SHA256())
-
-
-def _key_usage(*allowed: str) -> x509.KeyUsage:
-    from cryptography import x509
-
-    flags: tuple[str, ...] = ("digital_signature", "content_commitment", "key_encipherment")
-    flags += ("data_encipherment",)
-    flags += ("key_agreement", "key_cert_sign", "crl_sign", "encipher_only", "decipher_only")
-    return x509.KeyUsage(**{f: f in allowed for f in flags})
-
-
-def make_ca(now: dt.datetime) -> tuple[RSAPrivateKey, x509.Certificate]:
-    """A self-signed CA, valid CA_DAYS, for signing the broker's certificate."""
-    from cryptography import x509
-
-    key = _new_key()
-    end = now + dt.timedelta(days=CA_DAYS)
-    cert = _certificate(
-        f"tagwatch broker CA {now:%Y-%m-%d}",
-        key,
-        None,
-        now - dt.timedelta(hours=1),
-        end,
-        [
-            (x509.BasicConstraints(ca=True, path_length=0), True),
-            (_key_usage("key_cert_sign", "crl_sign"), True),
-        ],
-    )
-    return key, cert
-
-
-def _host(h: str, option: str) -> str:
-    """An IP address (normalised) or a DNS name (lower case); ConfigError otherwise."""
-    try:
-        return str(ipaddress.ip_address(h.strip("[]")))
-    except ValueError:
-        if not _DNS_NAME.fullmatch(h) or len(h) > 253:
-            raise ConfigError(f"{option} {h!r} is neither an IP address nor a DNS name") from None
-        return h.lower()
-
-
-def _sans(hosts: Sequence[str]) -> list[str]:
-    """localhost, 127.0.0.1, ::1 and `hosts`, without repeats; ConfigError for a bad one."""
-    out = ["localhost", "127.0.0.1", "::1"]
-    for h in hosts:
-        if (h := _host(h, "--host")) not in out:
-            out.append(h)
-    return out
-
-
-def make_server_cert(
-    ca: tuple[RSAPrivateKey, x509.Certificate], hosts: Sequence[str], now: dt.datetime
-) -> tuple[RSAPrivateKey, x509.Certificate]:
-    """The broker's certificate, signed by `ca`, for localhost, loopback and `hosts`."""
-    from cryptography import x509
-    from cryptography.x509.oid import ExtendedKeyUsageOID
-
-    names: list[x509.GeneralName] = []
-    for h in _sans(hosts):
-        try:
-            names.append(x509.IPAddress(ipaddress.ip_address(h)))
-        except ValueError:
-            names.append(x509.DNSName(h))
-    ca_ski = ca[1].extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    key = _new_key()
-    cert = _certificate(
-        hosts[0] if hosts else "localhost",
-        key,
-        ca,
-        now - dt.timedelta(hours=1),
-        min(now + dt.timedelta(days=SERVER_DAYS), ca[1].not_valid_after_utc),
-        [
-            (x509.SubjectAlternativeName(names), False),
-            (x509.BasicConstraints(ca=False, path_length=None), True),
-            (_key_usage("digital_signature", "key_encipherment"), True),
-            (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False),
-            (x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), False),
-        ],
-    )
-    return key, cert
-
-
-def _load_ca(out_dir: Path) -> tuple[RSAPrivateKey, x509.Certificate] | None:
-    """The CA already in `out_dir`, None if there is none; ConfigError if it is broken."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    crt, key = out_dir / "ca.crt", out_dir / "ca.key"
-    if not crt.exists() and not key.exists():
-        return None
-    if not (crt.exists() and key.exists()):
-        have, missing = (crt, key) if crt.exists() else (key, crt)
-        raise ConfigError(
-            f"{have} is there but {missing} is not; restore it, or delete {have} to make a new "
-            "CA (every device then needs the new ca.crt)"
-        )
-    try:
-        cert = x509.load_pem_x509_certificate(crt.read_bytes())
-        ca_key = serialization.load_pem_private_key(key.read_bytes(), password=None)
-    except (OSError, ValueError, TypeError) as e:
-        raise ConfigError(f"cannot load the CA in {out_dir}: {e}") from None
-    if not isinstance(ca_key, rsa.RSAPrivateKey) or ca_key.public_key() != cert.public_key():
-        raise ConfigError(f"{key} is not the RSA key of {crt}")
-    return ca_key, cert
-
-
-# -- writing the directory ----------------------------------------------------------------
-
-
 def _write(path: Path, data: str | bytes, mode: int, gid: int = -1) -> None:
     """Write atomically, with `mode` (and group `gid`) from the first byte on."""
     raw = data.encode() if isinstance(data, str) else data
@@ -732,13 +560,13 @@ def generate(
     monitors = monitors or list(was.passwords.get("monitor", {})) or [MONITOR_USER]
     if not 1 <= port <= 65535:
         raise ConfigError(f"--port {port} is not a TCP port (1-65535)")
-    bind = _host(bind, "--bind") if bind is not None else None
+    bind = tlscerts.check_host(bind, "--bind") if bind is not None else None
     users = principals(subjects, monitors)
     names = [p.username for p in users]
     if unknown := [u for u in rotate if u not in names]:
         raise ConfigError(f"--rotate: no broker user {', '.join(map(repr, unknown))}")
-    san = _sans(hosts)  # a bad --host is refused before anything is written
-    ca = _load_ca(d)
+    san = tlscerts.sans(hosts)  # a bad --host is refused before anything is written
+    ca = tlscerts.load_ca(d)
     _make_dir(d)
     gid = _grant(d, run_as)
     broker_only = 0o640 if run_as else 0o600  # mosquitto reads it; nobody else may
@@ -760,12 +588,12 @@ def generate(
     now = dt.datetime.now(dt.UTC)
     summary.ca_kept = ca is not None
     if ca is None:
-        ca = make_ca(now)
-        _write(d / "ca.key", _pem(ca[0]), SECRET)
-        _write(d / "ca.crt", _pem(ca[1]), PUBLIC)
-    server_key, server_cert = make_server_cert(ca, hosts, now)
-    _write(d / "server.key", _pem(server_key), broker_only, gid)
-    _write(d / "server.crt", _pem(server_cert), PUBLIC)
+        ca = tlscerts.make_ca(now)
+        _write(d / "ca.key", tlscerts.pem(ca[0]), SECRET)
+        _write(d / "ca.crt", tlscerts.pem(ca[1]), PUBLIC)
+    server_key, server_cert = tlscerts.make_server_cert(ca, hosts, now)
+    _write(d / "server.key", tlscerts.pem(server_key), broker_only, gid)
+    _write(d / "server.crt", tlscerts.pem(server_cert), PUBLIC)
 
     source = str(Path(subjects_path).resolve())
     broker = {
