@@ -10,8 +10,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from engine import __version__
+from engine import __version__, mqttauth
 from engine.errors import TagwatchError
+from engine.mqttauth import MqttAuth
 from engine.settings import Settings
 
 
@@ -79,6 +80,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from engine.serve import BrokerAddress, Engine
     from engine.store import SqliteStore
 
+    auth = MqttAuth.from_args(args)
     zs = _load_zones(args)
     settings = _settings(args)
     pipeline = Pipeline(zs, settings)
@@ -96,6 +98,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             BrokerAddress.parse(args.broker),
             client_id=args.client_id,
             stats_every_s=args.stats_every,
+            client_kwargs=auth.kwargs(),
         )
         # Before connecting: the broker redelivers what was not acknowledged, and it must
         # meet the state the engine had when it last committed.
@@ -113,8 +116,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_watch(args: argparse.Namespace) -> int:
     from engine.watch import watch
 
+    auth = MqttAuth.from_args(args)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(watch(args.broker, args.subject, args.count, args.timeout))
+        asyncio.run(watch(args.broker, args.subject, args.count, args.timeout, auth.kwargs()))
     return 0
 
 
@@ -167,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--db", default="tagwatch.db", help="SQLite alert store (default %(default)s)")
     sp.add_argument("--client-id", default="tagwatch-engine", help="MQTT client id")
     sp.add_argument("--stats-every", type=float, default=10.0, help="seconds between stats lines")
+    mqttauth.add_arguments(sp)
     sp.set_defaults(func=cmd_serve)
 
     sp = sub.add_parser("replay", help="run a JSON Lines track file through the pipeline")
@@ -189,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--subject", default="+", help="one subject id (default: all)")
     sp.add_argument("--count", type=int, default=0, help="stop after N alert records")
     sp.add_argument("--timeout", type=float, default=0.0, help="stop after N seconds")
+    mqttauth.add_arguments(sp)
     sp.set_defaults(func=cmd_watch)
 
     sp = sub.add_parser("alerts", help="list alerts from an alert store")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 import aiomqtt
 
@@ -12,7 +13,13 @@ from engine.console import AlertPrinter
 from engine.serve import BrokerAddress
 
 
-async def watch(broker: str, subject: str = "+", count: int = 0, timeout: float = 0.0) -> int:
+async def watch(
+    broker: str,
+    subject: str = "+",
+    count: int = 0,
+    timeout: float = 0.0,
+    client_kwargs: dict[str, Any] | None = None,
+) -> int:
     """Print alert records until `count` were seen or `timeout` seconds passed (0: never)."""
     addr = BrokerAddress.parse(broker)
     printer = AlertPrinter()
@@ -20,7 +27,7 @@ async def watch(broker: str, subject: str = "+", count: int = 0, timeout: float 
 
     async def loop() -> None:
         nonlocal seen
-        async with aiomqtt.Client(addr.host, addr.port) as client:
+        async with aiomqtt.Client(addr.host, addr.port, **(client_kwargs or {})) as client:
             await client.subscribe(f"tagwatch/v1/alerts/{subject}", qos=1)
             async for msg in client.messages:
                 if isinstance(msg.payload, bytes):
