@@ -164,6 +164,7 @@ class Engine:
         self._fingerprint = recovery.fingerprint(pipeline)
         self._last_snapshot = 0.0
         self._last_prune = 0.0
+        self.mqtt5 = True  # until a broker says it does not speak it
         self.degraded: str | None = None  # why the store cannot be written, while it can't
         # Reporting-rate commands decided but not yet sent: (tag, payload)
         self.commands: list[tuple[str, dict[str, float]]] = []
@@ -243,23 +244,26 @@ class Engine:
         props.ReceiveMaximum = max(1, min(65535, int(self.settings.receive_max)))
         return props
 
+    def _new_client(self) -> aiomqtt.Client:
+        will = aiomqtt.Will(STATUS_TOPIC, b'{"state":"offline"}', qos=1, retain=True)
+        common: dict[str, Any] = dict(
+            identifier=self.client_id, will=will, keepalive=15, timeout=10, **self.client_kwargs
+        )
+        if self.mqtt5:
+            return aiomqtt.Client(
+                self.broker.host, self.broker.port, protocol=aiomqtt.ProtocolVersion.V5,
+                clean_start=False, properties=self._connect_properties(), **common,
+            )  # fmt: skip
+        return aiomqtt.Client(
+            self.broker.host, self.broker.port, protocol=aiomqtt.ProtocolVersion.V311,
+            clean_session=False, **common,
+        )  # fmt: skip
+
     async def _receiver(self) -> None:
         backoff = 0.25
         while True:
             try:
-                will = aiomqtt.Will(STATUS_TOPIC, b'{"state":"offline"}', qos=1, retain=True)
-                async with aiomqtt.Client(
-                    self.broker.host,
-                    self.broker.port,
-                    identifier=self.client_id,
-                    protocol=aiomqtt.ProtocolVersion.V5,
-                    clean_start=False,
-                    properties=self._connect_properties(),
-                    will=will,
-                    keepalive=15,
-                    timeout=10,
-                    **self.client_kwargs,
-                ) as client:
+                async with self._new_client() as client:
                     # aiomqtt does not expose manual acknowledgement; the paho client it
                     # wraps does. From here on a PUBACK goes out only from _ack().
                     client._client.manual_ack_set(True)
@@ -287,6 +291,15 @@ class Engine:
             except aiomqtt.MqttError as e:
                 self.connected.clear()
                 self.client = None
+                if self.mqtt5 and _unsupported_protocol(e):
+                    self.mqtt5 = False
+                    log.warning(
+                        "broker %s:%d does not speak MQTT 5: using 3.1.1 with a persistent"
+                        " session (clean session off); the broker's own limits then stand"
+                        " for session expiry and messages in flight",
+                        self.broker.host, self.broker.port,
+                    )  # fmt: skip
+                    continue
                 log.warning(
                     "broker %s:%d: %s; reconnecting in %.1fs",
                     self.broker.host,
@@ -538,3 +551,10 @@ class Engine:
         while True:
             await asyncio.sleep(self.stats_every_s)
             log.info("%s", self.counters.line(self.queue.qsize()))
+
+
+def _unsupported_protocol(e: aiomqtt.MqttError) -> bool:
+    """CONNACK "unsupported protocol version" (MQTT 5 reason 0x84, 3.1.1 return code 1)."""
+    rc = getattr(e, "rc", None)
+    value = getattr(rc, "value", rc)
+    return value in (0x84, 1) and isinstance(e, aiomqtt.MqttCodeError)
