@@ -250,23 +250,27 @@ class Engine:
             identifier=self.client_id, will=will, keepalive=15, timeout=10, **self.client_kwargs
         )
         if self.mqtt5:
-            return aiomqtt.Client(
+            client = aiomqtt.Client(
                 self.broker.host, self.broker.port, protocol=aiomqtt.ProtocolVersion.V5,
                 clean_start=False, properties=self._connect_properties(), **common,
             )  # fmt: skip
-        return aiomqtt.Client(
-            self.broker.host, self.broker.port, protocol=aiomqtt.ProtocolVersion.V311,
-            clean_session=False, **common,
-        )  # fmt: skip
+        else:
+            client = aiomqtt.Client(
+                self.broker.host, self.broker.port, protocol=aiomqtt.ProtocolVersion.V311,
+                clean_session=False, **common,
+            )  # fmt: skip
+        # aiomqtt does not expose manual acknowledgement; the paho client it wraps does.
+        # Before connecting: a resumed session's queued messages arrive with the CONNACK,
+        # and paho would acknowledge them before any of our code ran. From here on a PUBACK
+        # goes out only from _ack(), after the commit.
+        client._client.manual_ack_set(True)
+        return client
 
     async def _receiver(self) -> None:
         backoff = 0.25
         while True:
             try:
                 async with self._new_client() as client:
-                    # aiomqtt does not expose manual acknowledgement; the paho client it
-                    # wraps does. From here on a PUBACK goes out only from _ack().
-                    client._client.manual_ack_set(True)
                     client.pending_calls_threshold = 10_000
                     for topic in SUBSCRIPTIONS:
                         await client.subscribe(topic, qos=1)

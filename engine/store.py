@@ -87,7 +87,7 @@ class SqliteStore:
     """The embedded store. `path` ':memory:' gives a throwaway store (replay, tests)."""
 
     def __init__(
-        self, path: str | Path, *, dead_letter_max_bytes: int = 65_536, busy_timeout_s: float = 5.0
+        self, path: str | Path, *, dead_letter_max_bytes: int = 65_536, busy_timeout_s: float = 2.0
     ) -> None:
         self.path = str(path)
         self.dead_letter_max_bytes = dead_letter_max_bytes
