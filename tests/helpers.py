@@ -9,10 +9,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import aiomqtt
 
@@ -67,8 +68,14 @@ class EngineProcess:
 
     def __init__(
         self, host: str, port: int, zones: Path, subjects: Path, db: Path,
-        settings: Path | None = None,
+        settings: Path | None = None, *, extra_args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None, preexec_fn: Callable[[], None] | None = None,
+        log_via_pipe: bool = False,
     ) -> None:  # fmt: skip
+        """`extra_args` go after the usual ones; `env` is added to os.environ; `preexec_fn`
+        runs in the child before exec (e.g. setrlimit). With `log_via_pipe` stderr goes
+        through a pipe that this process copies to the log file, so the engine itself
+        writes no log file (a file-size limit set on it then only hits its database)."""
         self.log = db.with_suffix(".log")
         self.args = [
             sys.executable, "-m", "engine.cli", "serve", "--broker", f"{host}:{port}",
@@ -77,14 +84,62 @@ class EngineProcess:
         ]  # fmt: skip
         if settings is not None:
             self.args += ["--settings", str(settings)]
+        self.args += list(extra_args)
+        self.env = dict(env or {})
+        self.preexec_fn = preexec_fn
+        self.log_via_pipe = log_via_pipe
+        self.starts = 0  # how many times start() launched a process
         self.proc: subprocess.Popen[bytes] | None = None
+        self._copier: threading.Thread | None = None
 
     def start(self) -> EngineProcess:
-        self.proc = subprocess.Popen(
-            self.args, stdout=subprocess.DEVNULL, stderr=self.log.open("ab"),
-            start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )  # fmt: skip
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        if self.log_via_pipe:
+            self.proc = subprocess.Popen(
+                self.args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                start_new_session=True, env=env, preexec_fn=self.preexec_fn,
+            )  # fmt: skip
+            self._copier = threading.Thread(
+                target=_copy_stream, args=(self.proc.stderr, self.log), daemon=True
+            )
+            self._copier.start()
+        else:
+            with self.log.open("ab") as err:
+                self.proc = subprocess.Popen(
+                    self.args, stdout=subprocess.DEVNULL, stderr=err,
+                    start_new_session=True, env=env, preexec_fn=self.preexec_fn,
+                )  # fmt: skip
+        self.starts += 1
         return self
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> int:
+        """SIGKILL without warning (a crash, the OOM killer, a power cut to the process)."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self._join_copier()
+        return int(self.proc.returncode)
+
+    def restart(self) -> EngineProcess:
+        """Start again with the same arguments, database and log (appended); stops the
+        running process first (SIGTERM)."""
+        if self.running:
+            self.stop()
+        return self.start()
+
+    def _join_copier(self) -> None:
+        if self._copier is not None:
+            self._copier.join(5.0)
+            self._copier = None
 
     def stop(self, timeout: float = 20.0) -> int:
         assert self.proc is not None
@@ -96,6 +151,7 @@ class EngineProcess:
                 self.proc.kill()
                 self.proc.wait()
                 raise AssertionError(f"engine ignored SIGTERM; log:\n{self.log_text()}") from None
+        self._join_copier()
         return int(self.proc.returncode)
 
     def log_text(self) -> str:
@@ -108,6 +164,18 @@ class EngineProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        self._join_copier()
+
+
+def _copy_stream(src: IO[bytes] | None, path: Path) -> None:
+    """Append everything read from `src` to `path` until EOF (the process exited)."""
+    if src is None:
+        return
+    with path.open("ab") as out:
+        while chunk := src.read1(65536):
+            out.write(chunk)
+            out.flush()
+    src.close()
 
 
 async def wait_online(host: str, port: int, timeout: float = 60.0) -> None:
