@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -261,8 +261,9 @@ class SqliteStore:
         ).fetchone()
         return None if row is None else (int(row[0]), float(row[1]), str(row[2]), bytes(row[3]))
 
-    def steps_after(self, n: int) -> list[Step]:
-        return list(ledger.replay_steps(self._db, n))
+    def steps_after(self, n: int) -> Iterator[Step]:
+        """Streamed: a long ledger (no snapshot yet, or a rebuild) never sits in memory."""
+        return ledger.replay_steps(self._db, n)
 
     def last_step_now(self) -> float | None:
         row = self._db.execute(

@@ -268,3 +268,30 @@ def test_audit_alert_and_export_reconstruct_an_alert(
     assert len(lines) == fixes
     assert all(decode_replay_line(line, "x")[0] for line in lines)
     assert main(["audit", "verify", "--db", str(tmp_path / "nope.db")]) == 2
+
+
+def test_a_changed_subjects_file_rebuilds_state_without_repeating_alerts(
+    world: Path, tmp_path: Path
+) -> None:
+    """A subject added between runs changes the state's shape: the snapshot no longer fits,
+    recovery replays the ledger through the new configuration, and the alerts it decides
+    for the subjects that were already there are the stored ones, not new ones."""
+    zs = load(world / "zones.geojson", world / "subjects.toml")
+    steps = _live_steps(_records(world), 8)
+    half = len(steps) // 2
+    a = Pipeline(zs)
+    db = tmp_path / "c.db"
+    with SqliteStore(db) as store:
+        _drive(a, store, steps[:half], random.Random(1))
+        store.save_snapshot(recovery.fingerprint(a), steps[half - 1].now, recovery.snapshot(a))
+    more = tmp_path / "subjects.toml"
+    more.write_text(
+        (world / "subjects.toml").read_text() + '\n[[subjects]]\nid = "NEW"\ntags = ["TNEW"]\n'
+    )
+    b = Pipeline(load(world / "zones.geojson", more))
+    assert recovery.fingerprint(b) != recovery.fingerprint(a)
+    with SqliteStore(db) as store:
+        rec = recovery.recover(b, store)
+    assert rec.rebuilt and not rec.from_snapshot and rec.steps == half
+    assert rec.alerts == []
+    _assert_same_future(a, b, steps[half:])
