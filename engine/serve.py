@@ -216,12 +216,12 @@ class Engine:
             stats = tg.create_task(self._stats(), name="stats")
             retry = tg.create_task(self._outbox_retry(), name="outbox")
             await self.stopping.wait()
-            # Stop taking new input, finish what is queued, then hang up.
-            await self.queue.join()
-            processor.cancel()
+            # Stop taking new input (what arrives now is not acknowledged: the broker gives
+            # it to the next run), finish what is queued, then hang up. The processor is
+            # not cancelled: a cancelled await leaves its worker thread running.
+            await processor  # returns once the queue is empty (or the store gave up)
             stats.cancel()
             retry.cancel()
-            await asyncio.gather(processor, return_exceptions=True)
             with contextlib.suppress(StoreError):
                 await asyncio.to_thread(self._commit_pending)
                 await asyncio.to_thread(self._snapshot)
@@ -284,6 +284,8 @@ class Engine:
                     await self._announce()
                     await self._flush_outbox()
                     async for msg in client.messages:
+                        if self.stopping.is_set():
+                            continue
                         payload = msg.payload
                         if not isinstance(payload, bytes):
                             payload = b"" if payload is None else str(payload).encode()
@@ -411,14 +413,23 @@ class Engine:
         self._pending = _Pending()
         return out
 
-    async def _commit(self) -> list[OutboxItem]:
+    async def _commit(self) -> list[OutboxItem] | None:
         """Commit, retrying until it works. While it doesn't, nothing new is decided and
-        nothing acknowledged: the broker holds the messages. Said loudly, every retry."""
+        nothing acknowledged: the broker holds the messages. Said loudly, every retry.
+        None when asked to stop before it worked (the next run gets the messages again)."""
         delay = 0.5
         while True:
             try:
                 out = await asyncio.to_thread(self._commit_pending)
             except StoreError as e:
+                if self.stopping.is_set():
+                    log.error(
+                        "stopping with %d steps not committed (%s): their messages were not"
+                        " acknowledged, so the broker delivers them to the next run",
+                        len(self._pending.steps), e,
+                    )  # fmt: skip
+                    self._pending = _Pending()
+                    return None
                 self.counters.store_errors += 1
                 pending = self._pending
                 log.error(
@@ -439,16 +450,24 @@ class Engine:
             return out
 
     async def _processor(self) -> None:
-        while True:
+        while not (self.stopping.is_set() and self.queue.empty()):
             items = await self._next_batch()
             if not items:
                 decided = await asyncio.to_thread(self._tick)
                 if decided or len(self._pending.steps) >= 60:
-                    await self._after_commit(await self._commit(), [])
+                    outbox = await self._commit()
+                    if outbox is None:
+                        return
+                    await self._after_commit(outbox, [])
                 await self._send_commands()
                 continue
             await asyncio.to_thread(self._decide, items)
-            await self._after_commit(await self._commit(), items)
+            outbox = await self._commit()
+            if outbox is None:
+                for _ in items:
+                    self.queue.task_done()
+                return
+            await self._after_commit(outbox, items)
             now = time.monotonic()
             self.counters.lag_s = now - items[0].received
             self.counters.processed += len(items)

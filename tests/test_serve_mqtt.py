@@ -159,3 +159,53 @@ def test_a_seq_gap_that_never_fills_delays_decisions_only_briefly(
     assert 5.0 <= waited <= 30.0  # held for hold_wall_s (10 s), then decided
     breach = [a for a in alerts if a.kind == "zone_breach"]
     assert breach[0].evidence == [("T1", 2)] and breach[1].closed_t == T0 + 240
+
+
+def test_sigterm_while_the_store_is_locked_exits_and_the_next_run_gets_everything(
+    mosquitto_persistent, tmp_path: Path
+) -> None:
+    """Stopping must not hang on a stuck store, nor pretend: what was not committed was not
+    acknowledged, and the next run receives it from the broker."""
+    import time
+
+    from tests.faultkit import ExclusiveLock
+
+    zones, subjects = write_world(tmp_path)
+    db = tmp_path / "tw.db"
+    broker = mosquitto_persistent
+    t0 = time.time() - 3600
+    msgs = [(FIX, json.dumps(fix(i, t0 + 30 * i, -500, 0)).encode()) for i in range(40)]
+
+    def ledger_seqs() -> set[int]:
+        con = sqlite3.connect(db)
+        try:
+            return {s for (s,) in con.execute("SELECT seq FROM ledger WHERE kind = 'fix'")}
+        finally:
+            con.close()
+
+    eng = EngineProcess(broker.host, broker.port, zones, subjects, db)
+    with eng:
+        asyncio.run(wait_online(broker.host, broker.port))
+        asyncio.run(publish(broker.host, broker.port, msgs[:20]))
+        deadline = time.monotonic() + 20
+        while len(ledger_seqs()) < 20 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        lock = ExclusiveLock(db, 60).start()
+        asyncio.run(publish(broker.host, broker.port, msgs[20:]))
+        deadline = time.monotonic() + 20
+        while "STORE FAILING" not in eng.log_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        started = time.monotonic()
+        assert eng.stop(timeout=15) == 0
+        stop_s = time.monotonic() - started
+        lock.release()
+        lock.join()
+        log = eng.log_text()
+    assert "STORE FAILING" in log and "not committed" in log, log
+    assert stop_s < 10
+    assert ledger_seqs() == set(range(20))  # nothing of the locked stretch went in
+    with EngineProcess(broker.host, broker.port, zones, subjects, db):
+        deadline = time.monotonic() + 30
+        while ledger_seqs() != set(range(40)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    assert ledger_seqs() == set(range(40))
