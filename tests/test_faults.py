@@ -302,23 +302,29 @@ def _stuck_checks(
         )
 
 
+def _stuck_rig(
+    stack: ExitStack, broker: MosquittoProcess, stream: Stream, db: Path, log_via_pipe: bool = False
+) -> tuple[EngineProcess, TopicWatcher, StreamPublisher]:
+    """An engine online, a watcher on its status and the broker's stored-message count, and
+    the stream 30 % published: the moment to make the store unwritable."""
+    eng = _engine(broker, stream, db, log_via_pipe=log_via_pipe)
+    stack.push(eng.__exit__)  # killed on the way out, whatever happened
+    _start_online(eng, broker)
+    watcher = stack.enter_context(
+        TopicWatcher(broker.host, broker.port, ["tagwatch/v1/engine/status", SYS_STORED])
+    )
+    pub = stack.enter_context(StreamPublisher(broker.host, broker.port, stream.messages, rate=RATE))
+    pub.wait_sent(int(len(stream.messages) * 0.3), timeout=60)
+    return eng, watcher, pub
+
+
 @pytest.mark.timeout(150)
 def test_database_locked_by_another_process_engine_waits_and_catches_up(
     mosquitto_sys: MosquittoProcess, stream: Stream, tmp_path: Path
 ) -> None:
     db = tmp_path / "tw.db"
     with ExitStack() as stack:
-        eng = _engine(mosquitto_sys, stream, db)
-        stack.push(eng.__exit__)  # killed on the way out, whatever happened
-        _start_online(eng, mosquitto_sys)
-        watcher = stack.enter_context(
-            TopicWatcher(mosquitto_sys.host, mosquitto_sys.port,
-                         ["tagwatch/v1/engine/status", SYS_STORED])
-        )  # fmt: skip
-        pub = stack.enter_context(
-            StreamPublisher(mosquitto_sys.host, mosquitto_sys.port, stream.messages, rate=RATE)
-        )
-        pub.wait_sent(int(len(stream.messages) * 0.3), timeout=60)
+        eng, watcher, pub = _stuck_rig(stack, mosquitto_sys, stream, db)
         log_from = len(eng.log_text())
         lock = ExclusiveLock(db, STUCK_S).start()
         at, acked0, rows0 = pub.sent, pub.acked, ledger_rows(db)
@@ -343,17 +349,7 @@ def test_disk_full_engine_waits_and_catches_up(
     bites on its database and nothing else."""
     db = tmp_path / "tw.db"
     with ExitStack() as stack:
-        eng = _engine(mosquitto_sys, stream, db, log_via_pipe=True)
-        stack.push(eng.__exit__)  # killed on the way out, whatever happened
-        _start_online(eng, mosquitto_sys)
-        watcher = stack.enter_context(
-            TopicWatcher(mosquitto_sys.host, mosquitto_sys.port,
-                         ["tagwatch/v1/engine/status", SYS_STORED])
-        )  # fmt: skip
-        pub = stack.enter_context(
-            StreamPublisher(mosquitto_sys.host, mosquitto_sys.port, stream.messages, rate=RATE)
-        )
-        pub.wait_sent(int(len(stream.messages) * 0.3), timeout=60)
+        eng, watcher, pub = _stuck_rig(stack, mosquitto_sys, stream, db, log_via_pipe=True)
         assert eng.pid is not None
         log_from = len(eng.log_text())
         original = resource.prlimit(eng.pid, resource.RLIMIT_FSIZE)
