@@ -53,6 +53,7 @@ CREATE TABLE IF NOT EXISTS alert_log (
     published_at REAL
 );
 CREATE INDEX IF NOT EXISTS alert_log_unpublished ON alert_log(seq) WHERE published_at IS NULL;
+CREATE INDEX IF NOT EXISTS alert_log_alert ON alert_log(alert_id);
 CREATE TABLE IF NOT EXISTS dead_letters (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     received_at REAL NOT NULL,
