@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import msgspec
 import numpy as np
 
+from engine.admission import Admission
 from engine.alerts import Alert, Severity
 from engine.decide import BreachTracker, CurfewTracker, Obs
 from engine.dedupe import SeqDeduper
@@ -162,6 +163,7 @@ class Pipeline:
         self.health = Health(self.registry, self.book, st)
         self.clock = ArrivalClock(st.clock_max_jump_s)
         self.fast: set[str] = set()  # tags asked to report every report_fast_s
+        self.admission = Admission(self.registry, st)  # time and rate limits per record
 
     # -- public ------------------------------------------------------------------------
     def process(
@@ -176,7 +178,7 @@ class Pipeline:
         `wall` (live: Unix time now) is the clock silence is measured on; replay leaves it
         None and the clock is the latest event time seen."""
         res = BatchResult()
-        arr = self._to_array(records, origin, res)
+        arr = self._to_array(records, origin, res, wall)
         if arr.shape[0]:
             if wall is None:
                 clocks = self.clock.observe(arr["slot"], arr["t"])
@@ -283,16 +285,20 @@ class Pipeline:
             f"unknown device '{r.device}': not a tag or protected device in the subjects file",
         )
 
-    def _to_array(self, records: Sequence[Record], origin: str, res: BatchResult) -> np.ndarray:
+    def _to_array(
+        self, records: Sequence[Record], origin: str, res: BatchResult, wall: float | None = None
+    ) -> np.ndarray:
         reg = self.registry
         arr = np.empty(len(records), dtype=FIX_DTYPE)
         n = 0
         nan = math.nan
-        for r in records:
+        rows: list[int] = []  # index in `records` of each row
+        for i, r in enumerate(records):
             s = reg.slot(r.device)
             if s < 0:
                 res.dead.append(self._unknown(r, origin))
                 continue
+            rows.append(i)
             batt = -1 if r.batt is None else r.batt
             if isinstance(r, FixRecord):
                 arr[n] = (s, r.seq, r.t, r.lat, r.lon, r.acc, batt, SRC_CODE.get(r.src, 255), 0)
@@ -300,6 +306,13 @@ class Pipeline:
                 arr[n] = (s, r.seq, r.t, nan, nan, nan, batt, 255, EVENT_CODE.get(r.event, 255))
             n += 1
         arr = arr[:n]
+        # Time and rate limits, before dedupe: a rejected record changes no state
+        ok, why = self.admission.admit(arr, wall)
+        if why:
+            for k, reason in why:
+                res.dead.append(DeadLetter(origin, msgspec.json.encode(records[rows[k]]), reason))
+            arr = arr[ok]
+            n = arr.shape[0]
         keep = self.dedupe.filter(arr["slot"], arr["seq"])
         res.duplicates += int(n - keep.sum())
         return arr[keep]

@@ -32,6 +32,27 @@ class Settings:
     hold_wall_s: float = 10.0
     # Largest raw payload kept in a dead-letter row (the rest is cut, with the size noted)
     dead_letter_max_bytes: int = 65_536
+    # Input limits on the engine's clock (engine/admission.py; live: wall time, replay: the
+    # latest event time admitted). A record more than max_future_s ahead of the clock is
+    # dead-lettered: tags stamp fixes from GNSS time (UTC within a second; 18 s ahead if a
+    # receiver forgets the leap seconds) or network time, and 5 min still covers an RTC
+    # drifting between fixes and the engine host's own NTP error, while every real clock
+    # fault is years, not minutes (an RTC reset to 2038, a week-number rollover). A record
+    # from the future would make the tag's real records look late and, in replay, move
+    # the clock the fleet's silence is measured on.
+    max_future_s: float = 300.0
+    # ...and more than max_past_s behind it: a store-and-forward backlog after a long
+    # coverage gap (tag memory holds weeks of fixes) or an engine outage (the broker holds
+    # the session for a week) must still be accepted, while a GPS week-number rollover
+    # (1024 weeks: 19.6 years back) must not
+    max_past_s: float = 2_592_000.0
+    # Token bucket per device: rate_max_per_s sustained, rate_burst at once. No tag reports
+    # faster than its GNSS receiver's 1 Hz (the engine asks for every 15 s at most); the
+    # burst holds five full /fixes uploads (Limits.max_batch = 2000) back to back: a week of
+    # one-minute fixes after a coverage gap. Beyond it a device is flooding (a firmware
+    # loop, a replayed capture) and the excess is dead-lettered
+    rate_max_per_s: float = 2.0
+    rate_burst: int = 10_000
 
     # --- decisions ------------------------------------------------------------------
     # Number of (tag, seq) pairs kept as evidence on one alert

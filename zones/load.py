@@ -35,6 +35,9 @@ MESSAGE_MAX_PROBLEMS = 50  # the exception text lists this many; `.problems` has
 _NUMBER = (int, float)  # exact types: a JSON true is not a coordinate
 _TOPIC_UNSAFE = ("+", "#", "\x00")  # MQTT wildcards and NUL can never appear in a topic
 _VALIDITY = re.compile(r"(?P<reason>.*?)\s*\[(?P<x>\S+) (?P<y>\S+)\]")
+# JSON may escape a lone UTF-16 surrogate ("\ud800"); such a string is not Unicode text and
+# could never be encoded again (alert ids, topics, the store)
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass
@@ -61,7 +64,10 @@ def _is_number(v: object) -> bool:
 
 
 def _short(v: object, limit: int = 60) -> str:
-    text = json.dumps(v, default=str) if isinstance(v, list | dict) else repr(v)
+    try:
+        text = json.dumps(v, default=str) if isinstance(v, list | dict) else repr(v)
+    except (RecursionError, ValueError):  # nested too deeply to show (found by fuzzing)
+        text = f"a deeply nested {type(v).__name__}"
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -91,6 +97,15 @@ def _number(props: dict[str, Any], key: str, report: _Report, *, positive: bool)
     else:
         return f
     return None
+
+
+def _parse_int(s: str) -> int | float:
+    """A JSON integer; one longer than Python converts (4300 digits) is no coordinate,
+    radius or id: it reads as infinite and is reported as non-finite where it is. (A
+    fuzzing find: json.loads raised a bare ValueError for it.)"""
+    if len(s) <= 4000:
+        return int(s)
+    return -math.inf if s.startswith("-") else math.inf
 
 
 def _read_text(path: StrPath, problems: list[str]) -> str | None:
@@ -242,6 +257,10 @@ def _read_subjects(path: StrPath) -> tuple[tuple[Subject, ...], set[str] | None,
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
+        return (), None, [f"{name}: not valid TOML: {e}"]
+    except RecursionError:  # a fuzzing find: it escaped as a RecursionError, not ZoneError
+        return (), None, [f"{name}: not valid TOML: nested too deeply"]
+    except ValueError as e:  # a fuzzing find: an integer of more than 4300 digits
         return (), None, [f"{name}: not valid TOML: {e}"]
     raw = doc.get("subjects")
     if raw is None:
@@ -558,12 +577,20 @@ def _read_zones(path: StrPath, subjects: _SubjectRef) -> tuple[tuple[Zone, ...],
     if text is None:
         return (), out
     try:
-        doc = json.loads(text)
+        doc = json.loads(text, parse_int=_parse_int)
     except json.JSONDecodeError as e:
         return (), [f"{name}: not valid JSON: {e.msg} at line {e.lineno} column {e.colno}"]
+    except RecursionError:  # a fuzzing find: it escaped as a RecursionError, not ZoneError
+        return (), [f"{name}: not valid JSON: nested too deeply"]
     if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection":
         got = doc.get("type") if isinstance(doc, dict) else f"a JSON {type(doc).__name__}"
         return (), [f"{name}: top level must be a GeoJSON FeatureCollection, got {got!r}"]
+    if bad := _lone_surrogates(doc):
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        return (), [
+            f"{name}: {bad[0]} contains a lone UTF-16 surrogate escape such as \\ud800, "
+            f"which is not Unicode text{more}"
+        ]
     features = doc.get("features")
     if not isinstance(features, list):
         return (), [f"{name}: 'features' must be a list, got {_short(features)}"]
@@ -587,6 +614,27 @@ def _read_zones(path: StrPath, subjects: _SubjectRef) -> tuple[tuple[Zone, ...],
             first_by_id.setdefault(zid, i)
     _swapped_outliers(shapes, out)
     return tuple(zones), out
+
+
+def _lone_surrogates(doc: Any) -> list[str]:
+    """JSON paths of strings (or keys) holding a lone surrogate; positions are not read.
+    Iterative: a document may be nested as deep as the JSON parser allows."""
+    out: list[str] = []
+    stack: list[tuple[Any, str]] = [(doc, "")]
+    while stack and len(out) < 10:
+        v, path = stack.pop()
+        if isinstance(v, str):
+            if _SURROGATE.search(v):
+                out.append(path)
+        elif isinstance(v, dict):
+            for k, x in reversed(v.items()):
+                if _SURROGATE.search(k):
+                    out.append(f"a key in {path or 'the top level'}")
+                elif k != "coordinates" or not isinstance(x, list):
+                    stack.append((x, f"{path}.{k}" if path else str(k)))
+        elif isinstance(v, list):
+            stack.extend((x, f"{path}[{i}]") for i, x in reversed(list(enumerate(v))))
+    return out
 
 
 # -- public -------------------------------------------------------------------------------
