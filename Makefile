@@ -5,12 +5,13 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.tagwatch-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint format typecheck bench bench-all mosquitto clean help
+.PHONY: demo test lint format typecheck bench bench-all fuzz mosquitto clean help
 
 help:
 	@echo "make demo      broker + engine + simulated fleet, live alerts (Ctrl-C stops)"
 	@echo "make test      lint + the whole test suite (+ kernel tests without JIT)"
 	@echo "make bench     benchmarks (pytest-benchmark; ratios against baselines)"
+	@echo "make fuzz      long fuzzing run: 100 000 random examples per target (FUZZ_EXAMPLES=N)"
 	@echo "make lint      ruff check + format check"
 	@echo "make clean     remove the venv, caches and run/"
 
@@ -46,6 +47,10 @@ test: $(STAMP) mosquitto
 
 bench: $(STAMP)
 	$(BIN)/python -m pytest bench --benchmark-only --benchmark-columns=min,median,max,ops -s
+
+FUZZ_EXAMPLES ?= 100000
+fuzz: $(STAMP)
+	$(BIN)/python bench/fuzz_long.py --examples $(FUZZ_EXAMPLES)
 
 clean:
 	rm -rf $(VENV) run .pytest_cache .ruff_cache .mypy_cache .benchmarks .hypothesis
