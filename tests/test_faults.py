@@ -120,6 +120,18 @@ def _cut_points(rng: random.Random, n: int, k: int, lo: float = 0.1, hi: float =
     ]
 
 
+def _running(
+    stack: ExitStack, broker: MosquittoProcess, stream: Stream, db: Path, **kw: object
+) -> tuple[EngineProcess, StreamPublisher]:
+    """An engine online (killed on the way out, whatever happened) and the stream being
+    published to it."""
+    eng = _engine(broker, stream, db, **kw)
+    stack.push(eng.__exit__)
+    _start_online(eng, broker)
+    pub = stack.enter_context(StreamPublisher(broker.host, broker.port, stream.messages, rate=RATE))
+    return eng, pub
+
+
 # -- 1. kill -9 under load -----------------------------------------------------------------
 
 
@@ -133,13 +145,7 @@ def test_engine_killed_three_times_under_load_loses_and_repeats_nothing(
     kills: list[int] = []
     pauses: list[float] = []
     with ExitStack() as stack:
-        eng = _engine(mosquitto_persistent, stream, db)
-        stack.push(eng.__exit__)  # killed on the way out, whatever happened
-        _start_online(eng, mosquitto_persistent)
-        pub = stack.enter_context(
-            StreamPublisher(mosquitto_persistent.host, mosquitto_persistent.port,
-                            stream.messages, rate=RATE)
-        )  # fmt: skip
+        eng, pub = _running(stack, mosquitto_persistent, stream, db)
         for at in _cut_points(rng, n, 3):
             pub.wait_sent(at, timeout=60)
             kills.append(pub.sent)
@@ -164,13 +170,7 @@ def test_broker_restarted_twice_under_load_loses_and_repeats_nothing(
     db = tmp_path / "tw.db"
     restarts: list[int] = []
     with ExitStack() as stack:
-        eng = _engine(mosquitto_persistent, stream, db)
-        stack.push(eng.__exit__)  # killed on the way out, whatever happened
-        _start_online(eng, mosquitto_persistent)
-        pub = stack.enter_context(
-            StreamPublisher(mosquitto_persistent.host, mosquitto_persistent.port,
-                            stream.messages, rate=RATE)
-        )  # fmt: skip
+        eng, pub = _running(stack, mosquitto_persistent, stream, db)
         for at in _cut_points(rng, len(stream.messages), 2):
             pub.wait_sent(at, timeout=60)
             restarts.append(pub.sent)
@@ -194,13 +194,7 @@ def test_broker_away_30s_engine_backs_off_reconnects_and_catches_up(
     away_s = 30.0
     connected = re.compile(r"(?i)\b(?:re)?connected to\b")
     with ExitStack() as stack:
-        eng = _engine(mosquitto_persistent, stream, db)
-        stack.push(eng.__exit__)  # killed on the way out, whatever happened
-        _start_online(eng, mosquitto_persistent)
-        pub = stack.enter_context(
-            StreamPublisher(mosquitto_persistent.host, mosquitto_persistent.port,
-                            stream.messages, rate=RATE)
-        )  # fmt: skip
+        eng, pub = _running(stack, mosquitto_persistent, stream, db)
         pub.wait_sent(len(stream.messages) // 2, timeout=60)
         at = pub.sent
         before = len(connected.findall(eng.log_text()))
@@ -307,13 +301,10 @@ def _stuck_rig(
 ) -> tuple[EngineProcess, TopicWatcher, StreamPublisher]:
     """An engine online, a watcher on its status and the broker's stored-message count, and
     the stream 30 % published: the moment to make the store unwritable."""
-    eng = _engine(broker, stream, db, log_via_pipe=log_via_pipe)
-    stack.push(eng.__exit__)  # killed on the way out, whatever happened
-    _start_online(eng, broker)
     watcher = stack.enter_context(
         TopicWatcher(broker.host, broker.port, ["tagwatch/v1/engine/status", SYS_STORED])
     )
-    pub = stack.enter_context(StreamPublisher(broker.host, broker.port, stream.messages, rate=RATE))
+    eng, pub = _running(stack, broker, stream, db, log_via_pipe=log_via_pipe)
     pub.wait_sent(int(len(stream.messages) * 0.3), timeout=60)
     return eng, watcher, pub
 
