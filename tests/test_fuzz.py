@@ -23,11 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from engine.alerts import encode_alert
+from engine.cli import main
 from engine.decode import (
     ACC_MAX_M,
     SEQ_MAX,
@@ -40,8 +42,10 @@ from engine.decode import (
 from engine.errors import ZoneError
 from engine.pipeline import Pipeline
 from engine.records import EVENT_NAMES, SOURCES, DeadLetter, EventRecord, FixRecord, Record
+from engine.replay import _batches
 from engine.settings import Settings
-from tests.helpers import offset, square
+from engine.store import SqliteStore
+from tests.helpers import offset, square, write_world
 from zones.compile import compile_zones
 from zones.geofence import signed_distance_by_subject
 from zones.load import check, load
@@ -549,8 +553,6 @@ def test_a_giant_replay_line_is_one_dead_letter_and_not_read_whole(
 ) -> None:
     """A line far over the limit (no newline for 20 MB) is cut at the limit: one dead letter
     with the true size, and the lines after it still count."""
-    from engine.replay import _batches
-
     good = b'{"tag":"T1","seq":1,"t":1790000000,"lat":1,"lon":1,"acc":3}'
     f = tmp_path / "big.jsonl"
     with f.open("wb") as fh:
@@ -572,12 +574,6 @@ def test_replay_with_a_store_survives_what_is_not_unicode(tmp_path: Path) -> Non
     """Regressions through `tagwatch replay --db`: a tag id that is a lone surrogate escape
     (valid JSON) crashed the pipeline re-encoding it for its dead letter; a file name that
     is not UTF-8 crashed the store writing it as the origin."""
-    import os
-
-    from engine.cli import main
-    from engine.store import SqliteStore
-    from tests.helpers import write_world
-
     zones, subjects = write_world(tmp_path)
     src = Path(os.fsdecode(bytes(tmp_path / "bad") + b"\xff.jsonl"))
     src.write_bytes(
@@ -902,8 +898,6 @@ def check_zone_files(tmp: Path, zones_text: bytes, subjects_text: bytes) -> None
         lat = [z.center[1] if z.center else 0.0 for z in zs.zones] + [0.0, 89.9, -45.0]
         lon = [z.center[0] if z.center else 0.0 for z in zs.zones] + [179.9, 0.0, -179.9]
         subj = [0] * len(lat)
-        import numpy as np
-
         signed_distance_by_subject(
             table, np.array(lat), np.array(lon), np.array(subj, dtype=np.int32)
         )
