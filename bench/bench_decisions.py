@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from devices import baselines
-from devices.families import FAMILIES, FamilyRun, build_family, write_family
-from devices.scoring import Score, overall, render_info, render_reliability, render_table, score
-from engine.alerts import Alert, decode_alert
+from bench import baselines
+from bench.scoring import Score, overall, render_info, render_reliability, render_table, score
+from devices.families.catalog import FAMILIES, FamilyRun, build_family, write_family
 from engine.replay import replay
 from engine.settings import Settings
+from engine.wire.alerts import Alert, decode_alert
 from zones.load import load
 from zones.model import ZoneSet
 

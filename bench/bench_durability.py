@@ -21,7 +21,7 @@ here they are the last TAIL records of the 2000-subject run (simulating a fleet 
 records/s for hours is too slow for a bench), in steps of 20 with no ticks, so the
 replay work (records, steps) is that of those 30 s.
 
-`test_audit_verify`: `engine.ledger.verify` rows/s over the ledger of the recovery store,
+`test_audit_verify`: `engine.store.ledger.verify` rows/s over the ledger of the recovery store,
 beside a bare read of the same rows.
 
 `test_durability_targets`: the table, and every target; fails listing the ones missed.
@@ -48,15 +48,15 @@ from typing import Any
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from engine import recovery
-from engine.alerts import Alert
-from engine.cli import main
-from engine.decode import decode_replay_line
-from engine.ledger import Step, verify
-from engine.pipeline import Pipeline
-from engine.records import DeadLetter, Record
+from engine.cli.main import main
+from engine.core.pipeline import Pipeline
 from engine.settings import Settings
-from engine.store import SqliteStore
+from engine.store import recovery
+from engine.store.ledger import Step, verify
+from engine.store.sqlite import SqliteStore
+from engine.wire.alerts import Alert
+from engine.wire.decode import decode_replay_line
+from engine.wire.records import DeadLetter, Record
 from zones.load import load
 from zones.model import ZoneSet
 

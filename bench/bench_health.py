@@ -20,7 +20,7 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from engine.broker import MosquittoProcess, find_mosquitto
+from engine.broker.process import MosquittoProcess, find_mosquitto
 from tests.helpers import EngineProcess, fix, wait_online, write_world
 
 N_EVENTS = int(os.environ.get("TAGWATCH_BENCH_TAMPER_EVENTS", "60"))
@@ -129,14 +129,14 @@ DAY_SUBJECTS = int(os.environ.get("TAGWATCH_BENCH_HEALTH_SUBJECTS", "200"))
 def test_health_day(benchmark, tmp_path: Path, record_property) -> None:  # type: ignore[no-untyped-def]
     """A simulated 24-hour day for 200 subjects with device health on, replayed through
     the engine and scored against its truth beside the naive per-record rules."""
-    from devices.health import HealthConfig
-    from devices.healthscore import health_table, naive_health, score_health
-    from devices.noise import URBAN
-    from devices.output import write_run
-    from devices.sim import simulate
-    from devices.world import build_world
-    from engine.alerts import decode_alert
+    from bench.healthscore import health_table, naive_health, score_health
+    from devices.health.device import HealthConfig
+    from devices.sensing.noise import URBAN
+    from devices.sim.fleet import simulate
+    from devices.sim.output import write_run
+    from devices.world.city import build_world
     from engine.replay import replay
+    from engine.wire.alerts import decode_alert
     from zones.load import load
 
     run = simulate(

@@ -14,10 +14,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from devices.health import HealthConfig
-from devices.noise import PRESETS
-from devices.sim import DEFAULT_EPOCH, Message, SimConfig, SimRun, Simulation
-from devices.world import LONDON, build_world
+from devices.health.device import HealthConfig
+from devices.sensing.noise import PRESETS
+from devices.sim.fleet import DEFAULT_EPOCH, Message, SimConfig, SimRun, Simulation
+from devices.world.city import LONDON, build_world
 
 _UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -135,7 +135,7 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
         "--family",
         metavar="NAME",
         help="with --out-dir: write scenario family NAME (episodes with ground truth) instead "
-        "of a fleet run; see devices/families.py",
+        "of a fleet run; see devices/families/catalog.py",
     )
     sp.add_argument(
         "--episodes",
@@ -156,13 +156,13 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
         choices=sorted(PRESETS),
         default="simple",
         help="tag GPS error: simple (independent 3 m, the fast default), or correlated "
-        "Gauss-Markov error: open_sky, street, urban (devices/noise.py)",
+        "Gauss-Markov error: open_sky, street, urban (devices/sensing/noise.py)",
     )
     sp.add_argument(
         "--health",
         action="store_true",
         help="device health too: battery drain and charging, tamper, coverage gaps with "
-        "store-and-forward uploads, indoor cell-only periods (devices/health.py)",
+        "store-and-forward uploads, indoor cell-only periods (devices/health/device.py)",
     )
     sp.add_argument(
         "--world-dir", type=Path, metavar="DIR", help="write zones.geojson and subjects.toml here"
@@ -212,7 +212,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 def _simulation(args: argparse.Namespace) -> Simulation:
     if args.preset == "demo":
-        from devices.scenarios import demo_scenario
+        from devices.scenarios.presets import demo_scenario
 
         _, sim = demo_scenario(args.seed, args.subjects, args.center)
         if args.duration:
@@ -257,7 +257,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             f"{zones}, {subjects}"
         )
     if args.out_dir:
-        from devices.output import write_run
+        from devices.sim.output import write_run
 
         run = sim.run(DEFAULT_EPOCH if args.start is None else args.start)
         _wrote(run.summary(), write_run(run, args.out_dir), started)
@@ -268,7 +268,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def _family(args: argparse.Namespace) -> int:
     """`simulate --family NAME --episodes N --out-dir DIR`: one scenario family's files."""
-    from devices.families import FAMILIES, build_family, write_family
+    from devices.families.catalog import FAMILIES, build_family, write_family
 
     if args.family not in FAMILIES:
         known = ", ".join(sorted(FAMILIES))
@@ -295,7 +295,12 @@ def _wrote(summary: str, paths: dict[str, Path], started: float) -> None:
 
 def _scenario(args: argparse.Namespace) -> int:
     """`simulate --scenario FILE`: files and/or a live stream of one scenario file."""
-    from devices.scenariofile import ScenarioError, check_expectations, load_scenario, run_scenario
+    from devices.scenarios.file import (
+        ScenarioError,
+        check_expectations,
+        load_scenario,
+        run_scenario,
+    )
 
     clash = [
         name
@@ -319,7 +324,7 @@ def _scenario(args: argparse.Namespace) -> int:
               f"{zones}, {subjects}")  # fmt: skip
     problems = check_expectations(scenario, run)
     if args.out_dir:
-        from devices.output import write_run
+        from devices.sim.output import write_run
 
         _wrote(run.summary(), write_run(run, args.out_dir), started)
     if scenario.expect:
@@ -333,7 +338,7 @@ def _scenario(args: argparse.Namespace) -> int:
 
 
 def _live(args: argparse.Namespace, sim: Simulation | SimRun) -> int:
-    from devices.live import run_live
+    from devices.sim.live import run_live
 
     host, port = args.broker
 

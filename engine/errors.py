@@ -1,22 +1,23 @@
-"""The one exception tree: every error tagwatch raises on purpose is a TagwatchError."""
+"""The one exception tree: every error tagwatch raises on purpose is a TagwatchError.
+
+The root and `ZoneError` live in `zones.errors` (the lowest layer); the rest are here."""
 
 from __future__ import annotations
 
+from zones.errors import TagwatchError, ZoneError
 
-class TagwatchError(Exception):
-    """Base of every error tagwatch raises deliberately; its message is for the user."""
+__all__ = [
+    "BrokerError",
+    "ConfigError",
+    "DecodeError",
+    "StoreError",
+    "TagwatchError",
+    "ZoneError",
+]
 
 
 class ConfigError(TagwatchError):
     """A settings file, command-line option or environment value is wrong."""
-
-
-class ZoneError(TagwatchError):
-    """Zones GeoJSON or subjects TOML is invalid; `problems` lists every finding."""
-
-    def __init__(self, message: str, problems: list[str] | None = None) -> None:
-        self.problems = list(problems or [message])
-        super().__init__(message)
 
 
 class DecodeError(TagwatchError):

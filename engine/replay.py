@@ -9,14 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from engine.alerts import Alert, encode_alert
-from engine.decode import Limits, decode_replay_line
+from engine.cli.progress import Progress
+from engine.core.pipeline import Pipeline
 from engine.errors import TagwatchError
-from engine.pipeline import Pipeline
-from engine.progress import Progress
-from engine.records import DeadLetter, Record
 from engine.settings import Settings
-from engine.store import SqliteStore
+from engine.store.sqlite import SqliteStore
+from engine.wire.alerts import Alert, encode_alert
+from engine.wire.decode import Limits, decode_replay_line
+from engine.wire.records import DeadLetter, Record
 from zones.model import ZoneSet
 
 

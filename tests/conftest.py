@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.broker import BrokerHandle, MosquittoProcess, find_mosquitto, start_broker
+from engine.broker.process import BrokerHandle, MosquittoProcess, find_mosquitto, start_broker
 
 # -- brokers ------------------------------------------------------------------------------
 

@@ -30,12 +30,12 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from devices.cli import parse_duration
-from devices.delivery import Delivery, mqtt_message
-from devices.output import encode
-from devices.sim import DEFAULT_EPOCH, EVENT_TOPIC
-from engine.alerts import decode_alert
-from engine.health import BREACH_KINDS  # zone_breach, curfew_breach, proximity
-from engine.serve import STATUS_TOPIC
+from devices.sim.delivery import Delivery, mqtt_message
+from devices.sim.fleet import DEFAULT_EPOCH, EVENT_TOPIC
+from devices.sim.output import encode
+from engine.core.health import BREACH_KINDS  # zone_breach, curfew_breach, proximity
+from engine.mqtt.serve import STATUS_TOPIC
+from engine.wire.alerts import decode_alert
 
 Key = tuple[str, int]  # (device, seq): a fix or event, as the ledger identifies it
 SYS_STORED = "$SYS/broker/store/messages/count"  # messages the broker holds (mosquitto 2)
@@ -87,7 +87,7 @@ def _cli(*args: str, cwd: Path | None = None, timeout: float = 120.0) -> str:
 def message_for(line: dict[str, Any]) -> Msg:
     """A replay line as its device publishes it: tag fixes and events on the tag topics (the
     line minus `tag`/`type`), a phone ("user/device") as OwnTracks on owntracks/user/device
-    (devices.delivery.mqtt_message, the simulator's own mapping)."""
+    (devices.sim.delivery.mqtt_message, the simulator's own mapping)."""
     device, seq = str(line["tag"]), int(line["seq"])
     if line.get("type") == "event":
         body = {k: v for k, v in line.items() if k not in ("tag", "type")}
@@ -452,7 +452,7 @@ def open_counts(rows: Iterable[LogRow]) -> Counter[str]:
 
 def openings(rows: Iterable[LogRow]) -> Counter[str]:
     """How many times each alert id was *opened*. The engine publishes an open record again
-    when its confidence escalates (engine/decide.py `republish`, ESCALATE_AT): such a
+    when its confidence escalates (engine/core/decide.py `republish`, ESCALATE_AT): such a
     record has a higher confidence than every earlier open record of the id. Any other
     open record (the same again, or one from a restart that forgot the episode) is a second
     opening: a monitor would see the alert raised twice."""

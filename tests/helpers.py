@@ -17,7 +17,7 @@ from typing import IO, Any
 
 import aiomqtt
 
-from engine.alerts import Alert, decode_alert
+from engine.wire.alerts import Alert, decode_alert
 
 LAT0, LON0 = 51.5, -0.12
 M_PER_DEG = 6371008.8 * math.pi / 180.0

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.admission import Admission
-from engine.pipeline import Pipeline
-from engine.records import FIX_DTYPE
+from engine.core.admission import Admission
+from engine.core.pipeline import Pipeline
 from engine.settings import Settings
+from engine.wire.records import FIX_DTYPE
 from tests.helpers import write_world
 from zones.load import load
 

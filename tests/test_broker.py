@@ -18,8 +18,9 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-import engine.broker as broker_mod
-from engine.broker import (
+import engine.broker.process as broker_mod
+from engine.broker.embedded import MiniBroker, serve, topic_matches, valid_filter, valid_topic
+from engine.broker.process import (
     BrokerHandle,
     EmbeddedBroker,
     MosquittoProcess,
@@ -29,7 +30,6 @@ from engine.broker import (
     start_broker,
 )
 from engine.errors import BrokerError
-from engine.minibroker import MiniBroker, serve, topic_matches, valid_filter, valid_topic
 
 V311 = aiomqtt.ProtocolVersion.V311
 DONE = "test/done"  # published last: everything a subscriber should get arrives before it

@@ -26,15 +26,16 @@ import pytest
 from cryptography import x509
 from paho.mqtt.enums import CallbackAPIVersion
 
-from engine import brokerconfig, mqttauth
-from engine.broker import (
+from engine.broker import config as brokerconfig
+from engine.broker.process import (
     BROKER_PERSISTENCE_OPTIONS,
     BROKER_QUEUE_OPTIONS,
     find_mosquitto,
     free_port,
 )
-from engine.cli import main
+from engine.cli.main import main
 from engine.errors import ConfigError
+from engine.mqtt import auth as mqttauth
 
 pytestmark = pytest.mark.mqtt
 

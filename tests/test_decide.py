@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from engine.decide import BreachTracker, CurfewTracker, Obs
-from engine.episodes import EpisodeBook
+from engine.core.decide import BreachTracker, CurfewTracker, Obs
+from engine.core.episodes import EpisodeBook
 from engine.settings import Settings
 
 S = Settings()

@@ -1,4 +1,4 @@
-"""Tests for engine.decode: valid forms, dead-letter reasons, and never-raise properties."""
+"""Tests for engine.wire.decode: valid forms, dead-letter reasons, and never-raise properties."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine import decode as dec
-from engine.decode import OWNTRACKS_DEFAULT_ACC_M, Limits, decode_message, decode_replay_line
-from engine.records import EVENT_NAMES, DeadLetter, EventRecord, FixRecord
+from engine.wire import decode as dec
+from engine.wire.decode import OWNTRACKS_DEFAULT_ACC_M, Limits, decode_message, decode_replay_line
+from engine.wire.records import EVENT_NAMES, DeadLetter, EventRecord, FixRecord
 
 T1 = "tagwatch/v1/tags/T1/"
 FIX_T = T1 + "fix"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.broker import find_mosquitto
+from engine.broker.process import find_mosquitto
 
 
 def _alive(pid: int) -> bool:

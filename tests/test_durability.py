@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.broker import DURABLE_BROKER_OPTIONS, MosquittoProcess, free_port
+from engine.broker.process import DURABLE_BROKER_OPTIONS, MosquittoProcess, free_port
 
 CONF = Path(__file__).resolve().parent.parent / "deploy" / "mosquitto.conf"
 

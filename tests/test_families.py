@@ -20,19 +20,25 @@ import pytest
 import shapely
 from shapely.geometry import shape
 
-from devices import baselines
-from devices.clock import active_mask
-from devices.delivery import mqtt_messages
-from devices.families import FAMILIES, FamilyRun, build_family, delivery_variants, write_family
-from devices.famtruth import MATERIAL_DEPTH_M, MATERIAL_INTERVALS
-from devices.geo import LocalFrame
-from devices.noise import GaussMarkovNoise, MultipathNoise, SourceMix
-from devices.scoring import render_reliability, render_table, score
-from engine.alerts import Alert, alert_id, decode_alert
-from engine.cli import main
-from engine.decode import decode_replay_line
+from bench import baselines
+from bench.scoring import render_reliability, render_table, score
+from devices.families.catalog import (
+    FAMILIES,
+    FamilyRun,
+    build_family,
+    delivery_variants,
+    write_family,
+)
+from devices.families.truth import MATERIAL_DEPTH_M, MATERIAL_INTERVALS
+from devices.sensing.noise import GaussMarkovNoise, MultipathNoise, SourceMix
+from devices.sim.delivery import mqtt_messages
+from devices.world.clock import active_mask
+from devices.world.geo import LocalFrame
+from engine.cli.main import main
 from engine.replay import replay
 from engine.settings import Settings
+from engine.wire.alerts import Alert, alert_id, decode_alert
+from engine.wire.decode import decode_replay_line
 from tests.helpers import AlertCollector, EngineProcess, fix, offset, publish, square, wait_online
 from zones.load import load
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.broker import MosquittoProcess
+from engine.broker.process import MosquittoProcess
 from tests.faultkit import (
     SYS_STORED,
     ExclusiveLock,

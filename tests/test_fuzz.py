@@ -28,9 +28,14 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from engine.alerts import encode_alert
-from engine.cli import main
-from engine.decode import (
+from engine.cli.main import main
+from engine.core.pipeline import Pipeline
+from engine.errors import ZoneError
+from engine.replay import _batches
+from engine.settings import Settings
+from engine.store.sqlite import SqliteStore
+from engine.wire.alerts import encode_alert
+from engine.wire.decode import (
     ACC_MAX_M,
     SEQ_MAX,
     T_MAX,
@@ -39,12 +44,7 @@ from engine.decode import (
     decode_message,
     decode_replay_line,
 )
-from engine.errors import ZoneError
-from engine.pipeline import Pipeline
-from engine.records import EVENT_NAMES, SOURCES, DeadLetter, EventRecord, FixRecord, Record
-from engine.replay import _batches
-from engine.settings import Settings
-from engine.store import SqliteStore
+from engine.wire.records import EVENT_NAMES, SOURCES, DeadLetter, EventRecord, FixRecord, Record
 from tests.helpers import offset, square, write_world
 from zones.compile import compile_zones
 from zones.geofence import signed_distance_by_subject

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from engine.alerts import Alert, decode_alert, encode_alert
-from engine.cli import main
-from engine.pipeline import Pipeline
-from engine.records import EventRecord, FixRecord
+from engine.cli.main import main
+from engine.core.pipeline import Pipeline
 from engine.settings import Settings
+from engine.wire.alerts import Alert, decode_alert, encode_alert
+from engine.wire.records import EventRecord, FixRecord
 from tests.helpers import fix, offset, write_world
 from zones.load import load
 
@@ -275,7 +275,7 @@ def test_rate_commands_speed_up_in_the_approach_ring_and_relax_after() -> None:
 def test_a_simulated_day_replays_to_its_health_truth(tmp_path: Path) -> None:
     """`tagwatch simulate --health` then `tagwatch replay`: every true health episode
     alerted, nothing spurious, no duplicates (the bench does 200 subjects)."""
-    from devices.healthscore import score_health
+    from bench.healthscore import score_health
 
     d = tmp_path / "day"
     args = ["simulate", "--seed", "4", "--subjects", "25", "--duration", "24h", "--health"]
@@ -296,7 +296,7 @@ def test_a_simulated_day_replays_to_its_health_truth(tmp_path: Path) -> None:
 
 
 def test_health_scoring_counts_hand_made_alerts() -> None:
-    from devices.healthscore import score_health
+    from bench.healthscore import score_health
 
     truth = [
         {"kind": "tamper", "tag": "T1", "start_t": 100.0, "end_t": 200.0, "material": True},
@@ -344,7 +344,7 @@ def test_uploads_more_than_an_hour_late_never_turn_the_clock_back(tmp_path: Path
 
 
 def test_the_console_says_what_a_health_alert_means() -> None:
-    from engine.console import alert_row
+    from engine.cli.console import alert_row
 
     def a(kind: str, detail: dict[str, Any]) -> Alert:
         return Alert(id="x", kind=kind, state="open", subject="S1", tag="T1", zone=None,

@@ -187,9 +187,9 @@ timeline = [
 def test_the_simulator_reports_faster_while_the_engine_asks(mosquitto, tmp_path: Path) -> None:
     """tagwatch serve + the live simulator through mosquitto: the breach makes the engine
     ask T1 for a fix every 15 s, the simulated tag obeys, then relaxes to 60 s."""
-    from devices.live import run_live
-    from devices.output import write_run
-    from devices.scenariofile import load_scenario, run_scenario
+    from devices.scenarios.file import load_scenario, run_scenario
+    from devices.sim.live import run_live
+    from devices.sim.output import write_run
 
     src = tmp_path / "s.toml"
     src.write_text(SCENARIO)

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from devices.health import HealthConfig
-from devices.healthtruth import (
+from devices.health.device import HealthConfig
+from devices.health.truth import (
     BATTERY_CRITICAL,
     BATTERY_LOW,
     NO_LOCATION_AFTER_S,
@@ -22,9 +22,9 @@ from devices.healthtruth import (
     TAMPER_SETTLE_S,
     silent_after_s,
 )
-from devices.output import write_replay, write_run, write_truth
-from devices.sim import Message, SimRun, simulate
-from devices.world import build_world
+from devices.sim.fleet import Message, SimRun, simulate
+from devices.sim.output import write_replay, write_run, write_truth
+from devices.world.city import build_world
 
 # DESIGN.md section 3, plus the additive restoring events case_closed and power_on
 EVENTS = {"strap_open", "strap_closed", "case_open", "body_lost", "body_restored",

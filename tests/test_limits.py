@@ -1,4 +1,4 @@
-"""Input limits that need the engine's clock (engine/admission.py): far-future and far-past
+"""Input limits that need the engine's clock (engine/core/admission.py): far-future and far-past
 event times, and a per-device rate limit; through `Pipeline.process` (live and replay) and
 end to end through `tagwatch replay` with a dead-letter store."""
 
@@ -14,13 +14,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from engine.admission import Admission
-from engine.cli import main
-from engine.decode import Limits
-from engine.pipeline import Pipeline
-from engine.records import FIX_DTYPE, EventRecord, FixRecord, Record
+from engine.cli.main import main
+from engine.core.admission import Admission
+from engine.core.pipeline import Pipeline
 from engine.settings import Settings
-from engine.store import SqliteStore
+from engine.store.sqlite import SqliteStore
+from engine.wire.decode import Limits
+from engine.wire.records import FIX_DTYPE, EventRecord, FixRecord, Record
 from tests.helpers import fix, offset, write_world
 from zones.load import load
 

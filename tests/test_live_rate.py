@@ -1,6 +1,6 @@
 """Live runs obey the engine's reporting-rate commands (tagwatch/v1/tags/{tag}/cmd): extra
 fixes from the true path while a tag is asked to report faster, every tag record
-renumbered in send order; offline through `devices.ratecontrol`, then through mosquitto."""
+renumbered in send order; offline through `devices.sim.ratecontrol`, then through mosquitto."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from devices.geo import haversine_m
-from devices.health import HealthConfig
-from devices.ratecontrol import (
+from devices.health.device import HealthConfig
+from devices.sim.fleet import SimRun, simulate
+from devices.sim.ratecontrol import (
     CommandError,
     Outgoing,
     RateControl,
@@ -25,8 +25,8 @@ from devices.ratecontrol import (
     parse_command,
     schedule,
 )
-from devices.sim import SimRun, simulate
-from devices.world import build_world
+from devices.world.city import build_world
+from devices.world.geo import haversine_m
 
 T0 = 1_790_000_000.0
 FAST_TAG = "T0002"
@@ -212,7 +212,7 @@ async def _live(
     once it has received a tag fix at or after that sim time; returns (stats, received)."""
     import aiomqtt
 
-    from devices.live import run_live
+    from devices.sim.live import run_live
 
     got: list[tuple[str, Any]] = []
     ready = asyncio.Event()
@@ -327,7 +327,7 @@ def test_live_reconnect_keeps_seqs_and_payloads(mosquitto: Any) -> None:
     seqs they had, so every seq means one record and the counters have no holes."""
     import aiomqtt
 
-    from devices.live import run_live
+    from devices.sim.live import run_live
 
     run = small_run()
     seen: dict[tuple[str, int], dict[str, Any]] = {}

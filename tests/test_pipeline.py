@@ -6,10 +6,10 @@ import datetime as dt
 
 from shapely.geometry import Polygon
 
-from engine.alerts import Alert
-from engine.pipeline import Pipeline
-from engine.records import EventRecord, FixRecord
+from engine.core.pipeline import Pipeline
 from engine.settings import Settings
+from engine.wire.alerts import Alert
+from engine.wire.records import EventRecord, FixRecord
 from tests.helpers import offset, square
 from zones.model import Protected, Subject, Window, Zone, ZoneSet
 

@@ -13,15 +13,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine import recovery
-from engine.alerts import encode_alert
-from engine.cli import main
-from engine.decode import decode_replay_line
-from engine.ledger import Step, decode_record, encode_record
-from engine.pipeline import Pipeline
-from engine.records import EVENT_NAMES, EventRecord, FixRecord, Record
+from engine.cli.main import main
+from engine.core.pipeline import Pipeline
 from engine.settings import Settings
-from engine.store import SqliteStore
+from engine.store import recovery
+from engine.store.ledger import Step, decode_record, encode_record
+from engine.store.sqlite import SqliteStore
+from engine.wire.alerts import encode_alert
+from engine.wire.decode import decode_replay_line
+from engine.wire.records import EVENT_NAMES, EventRecord, FixRecord, Record
 from zones.load import load
 
 pytestmark = pytest.mark.timeout(300)

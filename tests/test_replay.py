@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.alerts import decode_alert
-from engine.cli import main
-from engine.store import SqliteStore
+from engine.cli.main import main
+from engine.store.sqlite import SqliteStore
+from engine.wire.alerts import decode_alert
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -14,10 +14,8 @@ import numpy as np
 import pytest
 
 from devices.cli import main
-from devices.geo import haversine_m
-from devices.output import write_run
-from devices.planner import offset_text
-from devices.scenariofile import (
+from devices.motion.planner import offset_text
+from devices.scenarios.file import (
     TRUTH_KINDS,
     Scenario,
     ScenarioError,
@@ -25,7 +23,9 @@ from devices.scenariofile import (
     load_scenario,
     run_scenario,
 )
-from devices.sim import SimRun
+from devices.sim.fleet import SimRun
+from devices.sim.output import write_run
+from devices.world.geo import haversine_m
 from engine.errors import TagwatchError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -107,7 +107,7 @@ def test_example_keeps_the_episodes_its_comments_promise(
 def test_examples_write_contract_files_that_the_engine_loads(
     runs: dict[str, tuple[Scenario, SimRun]], tmp_path: Path
 ) -> None:
-    from engine.decode import decode_replay_line
+    from engine.wire.decode import decode_replay_line
     from zones.load import load
 
     for name, (_, run) in runs.items():
@@ -335,15 +335,15 @@ def test_cli_scenario_rejects_fleet_options(
 def test_cli_live_goes_through_run_live(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import devices.live
+    import devices.sim.live
 
     seen: dict[str, Any] = {}
 
     async def fake_run_live(source: Any, host: str, port: int, **kw: Any) -> Any:
         seen.update(source=source, host=host, port=port, **kw)
-        return devices.live.LiveStats(sent=len(source.messages), total=len(source.messages))
+        return devices.sim.live.LiveStats(sent=len(source.messages), total=len(source.messages))
 
-    monkeypatch.setattr(devices.live, "run_live", fake_run_live)
+    monkeypatch.setattr(devices.sim.live, "run_live", fake_run_live)
     path = _write(tmp_path, SMALL)
     rc, out, _ = _cli(
         ["--scenario", str(path), "--broker", "127.0.0.1:1884", "--warp", "60"], capsys
@@ -361,7 +361,7 @@ def test_live_scenario_through_a_broker(mosquitto: Any, tmp_path: Path) -> None:
 
     import aiomqtt
 
-    from devices.live import run_live
+    from devices.sim.live import run_live
 
     short = SMALL.replace('"40m"', '"20m"').replace('at = "+15m", ', "")
     run = run_scenario(load_scenario(_write(tmp_path, short)))

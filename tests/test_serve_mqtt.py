@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.store import SqliteStore
+from engine.store.sqlite import SqliteStore
 from tests.helpers import (
     AlertCollector,
     EngineProcess,

@@ -11,9 +11,9 @@ import aiomqtt
 import msgspec
 import pytest
 
-from engine.alerts import decode_alert
-from engine.broker import free_port
-from engine.mqttauth import MqttAuth
+from engine.broker.process import free_port
+from engine.mqtt.auth import MqttAuth
+from engine.wire.alerts import decode_alert
 from tests.helpers import EngineProcess, fix, write_world
 from tests.test_brokerconfig import SUBJECTS, _generate, running
 

@@ -17,12 +17,12 @@ import pytest
 import shapely
 from shapely.geometry import Point, shape
 
-from devices.clock import active_intervals
-from devices.geo import LocalFrame, haversine_m
-from devices.output import write_replay, write_run, write_truth
-from devices.scenarios import demo_scenario
-from devices.sim import DEFAULT_EPOCH, SimRun, Simulation, simulate
-from devices.world import World, build_world
+from devices.scenarios.presets import demo_scenario
+from devices.sim.fleet import DEFAULT_EPOCH, SimRun, Simulation, simulate
+from devices.sim.output import write_replay, write_run, write_truth
+from devices.world.city import World, build_world
+from devices.world.clock import active_intervals
+from devices.world.geo import LocalFrame, haversine_m
 
 FIX_KEYS = ["tag", "seq", "t", "lat", "lon", "acc", "batt", "src"]
 TRUTH_KEYS = ["kind", "subject", "tag", "zone", "start_t", "end_t", "material", "depth_m"]
@@ -225,7 +225,7 @@ def test_simulate_noise_option_gives_correlated_error(tmp_path: Path) -> None:
     lines = (tmp_path / "u" / "replay.jsonl").read_text().splitlines()
     assert max(json.loads(x)["acc"] for x in lines if '"T0' in x) > 15.0
     world = build_world(5, 6)
-    from devices.noise import PRESETS
+    from devices.sensing.noise import PRESETS
 
     for name, lo, hi in (("urban", 0.5, 1.0), ("simple", -0.3, 0.3)):
         run = Simulation(world, replace(Simulation(world, run_cfg()).config,
@@ -235,7 +235,7 @@ def test_simulate_noise_option_gives_correlated_error(tmp_path: Path) -> None:
 
 
 def run_cfg():  # type: ignore[no-untyped-def]
-    from devices.sim import SimConfig
+    from devices.sim.fleet import SimConfig
 
     return SimConfig(duration_s=2 * 3600.0, fix_interval_s=60.0)
 
@@ -400,7 +400,7 @@ async def _collect(host: str, port: int, into: list[tuple[str, dict[str, Any]]],
 @pytest.mark.mqtt
 @pytest.mark.timeout(60)
 def test_live_run_delivers_every_message(mosquitto: Any) -> None:
-    from devices.live import run_live
+    from devices.sim.live import run_live
 
     world = build_world(5, 4)
     sim = Simulation(world, replace(demo_scenario(5, 4)[1].config, duration_s=120.0))
@@ -437,7 +437,7 @@ def test_live_run_delivers_every_message(mosquitto: Any) -> None:
 @pytest.mark.mqtt
 @pytest.mark.timeout(60)
 def test_live_run_survives_a_broker_restart(mosquitto: Any) -> None:
-    from devices.live import run_live
+    from devices.sim.live import run_live
 
     world = build_world(6, 3)
     r = simulate(world, duration_s=240.0, fix_interval_s=5.0, start_t=1_790_000_000.0)
@@ -458,7 +458,7 @@ def test_live_run_survives_a_broker_restart(mosquitto: Any) -> None:
 @pytest.mark.mqtt
 @pytest.mark.timeout(30)
 def test_live_run_stops_cleanly_when_cancelled(mosquitto: Any) -> None:
-    from devices.live import run_live
+    from devices.sim.live import run_live
 
     r = simulate(build_world(8, 2), duration_s=3600.0, fix_interval_s=5.0)
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.alerts import Alert, alert_id, decode_alert
 from engine.errors import StoreError
-from engine.records import DeadLetter
-from engine.store import SqliteStore
+from engine.store.sqlite import SqliteStore
+from engine.wire.alerts import Alert, alert_id, decode_alert
+from engine.wire.records import DeadLetter
 
 
 def _alert(state: str = "open", closed_t: float | None = None) -> Alert:

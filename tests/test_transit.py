@@ -1,4 +1,4 @@
-"""Route geometry between fixes (engine/transit.py) against plain great-circle maths."""
+"""Route geometry between fixes (engine/core/transit.py) against plain great-circle maths."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.transit import onward_paths
+from engine.core.transit import onward_paths
 from tests.helpers import offset
 from zones.geofence import point_distance_m
 

@@ -12,7 +12,7 @@ import numpy as np
 import shapely
 from shapely.geometry.base import BaseGeometry
 
-from engine.errors import ZoneError
+from zones.errors import ZoneError
 from zones.kernels import CHUNK, EARTH_R, project, wrap180
 from zones.model import Subject, Zone, ZoneSet
 

@@ -28,7 +28,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from zones._numba import njit
+from zones.jit import njit
 
 EARTH_R = 6371008.8  # mean Earth radius (IUGG), metres
 M_PER_DEG_LAT = EARTH_R * math.pi / 180.0

@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 
-from engine.errors import ZoneError
+from zones.errors import ZoneError
 from zones.model import Protected, Subject, Window, Zone, ZoneSet
 from zones.schedule import parse_window
 

@@ -1,0 +1,1 @@
+"""Benchmarks, baselines and scoring: what measures the engine, not what it runs."""

@@ -1,0 +1,1 @@
+"""Scenario families for the decisions bench: episodes with ground truth."""

@@ -1,0 +1,1 @@
+"""Simulated device health: battery, tamper, coverage and its ground truth."""

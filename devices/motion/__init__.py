@@ -1,0 +1,1 @@
+"""How simulated subjects move: paths, navigation, day plans and behaviours."""

@@ -1,0 +1,1 @@
+"""Scenario files (TOML): parse, load and run scripted timelines; named presets."""

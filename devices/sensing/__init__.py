@@ -1,0 +1,1 @@
+"""What a tag's receiver makes of the true path: sampling and GPS error models."""

@@ -1,0 +1,1 @@
+"""Running a simulation: fleet runs to files, the live publisher, delivery and rate commands."""

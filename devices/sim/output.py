@@ -1,0 +1,55 @@
+"""File output: the replay file and the truth file as compact, stable JSON Lines."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from devices.sim.fleet import SimRun
+
+
+def encode(obj: dict[str, Any] | list[dict[str, Any]]) -> bytes:
+    """Compact JSON in the object's own key order: the same run gives the same bytes (a
+    list for a `/fixes` batch payload)."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def _write_lines(path: str | Path, records: Iterable[dict[str, Any]]) -> int:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n = 0
+    tmp = path.with_name(path.name + ".partial")
+    with tmp.open("wb") as fh:
+        for r in records:
+            fh.write(encode(r) + b"\n")
+            n += 1
+    tmp.replace(path)  # readers never see half a file
+    return n
+
+
+def write_replay(run: SimRun, path: str | Path) -> int:
+    """Every message as contract replay lines (fix object + "tag"; event object + "tag" +
+    "type": "event"; a `/fixes` batch as one line per fix, together), in send order."""
+    return _write_lines(path, (r for m in run.messages for r in m.replay_records()))
+
+
+def write_truth(run: SimRun, path: str | Path) -> int:
+    """Every true episode, one JSON object a line, sorted (start, subject, kind, zone);
+    health episodes (kind tamper, tag_silent, ...) have zone "" and depth_m 0."""
+    return _write_lines(path, (e.record() for e in run.truth))
+
+
+def write_run(run: SimRun, directory: str | Path) -> dict[str, Path]:
+    """World files, replay.jsonl and truth.jsonl into `directory`."""
+    d = Path(directory)
+    zones, subjects = run.world.write(d)
+    write_replay(run, d / "replay.jsonl")
+    write_truth(run, d / "truth.jsonl")
+    return {
+        "zones": zones,
+        "subjects": subjects,
+        "replay": d / "replay.jsonl",
+        "truth": d / "truth.jsonl",
+    }

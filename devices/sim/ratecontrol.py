@@ -1,0 +1,320 @@
+"""Reporting-rate control for live runs: a run's planned messages plus extra fixes while
+the engine asks a tag to report faster, every tag record renumbered in send order.
+
+Pure and deterministic (no I/O, no clock): `RateControl` is fed commands at sim times and
+yields what to send next; `live.py` drives it from the broker and the warped clock, and
+`schedule` drives it offline from a list of commands (the same output for the same input).
+
+Extra fixes are a simplification of the run's noise model: the true position at the
+extra's time (`Plan.path.at(t)`) plus an independent Gaussian error per axis whose sigma
+is estimated from the tag's own planned GPS fixes (robustly: median absolute error), with
+`acc` drawn from those fixes' `acc` values. Correlated error (Gauss-Markov), multipath and
+wild jumps are not reproduced between planned fixes."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from devices.motion.paths import TruePath
+from devices.sim.fleet import TAG_TOPIC, Message, SimRun
+
+CMD_TOPIC = "tagwatch/v1/tags/{tag}/cmd"
+CMD_FILTER = "tagwatch/v1/tags/+/cmd"
+RATE_LIMITS_S = (1.0, 3600.0)  # commanded rates are clamped into this range
+GAP_FACTOR = 3.0  # planned messages further apart than this x interval: offline, no extras
+MIN_LEAD = 0.5  # no extra closer than this x rate before the tag's next planned fix
+NO_POSITION_EVENTS = frozenset({"no_gps", "power_off"})  # no GPS until the next GPS fix
+FALLBACK_SIGMA_M = 3.0  # a tag with no usable planned fix to learn from (SimpleGpsNoise)
+SIGMA_LIMITS_M = (1.0, 50.0)
+
+
+class CommandError(ValueError):
+    """A cmd publication that is ignored: why, in words a log reader can act on."""
+
+
+def parse_command(topic: str, payload: bytes | str) -> tuple[str, float]:
+    """(tag, rate_s) from a publication on tagwatch/v1/tags/{tag}/cmd. rate_s must be a
+    positive finite number (seconds); it is clamped into RATE_LIMITS_S. Other keys are
+    ignored (the contract only grows)."""
+    parts = topic.split("/")
+    if len(parts) != 5 or parts[:3] != ["tagwatch", "v1", "tags"] or parts[4] != "cmd":
+        raise CommandError(f"not a cmd topic: {topic!r}")
+    tag = parts[3]
+    try:
+        obj = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CommandError(f"payload is not JSON ({e})") from None
+    if not isinstance(obj, dict) or "rate_s" not in obj:
+        raise CommandError('payload is not a JSON object with "rate_s"')
+    rate = obj["rate_s"]
+    if isinstance(rate, bool) or not isinstance(rate, int | float):
+        raise CommandError(f"rate_s must be a number of seconds, not {rate!r}")
+    rate = float(rate)
+    if not math.isfinite(rate) or rate <= 0:
+        raise CommandError(f"rate_s must be positive and finite, not {rate!r}")
+    return tag, clamp_rate(rate)
+
+
+def clamp_rate(rate_s: float) -> float:
+    return min(max(float(rate_s), RATE_LIMITS_S[0]), RATE_LIMITS_S[1])
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One publication as sent (tag records renumbered); `planned` is its index in
+    `SimRun.messages`, None for an extra fix."""
+
+    message: Message
+    planned: int | None
+
+    @property
+    def extra(self) -> bool:
+        return self.planned is None
+
+
+@dataclass
+class _Tag:
+    """Live state of one tag: where its planned messages are, what it last sent."""
+
+    plan: int  # index into SimRun.plans
+    path: TruePath
+    msgs: list[int] = field(default_factory=list)  # its planned messages (run indices)
+    next_fix: list[float] = field(default_factory=list)  # per msgs[k]: next planned fix t
+    ptr: int = 0  # next of msgs to send
+    prev_t: float | None = None  # send time of its last planned message
+    last_t: float = -math.inf  # latest send time of anything it sent
+    anchor: float | None = None  # event time of its last fix (planned or extra)
+    positioned: bool = False  # last planned fix was GPS, no no_gps / power_off since
+    batt: int | None = None
+    rate: float | None = None  # commanded rate; None: never commanded
+    since: float = -math.inf  # sim time of the last command
+    seq: int = 0  # live seq counter
+    noise: tuple[float, np.ndarray, np.random.Generator] | None = None  # learned lazily
+
+
+class RateControl:
+    """Merges a run's planned messages with extra fixes at commanded rates, in sim-time
+    order (at equal times planned first, extras by tag). With `renumber` (the default),
+    every tag record is given the next seq of its tag's live counter as it is popped, so
+    the engine sees 0, 1, 2, ... per tag in send order; event times never change and
+    OwnTracks messages are untouched. Without it, planned messages go out as planned
+    (only sensible when no commands are given)."""
+
+    def __init__(self, run: SimRun, *, renumber: bool = True) -> None:
+        self.run = run
+        self.renumber = renumber
+        self.interval = float(run.config.fix_interval_s)
+        self.seed = run.world.seed if run.config.seed is None else run.config.seed
+        self._tags: dict[str, _Tag] = {
+            p.subject.tag: _Tag(i, p.path) for i, p in enumerate(run.plans)
+        }
+        for i, m in enumerate(run.messages):
+            st = None if m.is_owntracks else self._tags.get(m.device)
+            if st is not None:
+                st.msgs.append(i)
+        for st in self._tags.values():
+            nxt = math.inf
+            st.next_fix = [math.inf] * (len(st.msgs) + 1)
+            for k in range(len(st.msgs) - 1, -1, -1):
+                m = run.messages[st.msgs[k]]
+                if m.kind in ("fix", "fixes"):
+                    nxt = m.t
+                st.next_fix[k] = nxt
+        self._end_t = run.end_t
+        self._fast: dict[str, float | None] = {}  # tags faster than planned: next extra due
+        self._pick_cache: tuple[float, str | None] | None = None
+        self._stale = True  # _pick_cache must be recomputed
+        self._i = 0  # next planned message
+        self.popped_planned = 0
+        self.popped_extra = 0
+
+    @property
+    def tags(self) -> frozenset[str]:
+        return frozenset(self._tags)
+
+    @property
+    def done(self) -> bool:
+        return self._i >= len(self.run.messages)
+
+    def rate(self, tag: str) -> float | None:
+        """The tag's commanded rate; None if never commanded (or not a tag of this run)."""
+        st = self._tags.get(tag)
+        return None if st is None else st.rate
+
+    def command(self, tag: str, rate_s: float, t: float) -> None:
+        """The engine asked `tag` at sim time `t` to report every `rate_s` seconds (clamped).
+        Faster than planned: extra fixes from then on; otherwise only the planned ones."""
+        st = self._tags.get(tag)
+        if st is None:
+            raise CommandError(f"unknown tag {tag!r}")
+        if not self.renumber:
+            raise CommandError("not renumbering: extra fixes would reuse planned seqs")
+        st.rate = clamp_rate(rate_s)
+        st.since = float(t)
+        self._fast.pop(tag, None)
+        if st.rate < self.interval:
+            self._fast[tag] = self._due(tag)
+        self._stale = True
+
+    def _changed(self, tag: str) -> None:
+        if tag in self._fast:
+            self._fast[tag] = self._due(tag)
+        self._stale = True
+
+    # -- the stream ------------------------------------------------------------------------
+
+    def _due(self, tag: str) -> float | None:
+        """When `tag`'s next extra fix is due, or None: none before its next planned fix."""
+        st = self._tags[tag]
+        rate = st.rate
+        if rate is None or not st.positioned or st.anchor is None or st.prev_t is None:
+            return None
+        if st.ptr >= len(st.msgs):
+            return None  # its last planned message went out: no extras after it
+        if self.run.messages[st.msgs[st.ptr]].t - st.prev_t > GAP_FACTOR * self.interval:
+            return None  # coverage gap or powered off: nothing goes out between
+        due = round(max(st.anchor + rate, st.since, st.last_t), 3)
+        if due >= st.next_fix[st.ptr] - MIN_LEAD * rate or due >= self._end_t:
+            return None
+        return due
+
+    def _pick(self) -> tuple[float, str | None] | None:
+        if not self._stale:
+            return self._pick_cache
+        best: tuple[float, int, str] | None = None
+        if self._i < len(self.run.messages):
+            best = (self.run.messages[self._i].t, 0, "")
+        for tag, due in self._fast.items():
+            if due is not None and (best is None or (due, 1, tag) < best):
+                best = (due, 1, tag)
+        pick = None if best is None else (best[0], (best[2] if best[1] else None))
+        self._pick_cache, self._stale = pick, False
+        return pick
+
+    def next_t(self) -> float | None:
+        """Sim time of the next publication; None when everything planned has been popped."""
+        pick = self._pick()
+        return None if pick is None else pick[0]
+
+    def pop(self) -> Outgoing:
+        """The next publication, renumbered; IndexError when there is none."""
+        pick = self._pick()
+        if pick is None:
+            raise IndexError("nothing left to send")
+        t, tag = pick
+        self._stale = True
+        if tag is not None:
+            self.popped_extra += 1
+            extra = self._extra(tag, t)
+            self._changed(tag)
+            return Outgoing(extra, None)
+        i = self._i
+        self._i += 1
+        self.popped_planned += 1
+        m = self.run.messages[i]
+        st = None if m.is_owntracks else self._tags.get(m.device)
+        if st is None:
+            return Outgoing(m, i)
+        st.ptr += 1
+        st.prev_t = m.t
+        st.last_t = max(st.last_t, m.t)
+        records = m.payload if m.kind == "fixes" else [m.payload]
+        out = [self._observe(st, m.kind, p) for p in records]
+        self._changed(m.device)
+        if self.renumber:
+            payload: Any = out if m.kind == "fixes" else out[0]
+            m = Message(m.t, m.device, m.topic, payload)
+        return Outgoing(m, i)
+
+    def _observe(self, st: _Tag, kind: str, p: dict[str, Any]) -> dict[str, Any]:
+        """Update the tag's state from one planned record; the record as sent."""
+        if kind == "event":
+            if p.get("event") in NO_POSITION_EVENTS:
+                st.positioned = False
+        else:
+            st.anchor = float(p["t"]) if st.anchor is None else max(st.anchor, float(p["t"]))
+            st.positioned = p.get("src", "gps") == "gps"
+        if isinstance(p.get("batt"), int):
+            st.batt = p["batt"]
+        if not self.renumber:
+            return p
+        q = {**p, "seq": st.seq}
+        st.seq += 1
+        return q
+
+    def _extra(self, tag: str, t: float) -> Message:
+        st = self._tags[tag]
+        sigma, accs, rng = self._noise(st)
+        tx, ty = st.path.at(np.array([t]))
+        err = rng.normal(0.0, sigma, 2)
+        lat, lon = self.run.world.frame.to_latlon(tx + err[0], ty + err[1])
+        p: dict[str, Any] = {
+            "seq": st.seq,
+            "t": t,
+            "lat": round(float(lat[0]), 7),
+            "lon": round(float(lon[0]), 7),
+            "acc": round(float(accs[rng.integers(len(accs))]), 1),
+        }
+        if st.batt is not None:
+            p["batt"] = st.batt
+        p["src"] = "gps"
+        st.seq += 1
+        st.anchor = t
+        st.last_t = max(st.last_t, t)
+        return Message(t, tag, TAG_TOPIC.format(tag=tag), p)
+
+    def _noise(self, st: _Tag) -> tuple[float, np.ndarray, np.random.Generator]:
+        """(per-axis sigma, acc values) learned from the tag's planned GPS fixes, and the
+        tag's own generator for extras (seeded by the run's seed and the subject)."""
+        if st.noise is None:
+            rng = np.random.default_rng([self.seed, 9, st.plan])
+            rows = [
+                p
+                for i in st.msgs
+                for p in self._records(self.run.messages[i])
+                if "lat" in p and p.get("src", "gps") == "gps"
+            ]
+            if not rows:
+                st.noise = (FALLBACK_SIGMA_M, np.array([5.0, 15.0]), rng)
+            else:
+                t = np.array([p["t"] for p in rows], dtype=np.float64)
+                x, y = self.run.world.frame.to_xy(
+                    np.array([p["lat"] for p in rows]), np.array([p["lon"] for p in rows])
+                )
+                tx, ty = st.path.at(t)
+                err = np.abs(np.concatenate([x - tx, y - ty]))
+                sigma = float(np.median(err)) / 0.6745  # median |N(0, s)| = 0.6745 s
+                sigma = min(max(sigma, SIGMA_LIMITS_M[0]), SIGMA_LIMITS_M[1])
+                st.noise = (sigma, np.array([float(p["acc"]) for p in rows]), rng)
+        return st.noise
+
+    @staticmethod
+    def _records(m: Message) -> list[dict[str, Any]]:
+        return list(m.payload) if m.kind == "fixes" else [m.payload]
+
+
+def schedule(
+    run: SimRun, commands: Iterable[tuple[float, str, float]] = (), *, renumber: bool = True
+) -> Iterator[Outgoing]:
+    """Everything a live run sends when the engine's commands (sim time, tag, rate_s)
+    arrive at those times: the offline twin of `run_live`, for tests and inspection.
+    A command takes effect before anything at or after its time."""
+    ctl = RateControl(run, renumber=renumber)
+    pending = sorted(commands, key=lambda c: c[0])
+    k = 0
+    while True:
+        t = ctl.next_t()
+        while k < len(pending) and (t is None or pending[k][0] <= t):
+            ct, tag, rate = pending[k]
+            ctl.command(tag, rate, ct)
+            k += 1
+            t = ctl.next_t()
+        if t is None:
+            return
+        yield ctl.pop()

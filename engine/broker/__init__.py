@@ -1,0 +1,1 @@
+"""Running and configuring mosquitto: the process, its config, passwords, ACLs and TLS."""

@@ -1,0 +1,1 @@
+"""The command line: commands, the demo, terminal output and progress."""

@@ -1,0 +1,249 @@
+"""The `tagwatch` command line: serve, replay, zones check, simulate, demo, watch, alerts."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from engine import __version__
+from engine.errors import TagwatchError
+from engine.mqtt import auth as mqttauth
+from engine.mqtt.auth import MqttAuth
+from engine.settings import Settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings.from_toml(args.settings) if getattr(args, "settings", None) else Settings()
+
+
+def _load_zones(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from zones.load import load
+
+    return load(args.zones, args.subjects)
+
+
+def cmd_zones_check(args: argparse.Namespace) -> int:
+    from zones.load import check
+
+    problems = check(args.zones, args.subjects)
+    if problems:
+        for p in problems:
+            print(p, file=sys.stderr)
+        print(f"{len(problems)} problem(s) found", file=sys.stderr)
+        return 1
+    zs = _load_zones(args)
+    print(
+        f"ok: {len(zs.zones)} zones, {len(zs.subjects)} subjects, "
+        f"{sum(len(s.tags) for s in zs.subjects)} tags, "
+        f"{sum(len(s.protected) for s in zs.subjects)} protected devices"
+    )
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from engine.replay import replay
+    from engine.store.sqlite import SqliteStore
+
+    zs = _load_zones(args)
+    settings = _settings(args)
+    store = (
+        SqliteStore(args.db, dead_letter_max_bytes=settings.dead_letter_max_bytes)
+        if args.db
+        else None
+    )
+    out_path = Path(args.out)
+    tmp = out_path.with_name(out_path.name + ".partial")
+    try:
+        with tmp.open("wb") as out:
+            summary = replay(
+                args.file, zs, out, settings=settings, store=store, progress=not args.quiet
+            )
+        tmp.replace(out_path)  # a reader never sees a half-written alerts file
+    except OSError as e:
+        raise TagwatchError(f"cannot write {out_path}: {e.strerror}") from None
+    finally:
+        if store is not None:
+            store.close()
+        tmp.unlink(missing_ok=True)
+    if not args.quiet:
+        print(summary.render(), file=sys.stderr)
+        print(f"alerts written to {out_path}", file=sys.stderr)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from engine.core.pipeline import Pipeline
+    from engine.mqtt.serve import BrokerAddress, Engine
+    from engine.store.sqlite import SqliteStore
+
+    auth = MqttAuth.from_args(args)
+    zs = _load_zones(args)
+    settings = _settings(args)
+    pipeline = Pipeline(zs, settings)
+    store = SqliteStore(args.db, dead_letter_max_bytes=settings.dead_letter_max_bytes)
+    log = logging.getLogger("tagwatch.serve")
+    log.info(
+        "serving %d subjects, %d zones, %d devices; broker %s; store %s",
+        len(zs.subjects), len(zs.zones), pipeline.registry.n_slots, args.broker, args.db,
+    )  # fmt: skip
+
+    async def main() -> None:
+        engine = Engine(
+            pipeline,
+            store,
+            BrokerAddress.parse(args.broker),
+            client_id=args.client_id,
+            stats_every_s=args.stats_every,
+            client_kwargs=auth.kwargs(),
+        )
+        # Before connecting: the broker redelivers what was not acknowledged, and it must
+        # meet the state the engine had when it last committed.
+        await asyncio.to_thread(engine.recover)
+        engine.install_signal_handlers()
+        await engine.run()
+
+    try:
+        asyncio.run(main())
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from engine.mqtt.watch import watch
+
+    auth = MqttAuth.from_args(args)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(watch(args.broker, args.subject, args.count, args.timeout, auth.kwargs()))
+    return 0
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    from engine.cli.console import AlertPrinter
+    from engine.store.sqlite import SqliteStore
+
+    if not Path(args.db).exists():
+        raise TagwatchError(f"no alert store at {args.db}")
+    with SqliteStore(args.db) as store:
+        printer = AlertPrinter()
+        alerts = store.alert_log() if args.log else store.current_alerts(args.state)
+        for a in alerts:
+            printer.print(a)
+        if args.dead_letters:
+            for d in store.dead_letters():
+                print(f"dead letter {d.seq}: {d.origin}: {d.reason} ({d.size} bytes)")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from engine.cli.demo import run_demo
+
+    return run_demo(
+        subjects=args.subjects,
+        seed=args.seed,
+        broker=args.broker,
+        run_dir=Path(args.run_dir),
+        duration_s=args.duration,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tagwatch",
+        description="Watch GPS tags against exclusion zones, curfews and victims' phones.",
+    )
+    p.add_argument("--version", action="version", version=f"tagwatch {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def zone_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--zones", required=True, help="zones GeoJSON FeatureCollection")
+        sp.add_argument("--subjects", required=True, help="subjects TOML")
+        sp.add_argument("--settings", help="engine settings TOML (see docs/settings.md)")
+
+    sp = sub.add_parser("serve", help="run the live engine against an MQTT broker")
+    sp.add_argument("--broker", default="127.0.0.1:1883", help="HOST:PORT (default %(default)s)")
+    zone_args(sp)
+    sp.add_argument("--db", default="tagwatch.db", help="SQLite alert store (default %(default)s)")
+    sp.add_argument("--client-id", default="tagwatch-engine", help="MQTT client id")
+    sp.add_argument("--stats-every", type=float, default=10.0, help="seconds between stats lines")
+    mqttauth.add_arguments(sp)
+    sp.set_defaults(func=cmd_serve)
+
+    sp = sub.add_parser("replay", help="run a JSON Lines track file through the pipeline")
+    sp.add_argument("file", help="replay file (JSON Lines, arrival order); - for stdin")
+    zone_args(sp)
+    sp.add_argument("--out", required=True, help="alerts JSON Lines to write")
+    sp.add_argument("--db", help="also write alerts and dead letters to this SQLite store")
+    sp.add_argument("-q", "--quiet", action="store_true", help="no progress or summary")
+    sp.set_defaults(func=cmd_replay)
+
+    sp = sub.add_parser("zones", help="zone file tools")
+    zsub = sp.add_subparsers(dest="zones_command", metavar="ACTION", required=True)
+    zc = zsub.add_parser("check", help="validate a zones GeoJSON and subjects TOML")
+    zc.add_argument("zones")
+    zc.add_argument("subjects")
+    zc.set_defaults(func=cmd_zones_check)
+
+    sp = sub.add_parser("watch", help="print alerts from a broker as they arrive")
+    sp.add_argument("--broker", default="127.0.0.1:1883")
+    sp.add_argument("--subject", default="+", help="one subject id (default: all)")
+    sp.add_argument("--count", type=int, default=0, help="stop after N alert records")
+    sp.add_argument("--timeout", type=float, default=0.0, help="stop after N seconds")
+    mqttauth.add_arguments(sp)
+    sp.set_defaults(func=cmd_watch)
+
+    sp = sub.add_parser("alerts", help="list alerts from an alert store")
+    sp.add_argument("--db", default="tagwatch.db")
+    sp.add_argument("--state", choices=["open", "acknowledged", "closed"])
+    sp.add_argument("--log", action="store_true", help="every lifecycle record, in order")
+    sp.add_argument("--dead-letters", action="store_true", help="also list dead letters")
+    sp.set_defaults(func=cmd_alerts)
+
+    sp = sub.add_parser("demo", help="broker + engine + simulated fleet, live alerts")
+    sp.add_argument("--subjects", type=int, default=50)
+    sp.add_argument("--seed", type=int, default=1)
+    sp.add_argument(
+        "--broker", choices=["auto", "mosquitto", "embedded"], default="auto",
+        help="which broker to start (default: mosquitto if installed)",
+    )  # fmt: skip
+    sp.add_argument("--run-dir", default="run/demo", help="where world files and the db go")
+    sp.add_argument("--duration", type=float, default=0.0, help="stop after N seconds (0: Ctrl-C)")
+    sp.set_defaults(func=cmd_demo)
+
+    from devices.cli import register
+    from engine.broker import config as brokerconfig
+    from engine.store import audit
+
+    register(sub)
+    brokerconfig.register(sub)
+    audit.register(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not args.verbose:
+        logging.getLogger("mqtt").setLevel(logging.WARNING)
+    try:
+        return int(args.func(args) or 0)
+    except TagwatchError as e:
+        print(f"tagwatch: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The decision core: arrays in, alert records out; no network, no disk."""

@@ -1,0 +1,147 @@
+"""Episode bookkeeping: one alert per (subject, zone, kind) episode, opened and closed
+as lifecycle records with a stable id, confidence and (tag, seq) evidence."""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.wire.alerts import Alert, Severity, alert_id
+
+# A phone's "accuracy" is the 68% radius of a 2-D normal error: r68 = sigma * sqrt(-2 ln 0.32)
+R68_PER_SIGMA = math.sqrt(-2.0 * math.log(0.32))
+
+
+def sigma_of(acc: float) -> float:
+    """Per-axis standard deviation (m) of a fix whose 68% radius is `acc` metres."""
+    return max(float(acc), 0.5) / R68_PER_SIGMA
+
+
+def prob_below(margin_m: float, sigma: float) -> float:
+    """P(true value < threshold) when the measured value is `margin_m` below it."""
+    return 0.5 * (1.0 + math.erf(margin_m / (sigma * math.sqrt(2.0))))
+
+
+@dataclass
+class Episode:
+    """An open alert episode and the evidence gathered so far."""
+
+    id: str
+    kind: str
+    subject: str
+    tag: str | None
+    zone: str | None
+    severity: Severity
+    confidence: float
+    opened_t: float
+    raised_t: float
+    evidence: list[tuple[str, int]] = field(default_factory=list)
+    detail: dict[str, Any] | None = None
+
+    def record(self, state: str = "open", closed_t: float | None = None) -> Alert:
+        return Alert(
+            id=self.id,
+            kind=self.kind,
+            state=state,  # type: ignore[arg-type]
+            subject=self.subject,
+            tag=self.tag,
+            zone=self.zone,
+            severity=self.severity,
+            confidence=round(self.confidence, 3),
+            opened_t=self.opened_t,
+            raised_t=self.raised_t,
+            closed_t=closed_t,
+            evidence=list(self.evidence),
+            # deep: the episode keeps appending to lists in its detail after this record
+            detail=None if self.detail is None else copy.deepcopy(self.detail),
+        )
+
+
+class EpisodeBook:
+    """Open episodes keyed by (key, kind); emits lifecycle records in decision order."""
+
+    def __init__(self, evidence_max: int, watch: frozenset[str] = frozenset()) -> None:
+        self.evidence_max = evidence_max
+        self.open: dict[tuple[object, str], Episode] = {}
+        # Per tag, how many episodes of the `watch` kinds are open; tags whose count went
+        # from or to zero since `take_changed` (the pipeline's reporting-rate commands)
+        self.watch = watch
+        self.watched: dict[str, int] = {}
+        self.changed: set[str] = set()
+        self.out: list[Alert] = []
+        # Set while held evidence is applied late: raised_t is when the engine decided
+        self.decided_at: float | None = None
+
+    def get(self, key: object, kind: str) -> Episode | None:
+        return self.open.get((key, kind))
+
+    def open_episode(
+        self,
+        key: object,
+        kind: str,
+        *,
+        subject: str,
+        tag: str,
+        zone: str | None,
+        severity: Severity,
+        confidence: float,
+        t: float,
+        seq: int,
+        raised_t: float | None = None,
+    ) -> Episode:
+        ep = Episode(
+            id=alert_id(subject, zone, kind, (tag, seq)),
+            kind=kind,
+            subject=subject,
+            tag=tag,
+            zone=zone,
+            severity=severity,
+            confidence=confidence,
+            opened_t=t,
+            raised_t=max(
+                t if raised_t is None else raised_t,
+                -math.inf if self.decided_at is None else self.decided_at,
+            ),
+            evidence=[(tag, seq)],
+        )
+        self.open[(key, kind)] = ep
+        if kind in self.watch:
+            n = self.watched.get(tag, 0)
+            self.watched[tag] = n + 1
+            if n == 0:
+                self.changed.add(tag)
+        self.out.append(ep.record())
+        return ep
+
+    def add_evidence(self, ep: Episode, tag: str, seq: int, confidence: float) -> None:
+        if len(ep.evidence) < self.evidence_max:
+            ep.evidence.append((tag, seq))
+        ep.confidence = max(ep.confidence, confidence)
+
+    def republish(self, ep: Episode, raised_t: float) -> None:
+        """Publish the open record again (same id) after its confidence escalated."""
+        ep.raised_t = raised_t
+        self.out.append(ep.record())
+
+    def close(self, key: object, kind: str, t: float) -> None:
+        ep = self.open.pop((key, kind), None)
+        if ep is not None and kind in self.watch and ep.tag is not None:
+            n = self.watched.pop(ep.tag) - 1
+            if n:
+                self.watched[ep.tag] = n
+            else:
+                self.changed.add(ep.tag)
+        if ep is not None:
+            self.out.append(ep.record("closed", closed_t=t))
+
+    def take_changed(self) -> list[str]:
+        """Tags whose watched-episode count went from or to zero, sorted; then forgets them."""
+        out = sorted(self.changed)
+        self.changed.clear()
+        return out
+
+    def drain(self) -> list[Alert]:
+        out, self.out = self.out, []
+        return out

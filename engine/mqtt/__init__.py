@@ -1,0 +1,1 @@
+"""The broker connection: the MQTT session, the serve loop, the outbox and watch."""
