@@ -1,0 +1,73 @@
+"""Messages the engine sends that are not alerts: reporting-rate commands to tags on
+`tagwatch/v1/tags/{tag}/cmd` and its own retained status on `tagwatch/v1/engine/status`.
+
+Encoded here and parsed here, so the engine, the simulator and real tags read one contract:
+a command is `{"rate_s": seconds}` (other keys may be added; readers ignore them), a status
+is `{"state": "online" | "degraded" | "offline"}` with `"reason"` when degraded."""
+
+from __future__ import annotations
+
+import math
+
+import msgspec
+
+from engine.errors import DecodeError
+from engine.wire import topics
+
+# A tag asked for a rate outside this range takes the nearest end: no command can make a
+# tag report every millisecond or fall silent for a day.
+RATE_LIMITS_S = (1.0, 3600.0)
+
+
+class CommandError(DecodeError):
+    """A cmd publication that is ignored: why, in words a log reader can act on."""
+
+
+def encode_rate_command(rate_s: float) -> bytes:
+    """The cmd payload asking a tag to report every `rate_s` seconds."""
+    return msgspec.json.encode({"rate_s": rate_s})
+
+
+def clamp_rate(rate_s: float) -> float:
+    return min(max(float(rate_s), RATE_LIMITS_S[0]), RATE_LIMITS_S[1])
+
+
+def parse_rate_command(topic: str, payload: bytes | str) -> tuple[str, float]:
+    """(tag, rate_s) from a publication on tagwatch/v1/tags/{tag}/cmd. rate_s must be a
+    positive finite number (seconds); it is clamped into RATE_LIMITS_S. Other keys are
+    ignored (the contract only grows)."""
+    parts = topic.split("/")
+    want = topics.TAGS.split("/")
+    if len(parts) != len(want) + 2 or parts[: len(want)] != want or parts[-1] != "cmd":
+        raise CommandError(f"not a cmd topic: {topic!r}")
+    tag = parts[len(want)]
+    try:
+        obj = msgspec.json.decode(payload)
+    except (msgspec.DecodeError, UnicodeDecodeError) as e:
+        raise CommandError(f"payload is not JSON ({e})") from None
+    if not isinstance(obj, dict) or "rate_s" not in obj:
+        raise CommandError('payload is not a JSON object with "rate_s"')
+    rate = obj["rate_s"]
+    if isinstance(rate, bool) or not isinstance(rate, int | float):
+        raise CommandError(f"rate_s must be a number of seconds, not {rate!r}")
+    rate = float(rate)
+    if not math.isfinite(rate) or rate <= 0:
+        raise CommandError(f"rate_s must be positive and finite, not {rate!r}")
+    return tag, clamp_rate(rate)
+
+
+OFFLINE_STATUS = b'{"state":"offline"}'  # the engine's will: the broker says it when we die
+
+
+def encode_status(degraded: str | None = None) -> bytes:
+    """The retained status: online, or degraded with the reason."""
+    if degraded is None:
+        return msgspec.json.encode({"state": "online"})
+    return msgspec.json.encode({"state": "degraded", "reason": degraded})
+
+
+def decode_status(payload: bytes) -> dict[str, str]:
+    obj = msgspec.json.decode(payload)
+    if not isinstance(obj, dict) or not isinstance(obj.get("state"), str):
+        raise DecodeError(f"not an engine status: {payload[:80]!r}")
+    return {str(k): str(v) for k, v in obj.items()}
