@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.tagwatch-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint format typecheck bench bench-all fuzz mosquitto clean help
+.PHONY: demo test lint format typecheck bench bench-all fuzz mosquitto clean help lock
 
 help:
 	@echo "make demo      broker + engine + simulated fleet, live alerts (Ctrl-C stops)"
@@ -13,13 +13,20 @@ help:
 	@echo "make bench     benchmarks (pytest-benchmark; ratios against baselines)"
 	@echo "make fuzz      long fuzzing run: 100 000 random examples per target (FUZZ_EXAMPLES=N)"
 	@echo "make lint      ruff check + format check"
+	@echo "make lock      pin the installed versions in constraints.txt (after make test)"
 	@echo "make clean     remove the venv, caches and run/"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
+
+# Record the versions installed now as the ones a fresh clone gets (run after make test).
+lock: $(STAMP)
+	@{ sed -n '1,2p' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | \
+	   grep -v '^[#-]' | sort -f; } > constraints.txt.new && mv constraints.txt.new constraints.txt
+	@echo "constraints.txt: $$(grep -vc '^#' constraints.txt) pinned packages"
 
 mosquitto:
 	@bash scripts/ensure-mosquitto.sh
