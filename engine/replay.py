@@ -13,7 +13,7 @@ from engine.cli.progress import Progress
 from engine.core.pipeline import Pipeline
 from engine.errors import TagwatchError
 from engine.settings import Settings
-from engine.store.sqlite import SqliteStore
+from engine.store.base import Store
 from engine.wire.alerts import Alert, encode_alert
 from engine.wire.decode import Limits, decode_replay_line
 from engine.wire.records import DeadLetter, Record
@@ -93,7 +93,7 @@ def replay(
     out: BinaryIO,
     *,
     settings: Settings | None = None,
-    store: SqliteStore | None = None,
+    store: Store | None = None,
     progress: bool = True,
 ) -> ReplaySummary:
     """Run every line of `path` through a fresh pipeline; write alert records to `out`.

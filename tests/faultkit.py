@@ -34,8 +34,8 @@ from devices.sim.delivery import Delivery, mqtt_message
 from devices.sim.fleet import DEFAULT_EPOCH, EVENT_TOPIC
 from devices.sim.output import encode
 from engine.core.health import BREACH_KINDS  # zone_breach, curfew_breach, proximity
-from engine.mqtt.serve import STATUS_TOPIC
 from engine.wire.alerts import decode_alert
+from engine.wire.topics import STATUS
 
 Key = tuple[str, int]  # (device, seq): a fix or event, as the ledger identifies it
 SYS_STORED = "$SYS/broker/store/messages/count"  # messages the broker holds (mosquitto 2)
@@ -293,7 +293,7 @@ class TopicWatcher:
     """Records every message on `topics` (with its arrival time, monotonic) from a clean
     MQTT 5 session that reconnects by itself: the engine's retained status, $SYS figures."""
 
-    def __init__(self, host: str, port: int, topics: Sequence[str] = (STATUS_TOPIC,)) -> None:
+    def __init__(self, host: str, port: int, topics: Sequence[str] = (STATUS,)) -> None:
         self.topics = list(topics)
         self.records: list[tuple[float, str, bytes]] = []
         self._ready = threading.Event()
@@ -332,7 +332,7 @@ class TopicWatcher:
         """Engine status payloads seen in [since, until], decoded ({} when not JSON)."""
         out = []
         for t, topic, payload in list(self.records):
-            if topic == STATUS_TOPIC and since <= t <= until:
+            if topic == STATUS and since <= t <= until:
                 try:
                     out.append(json.loads(payload))
                 except ValueError:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from engine.errors import StoreError
+from engine.store.base import Store
 from engine.store.sqlite import SqliteStore
 from engine.wire.alerts import Alert, alert_id, decode_alert
 from engine.wire.records import DeadLetter
@@ -83,11 +84,38 @@ def test_failed_batch_leaves_nothing_behind(tmp_path: Path) -> None:
     other = sqlite3.connect(db, timeout=0)
     other.execute("BEGIN EXCLUSIVE")  # another writer holds the lock
     st._db.execute("PRAGMA busy_timeout=50")
-    with pytest.raises(StoreError, match="write failed"):
+    with pytest.raises(StoreError, match="write failed") as err:
         st.commit([_alert()], [DeadLetter("o", b"x", "r")])
+    assert "another process holds a lock" in str(err.value)  # what to do about it
+    assert isinstance(err.value.__cause__, sqlite3.OperationalError)
     other.rollback()
     other.close()
     assert st.alert_log() == [] and st.dead_letters() == []
     st.commit([_alert()], [])
     assert len(st.alert_log()) == 1
     st.close()
+
+
+def test_sqlite_store_is_the_store_the_engine_asks_for(tmp_path: Path) -> None:
+    """The serve loop, replay and recovery take a `Store`; mypy checks this assignment."""
+    with SqliteStore(tmp_path / "a.db") as st:
+        store: Store = st
+        assert store.unpublished() == [] and store.latest_snapshot() is None
+
+
+def test_a_failed_read_is_a_store_error_with_its_cause(tmp_path: Path) -> None:
+    """Nothing of sqlite3 escapes the store: a read of a damaged store raises StoreError
+    naming the store and what it was reading, with the sqlite3 error as its cause."""
+    db = tmp_path / "a.db"
+    with SqliteStore(db) as st:
+        con = sqlite3.connect(db)
+        con.executescript("DROP TABLE alert_log; DROP TABLE ledger;")
+        con.close()
+        with pytest.raises(StoreError, match="cannot read the outbox") as err:
+            st.unpublished()
+        assert str(db) in str(err.value)
+        assert isinstance(err.value.__cause__, sqlite3.Error)
+        with pytest.raises(StoreError, match="cannot read the evidence ledger"):
+            list(st.steps_after(0))
+        with pytest.raises(StoreError, match="cannot read the alert log"):
+            st.missing([_alert()])

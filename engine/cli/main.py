@@ -78,7 +78,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from engine.core.pipeline import Pipeline
-    from engine.mqtt.serve import BrokerAddress, Engine
+    from engine.mqtt.serve import Engine
+    from engine.mqtt.session import BrokerAddress
     from engine.store.sqlite import SqliteStore
 
     auth = MqttAuth.from_args(args)

@@ -1,29 +1,23 @@
-"""The live engine: an aiomqtt loop that receives, micro-batches and hands records to the
-pipeline, commits results durably, acknowledges, then publishes alerts (QoS 1) from the
-outbox.
+"""The live engine's serve loop: receive, micro-batch, hand records to the pipeline,
+commit results durably, acknowledge, then publish alerts (QoS 1) from the outbox.
 
 Shape (one owner task group, every task awaited):
 
-    receiver --(bounded queue)--> processor --> store.commit --> PUBACK --> publisher
+    session --(bounded queue)--> processor --> store.commit --> PUBACK --> outbox
 
 Delivery guarantees (docs/durability.md):
-- The engine holds a persistent MQTT v5 session (fixed client id, no clean start, session
-  expiry), so the broker queues for it while it is down.
-- aiomqtt 2.x has paho acknowledge a QoS 1 message as soon as it is read off the socket.
-  The engine turns that off (paho's `manual_ack_set(True)` on the client aiomqtt wraps)
-  and sends each PUBACK itself, only after the batch holding the message is committed:
-  the records as evidence, the alert records and dead letters they produced, and the step
-  restart recovery replays. A crash before that commit means the broker redelivers.
+- The session (engine/mqtt/session.py) is persistent (MQTT v5, fixed client id, no clean
+  start, session expiry), so the broker queues for the engine while it is down, and it
+  sends each PUBACK only when told: after the batch holding the message is committed (the
+  records as evidence, the alert records and dead letters they produced, and the step
+  restart recovery replays). A crash before that commit means the broker redelivers.
 - Every step (batch, tick, resume) is in the evidence ledger; a restart restores the
   newest snapshot and replays the steps after it (engine/store/recovery.py).
-- Alert records are published from the outbox and marked only when the broker confirms;
-  what is unconfirmed is retried every `outbox_retry_s` and on every reconnect.
+- Alert records are published from the outbox (engine/mqtt/outbox.py) and marked only
+  when the broker confirms; what is unconfirmed is retried every `outbox_retry_s` and on
+  every reconnect.
 - When the store cannot be written (locked, disk full) the engine stops: no new batches,
-  no acknowledgements, an ERROR each retry and a retained "degraded" status saying why.
-
-The receiver reconnects with capped exponential backoff; on every (re)connect it
-resubscribes, republishes the outbox backlog and announces itself on the retained
-status topic (with a will that says "offline")."""
+  no acknowledgements, an ERROR each retry and a retained "degraded" status saying why."""
 
 from __future__ import annotations
 
@@ -31,41 +25,36 @@ import asyncio
 import contextlib
 import logging
 import signal
-import sqlite3
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiomqtt
-import msgspec
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from engine.core.pipeline import BatchResult, Pipeline
 from engine.errors import StoreError
+from engine.mqtt.outbox import Outbox
+from engine.mqtt.session import BrokerAddress, Incoming, MqttSession
 from engine.settings import Settings
 from engine.store import recovery
+from engine.store.base import OutboxItem, Store
 from engine.store.ledger import Step
-from engine.store.sqlite import OutboxItem, SqliteStore
-from engine.wire.alerts import Alert, alert_topic
+from engine.wire import topics
+from engine.wire.alerts import Alert
+from engine.wire.commands import encode_rate_command
 from engine.wire.decode import Limits, decode_message
 from engine.wire.records import DeadLetter, Record
 
 log = logging.getLogger("tagwatch.serve")
 
-SUBSCRIPTIONS = (
-    "tagwatch/v1/tags/+/fix",
-    "tagwatch/v1/tags/+/fixes",
-    "tagwatch/v1/tags/+/event",
-    "owntracks/+/+",
-)
-STATUS_TOPIC = "tagwatch/v1/engine/status"
-CMD_TOPIC = "tagwatch/v1/tags/{tag}/cmd"
+# TEMP: engine/cli/demo.py (the broker helper's file) still imports it from here; the lead
+# removes this once demo.py reads engine.wire.topics.STATUS.
+STATUS_TOPIC = topics.STATUS
 
 
 @dataclass
 class Counters:
-    """Live counters, logged periodically and readable by tests."""
+    """Live counters of the serve loop, logged periodically and readable by tests."""
 
     received: int = 0
     processed: int = 0
@@ -74,47 +63,13 @@ class Counters:
     duplicates: int = 0
     dead: int = 0
     alerts: int = 0
-    published: int = 0
-    connects: int = 0
     batches: int = 0
     commands: int = 0
     acked: int = 0
+    connects: int = 0
     store_errors: int = 0
     lag_s: float = 0.0
     extra: dict[str, int] = field(default_factory=dict)
-
-    def line(self, depth: int) -> str:
-        return (
-            f"received {self.received} processed {self.processed} (fixes {self.fixes}, "
-            f"events {self.events}, dup {self.duplicates}, dead {self.dead}) "
-            f"alerts {self.alerts} published {self.published} acked {self.acked} queue {depth} "
-            f"lag {self.lag_s * 1000:.0f} ms connects {self.connects}"
-        )
-
-
-@dataclass(frozen=True)
-class BrokerAddress:
-    host: str
-    port: int
-
-    @classmethod
-    def parse(cls, text: str) -> BrokerAddress:
-        host, _, port = text.rpartition(":")
-        if not host:
-            host, port = text, "1883"
-        return cls(host.strip("[]"), int(port))
-
-
-@dataclass(frozen=True)
-class _Item:
-    """One received message: where it came from and how to acknowledge it."""
-
-    topic: str
-    payload: bytes
-    received: float  # monotonic
-    gen: int  # connection it arrived on: a PUBACK only makes sense on that one
-    mid: int
-    qos: int
 
 
 @dataclass
@@ -129,13 +84,19 @@ class _Pending:
         return bool(self.steps or self.alerts or self.dead)
 
 
+def _rate_s(rate: float | dict[str, float]) -> float:
+    """A pipeline command's rate in seconds.
+    TEMP until h-core merges: the pipeline still gives (tag, {"rate_s": ...})."""
+    return rate["rate_s"] if isinstance(rate, dict) else rate
+
+
 class Engine:
     """Owns the pipeline, the store and the MQTT connection for one engine process."""
 
     def __init__(
         self,
         pipeline: Pipeline,
-        store: SqliteStore,
+        store: Store,
         broker: BrokerAddress,
         *,
         client_id: str = "tagwatch-engine",
@@ -145,29 +106,23 @@ class Engine:
     ) -> None:
         self.pipeline = pipeline
         self.store = store
-        self.broker = broker
-        self.client_id = client_id
         self.settings = settings or pipeline.settings
         self.stats_every_s = stats_every_s
-        self.client_kwargs = dict(client_kwargs or {})
+        self.session = MqttSession(
+            broker, self.settings, client_id=client_id, client_kwargs=client_kwargs
+        )
+        self.outbox = Outbox(store, self.session, self.settings)
         self.limits = Limits()
         self.counters = Counters()
-        self.queue: asyncio.Queue[_Item] = asyncio.Queue(self.settings.queue_max)
-        self.client: aiomqtt.Client | None = None
-        self.gen = 0
-        self.connected = asyncio.Event()
+        self.queue: asyncio.Queue[Incoming] = asyncio.Queue(self.settings.queue_max)
         self.stopping = asyncio.Event()
-        self._outbox_lock = asyncio.Lock()
-        self._inflight: set[int] = set()  # outbox seqs being published right now
         self._pending = _Pending()
         self._now = 0.0  # the engine clock: wall time that never runs backwards
         self._fingerprint = recovery.fingerprint(pipeline)
         self._last_snapshot = 0.0
         self._last_prune = 0.0
-        self.mqtt5 = True  # until a broker says it does not speak it
-        self.degraded: str | None = None  # why the store cannot be written, while it can't
-        # Reporting-rate commands decided but not yet sent: (tag, payload)
-        self.commands: list[tuple[str, dict[str, float]]] = []
+        # Reporting-rate commands decided but not yet sent: (tag, rate_s)
+        self.commands: list[tuple[str, float]] = []
 
     # -- the engine clock ------------------------------------------------------------------
     def clock(self) -> float:
@@ -198,7 +153,7 @@ class Engine:
             log.info("resuming after %.1f s down: that time is not the tags' silence", downtime)
             # Tags asked to report faster before the crash: ask again (idempotent).
             self.commands += [
-                (tag, {"rate_s": self.settings.report_fast_s}) for tag in sorted(self.pipeline.fast)
+                (tag, self.settings.report_fast_s) for tag in sorted(self.pipeline.fast)
             ]
         self._pending.alerts += rec.alerts
         self.store.commit(self._pending.alerts, [], self._now, steps=self._pending.steps)
@@ -211,10 +166,12 @@ class Engine:
     async def run(self) -> None:
         """Run until `stop()`; then drain what was received, commit, and publish."""
         async with asyncio.TaskGroup() as tg:
-            receiver = tg.create_task(self._receiver(), name="receiver")
+            receiver = tg.create_task(
+                self.session.run(self._on_connect, self._on_message), name="receiver"
+            )
             processor = tg.create_task(self._processor(), name="processor")
             stats = tg.create_task(self._stats(), name="stats")
-            retry = tg.create_task(self._outbox_retry(), name="outbox")
+            retry = tg.create_task(self.outbox.retry_forever(), name="outbox")
             await self.stopping.wait()
             # Stop taking new input (what arrives now is not acknowledged: the broker gives
             # it to the next run), finish what is queued, then hang up. The processor is
@@ -225,9 +182,9 @@ class Engine:
             with contextlib.suppress(StoreError):
                 await asyncio.to_thread(self._commit_pending)
                 await asyncio.to_thread(self._snapshot)
-            await self._flush_outbox(timeout=2.0)
+            await self.outbox.flush(timeout=2.0)
             receiver.cancel()
-        log.info("engine stopped: %s", self.counters.line(self.queue.qsize()))
+        log.info("engine stopped: %s", self.stats_line())
 
     def stop(self) -> None:
         self.stopping.set()
@@ -237,112 +194,22 @@ class Engine:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stop)
 
-    # -- receiving -----------------------------------------------------------------------
-    def _connect_properties(self) -> Properties:
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = int(self.settings.session_expiry_s)
-        props.ReceiveMaximum = max(1, min(65535, int(self.settings.receive_max)))
-        return props
+    # -- receiving ---------------------------------------------------------------------
+    async def _on_connect(self) -> None:
+        self.counters.connects += 1
+        await self.outbox.flush()
 
-    def _new_client(self) -> aiomqtt.Client:
-        will = aiomqtt.Will(STATUS_TOPIC, b'{"state":"offline"}', qos=1, retain=True)
-        common: dict[str, Any] = dict(
-            identifier=self.client_id, will=will, keepalive=15, timeout=10, **self.client_kwargs
-        )
-        if self.mqtt5:
-            client = aiomqtt.Client(
-                self.broker.host, self.broker.port, protocol=aiomqtt.ProtocolVersion.V5,
-                clean_start=False, properties=self._connect_properties(), **common,
-            )  # fmt: skip
-        else:
-            client = aiomqtt.Client(
-                self.broker.host, self.broker.port, protocol=aiomqtt.ProtocolVersion.V311,
-                clean_session=False, **common,
-            )  # fmt: skip
-        # aiomqtt does not expose manual acknowledgement; the paho client it wraps does.
-        # Before connecting: a resumed session's queued messages arrive with the CONNACK,
-        # and paho would acknowledge them before any of our code ran. From here on a PUBACK
-        # goes out only from _ack(), after the commit.
-        client._client.manual_ack_set(True)
-        return client
+    async def _on_message(self, item: Incoming) -> None:
+        if self.stopping.is_set():
+            return  # not acknowledged: the broker gives it to the next run
+        await self.queue.put(item)
+        self.counters.received += 1
 
-    async def _receiver(self) -> None:
-        backoff = 0.25
-        while True:
-            try:
-                async with self._new_client() as client:
-                    client.pending_calls_threshold = 10_000
-                    for topic in SUBSCRIPTIONS:
-                        await client.subscribe(topic, qos=1)
-                    self.gen += 1
-                    gen = self.gen
-                    self.client = client
-                    self.counters.connects += 1
-                    self.connected.set()
-                    backoff = 0.25
-                    log.info("connected to %s:%d", self.broker.host, self.broker.port)
-                    await self._announce()
-                    await self._flush_outbox()
-                    async for msg in client.messages:
-                        if self.stopping.is_set():
-                            continue
-                        payload = msg.payload
-                        if not isinstance(payload, bytes):
-                            payload = b"" if payload is None else str(payload).encode()
-                        item = _Item(
-                            str(msg.topic), payload, time.monotonic(), gen, msg.mid, msg.qos
-                        )
-                        await self.queue.put(item)
-                        self.counters.received += 1
-            except aiomqtt.MqttError as e:
-                self.connected.clear()
-                self.client = None
-                if self.mqtt5 and _unsupported_protocol(e):
-                    self.mqtt5 = False
-                    log.warning(
-                        "broker %s:%d does not speak MQTT 5: using 3.1.1 with a persistent"
-                        " session (clean session off); the broker's own limits then stand"
-                        " for session expiry and messages in flight",
-                        self.broker.host, self.broker.port,
-                    )  # fmt: skip
-                    continue
-                log.warning(
-                    "broker %s:%d: %s; reconnecting in %.1fs",
-                    self.broker.host,
-                    self.broker.port,
-                    e,
-                    backoff,
-                )
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
-
-    async def _announce(self) -> None:
-        """The retained status: online, or degraded with the reason."""
-        client = self.client
-        if client is None:
-            return
-        body: dict[str, str] = {"state": "online"}
-        if self.degraded is not None:
-            body = {"state": "degraded", "reason": self.degraded}
-        with contextlib.suppress(aiomqtt.MqttError):
-            await client.publish(STATUS_TOPIC, msgspec.json.encode(body), qos=1, retain=True)
-
-    def _ack(self, items: list[_Item]) -> None:
-        """PUBACK what is now durable, in the order received, on the connection it came on
-        (after a reconnect the broker redelivers the rest; the pipeline drops duplicates)."""
-        client = self.client
-        if client is None:
-            return
-        paho = client._client
-        n = 0
-        for it in items:
-            if it.qos > 0 and it.gen == self.gen:
-                paho.ack(it.mid, it.qos)
-                n += 1
-        self.counters.acked += n
+    def _ack(self, items: list[Incoming]) -> None:
+        self.counters.acked += self.session.ack(items)
 
     # -- processing ----------------------------------------------------------------------
-    async def _next_batch(self) -> list[_Item]:
+    async def _next_batch(self) -> list[Incoming]:
         """Up to batch_max items, waiting at most batch_wait_s once one has arrived; an
         empty list when nothing arrived for a second (time still passes: see _tick)."""
         try:
@@ -366,7 +233,7 @@ class Engine:
                 break
         return items
 
-    def _decide(self, items: list[_Item]) -> None:
+    def _decide(self, items: list[Incoming]) -> None:
         """Decode and run the pipeline (a worker thread: kernels drop the GIL). The step and
         what it decided wait in _pending until committed."""
         recs: list[Record] = []
@@ -400,7 +267,7 @@ class Engine:
         p.steps.append(step)
         p.alerts.extend(res.alerts)
         p.dead.extend(dead)
-        self.commands.extend(res.commands)
+        self.commands.extend((tag, _rate_s(rate)) for tag, rate in res.commands)
         self.counters.alerts += len(res.alerts)
 
     def _commit_pending(self) -> list[OutboxItem]:
@@ -437,16 +304,14 @@ class Engine:
                     " %d dead letters waiting); retrying in %.1fs",
                     e, len(pending.steps), len(pending.alerts), len(pending.dead), delay,
                 )  # fmt: skip
-                if self.degraded is None:
-                    self.degraded = f"alert store cannot be written: {e}"
-                    await self._announce()
+                if self.session.degraded is None:
+                    await self.session.set_status(f"alert store cannot be written: {e}")
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
-            if self.degraded is not None:
+            if self.session.degraded is not None:
                 log.warning("store writable again; resuming")
-                self.degraded = None
-                await self._announce()
+                await self.session.set_status(None)
             return out
 
     async def _processor(self) -> None:
@@ -455,19 +320,19 @@ class Engine:
             if not items:
                 decided = await asyncio.to_thread(self._tick)
                 if decided or len(self._pending.steps) >= 60:
-                    outbox = await self._commit()
-                    if outbox is None:
+                    fresh = await self._commit()
+                    if fresh is None:
                         return
-                    await self._after_commit(outbox, [])
+                    await self._after_commit(fresh, [])
                 await self._send_commands()
                 continue
             await asyncio.to_thread(self._decide, items)
-            outbox = await self._commit()
-            if outbox is None:
+            fresh = await self._commit()
+            if fresh is None:
                 for _ in items:
                     self.queue.task_done()
                 return
-            await self._after_commit(outbox, items)
+            await self._after_commit(fresh, items)
             now = time.monotonic()
             self.counters.lag_s = now - items[0].received
             self.counters.processed += len(items)
@@ -476,10 +341,10 @@ class Engine:
                 self.queue.task_done()
             await self._send_commands()
 
-    async def _after_commit(self, outbox: list[OutboxItem], items: list[_Item]) -> None:
+    async def _after_commit(self, fresh: list[OutboxItem], items: list[Incoming]) -> None:
         self._ack(items)
-        if outbox:
-            await self._publish(outbox)
+        if fresh:
+            await self.outbox.publish(fresh)
         now = self._now
         st = self.settings
         if now - self._last_snapshot >= st.snapshot_every_s:
@@ -507,77 +372,32 @@ class Engine:
         if n:
             log.info("retention: %d evidence ledger rows older than the retention deleted", n)
 
-    # -- publishing ----------------------------------------------------------------------
-    async def _publish(self, items: list[OutboxItem]) -> None:
-        client = self.client
-        if client is None:
-            return  # stays in the outbox; published on reconnect or by the retry loop
-        prefix = self.settings.alert_topic_prefix
-        items = [i for i in items if i.seq not in self._inflight]
-        self._inflight.update(i.seq for i in items)
-
-        async def one(item: OutboxItem) -> int | None:
-            try:
-                await client.publish(alert_topic(prefix, item.subject), item.payload, qos=1)
-                return item.seq
-            except aiomqtt.MqttError as e:
-                log.warning("alert publish failed (kept in outbox): %s", e)
-                return None
-
-        try:
-            done = [s for s in await asyncio.gather(*(one(i) for i in items)) if s is not None]
-            if done:
-                try:
-                    await asyncio.to_thread(self.store.mark_published, done)
-                except StoreError as e:  # published again later: at least once
-                    log.warning("%s", e)
-                    return
-                self.counters.published += len(done)
-        finally:
-            self._inflight.difference_update(i.seq for i in items)
-
+    # -- commands and stats ----------------------------------------------------------------
     async def _send_commands(self) -> None:
         """Ask tags to report faster (or relax) on tagwatch/v1/tags/{tag}/cmd, QoS 1. Not
         stored: a command lost to a disconnect is superseded by the next state change, and
         the tag falls back to its own rate anyway."""
-        client = self.client
+        client = self.session.client
         if client is None or not self.commands:
             return
         cmds, self.commands = self.commands, []
-        for tag, payload in cmds:
+        for tag, rate_s in cmds:
             try:
-                await client.publish(CMD_TOPIC.format(tag=tag), msgspec.json.encode(payload), qos=1)
+                await client.publish(topics.cmd(tag), encode_rate_command(rate_s), qos=1)
                 self.counters.commands += 1
             except aiomqtt.MqttError as e:
                 log.warning("command to %s failed: %s", tag, e)
 
-    async def _flush_outbox(self, timeout: float | None = None) -> None:
-        async with self._outbox_lock:
-            try:
-                backlog = await asyncio.to_thread(self.store.unpublished)
-            except sqlite3.Error as e:
-                log.warning("cannot read the outbox: %s", e)
-                return
-            if backlog:
-                log.info("publishing %d alert records from the outbox", len(backlog))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._publish(backlog), timeout)
-
-    async def _outbox_retry(self) -> None:
-        """Whatever the broker has not confirmed is published again until it is."""
-        while True:
-            await asyncio.sleep(self.settings.outbox_retry_s)
-            if self.client is not None:
-                await self._flush_outbox(timeout=30.0)
-
     async def _stats(self) -> None:
         while True:
             await asyncio.sleep(self.stats_every_s)
-            log.info("%s", self.counters.line(self.queue.qsize()))
+            log.info("%s", self.stats_line())
 
-
-def _unsupported_protocol(e: aiomqtt.MqttError) -> bool:
-    """CONNACK "unsupported protocol version" (MQTT 5 reason 0x84, 3.1.1 return code 1)."""
-    rc = getattr(e, "rc", None)
-    value = getattr(rc, "value", rc)
-    return value in (0x84, 1) and isinstance(e, aiomqtt.MqttCodeError)
+    def stats_line(self) -> str:
+        c = self.counters
+        return (
+            f"received {c.received} processed {c.processed} (fixes {c.fixes}, "
+            f"events {c.events}, dup {c.duplicates}, dead {c.dead}) "
+            f"alerts {c.alerts} published {self.outbox.published} acked {c.acked} "
+            f"queue {self.queue.qsize()} lag {c.lag_s * 1000:.0f} ms connects {c.connects}"
+        )

@@ -9,28 +9,45 @@ Every command opens the store read-only: auditing never changes what it audits."
 from __future__ import annotations
 
 import argparse
+import functools
 import sqlite3
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
 
-from engine.errors import TagwatchError
+from engine.errors import StoreError, TagwatchError
 from engine.store.ledger import verify
+from engine.store.sqlite import advice
 
 
 def _open_ro(path: str) -> sqlite3.Connection:
     p = Path(path)
     if not p.exists():
-        raise TagwatchError(f"no alert store at {path}")
+        raise StoreError(f"no alert store at {path}")
     try:
         db = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True)
         db.execute("SELECT 1 FROM ledger LIMIT 1")
     except sqlite3.Error as e:
-        raise TagwatchError(f"{path}: not a tagwatch store with an evidence ledger ({e})") from None
+        raise StoreError(f"{path}: not a tagwatch store with an evidence ledger ({e})") from e
     return db
 
 
+def _reading(cmd: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """A storage error while reading becomes a StoreError that names the store."""
+
+    @functools.wraps(cmd)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return cmd(args)
+        except sqlite3.Error as e:
+            raise StoreError(f"{args.db}: cannot read the alert store: {e}{advice(e)}") from e
+
+    return run
+
+
+@_reading
 def cmd_verify(args: argparse.Namespace) -> int:
     db = _open_ro(args.db)
     rep = verify(db)
@@ -46,6 +63,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+@_reading
 def cmd_alert(args: argparse.Namespace) -> int:
     db = _open_ro(args.db)
     recs = db.execute(
@@ -70,6 +88,7 @@ def cmd_alert(args: argparse.Namespace) -> int:
     return 0
 
 
+@_reading
 def cmd_export(args: argparse.Namespace) -> int:
     db = _open_ro(args.db)
     sql = "SELECT body FROM ledger WHERE kind IN ('fix', 'event')"

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.core.pipeline import BatchResult, Pipeline
+from engine.store.base import Store
 from engine.store.ledger import Step
-from engine.store.sqlite import SqliteStore
 from engine.wire.alerts import Alert
 
 log = logging.getLogger("tagwatch.recovery")
@@ -119,8 +119,9 @@ class Recovered:
         )
 
 
-def recover(p: Pipeline, store: SqliteStore) -> Recovered:
-    """Bring a fresh pipeline to the state after the store's last committed step."""
+def recover(p: Pipeline, store: Store) -> Recovered:
+    """Bring a fresh pipeline to the state after the store's last committed step.
+    StoreError when the store cannot be read."""
     t0 = time.perf_counter()
     out = Recovered()
     fp = fingerprint(p)

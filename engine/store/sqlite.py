@@ -11,11 +11,13 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import msgspec
 
 from engine.errors import StoreError
 from engine.store import ledger
+from engine.store.base import OutboxItem
 from engine.store.ledger import LedgerWriter, Step
 from engine.wire.alerts import Alert, decode_alert, encode_alert
 from engine.wire.records import DeadLetter
@@ -66,15 +68,6 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 
 
 @dataclass(frozen=True)
-class OutboxItem:
-    """An alert record committed but not yet confirmed published."""
-
-    seq: int
-    subject: str
-    payload: bytes
-
-
-@dataclass(frozen=True)
 class DeadLetterRow:
     seq: int
     received_at: float
@@ -101,7 +94,7 @@ class SqliteStore:
             self._check_version()
             self.head = ledger.read_head(self._db)
         except (sqlite3.Error, OSError) as e:
-            raise StoreError(f"cannot open alert store {self.path}: {e}") from e
+            raise StoreError(f"cannot open alert store {self.path}: {e}{advice(e)}") from e
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -135,6 +128,17 @@ class SqliteStore:
         except (sqlite3.Error, StoreError):
             pass  # the next commit fails again and says why
 
+    def _fail(self, doing: str, e: sqlite3.Error) -> NoReturn:
+        raise StoreError(f"alert store {self.path}: {doing}: {e}{advice(e)}") from e
+
+    @contextlib.contextmanager
+    def _reading(self, what: str) -> Iterator[sqlite3.Connection]:
+        """A read outside any transaction: a failure leaves nothing to roll back."""
+        try:
+            yield self._db
+        except sqlite3.Error as e:
+            self._fail(f"cannot read {what}", e)
+
     def _check_version(self) -> None:
         row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
         if row is None:
@@ -147,7 +151,8 @@ class SqliteStore:
             )
         elif int(row[0]) != SCHEMA_VERSION:
             raise StoreError(
-                f"{self.path} has schema version {row[0]}, this tagwatch expects {SCHEMA_VERSION}"
+                f"{self.path} has schema version {row[0]}, this tagwatch expects"
+                f" {SCHEMA_VERSION}: use the tagwatch that wrote it, or another --db"
             )
 
     # -- writing -----------------------------------------------------------------------
@@ -217,7 +222,7 @@ class SqliteStore:
                 # COMMIT failed after the data was durable: it is in; the outbox
                 # flush publishes its alerts.
                 return []
-            raise StoreError(f"alert store {self.path}: write failed: {e}") from e
+            self._fail("write failed", e)
         self.head = LedgerWriter.after(rows, self.head)
         return out
 
@@ -225,13 +230,14 @@ class SqliteStore:
         """The alert records not already in the log, byte for byte (restart recovery
         re-decides what was committed before the crash: those are not new)."""
         out = []
-        for a in alerts:
-            row = self._db.execute(
-                "SELECT 1 FROM alert_log WHERE alert_id = ? AND record = ? LIMIT 1",
-                (a.id, encode_alert(a)),
-            ).fetchone()
-            if row is None:
-                out.append(a)
+        with self._reading("the alert log") as db:
+            for a in alerts:
+                row = db.execute(
+                    "SELECT 1 FROM alert_log WHERE alert_id = ? AND record = ? LIMIT 1",
+                    (a.id, encode_alert(a)),
+                ).fetchone()
+                if row is None:
+                    out.append(a)
         return out
 
     # -- snapshots and retention -------------------------------------------------------
@@ -253,38 +259,41 @@ class SqliteStore:
             db.execute("COMMIT")
         except sqlite3.Error as e:
             self._after_failure()
-            raise StoreError(f"alert store {self.path}: cannot save snapshot: {e}") from e
+            self._fail("cannot save snapshot", e)
 
     def latest_snapshot(self) -> tuple[int, float, str, bytes] | None:
         """(ledger n, engine clock, fingerprint, state) of the newest snapshot."""
-        row = self._db.execute(
-            "SELECT n, now, fingerprint, state FROM snapshots ORDER BY n DESC LIMIT 1"
-        ).fetchone()
+        with self._reading("the snapshots") as db:
+            row = db.execute(
+                "SELECT n, now, fingerprint, state FROM snapshots ORDER BY n DESC LIMIT 1"
+            ).fetchone()
         return None if row is None else (int(row[0]), float(row[1]), str(row[2]), bytes(row[3]))
 
     def steps_after(self, n: int) -> Iterator[Step]:
         """Streamed: a long ledger (no snapshot yet, or a rebuild) never sits in memory."""
-        return ledger.replay_steps(self._db, n)
+        with self._reading("the evidence ledger") as db:
+            yield from ledger.replay_steps(db, n)
 
     def last_step_now(self) -> float | None:
-        row = self._db.execute(
-            "SELECT t FROM ledger WHERE kind = 'step' ORDER BY n DESC LIMIT 1"
-        ).fetchone()
+        with self._reading("the evidence ledger") as db:
+            row = db.execute(
+                "SELECT t FROM ledger WHERE kind = 'step' ORDER BY n DESC LIMIT 1"
+            ).fetchone()
         return None if row is None else float(row[0])
 
     def prune(self, before: float, chunk: int = 50_000) -> int:
         """Retention: delete ledger rows from the front whose step ran before `before`
         (engine clock), never past the newest snapshot (recovery starts there). The last
         deleted row becomes the chain's anchor. Returns rows deleted (one chunk at most)."""
-        db = self._db
-        snap = db.execute("SELECT MAX(n) FROM snapshots").fetchone()[0]
-        if snap is None:
-            return 0
-        row = db.execute(
-            "SELECT MIN(n) FROM ledger WHERE kind = 'step' AND t >= ?", (before,)
-        ).fetchone()[0]
+        with self._reading("the evidence ledger") as db:
+            snap = db.execute("SELECT MAX(n) FROM snapshots").fetchone()[0]
+            if snap is None:
+                return 0
+            row = db.execute(
+                "SELECT MIN(n) FROM ledger WHERE kind = 'step' AND t >= ?", (before,)
+            ).fetchone()[0]
+            first = db.execute("SELECT MIN(n) FROM ledger").fetchone()[0]
         limit = int(snap) if row is None else min(int(snap), int(row) - 1)
-        first = db.execute("SELECT MIN(n) FROM ledger").fetchone()[0]
         if first is None or limit < int(first):
             return 0
         limit = min(limit, int(first) + chunk - 1)
@@ -301,11 +310,12 @@ class SqliteStore:
             db.execute("COMMIT")
         except sqlite3.Error as e:
             self._after_failure()
-            raise StoreError(f"alert store {self.path}: retention failed: {e}") from e
+            self._fail("retention failed", e)
         return int(cur.rowcount)
 
     def verify(self) -> ledger.VerifyReport:
-        return ledger.verify(self._db)
+        with self._reading("the evidence ledger") as db:
+            return ledger.verify(db)
 
     def mark_published(self, seqs: Iterable[int], now: float | None = None) -> None:
         now = time.time() if now is None else now
@@ -316,24 +326,27 @@ class SqliteStore:
             self._db.executemany("UPDATE alert_log SET published_at=? WHERE seq=?", rows)
         except sqlite3.Error as e:
             self._after_failure()
-            raise StoreError(f"alert store {self.path}: cannot mark published: {e}") from e
+            self._fail("cannot mark published", e)
 
     # -- reading -----------------------------------------------------------------------
     def unpublished(self, limit: int = 10_000) -> list[OutboxItem]:
-        rows = self._db.execute(
-            "SELECT seq, subject, record FROM alert_log WHERE published_at IS NULL"
-            " ORDER BY seq LIMIT ?",
-            (limit,),
-        ).fetchall()
+        with self._reading("the outbox") as db:
+            rows = db.execute(
+                "SELECT seq, subject, record FROM alert_log WHERE published_at IS NULL"
+                " ORDER BY seq LIMIT ?",
+                (limit,),
+            ).fetchall()
         return [OutboxItem(int(s), str(sub), bytes(r)) for s, sub, r in rows]
 
     def alert_log(self) -> list[Alert]:
-        rows = self._db.execute("SELECT record FROM alert_log ORDER BY seq").fetchall()
+        with self._reading("the alert log") as db:
+            rows = db.execute("SELECT record FROM alert_log ORDER BY seq").fetchall()
         return [decode_alert(bytes(r[0])) for r in rows]
 
     def current_alerts(self, state: str | None = None) -> list[Alert]:
         sql = "SELECT record FROM alert_log WHERE seq IN (SELECT MAX(seq) FROM alert_log GROUP BY alert_id)"
-        rows = self._db.execute(sql + " ORDER BY seq").fetchall()
+        with self._reading("the alert log") as db:
+            rows = db.execute(sql + " ORDER BY seq").fetchall()
         alerts = [decode_alert(bytes(r[0])) for r in rows]
         return [a for a in alerts if state is None or a.state == state]
 
@@ -343,9 +356,11 @@ class SqliteStore:
         )
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
+        with self._reading("the dead letters") as db:
+            rows = db.execute(sql).fetchall()
         return [
             DeadLetterRow(int(a), float(b), str(c), str(d), int(e), bytes(f))
-            for a, b, c, d, e, f in self._db.execute(sql).fetchall()
+            for a, b, c, d, e, f in rows
         ]
 
     def close(self) -> None:
@@ -357,6 +372,31 @@ class SqliteStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# What a user can do about a storage error, by the words of its message.
+_ADVICE = (
+    (("locked", "busy"), "another process holds a lock on it (a second engine, a backup, a"
+     " sqlite3 shell): stop it or let it finish"),
+    (("full", "too large", "quota", "no space"), "free space on its disk, or raise the"
+     " file size limit or quota"),
+    (("readonly", "read-only", "permission", "unable to open"), "make the file and its"
+     " folder readable and writable by this user"),
+    (("malformed", "not a database", "encrypted"), "the file is damaged or not a tagwatch"
+     " store: move it aside or restore a backup"),
+    (("i/o",), "the disk reported an I/O error: check it (dmesg, smartctl)"),
+    (("not a directory", "no such file"), "check the path: its folder must exist or be"
+     " creatable by this user"),
+)  # fmt: skip
+
+
+def advice(e: BaseException) -> str:
+    """' (what to do)' for a storage error whose cause is recognised, else ''."""
+    text = str(e).lower()
+    for words, what in _ADVICE:
+        if any(w in text for w in words):
+            return f" ({what})"
+    return ""
 
 
 def _evidence_json(a: Alert) -> str:

@@ -1,0 +1,83 @@
+"""The outbox: alert records committed to the store and waiting for the broker's PUBACK.
+
+An alert record is published (QoS 1) only after the commit that holds it, and marked
+published only when the broker confirms it. What is unconfirmed stays in the store and is
+published again every `outbox_retry_s`, on every reconnect and before the engine stops:
+at least once, never lost."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import aiomqtt
+
+from engine.errors import StoreError
+from engine.mqtt.session import MqttSession
+from engine.settings import Settings
+from engine.store.base import OutboxItem, Store
+from engine.wire import topics
+
+log = logging.getLogger("tagwatch.serve")
+
+
+class Outbox:
+    """Publishes the store's unconfirmed alert records through the session."""
+
+    def __init__(self, store: Store, session: MqttSession, settings: Settings) -> None:
+        self.store = store
+        self.session = session
+        self.settings = settings
+        self.published = 0  # records the broker confirmed
+        self._lock = asyncio.Lock()
+        self._inflight: set[int] = set()  # outbox seqs being published right now
+
+    async def publish(self, items: list[OutboxItem]) -> None:
+        """Publish these (skipping any already on the way); mark the confirmed ones."""
+        client = self.session.client
+        if client is None:
+            return  # stays in the outbox; published on reconnect or by the retry loop
+        prefix = self.settings.alert_topic_prefix
+        items = [i for i in items if i.seq not in self._inflight]
+        self._inflight.update(i.seq for i in items)
+
+        async def one(item: OutboxItem) -> int | None:
+            try:
+                await client.publish(topics.alerts(item.subject, prefix), item.payload, qos=1)
+                return item.seq
+            except aiomqtt.MqttError as e:
+                log.warning("alert publish failed (kept in outbox): %s", e)
+                return None
+
+        try:
+            done = [s for s in await asyncio.gather(*(one(i) for i in items)) if s is not None]
+            if done:
+                try:
+                    await asyncio.to_thread(self.store.mark_published, done)
+                except StoreError as e:  # published again later: at least once
+                    log.warning("%s", e)
+                    return
+                self.published += len(done)
+        finally:
+            self._inflight.difference_update(i.seq for i in items)
+
+    async def flush(self, timeout: float | None = None) -> None:
+        """Publish the whole unconfirmed backlog (at most `timeout` seconds)."""
+        async with self._lock:
+            try:
+                backlog = await asyncio.to_thread(self.store.unpublished)
+            except StoreError as e:
+                log.warning("cannot read the outbox: %s", e)
+                return
+            if backlog:
+                log.info("publishing %d alert records from the outbox", len(backlog))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.publish(backlog), timeout)
+
+    async def retry_forever(self) -> None:
+        """Whatever the broker has not confirmed is published again until it is."""
+        while True:
+            await asyncio.sleep(self.settings.outbox_retry_s)
+            if self.session.client is not None:
+                await self.flush(timeout=30.0)

@@ -1,0 +1,201 @@
+"""The engine's MQTT session: one persistent broker session, reconnected with backoff,
+whose QoS 1 messages are acknowledged only when the engine says they are durable.
+
+- MQTT v5 with a fixed client id, no clean start and a session expiry, so the broker
+  queues for the engine while it is down; a broker that refuses v5 gets 3.1.1 with clean
+  session off (the broker's own limits then stand for expiry and messages in flight).
+- aiomqtt 2.x has paho acknowledge a QoS 1 message as soon as it is read off the socket.
+  The session turns that off (paho's `manual_ack_set(True)` on the client aiomqtt wraps,
+  before connecting) and sends a PUBACK only from `ack()`. That private access to the
+  wrapped paho client lives in this class and nowhere else.
+- On every (re)connect: subscribe to the input filters, announce the retained status
+  (online, or degraded with the reason), then hand over to the engine. The will says
+  "offline" when the connection dies."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from engine.settings import Settings
+from engine.wire import topics
+from engine.wire.commands import OFFLINE_STATUS, encode_status
+
+log = logging.getLogger("tagwatch.serve")
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> BrokerAddress:
+        host, _, port = text.rpartition(":")
+        if not host:
+            host, port = text, "1883"
+        return cls(host.strip("[]"), int(port))
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One received message: where it came from and how to acknowledge it."""
+
+    topic: str
+    payload: bytes
+    received: float  # monotonic
+    gen: int  # connection it arrived on: a PUBACK only makes sense on that one
+    mid: int
+    qos: int
+
+
+class MqttSession:
+    """The connection of one engine process: `run()` keeps it up, `ack()` acknowledges,
+    `set_status()` says how the engine is; `client` is the live client (None while down)."""
+
+    def __init__(
+        self,
+        broker: BrokerAddress,
+        settings: Settings,
+        *,
+        client_id: str = "tagwatch-engine",
+        client_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        self.broker = broker
+        self.settings = settings
+        self.client_id = client_id
+        self.client_kwargs = dict(client_kwargs or {})
+        self.client: aiomqtt.Client | None = None
+        self.gen = 0  # connections made so far; the current one's number
+        self.connected = asyncio.Event()
+        self.mqtt5 = True  # until a broker says it does not speak it
+        self.degraded: str | None = None  # why the engine is degraded, while it is
+
+    # -- connecting ----------------------------------------------------------------------
+    def _connect_properties(self) -> Properties:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = int(self.settings.session_expiry_s)
+        props.ReceiveMaximum = max(1, min(65535, int(self.settings.receive_max)))
+        return props
+
+    def _new_client(self) -> aiomqtt.Client:
+        will = aiomqtt.Will(topics.STATUS, OFFLINE_STATUS, qos=1, retain=True)
+        common: dict[str, Any] = dict(
+            identifier=self.client_id, will=will, keepalive=15, timeout=10, **self.client_kwargs
+        )
+        if self.mqtt5:
+            client = aiomqtt.Client(
+                self.broker.host, self.broker.port, protocol=aiomqtt.ProtocolVersion.V5,
+                clean_start=False, properties=self._connect_properties(), **common,
+            )  # fmt: skip
+        else:
+            client = aiomqtt.Client(
+                self.broker.host, self.broker.port, protocol=aiomqtt.ProtocolVersion.V311,
+                clean_session=False, **common,
+            )  # fmt: skip
+        # aiomqtt does not expose manual acknowledgement; the paho client it wraps does.
+        # Before connecting: a resumed session's queued messages arrive with the CONNACK,
+        # and paho would acknowledge them before any of our code ran. From here on a PUBACK
+        # goes out only from ack(), after the commit.
+        client._client.manual_ack_set(True)
+        return client
+
+    async def run(
+        self,
+        on_connect: Callable[[], Awaitable[None]],
+        on_message: Callable[[Incoming], Awaitable[None]],
+    ) -> None:
+        """Stay connected until cancelled: on each connection subscribe, announce the
+        status, await `on_connect()`, then hand every message to `on_message`."""
+        backoff = 0.25
+        while True:
+            try:
+                async with self._new_client() as client:
+                    client.pending_calls_threshold = 10_000
+                    for topic in topics.INPUT_FILTERS:
+                        await client.subscribe(topic, qos=1)
+                    self.gen += 1
+                    gen = self.gen
+                    self.client = client
+                    self.connected.set()
+                    backoff = 0.25
+                    log.info("connected to %s:%d", self.broker.host, self.broker.port)
+                    await self._announce()
+                    await on_connect()
+                    async for msg in client.messages:
+                        payload = msg.payload
+                        if not isinstance(payload, bytes):
+                            payload = b"" if payload is None else str(payload).encode()
+                        await on_message(
+                            Incoming(
+                                str(msg.topic), payload, time.monotonic(), gen, msg.mid, msg.qos
+                            )
+                        )
+            except aiomqtt.MqttError as e:
+                self.connected.clear()
+                self.client = None
+                if self.mqtt5 and _unsupported_protocol(e):
+                    self.mqtt5 = False
+                    log.warning(
+                        "broker %s:%d does not speak MQTT 5: using 3.1.1 with a persistent"
+                        " session (clean session off); the broker's own limits then stand"
+                        " for session expiry and messages in flight",
+                        self.broker.host, self.broker.port,
+                    )  # fmt: skip
+                    continue
+                log.warning(
+                    "broker %s:%d: %s; reconnecting in %.1fs",
+                    self.broker.host,
+                    self.broker.port,
+                    e,
+                    backoff,
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    # -- acknowledging -------------------------------------------------------------------
+    def ack(self, items: Iterable[Incoming]) -> int:
+        """PUBACK what is now durable, in the order received, on the connection it came on
+        (after a reconnect the broker redelivers the rest; the pipeline drops duplicates).
+        How many were acknowledged."""
+        client = self.client
+        if client is None:
+            return 0
+        paho = client._client
+        n = 0
+        for it in items:
+            if it.qos > 0 and it.gen == self.gen:
+                paho.ack(it.mid, it.qos)
+                n += 1
+        return n
+
+    # -- status --------------------------------------------------------------------------
+    async def set_status(self, degraded: str | None) -> None:
+        """Online (None) or degraded with the reason: kept, and announced now and on every
+        reconnect."""
+        self.degraded = degraded
+        await self._announce()
+
+    async def _announce(self) -> None:
+        """The retained status: online, or degraded with the reason."""
+        client = self.client
+        if client is None:
+            return
+        with contextlib.suppress(aiomqtt.MqttError):
+            await client.publish(topics.STATUS, encode_status(self.degraded), qos=1, retain=True)
+
+
+def _unsupported_protocol(e: aiomqtt.MqttError) -> bool:
+    """CONNACK "unsupported protocol version" (MQTT 5 reason 0x84, 3.1.1 return code 1)."""
+    rc = getattr(e, "rc", None)
+    value = getattr(rc, "value", rc)
+    return value in (0x84, 1) and isinstance(e, aiomqtt.MqttCodeError)

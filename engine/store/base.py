@@ -1,0 +1,69 @@
+"""What the engine asks of a durable store: the `Store` protocol and the outbox item.
+
+The live engine (engine/mqtt/), replay and restart recovery are written against this
+protocol, not against SQLite (engine/store/sqlite.py is the implementation). Every method
+that fails raises `engine.errors.StoreError`, whose message says what to do; nothing else
+from the storage layer escapes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from engine.store.ledger import Step
+from engine.wire.alerts import Alert
+from engine.wire.records import DeadLetter
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    """An alert record committed but not yet confirmed published."""
+
+    seq: int
+    subject: str
+    payload: bytes
+
+
+class Store(Protocol):
+    """The operations the serve loop, replay and recovery use, and nothing more."""
+
+    def commit(
+        self,
+        alerts: Sequence[Alert],
+        dead: Sequence[DeadLetter],
+        now: float | None = None,
+        *,
+        steps: Sequence[Step] = (),
+    ) -> list[OutboxItem]:
+        """Write the steps, the alert records they decided and the dead letters in one
+        transaction; the returned outbox items are durable. StoreError: nothing written."""
+        ...
+
+    def missing(self, alerts: Sequence[Alert]) -> list[Alert]:
+        """The alert records not already stored, byte for byte."""
+        ...
+
+    def save_snapshot(self, fingerprint: str, now: float, state: bytes, keep: int = 2) -> None:
+        """Pipeline state as of the last committed step."""
+        ...
+
+    def latest_snapshot(self) -> tuple[int, float, str, bytes] | None:
+        """(ledger n, engine clock, fingerprint, state) of the newest snapshot."""
+        ...
+
+    def steps_after(self, n: int) -> Iterator[Step]:
+        """The committed steps after ledger row `n`, in order, with their records."""
+        ...
+
+    def prune(self, before: float, chunk: int = 50_000) -> int:
+        """Retention: delete evidence older than `before`; the number of rows deleted."""
+        ...
+
+    def unpublished(self, limit: int = 10_000) -> list[OutboxItem]:
+        """Alert records the broker has not confirmed, oldest first."""
+        ...
+
+    def mark_published(self, seqs: Iterable[int], now: float | None = None) -> None:
+        """The broker confirmed these outbox items."""
+        ...
