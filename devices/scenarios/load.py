@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from devices.health.device import TAMPER_KINDS
+from devices.health.tamper import TAMPER_KINDS
 from devices.health.truth import HEALTH_KINDS
 from devices.motion.planner import Move, offset_text
 from devices.scenarios.parse import (

@@ -8,7 +8,7 @@ import itertools
 
 import numpy as np
 
-from devices.health.device import TagSchedule
+from devices.health.records import TagSchedule
 from devices.health.script import ScriptedHealth, ScriptedSpan, ScriptedTamper, scripted_health
 from devices.health.truth import health_truth
 from devices.motion.planner import Move, ScriptedPath, ScriptError, offset_text, scripted_plan
