@@ -12,7 +12,7 @@ from devices.health.battery import overlaps, run_battery
 from devices.health.records import IndoorPeriod, TagHealth, TagSchedule, build_tag_health
 from devices.health.tamper import TamperPlan, tamper_plan, toggle_pairs
 from devices.health.truth import USABLE_ACC_M
-from devices.motion.planner import ScriptError, offset_text
+from devices.motion.scripted import ScriptError, offset_text
 
 # scripted cell fixes are never usable fixes, however small a scenario's cell_acc_m
 CELL_ACC_RANGE = (USABLE_ACC_M + 1.0, float("inf"))

@@ -14,7 +14,7 @@ import numpy as np
 
 from devices.health.tamper import TAMPER_KINDS
 from devices.health.truth import HEALTH_KINDS
-from devices.motion.planner import Move, offset_text
+from devices.motion.scripted import Move, offset_text, too_deep
 from devices.scenarios.parse import (
     MAX_FROM_CENTRE_M,
     XY,
@@ -236,12 +236,8 @@ def _move(e: Entry, ctx: _Ctx, i: int, do: str, at: float | None) -> Move:
         kw["zone"] = z
         if e.has("depth_m"):
             kw["depth_m"] = e.number("depth_m", above=0.0)
-            if kw["depth_m"] >= z.depth_m:
-                raise e.fail(
-                    "depth_m",
-                    f"{kw['depth_m']:g} m is deeper than zone {z.id} goes "
-                    f"({z.depth_m:.0f} m at its deepest point)",
-                )
+            if (why := too_deep(kw["depth_m"], z)) is not None:
+                raise e.fail("depth_m", why)
         if e.has("bearing"):
             kw["bearing"] = e.number("bearing", lo=0.0, hi=360.0)
         # the way to the zone's edge: by street from elsewhere, straight from here

@@ -11,7 +11,7 @@ import numpy as np
 from devices.health.records import TagSchedule
 from devices.health.script import ScriptedHealth, ScriptedSpan, ScriptedTamper, scripted_health
 from devices.health.truth import health_truth
-from devices.motion.planner import Move, ScriptedPath, ScriptError, offset_text, scripted_plan
+from devices.motion.scripted import Move, ScriptedPath, ScriptError, offset_text, scripted_plan
 from devices.scenarios.load import DeviceEvent, Scenario, ScriptedSubject, Step
 from devices.scenarios.parse import ScenarioError
 from devices.sensing.sensor import FixColumns, sample_fixes
