@@ -130,7 +130,7 @@ def test_health_day(benchmark, tmp_path: Path, record_property) -> None:  # type
     """A simulated 24-hour day for 200 subjects with device health on, replayed through
     the engine and scored against its truth beside the naive per-record rules."""
     from bench.healthscore import health_table, naive_health, score_health
-    from devices.health.device import HealthConfig
+    from devices.health.drawn import HealthConfig
     from devices.sensing.noise import URBAN
     from devices.sim.fleet import simulate
     from devices.sim.output import write_run

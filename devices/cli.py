@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from devices.health.device import HealthConfig
+from devices.health.drawn import HealthConfig
 from devices.sensing.noise import PRESETS
 from devices.sim.fleet import DEFAULT_EPOCH, Message, SimConfig, SimRun, Simulation
 from devices.world.city import LONDON, build_world
@@ -162,7 +162,7 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
         "--health",
         action="store_true",
         help="device health too: battery drain and charging, tamper, coverage gaps with "
-        "store-and-forward uploads, indoor cell-only periods (devices/health/device.py)",
+        "store-and-forward uploads, indoor cell-only periods (devices/health/drawn.py)",
     )
     sp.add_argument(
         "--world-dir", type=Path, metavar="DIR", help="write zones.geojson and subjects.toml here"

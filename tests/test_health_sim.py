@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from devices.health.device import HealthConfig
+from devices.health.drawn import HealthConfig
 from devices.health.truth import (
     BATTERY_CRITICAL,
     BATTERY_LOW,

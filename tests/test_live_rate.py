@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from devices.health.device import HealthConfig
+from devices.health.drawn import HealthConfig
 from devices.sim.fleet import SimRun, simulate
 from devices.sim.ratecontrol import (
     CommandError,

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from devices.cli import main
-from devices.motion.planner import offset_text
+from devices.motion.scripted import offset_text
 from devices.scenarios.file import (
     TRUTH_KINDS,
     Scenario,

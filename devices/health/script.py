@@ -1,5 +1,5 @@
 """Scripted device health (scenario files): a tag's tamper, coverage gaps, indoor periods
-and battery at given times, run through health.py's battery model and record rules, so it
+and battery at given times, run through battery.py's model and records.py's rules, so it
 sends the same kinds of records, events and truth as a drawn script."""
 
 from __future__ import annotations
@@ -8,10 +8,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from devices.health import device as hl
-from devices.health.device import TagHealth, TagSchedule
+from devices.health.battery import overlaps, run_battery
+from devices.health.records import IndoorPeriod, TagHealth, TagSchedule, build_tag_health
+from devices.health.tamper import TamperPlan, tamper_plan, toggle_pairs
 from devices.health.truth import USABLE_ACC_M
-from devices.motion.planner import ScriptError, offset_text
+from devices.motion.scripted import ScriptError, offset_text
 
 # scripted cell fixes are never usable fixes, however small a scenario's cell_acc_m
 CELL_ACC_RANGE = (USABLE_ACC_M + 1.0, float("inf"))
@@ -56,12 +57,12 @@ class ScriptedHealth:
     recharge: tuple[float, float] | None = None  # after running flat: (delay, duration) s
 
 
-def _tamper_plan(rng: np.random.Generator, s: ScriptedTamper) -> hl.TamperPlan:
-    """A scripted tamper's events and powered-off spans, toggles as health.py draws them."""
-    pairs = hl.toggle_pairs(rng, s.toggles, s.seconds)
+def _tamper_plan(rng: np.random.Generator, s: ScriptedTamper) -> TamperPlan:
+    """A scripted tamper's events and powered-off spans, toggles timed as tamper.py times them."""
+    pairs = toggle_pairs(rng, s.toggles, s.seconds)
     lag = min(float(rng.uniform(2.0, 20.0)), s.seconds / 4) if s.body else 0.0
     start = round(s.start_t, 3)
-    return hl.tamper_plan(s.kind, start, pairs, lag, start + pairs[-1][0] + s.seconds)
+    return tamper_plan(s.kind, start, pairs, lag, start + pairs[-1][0] + s.seconds)
 
 
 def scripted_health(
@@ -74,7 +75,7 @@ def scripted_health(
     t0, t1 = tag.t0, tag.t1
     tampers = [(s, _tamper_plan(rng, s)) for s in script.tamper]
     offs = [span for _, tp in tampers for span in tp.offs]
-    bat = hl.run_battery(
+    bat = run_battery(
         script.start_pct,
         script.drain_pct_h,
         script.charge_pct_h,
@@ -86,7 +87,7 @@ def scripted_health(
     )
     flats = bat.flats_in_run(t1)
     for s, tp in tampers:
-        if hl.overlaps(tp.span, flats, 0.0):
+        if overlaps(tp.span, flats, 0.0):
             when = offset_text(flats[0][0] - t0)
             raise ScriptError(
                 s.index,
@@ -103,10 +104,8 @@ def scripted_health(
             )
     gaps = [(round(g.start_t, 3), round(g.end_t, 3)) for g in script.gaps]
     roles = {"tamper": tampers, "coverage": gaps, "indoor": script.indoor, "forgetful": flats}
-    indoor = [
-        hl.IndoorPeriod(p.start_t, p.end_t, p.cell_share, p.cell_acc_m) for p in script.indoor
-    ]
-    return hl.build_tag_health(
+    indoor = [IndoorPeriod(p.start_t, p.end_t, p.cell_share, p.cell_acc_m) for p in script.indoor]
+    return build_tag_health(
         tag,
         frozenset(k for k, v in roles.items() if v),
         rng,

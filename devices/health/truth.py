@@ -1,6 +1,6 @@
 """Ground truth for device health: tamper, silent tag, no location, low/critical battery.
 
-Judged from each tag's health script (`devices.health.device.TagHealth`: every record the tag
+Judged from each tag's health script (`devices.health.records.TagHealth`: every record the tag
 took, when it was published, and why it powered off), with the written rules below, which
 the engine implements too. Health episodes use the `Episode` record with zone "" and
 depth_m 0."""
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from devices.sim.truth import Episode
 
 if TYPE_CHECKING:
-    from devices.health.device import HealthRecord, TagHealth
+    from devices.health.records import HealthRecord, TagHealth
 
 # tamper: one episode from the first opening event to the restoring event after which no
 # new opening follows within TAMPER_SETTLE_S; kinds overlapping on one tag merge.

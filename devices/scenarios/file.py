@@ -6,11 +6,12 @@ same `SimRun` the fleet simulator makes, so `devices.sim.output.write_run` write
 zones.geojson, subjects.toml, replay.jsonl and truth.jsonl. `check_expectations` holds a run
 to the episodes the file's `[[expect]]` entries promise. The format: devices/README.md.
 
-This module is the one place to import them from; the work is split between
-scenarioparse.py (reading tables, places, zones), scenarioload.py (the checked `Scenario`)
-and scenariorun.py (running it)."""
+This module is the one place to import them from; the work is split between parse.py
+(reading tables, places, zones), timeline.py (timelines), load.py and model.py (the checked
+`Scenario`) and run.py (running it)."""
 
-from devices.scenarios.load import TRUTH_KINDS, Scenario, load_scenario
+from devices.scenarios.load import load_scenario
+from devices.scenarios.model import TRUTH_KINDS, Scenario
 from devices.scenarios.parse import ScenarioError, parse_duration, parse_instant
 from devices.scenarios.run import check_expectations, run_scenario
 

@@ -17,7 +17,7 @@ from shapely.geometry import MultiPolygon, Point, Polygon
 from shapely.geometry.base import BaseGeometry
 from shapely.geometry.polygon import orient
 
-from devices.motion.planner import offset_text
+from devices.motion.scripted import offset_text
 from devices.world.city import ZoneSpec
 from devices.world.clock import parse_days
 from devices.world.geo import LocalFrame

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from devices.health.device import HealthConfig
+from devices.health.drawn import HealthConfig
 from devices.sim.fleet import SimConfig, Simulation
 from devices.world.city import LONDON, World, build_world
 

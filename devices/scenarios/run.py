@@ -1,6 +1,6 @@
 """Running a loaded scenario: `run_scenario` plans, senses and judges it into the same
-`SimRun` the fleet simulator makes (scripted device health through healthscript.py), and
-`check_expectations` holds that run to the file's `[[expect]]` promises."""
+`SimRun` the fleet simulator makes (scripted device health through health/script.py),
+and `check_expectations` holds that run to the file's `[[expect]]` promises."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import itertools
 
 import numpy as np
 
-from devices.health.device import TagSchedule
+from devices.health.records import TagSchedule
 from devices.health.script import ScriptedHealth, ScriptedSpan, ScriptedTamper, scripted_health
 from devices.health.truth import health_truth
-from devices.motion.planner import Move, ScriptedPath, ScriptError, offset_text, scripted_plan
-from devices.scenarios.load import DeviceEvent, Scenario, ScriptedSubject, Step
+from devices.motion.scripted import Move, ScriptedPath, ScriptError, offset_text, scripted_plan
+from devices.scenarios.model import DeviceEvent, Scenario, ScriptedSubject, Step
 from devices.scenarios.parse import ScenarioError
 from devices.sensing.sensor import FixColumns, sample_fixes
 from devices.sim.fleet import SimConfig, SimRun, health_messages, phone_messages

@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from devices.health.device import HealthConfig, TagHealth, TagSchedule, tag_health
+from devices.health.drawn import HealthConfig, tag_health
+from devices.health.records import TagHealth, TagSchedule
 from devices.health.truth import health_truth
 from devices.motion.planner import Plan, plan_subject
 from devices.sensing.sensor import FixColumns, NoiseModel, SimpleGpsNoise, sample_fixes
