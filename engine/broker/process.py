@@ -42,6 +42,10 @@ BROKER_PERSISTENCE_OPTIONS: tuple[str, ...] = (
     "autosave_interval 10",  # seconds: what a broker crash (not a clean restart) can lose
 )
 DURABLE_BROKER_OPTIONS = BROKER_PERSISTENCE_OPTIONS + BROKER_QUEUE_OPTIONS
+# Everything but debug messages and the per-message lines.
+BROKER_LOG_TYPES: tuple[str, ...] = tuple(
+    f"log_type {t}" for t in ("error", "warning", "notice", "information")
+)
 
 _live: set[MosquittoProcess] = set()  # killed at exit if still running
 
@@ -157,10 +161,7 @@ class MosquittoProcess:
             f"listener {self.port} {self.host}",
             "allow_anonymous true",
             f"log_dest file {self.log_path}",
-            "log_type error",
-            "log_type warning",
-            "log_type notice",
-            "log_type information",
+            *BROKER_LOG_TYPES,
             "log_timestamp_format %Y-%m-%dT%H:%M:%S",
         ]
         if os.geteuid() == 0:  # else mosquitto drops to user "mosquitto" and cannot write here
