@@ -14,6 +14,7 @@ help:
 	@echo "make fuzz      long fuzzing run: 100 000 random examples per target (FUZZ_EXAMPLES=N)"
 	@echo "make lint      ruff check + format check"
 	@echo "make lock      pin the installed versions in constraints.txt (after make test)"
+	@echo "make mosquitto install Debian's mosquitto if it is missing (as root)"
 	@echo "make clean     remove the venv, caches and run/"
 
 $(STAMP): pyproject.toml constraints.txt

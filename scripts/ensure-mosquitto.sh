@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Make sure a mosquitto broker binary is available: use it if installed, otherwise install
-# Debian's package when we are root and apt-get exists. Never fails the caller by itself:
-# tests that need mosquitto fail (CI) or skip (laptops) with a clear message instead.
+# Debian's package when we are root and apt-get exists. tagwatch's own code never installs
+# anything: this script (`make mosquitto`, run by `make demo` and `make test`) is the one
+# place that does. Never fails the caller by itself: without mosquitto, `tagwatch demo`
+# stops saying how to get it, and tests that need it fail (CI) or skip (laptops).
 set -u
 for p in "$(command -v mosquitto 2>/dev/null)" /usr/sbin/mosquitto /usr/local/sbin/mosquitto; do
   if [ -n "$p" ] && [ -x "$p" ]; then exit 0; fi
@@ -16,7 +18,9 @@ if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
   fi
   echo "warning: could not install mosquitto (see /tmp/tagwatch-apt.log)" >&2
 else
-  echo "warning: mosquitto is not installed and cannot be installed here (need root + apt-get);" >&2
-  echo "         the demo falls back to tagwatch's embedded broker; MQTT tests will skip." >&2
+  echo "warning: mosquitto is not installed, and installing it here needs root and apt-get:" >&2
+  echo "         run 'sudo apt-get install mosquitto' (or 'sudo make mosquitto')." >&2
+  echo "         Until then the demo stops (or use a broker you run: tagwatch demo --broker" >&2
+  echo "         HOST:PORT) and the MQTT tests skip." >&2
 fi
 exit 0

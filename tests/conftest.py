@@ -1,4 +1,4 @@
-"""Shared pytest fixtures: brokers (real mosquitto, embedded fallback)."""
+"""Shared pytest fixtures: brokers (a real mosquitto on a free loopback port)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.broker.process import BrokerHandle, MosquittoProcess, find_mosquitto, start_broker
+from engine.broker.process import MosquittoProcess, find_mosquitto
 
 # -- brokers ------------------------------------------------------------------------------
 
@@ -48,13 +48,3 @@ def mosquitto(tmp_path: Path) -> Iterator[MosquittoProcess]:
 def mosquitto_persistent(tmp_path: Path) -> Iterator[MosquittoProcess]:
     """As `mosquitto`, with persistence on: sessions and retained messages survive restart()."""
     yield from _mosquitto(tmp_path, persistence=True)
-
-
-@pytest.fixture
-def embedded_broker() -> Iterator[BrokerHandle]:
-    """tagwatch's embedded MQTT 3.1.1 broker on an OS-chosen loopback port."""
-    handle = start_broker(prefer="embedded")
-    try:
-        yield handle
-    finally:
-        handle.stop()

@@ -26,7 +26,7 @@ import pytest
 from cryptography import x509
 from paho.mqtt.enums import CallbackAPIVersion
 
-from engine.broker import config as brokerconfig
+from engine.broker import credentials
 from engine.broker.process import (
     BROKER_PERSISTENCE_OPTIONS,
     BROKER_QUEUE_OPTIONS,
@@ -613,9 +613,9 @@ def test_an_unusable_out_directory_or_host_exits_2(
 
 def test_password_hashes_are_mosquitto_passwd_compatible() -> None:
     user, encoded = MOSQUITTO_PASSWD_LINE.split(":", 1)
-    assert brokerconfig.check_password("secret", encoded)
-    assert not brokerconfig.check_password("Secret", encoded)
+    assert credentials.check_password("secret", encoded)
+    assert not credentials.check_password("Secret", encoded)
     salt = base64.b64decode(encoded.split("$")[3])
-    assert f"{user}:{brokerconfig.hash_password('secret', salt)}" == MOSQUITTO_PASSWD_LINE
-    fresh = brokerconfig.hash_password("pw")
-    assert fresh.startswith("$7$101$") and fresh != brokerconfig.hash_password("pw")
+    assert f"{user}:{credentials.hash_password('secret', salt)}" == MOSQUITTO_PASSWD_LINE
+    fresh = credentials.hash_password("pw")
+    assert fresh.startswith("$7$101$") and fresh != credentials.hash_password("pw")

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.broker.process import find_mosquitto
+from engine.broker import process
+from engine.broker.process import MosquittoProcess, find_mosquitto
+from engine.cli.main import main
 
 
 def _alive(pid: int) -> bool:
@@ -56,18 +58,31 @@ def _run_demo_until_alerts(tmp_path: Path, broker: str) -> tuple[list[str], str]
     return rows, stderr
 
 
-def _check(rows: list[str], stderr: str) -> None:
+def _check(rows: list[str], stderr: str, stopping: str = "stopping engine and broker") -> None:
     opened = [r for r in rows if re.search(r"\sopen\s+(critical|high|medium|low)\s", r)]
     assert opened, f"no alert within 90 s; stdout={rows!r}\nstderr={stderr}"
     pid = int(re.search(r"engine: pid (\d+)", stderr).group(1))  # type: ignore[union-attr]
     time.sleep(0.2)
     assert not _alive(pid), "the engine outlived the demo"
-    assert "stopping engine and broker" in stderr
+    assert stopping in stderr
 
 
-@pytest.mark.timeout(150)
-def test_demo_with_embedded_broker(tmp_path: Path) -> None:
-    _check(*_run_demo_until_alerts(tmp_path, "embedded"))
+def test_demo_without_mosquitto_says_how_to_get_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.setattr(process, "find_mosquitto", lambda: None)
+    assert main(["demo", "--run-dir", str(tmp_path / "demo")]) == 2
+    err = capsys.readouterr().err
+    assert "the demo needs mosquitto (an MQTT broker), which is not installed" in err
+    for advice in ("sudo apt-get install mosquitto", "`make demo` as root", "--broker HOST:PORT"):
+        assert advice in err
+
+
+@pytest.mark.parametrize("value", ["embedded", "auto", "localhost:", "host:port"])
+def test_demo_broker_is_mosquitto_or_host_port(value: str) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["demo", "--broker", value])
+    assert exit_.value.code == 2
 
 
 @pytest.mark.mqtt
@@ -81,3 +96,13 @@ def test_demo_with_mosquitto(tmp_path: Path) -> None:
     port = int(re.search(r"broker: mosquitto on [\d.]+:(\d+)", stderr).group(1))  # type: ignore[union-attr]
     with socket.socket() as s, pytest.raises(ConnectionRefusedError):
         s.connect(("127.0.0.1", port))  # the broker is gone too
+
+
+@pytest.mark.mqtt
+@pytest.mark.timeout(150)
+def test_demo_with_a_running_broker(tmp_path: Path, mosquitto: MosquittoProcess) -> None:
+    rows, stderr = _run_demo_until_alerts(tmp_path, mosquitto.url)
+    _check(rows, stderr, stopping="stopping engine")
+    assert f"broker: yours at {mosquitto.url}" in stderr
+    assert "stopping engine and broker" not in stderr
+    assert mosquitto.running  # the demo leaves a broker it did not start alone

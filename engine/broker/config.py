@@ -4,20 +4,19 @@ Every tag, protected device, the engine and the monitors get their own broker us
 touch only their own topics (docs/access.md has the table). The directory written is the
 operator's source of truth: re-running with --force after the subjects file changes keeps
 the CA and every existing password, so no device already in the field is locked out.
+
+This module writes the directory; what goes in the files comes from users.py (who may do
+what, the acl), credentials.py (passwords, credentials.toml, passwd), mosquitto_conf.py
+and tls.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import datetime as dt
-import hashlib
-import hmac
 import os
 import pwd
-import re
 import secrets
-import tomllib
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,391 +24,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.broker import tls as tlscerts
-from engine.broker.process import BROKER_PERSISTENCE_OPTIONS, BROKER_QUEUE_OPTIONS
+from engine.broker.credentials import (
+    RETIRED,
+    Existing,
+    credentials_text,
+    passwd_text,
+    read_credentials,
+    read_passwd,
+)
+from engine.broker.mosquitto_conf import mosquitto_conf_text
+from engine.broker.users import GROUPS, MONITOR_USER, acl_text, principals
 from engine.errors import ConfigError, ZoneError
 
 if TYPE_CHECKING:
     from zones.model import Subject
 
-ENGINE_USER = "engine"
-MONITOR_USER = "monitor"
-GROUPS = ("engine", "monitor", "tags", "units", "phones")  # order in credentials.toml
-RETIRED = "retired"  # users no longer needed: not in passwd, password kept for a return
-TAGS = "tagwatch/v1/tags"
-STATUS_TOPIC = "tagwatch/v1/engine/status"
-ALERTS = "tagwatch/v1/alerts/#"
 DEFAULT_PORT = 8883
-# mosquitto 2.0's password file: "$7$" = PBKDF2-HMAC-SHA512, its default 101 iterations
-# and 12-byte salt, salt and 64-byte hash in standard base64 (what mosquitto_passwd writes).
-PBKDF2_ITERATIONS = 101
-SALT_BYTES = 12
 SECRET = 0o600
 PUBLIC = 0o644
-_PASSWD_HASH = re.compile(r"\$7\$(\d+)\$([A-Za-z0-9+/]+={0,2})\$([A-Za-z0-9+/]+={0,2})")
-
-
-# -- who may do what ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Principal:
-    """One broker user and its ACL: what it may publish (write) and subscribe to (read)."""
-
-    username: str
-    group: str  # one of GROUPS
-    about: str  # one line for the ACL comment and the credentials file
-    read: tuple[str, ...] = ()
-    write: tuple[str, ...] = ()
-    readwrite: tuple[str, ...] = ()
-    devices: tuple[str, ...] = ()  # a phone user's OwnTracks device ids
-
-
-ENGINE = Principal(
-    ENGINE_USER,
-    "engine",
-    "the tagwatch engine (tagwatch serve)",
-    read=(f"{TAGS}/+/fix", f"{TAGS}/+/fixes", f"{TAGS}/+/event", "owntracks/#"),
-    write=(ALERTS, f"{TAGS}/+/cmd"),
-    readwrite=(STATUS_TOPIC,),
-)
-
-
-def _monitor(username: str) -> Principal:
-    about = "a monitoring console (tagwatch watch): alerts and engine status only"
-    return Principal(username, "monitor", about, read=(ALERTS, STATUS_TOPIC))
-
-
-def _device_principal(username: str, group: str, about: str) -> Principal:
-    """A tag (or a protected unit publishing on the tag topics) under its own id."""
-    own = f"{TAGS}/{username}"
-    return Principal(
-        username,
-        group,
-        about,
-        read=(f"{own}/cmd",),
-        write=(f"{own}/fix", f"{own}/fixes", f"{own}/event"),
-    )
-
-
-def _bad_id(value: str, also: str = "") -> str | None:
-    """Why `value` cannot be an MQTT topic level and a mosquitto username, or None."""
-    if not value:
-        return "is empty"
-    for c in value:
-        if c in "+#" + also:
-            return f"contains {c!r}"
-        if c.isspace():
-            return f"contains whitespace ({c!r})"
-        if unicodedata.category(c) in ("Cc", "Cf"):
-            return f"contains the control character U+{ord(c):04X}"
-    return None
-
-
-def principals(
-    subjects: Sequence[Subject], monitors: Sequence[str] = (MONITOR_USER,)
-) -> tuple[Principal, ...]:
-    """Every broker user: the engine, `monitors`, and the subjects' tags, units and phones.
-
-    A protected device "user/device" is an OwnTracks phone whose username is "user"; one
-    without "/" publishes on the tag topics under its own id (a "unit"). ConfigError, as
-    one line naming every offending id, when an id cannot be a username or two collide.
-    """
-    problems: list[str] = []
-    owner = {ENGINE_USER: "the engine's user"}
-
-    def claim(username: str, what: str) -> bool:
-        if username in owner:
-            problems.append(f"username {username!r} of {what} is also {owner[username]}")
-            return False
-        owner[username] = what
-        return True
-
-    people: list[Principal] = []
-    for name in dict.fromkeys(monitors):
-        if bad := _bad_id(name, "/:"):
-            problems.append(f"monitor {name!r} {bad}")
-        elif claim(name, f"monitor {name!r}"):
-            people.append(_monitor(name))
-    tags: list[Principal] = []
-    for s in subjects:
-        for tag in s.tags:
-            what = f"tag {tag!r} of subject {s.id!r}"
-            if bad := _bad_id(tag, "/:"):
-                problems.append(f"{what} {bad}")
-            elif claim(tag, what):
-                tags.append(_device_principal(tag, "tags", f"tag of subject {s.id}"))
-    units: dict[str, list[str]] = {}
-    phones: dict[str, list[str]] = {}  # OwnTracks user -> its device ids
-    guarded: dict[str, list[str]] = {}  # device id -> the subjects it is protected from
-    for s in subjects:
-        for p in s.protected:
-            guarded.setdefault(p.device, []).append(s.id)
-    for device, subject_ids in guarded.items():
-        parts = device.split("/")
-        what = f"protected device {device!r} (subject {', '.join(subject_ids)})"
-        if len(parts) > 2:
-            problems.append(f"{what} has {len(parts)} levels; an OwnTracks device is 'user/device'")
-        elif bad := next((b for b in map(_bad_id, parts) if b), None):
-            problems.append(f"{what} {bad}")
-        elif ":" in parts[0]:
-            problems.append(f"{what} contains ':', which a mosquitto username cannot hold")
-        elif len(parts) == 1:
-            if claim(device, what):
-                units[device] = subject_ids
-        elif parts[0] in phones or claim(parts[0], f"the OwnTracks user of {what}"):
-            phones.setdefault(parts[0], []).append(device)
-    if problems:
-        raise ConfigError("cannot make broker users: " + "; ".join(problems))
-    out = [ENGINE, *people, *tags]
-    for unit, subject_ids in units.items():
-        about = f"protected device of subject {', '.join(subject_ids)} (tag topics)"
-        out.append(_device_principal(unit, "units", about))
-    for user, devices in phones.items():
-        subject_ids = sorted({sid for d in devices for sid in guarded[d]})
-        out.append(
-            Principal(
-                user,
-                "phones",
-                f"OwnTracks phone protected from subject {', '.join(subject_ids)}",
-                read=tuple(f"owntracks/{d}/cmd" for d in devices),
-                write=tuple(f"owntracks/{d}" for d in devices),
-                devices=tuple(devices),
-            )
-        )
-    return tuple(out)
-
-
-# -- password file ------------------------------------------------------------------------
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def hash_password(password: str, salt: bytes | None = None) -> str:
-    """mosquitto 2.0's `$7$` PBKDF2-SHA512 hash, as `mosquitto_passwd` writes it."""
-    salt = secrets.token_bytes(SALT_BYTES) if salt is None else salt
-    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, PBKDF2_ITERATIONS)
-    return f"$7${PBKDF2_ITERATIONS}${_b64(salt)}${_b64(digest)}"
-
-
-def check_password(password: str, encoded: str) -> bool:
-    """Whether `encoded` (a `$7$` hash) is the hash of `password`."""
-    m = _PASSWD_HASH.fullmatch(encoded)
-    if m is None:
-        return False
-    salt, want = base64.b64decode(m[2]), base64.b64decode(m[3])
-    got = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, int(m[1]), len(want))
-    return hmac.compare_digest(got, want)
-
-
-def passwd_text(users: Sequence[Principal], passwords: dict[str, str], old: dict[str, str]) -> str:
-    """The password file; an old hash line is kept when it still matches the password."""
-    lines = []
-    for p in users:
-        pw = passwords[p.username]
-        keep = old.get(p.username)
-        lines.append(
-            f"{p.username}:{keep if keep and check_password(pw, keep) else hash_password(pw)}"
-        )
-    return "\n".join([*lines, ""])
-
-
-# -- ACL and mosquitto.conf ---------------------------------------------------------------
-
-
-def acl_text(users: Sequence[Principal], source: str) -> str:
-    """mosquitto's acl_file: one `user` block per principal; anything unlisted is denied."""
-    out = [
-        f"# Access control for tagwatch, written by `tagwatch broker-config` from {source}.",
-        "# Each user may publish (write) and subscribe to (read) only the topics listed under",
-        "# it; anything not listed is denied. Re-run broker-config rather than editing by hand.",
-    ]
-    for p in users:
-        out += ["", f"# {p.group}: {p.about}", f"user {p.username}"]
-        out += [f"topic read {t}" for t in p.read]
-        out += [f"topic write {t}" for t in p.write]
-        out += [f"topic readwrite {t}" for t in p.readwrite]
-    return "\n".join([*out, ""])
-
-
-def mosquitto_conf_text(
-    out_dir: Path, port: int, source: str, bind: str | None = None, run_as: str | None = None
-) -> str:
-    """The broker configuration; every path absolute, inside `out_dir`."""
-    d = out_dir
-    process: tuple[str, ...]
-    if run_as is None:
-        process = (
-            '# Started as root, mosquitto switches to the user "mosquitto" before it reads passwd,',
-            "# acl and server.key, and this directory is its owner's alone: start mosquitto as",
-            "# that owner, or re-run broker-config as root with --broker-user mosquitto.",
-            "# user mosquitto",
-        )
-    else:
-        process = (
-            f"# Started as root, mosquitto switches to {run_as!r}, which broker-config let read",
-            "# passwd, acl and server.key and write persist/ (ca.key and credentials.toml: not).",
-            f"user {run_as}",
-        )
-
-    def section(title: str, *lines: str) -> list[str]:
-        return ["", f"# -- {title} " + "-" * max(3, 84 - len(title)), *lines]
-
-    lines = [
-        f"# mosquitto configuration for tagwatch, written by `tagwatch broker-config` from {source}.",
-        f"# Start:  mosquitto -c {d / 'mosquitto.conf'}",
-        "# After adding subjects re-run broker-config with --force (keeps the CA and passwords),",
-        "# then send mosquitto SIGHUP: it reloads passwd, acl and the certificate without",
-        "# dropping clients.",
-        *section("Process", *process),
-        *section(
-            "Who may connect and what they may touch",
-            "# One set of rules for every listener, so a listener added later cannot be open.",
-            "per_listener_settings false",
-            "# Every client logs in with a username and password from password_file ...",
-            "allow_anonymous false",
-            f"password_file {d / 'passwd'}",
-            "# ... and may publish and subscribe only where acl_file says.",
-            f"acl_file {d / 'acl'}",
-        ),
-        *section(
-            "Listener: MQTT over TLS only",
-            "# Devices verify the broker's certificate against ca.crt. A listener without an",
-            "# address after the port listens on every interface.",
-            f"listener {port} {bind}" if bind else f"listener {port}",
-            f"cafile {d / 'ca.crt'}",
-            f"certfile {d / 'server.crt'}",
-            f"keyfile {d / 'server.key'}",
-            "# Clients prove who they are with username and password, not client certificates.",
-            "require_certificate false",
-            "# The oldest TLS version accepted; TLS 1.3 is used when the client has it.",
-            "tls_version tlsv1.2",
-            "# A client's id is replaced by its username, so no client can take over another's",
-            "# session (the engine's queued fixes) or knock it off by reusing its client id.",
-            "# Each username therefore has one connection at a time.",
-            "use_username_as_clientid true",
-        ),
-        *section(
-            "Persistence: queued messages and sessions survive a broker restart",
-            *BROKER_PERSISTENCE_OPTIONS,
-            f"persistence_location {d / 'persist'}/",
-        ),
-        *section(
-            "Queues: the engine's session is held while it is down (see engine/broker/process.py)",
-            *BROKER_QUEUE_OPTIONS,
-        ),
-        *section(
-            "Logging: each connection and refusal with its username",
-            "log_dest stderr",
-            "log_type error",
-            "log_type warning",
-            "log_type notice",
-            "log_type information",
-            "connection_messages true",
-            "log_timestamp_format %Y-%m-%dT%H:%M:%S",
-        ),
-    ]
-    return "\n".join([*lines, ""])
-
-
-# -- credentials.toml ---------------------------------------------------------------------
-
-
-def _toml_str(s: str) -> str:
-    """A TOML basic string (JSON's escapes are TOML's; DEL must be escaped too)."""
-    out = ['"']
-    for c in s:
-        if c in '"\\':
-            out.append("\\" + c)
-        elif ord(c) < 0x20 or ord(c) == 0x7F:
-            out.append(f"\\u{ord(c):04X}")
-        else:
-            out.append(c)
-    return "".join([*out, '"'])
-
-
-def _toml_value(v: str | int | Sequence[str]) -> str:
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, str):
-        return _toml_str(v)
-    return f"[{', '.join(map(_toml_str, v))}]"
-
-
-def credentials_text(
-    users: Sequence[Principal],
-    passwords: dict[str, str],
-    broker: dict[str, Any],
-    retired: dict[str, str] | None = None,
-) -> str:
-    """credentials.toml: [broker] (address, CA, the settings --force reuses), then one
-    table per user, [GROUP."USERNAME"], grouped engine, monitor, tags, units, phones."""
-    out = [
-        "# tagwatch broker credentials, written by `tagwatch broker-config`. SECRET: keep mode 0600.",
-        "# Give each device or service its own username and password, plus the CA certificate",
-        "# (cafile) and the broker address. `tagwatch broker-config --force` reads the passwords",
-        "# and [broker] settings back from here: delete an entry (or --rotate USER) to issue a",
-        "# new password.",
-        "",
-        "[broker]",
-        *(f"{k} = {_toml_value(v)}" for k, v in broker.items() if v is not None),
-    ]
-    for p in sorted(users, key=lambda p: GROUPS.index(p.group)):
-        out += ["", f"[{p.group}.{_toml_str(p.username)}]", f"about = {_toml_str(p.about)}"]
-        if p.devices:
-            out.append(f"devices = {_toml_value(p.devices)}")
-        out.append(f"password = {_toml_str(passwords[p.username])}")
-    for name, pw in sorted((retired or {}).items()):
-        about = "no longer in the subjects file, so it cannot log in; re-adding restores it"
-        out += ["", f"[{RETIRED}.{_toml_str(name)}]", f"about = {_toml_str(about)}"]
-        out.append(f"password = {_toml_str(pw)}")
-    return "\n".join([*out, ""])
-
-
-@dataclass(frozen=True)
-class Existing:
-    """What a credentials.toml written earlier holds."""
-
-    passwords: dict[str, dict[str, str]]  # group -> username -> password
-    broker: dict[str, Any]
-
-    def get(self, key: str, kind: type) -> Any:
-        v = self.broker.get(key)
-        return v if isinstance(v, kind) else None
-
-
-def read_credentials(path: Path) -> Existing:
-    """The passwords and [broker] settings of a credentials.toml written here."""
-    how = "fix it, or delete it to issue new passwords to every user"
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        raise ConfigError(
-            f"cannot read {path}: {getattr(e, 'strerror', None) or e}; {how}"
-        ) from None
-    found: dict[str, dict[str, str]] = {}
-    for group in (*GROUPS, RETIRED):
-        table = doc.get(group, {})
-        if not isinstance(table, dict):
-            raise ConfigError(f"{path}: [{group}] is not a table; {how}")
-        for name, entry in table.items():
-            pw = entry.get("password") if isinstance(entry, dict) else None
-            if not isinstance(pw, str) or not pw:
-                raise ConfigError(f"{path}: [{group}] entry {name!r} has no password; {how}")
-            found.setdefault(group, {})[name] = pw
-    broker = doc.get("broker")
-    return Existing(found, broker if isinstance(broker, dict) else {})
-
-
-def _read_passwd(path: Path) -> dict[str, str]:
-    if not path.exists():
-        return {}
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError):
-        return {}  # only a cache of hashes: every line is rewritten from credentials.toml
-    return dict(line.split(":", 1) for line in lines if ":" in line)
 
 
 def _write(path: Path, data: str | bytes, mode: int, gid: int = -1) -> None:
@@ -606,7 +238,7 @@ def generate(
     }
     # credentials first: the only copy of the passwords, from which passwd is derived
     _write(creds, credentials_text(users, passwords, broker, retired), SECRET)
-    old_hashes = _read_passwd(d / "passwd")
+    old_hashes = read_passwd(d / "passwd")
     _write(d / "passwd", passwd_text(users, passwords, old_hashes), broker_only, gid)
     _write(d / "acl", acl_text(users, source), PUBLIC)
     _write(d / "mosquitto.conf", mosquitto_conf_text(d, port, source, bind, run_as), PUBLIC)

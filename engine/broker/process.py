@@ -1,8 +1,10 @@
-"""Finding, installing and running MQTT brokers: mosquitto processes and the embedded fallback."""
+"""Finding and running mosquitto: a private broker process for the tests and the demo.
+
+Installing mosquitto is not the engine's business: `make mosquitto`
+(scripts/ensure-mosquitto.sh) installs Debian's package when run as root."""
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import os
 import pwd
@@ -10,21 +12,17 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
 
-from engine.broker.embedded import MiniBroker
 from engine.errors import BrokerError
 
 MOSQUITTO_CANDIDATES = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
-APT_LOG = Path(tempfile.gettempdir()) / "tagwatch-apt.log"
 _LOOPBACK = "127.0.0.1"
+# How to get mosquitto, for every message that finds it missing.
+INSTALL_HINT = "install it with `sudo apt-get install mosquitto`, or run `make mosquitto` as root"
 
 # What a production broker for tagwatch needs, shared by the repo's deploy/mosquitto.conf,
 # `tagwatch broker-config` and the brokers tests and the demo start. The engine holds a
@@ -44,9 +42,12 @@ BROKER_PERSISTENCE_OPTIONS: tuple[str, ...] = (
     "autosave_interval 10",  # seconds: what a broker crash (not a clean restart) can lose
 )
 DURABLE_BROKER_OPTIONS = BROKER_PERSISTENCE_OPTIONS + BROKER_QUEUE_OPTIONS
+# Everything but debug messages and the per-message lines.
+BROKER_LOG_TYPES: tuple[str, ...] = tuple(
+    f"log_type {t}" for t in ("error", "warning", "notice", "information")
+)
 
 _live: set[MosquittoProcess] = set()  # killed at exit if still running
-_apt_updated = False
 
 
 def find_mosquitto() -> str | None:
@@ -97,7 +98,7 @@ class MosquittoProcess:
     ) -> None:
         exe = executable or find_mosquitto()
         if exe is None:
-            raise BrokerError("mosquitto is not installed (try: apt-get install mosquitto)")
+            raise BrokerError(f"mosquitto is not installed: {INSTALL_HINT}")
         self.executable = exe
         self._port = port
         self._auto_port = port is None
@@ -160,10 +161,7 @@ class MosquittoProcess:
             f"listener {self.port} {self.host}",
             "allow_anonymous true",
             f"log_dest file {self.log_path}",
-            "log_type error",
-            "log_type warning",
-            "log_type notice",
-            "log_type information",
+            *BROKER_LOG_TYPES,
             "log_timestamp_format %Y-%m-%dT%H:%M:%S",
         ]
         if os.geteuid() == 0:  # else mosquitto drops to user "mosquitto" and cannot write here
@@ -264,7 +262,11 @@ class MosquittoProcess:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> MosquittoProcess:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.cleanup()  # __exit__ is not called when __enter__ raises
+            raise
 
     def __exit__(self, *exc: object) -> None:
         self.cleanup()
@@ -278,166 +280,6 @@ class MosquittoProcess:
 def _kill_leftovers() -> None:
     for proc in list(_live):
         proc.stop(timeout=2.0)
-
-
-class EmbeddedBroker:
-    """A MiniBroker on its own asyncio loop in a daemon thread, for synchronous callers."""
-
-    def __init__(self, host: str = _LOOPBACK, port: int = 0, **options: Any) -> None:
-        self.broker = MiniBroker(host, port, **options)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-
-    @property
-    def host(self) -> str:
-        return self.broker.host
-
-    @property
-    def port(self) -> int:
-        return self.broker.port
-
-    def start(self, timeout: float = 10.0) -> EmbeddedBroker:
-        self._thread = threading.Thread(target=self._run, name="tagwatch-minibroker", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(timeout):
-            raise BrokerError(f"embedded broker did not start within {timeout:.0f} s")
-        if self._error is not None:
-            if isinstance(self._error, BrokerError):
-                raise self._error
-            raise BrokerError(f"embedded broker failed to start: {self._error}")
-        return self
-
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        try:
-            try:
-                loop.run_until_complete(self.broker.start())
-            except BaseException as e:  # reported to start() in the caller's thread
-                self._error = e
-                return
-            self._loop = loop
-            self._ready.set()
-            loop.run_forever()
-            loop.run_until_complete(self._shutdown())
-        finally:
-            self._ready.set()
-            loop.close()
-
-    async def _shutdown(self) -> None:
-        await self.broker.stop()
-        leftovers = asyncio.all_tasks() - {asyncio.current_task()}
-        for task in leftovers:
-            task.cancel()
-        await asyncio.gather(*leftovers, return_exceptions=True)
-        await asyncio.get_running_loop().shutdown_asyncgens()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Drop all clients, stop the loop and join the thread."""
-        loop, thread = self._loop, self._thread
-        self._loop = None
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(loop.stop)
-        if thread is not None:
-            thread.join(timeout)
-
-    def __enter__(self) -> EmbeddedBroker:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-@dataclass
-class BrokerHandle:
-    """A running broker of either kind: where it listens and how to stop it."""
-
-    kind: Literal["mosquitto", "embedded"]
-    host: str
-    port: int
-    _stop: Callable[[], None] = field(repr=False)
-    server: MosquittoProcess | EmbeddedBroker | None = field(default=None, repr=False)
-
-    @property
-    def url(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    def stop(self) -> None:
-        """Stop the broker; calling it again does nothing."""
-        stop, self._stop = self._stop, lambda: None
-        stop()
-
-    def __enter__(self) -> BrokerHandle:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-def start_broker(
-    prefer: str = "auto",
-    port: int | None = None,
-    **options: Any,
-) -> BrokerHandle:
-    """Start mosquitto if installed (prefer="auto"/"mosquitto"), else the embedded broker.
-
-    With `port=None` a free loopback port is chosen. `options` go to MosquittoProcess or
-    MiniBroker. A failing mosquitto raises BrokerError; the caller decides whether to fall
-    back to prefer="embedded".
-    """
-    if prefer not in ("auto", "mosquitto", "embedded"):
-        raise BrokerError(f"unknown broker kind {prefer!r}: use auto, mosquitto or embedded")
-    exe = find_mosquitto() if prefer != "embedded" else None
-    if prefer == "mosquitto" and exe is None:
-        raise BrokerError("mosquitto is not installed (try: make mosquitto)")
-    if exe is None:
-        embedded = EmbeddedBroker(_LOOPBACK, port or 0, **options).start()
-        return BrokerHandle("embedded", embedded.host, embedded.port, embedded.stop, embedded)
-    proc = MosquittoProcess(port, executable=exe, **options)
-    try:
-        proc.start()
-    except BrokerError:
-        proc.cleanup()
-        raise
-    return BrokerHandle("mosquitto", proc.host, proc.port, proc.cleanup, proc)
-
-
-def ensure_mosquitto(install: bool = True) -> str | None:
-    """Path of mosquitto, installing Debian's package first if absent, root and allowed."""
-    global _apt_updated
-    found = find_mosquitto()
-    if found:
-        return found
-    apt = shutil.which("apt-get")
-    if not install or os.geteuid() != 0 or apt is None:
-        why = "installing not requested" if not install else "installing needs root and apt-get"
-        _notice(f"mosquitto not found ({why}); tagwatch can use its embedded broker instead")
-        return None
-    _notice(f"mosquitto not found: installing Debian's mosquitto package (log: {APT_LOG})")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    steps = [[apt, "install", "-y", "--no-install-recommends", "-q", "mosquitto"]]
-    if not _apt_updated:
-        steps.insert(0, [apt, "update", "-q"])
-    with APT_LOG.open("ab") as out:
-        for cmd in steps:
-            try:
-                done = subprocess.run(
-                    cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env, timeout=300
-                )
-            except subprocess.TimeoutExpired:
-                _notice(f"'{' '.join(cmd)}' timed out; see {APT_LOG}")
-                return None
-            if done.returncode != 0:
-                _notice(f"'{' '.join(cmd)}' failed ({done.returncode}); see {APT_LOG}")
-                return None
-            if cmd[1] == "update":
-                _apt_updated = True
-    return find_mosquitto()
-
-
-def _notice(msg: str) -> None:
-    print(f"[tagwatch] {msg}", file=sys.stderr, flush=True)
 
 
 def _exit_reason(code: int) -> str:

@@ -10,66 +10,60 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-
-import aiomqtt
 
 from engine.cli.console import AlertPrinter
 from engine.errors import BrokerError
-from engine.mqtt.serve import STATUS_TOPIC
-from engine.wire.alerts import decode_alert
+from engine.mqtt.serve import BrokerAddress
+from engine.mqtt.watch import alert_records, wait_online
+
+PRIVATE = "mosquitto"  # --broker: start a private mosquitto; anything else is HOST:PORT
+# Not the engine's usual id: on a broker you run, the demo must not take over the session
+# (and the queued fixes) of a real engine.
+CLIENT_ID = "tagwatch-demo"
 
 
 def _say(msg: str) -> None:
     print(f"[demo] {msg}", file=sys.stderr, flush=True)
 
 
-def _start_broker(prefer: str):  # type: ignore[no-untyped-def]
-    from engine.broker.process import ensure_mosquitto, start_broker
+def _start_broker(broker: str) -> tuple[str, Callable[[], None]]:
+    """The broker's HOST:PORT and how to stop it: a private mosquitto, or yours (no stop)."""
+    from engine.broker.process import MosquittoProcess, find_mosquitto
 
-    if prefer in ("auto", "mosquitto"):
-        ensure_mosquitto(install=True)
+    if broker != PRIVATE:
+        _say(f"broker: yours at {broker} (the fleet and the engine publish there)")
+        return broker, lambda: None
+    if find_mosquitto() is None:
+        raise BrokerError(
+            "the demo needs mosquitto (an MQTT broker), which is not installed. Install it "
+            "with `sudo apt-get install mosquitto`, or run `make demo` as root (it installs "
+            "mosquitto first), or use a broker you already run: tagwatch demo --broker HOST:PORT"
+        )
+    proc = MosquittoProcess()
     try:
-        return start_broker(prefer=prefer)
-    except BrokerError as e:
-        if prefer == "auto":
-            _say(f"mosquitto failed to start ({e}); using the embedded broker")
-            return start_broker(prefer="embedded")
+        proc.start()
+    except BrokerError:
+        proc.cleanup()
         raise
+    _say(f"broker: mosquitto on {proc.url}")
+    return proc.url, proc.cleanup
 
 
-async def _wait_online(host: str, port: int, timeout: float) -> None:
-    async def wait() -> None:
-        async with aiomqtt.Client(host, port) as client:
-            await client.subscribe(STATUS_TOPIC, qos=1)
-            async for msg in client.messages:
-                if isinstance(msg.payload, bytes) and b'"online"' in msg.payload:
-                    return
-
-    await asyncio.wait_for(wait(), timeout)
-
-
-async def _print_alerts(host: str, port: int, counts: dict[str, int]) -> None:
+async def _print_alerts(broker: str, counts: dict[str, int]) -> None:
     printer = AlertPrinter()
-    while True:
-        try:
-            async with aiomqtt.Client(host, port) as client:
-                await client.subscribe("tagwatch/v1/alerts/+", qos=1)
-                async for msg in client.messages:
-                    if not isinstance(msg.payload, bytes):
-                        continue
-                    with contextlib.suppress(ValueError):
-                        a = decode_alert(msg.payload)
-                        printer.print(a)
-                        key = f"{a.kind} {a.state}"
-                        counts[key] = counts.get(key, 0) + 1
-        except aiomqtt.MqttError:
-            await asyncio.sleep(0.5)
+    async with contextlib.aclosing(alert_records(broker, reconnect_s=0.5)) as records:
+        async for a in records:
+            printer.print(a)
+            key = f"{a.kind} {a.state}"
+            counts[key] = counts.get(key, 0) + 1
 
 
 def run_demo(
     *, subjects: int, seed: int, broker: str, run_dir: Path, duration_s: float = 0.0
 ) -> int:
+    """Run the demo against `broker` ("mosquitto" to start one here, else HOST:PORT)."""
     from devices.scenarios.presets import demo_scenario
     from devices.sim.live import run_live
 
@@ -77,8 +71,8 @@ def run_demo(
     db = run_dir / "tagwatch.db"
     for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
         p.unlink(missing_ok=True)  # each demo starts from a clean store
-    b = _start_broker(broker)
-    _say(f"broker: {b.kind} on {b.host}:{b.port}")
+    url, stop_broker = _start_broker(broker)
+    addr = BrokerAddress.parse(url)
     world, run = demo_scenario(seed=seed, n_subjects=subjects)
     world.write(run_dir)
     _say(f"world: {subjects} subjects, zones in {run_dir / 'zones.geojson'}")
@@ -86,10 +80,11 @@ def run_demo(
     engine = subprocess.Popen(
         [
             sys.executable, "-m", "engine.cli", "serve",
-            "--broker", f"{b.host}:{b.port}",
+            "--broker", url,
             "--zones", str(run_dir / "zones.geojson"),
             "--subjects", str(run_dir / "subjects.toml"),
             "--db", str(db),
+            "--client-id", CLIENT_ID,
         ],
         stdout=subprocess.DEVNULL,
         stderr=log_path.open("wb"),
@@ -101,13 +96,13 @@ def run_demo(
 
     async def main() -> None:
         try:
-            await _wait_online(b.host, b.port, 60.0)
+            await wait_online(url, 60.0)
         except TimeoutError:
             raise BrokerError(f"the engine did not come online; see {log_path}") from None
         _say("engine online; fleet starting. Alerts appear below as they open and close.")
-        _say(f"(watch from another terminal: tagwatch watch --broker {b.host}:{b.port})")
-        printer = asyncio.create_task(_print_alerts(b.host, b.port, counts))
-        fleet = asyncio.create_task(run_live(run, b.host, b.port, warp=1.0))
+        _say(f"(watch from another terminal: tagwatch watch --broker {url})")
+        printer = asyncio.create_task(_print_alerts(url, counts))
+        fleet = asyncio.create_task(run_live(run, addr.host, addr.port, warp=1.0))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -124,7 +119,7 @@ def run_demo(
     try:
         asyncio.run(main())
     finally:
-        _say("stopping engine and broker")
+        _say("stopping engine and broker" if broker == PRIVATE else "stopping engine")
         with contextlib.suppress(ProcessLookupError):
             os.killpg(engine.pid, signal.SIGTERM)
         try:
@@ -132,7 +127,7 @@ def run_demo(
         except subprocess.TimeoutExpired:
             os.killpg(engine.pid, signal.SIGKILL)
             engine.wait()
-        b.stop()
+        stop_broker()
         elapsed = time.monotonic() - started
         summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none"
         _say(f"ran {elapsed:.0f} s; alert records seen: {summary}")

@@ -116,11 +116,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    from engine.mqtt.watch import watch
+    from engine.cli.console import AlertPrinter
+    from engine.mqtt.watch import alert_records
 
     auth = MqttAuth.from_args(args)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(watch(args.broker, args.subject, args.count, args.timeout, auth.kwargs()))
+
+    async def follow() -> None:
+        """Print records until --count were seen (0: never)."""
+        printer, seen = AlertPrinter(), 0
+        records = alert_records(args.broker, args.subject, client_kwargs=auth.kwargs())
+        async with contextlib.aclosing(records):
+            async for alert in records:
+                printer.print(alert)
+                seen += 1
+                if args.count and seen >= args.count:
+                    return
+
+    with contextlib.suppress(KeyboardInterrupt, TimeoutError):
+        asyncio.run(asyncio.wait_for(follow(), args.timeout or None))
     return 0
 
 
@@ -139,6 +152,16 @@ def cmd_alerts(args: argparse.Namespace) -> int:
             for d in store.dead_letters():
                 print(f"dead letter {d.seq}: {d.origin}: {d.reason} ({d.size} bytes)")
     return 0
+
+
+def _demo_broker(text: str) -> str:
+    """The demo's --broker: "mosquitto" (start one here) or a running broker's HOST:PORT."""
+    host, _, port = text.rpartition(":")
+    if text == "mosquitto" or (host and port.isdigit()):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"{text!r}: use mosquitto (start one here) or the HOST:PORT of a running broker"
+    )
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -210,8 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--subjects", type=int, default=50)
     sp.add_argument("--seed", type=int, default=1)
     sp.add_argument(
-        "--broker", choices=["auto", "mosquitto", "embedded"], default="auto",
-        help="which broker to start (default: mosquitto if installed)",
+        "--broker", type=_demo_broker, default="mosquitto", metavar="mosquitto|HOST:PORT",
+        help="start a private mosquitto (the default; needs it installed), or use the "
+        "running broker at HOST:PORT (a test broker: the simulated fleet publishes there)",
     )  # fmt: skip
     sp.add_argument("--run-dir", default="run/demo", help="where world files and the db go")
     sp.add_argument("--duration", type=float, default=0.0, help="stop after N seconds (0: Ctrl-C)")

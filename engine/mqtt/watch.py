@@ -1,44 +1,62 @@
-"""`tagwatch watch`: subscribe to the alerts topic and print rows as records arrive."""
+"""Following the engine from a broker, as a monitor does: alert records and engine status.
+
+`tagwatch watch` and `tagwatch demo` read the broker through these two; printing the
+records is the command line's job."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import aiomqtt
 
-from engine.cli.console import AlertPrinter
 from engine.mqtt.serve import BrokerAddress
-from engine.wire.alerts import decode_alert
+from engine.wire import topics
+from engine.wire.alerts import Alert, decode_alert
 
 
-async def watch(
+async def alert_records(
     broker: str,
     subject: str = "+",
-    count: int = 0,
-    timeout: float = 0.0,
+    *,
     client_kwargs: dict[str, Any] | None = None,
-) -> int:
-    """Print alert records until `count` were seen or `timeout` seconds passed (0: never)."""
-    addr = BrokerAddress.parse(broker)
-    printer = AlertPrinter()
-    seen = 0
+    reconnect_s: float | None = None,
+) -> AsyncGenerator[Alert, None]:
+    """Alert records as the broker delivers them (QoS 1), for one subject or all ("+").
 
-    async def loop() -> None:
-        nonlocal seen
-        async with aiomqtt.Client(addr.host, addr.port, **(client_kwargs or {})) as client:
-            await client.subscribe(f"tagwatch/v1/alerts/{subject}", qos=1)
-            async for msg in client.messages:
-                if isinstance(msg.payload, bytes):
+    A payload that is not an alert record is skipped. When the connection fails the
+    MqttError is raised, or with `reconnect_s` the stream reconnects after that many
+    seconds. Close it (contextlib.aclosing) to disconnect before its end.
+    """
+    addr = BrokerAddress.parse(broker)
+    while True:
+        try:
+            async with aiomqtt.Client(addr.host, addr.port, **(client_kwargs or {})) as client:
+                await client.subscribe(topics.alerts(subject), qos=1)
+                async for msg in client.messages:
+                    if not isinstance(msg.payload, bytes):
+                        continue
                     try:
-                        printer.print(decode_alert(msg.payload))
+                        alert = decode_alert(msg.payload)
                     except ValueError:
                         continue
-                    seen += 1
-                    if count and seen >= count:
-                        return
+                    yield alert
+        except aiomqtt.MqttError:
+            if reconnect_s is None:
+                raise
+            await asyncio.sleep(reconnect_s)
 
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(loop(), timeout or None)
-    return seen
+
+async def wait_online(broker: str, timeout: float) -> None:
+    """Return once the engine's retained status says online; TimeoutError after `timeout` s."""
+    addr = BrokerAddress.parse(broker)
+
+    async def wait() -> None:
+        async with aiomqtt.Client(addr.host, addr.port) as client:
+            await client.subscribe(topics.STATUS, qos=1)
+            async for msg in client.messages:
+                if isinstance(msg.payload, bytes) and b'"online"' in msg.payload:
+                    return
+
+    await asyncio.wait_for(wait(), timeout)
