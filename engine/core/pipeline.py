@@ -16,7 +16,8 @@ from engine.core.decide import BreachTracker, CurfewTracker, Obs
 from engine.core.dedupe import SeqDeduper
 from engine.core.episodes import R68_PER_SIGMA as R68
 from engine.core.episodes import EpisodeBook, prob_below
-from engine.core.health import ArrivalClock, Health
+from engine.core.health.clock import ArrivalClock
+from engine.core.health.monitor import Health
 from engine.core.ordering import Released, Reorderer
 from engine.core.registry import Registry
 from engine.core.transit import detour_m, onward_paths
@@ -184,7 +185,7 @@ class Pipeline:
                 clocks = self.clock.observe(arr["slot"], arr["t"])
             else:
                 clocks = np.full(arr.shape[0], self.clock.set(wall))
-            self.health.admit(arr, clocks, self._last_fix, self._silence_context)
+            self.health.admit(arr, clocks, self._last_fix)
             self._release(self.reorder.admit(arr, arrival), res)
         elif wall is not None:
             self.clock.set(wall)
