@@ -44,8 +44,9 @@ class BatchResult:
     events: int = 0
     duplicates: int = 0
     late: int = 0
-    # Reporting-rate commands for tags: (tag, payload) for tagwatch/v1/tags/{tag}/cmd
-    commands: list[tuple[str, dict[str, float]]] = field(default_factory=list)
+    # Reporting-rate commands: (tag, rate_s) for tagwatch/v1/tags/{tag}/cmd (the payload
+    # is engine.wire.commands.encode_rate_command(rate_s))
+    commands: list[tuple[str, float]] = field(default_factory=list)
 
 
 # Episodes during which a tag is asked to report faster
@@ -244,8 +245,7 @@ class Pipeline:
         for tag in self.book.take_changed():  # only tags whose fast episodes began or ended
             fast = tag in self.book.watched
             if fast != (tag in self.fast):
-                rate = st.report_fast_s if fast else st.report_interval_s
-                res.commands.append((tag, {"rate_s": rate}))
+                res.commands.append((tag, st.report_fast_s if fast else st.report_interval_s))
                 (self.fast.add if fast else self.fast.discard)(tag)
 
 
