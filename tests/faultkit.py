@@ -33,7 +33,7 @@ from devices.cli import parse_duration
 from devices.sim.delivery import Delivery, mqtt_message
 from devices.sim.fleet import DEFAULT_EPOCH, EVENT_TOPIC
 from devices.sim.output import encode
-from engine.core.health import BREACH_KINDS  # zone_breach, curfew_breach, proximity
+from engine.core.health.silence import BREACH_KINDS  # zone_breach, curfew_breach, proximity
 from engine.wire.alerts import decode_alert
 from engine.wire.topics import STATUS
 

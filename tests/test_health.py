@@ -264,7 +264,7 @@ def test_rate_commands_speed_up_in_the_approach_ring_and_relax_after() -> None:
             (i, c)
             for c in p.process([FixRecord("T1", i, T0 + 60 * i, *offset(dx, 0), 5.0)]).commands
         ]
-    assert [c for _, c in cmds] == [("T1", {"rate_s": 15.0}), ("T1", {"rate_s": 60.0})]
+    assert [c for _, c in cmds] == [("T1", 15.0), ("T1", 60.0)]
     assert cmds[0][0] in (1, 2)  # in the approach ring
     assert cmds[1][0] >= 6  # after leaving
 

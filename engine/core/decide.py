@@ -20,6 +20,9 @@ geometry: the pipeline measures, the trackers decide. Rules, all thresholds in S
   possible breach early, and it escalates only on evidence that would have opened it.
 - Confidence only rises while an episode is open; crossing 0.7 or 0.9 re-publishes the
   open record so monitors see the escalation.
+
+`Trackers` is the table of live trackers by `TrackerKey` (kind + zone or pair index): made
+on first evidence, forgotten once idle.
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from engine.core.episodes import Episode, EpisodeBook, prob_below
+import numpy as np
+
+from engine.core.episodes import Episode, EpisodeBook, TrackerKey, TrackerKind, prob_below
 from engine.settings import Settings
 from engine.wire.alerts import Severity
 
@@ -83,7 +88,7 @@ class BreachTracker:
         self,
         book: EpisodeBook,
         settings: Settings,
-        key: object,
+        key: TrackerKey,
         kind: str,
         subject: str,
         zone: str,
@@ -258,7 +263,7 @@ class CurfewTracker:
     __slots__ = ("away", "book", "episode", "key", "s", "subject", "was_out", "zone")
 
     def __init__(
-        self, book: EpisodeBook, settings: Settings, key: object, subject: str, zone: str
+        self, book: EpisodeBook, settings: Settings, key: TrackerKey, subject: str, zone: str
     ) -> None:
         self.book = book
         self.s = settings
@@ -320,3 +325,68 @@ class CurfewTracker:
                 self.book.add_evidence(ep, x.tag, x.seq, conf)
             self.episode = ep
             self.away.clear()
+
+
+# The trackers of one zone: while any of them lives, the zone is followed for every fix
+_ZONE_KINDS = (TrackerKind.ZONE, TrackerKind.APPROACH, TrackerKind.CURFEW)
+
+
+class Trackers:
+    """Every live tracker by key. `tracked[z]`: zone z has a live tracker, so each fix of
+    its subject is followed (a far fix is what closes an episode)."""
+
+    def __init__(self, book: EpisodeBook, settings: Settings, n_zones: int) -> None:
+        self.book = book
+        self.settings = settings
+        self.live: dict[TrackerKey, BreachTracker | CurfewTracker] = {}
+        self.tracked = np.zeros(n_zones, dtype=np.bool_)
+
+    def __contains__(self, key: TrackerKey) -> bool:
+        return key in self.live
+
+    def breach(
+        self, key: TrackerKey, kind: str, subject: str, zone: str, sev: Severity
+    ) -> BreachTracker:
+        tr = self.live.get(key)
+        if tr is None:
+            tr = BreachTracker(self.book, self.settings, key, kind, subject, zone, sev)
+            self.live[key] = tr
+        assert isinstance(tr, BreachTracker)
+        return tr
+
+    def curfew(self, key: TrackerKey, subject: str, zone: str) -> CurfewTracker:
+        tr = self.live.get(key)
+        if tr is None:
+            tr = CurfewTracker(self.book, self.settings, key, subject, zone)
+            self.live[key] = tr
+        assert isinstance(tr, CurfewTracker)
+        return tr
+
+    def forget_if_idle(self, key: TrackerKey, z: int | None = None) -> None:
+        """Drop the tracker when it holds nothing; with `z`, refresh that zone's flag."""
+        tr = self.live.get(key)
+        if tr is not None and tr.idle:
+            del self.live[key]
+        if z is not None:
+            self.tracked[z] = any(TrackerKey(k, z) in self.live for k in _ZONE_KINDS)
+
+    def approach(
+        self, key: TrackerKey, kind: str, sev: Severity, subject: str, zone: str,
+        breach: BreachTracker, o: Obs,
+    ) -> None:  # fmt: skip
+        """Approach ring: an earlier, lower-severity alert, superseded by the breach."""
+        ap = self.breach(key, kind, subject, zone, sev)
+        if breach.episode is not None:
+            if ap.episode is not None:
+                self.book.close(key, kind, breach.episode.opened_t)
+                ap.episode = None
+            ap.pending.clear()
+            ap.leaving_since = None
+            return
+        ap.observe(o)
+
+    def finish(self) -> None:
+        """End of input: breach episodes whose tag was last seen outside are closed."""
+        for tr in self.live.values():
+            if isinstance(tr, BreachTracker):
+                tr.finish()

@@ -6,7 +6,8 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from enum import IntEnum
+from typing import Any, NamedTuple
 
 from engine.wire.alerts import Alert, Severity, alert_id
 
@@ -22,6 +23,29 @@ def sigma_of(acc: float) -> float:
 def prob_below(margin_m: float, sigma: float) -> float:
     """P(true value < threshold) when the measured value is `margin_m` below it."""
     return 0.5 * (1.0 + math.erf(margin_m / (sigma * math.sqrt(2.0))))
+
+
+class TrackerKind(IntEnum):
+    """What a decision follows: the first half of every episode key."""
+
+    ZONE = 0  # exclusion-zone breach; idx: zone
+    APPROACH = 1  # exclusion zone's warn ring; idx: zone
+    CURFEW = 2  # curfew (scheduled inclusion zone); idx: zone
+    PROXIMITY = 3  # subject near a protected device; idx: proximity pair
+    PROXIMITY_APPROACH = 4  # the pair's warn ring; idx: proximity pair
+    VICTIM_STALE = 5  # the protected device's position is too old; idx: proximity pair
+    IMPLAUSIBLE = 6  # a fix refuted by the next one; idx: tag slot
+    TAMPER = 7  # idx: tag slot
+    SILENT = 8  # idx: tag slot
+    NO_LOCATION = 9  # idx: tag slot
+    BATTERY = 10  # idx: tag slot
+
+
+class TrackerKey(NamedTuple):
+    """An episode's owner: what kind of decision, about which zone, pair or tag slot."""
+
+    kind: TrackerKind
+    idx: int
 
 
 @dataclass
@@ -60,11 +84,12 @@ class Episode:
 
 
 class EpisodeBook:
-    """Open episodes keyed by (key, kind); emits lifecycle records in decision order."""
+    """Open episodes keyed by (TrackerKey, alert kind); emits lifecycle records in decision
+    order."""
 
     def __init__(self, evidence_max: int, watch: frozenset[str] = frozenset()) -> None:
         self.evidence_max = evidence_max
-        self.open: dict[tuple[object, str], Episode] = {}
+        self.open: dict[tuple[TrackerKey, str], Episode] = {}
         # Per tag, how many episodes of the `watch` kinds are open; tags whose count went
         # from or to zero since `take_changed` (the pipeline's reporting-rate commands)
         self.watch = watch
@@ -74,12 +99,12 @@ class EpisodeBook:
         # Set while held evidence is applied late: raised_t is when the engine decided
         self.decided_at: float | None = None
 
-    def get(self, key: object, kind: str) -> Episode | None:
+    def get(self, key: TrackerKey, kind: str) -> Episode | None:
         return self.open.get((key, kind))
 
     def open_episode(
         self,
-        key: object,
+        key: TrackerKey,
         kind: str,
         *,
         subject: str,
@@ -90,6 +115,7 @@ class EpisodeBook:
         t: float,
         seq: int,
         raised_t: float | None = None,
+        detail: dict[str, Any] | None = None,
     ) -> Episode:
         ep = Episode(
             id=alert_id(subject, zone, kind, (tag, seq)),
@@ -105,6 +131,7 @@ class EpisodeBook:
                 -math.inf if self.decided_at is None else self.decided_at,
             ),
             evidence=[(tag, seq)],
+            detail=detail,
         )
         self.open[(key, kind)] = ep
         if kind in self.watch:
@@ -125,7 +152,7 @@ class EpisodeBook:
         ep.raised_t = raised_t
         self.out.append(ep.record())
 
-    def close(self, key: object, kind: str, t: float) -> None:
+    def close(self, key: TrackerKey, kind: str, t: float) -> None:
         ep = self.open.pop((key, kind), None)
         if ep is not None and kind in self.watch and ep.tag is not None:
             n = self.watched.pop(ep.tag) - 1

@@ -61,6 +61,10 @@ class Registry:
     def n_slots(self) -> int:
         return len(self.device_ids)
 
+    def who(self, slot: int) -> tuple[str, str]:
+        """(subject id, device id) of a tag slot."""
+        return self.subject_ids[int(self.subject_of_slot[slot])], self.device_ids[slot]
+
     def slot(self, device: str) -> int:
         """Slot of a device id, or -1 when it is not in the subjects file."""
         return self.slot_of.get(device, -1)

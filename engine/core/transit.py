@@ -1,6 +1,7 @@
 """Did a tag cross a zone between two fixes? The straight segment's depth says it could
 have; a route round the zone no longer than the tag could have driven at the speed it was
-already going says it need not have."""
+already going says it need not have. `Routes` turns both (and the onward route a fast tag
+may have taken) into breach evidence."""
 
 from __future__ import annotations
 
@@ -9,7 +10,15 @@ import math
 import numpy as np
 import shapely
 
+from engine.core.decide import Obs, Trackers
+from engine.core.episodes import R68_PER_SIGMA as R68
+from engine.core.episodes import TrackerKey, TrackerKind, prob_below
+from engine.core.history import speed
+from engine.core.registry import Registry
+from engine.settings import Settings
+from engine.wire.alerts import Severity
 from zones.compile import ZoneTable
+from zones.geofence import point_distance_m, segment_depth, signed_distance_by_subject
 from zones.jit import njit
 
 R_EARTH = 6371008.8
@@ -118,3 +127,167 @@ def _turn_bisect(
                 lo = mid
         out[i] = lo
     return out
+
+
+# (zone, depth, entry t, exit t) of a possible route from the previous fix into a zone
+Onward = list[tuple[int, float, float, float]]
+
+
+class Routes:
+    """Breaches inferred from the route between two fixes of a tag, both outside: the
+    straight segment through an exclusion zone (a drive-through), or an onward route."""
+
+    def __init__(
+        self,
+        table: ZoneTable,
+        registry: Registry,
+        settings: Settings,
+        trackers: Trackers,
+        is_inclusion: np.ndarray,
+    ) -> None:
+        self.table = table
+        self.registry = registry
+        self.settings = settings
+        self.trackers = trackers
+        self.is_inclusion = is_inclusion
+
+    def transit_pairs(
+        self,
+        tags: np.ndarray,
+        prev: np.ndarray,
+        pair_fix: np.ndarray,
+        zidx: np.ndarray,
+        dist: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(pair index, depth, entry fraction, exit fraction) for exclusion-zone pairs whose
+        straight segment from the previous fix goes into the zone."""
+        empty = np.zeros(0, dtype=np.int64)
+        if zidx.shape[0] == 0:
+            return empty, np.zeros(0), np.zeros(0), np.zeros(0)
+        p = prev[pair_fix]
+        seg = point_distance_m(p[:, 1], p[:, 2], tags["lat"][pair_fix], tags["lon"][pair_fix])
+        cand = np.flatnonzero(~self.is_inclusion[zidx] & np.isfinite(seg) & (dist < seg))
+        if cand.shape[0] == 0:
+            return empty, np.zeros(0), np.zeros(0), np.zeros(0)
+        f = pair_fix[cand]
+        depth, f_in, f_out = segment_depth(
+            self.table, prev[f, 1], prev[f, 2], tags["lat"][f], tags["lon"][f], zidx[cand]
+        )
+        keep = depth >= self.settings.transit_min_depth_m
+        return cand[keep], depth[keep], f_in[keep], f_out[keep]
+
+    def onward_rows(self, b: np.ndarray, hist: np.ndarray, subj: np.ndarray) -> dict[int, Onward]:
+        """Tag row B (t, lat, lon, acc, seq) -> (zone, depth, entry t, exit t) for exclusion
+        zones that a tag moving at speed may have gone into between fix A and B while the
+        straight segment does not: it kept going the way it was going (P -> A) as far as its
+        speed allows, then turned for B (`onward_paths`). A possible breach, decided at B."""
+        st = self.settings
+        p, a = hist[:, 1], hist[:, 0]
+        gap = st.transit_max_gap_s
+        ok = (
+            np.isfinite(p[:, 0])
+            & (a[:, 0] - p[:, 0] > 0) & (a[:, 0] - p[:, 0] <= gap)
+            & (b[:, 0] - a[:, 0] > 0) & (b[:, 0] - a[:, 0] <= gap)
+        )  # fmt: skip
+        rows = np.flatnonzero(ok)
+        if rows.shape[0] == 0:
+            return {}
+        p, a, b = p[rows], a[rows], b[rows]
+        v_in = point_distance_m(p[:, 1], p[:, 2], a[:, 1], a[:, 2]) / (a[:, 0] - p[:, 0])
+        v_ab = point_distance_m(a[:, 1], a[:, 2], b[:, 1], b[:, 2]) / (b[:, 0] - a[:, 0])
+        moving = np.flatnonzero(
+            (v_in >= st.onward_min_speed_mps) & (v_ab >= st.onward_min_speed_mps)
+        )
+        if moving.shape[0] == 0:
+            return {}
+        rows, p, a, b = rows[moving], p[moving], a[moving], b[moving]
+        klat, klon, s_m, length = onward_paths(p, a, b, st.onward_speed_slack, st.onward_turn_s)
+        keep = np.flatnonzero(np.isfinite(length))
+        if keep.shape[0] == 0:
+            return {}
+        rows, a, b, klat, klon = rows[keep], a[keep], b[keep], klat[keep], klon[keep]
+        s_m, length = s_m[keep], length[keep]
+        reach = np.maximum(s_m, length - s_m)  # every point of the route is this near K
+        offsets, zidx, dist = signed_distance_by_subject(
+            self.table, klat, klon, subj[rows], cutoff=float(np.max(reach))
+        )
+        pair = np.repeat(np.arange(rows.shape[0]), np.diff(offsets))
+        cand = np.flatnonzero(~self.is_inclusion[zidx] & (dist < reach[pair]))
+        if cand.shape[0] == 0:
+            return {}
+        f, z = pair[cand], zidx[cand]
+        d0, _, _ = segment_depth(self.table, a[f, 1], a[f, 2], b[f, 1], b[f, 2], z)
+        # Only the straight-on leg counts: the turn back to B is where the route is made up
+        depth, f_in, f_out = segment_depth(self.table, a[f, 1], a[f, 2], klat[f], klon[f], z)
+        sig = np.maximum(np.maximum(a[f, 3], b[f, 3]), st.acc_floor_m) / R68
+        use = (
+            (depth >= st.transit_min_depth_m) & (depth >= 2.0 * sig)
+            & ~(d0 >= st.transit_min_depth_m)  # the straight segment had its say
+        )  # fmt: skip
+        # Entry and exit along A -> K as fractions of the route A -> K -> B, then as times
+        frac = s_m[f] / length[f]
+        f_in, f_out = f_in * frac, f_out * frac
+        dt = b[f, 0] - a[f, 0]
+        out: dict[int, Onward] = {}
+        for j in np.flatnonzero(use).tolist():
+            t_in = float(a[f[j], 0] + f_in[j] * dt[j])
+            t_out = float(a[f[j], 0] + f_out[j] * dt[j])
+            out.setdefault(int(rows[f[j]]), []).append((int(z[j]), float(depth[j]), t_in, t_out))
+        return out
+
+    def transit_step(
+        self, row: np.void, prev: np.ndarray, pprev: np.ndarray, z: int,
+        depth: float, f_in: float, f_out: float,
+    ) -> None:  # fmt: skip
+        """The straight segment prev -> row goes `depth` metres into zone z."""
+        st, table = self.settings, self.table
+        t0, t1 = float(prev[0]), float(row["t"])
+        dt = t1 - t0
+        if not (0.0 < dt <= st.transit_max_gap_s):
+            return
+        a = (float(prev[1]), float(prev[2]))
+        b = (float(row["lat"]), float(row["lon"]))
+        sig = max(float(prev[3]), float(row["acc"]), st.acc_floor_m) / R68
+        if depth < 2.0 * sig:
+            return
+        if np.isfinite(pprev[0]) and pprev[0] < t0:
+            # The speed the tag was already going says how far it could drive in dt. If a
+            # route round the zone fits in that, a straight-line crossing is not evidence
+            # (a ring road, a corner); a drive-through needs a speed-up to avoid the zone.
+            v_in = speed(pprev, prev)
+            if np.isfinite(v_in) and v_in > 0.0:
+                budget = v_in * dt * st.transit_speed_slack
+                if detour_m(table, z, a, b) <= budget:
+                    return
+        conf = min(prob_below(float(depth), sig), st.transit_confidence_max)
+        ends_inside = float(f_out) >= 1.0
+        t_in, t_out = t0 + float(f_in) * dt, t0 + float(f_out) * dt
+        self._breach(row, prev, z, sig, conf, t_in, t_out, ends_inside)
+
+    def onward_step(
+        self, row: np.void, a: np.ndarray, z: int, depth: float, t_in: float, t_out: float
+    ) -> None:
+        """A possible route from fix A through the zone: a low-confidence breach."""
+        st = self.settings
+        sig = max(float(a[3]), float(row["acc"]), st.acc_floor_m) / R68
+        conf = min(prob_below(depth, sig), st.possible_confidence_max)
+        self._breach(row, a, z, sig, conf, t_in, t_out, False)
+
+    def _breach(
+        self, row: np.void, start: np.ndarray, z: int, sig: float, conf: float,
+        t_in: float, t_out: float, ends_inside: bool,
+    ) -> None:  # fmt: skip
+        """A breach inferred from the route between fixes: from the fix `start` (outside)
+        to an entry at t_in, decided at `row`."""
+        st, reg, table = self.settings, self.registry, self.table
+        tag = reg.device_ids[int(row["slot"])]
+        s = int(table.subject[z])
+        subject, zone_id = reg.subject_ids[s], table.zone_ids[z]
+        risk = int(reg.subject_risk[s])
+        sev: Severity = "critical" if risk >= st.critical_risk else "high"
+        key = TrackerKey(TrackerKind.ZONE, z)
+        br = self.trackers.breach(key, "zone_breach", subject, zone_id, sev)
+        first = Obs(float(start[0]), -1.0, sig, tag, int(start[4]))
+        last = Obs(float(row["t"]), -1.0, sig, tag, int(row["seq"]))
+        br.transit(first, last, t_in, t_out, conf, ends_inside)
+        self.trackers.forget_if_idle(key, z)

@@ -1,6 +1,6 @@
-"""Where a protected device (victim phone) was at a given moment, and how sure that is:
-fixes are joined on event time (as of the tag fix), not arrival, and silence grows the
-uncertainty."""
+"""Protected devices (victim phones): where one was at a given moment and how sure that is
+(fixes joined on event time, as of the tag fix, not arrival; silence grows the
+uncertainty), and the proximity decisions of a subject's fixes against them."""
 
 from __future__ import annotations
 
@@ -8,7 +8,13 @@ import bisect
 import math
 from dataclasses import dataclass, field
 
-from engine.core.episodes import sigma_of
+import numpy as np
+
+from engine.core.decide import Obs, Trackers
+from engine.core.episodes import TrackerKey, TrackerKind, sigma_of
+from engine.core.history import dist_m
+from engine.core.registry import Registry
+from engine.settings import Settings
 
 HISTORY = 64  # fixes kept per device: enough to bracket late tag fixes
 
@@ -52,3 +58,65 @@ class VictimTrack:
         age = abs(t - self.t[j])
         sig = math.hypot(sigma_of(max(acc, acc_floor)), drift_mps * age)
         return VictimPosition(lat, lon, sig, age)
+
+
+class Proximity:
+    """Every protected device's recent fixes by slot, and the proximity and stale-position
+    trackers of the (subject, protected device) pairs."""
+
+    def __init__(self, registry: Registry, settings: Settings, trackers: Trackers) -> None:
+        self.registry = registry
+        self.settings = settings
+        self.trackers = trackers
+        self.victims: dict[int, VictimTrack] = {}
+
+    def victim_fix(self, slot: int, row: np.void) -> None:
+        """A fix of a protected device."""
+        track = self.victims.setdefault(slot, VictimTrack())
+        track.add(float(row["t"]), float(row["lat"]), float(row["lon"]), float(row["acc"]))
+
+    def step(self, s: int, row: np.void, sigma: float) -> None:
+        """A fix of subject s against each protected device of theirs."""
+        reg, st, trackers = self.registry, self.settings, self.trackers
+        tag = reg.device_ids[int(row["slot"])]
+        t, seq = float(row["t"]), int(row["seq"])
+        subject = reg.subject_ids[s]
+        for k in reg.pairs_of_subject[s]:
+            pr = reg.pairs[k]
+            track = self.victims.get(pr.device)
+            pos = None if track is None else track.at(t, st.victim_drift_mps, st.acc_floor_m)
+            if pos is None:
+                continue  # no victim position yet: nothing to compare against
+            d = dist_m(float(row["lat"]), float(row["lon"]), pos.lat, pos.lon)
+            if self._stale(k, pos, row, sigma, d):
+                continue
+            sig = math.hypot(sigma, pos.sigma)
+            key = TrackerKey(TrackerKind.PROXIMITY, k)
+            br = trackers.breach(key, "proximity", subject, pr.device_id, "critical")
+            br.observe(Obs(t, pr.radius_m - d, sig, tag, seq))
+            if pr.warn_m > 0.0:
+                ring = TrackerKey(TrackerKind.PROXIMITY_APPROACH, k)
+                trackers.approach(ring, "proximity_approach", "high", subject, pr.device_id,
+                                  br, Obs(t, pr.radius_m + pr.warn_m - d, sig, tag, seq))  # fmt: skip
+                trackers.forget_if_idle(ring)
+            trackers.forget_if_idle(key)
+
+    def _stale(self, k: int, pos: VictimPosition, row: np.void, sigma: float, d: float) -> bool:
+        """Past victim_stale_s the phone's position is not known: rather than pretend, say
+        `victim_device_stale` while the subject is near where it was last seen. Returns
+        True when the position is stale (no proximity decision is made from it)."""
+        reg, st = self.registry, self.settings
+        pr = reg.pairs[k]
+        key = TrackerKey(TrackerKind.VICTIM_STALE, k)
+        stale = pos.age > st.victim_stale_s
+        if not stale and key not in self.trackers:
+            return False
+        near = pr.radius_m + pr.warn_m - d if stale else -1e9  # a fresh fix ends it
+        tr = self.trackers.breach(key, "victim_device_stale", reg.subject_ids[pr.subject],
+                                  pr.device_id, "high")  # fmt: skip
+        tag = reg.device_ids[int(row["slot"])]
+        tr.observe(Obs(float(row["t"]), near, sigma, tag, int(row["seq"])))
+        if not stale:
+            tr.tick(float(row["t"]) + st.exit_gap_s)
+        self.trackers.forget_if_idle(key)
+        return stale

@@ -47,10 +47,6 @@ from engine.wire.records import DeadLetter, Record
 
 log = logging.getLogger("tagwatch.serve")
 
-# TEMP: engine/cli/demo.py (the broker helper's file) still imports it from here; the lead
-# removes this once demo.py reads engine.wire.topics.STATUS.
-STATUS_TOPIC = topics.STATUS
-
 
 @dataclass
 class Counters:
@@ -82,12 +78,6 @@ class _Pending:
 
     def __bool__(self) -> bool:
         return bool(self.steps or self.alerts or self.dead)
-
-
-def _rate_s(rate: float | dict[str, float]) -> float:
-    """A pipeline command's rate in seconds.
-    TEMP until h-core merges: the pipeline still gives (tag, {"rate_s": ...})."""
-    return rate["rate_s"] if isinstance(rate, dict) else rate
 
 
 class Engine:
@@ -267,7 +257,7 @@ class Engine:
         p.steps.append(step)
         p.alerts.extend(res.alerts)
         p.dead.extend(dead)
-        self.commands.extend((tag, _rate_s(rate)) for tag, rate in res.commands)
+        self.commands.extend(res.commands)
         self.counters.alerts += len(res.alerts)
 
     def _commit_pending(self) -> list[OutboxItem]:

@@ -11,7 +11,7 @@ from typing import Any
 
 import aiomqtt
 
-from engine.mqtt.serve import BrokerAddress
+from engine.mqtt.session import BrokerAddress
 from engine.wire import topics
 from engine.wire.alerts import Alert, decode_alert
 

@@ -1,0 +1,123 @@
+"""Zones against one fix: which (fix, zone) pairs of a batch can change a decision, what
+each such pair tells the exclusion (breach, approach ring) and curfew trackers, and how
+much a silence matters where a tag was last seen."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from engine.core.decide import Obs, Trackers
+from engine.core.episodes import TrackerKey, TrackerKind
+from engine.core.registry import Registry
+from engine.core.schedules import Schedules
+from engine.settings import Settings
+from engine.wire.alerts import Severity
+from zones.compile import ZoneTable
+from zones.geofence import signed_distance_by_subject
+
+
+class Fences:
+    """The compiled zones as the decisions see them: inclusion (curfew) or exclusion, each
+    exclusion zone's warn ring, and the trackers their evidence feeds."""
+
+    def __init__(
+        self,
+        table: ZoneTable,
+        registry: Registry,
+        settings: Settings,
+        schedules: Schedules,
+        trackers: Trackers,
+    ) -> None:
+        self.table = table
+        self.registry = registry
+        self.settings = settings
+        self.schedules = schedules
+        self.trackers = trackers
+        self.is_inclusion = np.asarray(table.kind) == 1
+        self.warn = np.asarray(table.warn_m, dtype=np.float64)
+        # Beyond this distance a zone cannot matter to any fix: the kernel may skip it.
+        self.cutoff = float(np.max(table.warn_m, initial=0.0)) + 3000.0
+
+    def near_pairs(
+        self,
+        tags: np.ndarray,
+        pair_fix: np.ndarray,
+        zidx: np.ndarray,
+        dist: np.ndarray,
+        sigma: np.ndarray,
+    ) -> np.ndarray:
+        """Indices of (fix, zone) pairs whose evidence can change a decision; most fixes are
+        far from every zone of their subject and never reach Python-level decisions."""
+        if zidx.shape[0] == 0:
+            return np.zeros(0, dtype=np.int64)
+        incl = self.is_inclusion[zidx]
+        margin = 4.0 * sigma
+        cand = np.where(incl, dist > -margin, dist <= self.warn[zidx] + margin)
+        if incl.any():
+            t = tags["t"][pair_fix]
+            for z in np.unique(zidx[incl]):
+                m = zidx == z
+                cand[m] &= self.schedules.active_or_soon(int(z), t[m], 3600.0)
+        # A zone touched anywhere in the batch, or already being tracked, is followed for
+        # every fix of the batch: later far fixes are what closes its episode.
+        zones = np.union1d(np.unique(zidx[cand]), np.flatnonzero(self.trackers.tracked))
+        return np.flatnonzero(np.isin(zidx, zones))
+
+    def step(self, z: int, sd: float, sigma: float, row: np.void) -> None:
+        """One fix `row` at signed distance `sd` from zone z (< 0 inside)."""
+        table, reg, st, trackers = self.table, self.registry, self.settings, self.trackers
+        tag = reg.device_ids[int(row["slot"])]
+        t, seq = float(row["t"]), int(row["seq"])
+        s = int(table.subject[z])
+        subject, zone_id = reg.subject_ids[s], table.zone_ids[z]
+        if self.is_inclusion[z]:
+            w0, w1, active = self.schedules.window(z, t)
+            key = TrackerKey(TrackerKind.CURFEW, z)
+            cur = trackers.curfew(key, subject, zone_id)
+            cur.observe(Obs(t, sd, sigma, tag, seq), active, w0, w1)
+            trackers.forget_if_idle(key, z)
+            return
+        risk = int(reg.subject_risk[s])
+        sev: Severity = "critical" if risk >= st.critical_risk else "high"
+        key = TrackerKey(TrackerKind.ZONE, z)
+        br = trackers.breach(key, "zone_breach", subject, zone_id, sev)
+        br.observe(Obs(t, -sd, sigma, tag, seq))
+        ring = TrackerKey(TrackerKind.APPROACH, z)
+        warn = float(self.warn[z])
+        if warn > 0.0:
+            trackers.approach(ring, "zone_approach", "medium", subject, zone_id,
+                              br, Obs(t, warn - sd, sigma, tag, seq))  # fmt: skip
+        trackers.forget_if_idle(key)
+        trackers.forget_if_idle(ring, z)
+
+    def silence_context(
+        self, slot: int, lat: float, lon: float, now: float
+    ) -> tuple[Severity, dict[str, object]]:
+        """How much a silence matters where the tag was last seen: inside an exclusion zone
+        critical; near one (its warn ring or silent_near_m) or during a curfew high."""
+        st = self.settings
+        s = int(self.registry.subject_of_slot[slot])
+        _, zidx, dist = signed_distance_by_subject(
+            self.table, np.array([lat]), np.array([lon]), np.array([s], dtype=np.int32)
+        )
+        sev: Severity = "medium"
+        facts: dict[str, object] = {}
+        best = math.inf
+        for z, d in zip(zidx.tolist(), dist.tolist(), strict=True):
+            zone = self.table.zone_ids[z]
+            if self.is_inclusion[z]:
+                if self.schedules.active(z, np.array([now]))[0]:
+                    facts["curfew"] = zone
+                    if sev == "medium":
+                        sev = "high"
+                continue
+            if d < best:
+                best = d
+                facts["zone"], facts["distance_m"] = zone, round(d, 1)
+            if d <= 0.0:
+                sev = "critical"
+            elif d <= max(st.silent_near_m, float(self.warn[z])) and sev == "medium":
+                sev = "high"
+        return sev, facts

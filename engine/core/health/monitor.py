@@ -1,0 +1,99 @@
+"""Device health: tamper, silence, no location, battery; `Health` runs each concern at the
+pipeline's moments (admission, seq order, the clock, the end of input).
+
+A zone check is only half of monitoring: a cut strap, a tag that goes quiet beside the
+victim's street, a battery left to die. These decisions share the breach alerts' book
+(same ids, lifecycle, store and topics) and, like them, are made on event time, except
+silence, which is about *arrival*: "nothing has arrived for too long" is measured on the
+engine's clock (live: wall time; replay: the latest event time seen, see `ArrivalClock`).
+
+- Tamper events open a critical `tamper` alert the moment they are admitted, before the
+  seq ordering that breach decisions wait for, so a held seq gap never delays one. Each
+  kind of tamper (strap, case, body, power) keeps its own latest state by seq, so events
+  arriving out of order still settle to what the tag said last. The episode closes at the
+  last restore once no new opening follows within `tamper_settle_s`: toggling is one
+  episode (tamper.py).
+- `tag_silent`: nothing from the tag for max(`silent_factor` x its reporting interval,
+  `silent_min_s`). Severity rises when the last known position was inside or near an
+  exclusion zone, or a curfew is on. When the tag is heard again the alert closes and
+  says what the gap held (`detail.filled`, and breach alerts the late fixes opened)
+  (silence.py).
+- `no_location`: records keep coming but none is a usable fix (`no_gps` events, fixes
+  worse than `no_location_acc_m`) for `no_location_after_s` (silence.py).
+- `battery_low` / `battery_critical`: level thresholds with hysteresis; `detail` carries
+  the level, the drain trend and the predicted empty time, and when the tag last charged
+  (battery.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engine.core.episodes import EpisodeBook
+from engine.core.health.battery import CHARGING_OFF, CHARGING_ON, Battery
+from engine.core.health.silence import Context, LastFix, NoLocation, Silence
+from engine.core.health.tamper import Tamper
+from engine.core.registry import Registry
+from engine.settings import Settings
+from engine.wire.alerts import Alert
+from engine.wire.records import EVENT_CODE
+
+_NO_GPS = EVENT_CODE["no_gps"]
+
+
+class Health:
+    """Per-tag health state for tag slots [0, n_tags); sparse dicts for the rare states,
+    arrays for what every tag has."""
+
+    def __init__(self, registry: Registry, book: EpisodeBook, settings: Settings) -> None:
+        self.reg = registry
+        self.tamper = Tamper(registry, book, settings)
+        self.silence = Silence(registry, book, settings)
+        self.location = NoLocation(registry, book, settings)
+        self.battery = Battery(registry, book, settings)
+
+    def credit(self, seconds: float) -> None:
+        """The engine was down this long (restart): not the tags' silence."""
+        self.silence.credit(seconds)
+
+    def admit(self, rows: np.ndarray, arrival: np.ndarray, last_fix: LastFix) -> None:
+        """Rows just received (deduplicated, in arrival order) and each one's arrival
+        clock, before seq ordering: tamper is decided here, and gaps in arrival noted."""
+        keep = rows["slot"] < self.reg.n_tags
+        tags, arrival = rows[keep], arrival[keep]
+        if tags.shape[0] == 0:
+            return
+        self.tamper.admit(tags)
+        self.silence.admit(tags, arrival, last_fix)
+
+    def ordered(self, rows: np.ndarray, usable: np.ndarray) -> None:
+        """Tag rows in processing order (per tag in seq order): battery, charging,
+        no_location and the reporting interval. `usable`: the row is a fix good enough to
+        say where the tag is."""
+        is_fix = rows["event"] == 0
+        for i in range(rows.shape[0]):
+            row = rows[i]
+            s, t, seq = int(row["slot"]), float(row["t"]), int(row["seq"])
+            code = int(row["event"])
+            after = self.silence.after(s)
+            if is_fix[i]:
+                self.silence.fix(s, t, after)
+            b = int(row["batt"])
+            if b >= 0 or code in (CHARGING_ON, CHARGING_OFF):
+                self.battery.observe(s, t, seq, b, code)
+            bad = bool(is_fix[i]) or code == _NO_GPS
+            self.location.observe(s, t, seq, after, bool(usable[i]), bad)
+
+    def check(self, now: float, last_fix: LastFix, context: Context) -> None:
+        """Time has passed (a batch, or live a tick): close tamper episodes that have
+        settled, open silences that are due."""
+        self.tamper.check(now, self.silence.heard_t)
+        self.silence.check(now, last_fix, context)
+
+    def settle(self, new_alerts: list[Alert], context: Context) -> None:
+        """After a batch was decided: close the silences its records ended."""
+        self.silence.settle(new_alerts, context)
+
+    def finish(self) -> None:
+        """End of input: restored tamper episodes close at their restore."""
+        self.tamper.finish()

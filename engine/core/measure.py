@@ -1,0 +1,129 @@
+"""The measure stage: a batch's fixes against the geometry, all at once in numpy (each
+tag's previous fixes, distances to its subject's zones, straight and onward routes), then
+one `Step` per fix that can change a decision, for the decisions to walk in time order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from engine.core.episodes import R68_PER_SIGMA as R68
+from engine.core.fences import Fences
+from engine.core.history import FixHistory
+from engine.core.registry import Registry
+from engine.core.transit import Onward, Routes
+from engine.settings import Settings
+from zones.compile import ZoneTable
+from zones.geofence import signed_distance_by_subject
+
+
+@dataclass
+class Step:
+    """One tag fix with everything the decisions need, so it can be held and applied later."""
+
+    row: np.void
+    subject: int
+    sigma: float
+    prev: np.ndarray
+    pprev: np.ndarray
+    zone_pairs: list[tuple[int, float]]
+    transits: list[tuple[int, float, float, float]]
+    prox: bool
+    # (zone, depth, entry t, exit t) of a possible route from the previous fix into a zone
+    onward: Onward = field(default_factory=list)
+
+
+@dataclass
+class Measured:
+    """One batch's fix rows (`arr`, tags' and protected devices') as measured. Per row: its
+    subject (-1: a protected device) and whether proximity is checked; per tag row (`tags`,
+    `tag_pos[row]`): sigma, previous fixes, onward routes; per near (fix, zone) pair and
+    straight-segment transit, the rows they belong to (sorted)."""
+
+    arr: np.ndarray
+    subj: np.ndarray
+    tags: np.ndarray
+    tag_pos: np.ndarray
+    sigma: np.ndarray
+    prev: np.ndarray
+    pprev: np.ndarray
+    zidx: np.ndarray
+    dist: np.ndarray
+    near: np.ndarray
+    near_rows: np.ndarray
+    transit: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+    transit_rows: np.ndarray
+    onward: dict[int, Onward]
+    prox: np.ndarray
+    visit: np.ndarray  # rows that can change something, sorted
+
+    def step(self, i: int) -> Step:
+        """Row i (a tag's fix) with its evidence."""
+        zidx, dist = self.zidx, self.dist
+        k = int(self.tag_pos[i])
+        lo, hi = np.searchsorted(self.near_rows, [i, i + 1])
+        zone_pairs = [(int(zidx[p]), float(dist[p])) for p in self.near[lo:hi].tolist()]
+        lo, hi = np.searchsorted(self.transit_rows, [i, i + 1])
+        pairs, depth, f_in, f_out = self.transit
+        transits = [
+            (int(zidx[pairs[j]]), float(depth[j]), float(f_in[j]), float(f_out[j]))
+            for j in range(lo, hi)
+        ]
+        return Step(self.arr[i], int(self.subj[i]), float(self.sigma[k]), self.prev[k],
+                    self.pprev[k], zone_pairs, transits, bool(self.prox[i]),
+                    self.onward.get(k, []))  # fmt: skip
+
+
+class Measure:
+    """Measures batches of fix rows (processing order) for the decisions."""
+
+    def __init__(
+        self,
+        table: ZoneTable,
+        registry: Registry,
+        settings: Settings,
+        history: FixHistory,
+        fences: Fences,
+        routes: Routes,
+    ) -> None:
+        self.table = table
+        self.registry = registry
+        self.settings = settings
+        self.history = history
+        self.fences = fences
+        self.routes = routes
+
+    def batch(self, arr: np.ndarray) -> Measured:
+        reg = self.registry
+        subj = reg.subject_of_slot[arr["slot"]]
+        is_tag = subj >= 0
+        tag_rows = np.flatnonzero(is_tag)
+        tags = arr[tag_rows]
+        cur = np.stack([tags["t"], tags["lat"], tags["lon"], tags["acc"], tags["seq"]], axis=1)
+        hist = self.history.previous(tags["slot"], cur)
+        prev = hist[:, 0]
+        offsets, zidx, dist = signed_distance_by_subject(
+            self.table, tags["lat"], tags["lon"], subj[tag_rows], cutoff=self.fences.cutoff
+        )
+        pair_fix = np.repeat(np.arange(tag_rows.shape[0]), np.diff(offsets))
+        sigma = np.maximum(tags["acc"].astype(np.float64), self.settings.acc_floor_m) / R68
+        near = self.fences.near_pairs(tags, pair_fix, zidx, dist, sigma[pair_fix])
+        transit = self.routes.transit_pairs(tags, prev, pair_fix, zidx, dist)
+        onward = self.routes.onward_rows(cur, hist, subj[tag_rows])
+        pair_row = tag_rows[pair_fix]
+        prox = np.zeros(arr.shape[0], dtype=np.bool_)
+        if reg.pairs_of_subject:
+            prox[tag_rows] = np.isin(subj[tag_rows], list(reg.pairs_of_subject))
+        # Only rows that can change something are walked in Python, in time order.
+        visit = np.union1d(
+            np.union1d(pair_row[near], pair_row[transit[0]]), np.flatnonzero(~is_tag | prox)
+        )
+        if onward:
+            visit = np.union1d(visit, tag_rows[list(onward)])
+        tag_pos = np.full(arr.shape[0], -1, dtype=np.int64)
+        tag_pos[tag_rows] = np.arange(tag_rows.shape[0])
+        return Measured(
+            arr, subj, tags, tag_pos, sigma, prev, hist[:, 1], zidx, dist, near, pair_row[near],
+            transit, pair_row[transit[0]], onward, prox, visit,
+        )  # fmt: skip

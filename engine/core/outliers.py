@@ -1,0 +1,79 @@
+"""Implausible fixes: a fix that would put a tag inside a zone at a speed its track does
+not allow is held as a suspect until the tag's next fix says whether it really went there
+(a breach after all) or was a wild fix (`implausible_fix`, low severity, no breach)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+from engine.core.episodes import EpisodeBook, TrackerKey, TrackerKind
+from engine.core.history import speed
+from engine.core.measure import Step
+from engine.core.registry import Registry
+from engine.settings import Settings
+from zones.compile import ZoneTable
+
+
+class Outliers:
+    """`suspects`: tag slot -> its fix held until the next one."""
+
+    def __init__(
+        self, table: ZoneTable, registry: Registry, settings: Settings, book: EpisodeBook
+    ) -> None:
+        self.table = table
+        self.registry = registry
+        self.settings = settings
+        self.book = book
+        self.suspects: dict[int, Step] = {}
+
+    def _jump_limit(self, st: Step) -> float:
+        """Speed beyond which a fix is suspect, given how fast the track was going."""
+        recent = speed(st.pprev, st.prev)
+        recent = 0.0 if math.isnan(recent) else recent
+        s = self.settings
+        return max(s.jump_speed_floor_mps, s.jump_speed_factor * recent + 2.0)
+
+    def is_suspect(self, st: Step) -> bool:
+        """A fix that would put the tag inside a zone, reached at a speed the track does not
+        allow: held until the next fix says whether the tag really went there."""
+        if not any(sd < 0.0 for _, sd in st.zone_pairs):
+            return False
+        cur = np.array([st.row["t"], st.row["lat"], st.row["lon"], st.row["acc"]], dtype=float)
+        v = speed(st.prev, cur)
+        return not math.isnan(v) and v > self._jump_limit(st)
+
+    def settle(self, sus: Step, nxt: Step, apply: Callable[[Step], None]) -> bool:
+        """Decide a suspect fix with the fix after it: if the next fix is where the tag could
+        have got to from before the jump but not from the suspect (in and back), the jump was
+        an artefact (implausible_fix, not a breach); otherwise the tag really moved and the
+        suspect is `apply`-ed, decided at the next fix. Returns True when it is accepted."""
+        cur = np.array([nxt.row["t"], nxt.row["lat"], nxt.row["lon"], nxt.row["acc"]], float)
+        limit = self._jump_limit(sus)
+        back = speed(sus.prev, cur)
+        sus_fix = np.array([sus.row["t"], sus.row["lat"], sus.row["lon"], sus.row["acc"]], float)
+        onward = speed(sus_fix, cur)
+        if not math.isnan(back) and back <= limit and onward > limit:
+            self._implausible(sus)
+            nxt.prev, nxt.pprev = sus.prev, sus.pprev
+            return False
+        self.book.decided_at = float(nxt.row["t"])
+        try:
+            apply(sus)
+        finally:
+            self.book.decided_at = None
+        return True
+
+    def _implausible(self, st: Step) -> None:
+        reg, table = self.registry, self.table
+        slot = int(st.row["slot"])
+        tag, seq, t = reg.device_ids[slot], int(st.row["seq"]), float(st.row["t"])
+        z = min(st.zone_pairs, key=lambda p: p[1])[0]
+        key = TrackerKey(TrackerKind.IMPLAUSIBLE, slot)  # opened and closed at once
+        self.book.open_episode(
+            key, "implausible_fix", subject=reg.subject_ids[st.subject], tag=tag,
+            zone=table.zone_ids[z], severity="low", confidence=0.9, t=t, seq=seq,
+        )  # fmt: skip
+        self.book.close(key, "implausible_fix", t)
