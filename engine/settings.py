@@ -32,7 +32,7 @@ class Settings:
     hold_wall_s: float = 10.0
     # Largest raw payload kept in a dead-letter row (the rest is cut, with the size noted)
     dead_letter_max_bytes: int = 65_536
-    # Input limits on the engine's clock (engine/core/admission.py; live: wall time, replay: the
+    # Input limits on the engine's clock (engine/core/intake/admission.py; live: wall time, replay: the
     # latest event time admitted). A record more than max_future_s ahead of the clock is
     # dead-lettered: tags stamp fixes from GNSS time (UTC within a second; 18 s ahead if a
     # receiver forgets the leap seconds) or network time, and 5 min still covers an RTC

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.core.admission import Admission
+from engine.core.intake.admission import Admission
 from engine.core.pipeline import Pipeline
 from engine.settings import Settings
 from engine.wire.records import FIX_DTYPE

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.core.dedupe import SeqDeduper
+from engine.core.intake.dedupe import SeqDeduper
 
 pytestmark = pytest.mark.kernel
 

@@ -1,4 +1,4 @@
-"""Input limits that need the engine's clock (engine/core/admission.py): far-future and far-past
+"""Input limits that need the engine's clock (engine/core/intake/admission.py): far-future and far-past
 event times, and a per-device rate limit; through `Pipeline.process` (live and replay) and
 end to end through `tagwatch replay` with a dead-letter store."""
 
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from engine.cli.main import main
-from engine.core.admission import Admission
+from engine.core.intake.admission import Admission
 from engine.core.pipeline import Pipeline
 from engine.settings import Settings
 from engine.store.sqlite import SqliteStore

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.core.ordering import Released, Reorderer, _in_order_pass
+from engine.core.intake.ordering import Released, Reorderer, _in_order_pass
 
 # slot, seq, t, uid: uid tells rows apart; `x` proves other fields ride along intact.
 Row = tuple[int, int, float, int]
@@ -37,7 +37,7 @@ def seqs(a: np.ndarray, slot: int | None = None) -> list[int]:
 
 
 class NaiveReorderer:
-    """The rules of engine.core.ordering.Reorderer, one row at a time, with dicts and lists."""
+    """The rules of engine.core.intake.ordering.Reorderer, one row at a time, with dicts and lists."""
 
     def __init__(
         self, ordered: Sequence[bool], hold_max: int, hold_s: float, reset_gap: int

@@ -12,16 +12,16 @@ from dataclasses import dataclass, field
 import msgspec
 import numpy as np
 
-from engine.core.admission import Admission
 from engine.core.decide import Trackers
-from engine.core.dedupe import SeqDeduper
 from engine.core.episodes import EpisodeBook
 from engine.core.fences import Fences
 from engine.core.health.clock import ArrivalClock
 from engine.core.health.monitor import Health
 from engine.core.history import FixHistory
+from engine.core.intake.admission import Admission
+from engine.core.intake.dedupe import SeqDeduper
+from engine.core.intake.ordering import Released, Reorderer
 from engine.core.measure import Measure, Step
-from engine.core.ordering import Released, Reorderer
 from engine.core.outliers import Outliers
 from engine.core.registry import Registry
 from engine.core.schedules import Schedules
