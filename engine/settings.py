@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import ConfigError
+from engine.wire import topics
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,7 @@ class Settings:
     report_fast_s: float = 15.0
 
     # --- alerts -----------------------------------------------------------------------
-    alert_topic_prefix: str = "tagwatch/v1/alerts"
+    alert_topic_prefix: str = topics.ALERTS
 
     # --- durability (live engine) ---------------------------------------------------------
     # The broker keeps the engine's MQTT session (subscriptions, queued messages) this long
