@@ -124,13 +124,18 @@ def _no_nonfinite(v: Any, where: str) -> None:
             _no_nonfinite(x, f"{where}[{i}]")
 
 
-def validate_fix(obj: Any, device: str, where: str) -> FixRecord:
-    """A fix object of `device` (`where` names it in reasons: "fix", ...), or Rejected."""
+def _seq_t(obj: Any, device: str, where: str) -> tuple[int, float]:
+    """What fixes and events check first, in this order: an object, its tag, seq, t."""
     if not isinstance(obj, dict):
         raise Rejected(f"{where} must be a JSON object, got {kind(obj)}")
     _check_tag(obj, device, where)
     seq = _seq(obj, where)
-    t = _time(required(obj, "t", where), f"{where}.t")
+    return seq, _time(required(obj, "t", where), f"{where}.t")
+
+
+def validate_fix(obj: Any, device: str, where: str) -> FixRecord:
+    """A fix object of `device` (`where` names it in reasons: "fix", ...), or Rejected."""
+    seq, t = _seq_t(obj, device, where)
     lat = _ranged(required(obj, "lat", where), f"{where}.lat", -90.0, 90.0)
     lon = _ranged(required(obj, "lon", where), f"{where}.lon", -180.0, 180.0)
     acc = _acc(required(obj, "acc", where), f"{where}.acc")
@@ -142,11 +147,7 @@ def validate_fix(obj: Any, device: str, where: str) -> FixRecord:
 
 def validate_event(obj: Any, device: str, where: str) -> EventRecord:
     """An event object of `device`, or Rejected."""
-    if not isinstance(obj, dict):
-        raise Rejected(f"{where} must be a JSON object, got {kind(obj)}")
-    _check_tag(obj, device, where)
-    seq = _seq(obj, where)
-    t = _time(required(obj, "t", where), f"{where}.t")
+    seq, t = _seq_t(obj, device, where)
     name = required(obj, "event", where)
     if not isinstance(name, str):
         raise Rejected(f"{where}.event must be a string, got {show(name)}")
