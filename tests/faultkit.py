@@ -31,9 +31,9 @@ from paho.mqtt.properties import Properties
 
 from devices.cli import parse_duration
 from devices.sim.delivery import Delivery, mqtt_message
-from devices.sim.fleet import DEFAULT_EPOCH, EVENT_TOPIC
-from devices.sim.output import encode
+from devices.sim.fleet import DEFAULT_EPOCH
 from engine.core.health.silence import BREACH_KINDS  # zone_breach, curfew_breach, proximity
+from engine.wire import payloads, topics
 from engine.wire.alerts import decode_alert
 from engine.wire.topics import STATUS
 
@@ -90,8 +90,8 @@ def message_for(line: dict[str, Any]) -> Msg:
     (devices.sim.delivery.mqtt_message, the simulator's own mapping)."""
     device, seq = str(line["tag"]), int(line["seq"])
     if line.get("type") == "event":
-        body = {k: v for k, v in line.items() if k not in ("tag", "type")}
-        return Msg(EVENT_TOPIC.format(tag=device), encode(body), (device, seq))
+        body = payloads.tag_payload(line)
+        return Msg(topics.event(device), payloads.encode(body), (device, seq))
     channel = "owntracks" if "/" in device else "fix"
     topic, payload = mqtt_message(Delivery(float(line["t"]), device, channel, (line,)))
     return Msg(topic, payload, (device, seq))

@@ -13,9 +13,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.wire import decode as dec
-from engine.wire.decode import OWNTRACKS_DEFAULT_ACC_M, Limits, decode_message, decode_replay_line
+from engine.wire import fastpath
+from engine.wire.bounds import OWNTRACKS_DEFAULT_ACC_M, T_MAX, T_MIN
+from engine.wire.decode import Limits, decode_message, decode_replay_line
+from engine.wire.reasons import Rejected
 from engine.wire.records import EVENT_NAMES, DeadLetter, EventRecord, FixRecord
+from engine.wire.validate import slow_decode, validate_event, validate_fix, validate_owntracks
 
 T1 = "tagwatch/v1/tags/T1/"
 FIX_T = T1 + "fix"
@@ -475,12 +478,12 @@ def test_deep_nesting_does_not_raise() -> None:
 
 def test_fast_record_constructor_matches_dataclass() -> None:
     args = ("T1", 1, T0, 1.0, 2.0, 3.0, None, "gps")
-    r = dec._new_fix(*args)
+    r = fastpath.new_fix(*args)
     assert r == FixRecord(*args) and hash(r) == hash(FixRecord(*args))
     assert type(r) is FixRecord
     with pytest.raises(AttributeError):
         r.lat = 5.0  # type: ignore[misc]
-    e = dec._new_event("T1", 1, T0, "battery", 5)
+    e = fastpath.new_event("T1", 1, T0, "battery", 5)
     assert e == EventRecord("T1", 1, T0, "battery", 5) and type(e) is EventRecord
 
 
@@ -569,13 +572,13 @@ def test_fast_path_agrees_with_slow_path(topic: str, value: dict[str, Any]) -> N
     payload = enc(value)
     recs, dead = decode_message(topic, payload)
     if topic == OT_T:
-        validate: Any = lambda obj: dec._owntracks_slow(obj, "alice/phone")  # noqa: E731
+        validate: Any = lambda obj: validate_owntracks(obj, "alice/phone")  # noqa: E731
     else:
-        check = dec._fix if topic == FIX_T else dec._event
+        check = validate_fix if topic == FIX_T else validate_event
         validate = lambda obj: check(obj, "T1", topic.rsplit("/", 1)[1])  # noqa: E731
     try:
-        slow = dec._slow(payload, validate)
-    except dec._Bad as bad:
+        slow = slow_decode(payload, validate)
+    except Rejected as bad:
         assert recs == [] and [d.reason for d in dead] == [bad.reason]
     else:
         assert dead == []
@@ -586,7 +589,7 @@ finite = st.floats(allow_nan=False, allow_infinity=False)
 valid_fix = st.fixed_dictionaries(
     {
         "seq": st.integers(0, 2**63 - 1),
-        "t": st.floats(dec.T_MIN, dec.T_MAX, exclude_max=True),
+        "t": st.floats(T_MIN, T_MAX, exclude_max=True),
         "lat": st.floats(-90, 90),
         "lon": st.floats(-180, 180),
         "acc": st.floats(0, 100_000, exclude_min=True),
@@ -637,7 +640,7 @@ def test_rfc3339_matches_datetime(naive: Any, offset_min: int, micros: int) -> N
     aware = naive.replace(microsecond=micros, tzinfo=tz)
     text = aware.isoformat()
     recs, dead = decode_message(FIX_T, fix(t=text))
-    if not dec.T_MIN <= aware.timestamp() < dec.T_MAX:
+    if not T_MIN <= aware.timestamp() < T_MAX:
         assert dead
         return
     assert dead == []

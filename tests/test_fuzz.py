@@ -35,15 +35,8 @@ from engine.replay import _batches
 from engine.settings import Settings
 from engine.store.sqlite import SqliteStore
 from engine.wire.alerts import encode_alert
-from engine.wire.decode import (
-    ACC_MAX_M,
-    SEQ_MAX,
-    T_MAX,
-    T_MIN,
-    Limits,
-    decode_message,
-    decode_replay_line,
-)
+from engine.wire.bounds import ACC_MAX_M, SEQ_MAX, T_MAX, T_MIN
+from engine.wire.decode import Limits, decode_message, decode_replay_line
 from engine.wire.records import EVENT_NAMES, SOURCES, DeadLetter, EventRecord, FixRecord, Record
 from tests.helpers import offset, square, write_world
 from zones.compile import compile_zones

@@ -17,16 +17,10 @@ import pytest
 
 from devices.health.drawn import HealthConfig
 from devices.sim.fleet import SimRun, simulate
-from devices.sim.ratecontrol import (
-    CommandError,
-    Outgoing,
-    RateControl,
-    clamp_rate,
-    parse_command,
-    schedule,
-)
+from devices.sim.ratecontrol import Outgoing, RateControl, schedule
 from devices.world.city import build_world
 from devices.world.geo import haversine_m
+from engine.wire.commands import CommandError, clamp_rate, parse_rate_command
 
 T0 = 1_790_000_000.0
 FAST_TAG = "T0002"
@@ -89,17 +83,17 @@ def max_error_m(run: SimRun, tag: str, fixes: Sequence[dict[str, Any]]) -> float
 )  # fmt: skip
 def test_garbage_commands_are_rejected(payload: bytes) -> None:
     with pytest.raises(CommandError):
-        parse_command(CMD.format(tag="T1"), payload)
+        parse_rate_command(CMD.format(tag="T1"), payload)
 
 
 def test_commands_parse_and_clamp() -> None:
-    assert parse_command(CMD.format(tag="T1"), b'{"rate_s": 15.0}') == ("T1", 15.0)
-    assert parse_command(CMD.format(tag="T1"), '{"rate_s": 60, "why": "zone"}') == ("T1", 60.0)
-    assert parse_command(CMD.format(tag="T1"), b'{"rate_s": 0.01}') == ("T1", 1.0)
-    assert parse_command(CMD.format(tag="T1"), b'{"rate_s": 1e9}') == ("T1", 3600.0)
+    assert parse_rate_command(CMD.format(tag="T1"), b'{"rate_s": 15.0}') == ("T1", 15.0)
+    assert parse_rate_command(CMD.format(tag="T1"), '{"rate_s": 60, "why": "zone"}') == ("T1", 60.0)
+    assert parse_rate_command(CMD.format(tag="T1"), b'{"rate_s": 0.01}') == ("T1", 1.0)
+    assert parse_rate_command(CMD.format(tag="T1"), b'{"rate_s": 1e9}') == ("T1", 3600.0)
     assert clamp_rate(30.0) == 30.0
     with pytest.raises(CommandError):
-        parse_command("tagwatch/v1/tags/T1/fix", b'{"rate_s": 5}')
+        parse_rate_command("tagwatch/v1/tags/T1/fix", b'{"rate_s": 5}')
     with pytest.raises(CommandError):
         RateControl(small_run()).command("NOPE", 5.0, T0)
 

@@ -1,5 +1,6 @@
-"""How a family's fixes reach the engine: replay lines, arrival times (live, a late
-`/fixes` batch, bounded shuffles, duplicates), arrival-ordered replay lines and MQTT messages.
+"""How a device's fixes reach the engine: the rows it reports, replay lines, arrival times
+(live, a late `/fixes` batch, bounded shuffles, duplicates), arrival-ordered replay lines and
+MQTT messages (payloads and topics from `engine.wire`).
 
 A `Delivery` is one publication: a single fix, a store-and-forward batch, or an OwnTracks
 report. Replay files list the records of every delivery in arrival order (a batch's lines
@@ -7,8 +8,7 @@ together, where it arrived); MQTT carries each delivery as one message."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -16,6 +16,7 @@ import numpy as np
 
 from devices.sensing.sensor import FixColumns
 from devices.world.geo import LocalFrame
+from engine.wire import payloads, topics
 
 Channel = Literal["fix", "fixes", "owntracks"]
 Line = dict[str, Any]
@@ -32,10 +33,13 @@ class Delivery:
     records: tuple[Line, ...]
 
 
-def tag_lines(tag: str, frame: LocalFrame, cols: FixColumns, seq0: int) -> list[Line]:
-    """Contract replay lines (fix object + "tag") for a tag's fixes, seq from seq0."""
+def tag_rows(
+    frame: LocalFrame, cols: FixColumns
+) -> Iterator[tuple[float, float, float, float, int, str]]:
+    """A tag's fixes as it reports them: (t, lat, lon, acc, batt, src), lat and lon to 7
+    decimals (about 1 cm), acc to 0.1 m."""
     lat, lon = frame.to_latlon(cols.x, cols.y)
-    rows = zip(
+    return zip(
         cols.t.tolist(),
         np.round(lat, 7).tolist(),
         np.round(lon, 7).tolist(),
@@ -44,35 +48,39 @@ def tag_lines(tag: str, frame: LocalFrame, cols: FixColumns, seq0: int) -> list[
         cols.src.tolist(),
         strict=True,
     )
+
+
+def phone_rows(
+    frame: LocalFrame, cols: FixColumns
+) -> Iterator[tuple[float, float, float, int, int]]:
+    """A phone's fixes as OwnTracks reports them: (t, lat, lon, acc, batt), acc in whole
+    metres (at least 1)."""
+    lat, lon = frame.to_latlon(cols.x, cols.y)
+    return zip(
+        cols.t.tolist(),
+        np.round(lat, 7).tolist(),
+        np.round(lon, 7).tolist(),
+        np.maximum(1, np.round(cols.acc)).astype(int).tolist(),
+        cols.batt.tolist(),
+        strict=True,
+    )
+
+
+def tag_lines(tag: str, frame: LocalFrame, cols: FixColumns, seq0: int) -> list[Line]:
+    """Contract replay lines (fix object + "tag") for a tag's fixes, seq from seq0."""
     return [
-        {"tag": tag, "seq": seq0 + i, "t": t, "lat": la, "lon": lo, "acc": a, "batt": b, "src": s}
-        for i, (t, la, lo, a, b, s) in enumerate(rows)
+        payloads.replay_line(tag, "fix", payloads.fix(seq0 + i, t, la, lo, a, b, s))
+        for i, (t, la, lo, a, b, s) in enumerate(tag_rows(frame, cols))
     ]
 
 
 def phone_lines(device: str, frame: LocalFrame, cols: FixColumns) -> list[Line]:
     """Replay lines for an OwnTracks phone: seq = integer tst, acc whole metres."""
-    lat, lon = frame.to_latlon(cols.x, cols.y)
-    rows = zip(
-        cols.t.tolist(),
-        np.round(lat, 7).tolist(),
-        np.round(lon, 7).tolist(),
-        np.maximum(1, np.round(cols.acc)).tolist(),
-        cols.batt.tolist(),
-        strict=True,
-    )
     return [
-        {
-            "tag": device,
-            "seq": int(t),
-            "t": float(int(t)),
-            "lat": la,
-            "lon": lo,
-            "acc": float(a),
-            "batt": b,
-            "src": "gps",
-        }
-        for t, la, lo, a, b in rows
+        payloads.replay_line(
+            device, "owntracks", payloads.owntracks_location(device, int(t), la, lo, a, b)
+        )
+        for t, la, lo, a, b in phone_rows(frame, cols)
     ]
 
 
@@ -142,33 +150,19 @@ def flatten(deliveries: Iterable[Delivery]) -> list[Line]:
     return [r for d in arrival_order(deliveries) for r in d.records]
 
 
-def _fix_payload(line: Line) -> dict[str, Any]:
-    return {k: v for k, v in line.items() if k != "tag"}
-
-
 def mqtt_message(d: Delivery) -> tuple[str, bytes]:
     """(topic, payload) of a delivery as the device publishes it."""
     if d.channel == "owntracks":
         (ln,) = d.records
-        user = d.device.split("/", 1)[0]
-        body: Any = {
-            "_type": "location",
-            "lat": ln["lat"],
-            "lon": ln["lon"],
-            "tst": ln["seq"],
-            "acc": int(ln["acc"]),
-            "batt": ln["batt"],
-            "tid": (user[:1] + user[-1:]).upper(),
-        }
-        return f"owntracks/{d.device}", json.dumps(body, separators=(",", ":")).encode()
+        body = payloads.owntracks_location(
+            d.device, ln["seq"], ln["lat"], ln["lon"], int(ln["acc"]), ln["batt"]
+        )
+        return topics.owntracks(d.device), payloads.encode(body)
     if d.channel == "fixes":
-        body = [_fix_payload(r) for r in d.records]
-        return f"tagwatch/v1/tags/{d.device}/fixes", json.dumps(
-            body, separators=(",", ":")
-        ).encode()
+        batch = [payloads.tag_payload(r) for r in d.records]
+        return topics.fixes(d.device), payloads.encode(batch)
     (ln,) = d.records
-    body = _fix_payload(ln)
-    return f"tagwatch/v1/tags/{d.device}/fix", json.dumps(body, separators=(",", ":")).encode()
+    return topics.fix(d.device), payloads.encode(payloads.tag_payload(ln))
 
 
 def mqtt_messages(deliveries: Iterable[Delivery]) -> list[tuple[str, bytes]]:

@@ -21,15 +21,13 @@ from devices.health.records import TagHealth, TagSchedule
 from devices.health.truth import health_truth
 from devices.motion.planner import Plan, plan_subject
 from devices.sensing.sensor import FixColumns, NoiseModel, SimpleGpsNoise, sample_fixes
+from devices.sim.delivery import phone_rows, tag_rows
 from devices.sim.truth import Episode, compute_truth
 from devices.world.city import World
+from engine.wire import payloads, topics
 
 # Saturday evening before the clocks change: a 3 h run covers the 19:00 curfew start.
 DEFAULT_EPOCH = dt.datetime(2026, 3, 28, 17, 30, tzinfo=dt.UTC).timestamp()
-TAG_TOPIC = "tagwatch/v1/tags/{tag}/fix"
-FIXES_TOPIC = "tagwatch/v1/tags/{tag}/fixes"
-EVENT_TOPIC = "tagwatch/v1/tags/{tag}/event"
-OWNTRACKS_TOPIC = "owntracks/{device}"
 
 
 @dataclass(frozen=True)
@@ -66,7 +64,7 @@ class Message:
 
     @property
     def is_owntracks(self) -> bool:
-        return self.topic.startswith("owntracks/")
+        return self.topic.startswith(topics.OWNTRACKS_PREFIX)
 
     @property
     def kind(self) -> str:
@@ -75,31 +73,13 @@ class Message:
 
     def replay_records(self) -> list[dict[str, Any]]:
         """The contract's replay lines for this publication: one per fix of a batch."""
-        if self.kind == "fixes":
-            return [{"tag": self.device, **p} for p in self.payload]
-        return [self.replay_record()]
+        return payloads.replay_lines(self.device, self.kind, self.payload)
 
     def replay_record(self) -> dict[str, Any]:
         """The contract's replay line: a fix object plus "tag" (OwnTracks: seq = tst), or an
         event object plus "tag" and "type": "event". A `/fixes` batch has one line per fix:
         use `replay_records`."""
-        p = self.payload
-        if self.kind == "fixes":
-            raise ValueError("a /fixes batch has one replay line per fix: use replay_records()")
-        if self.kind == "event":
-            return {"tag": self.device, "type": "event", **p}
-        if not self.is_owntracks:
-            return {"tag": self.device, **p}
-        return {
-            "tag": self.device,
-            "seq": p["tst"],
-            "t": float(p["tst"]),
-            "lat": p["lat"],
-            "lon": p["lon"],
-            "acc": float(p["acc"]),
-            "batt": p["batt"],
-            "src": "gps",
-        }
+        return payloads.replay_line(self.device, self.kind, self.payload)
 
 
 @dataclass(frozen=True, eq=False)
@@ -138,60 +118,34 @@ class SimRun:
 
 
 def _tag_messages(tag: str, world: World, cols: FixColumns) -> list[Message]:
-    lat, lon = world.frame.to_latlon(cols.x, cols.y)
-    topic = TAG_TOPIC.format(tag=tag)
-    rows = zip(
-        cols.t.tolist(),
-        np.round(lat, 7).tolist(),
-        np.round(lon, 7).tolist(),
-        np.round(cols.acc, 1).tolist(),
-        cols.batt.tolist(),
-        cols.src.tolist(),
-        strict=True,
-    )
+    topic = topics.fix(tag)
     return [
-        Message(
-            t, tag, topic, {"seq": i, "t": t, "lat": la, "lon": lo, "acc": a, "batt": b, "src": s}
-        )
-        for i, (t, la, lo, a, b, s) in enumerate(rows)
+        Message(t, tag, topic, payloads.fix(i, t, la, lo, a, b, s))
+        for i, (t, la, lo, a, b, s) in enumerate(tag_rows(world.frame, cols))
     ]
 
 
 def health_messages(h: TagHealth, world: World) -> list[Message]:
     """A tag's records as published: live ones on their own when taken; what a coverage gap
     buffered at its end, as one `/fixes` batch followed by the buffered events."""
-    cols = h.fixes
-    lat, lon = world.frame.to_latlon(cols.x, cols.y)
-    rows = list(
-        zip(
-            np.round(lat, 7).tolist(),
-            np.round(lon, 7).tolist(),
-            np.round(cols.acc, 1).tolist(),
-            cols.src.tolist(),
-            strict=True,
-        )
-    )
+    rows = list(tag_rows(world.frame, h.fixes))
     keyed: list[tuple[tuple[float, int, int, int], Message]] = []
     batches: dict[float, list[dict[str, Any]]] = {}
     for r in h.records:
         if r.event is None:
-            la, lo, a, s = rows[r.fix]
-            p: dict[str, Any] = {
-                "seq": r.seq, "t": r.t, "lat": la, "lon": lo, "acc": a, "batt": r.batt, "src": s
-            }  # fmt: skip
+            _, la, lo, a, _, s = rows[r.fix]
+            p = payloads.fix(r.seq, r.t, la, lo, a, r.batt, s)
             if r.sent_t > r.t:
                 batches.setdefault(r.sent_t, []).append(p)
                 continue
-            m = Message(r.t, h.tag, TAG_TOPIC.format(tag=h.tag), p)
+            m = Message(r.t, h.tag, topics.fix(h.tag), p)
         else:
-            p = {"seq": r.seq, "t": r.t, "event": r.event}
-            if r.batt is not None:
-                p["batt"] = r.batt
-            m = Message(r.sent_t, h.tag, EVENT_TOPIC.format(tag=h.tag), p)
+            p = payloads.event(r.seq, r.t, r.event, r.batt)
+            m = Message(r.sent_t, h.tag, topics.event(h.tag), p)
         # at one send time: a batch, then the events it buffered, then live records
         keyed.append(((r.sent_t, int(r.sent_t == r.t), 1, r.seq), m))
     for sent, fixes in batches.items():
-        keyed.append(((sent, 0, 0, 0), Message(sent, h.tag, FIXES_TOPIC.format(tag=h.tag), fixes)))
+        keyed.append(((sent, 0, 0, 0), Message(sent, h.tag, topics.fixes(h.tag), fixes)))
     keyed.sort(key=lambda km: km[0])
     return [m for _, m in keyed]
 
@@ -199,34 +153,10 @@ def health_messages(h: TagHealth, world: World) -> list[Message]:
 def phone_messages(device: str, world: World, cols: FixColumns) -> list[Message]:
     """A victim phone's OwnTracks `_type: location` reports on owntracks/{device}, one per
     fix (`tst` whole seconds, `acc` whole metres, `tid` two letters of the user)."""
-    lat, lon = world.frame.to_latlon(cols.x, cols.y)
-    topic = OWNTRACKS_TOPIC.format(device=device)
-    user = device.split("/", 1)[0]
-    tid = (user[:1] + user[-1:]).upper()  # OwnTracks tracker id: two characters
-    rows = zip(
-        cols.t.tolist(),
-        np.round(lat, 7).tolist(),
-        np.round(lon, 7).tolist(),
-        np.maximum(1, np.round(cols.acc)).astype(int).tolist(),
-        cols.batt.tolist(),
-        strict=True,
-    )
+    topic = topics.owntracks(device)
     return [
-        Message(
-            float(t),
-            device,
-            topic,
-            {
-                "_type": "location",
-                "lat": la,
-                "lon": lo,
-                "tst": int(t),
-                "acc": a,
-                "batt": b,
-                "tid": tid,
-            },
-        )
-        for t, la, lo, a, b in rows
+        Message(float(t), device, topic, payloads.owntracks_location(device, int(t), la, lo, a, b))
+        for t, la, lo, a, b in phone_rows(world.frame, cols)
     ]
 
 

@@ -17,8 +17,11 @@ from pathlib import Path
 import aiomqtt
 
 from devices.sim.fleet import Message, SimRun, Simulation
-from devices.sim.output import encode, write_truth
-from devices.sim.ratecontrol import CMD_FILTER, CommandError, Outgoing, RateControl, parse_command
+from devices.sim.output import write_truth
+from devices.sim.ratecontrol import Outgoing, RateControl
+from engine.wire import topics
+from engine.wire.commands import CommandError, parse_rate_command
+from engine.wire.payloads import encode
 
 log = logging.getLogger("tagwatch.devices.live")
 MAX_INFLIGHT = 20  # unacknowledged QoS 1 publishes (mosquitto's default window)
@@ -127,7 +130,7 @@ async def _listen(
         topic = str(msg.topic)
         try:
             payload = msg.payload if isinstance(msg.payload, bytes | str) else b""
-            tag, rate = parse_command(topic, payload)
+            tag, rate = parse_rate_command(topic, payload)
             before, now = ctl.rate(tag), sim_now()
             ctl.command(tag, rate, now)
         except CommandError as e:
@@ -199,7 +202,7 @@ async def run_live(
                     )  # fmt: skip
                 backoff = BACKOFF_S[0]
                 if obey_commands:
-                    await client.subscribe(CMD_FILTER, qos=1)
+                    await client.subscribe(topics.CMD_FILTER, qos=1)
                 async with asyncio.TaskGroup() as tg:
                     listener = tg.create_task(
                         _listen(client, ctl if obey_commands else None, sim_now, wake, stats)

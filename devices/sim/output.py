@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from devices.sim.fleet import SimRun
-
-
-def encode(obj: dict[str, Any] | list[dict[str, Any]]) -> bytes:
-    """Compact JSON in the object's own key order: the same run gives the same bytes (a
-    list for a `/fixes` batch payload)."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+from engine.wire.payloads import encode
 
 
 def _write_lines(path: str | Path, records: Iterable[dict[str, Any]]) -> int:

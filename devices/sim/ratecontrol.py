@@ -13,7 +13,6 @@ wild jumps are not reproduced between planned fixes."""
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -22,47 +21,15 @@ from typing import Any
 import numpy as np
 
 from devices.motion.paths import TruePath
-from devices.sim.fleet import TAG_TOPIC, Message, SimRun
+from devices.sim.fleet import Message, SimRun
+from engine.wire import payloads, topics
+from engine.wire.commands import CommandError, clamp_rate
 
-CMD_TOPIC = "tagwatch/v1/tags/{tag}/cmd"
-CMD_FILTER = "tagwatch/v1/tags/+/cmd"
-RATE_LIMITS_S = (1.0, 3600.0)  # commanded rates are clamped into this range
 GAP_FACTOR = 3.0  # planned messages further apart than this x interval: offline, no extras
 MIN_LEAD = 0.5  # no extra closer than this x rate before the tag's next planned fix
 NO_POSITION_EVENTS = frozenset({"no_gps", "power_off"})  # no GPS until the next GPS fix
 FALLBACK_SIGMA_M = 3.0  # a tag with no usable planned fix to learn from (SimpleGpsNoise)
 SIGMA_LIMITS_M = (1.0, 50.0)
-
-
-class CommandError(ValueError):
-    """A cmd publication that is ignored: why, in words a log reader can act on."""
-
-
-def parse_command(topic: str, payload: bytes | str) -> tuple[str, float]:
-    """(tag, rate_s) from a publication on tagwatch/v1/tags/{tag}/cmd. rate_s must be a
-    positive finite number (seconds); it is clamped into RATE_LIMITS_S. Other keys are
-    ignored (the contract only grows)."""
-    parts = topic.split("/")
-    if len(parts) != 5 or parts[:3] != ["tagwatch", "v1", "tags"] or parts[4] != "cmd":
-        raise CommandError(f"not a cmd topic: {topic!r}")
-    tag = parts[3]
-    try:
-        obj = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise CommandError(f"payload is not JSON ({e})") from None
-    if not isinstance(obj, dict) or "rate_s" not in obj:
-        raise CommandError('payload is not a JSON object with "rate_s"')
-    rate = obj["rate_s"]
-    if isinstance(rate, bool) or not isinstance(rate, int | float):
-        raise CommandError(f"rate_s must be a number of seconds, not {rate!r}")
-    rate = float(rate)
-    if not math.isfinite(rate) or rate <= 0:
-        raise CommandError(f"rate_s must be positive and finite, not {rate!r}")
-    return tag, clamp_rate(rate)
-
-
-def clamp_rate(rate_s: float) -> float:
-    return min(max(float(rate_s), RATE_LIMITS_S[0]), RATE_LIMITS_S[1])
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,20 +221,14 @@ class RateControl:
         tx, ty = st.path.at(np.array([t]))
         err = rng.normal(0.0, sigma, 2)
         lat, lon = self.run.world.frame.to_latlon(tx + err[0], ty + err[1])
-        p: dict[str, Any] = {
-            "seq": st.seq,
-            "t": t,
-            "lat": round(float(lat[0]), 7),
-            "lon": round(float(lon[0]), 7),
-            "acc": round(float(accs[rng.integers(len(accs))]), 1),
-        }
-        if st.batt is not None:
-            p["batt"] = st.batt
-        p["src"] = "gps"
+        acc = round(float(accs[rng.integers(len(accs))]), 1)
+        p = payloads.fix(
+            st.seq, t, round(float(lat[0]), 7), round(float(lon[0]), 7), acc, st.batt, "gps"
+        )
         st.seq += 1
         st.anchor = t
         st.last_t = max(st.last_t, t)
-        return Message(t, tag, TAG_TOPIC.format(tag=tag), p)
+        return Message(t, tag, topics.fix(tag), p)
 
     def _noise(self, st: _Tag) -> tuple[float, np.ndarray, np.random.Generator]:
         """(per-axis sigma, acc values) learned from the tag's planned GPS fixes, and the

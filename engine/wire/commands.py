@@ -50,7 +50,12 @@ def parse_rate_command(topic: str, payload: bytes | str) -> tuple[str, float]:
     rate = obj["rate_s"]
     if isinstance(rate, bool) or not isinstance(rate, int | float):
         raise CommandError(f"rate_s must be a number of seconds, not {rate!r}")
-    rate = float(rate)
+    try:
+        rate = float(rate)
+    except OverflowError:  # an integer with hundreds of digits: no double holds it
+        raise CommandError(
+            "rate_s must be positive and finite, not an integer that large"
+        ) from None
     if not math.isfinite(rate) or rate <= 0:
         raise CommandError(f"rate_s must be positive and finite, not {rate!r}")
     return tag, clamp_rate(rate)

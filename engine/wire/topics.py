@@ -1,9 +1,11 @@
 """Every MQTT topic of the contract, in one place (DESIGN.md section 3, docs/formats.md).
 
-Names a topic or a subscription filter; parsing an input topic into (kind, device) is
-`engine.wire.decode`'s job, which reads these same prefixes."""
+Names a topic or a subscription filter, and parses an input topic into (kind, device) for
+`engine.wire.decode` (`parse_input`), from these same prefixes."""
 
 from __future__ import annotations
+
+from engine.wire.reasons import SURROGATE, show, show_topic
 
 TAGS = "tagwatch/v1/tags"  # tagwatch/v1/tags/{tag}/fix | fixes | event | cmd
 TAG_PREFIX = TAGS + "/"
@@ -49,3 +51,38 @@ def owntracks(device: str) -> str:
 
 def alerts(subject: str, prefix: str = ALERTS) -> str:
     return f"{prefix}/{subject}"
+
+
+def parse_input(topic: str) -> tuple[str, str] | str:
+    """(kind, device id) for an input topic, kind one of fix/fixes/event/owntracks/ignore;
+    or the dead-letter reason. Length limits are checked by the caller (they vary)."""
+    if topic.startswith(TAG_PREFIX):
+        parts = topic[len(TAG_PREFIX) :].split("/")
+        if len(parts) != 2 or parts[1] not in TAG_KINDS:
+            return f"unknown topic {show_topic(topic)}"
+        tag, kind = parts
+        if not tag:
+            return f"topic {show_topic(topic)} has an empty tag id"
+        for c in "+#":
+            if c in tag:
+                return f"topic {show_topic(topic)}: tag id {show(tag)} contains {c!r}"
+        if SURROGATE.search(tag):
+            return f"topic {show_topic(topic)}: tag id {show(tag)} contains a lone surrogate"
+        return kind, tag
+    if topic.startswith(OWNTRACKS_PREFIX):
+        parts = topic[len(OWNTRACKS_PREFIX) :].split("/")
+        if len(parts) > 2:  # owntracks/u/d/event, /cmd, /info, /waypoints, /dump, ...
+            return "ignore", ""
+        if len(parts) < 2:
+            return f"unknown topic {show_topic(topic)}"
+        user, dev = parts
+        if not user or not dev:
+            return f"topic {show_topic(topic)} has an empty user or device"
+        device = f"{user}/{dev}"
+        for c in "+#":
+            if c in device:
+                return f"topic {show_topic(topic)}: device id {show(device)} contains {c!r}"
+        if SURROGATE.search(device):
+            return f"topic {show_topic(topic)}: device id {show(device)} contains a lone surrogate"
+        return "owntracks", device
+    return f"unknown topic {show_topic(topic)}"

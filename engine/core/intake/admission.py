@@ -43,7 +43,7 @@ import numpy as np
 
 from engine.core.registry import Registry
 from engine.settings import Settings
-from engine.wire.decode import T_MAX, T_MIN
+from engine.wire.bounds import T_MAX, T_MIN
 from zones.jit import njit
 
 __all__ = ["Admission"]

@@ -1,0 +1,177 @@
+"""The fast path: typed msgspec decoding straight into records, for payloads that are
+wholly valid. Anything it does not accept goes to the slow path (`validate.py`), which
+has the last word and the precise reason; this is the hot path, so no extra work here."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+
+import msgspec
+
+from engine.wire.bounds import ACC_MAX_M, SEQ_MAX, T_MAX, T_MIN
+from engine.wire.reasons import Rejected
+from engine.wire.records import EVENT_NAMES, SOURCES, EventRecord, FixRecord
+from engine.wire.rfc3339 import parse_rfc3339
+
+# Every field is optional here so one Struct serves fixes, events and replay lines; the
+# fast checks below accept only fully valid records and hand anything else to the slow path,
+# which is the authority on what is accepted and produces the precise reason.
+
+
+class _In(msgspec.Struct, gc=False, forbid_unknown_fields=True):
+    seq: int | None = None
+    t: float | str | None = None
+    lat: float | None = None
+    lon: float | None = None
+    acc: float | None = None
+    batt: int | None = None
+    src: str | None = None
+    event: str | None = None
+    tag: str | None = None
+    type: str | None = None
+
+
+class _OwnTracks(msgspec.Struct, gc=False):
+    type_: str | None = msgspec.field(default=None, name="_type")
+    tst: int | None = None
+    lat: float | None = None
+    lon: float | None = None
+    acc: float | None = None
+    batt: int | None = None
+
+
+DEC_ONE = msgspec.json.Decoder(_In)  # a fix, an event or a replay line
+# A typed decoder skips unknown fields unread, so a number no double holds (1e400, a
+# 400-digit integer) or bytes that are not UTF-8 in one would pass the fast path while the
+# slow path (the authority) rejects them. (A fuzzing find: one /fixes element was kept or
+# dead-lettered depending on its neighbours.) `_In` therefore forbids unknown fields:
+# a payload with extra fields takes the slow path. OwnTracks payloads always carry extra
+# fields (phones, a message a minute), so there the payload itself is checked instead.
+_big_number = re.compile(rb"[eE][+-]?\d{3}|\d{309}").search
+
+
+def fast_unsafe(payload: bytes) -> bool:
+    """True when a lenient typed fast path must not decide this payload (see above)."""
+    if not payload.isascii():
+        try:
+            payload.decode("utf-8")
+        except UnicodeDecodeError:
+            return True
+    return _big_number(payload) is not None
+
+
+DEC_MANY = msgspec.json.Decoder(list[_In])  # a /fixes batch
+DEC_OT = msgspec.json.Decoder(_OwnTracks)  # an OwnTracks payload (extra fields skipped)
+
+
+# Frozen slotted dataclasses build slowly (object.__setattr__ per field): ~1 µs of a ~4 µs
+# decode. When the record classes are plain (expected fields, slots, no __post_init__), build
+# them by writing the slots directly; otherwise fall back to the normal constructor.
+_FIX_FIELDS = ("device", "seq", "t", "lat", "lon", "acc", "batt", "src")
+_EVENT_FIELDS = ("device", "seq", "t", "event", "batt")
+
+
+def _plain(cls: type, names: tuple[str, ...]) -> bool:
+    return (
+        tuple(f.name for f in dataclasses.fields(cls)) == names
+        and not hasattr(cls, "__post_init__")
+        and all(isinstance(vars(cls).get(n), types.MemberDescriptorType) for n in names)
+    )
+
+
+if _plain(FixRecord, _FIX_FIELDS) and _plain(EventRecord, _EVENT_FIELDS):
+    _new = object.__new__
+    _fd, _fs, _ft, _fa, _fo, _fc, _fb, _fr = (vars(FixRecord)[n].__set__ for n in _FIX_FIELDS)
+    _ed, _es, _et, _ee, _eb = (vars(EventRecord)[n].__set__ for n in _EVENT_FIELDS)
+
+    def new_fix(
+        device: str,
+        seq: int,
+        t: float,
+        lat: float,
+        lon: float,
+        acc: float,
+        batt: int | None,
+        src: str | None,
+    ) -> FixRecord:
+        r = _new(FixRecord)
+        _fd(r, device)
+        _fs(r, seq)
+        _ft(r, t)
+        _fa(r, lat)
+        _fo(r, lon)
+        _fc(r, acc)
+        _fb(r, batt)
+        _fr(r, src)
+        return r  # type: ignore[no-any-return]
+
+    def new_event(device: str, seq: int, t: float, event: str, batt: int | None) -> EventRecord:
+        r = _new(EventRecord)
+        _ed(r, device)
+        _es(r, seq)
+        _et(r, t)
+        _ee(r, event)
+        _eb(r, batt)
+        return r  # type: ignore[no-any-return]
+
+else:  # pragma: no cover - records.py changed shape; stay correct, just slower
+    new_fix = FixRecord  # type: ignore[assignment]
+    new_event = EventRecord  # type: ignore[assignment]
+
+
+def _fast_seq_t(s: _In) -> tuple[int, float] | None:
+    """The fast path's seq and event-time checks, shared by fixes and events."""
+    seq, t = s.seq, s.t
+    if seq is None or not 0 <= seq <= SEQ_MAX:
+        return None
+    if t.__class__ is str:
+        try:
+            t = parse_rfc3339(t, "")  # type: ignore[arg-type]
+        except Rejected:
+            return None
+    elif t is None or not T_MIN <= t < T_MAX:  # type: ignore[operator]
+        return None
+    return seq, t  # type: ignore[return-value]
+
+
+def fast_fix(s: _In, device: str) -> FixRecord | None:
+    """The fix, when `s` is a wholly valid fix of `device`; else None (take the slow path)."""
+    lat, lon, acc, batt, src = s.lat, s.lon, s.acc, s.batt, s.src
+    seq_t = _fast_seq_t(s)
+    if seq_t is None:
+        return None
+    seq, t = seq_t
+    if lat is None or not -90.0 <= lat <= 90.0:
+        return None
+    if lon is None or not -180.0 <= lon <= 180.0:
+        return None
+    if acc is None or not 0.0 < acc <= ACC_MAX_M:
+        return None
+    if batt is not None and not 0 <= batt <= 100:
+        return None
+    if src is not None and src not in SOURCES:
+        return None
+    if s.tag is not None and s.tag != device:
+        return None
+    return new_fix(device, seq, t, lat, lon, acc, batt, src)  # type: ignore[arg-type]
+
+
+def fast_event(s: _In, device: str) -> EventRecord | None:
+    """The event, when `s` is a wholly valid event of `device`; else None."""
+    event, batt = s.event, s.batt
+    seq_t = _fast_seq_t(s)
+    if seq_t is None:
+        return None
+    seq, t = seq_t
+    if event is None or event not in EVENT_NAMES:
+        return None
+    if batt is None:
+        if event == "battery":
+            return None
+    elif not 0 <= batt <= 100:
+        return None
+    if s.tag is not None and s.tag != device:
+        return None
+    return new_event(device, seq, t, event, batt)  # type: ignore[arg-type]

@@ -1,0 +1,88 @@
+"""The replay-line reader: one JSON Lines line of a replay file (a fix object plus "tag",
+or an event object plus "tag" and "type": "event") into a record or a dead letter.
+`engine.wire.decode.decode_replay_line` is the entry point; `payloads.replay_line` writes
+what this reads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.wire.bounds import Limits
+from engine.wire.fastpath import DEC_ONE, fast_event, fast_fix
+from engine.wire.reasons import SURROGATE, Rejected, Result, as_bytes, dead, kind, show, too_big
+from engine.wire.records import Record
+from engine.wire.validate import required, slow_decode, validate_event, validate_fix
+
+
+def _id_problem(tag: str, limits: Limits) -> str | None:
+    """What is wrong with a tag/device id (after `tag id {tag!r}`), or None."""
+    if len(tag) > limits.max_id_len:
+        return f"is {len(tag)} characters long, over the {limits.max_id_len}-character limit"
+    if "+" in tag:
+        return "contains '+'"
+    if "#" in tag:
+        return "contains '#'"
+    if SURROGATE.search(tag):
+        return "contains a lone UTF-16 surrogate (not Unicode text)"
+    return None
+
+
+def read_replay_line(line: bytes, origin: str, limits: Limits) -> Result:
+    """`decode_replay_line` without its guard against bugs (it may raise on one)."""
+    if line.__class__ is not bytes:
+        line = as_bytes(line)
+    line = line.rstrip(b"\r\n")
+    if line.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte order mark from some editors
+        line = line[3:]
+    if not line.strip():
+        return [], []
+    if len(line) > limits.max_payload_bytes:
+        return dead(origin, line, too_big("line", line, limits.max_payload_bytes))
+    try:
+        s = DEC_ONE.decode(line)
+    except Exception:
+        s = None
+    if s is not None:
+        tag = s.tag
+        if (
+            tag
+            and len(tag) <= limits.max_id_len
+            and "+" not in tag
+            and "#" not in tag
+            and (tag.isascii() or not SURROGATE.search(tag))
+        ):
+            rec: Record | None = None
+            if s.type is None or s.type == "fix":
+                rec = fast_fix(s, tag)
+            elif s.type == "event":
+                rec = fast_event(s, tag)
+            if rec is not None:
+                return [rec], []
+    try:
+        return [slow_decode(line, lambda obj: _validate_line(obj, limits))], []
+    except Rejected as bad:
+        return dead(origin, line, bad.reason)
+
+
+def _validate_line(obj: Any, limits: Limits) -> Record:
+    if not isinstance(obj, dict):
+        raise Rejected(f"replay line must be a JSON object, got {kind(obj)}")
+    tag = required(obj, "tag", "line")
+    if not isinstance(tag, str):
+        raise Rejected(f"line.tag must be a string, got {show(tag)}")
+    if not tag:
+        raise Rejected("line.tag is empty")
+    problem = _id_problem(tag, limits)
+    if problem is not None:
+        raise Rejected(f"line.tag {show(tag)} {problem}")
+    kind_ = obj.get("type")
+    if kind_ is None or kind_ == "fix":
+        try:
+            return validate_fix(obj, tag, "fix")
+        except Rejected as bad:
+            if kind_ is None and "event" in obj and "lat" not in obj:
+                raise Rejected(f'{bad.reason} (event lines need "type": "event")') from None
+            raise
+    if kind_ == "event":
+        return validate_event(obj, tag, "event")
+    raise Rejected(f"line: unknown type {show(kind_)} (expected 'fix' or 'event')")
