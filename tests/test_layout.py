@@ -101,6 +101,16 @@ RULES: list[tuple[str, object, object]] = [
         lambda m: _first_party(m) and not _is(m, "engine.wire", "engine.errors") and m != "engine",
     ),
     (
+        "engine/store/ is below the network and the command line",
+        lambda rel: _in(rel, "engine/store"),
+        lambda m: _is(m, "engine.mqtt", "engine.broker", "engine.cli", "aiomqtt", "paho"),
+    ),
+    (
+        "engine/mqtt/ and engine/broker/ serve the command line, never import it",
+        lambda rel: _in(rel, "engine/mqtt") or _in(rel, "engine/broker"),
+        lambda m: _is(m, "engine.cli"),
+    ),
+    (
         "aiomqtt and paho only in engine/mqtt/, engine/broker/ and devices/",
         lambda rel: not any(_in(rel, f) for f in ("engine/mqtt", "engine/broker", "devices")),
         lambda m: _is(m, "aiomqtt", "paho"),
