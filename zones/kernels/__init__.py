@@ -7,4 +7,10 @@
 
 A package, not four flat modules in zones/: everything here is raw @njit code over arrays
 (no validation; `zones.geofence` is the public, checked API), and it reads as one room.
+
+Editing: numba's on-disk cache (`cache=True`, `zones.jit`) notices a change only in the
+file a kernel is defined in, yet a cached kernel holds the code of every kernel it calls.
+After editing `frame.py` or `distance.py`, delete zones/kernels/__pycache__ (or `make
+clean`) so `depth` and `distance` are compiled again; tests and benchmarks otherwise run
+the old helpers.
 """
