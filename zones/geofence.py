@@ -35,6 +35,18 @@ def _indices(name: str, a: ArrayLike, n: int, what: str) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.int64)
 
 
+def _ends(
+    lat0: ArrayLike, lon0: ArrayLike, lat1: ArrayLike, lon1: ArrayLike
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Segment ends as float arrays, checked in the order of the arguments."""
+    return (
+        _floats("lat0", lat0),
+        _floats("lon0", lon0),
+        _floats("lat1", lat1),
+        _floats("lon1", lon1),
+    )
+
+
 def _same_length(**arrays: np.ndarray) -> None:
     lengths = {k: v.shape[0] for k, v in arrays.items()}
     if len(set(lengths.values())) > 1:
@@ -92,8 +104,7 @@ def segment_distance(
     """Distance in metres between the straight track segment p0 -> p1 (in the zone's
     frame) and zone zone_idx[i]: 0 when it touches, crosses or starts/ends inside; NaN if
     any end is NaN. `cutoff` as in `signed_distance`, on the segment's bbox."""
-    a, b = _floats("lat0", lat0), _floats("lon0", lon0)
-    c, d = _floats("lat1", lat1), _floats("lon1", lon1)
+    a, b, c, d = _ends(lat0, lon0, lat1, lon1)
     zi = _indices("zone_idx", zone_idx, table.n_zones, "zone")
     _same_length(lat0=a, lon0=b, lat1=c, lon1=d, zone_idx=zi)
     return distance.segment_pairs(a, b, c, d, zi, _cutoff(cutoff), table.arrays)
@@ -110,8 +121,7 @@ def segment_distance_by_subject(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`segment_distance` against every zone of each segment's subject, CSR as in
     `signed_distance_by_subject`."""
-    a, b = _floats("lat0", lat0), _floats("lon0", lon0)
-    c, d = _floats("lat1", lat1), _floats("lon1", lon1)
+    a, b, c, d = _ends(lat0, lon0, lat1, lon1)
     ss = _indices("subject_slot", subject_slot, table.n_subjects, "subject")
     _same_length(lat0=a, lon0=b, lat1=c, lon1=d, subject_slot=ss)
     return distance.segment_by_subject(a, b, c, d, ss, _cutoff(cutoff), table.arrays)
@@ -145,8 +155,7 @@ def segment_depth(
     A zero-length segment (under `depth.POINT_M`, a nanometre) is its start point: depth
     max(0, -signed_distance), fractions (0, 1) if it is inside, else NaN. Any NaN coordinate
     gives NaN in all three."""
-    a, b = _floats("lat0", lat0), _floats("lon0", lon0)
-    c, d = _floats("lat1", lat1), _floats("lon1", lon1)
+    a, b, c, d = _ends(lat0, lon0, lat1, lon1)
     zi = _indices("zone_idx", zone_idx, table.n_zones, "zone")
     _same_length(lat0=a, lon0=b, lat1=c, lon1=d, zone_idx=zi)
     step = float(step_m)
