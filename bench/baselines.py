@@ -25,7 +25,7 @@ from engine.wire.decode import decode_replay_line
 from engine.wire.records import FixRecord
 from zones.compile import compile_zones
 from zones.geofence import signed_distance_by_subject
-from zones.kernels import M_PER_DEG_LAT
+from zones.kernels.frame import M_PER_DEG_LAT
 from zones.model import Protected, ZoneSet
 from zones.schedule import is_active
 
@@ -91,7 +91,7 @@ class World:
         return out
 
     def _xy(self, row: int, lat: float, lon: float) -> tuple[float, float]:
-        t = self.table
+        t = self.table.arrays
         x = (lon - float(t.origin_lon[row])) * float(t.m_per_deg_lon[row])
         return x, (lat - float(t.origin_lat[row])) * M_PER_DEG_LAT
 
@@ -100,7 +100,7 @@ class World:
         if g is None:
             z = self.by_row[row]
             assert z.geometry is not None
-            t = self.table
+            t = self.table.arrays
             lon0, lat0, k = (
                 float(t.origin_lon[row]),
                 float(t.origin_lat[row]),
@@ -116,8 +116,9 @@ class World:
     def crosses(self, row: int, a: FixRecord, b: FixRecord, depth: float) -> bool:
         """Whether the straight segment a-b runs at least `depth` metres inside the zone."""
         pa, pb = self._xy(row, a.lat, a.lon), self._xy(row, b.lat, b.lon)
-        if bool(self.table.is_circle[row]):
-            return _point_segment(0.0, 0.0, pa, pb) <= float(self.table.radius[row]) - depth
+        t = self.table.arrays
+        if bool(t.is_circle[row]):
+            return _point_segment(0.0, 0.0, pa, pb) <= float(t.radius[row]) - depth
         key = (row, math.ceil(depth))
         inner = self._shrunk.get(key)
         if inner is None:

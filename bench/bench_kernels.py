@@ -13,7 +13,7 @@ from shapely.geometry import MultiPolygon, Polygon
 
 from zones.compile import ZoneTable, compile_zones
 from zones.geofence import segment_distance, signed_distance, signed_distance_by_subject
-from zones.kernels import M_PER_DEG_LAT
+from zones.kernels.frame import M_PER_DEG_LAT
 from zones.model import Zone
 
 SEED = 20240601
@@ -80,13 +80,13 @@ def build_data() -> Data:
     # Each fix is paired with one zone, as a subject check is: half of them within 1.5
     # radii of the zone (inside, near the edge, just out), half anywhere within 10 km.
     zidx = rng.integers(0, N_ZONES, N_POINTS)
-    scale = np.array([float(np.abs(table.bbox[z]).max()) for z in range(N_ZONES)])[zidx]
+    scale = np.array([float(np.abs(table.arrays.bbox[z]).max()) for z in range(N_ZONES)])[zidx]
     near = rng.random(N_POINTS) < 0.5
     reach = np.where(near, 1.5 * scale, 10_000.0)
     x, y = rng.uniform(-1, 1, N_POINTS) * reach, rng.uniform(-1, 1, N_POINTS) * reach
-    lat0, lon0 = table.origin_lat[zidx], table.origin_lon[zidx]
+    lat0, lon0 = table.arrays.origin_lat[zidx], table.arrays.origin_lon[zidx]
     lat = lat0 + y / M_PER_DEG_LAT
-    lon = lon0 + x / table.m_per_deg_lon[zidx]
+    lon = lon0 + x / table.arrays.m_per_deg_lon[zidx]
     regions: list[shapely.Geometry | None] = []
     boundaries: list[shapely.Geometry | None] = []
     for z, zone in enumerate(zones):
@@ -94,7 +94,8 @@ def build_data() -> Data:
             regions.append(None)
             boundaries.append(None)
             continue
-        lat_z, lon_z, k = table.origin_lat[z], table.origin_lon[z], table.m_per_deg_lon[z]
+        za = table.arrays
+        lat_z, lon_z, k = za.origin_lat[z], za.origin_lon[z], za.m_per_deg_lon[z]
 
         def tx(
             c: np.ndarray, lat_z: float = lat_z, lon_z: float = lon_z, k: float = k
@@ -121,7 +122,7 @@ def data() -> Data:
 def _project_np(
     lat: np.ndarray, lon: np.ndarray, lat0: float, lon0: float, k: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """zones.kernels.project in plain numpy (same arithmetic, same bits)."""
+    """zones.kernels.frame.project in plain numpy (same arithmetic, same bits)."""
     return k * ((lon - lon0 + 180.0) % 360.0 - 180.0), M_PER_DEG_LAT * (lat - lat0)
 
 
@@ -129,7 +130,7 @@ def shapely_signed_distance(d: Data) -> np.ndarray:
     """The baseline: per zone, project its fixes, then shapely.contains_xy (prepared) and
     shapely.distance to the boundary, all vectorized; circles in numpy (exact)."""
     out = np.empty(d.lat.shape[0])
-    t = d.table
+    t = d.table.arrays
     for z, idx in d.groups:
         x, y = _project_np(
             d.lat[idx], d.lon[idx], t.origin_lat[z], t.origin_lon[z], t.m_per_deg_lon[z]
@@ -146,7 +147,7 @@ def shapely_signed_distance(d: Data) -> np.ndarray:
 def shapely_segment_distance(d: Data, lat1: np.ndarray, lon1: np.ndarray) -> np.ndarray:
     """Oracle for the segment kernel, vectorized per zone: shapely.distance(zone, line)."""
     out = np.empty(d.lat.shape[0])
-    t = d.table
+    t = d.table.arrays
     for z, idx in d.groups:
         frame = (t.origin_lat[z], t.origin_lon[z], t.m_per_deg_lon[z])
         x0, y0 = _project_np(d.lat[idx], d.lon[idx], *frame)
@@ -218,7 +219,7 @@ def test_kernel_segment_distance(benchmark: object, data: Data) -> None:
     rng = np.random.default_rng(SEED + 1)
     n = data.lat.shape[0]
     lat1 = data.lat + rng.normal(0.0, 500.0, n) / M_PER_DEG_LAT
-    lon1 = data.lon + rng.normal(0.0, 500.0, n) / data.table.m_per_deg_lon[data.zone_idx]
+    lon1 = data.lon + rng.normal(0.0, 500.0, n) / data.table.arrays.m_per_deg_lon[data.zone_idx]
     args = (data.table, data.lat, data.lon, lat1, lon1, data.zone_idx)
     segment_distance(*args)
     out = benchmark(segment_distance, *args)  # type: ignore[operator]

@@ -10,7 +10,7 @@ from shapely.geometry import LineString, Point
 from shapely.geometry.base import BaseGeometry
 
 from zones.compile import ZoneTable
-from zones.kernels import EARTH_R, project
+from zones.kernels.frame import EARTH_R, project
 from zones.model import Zone
 
 Frame = tuple[float, float, float]  # (lat0, lon0, metres per degree of longitude)
@@ -18,7 +18,8 @@ Frame = tuple[float, float, float]  # (lat0, lon0, metres per degree of longitud
 
 def frame_of(table: ZoneTable, z: int) -> Frame:
     """The zone's frame as the table chose it (origin = bbox centre, checked elsewhere)."""
-    return float(table.origin_lat[z]), float(table.origin_lon[z]), float(table.m_per_deg_lon[z])
+    a = table.arrays
+    return float(a.origin_lat[z]), float(a.origin_lon[z]), float(a.m_per_deg_lon[z])
 
 
 def to_xy(lat: float, lon: float, frame: Frame) -> tuple[float, float]:
@@ -107,10 +108,11 @@ def haversine(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
 
 def table_rings(table: ZoneTable, z: int) -> list[list[tuple[float, float]]]:
     """The rings of zone z as lists of (x, y), read back from the table's arrays."""
+    a = table.arrays.rings
     rings = []
-    for r in range(table.zone_ring_start[z], table.zone_ring_start[z + 1]):
-        lo, hi = table.ring_vert_start[r], table.ring_vert_start[r + 1]
-        rings.append(list(zip(table.vx[lo:hi].tolist(), table.vy[lo:hi].tolist(), strict=True)))
+    for r in range(a.zone_ring_start[z], a.zone_ring_start[z + 1]):
+        lo, hi = a.ring_vert_start[r], a.ring_vert_start[r + 1]
+        rings.append(list(zip(a.vx[lo:hi].tolist(), a.vy[lo:hi].tolist(), strict=True)))
     return rings
 
 

@@ -13,7 +13,8 @@ from shapely.geometry import MultiPolygon, Polygon, box
 from engine.errors import ZoneError
 from tests import naive
 from zones.compile import ZoneTable, compile_zones
-from zones.kernels import CHUNK, M_PER_DEG_LAT
+from zones.kernels.arrays import CHUNK
+from zones.kernels.frame import M_PER_DEG_LAT
 from zones.model import Subject, Zone, ZoneSet
 
 LAT, LON = 53.48, -2.24  # Manchester
@@ -66,73 +67,78 @@ def table() -> ZoneTable:
 
 
 def test_shapes_and_dtypes(table: ZoneTable) -> None:
+    a = table.arrays
     n = 4
     assert table.zone_ids == ("multi", "circle", "curfew", "round")
-    for name, dtype in [("kind", np.int8), ("subject", np.int32), ("origin_lat", np.float64),
-                        ("origin_lon", np.float64), ("m_per_deg_lon", np.float64),
-                        ("warn_m", np.float64), ("is_circle", np.bool_),
-                        ("radius", np.float64)]:  # fmt: skip
-        arr = getattr(table, name)
+    for owner, name, dtype in [(table, "kind", np.int8), (table, "subject", np.int32),
+                               (a, "origin_lat", np.float64), (a, "origin_lon", np.float64),
+                               (a, "m_per_deg_lon", np.float64), (table, "warn_m", np.float64),
+                               (a, "is_circle", np.bool_), (a, "radius", np.float64)]:  # fmt: skip
+        arr = getattr(owner, name)
         assert arr.shape == (n,) and arr.dtype == dtype, name
-    assert table.bbox.shape == (n, 4) and table.bbox.dtype == np.float64
-    assert table.zone_ring_start.shape == (n + 1,) and table.zone_ring_start.dtype == np.int64
-    assert table.ring_vert_start.dtype == np.int64
-    assert table.vx.dtype == table.vy.dtype == np.float64
+    assert a.bbox.shape == (n, 4) and a.bbox.dtype == np.float64
+    assert a.rings.zone_ring_start.shape == (n + 1,) and a.rings.zone_ring_start.dtype == np.int64
+    assert a.rings.ring_vert_start.dtype == np.int64
+    assert a.rings.vx.dtype == a.rings.vy.dtype == np.float64
     assert table.kind.tolist() == [0, 0, 1, 0]
-    assert table.is_circle.tolist() == [False, True, False, False]
-    assert table.radius.tolist() == [0.0, 300.0, 0.0, 0.0]
+    assert a.is_circle.tolist() == [False, True, False, False]
+    assert a.radius.tolist() == [0.0, 300.0, 0.0, 0.0]
     assert table.warn_m.tolist() == [150.0, 0.0, 0.0, 0.0]
-    assert table.chunk_bbox.shape == (-(-table.vx.shape[0] // CHUNK), 4)
+    assert a.rings.chunk_bbox.shape == (-(-a.rings.vx.shape[0] // CHUNK), 4)
 
 
 def test_ring_csr_is_consistent(table: ZoneTable) -> None:
-    zrs, rvs = table.zone_ring_start, table.ring_vert_start
+    rings = table.arrays.rings
+    zrs, rvs = rings.zone_ring_start, rings.ring_vert_start
     assert zrs[0] == 0 and zrs[-1] == rvs.shape[0] - 1
-    assert rvs[0] == 0 and rvs[-1] == table.vx.shape[0] == table.vy.shape[0]
+    assert rvs[0] == 0 and rvs[-1] == rings.vx.shape[0] == rings.vy.shape[0]
     assert (np.diff(zrs) >= 0).all() and (np.diff(rvs) >= 3).all()
     assert np.diff(zrs).tolist() == [4, 0, 1, 1]  # 2 exteriors + 2 holes; circle: none
     for r in range(rvs.shape[0] - 1):  # stored without the closing vertex
         lo, hi = rvs[r], rvs[r + 1]
-        assert (table.vx[lo], table.vy[lo]) != (table.vx[hi - 1], table.vy[hi - 1])
+        assert (rings.vx[lo], rings.vy[lo]) != (rings.vx[hi - 1], rings.vy[hi - 1])
 
 
 def test_bboxes_bound_their_vertices_and_circles(table: ZoneTable) -> None:
+    a = table.arrays
     for z in range(table.n_zones):
         lo, hi = (
-            table.ring_vert_start[table.zone_ring_start[z]],
-            table.ring_vert_start[table.zone_ring_start[z + 1]],
+            a.rings.ring_vert_start[a.rings.zone_ring_start[z]],
+            a.rings.ring_vert_start[a.rings.zone_ring_start[z + 1]],
         )
-        if table.is_circle[z]:
-            assert table.bbox[z].tolist() == [-300.0, -300.0, 300.0, 300.0]
+        if a.is_circle[z]:
+            assert a.bbox[z].tolist() == [-300.0, -300.0, 300.0, 300.0]
             continue
-        x, y = table.vx[lo:hi], table.vy[lo:hi]
-        assert table.bbox[z].tolist() == [x.min(), y.min(), x.max(), y.max()]
+        x, y = a.rings.vx[lo:hi], a.rings.vy[lo:hi]
+        assert a.bbox[z].tolist() == [x.min(), y.min(), x.max(), y.max()]
 
 
 def test_chunk_bboxes_bound_their_edges(table: ZoneTable) -> None:
-    rvs = table.ring_vert_start
+    rings = table.arrays.rings
+    rvs = rings.ring_vert_start
     for r in range(rvs.shape[0] - 1):
         for i in range(rvs[r], rvs[r + 1]):
             j = i - 1 if i > rvs[r] else rvs[r + 1] - 1  # edge j -> i
-            b = table.chunk_bbox[i // CHUNK]
+            b = rings.chunk_bbox[i // CHUNK]
             for v in (i, j):
-                assert b[0] <= table.vx[v] <= b[2] and b[1] <= table.vy[v] <= b[3]
+                assert b[0] <= rings.vx[v] <= b[2] and b[1] <= rings.vy[v] <= b[3]
 
 
 def test_origin_is_bbox_centre_or_circle_centre(table: ZoneTable) -> None:
+    a = table.arrays
     minx, miny, maxx, maxy = MULTI_WITH_HOLES.bounds
-    assert table.origin_lon[0] == pytest.approx((minx + maxx) / 2, abs=1e-12)
-    assert table.origin_lat[0] == pytest.approx((miny + maxy) / 2, abs=1e-12)
-    assert (table.origin_lon[1], table.origin_lat[1]) == (LON, LAT)
-    k = table.m_per_deg_lon
+    assert a.origin_lon[0] == pytest.approx((minx + maxx) / 2, abs=1e-12)
+    assert a.origin_lat[0] == pytest.approx((miny + maxy) / 2, abs=1e-12)
+    assert (a.origin_lon[1], a.origin_lat[1]) == (LON, LAT)
+    k = a.m_per_deg_lon
     assert k[1] == pytest.approx(M_PER_DEG_LAT * math.cos(math.radians(LAT)), rel=1e-15)
     # The zone's own frame is centred: its bbox is symmetric about the origin.
-    assert table.bbox[0, 0] == pytest.approx(-table.bbox[0, 2], rel=1e-9)
+    assert a.bbox[0, 0] == pytest.approx(-a.bbox[0, 2], rel=1e-9)
 
 
 def test_arrays_are_read_only(table: ZoneTable) -> None:
-    for name in ("kind", "vx", "bbox", "subject_zone_idx", "chunk_bbox"):
-        arr = getattr(table, name)
+    a = table.arrays
+    for arr in (table.kind, a.rings.vx, a.bbox, a.subject_zone_idx, a.rings.chunk_bbox):
         assert not arr.flags.writeable
         with pytest.raises(ValueError):
             arr[0] = 0
@@ -143,7 +149,7 @@ def test_subject_index(table: ZoneTable) -> None:
     assert table.subject_index("S1") == 2
     assert table.zone_index("round") == 3
     assert table.subject.tolist() == [2, 0, 2, 0]
-    szs, szi = table.subject_zone_start, table.subject_zone_idx
+    szs, szi = table.arrays.subject_zone_start, table.arrays.subject_zone_idx
     assert szs.dtype == np.int64 and szi.dtype == np.int32
     rows = {s: szi[szs[i] : szs[i + 1]].tolist() for i, s in enumerate(table.subject_ids)}
     assert rows == {"S2": [1, 3], "S9": [], "S1": [0, 2]}
@@ -168,6 +174,7 @@ def _rebuilt(table: ZoneTable, z: int) -> shapely.Geometry:
 
 @pytest.mark.parametrize("name", ["multi", "round", "curfew"])
 def test_polygons_round_trip(table: ZoneTable, name: str) -> None:
+    rings = table.arrays.rings
     z = table.zone_index(name)
     original = naive.region_xy(ZONES[z], naive.frame_of(table, z))
     rebuilt = _rebuilt(table, z)
@@ -175,10 +182,10 @@ def test_polygons_round_trip(table: ZoneTable, name: str) -> None:
     assert rebuilt.symmetric_difference(original).area == 0.0
     # Bit-exact vertices: every stored vertex is a vertex of the projected original.
     orig = {tuple(c) for c in shapely.get_coordinates(original).tolist()}
-    stored = set(zip(table.vx.tolist(), table.vy.tolist(), strict=True))
-    lo = table.ring_vert_start[table.zone_ring_start[z]]
-    hi = table.ring_vert_start[table.zone_ring_start[z + 1]]
-    assert set(zip(table.vx[lo:hi].tolist(), table.vy[lo:hi].tolist(), strict=True)) <= orig
+    stored = set(zip(rings.vx.tolist(), rings.vy.tolist(), strict=True))
+    lo = rings.ring_vert_start[rings.zone_ring_start[z]]
+    hi = rings.ring_vert_start[rings.zone_ring_start[z + 1]]
+    assert set(zip(rings.vx[lo:hi].tolist(), rings.vy[lo:hi].tolist(), strict=True)) <= orig
     assert stored
 
 
@@ -186,10 +193,10 @@ def test_antimeridian_split_zone_is_merged() -> None:
     west = Polygon([(179.99, 10.0), (180.0, 10.0), (180.0, 10.01), (179.99, 10.01)])
     east = Polygon([(-180.0, 10.0), (-179.99, 10.0), (-179.99, 10.01), (-180.0, 10.01)])
     t = compile_zones([Zone("a", "S", "exclusion", 0, geometry=MultiPolygon([west, east]))])
-    assert t.zone_ring_start.tolist() == [0, 1]
-    assert abs(t.origin_lon[0]) == 180.0
-    width = t.bbox[0, 2] - t.bbox[0, 0]
-    assert width == pytest.approx(0.02 * t.m_per_deg_lon[0], rel=1e-9)  # ~2.2 km, not 40,000
+    assert t.arrays.rings.zone_ring_start.tolist() == [0, 1]
+    assert abs(t.arrays.origin_lon[0]) == 180.0
+    width = t.arrays.bbox[0, 2] - t.arrays.bbox[0, 0]
+    assert width == pytest.approx(0.02 * t.arrays.m_per_deg_lon[0], rel=1e-9)  # ~2.2 km, not 40,000
 
 
 def test_problems_are_all_reported() -> None:
@@ -216,8 +223,8 @@ def test_problems_are_all_reported() -> None:
 
 def test_empty_zone_list() -> None:
     t = compile_zones([], ["S1"])
-    assert t.n_zones == 0 and t.subject_zone_start.tolist() == [0, 0]
-    assert t.vx.shape == (0,) and t.chunk_bbox.shape == (0, 4)
+    assert t.n_zones == 0 and t.arrays.subject_zone_start.tolist() == [0, 0]
+    assert t.arrays.rings.vx.shape == (0,) and t.arrays.rings.chunk_bbox.shape == (0, 4)
 
 
 def test_memory_per_zone_is_small() -> None:

@@ -26,7 +26,7 @@ from zones.geofence import (
     signed_distance,
     signed_distance_by_subject,
 )
-from zones.kernels import M_PER_DEG_LAT
+from zones.kernels.frame import M_PER_DEG_LAT
 from zones.model import Zone
 
 pytestmark = pytest.mark.kernel
@@ -209,8 +209,8 @@ def test_antimeridian_split_zone_has_no_seam() -> None:
         assert -600.0 < d < -500.0, (lon, d)
         assert_close(d, oracle_sd("split", -16.995, lon))
     assert (
-        TABLE.zone_ring_start[TABLE.zone_index("split") + 1]
-        - TABLE.zone_ring_start[TABLE.zone_index("split")]
+        TABLE.arrays.rings.zone_ring_start[TABLE.zone_index("split") + 1]
+        - TABLE.arrays.rings.zone_ring_start[TABLE.zone_index("split")]
         == 1
     )
 
@@ -463,12 +463,12 @@ def test_subject_csr_equals_pairs(fx: list[tuple[str, float, float]], cutoff: fl
     lat, lon, z = _fix_arrays(fx)
     subj = TABLE.subject[z]
     offsets, zidx, dist = signed_distance_by_subject(TABLE, lat, lon, subj, cutoff=cutoff)
-    counts = np.diff(TABLE.subject_zone_start)[subj]
+    counts = np.diff(TABLE.arrays.subject_zone_start)[subj]
     np.testing.assert_array_equal(np.diff(offsets), counts)
     rows = np.repeat(np.arange(len(z)), counts)
     for i in range(len(z)):
-        want = TABLE.subject_zone_idx[
-            TABLE.subject_zone_start[subj[i]] : TABLE.subject_zone_start[subj[i] + 1]
+        want = TABLE.arrays.subject_zone_idx[
+            TABLE.arrays.subject_zone_start[subj[i]] : TABLE.arrays.subject_zone_start[subj[i] + 1]
         ]
         np.testing.assert_array_equal(zidx[offsets[i] : offsets[i + 1]], want)
     pairs = signed_distance(TABLE, lat[rows], lon[rows], zidx, cutoff=cutoff)

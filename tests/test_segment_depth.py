@@ -36,7 +36,7 @@ from tests.test_kernels import (
 )
 from zones.compile import ZoneTable, compile_zones
 from zones.geofence import segment_depth, segment_distance, signed_distance
-from zones.kernels import M_PER_DEG_LAT
+from zones.kernels.frame import M_PER_DEG_LAT
 from zones.model import Zone
 
 pytestmark = pytest.mark.kernel

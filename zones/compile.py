@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
@@ -13,7 +13,8 @@ import shapely
 from shapely.geometry.base import BaseGeometry
 
 from zones.errors import ZoneError
-from zones.kernels import CHUNK, EARTH_R, project, wrap180
+from zones.kernels.arrays import CHUNK, Rings, ZoneArrays
+from zones.kernels.frame import EARTH_R, project, wrap180
 from zones.model import Subject, Zone, ZoneSet
 
 KIND_CODE = {"exclusion": 0, "inclusion": 1}
@@ -21,39 +22,25 @@ KIND_CODE = {"exclusion": 0, "inclusion": 1}
 
 @dataclass(frozen=True, eq=False)
 class ZoneTable:
-    """Every zone as rows of flat arrays (zone z is row z), in the zone's own metric frame
-    (see `zones.kernels`). Rings are CSR: zone z owns rings
-    zone_ring_start[z]..zone_ring_start[z+1] (exteriors and holes of all its parts; none
-    for circles), ring r owns vertices ring_vert_start[r]..ring_vert_start[r+1] of vx/vy,
-    stored without the closing vertex (edges wrap). chunk_bbox[c] bounds the edges ending at
-    vertices c*CHUNK .. c*CHUNK+CHUNK-1 (the kernels skip far chunks). Subjects are CSR
-    too: subject s owns zones subject_zone_idx[subject_zone_start[s]:subject_zone_start[s+1]].
+    """Every zone as rows of flat, read-only arrays (zone z is row z): what the engine reads
+    of a zone (id, kind, subject, warn_m) here, and what the kernels read, in the zone's own
+    metric frame, as one `ZoneArrays` bundle in `arrays` (layout: `zones.kernels.arrays`).
     Memory: ~90 B per zone, 8 per ring, 18 per vertex, plus the id strings."""
 
     zone_ids: tuple[str, ...]
     kind: np.ndarray  # int8: 0 exclusion, 1 inclusion
     subject: np.ndarray  # int32 subject slot
-    origin_lat: np.ndarray  # float64 degrees: frame origin (bbox centre / circle centre)
-    origin_lon: np.ndarray  # float64 degrees, in [-180, 180)
-    m_per_deg_lon: np.ndarray  # float64: R * cos(origin_lat) * pi / 180
     warn_m: np.ndarray  # float64 approach ring width
-    is_circle: np.ndarray  # bool_
-    radius: np.ndarray  # float64 metres (circles; 0 otherwise)
-    bbox: np.ndarray  # float64 (n, 4) minx, miny, maxx, maxy in the zone's metres
-    zone_ring_start: np.ndarray  # int64 (n + 1)
-    ring_vert_start: np.ndarray  # int64 (nrings + 1)
-    vx: np.ndarray  # float64 vertex x, metres
-    vy: np.ndarray  # float64 vertex y, metres
-    chunk_bbox: np.ndarray  # float64 (ceil(nverts / CHUNK), 4): bbox of edges ending there
     subject_ids: tuple[str, ...]
-    subject_zone_start: np.ndarray  # int64 (nsubj + 1)
-    subject_zone_idx: np.ndarray  # int32
+    arrays: ZoneArrays  # built once here; every kernel takes it as one argument
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, np.ndarray):
-                value.flags.writeable = False
+        for a in self._ndarrays():
+            a.flags.writeable = False
+
+    def _ndarrays(self) -> list[np.ndarray]:
+        own = [v for v in self.arrays if isinstance(v, np.ndarray)]
+        return [self.kind, self.subject, self.warn_m, *own, *self.arrays.rings]
 
     @property
     def n_zones(self) -> int:
@@ -66,11 +53,7 @@ class ZoneTable:
     @property
     def nbytes(self) -> int:
         """Bytes held by the arrays (the id tuples not counted)."""
-        return sum(
-            getattr(self, f.name).nbytes
-            for f in fields(self)
-            if isinstance(getattr(self, f.name), np.ndarray)
-        )
+        return sum(a.nbytes for a in self._ndarrays())
 
     # Built on first use only: a dict per table, not per zone, and not at all in the hot path.
     @cached_property
@@ -94,22 +77,6 @@ class ZoneTable:
             return self._subject_slot[subject_id]
         except KeyError:
             raise KeyError(f"unknown subject id {subject_id!r}") from None
-
-    def kernel_geometry(self) -> tuple[np.ndarray, ...]:
-        """The geometry arrays in the order every kernel takes them."""
-        return (
-            self.origin_lat,
-            self.origin_lon,
-            self.m_per_deg_lon,
-            self.is_circle,
-            self.radius,
-            self.bbox,
-            self.zone_ring_start,
-            self.ring_vert_start,
-            self.vx,
-            self.vy,
-            self.chunk_bbox,
-        )
 
 
 def _label(z: Zone) -> str:
@@ -284,19 +251,23 @@ def compile_zones(
         zone_ids=tuple(z.id for z in zones),
         kind=kind,
         subject=subject,
-        origin_lat=origin_lat,
-        origin_lon=origin_lon,
-        m_per_deg_lon=m_per_deg_lon,
         warn_m=warn_m,
-        is_circle=is_circle,
-        radius=radius,
-        bbox=bbox,
-        zone_ring_start=zone_ring_start,
-        ring_vert_start=ring_vert_start,
-        vx=vx,
-        vy=vy,
-        chunk_bbox=_chunk_bbox(ring_vert_start, vx, vy),
         subject_ids=subject_ids,
-        subject_zone_start=subject_zone_start,
-        subject_zone_idx=order,
+        arrays=ZoneArrays(
+            origin_lat=origin_lat,
+            origin_lon=origin_lon,
+            m_per_deg_lon=m_per_deg_lon,
+            is_circle=is_circle,
+            radius=radius,
+            bbox=bbox,
+            rings=Rings(
+                zone_ring_start=zone_ring_start,
+                ring_vert_start=ring_vert_start,
+                vx=vx,
+                vy=vy,
+                chunk_bbox=_chunk_bbox(ring_vert_start, vx, vy),
+            ),
+            subject_zone_start=subject_zone_start,
+            subject_zone_idx=order,
+        ),
     )

@@ -21,3 +21,10 @@ JIT_DISABLED = os.environ.get("NUMBA_DISABLE_JIT", "0") not in ("", "0")
 def njit(fn: F) -> F:
     """Compile `fn` with the project's numba options."""
     return numba.njit(**JIT_OPTIONS)(fn)  # type: ignore[no-any-return]
+
+
+def njit_inline(fn: F) -> F:
+    """`njit`, and inlined into its callers before they are compiled: for a helper called
+    per pair that takes a bundle of arrays (`ZoneArrays`), which as a real call would pass
+    every array's fields and count references to each of them on every call."""
+    return numba.njit(inline="always", **JIT_OPTIONS)(fn)  # type: ignore[no-any-return]

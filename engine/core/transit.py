@@ -33,18 +33,20 @@ def detour_m(table: ZoneTable, zone: int, a: tuple[float, float], b: tuple[float
     """Length of the shortest route from A to B that keeps outside the zone's convex hull:
     the shorter of the two chains of hull(zone + A + B) between A and B. The hull makes this
     an upper bound on going round the real zone, so it errs towards calling a crossing."""
-    lat0 = float(table.origin_lat[zone])
-    lon0 = float(table.origin_lon[zone])
+    za = table.arrays
+    lat0 = float(za.origin_lat[zone])
+    lon0 = float(za.origin_lon[zone])
     ax, ay = _xy(*a, lat0, lon0)
     bx, by = _xy(*b, lat0, lon0)
-    if table.is_circle[zone]:
-        r = float(table.radius[zone])
+    if za.is_circle[zone]:
+        r = float(za.radius[zone])
         ang = np.linspace(0.0, 2 * np.pi, 64, endpoint=False)
         pts = np.stack([r * np.cos(ang), r * np.sin(ang)], axis=1)
     else:
-        r0, r1 = int(table.zone_ring_start[zone]), int(table.zone_ring_start[zone + 1])
-        v0, v1 = int(table.ring_vert_start[r0]), int(table.ring_vert_start[r1])
-        pts = np.stack([table.vx[v0:v1], table.vy[v0:v1]], axis=1)
+        rings = za.rings
+        r0, r1 = int(rings.zone_ring_start[zone]), int(rings.zone_ring_start[zone + 1])
+        v0, v1 = int(rings.ring_vert_start[r0]), int(rings.ring_vert_start[r1])
+        pts = np.stack([rings.vx[v0:v1], rings.vy[v0:v1]], axis=1)
     allpts = np.vstack([pts, [[ax, ay], [bx, by]]])
     hull = shapely.convex_hull(shapely.multipoints(allpts))
     ring = np.asarray(hull.exterior.coords)[:-1] if hull.geom_type == "Polygon" else allpts

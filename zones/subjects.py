@@ -1,0 +1,164 @@
+"""The subjects TOML: each [[subjects]] table checked into a Subject, every problem listed.
+
+Its own module because subjects are a file of their own (the broker config reads them
+without any zones); `zones.load` pairs it with the zones GeoJSON (`zones.geojson`).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from typing import Any
+
+from zones.model import Protected, Subject
+from zones.problems import Report, StrPath, non_empty_str, number, read_text, short
+
+_TOPIC_UNSAFE = ("+", "#", "\x00")  # MQTT wildcards and NUL can never appear in a topic
+
+
+def _topic_unsafe(value: str, also: str = "") -> str | None:
+    bad = [c for c in (*_TOPIC_UNSAFE, *also) if c in value]
+    return repr(bad[0]) if bad else None
+
+
+def _protected(where: str, j: int, raw: Any, out: list[str]) -> Protected | None:
+    dev = raw.get("device") if isinstance(raw, dict) else None
+    label = f"device {dev!r}" if non_empty_str(dev) else "no device"
+    report = Report(f"{where} protected {j} ({label})", out)
+    if not isinstance(raw, dict):
+        report("must be a table [[subjects.protected]] with device, radius_m, optional warn_m")
+        return None
+    if dev is None:
+        report("missing 'device' (the protected device id, e.g. 'alice/phone')")
+    elif not non_empty_str(dev):
+        report(f"device must be a non-empty string, got {short(dev)}")
+    elif bad := _topic_unsafe(dev):
+        report(f"device id contains {bad}, which cannot appear in an MQTT topic")
+    radius = warn = None
+    if "radius_m" not in raw:
+        report("missing 'radius_m' (the exclusion radius around the device, metres > 0)")
+    else:
+        radius = number(raw, "radius_m", report, positive=True)
+    if "warn_m" in raw:
+        warn = number(raw, "warn_m", report, positive=False)
+    if not report.clean or radius is None or not isinstance(dev, str):
+        return None
+    return Protected(device=dev, radius_m=radius, warn_m=warn or 0.0)
+
+
+def _tags(raw: dict[str, Any], report: Report) -> tuple[str, ...]:
+    tags = raw.get("tags")
+    if tags is None:
+        report("missing 'tags' (the list of tag ids this subject wears, e.g. tags = [\"T1\"])")
+        return ()
+    if not isinstance(tags, list) or not all(non_empty_str(t) for t in tags):
+        report(f"tags must be a list of non-empty strings, got {short(tags)}")
+        return ()
+    if not tags:
+        report("tags is empty: a subject must wear at least one tag")
+    for tag in sorted({t for t in tags if tags.count(t) > 1}):
+        report(f"tag {tag!r} is listed more than once")
+    for tag in tags:
+        if bad := _topic_unsafe(tag, "/"):
+            report(
+                f"tag {tag!r} contains {bad}, so it cannot be the {{tag}} in "
+                "tagwatch/v1/tags/{tag}/fix"
+            )
+    return tuple(tags)
+
+
+def _subject(name: str, i: int, raw: Any, out: list[str]) -> tuple[Subject | None, str | None]:
+    """One [[subjects]] table -> (Subject or None, its id if it has a usable one)."""
+    sid = raw.get("id") if isinstance(raw, dict) else None
+    sid = sid if non_empty_str(sid) else None
+    where = f"{name} subject {i} ({'id ' + repr(sid) if sid else 'no id'})"
+    report = Report(where, out)
+    if not isinstance(raw, dict):
+        report("must be a table [[subjects]]")
+        return None, None
+    if "id" not in raw:
+        report("missing 'id' (the subject id that zones name in their 'subject' property)")
+    elif sid is None:
+        report(f"id must be a non-empty string, got {short(raw['id'])}")
+    elif bad := _topic_unsafe(sid, "/"):
+        report(
+            f"id contains {bad}, so it cannot be the {{subject}} in tagwatch/v1/alerts/{{subject}}"
+        )
+    tags = _tags(raw, report)
+    risk = raw.get("risk", 1)
+    if not isinstance(risk, int) or isinstance(risk, bool) or risk < 1:
+        report(f"risk must be a whole number >= 1, got {short(risk)}")
+    protected_raw = raw.get("protected", [])
+    if not isinstance(protected_raw, list):
+        report("protected must be an array of tables [[subjects.protected]]")
+        protected_raw = []
+    protected = [_protected(where, j, p, out) for j, p in enumerate(protected_raw)]
+    devices = [p.device for p in protected if p is not None]
+    for dev in sorted({d for d in devices if devices.count(d) > 1}):
+        report(f"protected device {dev!r} is listed more than once")
+    if not report.clean or sid is None:
+        return None, sid
+    return Subject(sid, tags, risk, tuple(p for p in protected if p is not None)), sid
+
+
+def _cross_check_subjects(name: str, raw: list[Any], out: list[str]) -> None:
+    """Ids unique, each tag worn by one subject, no protected device that is also a tag."""
+    first_by_id: dict[str, int] = {}
+    owner: dict[str, str] = {}
+    for i, entry in enumerate(raw):
+        if not isinstance(entry, dict):
+            continue
+        sid = entry.get("id")
+        where = f"{name} subject {i} (id {sid!r})"
+        if isinstance(sid, str):
+            if sid in first_by_id:
+                out.append(f"{where}: duplicate subject id (also subject {first_by_id[sid]})")
+            first_by_id.setdefault(sid, i)
+        tags = entry.get("tags")
+        mine = [t for t in tags if isinstance(t, str)] if isinstance(tags, list) else []
+        for tag in dict.fromkeys(mine):
+            if tag in owner:
+                out.append(
+                    f"{where}: tag {tag!r} is also worn by {owner[tag]}; a tag "
+                    "belongs to exactly one subject"
+                )
+            else:
+                owner[tag] = f"subject {i} (id {sid!r})"
+    for i, entry in enumerate(raw):
+        prot = entry.get("protected") if isinstance(entry, dict) else None
+        for j, p in enumerate(prot if isinstance(prot, list) else ()):
+            dev = p.get("device") if isinstance(p, dict) else None
+            if isinstance(dev, str) and dev in owner:
+                out.append(
+                    f"{name} subject {i} (id {entry.get('id')!r}) protected {j} "
+                    f"(device {dev!r}): device id is also a tag worn by {owner[dev]}; "
+                    "a protected device must not be a subject's tag"
+                )
+
+
+def read_subjects(path: StrPath) -> tuple[tuple[Subject, ...], set[str] | None, list[str]]:
+    """(subjects, ids zones may name or None if unreadable, problems)."""
+    name = str(path)
+    out: list[str] = []
+    text = read_text(path, out)
+    if text is None:
+        return (), None, out
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        return (), None, [f"{name}: not valid TOML: {e}"]
+    except RecursionError:  # a fuzzing find: it escaped as a RecursionError, not ZoneError
+        return (), None, [f"{name}: not valid TOML: nested too deeply"]
+    except ValueError as e:  # a fuzzing find: an integer of more than 4300 digits
+        return (), None, [f"{name}: not valid TOML: {e}"]
+    raw = doc.get("subjects")
+    if raw is None:
+        others = f" (found {', '.join(map(repr, doc))})" if doc else ""
+        return (), None, [f"{name}: no [[subjects]] tables{others}"]
+    if not isinstance(raw, list):
+        return (), None, [f"{name}: 'subjects' must be an array of tables [[subjects]]"]
+    if not raw:
+        out.append(f"{name}: [[subjects]] is empty")
+    parsed = [_subject(name, i, entry, out) for i, entry in enumerate(raw)]
+    _cross_check_subjects(name, raw, out)
+    subjects = tuple(s for s, _ in parsed if s is not None)
+    return subjects, {sid for _, sid in parsed if sid is not None}, out
