@@ -44,6 +44,7 @@ for fam in lurk walk_in clip drive_through drive_around jump late_batch reorder_
            curfew_dst victim_moving cell hole; do
   n=48; [[ $fam == curfew_dst ]] && n=16; [[ $fam == victim_moving ]] && n=32
   "$TW" simulate --family "$fam" --seed $SEED --episodes $n --out-dir "$W/fam/$fam" >/dev/null
+  printf '%-28s truth  %s\n' "decisions/$fam" "$(cat "$W/fam/$fam/truth.jsonl" "$W/fam/$fam/episodes.jsonl" | sha256sum | cut -c1-64)"
   hash_run "decisions/$fam" "$W/fam/$fam" "$W/batch1.toml"
 done
 

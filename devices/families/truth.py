@@ -23,7 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from devices.motion.paths import TruePath
-from devices.sim.truth import ZoneProbe
+from devices.sim.truth import Episode, ZoneProbe
 from devices.world.city import PhoneSpec, ZoneSpec
 from devices.world.clock import active_mask
 from devices.world.geo import LocalFrame
@@ -35,33 +35,14 @@ TRANSIT_SPAN_M = 60.0
 
 
 @dataclass(frozen=True, order=True)
-class TrueEpisode:
+class TrueEpisode(Episode):
     """One true episode (the simulator's truth record plus family and the rule applied)."""
 
-    start_t: float
-    subject: str
-    kind: str
-    zone: str
-    tag: str
-    end_t: float
-    depth_m: float
-    material: bool
     family: str
     label: str  # dwell | transit | shallow | brief | cell_only
 
     def record(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "subject": self.subject,
-            "tag": self.tag,
-            "zone": self.zone,
-            "start_t": round(self.start_t, 3),
-            "end_t": round(self.end_t, 3),
-            "material": self.material,
-            "depth_m": round(self.depth_m, 1),
-            "family": self.family,
-            "label": self.label,
-        }
+        return super().record() | {"family": self.family, "label": self.label}
 
 
 def label(depth: float, duration: float, span: float, interval: float, cell_only: bool) -> str:

@@ -5,6 +5,7 @@ much a silence matters where a tag was last seen."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -18,23 +19,22 @@ from zones.compile import ZoneTable
 from zones.geofence import signed_distance_by_subject
 
 
+@dataclass(eq=False)
 class Fences:
     """The compiled zones as the decisions see them: inclusion (curfew) or exclusion, each
     exclusion zone's warn ring, and the trackers their evidence feeds."""
 
-    def __init__(
-        self,
-        table: ZoneTable,
-        registry: Registry,
-        settings: Settings,
-        schedules: Schedules,
-        trackers: Trackers,
-    ) -> None:
-        self.table = table
-        self.registry = registry
-        self.settings = settings
-        self.schedules = schedules
-        self.trackers = trackers
+    table: ZoneTable
+    registry: Registry
+    settings: Settings
+    schedules: Schedules
+    trackers: Trackers
+    is_inclusion: np.ndarray = field(init=False)
+    warn: np.ndarray = field(init=False)
+    cutoff: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        table = self.table
         self.is_inclusion = np.asarray(table.kind) == 1
         self.warn = np.asarray(table.warn_m, dtype=np.float64)
         # Beyond this distance a zone cannot matter to any fix: the kernel may skip it.

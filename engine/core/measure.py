@@ -75,24 +75,16 @@ class Measured:
                     self.onward.get(k, []))  # fmt: skip
 
 
+@dataclass(eq=False)
 class Measure:
     """Measures batches of fix rows (processing order) for the decisions."""
 
-    def __init__(
-        self,
-        table: ZoneTable,
-        registry: Registry,
-        settings: Settings,
-        history: FixHistory,
-        fences: Fences,
-        routes: Routes,
-    ) -> None:
-        self.table = table
-        self.registry = registry
-        self.settings = settings
-        self.history = history
-        self.fences = fences
-        self.routes = routes
+    table: ZoneTable
+    registry: Registry
+    settings: Settings
+    history: FixHistory
+    fences: Fences
+    routes: Routes
 
     def batch(self, arr: np.ndarray) -> Measured:
         reg = self.registry

@@ -6,6 +6,7 @@ may have taken) into breach evidence."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import shapely
@@ -135,23 +136,16 @@ def _turn_bisect(
 Onward = list[tuple[int, float, float, float]]
 
 
+@dataclass(eq=False)
 class Routes:
     """Breaches inferred from the route between two fixes of a tag, both outside: the
     straight segment through an exclusion zone (a drive-through), or an onward route."""
 
-    def __init__(
-        self,
-        table: ZoneTable,
-        registry: Registry,
-        settings: Settings,
-        trackers: Trackers,
-        is_inclusion: np.ndarray,
-    ) -> None:
-        self.table = table
-        self.registry = registry
-        self.settings = settings
-        self.trackers = trackers
-        self.is_inclusion = is_inclusion
+    table: ZoneTable
+    registry: Registry
+    settings: Settings
+    trackers: Trackers
+    is_inclusion: np.ndarray
 
     def transit_pairs(
         self,
