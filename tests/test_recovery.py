@@ -17,11 +17,12 @@ from engine.cli.main import main
 from engine.core.pipeline import Pipeline
 from engine.settings import Settings
 from engine.store import recovery
-from engine.store.ledger import Step, decode_record, encode_record
+from engine.store.ledger import Step, decode_record
 from engine.store.sqlite import SqliteStore
 from engine.wire.alerts import encode_alert
 from engine.wire.decode import decode_replay_line
 from engine.wire.records import EVENT_NAMES, EventRecord, FixRecord, Record
+from engine.wire.replayline import encode_record
 from zones.load import load
 
 pytestmark = pytest.mark.timeout(300)

@@ -9,7 +9,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import msgspec
 import numpy as np
 
 from engine.core.decide import Trackers
@@ -29,7 +28,15 @@ from engine.core.transit import Routes
 from engine.core.victims import Proximity
 from engine.settings import Settings
 from engine.wire.alerts import Alert
-from engine.wire.records import EVENT_CODE, FIX_DTYPE, SRC_CODE, DeadLetter, FixRecord, Record
+from engine.wire.records import (
+    EVENT_CODE,
+    FIX_DTYPE,
+    SRC_CODE,
+    DeadLetter,
+    FixRecord,
+    Record,
+    record_json,
+)
 from zones.compile import compile_zones
 from zones.model import ZoneSet
 
@@ -156,7 +163,7 @@ class Pipeline:
         ok, why = self.admission.admit(arr, wall)
         if why:
             for k, reason in why:
-                res.dead.append(DeadLetter(origin, msgspec.json.encode(records[rows[k]]), reason))
+                res.dead.append(DeadLetter(origin, record_json(records[rows[k]]), reason))
             arr = arr[ok]
             n = arr.shape[0]
         keep = self.dedupe.filter(arr["slot"], arr["seq"])
@@ -252,6 +259,6 @@ class Pipeline:
 def _unknown(r: Record, origin: str) -> DeadLetter:
     return DeadLetter(
         origin,
-        msgspec.json.encode(r),
+        record_json(r),
         f"unknown device '{r.device}': not a tag or protected device in the subjects file",
     )

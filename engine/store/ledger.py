@@ -31,9 +31,11 @@ import msgspec
 
 from engine.wire.decode import decode_replay_line
 from engine.wire.records import FixRecord, Record
+from engine.wire.replayline import encode_record
 
 GENESIS = bytes(32)
 log = logging.getLogger("tagwatch.ledger")
+_enc = msgspec.json.Encoder()
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS ledger (
@@ -58,36 +60,6 @@ CREATE TABLE IF NOT EXISTS snapshots (
     state BLOB NOT NULL
 );
 """
-
-
-class _FixLine(msgspec.Struct, omit_defaults=True):
-    tag: str
-    seq: int
-    t: float
-    lat: float
-    lon: float
-    acc: float
-    batt: int | None = None
-    src: str | None = None
-
-
-class _EventLine(msgspec.Struct, omit_defaults=True):
-    tag: str
-    type: str
-    seq: int
-    t: float
-    event: str
-    batt: int | None = None
-
-
-_enc = msgspec.json.Encoder()
-
-
-def encode_record(r: Record) -> bytes:
-    """A record as a replay line (contract format): decode_replay_line gives it back."""
-    if isinstance(r, FixRecord):
-        return _enc.encode(_FixLine(r.device, r.seq, r.t, r.lat, r.lon, r.acc, r.batt, r.src))
-    return _enc.encode(_EventLine(r.device, "event", r.seq, r.t, r.event, r.batt))
 
 
 def decode_record(body: bytes) -> Record:

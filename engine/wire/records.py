@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import msgspec
 import numpy as np
 
 Source = Literal["gps", "wifi", "cell"]
@@ -84,3 +85,9 @@ FIX_DTYPE = np.dtype(
         ("event", np.uint8),  # 0 for a fix, else EVENT_CODE
     ]
 )
+
+
+def record_json(r: Record) -> bytes:
+    """A decoded record as JSON, field for field: the dead letter's payload for a record
+    refused after decoding (unknown device, outside the time or rate limits)."""
+    return msgspec.json.encode(r)

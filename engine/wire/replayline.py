@@ -1,16 +1,18 @@
 """The replay-line reader: one JSON Lines line of a replay file (a fix object plus "tag",
 or an event object plus "tag" and "type": "event") into a record or a dead letter.
 `engine.wire.decode.decode_replay_line` is the entry point; `payloads.replay_line` writes
-what this reads."""
+what this reads for the simulator, `encode_record` for the engine's evidence ledger."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 from engine.wire.bounds import Limits
 from engine.wire.fastpath import DEC_ONE, fast_event, fast_fix
 from engine.wire.reasons import SURROGATE, Rejected, Result, as_bytes, dead, kind, show, too_big
-from engine.wire.records import Record
+from engine.wire.records import FixRecord, Record
 from engine.wire.validate import required, slow_decode, validate_event, validate_fix
 
 
@@ -86,3 +88,33 @@ def _validate_line(obj: Any, limits: Limits) -> Record:
     if kind_ == "event":
         return validate_event(obj, tag, "event")
     raise Rejected(f"line: unknown type {show(kind_)} (expected 'fix' or 'event')")
+
+
+class _FixLine(msgspec.Struct, omit_defaults=True):
+    tag: str
+    seq: int
+    t: float
+    lat: float
+    lon: float
+    acc: float
+    batt: int | None = None
+    src: str | None = None
+
+
+class _EventLine(msgspec.Struct, omit_defaults=True):
+    tag: str
+    type: str
+    seq: int
+    t: float
+    event: str
+    batt: int | None = None
+
+
+_enc = msgspec.json.Encoder()
+
+
+def encode_record(r: Record) -> bytes:
+    """A record as a replay line (contract format): decode_replay_line gives it back."""
+    if isinstance(r, FixRecord):
+        return _enc.encode(_FixLine(r.device, r.seq, r.t, r.lat, r.lon, r.acc, r.batt, r.src))
+    return _enc.encode(_EventLine(r.device, "event", r.seq, r.t, r.event, r.batt))
