@@ -21,7 +21,7 @@ here they are the last TAIL records of the 2000-subject run (simulating a fleet 
 records/s for hours is too slow for a bench), in steps of 20 with no ticks, so the
 replay work (records, steps) is that of those 30 s.
 
-`test_audit_verify`: `engine.store.ledger.verify` rows/s over the ledger of the recovery store,
+`test_audit_verify`: `engine.store.verify.verify` rows/s over the ledger of the recovery store,
 beside a bare read of the same rows.
 
 `test_durability_targets`: the table, and every target; fails listing the ones missed.
@@ -52,7 +52,8 @@ from engine.cli.main import main
 from engine.core.pipeline import Pipeline
 from engine.settings import Settings
 from engine.store import recovery
-from engine.store.ledger import Step, verify
+from engine.store.ledger import Step
+from engine.store.verify import verify
 from engine.store.sqlite import SqliteStore
 from engine.wire.alerts import Alert
 from engine.wire.decode import decode_replay_line

@@ -1,6 +1,6 @@
 """`tagwatch audit`: check and read the evidence ledger of an alert store.
 
-    tagwatch audit verify --db tagwatch.db          recompute the hash chain
+    tagwatch audit verify --db tagwatch.db [--checkpoint F]   recompute the hash chain
     tagwatch audit alert  --db tagwatch.db ID       an alert's records and its evidence
     tagwatch audit export --db tagwatch.db --out F  the evidence as a replay file
 
@@ -18,8 +18,8 @@ from pathlib import Path
 import msgspec
 
 from engine.errors import StoreError, TagwatchError
-from engine.store.ledger import verify
 from engine.store.sqlite import advice
+from engine.store.verify import Checkpoint, verify
 
 
 def _open_ro(path: str) -> sqlite3.Connection:
@@ -47,19 +47,40 @@ def _reading(cmd: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Nam
     return run
 
 
+def _read_checkpoint(path: str) -> Checkpoint:
+    try:
+        text = Path(path).read_bytes()
+    except OSError as e:
+        raise TagwatchError(f"cannot read checkpoint {path}: {e.strerror}") from None
+    text = text.strip().removeprefix(b"checkpoint:").strip()
+    try:
+        return msgspec.json.decode(text, type=Checkpoint)
+    except msgspec.DecodeError as e:
+        raise TagwatchError(f"{path}: not a checkpoint `audit verify` printed ({e})") from None
+
+
 @_reading
 def cmd_verify(args: argparse.Namespace) -> int:
+    pin = _read_checkpoint(args.checkpoint) if args.checkpoint else None
     db = _open_ro(args.db)
-    rep = verify(db)
-    counts = ", ".join(f"{k} {v}" for k, v in sorted((rep.counts or {}).items())) or "empty"
+    rep = verify(db, pin=pin)
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(rep.counts.items())) or "empty"
     if not rep.ok:
         print(f"BROKEN: {args.db}: {rep.problem}", file=sys.stderr)
         print(f"  {rep.rows} rows verified before it ({counts})", file=sys.stderr)
         return 1
+    older = rep.alert_log_before_retention
     print(
         f"ok: {rep.rows} ledger rows chain from row {rep.first_n} to {rep.last_n} ({counts}); "
-        f"{rep.alert_log_checked} alert records match; head {rep.head.hex()[:16]}"
+        f"{rep.alert_log_checked} alert records match"
+        + (f" ({older} older than the retained ledger)" if older else "")
+        + f"; head {rep.head.hex()[:16]}"
     )
+    if pin is not None:
+        print(f"matches the checkpoint at row {pin.n} ({args.checkpoint})")
+    assert rep.checkpoint is not None
+    # In full: kept elsewhere, `--checkpoint FILE` later shows a cut or rewritten end.
+    print(f"checkpoint: {rep.checkpoint.encode().decode()}")
     return 0
 
 
@@ -121,6 +142,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     asub = sp.add_subparsers(dest="audit_cmd", required=True, metavar="command")
     v = asub.add_parser("verify", help="recompute the ledger's hash chain; exit 1 if broken")
     v.add_argument("--db", default="tagwatch.db", help="alert store (default %(default)s)")
+    v.add_argument(
+        "--checkpoint",
+        metavar="FILE",
+        help="a checkpoint line an earlier verify printed, kept elsewhere: the store must"
+        " still contain it (a deleted or rewritten end shows)",
+    )
     v.set_defaults(func=cmd_verify)
     a = asub.add_parser("alert", help="an alert's lifecycle records and the evidence they cite")
     a.add_argument("id")

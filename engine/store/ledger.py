@@ -10,14 +10,21 @@ Rows, in the order they happened:
     step  {"step": "batch"|"tick"|"resume", "now": engine clock, ...}   device/seq NULL
     fix   a replay line (contract: fix + "tag")                         device, seq, t
     event a replay line (contract: event + "tag", "type": "event")      device, seq, t
-    alert the alert record's canonical JSON (as published)              device = alert id
+    alert the alert record's canonical JSON (as published)              device = alert id,
+                                                        seq = its alert_log seq (NULL before
+                                                        schema 2's linkage: matched by bytes)
+    prune {"prune": n, "step": s, "hash": h, "alert_seq": a}: retention deleted the rows up
+          to n (hash h, the new anchor; alert_log seqs up to a with them)   device/seq NULL
 
 The fix and event rows after a step row are the records that step handed the pipeline, in
 the order it handed them, so the steps replayed through a pipeline rebuild its state
 exactly (restart recovery), and the fix/event bodies are a replay file of the evidence.
 
 Retention deletes old rows from the front; the hash of the last deleted row is kept as the
-chain's anchor, so what is left still verifies."""
+chain's anchor (`meta`), so what is left still verifies, and a prune row appended to the
+chain records that anchor: an anchor rewritten in `meta` no longer matches it. The chain
+ends where the newest row is; a cut at the end shows only against a checkpoint (n, hash)
+kept elsewhere (`tagwatch audit verify --checkpoint`)."""
 
 from __future__ import annotations
 
@@ -131,9 +138,11 @@ class LedgerWriter:
     def __init__(self, head: Head) -> None:
         self.head = head
 
-    def rows(self, steps: Sequence[Step], alerts: Iterable[tuple[str, float, bytes]]) -> list[Row]:
+    def rows(
+        self, steps: Sequence[Step], alerts: Iterable[tuple[str, float, bytes, int]]
+    ) -> list[Row]:
         """Rows for these steps (each followed by its records), then the alert records
-        (id, raised_t, canonical bytes) they decided."""
+        (id, raised_t, canonical bytes, alert_log seq) they decided."""
         n, step, prev = self.head.n, self.head.step, self.head.hash
         out: list[Row] = []
 
@@ -149,9 +158,23 @@ class LedgerWriter:
             for r in st.records:
                 kind = "fix" if isinstance(r, FixRecord) else "event"
                 add(kind, r.device, r.seq, r.t, encode_record(r))
-        for aid, raised_t, body in alerts:
-            add("alert", aid, None, raised_t, body)
+        for aid, raised_t, body, log_seq in alerts:
+            add("alert", aid, log_seq, raised_t, body)
         return out
+
+    def prune_row(self, anchor: Head, alert_seq: int) -> Row:
+        """The row that records a retention cut: rows up to `anchor` are gone."""
+        n = self.head.n + 1
+        body = _enc.encode(
+            {
+                "prune": anchor.n,
+                "step": anchor.step,
+                "hash": anchor.hash.hex(),
+                "alert_seq": alert_seq,
+            }
+        )
+        h = row_hash(self.head.hash, n, "prune", self.head.step, None, None, None, body)
+        return (n, "prune", self.head.step, None, None, None, body, h)
 
     @staticmethod
     def after(rows: Sequence[Row], head: Head) -> Head:
@@ -183,7 +206,8 @@ def read_anchor(db: sqlite3.Connection) -> Head | None:
 def replay_steps(db: sqlite3.Connection, after_n: int) -> Iterator[Step]:
     """The steps recorded after ledger row `after_n`, with their records, in order."""
     cur = db.execute(
-        "SELECT kind, body FROM ledger WHERE n > ? AND kind != 'alert' ORDER BY n", (after_n,)
+        "SELECT kind, body FROM ledger WHERE n > ? AND kind IN ('step', 'fix', 'event') ORDER BY n",
+        (after_n,),
     )
     head: _StepHead | None = None
     recs: list[Record] = []
@@ -199,65 +223,3 @@ def replay_steps(db: sqlite3.Connection, after_n: int) -> Iterator[Step]:
                 log.error("ledger: %s; recovery continues without it", e)
     if head is not None:
         yield Step(head.step, head.now, recs, head.credit)
-
-
-@dataclass
-class VerifyReport:
-    rows: int = 0
-    counts: dict[str, int] | None = None
-    first_n: int = 0
-    last_n: int = 0
-    head: bytes = GENESIS
-    problem: str | None = None
-    alert_log_checked: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return self.problem is None
-
-
-def verify(db: sqlite3.Connection, *, chunk: int = 20_000) -> VerifyReport:
-    """Recompute the chain from its anchor; then check every alert_log record is in it."""
-    rep = VerifyReport(counts={})
-    anchor = read_anchor(db) or Head()
-    prev, expect = anchor.hash, anchor.n + 1
-    rep.first_n = expect
-    counts: dict[str, int] = {}
-    last = anchor.n
-    while True:
-        rows = db.execute(
-            "SELECT n, kind, step, device, seq, t, body, hash FROM ledger WHERE n > ?"
-            " ORDER BY n LIMIT ?",
-            (last, chunk),
-        ).fetchall()
-        if not rows:
-            break
-        for n, kind, step, device, seq, t, raw, h in rows:
-            body = raw if isinstance(raw, bytes) else str(raw).encode()
-            if n != expect:
-                rep.problem = f"row {expect} is missing (next row is {n})"
-                return rep
-            want = row_hash(prev, n, kind, step, device, seq, t, body)
-            if not isinstance(raw, bytes) or want != bytes(h):
-                what = f"{kind} {device or ''} {'' if seq is None else seq}".strip()
-                rep.problem = f"row {n} ({what}) does not match its hash: changed after writing"
-                return rep
-            prev, expect, last = want, n + 1, n
-            counts[kind] = counts.get(kind, 0) + 1
-            rep.rows += 1
-    rep.last_n, rep.head, rep.counts = last, prev, counts
-    # Alert records must each be in the chain, byte for byte.
-    have: dict[bytes, int] = {}
-    for (body,) in db.execute("SELECT body FROM ledger WHERE kind = 'alert'"):
-        k = hashlib.sha256(bytes(body)).digest()
-        have[k] = have.get(k, 0) + 1
-    anchor_cut = anchor.n > 0
-    for seq, record in db.execute("SELECT seq, record FROM alert_log ORDER BY seq"):
-        k = hashlib.sha256(bytes(record)).digest()
-        if have.get(k, 0) > 0:
-            have[k] -= 1
-        elif not anchor_cut:
-            rep.problem = f"alert_log record {seq} is not in the ledger: changed or inserted"
-            return rep
-        rep.alert_log_checked += 1
-    return rep

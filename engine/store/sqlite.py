@@ -19,6 +19,7 @@ from engine.errors import StoreError
 from engine.store import ledger
 from engine.store.base import OutboxItem
 from engine.store.ledger import LedgerWriter, Step
+from engine.store.verify import VerifyReport, verify
 from engine.wire.alerts import Alert, decode_alert, encode_alert
 from engine.wire.records import DeadLetter
 
@@ -176,13 +177,9 @@ class SqliteStore:
             return out
         db = self._db
         payloads = [encode_alert(a) for a in alerts]
-        rows = LedgerWriter(self.head).rows(
-            steps, [(a.id, a.raised_t, p) for a, p in zip(alerts, payloads, strict=True)]
-        )
+        rows: list[ledger.Row] = []
         try:
             db.execute("BEGIN IMMEDIATE")
-            if rows:
-                db.executemany(ledger.INSERT, rows)
             for a, payload in zip(alerts, payloads, strict=True):
                 cur = db.execute(
                     "INSERT INTO alert_log(alert_id, state, subject, record, written_at)"
@@ -204,6 +201,17 @@ class SqliteStore:
                         _evidence_json(a), now,
                     ),
                 )  # fmt: skip
+            # Each alert row of the ledger names its alert_log seq: the chain then
+            # covers the log, so a deleted, inserted or changed log row shows.
+            rows = LedgerWriter(self.head).rows(
+                steps,
+                [
+                    (a.id, a.raised_t, p, o.seq)
+                    for a, p, o in zip(alerts, payloads, out, strict=True)
+                ],
+            )
+            if rows:
+                db.executemany(ledger.INSERT, rows)
             if dead:
                 db.executemany(
                     "INSERT INTO dead_letters(received_at, origin, reason, size, payload)"
@@ -302,20 +310,32 @@ class SqliteStore:
             n, step, h = db.execute(
                 "SELECT n, step, hash FROM ledger WHERE n <= ? ORDER BY n DESC LIMIT 1", (limit,)
             ).fetchone()
+            # The alert_log seqs whose ledger rows go: verify no longer expects them.
+            (aseq,) = db.execute(
+                "SELECT MAX(seq) FROM ledger WHERE kind = 'alert' AND n <= ?", (limit,)
+            ).fetchone()
+            old = db.execute("SELECT value FROM meta WHERE key = 'anchor_alert_seq'").fetchone()
+            aseq = max(int(aseq or 0), int(old[0]) if old else 0)
+            anchor = ledger.Head(int(n), int(step), bytes(h))
+            head = ledger.read_head(db)
+            mark = LedgerWriter(head).prune_row(anchor, aseq)
+            db.execute(ledger.INSERT, mark)
             cur = db.execute("DELETE FROM ledger WHERE n <= ?", (limit,))
             db.executemany(
                 "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
-                [("anchor_n", str(n)), ("anchor_step", str(step)), ("anchor_hash", bytes(h).hex())],
-            )
+                [("anchor_n", str(n)), ("anchor_step", str(step)),
+                 ("anchor_hash", bytes(h).hex()), ("anchor_alert_seq", str(aseq))],
+            )  # fmt: skip
             db.execute("COMMIT")
         except sqlite3.Error as e:
             self._after_failure()
             self._fail("retention failed", e)
+        self.head = LedgerWriter.after([mark], head)
         return int(cur.rowcount)
 
-    def verify(self) -> ledger.VerifyReport:
+    def verify(self) -> VerifyReport:
         with self._reading("the evidence ledger") as db:
-            return ledger.verify(db)
+            return verify(db)
 
     def mark_published(self, seqs: Iterable[int], now: float | None = None) -> None:
         now = time.time() if now is None else now
