@@ -53,8 +53,8 @@ from engine.core.pipeline import Pipeline
 from engine.settings import Settings
 from engine.store import recovery
 from engine.store.ledger import Step
-from engine.store.verify import verify
 from engine.store.sqlite import SqliteStore
+from engine.store.verify import verify
 from engine.wire.alerts import Alert
 from engine.wire.decode import decode_replay_line
 from engine.wire.records import DeadLetter, Record

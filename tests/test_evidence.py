@@ -5,8 +5,11 @@ are private (0600) and `alerts` / `audit` cannot write to it."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import sqlite3
+import stat
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,7 @@ from engine.cli.main import main
 from engine.core.pipeline import Pipeline
 from engine.store import recovery
 from engine.store.sqlite import SqliteStore
+from engine.wire.records import DeadLetter
 from tests.test_recovery import _live_steps, _records
 from zones.load import load
 
@@ -143,3 +147,48 @@ def test_verify_against_a_checkpoint_finds_a_deleted_newest_step(
     assert rc == 0, text  # without the checkpoint a clean cut at the end cannot be seen
     rc, text = _verify(db, capsys, "--checkpoint", str(kept))
     assert rc == 1 and "BROKEN" in text and "checkpoint" in text, text
+
+
+def test_the_store_and_its_wal_files_are_created_private(tmp_path: Path) -> None:
+    """The store holds victims' phone positions: 0600 whatever the umask lets through."""
+    old = os.umask(0o022)
+    try:
+        db = tmp_path / "new" / "p.db"
+        with SqliteStore(db) as store:
+            store.commit([], [DeadLetter("t/x", b"{", "bad")], 1.0)
+            modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in db.parent.iterdir()}
+    finally:
+        os.umask(old)
+    assert set(modes) == {"p.db", "p.db-wal", "p.db-shm"}, modes
+    assert modes == dict.fromkeys(modes, 0o600), {k: oct(v) for k, v in modes.items()}
+
+
+def test_alerts_and_audit_write_nothing_to_the_store(
+    history: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A store as a backup tool or an older tagwatch left it (rollback journal, schema 1):
+    reading it with `tagwatch alerts` and `tagwatch audit` leaves every byte as it was
+    and creates no -wal (a read-write open would switch it to WAL and upgrade it)."""
+    db = _copy(history, tmp_path / "r.db")
+    con = sqlite3.connect(db)
+    con.execute("PRAGMA journal_mode=DELETE")
+    con.execute("UPDATE meta SET value = '1' WHERE key = 'schema'")
+    con.commit()
+    con.close()
+    before = hashlib.sha256(db.read_bytes()).hexdigest()
+    alert_id = (
+        sqlite3.connect(db).execute("SELECT device FROM ledger WHERE kind = 'alert'").fetchone()[0]
+    )
+    for cmd in (
+        ["alerts", "--db", str(db)],
+        ["alerts", "--db", str(db), "--log", "--dead-letters"],
+        ["audit", "verify", "--db", str(db)],
+        ["audit", "alert", alert_id, "--db", str(db)],
+        ["audit", "export", "--db", str(db), "--out", str(tmp_path / "e.jsonl")],
+    ):
+        assert main(cmd) == 0, cmd
+        assert hashlib.sha256(db.read_bytes()).hexdigest() == before, cmd
+        assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("r.db")) == [
+            "r.db"
+        ], cmd
+    assert "zone_breach" in capsys.readouterr().out

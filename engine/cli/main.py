@@ -143,7 +143,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 
     if not Path(args.db).exists():
         raise TagwatchError(f"no alert store at {args.db}")
-    with SqliteStore(args.db) as store:
+    with SqliteStore(args.db, read_only=True) as store:  # reading never writes
         printer = AlertPrinter()
         alerts = store.alert_log() if args.log else store.current_alerts(args.state)
         for a in alerts:

@@ -6,6 +6,7 @@ transaction; the engine acknowledges the batch's messages only after that commit
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -82,22 +83,39 @@ class SqliteStore:
     """The embedded store. `path` ':memory:' gives a throwaway store (replay, tests)."""
 
     def __init__(
-        self, path: str | Path, *, dead_letter_max_bytes: int = 65_536, busy_timeout_s: float = 2.0
+        self,
+        path: str | Path,
+        *,
+        dead_letter_max_bytes: int = 65_536,
+        busy_timeout_s: float = 2.0,
+        read_only: bool = False,
     ) -> None:
+        """`read_only`: open an existing store with SQLite's mode=ro (a reader such as
+        `tagwatch alerts` can then write nothing, not even a schema upgrade)."""
         self.path = str(path)
         self.dead_letter_max_bytes = dead_letter_max_bytes
         self.busy_timeout_s = busy_timeout_s
+        self.read_only = read_only
         try:
-            if self.path != ":memory:":
+            if read_only and not Path(self.path).is_file():
+                raise StoreError(f"no alert store at {self.path}")
+            if self.path != ":memory:" and not read_only:
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                create_private(Path(self.path))
             self._db = self._connect()
-            self._db.executescript(_SCHEMA + ledger.SCHEMA)
+            if not read_only:
+                self._db.executescript(_SCHEMA + ledger.SCHEMA)
             self._check_version()
             self.head = ledger.read_head(self._db)
         except (sqlite3.Error, OSError) as e:
             raise StoreError(f"cannot open alert store {self.path}: {e}{advice(e)}") from e
 
     def _connect(self) -> sqlite3.Connection:
+        if self.read_only:
+            uri = f"{Path(self.path).resolve().as_uri()}?mode=ro"
+            db = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            db.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
+            return db
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         db.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
         if self.path != ":memory:":
@@ -142,6 +160,8 @@ class SqliteStore:
 
     def _check_version(self) -> None:
         row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        if self.read_only and (row is None or int(row[0]) in (1, SCHEMA_VERSION)):
+            return  # readers read what is there; the engine upgrades
         if row is None:
             self._db.execute(
                 "INSERT INTO meta(key, value) VALUES('schema', ?)", (str(SCHEMA_VERSION),)
@@ -408,6 +428,13 @@ _ADVICE = (
     (("not a directory", "no such file"), "check the path: its folder must exist or be"
      " creatable by this user"),
 )  # fmt: skip
+
+
+def create_private(path: Path) -> None:
+    """Create `path` empty with mode 0600 if it does not exist: the store holds victims'
+    phone positions. SQLite gives its -wal and -shm files the database file's mode."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def advice(e: BaseException) -> str:
