@@ -5,6 +5,7 @@ are private (0600) and `alerts` / `audit` cannot write to it."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -12,14 +13,20 @@ import sqlite3
 import stat
 from pathlib import Path
 
+import msgspec
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from engine.cli.main import main
 from engine.core.pipeline import Pipeline
 from engine.store import recovery
+from engine.store.ledger import row_hash
+from engine.store.signing import Checkpoint, default_key_path, load_or_create_key, sign
 from engine.store.sqlite import SqliteStore
 from engine.wire.records import DeadLetter
+from tests.helpers import AlertCollector, EngineProcess, publish, wait_online, write_world
 from tests.test_recovery import _live_steps, _records
+from tests.test_serve_mqtt import _episode_done, track_in_and_out
 from zones.load import load
 
 pytestmark = pytest.mark.timeout(300)
@@ -36,14 +43,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d
 
 
-@pytest.fixture(scope="module")
-def history(world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A store with alerts, a snapshot half way and retention applied up to it."""
-    db = tmp_path_factory.mktemp("hist") / "h.db"
+def _history(world: Path, db: Path, key: Ed25519PrivateKey | None = None) -> Path:
+    """A store with alerts, a snapshot a third of the way, retention applied up to it at
+    two thirds, then more steps."""
     zs = load(world / "zones.geojson", world / "subjects.toml")
     p = Pipeline(zs)
     steps = _live_steps(_records(world), 4)
-    with SqliteStore(db) as store:
+    with SqliteStore(db, signing_key=key) as store:
         for i, step in enumerate(steps):
             res = recovery.apply(p, step)
             store.commit(res.alerts, res.dead, step.now, steps=[step])
@@ -54,6 +60,23 @@ def history(world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         n_alerts = store._db.execute("SELECT COUNT(*) FROM alert_log").fetchone()[0]
         assert n_alerts >= 4, n_alerts
     return db
+
+
+@pytest.fixture(scope="module")
+def history(world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _history(world, tmp_path_factory.mktemp("hist") / "h.db")
+
+
+@pytest.fixture(scope="module")
+def signed(world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same history, signed by the engine's key beside the store (DB.key)."""
+    db = tmp_path_factory.mktemp("signed") / "s.db"
+    old = os.umask(0o022)
+    try:
+        key = load_or_create_key(default_key_path(db))
+    finally:
+        os.umask(old)
+    return _history(world, db, key)
 
 
 def _copy(src: Path, dst: Path) -> Path:
@@ -192,3 +215,149 @@ def test_alerts_and_audit_write_nothing_to_the_store(
             "r.db"
         ], cmd
     assert "zone_breach" in capsys.readouterr().out
+
+
+def _copy_signed(signed: Path, tmp_path: Path) -> Path:
+    db = _copy(signed, tmp_path / "s.db")
+    for suffix in (".key", ".key.pub"):
+        (tmp_path / f"s.db{suffix}").write_bytes(Path(f"{signed}{suffix}").read_bytes())
+    (tmp_path / "s.db.key").chmod(0o600)
+    return db
+
+
+def test_the_signing_key_is_private_and_a_signed_store_verifies(
+    signed: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert stat.S_IMODE(Path(f"{signed}.key").stat().st_mode) == 0o600
+    rc, text = _verify(signed, capsys)
+    assert rc == 0 and "signed by the trusted key" in text, text
+    cp = _checkpoint_of(text)
+    assert cp["sig"] and cp["key"] and cp["anchor_n"], cp
+    rc, text = _verify(signed, capsys, "--key", f"{signed}.key.pub")
+    assert rc == 0 and "signed by the trusted key" in text, text
+
+
+def _forge_row(db: Path) -> str:
+    """Append a step row chained correctly: anyone can, without the key."""
+    con = sqlite3.connect(db)
+    n, step, h = con.execute("SELECT n, step, hash FROM ledger ORDER BY n DESC LIMIT 1").fetchone()
+    body = b'{"step":"tick","now":1.0}'
+    new = row_hash(bytes(h), n + 1, "step", step + 1, None, None, 1.0, body)
+    con.close()
+    return (
+        "INSERT INTO ledger(n, kind, step, device, seq, t, body, hash) VALUES"
+        f" ({n + 1}, 'step', {step + 1}, NULL, NULL, 1.0, X'{body.hex()}', X'{new.hex()}')"
+    )
+
+
+@pytest.mark.parametrize(
+    ("attack", "says"),
+    [
+        ("cut-end", "newest rows were deleted"),
+        ("append", "without the key"),
+        ("drop-checkpoint", "no signed checkpoint"),
+        ("edit-checkpoint", "signature is not valid"),
+        ("resign", "another key"),
+    ],
+)
+def test_a_signed_store_shows_a_cut_appended_or_resigned_end(
+    signed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], attack: str, says: str
+) -> None:
+    db = _copy_signed(signed, tmp_path)
+    con = sqlite3.connect(db)
+    raw = con.execute("SELECT value FROM meta WHERE key = 'checkpoint'").fetchone()[0]
+    con.close()
+    cp = msgspec.json.decode(raw)
+    last_step = "(SELECT MAX(n) FROM ledger WHERE kind = 'step')"
+    if attack == "cut-end":
+        _tamper(db, f"DELETE FROM ledger WHERE n >= {last_step}")
+    elif attack == "append":
+        _tamper(db, _forge_row(db))
+    elif attack == "drop-checkpoint":
+        _tamper(
+            db,
+            f"DELETE FROM ledger WHERE n >= {last_step}",
+            "DELETE FROM meta WHERE key = 'checkpoint'",
+        )
+    elif attack == "edit-checkpoint":
+        _tamper(db, f"DELETE FROM ledger WHERE n >= {last_step}")
+        con = sqlite3.connect(db)
+        n, step, h = con.execute(
+            "SELECT n, step, hash FROM ledger ORDER BY n DESC LIMIT 1"
+        ).fetchone()
+        con.close()
+        cp.update(n=n, step=step, hash=bytes(h).hex())
+        _tamper(db, f"UPDATE meta SET value = '{json.dumps(cp)}' WHERE key = 'checkpoint'")
+    else:  # rewrite the end and sign it with a key of one's own
+        _tamper(db, _forge_row(db))
+        con = sqlite3.connect(db)
+        n, step, h = con.execute(
+            "SELECT n, step, hash FROM ledger ORDER BY n DESC LIMIT 1"
+        ).fetchone()
+        con.close()
+        mine = sign(
+            msgspec.structs.replace(
+                msgspec.json.decode(raw, type=Checkpoint), n=n, step=step, hash=bytes(h).hex()
+            ),
+            Ed25519PrivateKey.generate(),
+        )
+        _tamper(db, f"UPDATE meta SET value = '{mine.encode().decode()}' WHERE key = 'checkpoint'")
+    rc, text = _verify(db, capsys)
+    assert rc == 1 and "BROKEN" in text and says in text, text
+
+
+def test_a_checkpoint_kept_elsewhere_shows_a_store_rolled_back(
+    signed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The store's own checkpoint can be rolled back with the rows (an old signed one put
+    back); the newer one kept elsewhere cannot."""
+    db = _copy_signed(signed, tmp_path)
+    con = sqlite3.connect(db)
+    newest = con.execute("SELECT MAX(n) FROM ledger WHERE kind = 'step'").fetchone()[0]
+    con.close()
+    rc, text = _verify(db, capsys)
+    kept = tmp_path / "published.txt"
+    kept.write_text(next(x for x in text.splitlines() if x.startswith("checkpoint: ")))
+    # An older signed checkpoint, as a copy of the store taken earlier would hold.
+    con = sqlite3.connect(db)
+    n, step, h = con.execute(
+        "SELECT n, step, hash FROM ledger WHERE n < ? ORDER BY n DESC LIMIT 1", (newest,)
+    ).fetchone()
+    con.close()
+    old = msgspec.json.decode(Path(kept).read_text().removeprefix("checkpoint: "), type=Checkpoint)
+    key = load_or_create_key(f"{db}.key")
+    rolled = sign(msgspec.structs.replace(old, n=n, step=step, hash=bytes(h).hex()), key)
+    _tamper(
+        db,
+        f"DELETE FROM ledger WHERE n >= {newest}",
+        f"UPDATE meta SET value = '{rolled.encode().decode()}' WHERE key = 'checkpoint'",
+    )
+    rc, text = _verify(db, capsys)
+    assert rc == 0, text  # consistent in itself
+    rc, text = _verify(db, capsys, "--checkpoint", str(kept))
+    assert rc == 1 and "newest rows were deleted" in text, text
+
+
+@pytest.mark.mqtt
+def test_serve_signs_its_ledger_with_a_private_key_beside_the_store(
+    mosquitto, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    zones, subjects = write_world(tmp_path)
+    db = tmp_path / "tw.db"
+
+    async def scenario() -> list:  # type: ignore[type-arg]
+        async with AlertCollector(mosquitto.host, mosquitto.port) as col:
+            await wait_online(mosquitto.host, mosquitto.port)
+            await publish(mosquitto.host, mosquitto.port, track_in_and_out())
+            return await col.wait_for(_episode_done)
+
+    with EngineProcess(mosquitto.host, mosquitto.port, zones, subjects, db) as eng:
+        asyncio.run(scenario())
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.glob("tw.db*")}
+        assert eng.stop() == 0, eng.log_text()
+    assert {"tw.db", "tw.db-wal", "tw.db-shm", "tw.db.key"} <= set(modes), modes
+    private = {k: oct(v) for k, v in modes.items() if not k.endswith(".pub")}
+    assert private == dict.fromkeys(private, oct(0o600)), private
+    rc, text = _verify(db, capsys)
+    assert rc == 0 and "signed by the trusted key" in text, text
+    assert _checkpoint_of(text)["sig"]

@@ -80,13 +80,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from engine.core.pipeline import Pipeline
     from engine.mqtt.serve import Engine
     from engine.mqtt.session import BrokerAddress
+    from engine.store.signing import default_key_path, load_or_create_key
     from engine.store.sqlite import SqliteStore
 
     auth = MqttAuth.from_args(args)
     zs = _load_zones(args)
     settings = _settings(args)
     pipeline = Pipeline(zs, settings)
-    store = SqliteStore(args.db, dead_letter_max_bytes=settings.dead_letter_max_bytes)
+    key = load_or_create_key(args.key or default_key_path(args.db))
+    store = SqliteStore(
+        args.db, dead_letter_max_bytes=settings.dead_letter_max_bytes, signing_key=key
+    )
     log = logging.getLogger("tagwatch.serve")
     log.info(
         "serving %d subjects, %d zones, %d devices; broker %s; store %s",
@@ -194,6 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--broker", default="127.0.0.1:1883", help="HOST:PORT (default %(default)s)")
     zone_args(sp)
     sp.add_argument("--db", default="tagwatch.db", help="SQLite alert store (default %(default)s)")
+    sp.add_argument(
+        "--key",
+        help="Ed25519 key that signs the ledger's checkpoints (default DB.key; created 0600)",
+    )
     sp.add_argument("--client-id", default="tagwatch-engine", help="MQTT client id")
     sp.add_argument("--stats-every", type=float, default=10.0, help="seconds between stats lines")
     mqttauth.add_arguments(sp)

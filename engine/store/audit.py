@@ -18,8 +18,9 @@ from pathlib import Path
 import msgspec
 
 from engine.errors import StoreError, TagwatchError
+from engine.store.signing import Checkpoint, load_public_key
 from engine.store.sqlite import advice
-from engine.store.verify import Checkpoint, verify
+from engine.store.verify import verify
 
 
 def _open_ro(path: str) -> sqlite3.Connection:
@@ -62,8 +63,12 @@ def _read_checkpoint(path: str) -> Checkpoint:
 @_reading
 def cmd_verify(args: argparse.Namespace) -> int:
     pin = _read_checkpoint(args.checkpoint) if args.checkpoint else None
+    key = args.key or next(
+        (p for p in (f"{args.db}.key.pub", f"{args.db}.key") if Path(p).is_file()), None
+    )
+    trusted = load_public_key(key) if key else None
     db = _open_ro(args.db)
-    rep = verify(db, pin=pin)
+    rep = verify(db, pin=pin, trusted=trusted)
     counts = ", ".join(f"{k} {v}" for k, v in sorted(rep.counts.items())) or "empty"
     if not rep.ok:
         print(f"BROKEN: {args.db}: {rep.problem}", file=sys.stderr)
@@ -76,6 +81,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
         + (f" ({older} older than the retained ledger)" if older else "")
         + f"; head {rep.head.hex()[:16]}"
     )
+    if rep.signed:
+        by = f"the trusted key {key}" if key else "the key it names (no --key to trust)"
+        print(f"the store's checkpoint is the chain's end, signed by {by}")
+    else:
+        print("unsigned: no signed checkpoint vouches for the chain's end")
     if pin is not None:
         print(f"matches the checkpoint at row {pin.n} ({args.checkpoint})")
     assert rep.checkpoint is not None
@@ -147,6 +157,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         metavar="FILE",
         help="a checkpoint line an earlier verify printed, kept elsewhere: the store must"
         " still contain it (a deleted or rewritten end shows)",
+    )
+    v.add_argument(
+        "--key",
+        metavar="PEM",
+        help="the engine's public key (or its key) to trust for signed checkpoints"
+        " (default DB.key.pub or DB.key beside the store, if there)",
     )
     v.set_defaults(func=cmd_verify)
     a = asub.add_parser("alert", help="an alert's lifecycle records and the evidence they cite")

@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import NoReturn
 
 import msgspec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from engine.errors import StoreError
-from engine.store import ledger
+from engine.store import ledger, signing
 from engine.store.base import OutboxItem
 from engine.store.ledger import LedgerWriter, Step
+from engine.store.signing import Checkpoint
 from engine.store.verify import VerifyReport, verify
 from engine.wire.alerts import Alert, decode_alert, encode_alert
 from engine.wire.records import DeadLetter
@@ -89,10 +91,14 @@ class SqliteStore:
         dead_letter_max_bytes: int = 65_536,
         busy_timeout_s: float = 2.0,
         read_only: bool = False,
+        signing_key: Ed25519PrivateKey | None = None,
     ) -> None:
         """`read_only`: open an existing store with SQLite's mode=ro (a reader such as
-        `tagwatch alerts` can then write nothing, not even a schema upgrade)."""
+        `tagwatch alerts` can then write nothing, not even a schema upgrade).
+        `signing_key`: every commit also stores the chain's checkpoint signed with it
+        (engine/store/signing.py), so `audit verify` shows a cut or rewritten end."""
         self.path = str(path)
+        self.signing_key = signing_key
         self.dead_letter_max_bytes = dead_letter_max_bytes
         self.busy_timeout_s = busy_timeout_s
         self.read_only = read_only
@@ -107,6 +113,7 @@ class SqliteStore:
                 self._db.executescript(_SCHEMA + ledger.SCHEMA)
             self._check_version()
             self.head = ledger.read_head(self._db)
+            self._mark = signing.read_mark(self._db, self.head)
         except (sqlite3.Error, OSError) as e:
             raise StoreError(f"cannot open alert store {self.path}: {e}{advice(e)}") from e
 
@@ -176,6 +183,11 @@ class SqliteStore:
                 f" {SCHEMA_VERSION}: use the tagwatch that wrote it, or another --db"
             )
 
+    def _sign(self, mark: Checkpoint) -> None:
+        """Store the signed checkpoint, inside the caller's transaction."""
+        if self.signing_key is not None:
+            signing.store_signed(self._db, mark, self.signing_key)
+
     # -- writing -----------------------------------------------------------------------
     def commit(
         self,
@@ -232,6 +244,13 @@ class SqliteStore:
             )
             if rows:
                 db.executemany(ledger.INSERT, rows)
+                end = LedgerWriter.after(rows, self.head)
+                mark = msgspec.structs.replace(
+                    self._mark, n=end.n, step=end.step, hash=end.hash.hex(),
+                    alert_seq=out[-1].seq if out else self._mark.alert_seq,
+                    now=steps[-1].now if steps else self._mark.now,
+                )  # fmt: skip
+                self._sign(mark)
             if dead:
                 db.executemany(
                     "INSERT INTO dead_letters(received_at, origin, reason, size, payload)"
@@ -251,7 +270,8 @@ class SqliteStore:
                 # flush publishes its alerts.
                 return []
             self._fail("write failed", e)
-        self.head = LedgerWriter.after(rows, self.head)
+        if rows:
+            self.head, self._mark = LedgerWriter.after(rows, self.head), mark
         return out
 
     def missing(self, alerts: Sequence[Alert]) -> list[Alert]:
@@ -346,11 +366,16 @@ class SqliteStore:
                 [("anchor_n", str(n)), ("anchor_step", str(step)),
                  ("anchor_hash", bytes(h).hex()), ("anchor_alert_seq", str(aseq))],
             )  # fmt: skip
+            cp = msgspec.structs.replace(
+                self._mark, n=mark[0], step=mark[2], hash=mark[7].hex(),
+                anchor_n=anchor.n, anchor_hash=anchor.hash.hex(),
+            )  # fmt: skip
+            self._sign(cp)
             db.execute("COMMIT")
         except sqlite3.Error as e:
             self._after_failure()
             self._fail("retention failed", e)
-        self.head = LedgerWriter.after([mark], head)
+        self.head, self._mark = LedgerWriter.after([mark], head), cp
         return int(cur.rowcount)
 
     def verify(self) -> VerifyReport:

@@ -13,23 +13,10 @@ import sqlite3
 from dataclasses import dataclass, field
 
 import msgspec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from engine.store.ledger import GENESIS, Head, read_anchor, row_hash
-
-
-class Checkpoint(msgspec.Struct, forbid_unknown_fields=False):
-    """Where the chain stood: row `n` has hash `hash`; rows up to `anchor_n` were pruned."""
-
-    n: int
-    step: int
-    hash: str
-    anchor_n: int = 0
-    anchor_hash: str = ""
-    alert_seq: int = 0
-    now: float | None = None
-
-    def encode(self) -> bytes:
-        return msgspec.json.encode(self)
+from engine.store.signing import Checkpoint, signature_problem
 
 
 class _Prune(msgspec.Struct):
@@ -49,8 +36,9 @@ class VerifyReport:
     problem: str | None = None
     alert_log_checked: int = 0
     alert_log_before_retention: int = 0
-    checkpoint: Checkpoint | None = None
-    pinned: bool = False
+    checkpoint: Checkpoint | None = None  # the store's signed one, else the chain's end
+    signed: bool = False  # the store's signed checkpoint checked out
+    pinned: bool = False  # the checkpoint kept elsewhere checked out
 
     @property
     def ok(self) -> bool:
@@ -64,32 +52,61 @@ class _Chain:
     prune: _Prune | None = None
     linked: dict[int, tuple[int, str, bytes]] = field(default_factory=dict)  # seq -> n, id, sha
     legacy: dict[bytes, int] = field(default_factory=dict)  # alert rows without a log seq
-    pin_hash: bytes | None = None
+    wanted: set[int] = field(default_factory=set)  # rows whose hash a checkpoint names
+    seen: dict[int, bytes] = field(default_factory=dict)
     step: int = 0
     now: float | None = None
 
 
 def verify(
-    db: sqlite3.Connection, *, pin: Checkpoint | None = None, chunk: int = 20_000
+    db: sqlite3.Connection,
+    *,
+    pin: Checkpoint | None = None,
+    trusted: Ed25519PublicKey | None = None,
+    chunk: int = 20_000,
 ) -> VerifyReport:
-    """Recompute the chain from its anchor; check the anchor, the alert log, the pin."""
+    """Recompute the chain from its anchor; check the anchor, the alert log, the store's
+    signed checkpoint (required when a `trusted` key is given) and `pin`, a checkpoint
+    kept elsewhere."""
     rep = VerifyReport()
     anchor = read_anchor(db) or Head()
-    ch = _Chain(step=anchor.step)
+    row = db.execute("SELECT value FROM meta WHERE key = 'checkpoint'").fetchone()
+    signed = None if row is None else msgspec.json.decode(str(row[0]), type=Checkpoint)
+    ch = _Chain(step=anchor.step, wanted={c.n for c in (pin, signed) if c is not None})
     rep.first_n = anchor.n + 1
-    _chain(db, anchor, ch, rep, pin, chunk)
+    _chain(db, anchor, ch, rep, chunk)
     for check in (_anchor_problem, _alert_log_problem):
         if rep.problem is None:
             rep.problem = check(db, anchor, ch, rep)
-    if rep.problem is None:
-        rep.checkpoint = Checkpoint(
-            rep.last_n, ch.step, rep.head.hex(), anchor.n, anchor.hash.hex(),
-            max(ch.linked, default=ch.prune.alert_seq if ch.prune else 0), ch.now,
-        )  # fmt: skip
+    if rep.problem is not None:
+        return rep
+    rep.checkpoint = signed or Checkpoint(
+        rep.last_n, ch.step, rep.head.hex(), anchor.n, anchor.hash.hex(),
+        max(ch.linked, default=ch.prune.alert_seq if ch.prune else 0), ch.now,
+    )  # fmt: skip
+    if signed is not None:
+        rep.problem = signature_problem(signed, trusted) or _signed_problem(signed, anchor, ch, rep)
+        rep.signed = rep.problem is None
+    elif trusted is not None:
+        rep.problem = "the store holds no signed checkpoint: it was deleted, or never signed"
     if rep.problem is None and pin is not None:
-        rep.problem = _pin_problem(pin, anchor, ch, rep)
+        rep.problem = (signature_problem(pin, trusted) if pin.sig else None) or _pin_problem(
+            pin, anchor, ch, rep
+        )
         rep.pinned = rep.problem is None
     return rep
+
+
+def _signed_problem(cp: Checkpoint, anchor: Head, ch: _Chain, rep: VerifyReport) -> str | None:
+    """The signed checkpoint in the store must be the chain's end, and its anchor."""
+    if cp.n < rep.last_n:
+        return (
+            f"{rep.last_n - cp.n} rows after the signed checkpoint (row {cp.n}) were added"
+            " by someone without the key"
+        )
+    if (cp.anchor_n, cp.anchor_hash) != (anchor.n, anchor.hash.hex()):
+        return f"the chain anchor (row {anchor.n}) is not the signed one (row {cp.anchor_n})"
+    return _pin_problem(cp, anchor, ch, rep)
 
 
 def _chain(
@@ -97,7 +114,6 @@ def _chain(
     anchor: Head,
     ch: _Chain,
     rep: VerifyReport,
-    pin: Checkpoint | None,
     chunk: int,
 ) -> None:
     prev, expect, last = anchor.hash, anchor.n + 1, anchor.n
@@ -133,8 +149,8 @@ def _chain(
                     ch.linked[int(seq)] = (n, str(device), k)
             elif kind == "prune":
                 ch.prune = msgspec.json.decode(body, type=_Prune)
-            if pin is not None and n == pin.n:
-                ch.pin_hash = want
+            if n in ch.wanted:
+                ch.seen[n] = want
     rep.last_n, rep.head = last, prev
 
 
@@ -193,7 +209,7 @@ def _alert_log_problem(
 def _pin_problem(pin: Checkpoint, anchor: Head, ch: _Chain, rep: VerifyReport) -> str | None:
     if pin.n > rep.last_n:
         return (
-            f"the checkpoint is at row {pin.n} but the ledger ends at row {rep.last_n}:"
+            f"the checkpoint names row {pin.n} but the ledger ends at row {rep.last_n}:"
             f" {pin.n - rep.last_n} newest rows were deleted"
         )
     if pin.n == anchor.n:
@@ -201,7 +217,7 @@ def _pin_problem(pin: Checkpoint, anchor: Head, ch: _Chain, rep: VerifyReport) -
     elif pin.n < anchor.n:
         return f"the checkpoint (row {pin.n}) is older than the retained ledger: cannot check"
     else:
-        seen = ch.pin_hash or b""
+        seen = ch.seen.get(pin.n, b"")
     if seen.hex() != pin.hash:
         return f"row {pin.n} does not have the checkpoint's hash: the chain was rewritten"
     return None
