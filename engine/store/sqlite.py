@@ -142,6 +142,7 @@ class SqliteStore:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             self.head = ledger.read_head(self._db)
+            self._mark = signing.read_mark(self._db, self.head)
             return
         except sqlite3.Error:
             if self.path == ":memory:":
@@ -151,6 +152,7 @@ class SqliteStore:
         try:
             self._db = self._connect()
             self.head = ledger.read_head(self._db)
+            self._mark = signing.read_mark(self._db, self.head)
         except (sqlite3.Error, StoreError):
             pass  # the next commit fails again and says why
 
