@@ -339,9 +339,9 @@ class Engine:
         st = self.settings
         if now - self._last_snapshot >= st.snapshot_every_s:
             await asyncio.to_thread(self._snapshot)
-        if st.evidence_retention_days > 0 and now - self._last_prune >= 3600.0:
+        if now - self._last_prune >= 3600.0:
             self._last_prune = now
-            await asyncio.to_thread(self._prune, now - st.evidence_retention_days * 86400.0)
+            await asyncio.to_thread(self._prune, now)
 
     def _snapshot(self) -> None:
         """Pipeline state as of the last commit (nothing may be pending)."""
@@ -353,14 +353,22 @@ class Engine:
         except StoreError as e:
             log.warning("%s; a restart replays more of the ledger", e)
 
-    def _prune(self, before: float) -> None:
+    def _prune(self, now: float) -> None:
+        st = self.settings
         try:
-            n = self.store.prune(before)
+            n = 0
+            if st.evidence_retention_days > 0:
+                n = self.store.prune(now - st.evidence_retention_days * 86400.0)
+            d = 0
+            if st.dead_letter_retention_days > 0:
+                d = self.store.prune_dead_letters(now - st.dead_letter_retention_days * 86400.0)
         except StoreError as e:
             log.warning("%s", e)
             return
         if n:
             log.info("retention: %d evidence ledger rows older than the retention deleted", n)
+        if d:
+            log.info("retention: %d dead letters older than the retention deleted", d)
 
     # -- commands and stats ----------------------------------------------------------------
     async def _send_commands(self) -> None:

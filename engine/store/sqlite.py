@@ -18,6 +18,7 @@ import msgspec
 from engine.errors import StoreError
 from engine.store import ledger
 from engine.store.base import OutboxItem
+from engine.store.deadletters import DeadLetterBudget
 from engine.store.ledger import LedgerWriter, Step
 from engine.wire.alerts import Alert, decode_alert, encode_alert
 from engine.wire.records import DeadLetter
@@ -63,8 +64,16 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     reason TEXT NOT NULL,
     size INTEGER NOT NULL,
     payload BLOB NOT NULL
+    -- added later (ALTER TABLE in _add_columns for older stores): sha256, device, count
 );
+CREATE INDEX IF NOT EXISTS dead_letters_received ON dead_letters(received_at);
 """
+# Columns added to existing tables, additively: (table, column, declaration).
+_ADDED = (
+    ("dead_letters", "sha256", "TEXT"),  # hex SHA-256 of everything rejected
+    ("dead_letters", "device", "TEXT"),  # the device it came from, when known
+    ("dead_letters", "count", "INTEGER NOT NULL DEFAULT 1"),  # > 1: a summary row
+)
 
 
 @dataclass(frozen=True)
@@ -74,17 +83,27 @@ class DeadLetterRow:
     origin: str
     reason: str
     size: int
-    payload: bytes
+    payload: bytes  # an excerpt (the first bytes) when size is larger
+    sha256: str | None = None  # None in rows written before the hash was kept
+    device: str | None = None
+    count: int = 1  # dead letters this row stands for (> 1: a budget summary)
 
 
 class SqliteStore:
     """The embedded store. `path` ':memory:' gives a throwaway store (replay, tests)."""
 
     def __init__(
-        self, path: str | Path, *, dead_letter_max_bytes: int = 65_536, busy_timeout_s: float = 2.0
+        self,
+        path: str | Path,
+        *,
+        dead_letter_max_bytes: int = 512,
+        dead_letter_budget: int = 50,
+        dead_letter_window_s: float = 600.0,
+        busy_timeout_s: float = 2.0,
     ) -> None:
         self.path = str(path)
         self.dead_letter_max_bytes = dead_letter_max_bytes
+        self.budget = DeadLetterBudget(dead_letter_budget, dead_letter_window_s)
         self.busy_timeout_s = busy_timeout_s
         try:
             if self.path != ":memory:":
@@ -92,6 +111,7 @@ class SqliteStore:
             self._db = self._connect()
             self._db.executescript(_SCHEMA + ledger.SCHEMA)
             self._check_version()
+            self._add_columns()
             self.head = ledger.read_head(self._db)
         except (sqlite3.Error, OSError) as e:
             raise StoreError(f"cannot open alert store {self.path}: {e}{advice(e)}") from e
@@ -155,6 +175,12 @@ class SqliteStore:
                 f" {SCHEMA_VERSION}: use the tagwatch that wrote it, or another --db"
             )
 
+    def _add_columns(self) -> None:
+        for table, column, decl in _ADDED:
+            have = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+
     # -- writing -----------------------------------------------------------------------
     def commit(
         self,
@@ -172,7 +198,10 @@ class SqliteStore:
         StoreError when nothing was written (the caller keeps everything and retries)."""
         now = time.time() if now is None else now
         out: list[OutboxItem] = []
+        plan = self.budget.plan(dead, now)
+        dead = plan.rows
         if not alerts and not dead and not steps:
+            self.budget.apply(plan)
             return out
         db = self._db
         payloads = [encode_alert(a) for a in alerts]
@@ -205,15 +234,7 @@ class SqliteStore:
                     ),
                 )  # fmt: skip
             if dead:
-                db.executemany(
-                    "INSERT INTO dead_letters(received_at, origin, reason, size, payload)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    [
-                        (now, d.origin, d.reason, len(d.payload),
-                         d.payload[: self.dead_letter_max_bytes])
-                        for d in dead
-                    ],
-                )  # fmt: skip
+                self._insert_dead(dead, now)
             db.execute("COMMIT")
         except sqlite3.Error as e:
             expected = LedgerWriter.after(rows, self.head)
@@ -221,10 +242,37 @@ class SqliteStore:
             if rows and self.head == expected:
                 # COMMIT failed after the data was durable: it is in; the outbox
                 # flush publishes its alerts.
+                self.budget.apply(plan)
                 return []
             self._fail("write failed", e)
         self.head = LedgerWriter.after(rows, self.head)
+        self.budget.apply(plan)
         return out
+
+    def _insert_dead(self, dead: Sequence[DeadLetter], now: float) -> None:
+        self._db.executemany(
+            "INSERT INTO dead_letters(received_at, origin, reason, size, payload, sha256,"
+            " device, count) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (now, d.origin, d.reason, d.size, d.payload[: self.dead_letter_max_bytes],
+                 d.sha256 or None, d.device, d.count)
+                for d in dead
+            ],
+        )  # fmt: skip
+
+    def flush_dead_letters(self, now: float | None = None) -> None:
+        """Write the summaries of dead letters held over budget (on close; best effort)."""
+        now = time.time() if now is None else now
+        rows = self.budget.drain(now)
+        if not rows:
+            return
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._insert_dead(rows, now)
+            self._db.execute("COMMIT")
+        except sqlite3.Error as e:
+            self._after_failure()
+            self._fail("cannot write the dead-letter summaries", e)
 
     def missing(self, alerts: Sequence[Alert]) -> list[Alert]:
         """The alert records not already in the log, byte for byte (restart recovery
@@ -313,6 +361,19 @@ class SqliteStore:
             self._fail("retention failed", e)
         return int(cur.rowcount)
 
+    def prune_dead_letters(self, before: float, chunk: int = 50_000) -> int:
+        """Retention: delete dead letters received before `before` (one chunk at most)."""
+        try:
+            cur = self._db.execute(
+                "DELETE FROM dead_letters WHERE seq IN (SELECT seq FROM dead_letters"
+                " WHERE received_at < ? ORDER BY seq LIMIT ?)",
+                (before, chunk),
+            )
+        except sqlite3.Error as e:
+            self._after_failure()
+            self._fail("dead-letter retention failed", e)
+        return int(cur.rowcount)
+
     def verify(self) -> ledger.VerifyReport:
         with self._reading("the evidence ledger") as db:
             return ledger.verify(db)
@@ -352,18 +413,21 @@ class SqliteStore:
 
     def dead_letters(self, limit: int | None = None) -> list[DeadLetterRow]:
         sql = (
-            "SELECT seq, received_at, origin, reason, size, payload FROM dead_letters ORDER BY seq"
+            "SELECT seq, received_at, origin, reason, size, payload, sha256, device, count"
+            " FROM dead_letters ORDER BY seq"
         )
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         with self._reading("the dead letters") as db:
             rows = db.execute(sql).fetchall()
         return [
-            DeadLetterRow(int(a), float(b), str(c), str(d), int(e), bytes(f))
-            for a, b, c, d, e, f in rows
+            DeadLetterRow(int(a), float(b), str(c), str(d), int(e), bytes(f), g, h, int(i))
+            for a, b, c, d, e, f, g, h, i in rows
         ]
 
     def close(self) -> None:
+        with contextlib.suppress(StoreError):
+            self.flush_dead_letters()
         with contextlib.suppress(sqlite3.Error):
             self._db.close()
 
