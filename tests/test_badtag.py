@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 
 from engine.cli.main import main
+from engine.store.ledger import Step
 from engine.store.sqlite import SqliteStore
+from engine.wire.alerts import Alert, alert_id
 from engine.wire.decode import decode_message
 from engine.wire.records import EXCERPT_BYTES, DeadLetter
 from tests.helpers import AlertCollector, EngineProcess, fix, publish, wait_online, write_world
@@ -166,6 +168,42 @@ def test_dead_letters_follow_retention_and_old_stores_gain_the_columns(tmp_path:
         ]
         assert st.prune_dead_letters(150.0) == 1
         assert [r.reason for r in st.dead_letters()] == ["new"]
+
+
+def _alert(seq: int, state: str, t: float) -> Alert:
+    return Alert(
+        id=alert_id("S1", "Z1", "zone_breach", ("T1", seq)),
+        kind="zone_breach",
+        state=state,  # type: ignore[arg-type]
+        subject="S1",
+        tag="T1",
+        zone="Z1",
+        severity="high",
+        confidence=0.97,
+        opened_t=t,
+        raised_t=t,
+        closed_t=t + 50 if state == "closed" else None,
+        evidence=[("T1", seq)],
+    )
+
+
+def test_alert_log_follows_the_evidence_retention(tmp_path: Path) -> None:
+    """Before: alert_log and alerts were never pruned, whatever the retention."""
+    with SqliteStore(tmp_path / "s.db") as st:
+        done = [_alert(1, "open", 100.0), _alert(1, "closed", 100.0)]
+        out = st.commit(done, [], 100.0, steps=[Step("tick", 100.0)])
+        st.mark_published([o.seq for o in out])
+        unsent = [_alert(2, "open", 110.0), _alert(2, "closed", 110.0)]  # never published
+        st.commit(unsent, [], 110.0, steps=[Step("tick", 110.0)])
+        still = st.commit([_alert(3, "open", 200.0)], [], 200.0, steps=[Step("tick", 200.0)])
+        st.mark_published([o.seq for o in still])
+        st.commit([], [], 300.0, steps=[Step("tick", 300.0)])
+        st.save_snapshot("fp", 300.0, b"state")
+        assert st.prune(before=1000.0) > 0
+        assert st.verify().ok
+        kept = [(a.evidence[0][1], a.state) for a in st.alert_log()]
+        assert kept == [(2, "open"), (2, "closed"), (3, "open")]
+        assert {a.id for a in st.current_alerts()} == {unsent[0].id, _alert(3, "open", 0).id}
 
 
 def test_alerts_lists_dead_letters_with_their_hash(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]

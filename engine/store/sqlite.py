@@ -332,7 +332,9 @@ class SqliteStore:
     def prune(self, before: float, chunk: int = 50_000) -> int:
         """Retention: delete ledger rows from the front whose step ran before `before`
         (engine clock), never past the newest snapshot (recovery starts there). The last
-        deleted row becomes the chain's anchor. Returns rows deleted (one chunk at most)."""
+        deleted row becomes the chain's anchor. Closed alerts whose records were all
+        written before the anchor's step (and published) leave alert_log and alerts with
+        it. Returns ledger rows deleted (one chunk at most)."""
         with self._reading("the evidence ledger") as db:
             snap = db.execute("SELECT MAX(n) FROM snapshots").fetchone()[0]
             if snap is None:
@@ -350,7 +352,12 @@ class SqliteStore:
             n, step, h = db.execute(
                 "SELECT n, step, hash FROM ledger WHERE n <= ? ORDER BY n DESC LIMIT 1", (limit,)
             ).fetchone()
+            (cut,) = db.execute(
+                "SELECT MAX(t) FROM ledger WHERE kind = 'step' AND n <= ?", (limit,)
+            ).fetchone()
             cur = db.execute("DELETE FROM ledger WHERE n <= ?", (limit,))
+            if cut is not None:
+                _prune_alerts(db, min(before, float(cut)))
             db.executemany(
                 "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
                 [("anchor_n", str(n)), ("anchor_step", str(step)), ("anchor_hash", bytes(h).hex())],
@@ -461,6 +468,17 @@ def advice(e: BaseException) -> str:
         if any(w in text for w in words):
             return f" ({what})"
     return ""
+
+
+def _prune_alerts(db: sqlite3.Connection, before: float) -> None:
+    """Closed alerts whose every record was written (and published) before `before`: their
+    evidence left the ledger, recovery never decides them again, so they go too."""
+    old = (
+        "SELECT id FROM alerts WHERE state = 'closed' AND updated_at < ? AND id NOT IN"
+        " (SELECT alert_id FROM alert_log WHERE written_at >= ? OR published_at IS NULL)"
+    )
+    db.execute(f"DELETE FROM alert_log WHERE alert_id IN ({old})", (before, before))
+    db.execute(f"DELETE FROM alerts WHERE id IN ({old})", (before, before))
 
 
 def _evidence_json(a: Alert) -> str:
