@@ -245,6 +245,8 @@ def test_serve_hostile_tag_flood_grows_the_store_little_and_another_walk_in_is_a
         alerts = asyncio.run(scenario())
         assert eng.stop() == 0, eng.log_text()
     grown = store_bytes(db) - sizes[0]
+    log = eng.log.stat().st_size
+    assert log < 1 * MB, f"the engine log grew to {log / MB:.1f} MB"
     assert any(a.kind == "zone_breach" and a.subject == "S1" for a in alerts)
     with SqliteStore(db) as st:
         rows = st.dead_letters()
@@ -254,4 +256,7 @@ def test_serve_hostile_tag_flood_grows_the_store_little_and_another_walk_in_is_a
     assert grown < 3 * MB, (
         f"{n * len(hostile) / MB:.1f} MB of garbage grew the store by {grown / MB:.1f} MB"
     )
-    print(f"hostile input {n * len(hostile) / MB:.1f} MB, store growth {grown / MB:.3f} MB")
+    print(
+        f"hostile input {n * len(hostile) / MB:.1f} MB, store growth {grown / MB:.3f} MB,"
+        f" engine log {log / MB:.3f} MB"
+    )

@@ -46,6 +46,7 @@ from engine.wire.decode import Limits, decode_message
 from engine.wire.records import DeadLetter, Record
 
 log = logging.getLogger("tagwatch.serve")
+_LOG_DEAD_MAX = 10  # dead letters logged one by one per batch; the rest in one line
 
 
 @dataclass
@@ -240,8 +241,10 @@ class Engine:
         c.events += res.events
         c.duplicates += res.duplicates
         c.dead += len(dead)
-        for letter in dead:
+        for letter in dead[:_LOG_DEAD_MAX]:
             log.info("dead letter from %s: %s", letter.origin, letter.reason)
+        if len(dead) > _LOG_DEAD_MAX:  # a flood of garbage must not flood the log either
+            log.info("... and %d more dead letters in this batch", len(dead) - _LOG_DEAD_MAX)
         self._take(step, res, dead)
 
     def _tick(self) -> bool:
