@@ -31,8 +31,17 @@ class Settings:
     hold_max: int = 8
     hold_s: float = 1800.0
     hold_wall_s: float = 10.0
-    # Largest raw payload kept in a dead-letter row (the rest is cut, with the size noted)
-    dead_letter_max_bytes: int = 65_536
+    # Largest excerpt of a rejected payload kept in a dead-letter row (the rest is cut; the
+    # row keeps its full size and SHA-256). At most the wire's 512-byte excerpt
+    dead_letter_max_bytes: int = 512
+    # Dead letters stored per device per window: beyond dead_letter_budget in
+    # dead_letter_window_s, one summary row ("N more dead letters from T ...") stands for
+    # the rest, so a device sending garbage fills no disk (0: no budget). 50 per 10 min
+    # is at most ~7 MB a day for a device sending nothing but garbage
+    dead_letter_budget: int = 50
+    dead_letter_window_s: float = 600.0
+    # Dead letters are kept this many days (0: forever); they explain input, not decisions
+    dead_letter_retention_days: float = 30.0
     # Input limits on the engine's clock (engine/core/intake/admission.py; live: wall time, replay: the
     # latest event time admitted). A record more than max_future_s ahead of the clock is
     # dead-lettered: tags stamp fixes from GNSS time (UTC within a second; 18 s ahead if a

@@ -619,3 +619,47 @@ def test_password_hashes_are_mosquitto_passwd_compatible() -> None:
     assert f"{user}:{credentials.hash_password('secret', salt)}" == MOSQUITTO_PASSWD_LINE
     fresh = credentials.hash_password("pw")
     assert fresh.startswith("$7$101$") and fresh != credentials.hash_password("pw")
+
+
+# -- one bad tag hurts only itself (issue 13, item 3) -------------------------------------------
+
+
+def test_a_packet_over_the_engines_payload_limit_disconnects_the_tag(
+    peers: Callable[..., Peer],
+) -> None:
+    """max_packet_size: the broker, not the engine, refuses what the engine would
+    dead-letter anyway (before: a 10 MB publish was accepted and queued for the engine)."""
+    engine = peers("engine").ok()
+    engine.subscribe(fix("+", "fixes"))
+    t1 = peers("T1").ok()
+    biggest = b"[" + b" " * (262_144 - 2) + b"]"  # the engine's payload limit: still delivered
+    assert t1.publish(fix("T1", "fixes"), biggest).value == 0
+    assert engine.receive_until(fix("T1", "fixes"), biggest)
+    t1.c.publish(fix("T1", "fixes"), b"[" + b" " * 400_000 + b"]", qos=1)
+    t1.pump(lambda: t1.closed is not None)
+    assert [m for m in engine.messages if len(m[1]) > 262_144] == []
+    conf = (engine.site.out / "mosquitto.conf").read_text()
+    assert "\nmax_packet_size 266240\n" in conf
+
+
+def test_a_tags_qos0_reaches_the_engine_at_qos1_and_qos2_is_refused(
+    peers: Callable[..., Peer],
+) -> None:
+    """QoS 0 from a tag would reach the engine unacknowledged: no Receive Maximum
+    back-pressure, and lost while the engine is down. upgrade_outgoing_qos delivers it at
+    the engine's subscription QoS (1); max_qos 1 refuses QoS 2 at the listener."""
+    engine = peers("engine").ok()
+    got: list[int] = []
+    engine.c.on_message = lambda _c, _u, m: (
+        got.append(m.qos),
+        engine.messages.append((m.topic, bytes(m.payload))),
+    )
+    engine.subscribe(fix("+"))
+    t1 = peers("T1").ok()
+    t1.c.publish(fix("T1"), b"qos0", qos=0)
+    engine.receive_until(fix("T1"), b"qos0")
+    assert got == [1]
+    t2 = peers("T2").ok()
+    t2.c.publish(fix("T2"), b"qos2", qos=2)
+    t2.pump(lambda: t2.closed is not None)
+    assert (fix("T2"), b"qos2") not in engine.messages

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import math
 from fractions import Fraction
@@ -17,7 +18,7 @@ from engine.wire import fastpath
 from engine.wire.bounds import OWNTRACKS_DEFAULT_ACC_M, T_MAX, T_MIN
 from engine.wire.decode import Limits, decode_message, decode_replay_line
 from engine.wire.reasons import Rejected
-from engine.wire.records import EVENT_NAMES, DeadLetter, EventRecord, FixRecord
+from engine.wire.records import EVENT_NAMES, EXCERPT_BYTES, DeadLetter, EventRecord, FixRecord
 from engine.wire.validate import slow_decode, validate_event, validate_fix, validate_owntracks
 
 T1 = "tagwatch/v1/tags/T1/"
@@ -42,6 +43,12 @@ def fix(**kw: Any) -> bytes:
         else:
             d[k] = v
     return enc(d)
+
+
+def assert_kept(d: DeadLetter, payload: bytes) -> None:
+    """A dead letter keeps an excerpt of what it rejected, with its full size and hash."""
+    assert d.payload == payload[:EXCERPT_BYTES]
+    assert d.size == len(payload) and d.sha256 == hashlib.sha256(payload).hexdigest()
 
 
 def one_dead(topic: str, payload: bytes) -> DeadLetter:
@@ -278,7 +285,7 @@ BAD_FIXES: list[tuple[bytes, str]] = [
 def test_bad_fix(payload: bytes, reason: str) -> None:
     d = one_dead(FIX_T, payload)
     assert reason in d.reason
-    assert d.payload == payload
+    assert_kept(d, payload)
 
 
 @pytest.mark.parametrize(
@@ -437,7 +444,8 @@ def test_batch_with_nan_element_keeps_good_ones() -> None:
     assert [r.seq for r in recs] == [1]
     assert len(dead) == 1
     assert dead[0].reason == "fixes[1]: fix.lat must be a finite number, got NaN"
-    assert dead[0].payload == payload  # not re-encodable: the whole payload is kept
+    # its own element, written as it came (the whole payload was kept once per element)
+    assert dead[0].payload == b'{"seq":2,"t":1774719000,"lat":NaN,"lon":0,"acc":1}'
 
 
 def test_batch_not_an_array() -> None:
@@ -456,7 +464,7 @@ def test_oversized_payload() -> None:
     payload = b" " * 400_000 + fix()
     d = one_dead(FIX_T, payload)
     assert d.reason == f"payload of {len(payload)} bytes exceeds the 262144-byte limit"
-    assert d.payload == payload
+    assert_kept(d, payload)
     assert decode_message(FIX_T, payload, Limits(max_payload_bytes=10**6))[0]
     line = b" " * 300_000 + fix(tag="T1")
     recs, dead = decode_replay_line(line, "f:1")

@@ -37,7 +37,15 @@ from engine.store.sqlite import SqliteStore
 from engine.wire.alerts import encode_alert
 from engine.wire.bounds import ACC_MAX_M, SEQ_MAX, T_MAX, T_MIN
 from engine.wire.decode import Limits, decode_message, decode_replay_line
-from engine.wire.records import EVENT_NAMES, SOURCES, DeadLetter, EventRecord, FixRecord, Record
+from engine.wire.records import (
+    EVENT_NAMES,
+    EXCERPT_BYTES,
+    SOURCES,
+    DeadLetter,
+    EventRecord,
+    FixRecord,
+    Record,
+)
 from tests.helpers import offset, square, write_world
 from zones.compile import compile_zones
 from zones.geofence import signed_distance_by_subject
@@ -467,7 +475,7 @@ def test_oversized_payloads_are_one_dead_letter(topic: str, extra: int, body: st
     payload += b" " * (limits.max_payload_bytes + extra - len(payload) + 1)
     recs, dead = decode_message(topic, payload, limits)
     assert recs == [] and len(dead) == 1 and "-byte limit" in dead[0].reason
-    assert dead[0].payload == payload
+    assert dead[0].payload == payload[:EXCERPT_BYTES] and dead[0].size == len(payload)
 
 
 @fuzz(60)
@@ -560,7 +568,7 @@ def test_a_giant_replay_line_is_one_dead_letter_and_not_read_whole(
     (d,) = dead
     size = len(b'{"tag":"T1","note":"') + 20_000_000 + 2
     assert d.origin == "big.jsonl:2" and d.reason.startswith(f"line of {size} bytes exceeds")
-    assert len(d.payload) <= Limits().max_payload_bytes + 8  # the cut line, not 20 MB
+    assert len(d.payload) <= EXCERPT_BYTES  # an excerpt of the cut line, not 20 MB
 
 
 def test_replay_with_a_store_survives_what_is_not_unicode(tmp_path: Path) -> None:

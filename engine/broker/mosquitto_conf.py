@@ -10,6 +10,12 @@ from engine.broker.process import (
     BROKER_PERSISTENCE_OPTIONS,
     BROKER_QUEUE_OPTIONS,
 )
+from engine.wire.bounds import DEFAULT_LIMITS
+
+PAYLOAD_LIMIT = DEFAULT_LIMITS.max_payload_bytes
+# The engine's payload limit plus 4 KiB: the topic (ids up to 128 characters), the fixed
+# header and MQTT v5 properties fit with room to spare.
+MAX_PACKET_SIZE = PAYLOAD_LIMIT + 4096
 
 
 def mosquitto_conf_text(
@@ -68,6 +74,19 @@ def mosquitto_conf_text(
             "# session (the engine's queued fixes) or knock it off by reusing its client id.",
             "# Each username therefore has one connection at a time.",
             "use_username_as_clientid true",
+            "# No client needs QoS 2 (tags and the engine use QoS 1); a QoS 2 publish is refused.",
+            "max_qos 1",
+        ),
+        *section(
+            "Limits: one device cannot flood the engine",
+            f"# The engine dead-letters a payload over {PAYLOAD_LIMIT} bytes anyway: a packet much",
+            "# larger (the payload plus topic and headers) disconnects its sender instead of",
+            "# being queued for the engine.",
+            f"max_packet_size {MAX_PACKET_SIZE}",
+            "# A tag's QoS 0 publish reaches the engine at its subscription's QoS 1, so it is",
+            "# queued while the engine is down and held back by the engine's Receive Maximum",
+            "# (unacknowledged QoS 1) instead of arriving unbounded.",
+            "upgrade_outgoing_qos true",
         ),
         *section(
             "Persistence: queued messages and sessions survive a broker restart",

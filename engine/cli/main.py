@@ -9,12 +9,18 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engine import __version__
 from engine.errors import TagwatchError
 from engine.mqtt import auth as mqttauth
 from engine.mqtt.auth import MqttAuth
 from engine.settings import Settings
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from engine.store.sqlite import SqliteStore
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -47,15 +53,10 @@ def cmd_zones_check(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from engine.replay import replay
-    from engine.store.sqlite import SqliteStore
 
     zs = _load_zones(args)
     settings = _settings(args)
-    store = (
-        SqliteStore(args.db, dead_letter_max_bytes=settings.dead_letter_max_bytes)
-        if args.db
-        else None
-    )
+    store = _store(args.db, settings) if args.db else None
     out_path = Path(args.out)
     tmp = out_path.with_name(out_path.name + ".partial")
     try:
@@ -81,16 +82,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from engine.mqtt.serve import Engine
     from engine.mqtt.session import BrokerAddress
     from engine.store.signing import default_key_path, load_or_create_key
-    from engine.store.sqlite import SqliteStore
 
     auth = MqttAuth.from_args(args)
     zs = _load_zones(args)
     settings = _settings(args)
     pipeline = Pipeline(zs, settings)
     key = load_or_create_key(args.key or default_key_path(args.db))
-    store = SqliteStore(
-        args.db, dead_letter_max_bytes=settings.dead_letter_max_bytes, signing_key=key
-    )
+    store = _store(args.db, settings, signing_key=key)
     log = logging.getLogger("tagwatch.serve")
     log.info(
         "serving %d subjects, %d zones, %d devices; broker %s; store %s",
@@ -154,8 +152,25 @@ def cmd_alerts(args: argparse.Namespace) -> int:
             printer.print(a)
         if args.dead_letters:
             for d in store.dead_letters():
-                print(f"dead letter {d.seq}: {d.origin}: {d.reason} ({d.size} bytes)")
+                sha = f", sha256 {d.sha256}" if d.sha256 else ""
+                print(f"dead letter {d.seq}: {d.origin}: {d.reason} ({d.size} bytes{sha})")
     return 0
+
+
+def _store(
+    path: str, settings: Settings, signing_key: Ed25519PrivateKey | None = None
+) -> SqliteStore:
+    """The engine's store with the settings' dead-letter limits (and, for serve, the key
+    that signs its ledger checkpoints)."""
+    from engine.store.sqlite import SqliteStore
+
+    return SqliteStore(
+        path,
+        dead_letter_max_bytes=settings.dead_letter_max_bytes,
+        dead_letter_budget=settings.dead_letter_budget,
+        dead_letter_window_s=settings.dead_letter_window_s,
+        signing_key=signing_key,
+    )
 
 
 def _demo_broker(text: str) -> str:

@@ -163,7 +163,8 @@ class Pipeline:
         ok, why = self.admission.admit(arr, wall)
         if why:
             for k, reason in why:
-                res.dead.append(DeadLetter(origin, record_json(records[rows[k]]), reason))
+                r = records[rows[k]]
+                res.dead.append(DeadLetter(origin, record_json(r), reason, device=r.device))
             arr = arr[ok]
             n = arr.shape[0]
         keep = self.dedupe.filter(arr["slot"], arr["seq"])
@@ -261,4 +262,5 @@ def _unknown(r: Record, origin: str) -> DeadLetter:
         origin,
         record_json(r),
         f"unknown device '{r.device}': not a tag or protected device in the subjects file",
+        device=r.device,
     )

@@ -46,6 +46,7 @@ from engine.wire.decode import Limits, decode_message
 from engine.wire.records import DeadLetter, Record
 
 log = logging.getLogger("tagwatch.serve")
+_LOG_DEAD_MAX = 10  # dead letters logged one by one per batch; the rest in one line
 
 
 @dataclass
@@ -240,8 +241,10 @@ class Engine:
         c.events += res.events
         c.duplicates += res.duplicates
         c.dead += len(dead)
-        for letter in dead:
+        for letter in dead[:_LOG_DEAD_MAX]:
             log.info("dead letter from %s: %s", letter.origin, letter.reason)
+        if len(dead) > _LOG_DEAD_MAX:  # a flood of garbage must not flood the log either
+            log.info("... and %d more dead letters in this batch", len(dead) - _LOG_DEAD_MAX)
         self._take(step, res, dead)
 
     def _tick(self) -> bool:
@@ -339,9 +342,9 @@ class Engine:
         st = self.settings
         if now - self._last_snapshot >= st.snapshot_every_s:
             await asyncio.to_thread(self._snapshot)
-        if st.evidence_retention_days > 0 and now - self._last_prune >= 3600.0:
+        if now - self._last_prune >= 3600.0:
             self._last_prune = now
-            await asyncio.to_thread(self._prune, now - st.evidence_retention_days * 86400.0)
+            await asyncio.to_thread(self._prune, now)
 
     def _snapshot(self) -> None:
         """Pipeline state as of the last commit (nothing may be pending)."""
@@ -353,14 +356,22 @@ class Engine:
         except StoreError as e:
             log.warning("%s; a restart replays more of the ledger", e)
 
-    def _prune(self, before: float) -> None:
+    def _prune(self, now: float) -> None:
+        st = self.settings
         try:
-            n = self.store.prune(before)
+            n = 0
+            if st.evidence_retention_days > 0:
+                n = self.store.prune(now - st.evidence_retention_days * 86400.0)
+            d = 0
+            if st.dead_letter_retention_days > 0:
+                d = self.store.prune_dead_letters(now - st.dead_letter_retention_days * 86400.0)
         except StoreError as e:
             log.warning("%s", e)
             return
         if n:
             log.info("retention: %d evidence ledger rows older than the retention deleted", n)
+        if d:
+            log.info("retention: %d dead letters older than the retention deleted", d)
 
     # -- commands and stats ----------------------------------------------------------------
     async def _send_commands(self) -> None:

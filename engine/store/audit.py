@@ -18,8 +18,8 @@ from pathlib import Path
 import msgspec
 
 from engine.errors import StoreError, TagwatchError
+from engine.store.schema import advice
 from engine.store.signing import Checkpoint, load_public_key
-from engine.store.sqlite import advice
 from engine.store.verify import verify
 
 

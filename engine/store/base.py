@@ -60,6 +60,10 @@ class Store(Protocol):
         """Retention: delete evidence older than `before`; the number of rows deleted."""
         ...
 
+    def prune_dead_letters(self, before: float, chunk: int = 50_000) -> int:
+        """Retention: delete dead letters received before `before`; the number deleted."""
+        ...
+
     def unpublished(self, limit: int = 10_000) -> list[OutboxItem]:
         """Alert records the broker has not confirmed, oldest first."""
         ...

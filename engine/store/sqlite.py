@@ -6,7 +6,6 @@ transaction; the engine acknowledges the batch's messages only after that commit
 from __future__ import annotations
 
 import contextlib
-import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -20,55 +19,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from engine.errors import StoreError
 from engine.store import ledger, signing
 from engine.store.base import OutboxItem
+from engine.store.deadletters import DeadLetterBudget
 from engine.store.ledger import LedgerWriter, Step
+from engine.store.schema import ADDED, SCHEMA, SCHEMA_VERSION, advice, create_private
 from engine.store.signing import Checkpoint
 from engine.store.verify import VerifyReport, verify
 from engine.wire.alerts import Alert, decode_alert, encode_alert
 from engine.wire.records import DeadLetter
-
-SCHEMA_VERSION = 2
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
--- Current state of every alert (one row per id), for monitors and queries.
-CREATE TABLE IF NOT EXISTS alerts (
-    id TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,
-    state TEXT NOT NULL,
-    subject TEXT NOT NULL,
-    tag TEXT,
-    zone TEXT,
-    severity TEXT NOT NULL,
-    confidence REAL NOT NULL,
-    opened_t REAL NOT NULL,
-    raised_t REAL NOT NULL,
-    closed_t REAL,
-    evidence TEXT NOT NULL,
-    updated_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS alerts_subject ON alerts(subject, state);
--- Every lifecycle record, append-only, in the order decided; doubles as the outbox:
--- published_at stays NULL until the broker has acknowledged the publish.
-CREATE TABLE IF NOT EXISTS alert_log (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    alert_id TEXT NOT NULL,
-    state TEXT NOT NULL,
-    subject TEXT NOT NULL,
-    record BLOB NOT NULL,
-    written_at REAL NOT NULL,
-    published_at REAL
-);
-CREATE INDEX IF NOT EXISTS alert_log_unpublished ON alert_log(seq) WHERE published_at IS NULL;
-CREATE INDEX IF NOT EXISTS alert_log_alert ON alert_log(alert_id);
-CREATE TABLE IF NOT EXISTS dead_letters (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    received_at REAL NOT NULL,
-    origin TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    payload BLOB NOT NULL
-);
-"""
 
 
 @dataclass(frozen=True)
@@ -78,7 +35,10 @@ class DeadLetterRow:
     origin: str
     reason: str
     size: int
-    payload: bytes
+    payload: bytes  # an excerpt (the first bytes) when size is larger
+    sha256: str | None = None  # None in rows written before the hash was kept
+    device: str | None = None
+    count: int = 1  # dead letters this row stands for (> 1: a budget summary)
 
 
 class SqliteStore:
@@ -88,7 +48,9 @@ class SqliteStore:
         self,
         path: str | Path,
         *,
-        dead_letter_max_bytes: int = 65_536,
+        dead_letter_max_bytes: int = 512,
+        dead_letter_budget: int = 50,
+        dead_letter_window_s: float = 600.0,
         busy_timeout_s: float = 2.0,
         read_only: bool = False,
         signing_key: Ed25519PrivateKey | None = None,
@@ -100,6 +62,7 @@ class SqliteStore:
         self.path = str(path)
         self.signing_key = signing_key
         self.dead_letter_max_bytes = dead_letter_max_bytes
+        self.budget = DeadLetterBudget(dead_letter_budget, dead_letter_window_s)
         self.busy_timeout_s = busy_timeout_s
         self.read_only = read_only
         try:
@@ -110,8 +73,10 @@ class SqliteStore:
                 create_private(Path(self.path))
             self._db = self._connect()
             if not read_only:
-                self._db.executescript(_SCHEMA + ledger.SCHEMA)
+                self._db.executescript(SCHEMA + ledger.SCHEMA)
             self._check_version()
+            if not read_only:
+                self._add_columns()
             self.head = ledger.read_head(self._db)
             self._mark = signing.read_mark(self._db, self.head)
         except (sqlite3.Error, OSError) as e:
@@ -190,6 +155,12 @@ class SqliteStore:
         if self.signing_key is not None:
             signing.store_signed(self._db, mark, self.signing_key)
 
+    def _add_columns(self) -> None:
+        for table, column, decl in ADDED:
+            have = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+
     # -- writing -----------------------------------------------------------------------
     def commit(
         self,
@@ -207,7 +178,10 @@ class SqliteStore:
         StoreError when nothing was written (the caller keeps everything and retries)."""
         now = time.time() if now is None else now
         out: list[OutboxItem] = []
+        plan = self.budget.plan(dead, now)
+        dead = plan.rows
         if not alerts and not dead and not steps:
+            self.budget.apply(plan)
             return out
         db = self._db
         payloads = [encode_alert(a) for a in alerts]
@@ -254,15 +228,7 @@ class SqliteStore:
                 )  # fmt: skip
                 self._sign(mark)
             if dead:
-                db.executemany(
-                    "INSERT INTO dead_letters(received_at, origin, reason, size, payload)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    [
-                        (now, d.origin, d.reason, len(d.payload),
-                         d.payload[: self.dead_letter_max_bytes])
-                        for d in dead
-                    ],
-                )  # fmt: skip
+                self._insert_dead(dead, now)
             db.execute("COMMIT")
         except sqlite3.Error as e:
             expected = LedgerWriter.after(rows, self.head)
@@ -270,11 +236,38 @@ class SqliteStore:
             if rows and self.head == expected:
                 # COMMIT failed after the data was durable: it is in; the outbox
                 # flush publishes its alerts.
+                self.budget.apply(plan)
                 return []
             self._fail("write failed", e)
         if rows:
             self.head, self._mark = LedgerWriter.after(rows, self.head), mark
+        self.budget.apply(plan)
         return out
+
+    def _insert_dead(self, dead: Sequence[DeadLetter], now: float) -> None:
+        self._db.executemany(
+            "INSERT INTO dead_letters(received_at, origin, reason, size, payload, sha256,"
+            " device, count) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (now, d.origin, d.reason, d.size, d.payload[: self.dead_letter_max_bytes],
+                 d.sha256 or None, d.device, d.count)
+                for d in dead
+            ],
+        )  # fmt: skip
+
+    def flush_dead_letters(self, now: float | None = None) -> None:
+        """Write the summaries of dead letters held over budget (on close; best effort)."""
+        now = time.time() if now is None else now
+        rows = self.budget.drain(now)
+        if not rows:
+            return
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._insert_dead(rows, now)
+            self._db.execute("COMMIT")
+        except sqlite3.Error as e:
+            self._after_failure()
+            self._fail("cannot write the dead-letter summaries", e)
 
     def missing(self, alerts: Sequence[Alert]) -> list[Alert]:
         """The alert records not already in the log, byte for byte (restart recovery
@@ -334,7 +327,9 @@ class SqliteStore:
     def prune(self, before: float, chunk: int = 50_000) -> int:
         """Retention: delete ledger rows from the front whose step ran before `before`
         (engine clock), never past the newest snapshot (recovery starts there). The last
-        deleted row becomes the chain's anchor. Returns rows deleted (one chunk at most)."""
+        deleted row becomes the chain's anchor. Closed alerts whose records were all
+        written before the anchor's step (and published) leave alert_log and alerts with
+        it. Returns ledger rows deleted (one chunk at most)."""
         with self._reading("the evidence ledger") as db:
             snap = db.execute("SELECT MAX(n) FROM snapshots").fetchone()[0]
             if snap is None:
@@ -363,6 +358,7 @@ class SqliteStore:
             mark = LedgerWriter(head).prune_row(anchor, aseq)
             db.execute(ledger.INSERT, mark)
             cur = db.execute("DELETE FROM ledger WHERE n <= ?", (limit,))
+            _prune_alerts(db, aseq)
             db.executemany(
                 "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
                 [("anchor_n", str(n)), ("anchor_step", str(step)),
@@ -378,6 +374,19 @@ class SqliteStore:
             self._after_failure()
             self._fail("retention failed", e)
         self.head, self._mark = LedgerWriter.after([mark], head), cp
+        return int(cur.rowcount)
+
+    def prune_dead_letters(self, before: float, chunk: int = 50_000) -> int:
+        """Retention: delete dead letters received before `before` (one chunk at most)."""
+        try:
+            cur = self._db.execute(
+                "DELETE FROM dead_letters WHERE seq IN (SELECT seq FROM dead_letters"
+                " WHERE received_at < ? ORDER BY seq LIMIT ?)",
+                (before, chunk),
+            )
+        except sqlite3.Error as e:
+            self._after_failure()
+            self._fail("dead-letter retention failed", e)
         return int(cur.rowcount)
 
     def verify(self) -> VerifyReport:
@@ -419,18 +428,21 @@ class SqliteStore:
 
     def dead_letters(self, limit: int | None = None) -> list[DeadLetterRow]:
         sql = (
-            "SELECT seq, received_at, origin, reason, size, payload FROM dead_letters ORDER BY seq"
+            "SELECT seq, received_at, origin, reason, size, payload, sha256, device, count"
+            " FROM dead_letters ORDER BY seq"
         )
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         with self._reading("the dead letters") as db:
             rows = db.execute(sql).fetchall()
         return [
-            DeadLetterRow(int(a), float(b), str(c), str(d), int(e), bytes(f))
-            for a, b, c, d, e, f in rows
+            DeadLetterRow(int(a), float(b), str(c), str(d), int(e), bytes(f), g, h, int(i))
+            for a, b, c, d, e, f, g, h, i in rows
         ]
 
     def close(self) -> None:
+        with contextlib.suppress(StoreError):
+            self.flush_dead_letters()
         with contextlib.suppress(sqlite3.Error):
             self._db.close()
 
@@ -441,36 +453,17 @@ class SqliteStore:
         self.close()
 
 
-# What a user can do about a storage error, by the words of its message.
-_ADVICE = (
-    (("locked", "busy"), "another process holds a lock on it (a second engine, a backup, a"
-     " sqlite3 shell): stop it or let it finish"),
-    (("full", "too large", "quota", "no space"), "free space on its disk, or raise the"
-     " file size limit or quota"),
-    (("readonly", "read-only", "permission", "unable to open"), "make the file and its"
-     " folder readable and writable by this user"),
-    (("malformed", "not a database", "encrypted"), "the file is damaged or not a tagwatch"
-     " store: move it aside or restore a backup"),
-    (("i/o",), "the disk reported an I/O error: check it (dmesg, smartctl)"),
-    (("not a directory", "no such file"), "check the path: its folder must exist or be"
-     " creatable by this user"),
-)  # fmt: skip
-
-
-def create_private(path: Path) -> None:
-    """Create `path` empty with mode 0600 if it does not exist: the store holds victims'
-    phone positions. SQLite gives its -wal and -shm files the database file's mode."""
-    with contextlib.suppress(FileExistsError):
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-
-
-def advice(e: BaseException) -> str:
-    """' (what to do)' for a storage error whose cause is recognised, else ''."""
-    text = str(e).lower()
-    for words, what in _ADVICE:
-        if any(w in text for w in words):
-            return f" ({what})"
-    return ""
+def _prune_alerts(db: sqlite3.Connection, upto_seq: int) -> None:
+    """Closed alerts whose every record's ledger row went with retention (alert_log seq up
+    to `upto_seq`) and was published: recovery never decides them again, so they go too.
+    By seq, not time, so `audit verify` (which checks the log against the ledger above the
+    anchor's alert seq) never finds a log row missing."""
+    old = (
+        "SELECT id FROM alerts WHERE state = 'closed' AND id NOT IN"
+        " (SELECT alert_id FROM alert_log WHERE seq > ? OR published_at IS NULL)"
+    )
+    db.execute(f"DELETE FROM alert_log WHERE alert_id IN ({old})", (upto_seq,))
+    db.execute(f"DELETE FROM alerts WHERE id IN ({old})", (upto_seq,))
 
 
 def _evidence_json(a: Alert) -> str:

@@ -30,7 +30,17 @@ from engine.wire.fastpath import (
     fast_unsafe,
     new_fix,
 )
-from engine.wire.reasons import Rejected, Result, as_bytes, dead, kind, show, show_topic, too_big
+from engine.wire.reasons import (
+    NonFinite,
+    Rejected,
+    Result,
+    as_bytes,
+    dead,
+    kind,
+    show,
+    show_topic,
+    too_big,
+)
 from engine.wire.records import DeadLetter, Record
 from engine.wire.replayline import read_replay_line
 from engine.wire.topics import parse_input
@@ -156,9 +166,8 @@ def _fixes(topic: str, payload: bytes, tag: str, limits: Limits) -> Result:
             try:
                 good.append(validate_fix(el, tag, "fix"))
             except Rejected as bad:
-                dead_.append(
-                    DeadLetter(topic, _element_json(el, payload), f"fixes[{i}]: {bad.reason}")
-                )
+                reason = f"fixes[{i}]: {bad.reason}"
+                dead_.append(DeadLetter(topic, _element_json(el), reason, device=tag))
         return good, dead_
 
     try:
@@ -171,12 +180,19 @@ def _batch_too_long(n: int, limits: Limits) -> str:
     return f"batch of {n} fixes exceeds the {limits.max_batch}-fix limit"
 
 
-def _element_json(el: Any, payload: bytes) -> bytes:
-    """The batch element's own JSON for its dead letter, or the whole payload if not encodable."""
+def _element_json(el: Any) -> bytes:
+    """The batch element's own JSON for its dead letter (never the whole payload: a batch of
+    2,000 bad elements stored it 2,000 times). Non-finite numbers are written as they came."""
     try:
-        return msgspec.json.encode(el)
+        return msgspec.json.encode(el, enc_hook=_raw_nonfinite)
     except Exception:
-        return payload
+        return show(el).encode("utf-8", "backslashreplace")
+
+
+def _raw_nonfinite(v: Any) -> Any:
+    if isinstance(v, NonFinite):
+        return msgspec.Raw(v.text.encode("utf-8", "backslashreplace"))
+    raise TypeError(f"cannot encode {type(v).__name__}")
 
 
 def _owntracks(topic: str, payload: bytes, device: str) -> Result:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Literal
 
@@ -59,13 +60,33 @@ class EventRecord:
 Record = FixRecord | EventRecord
 
 
+# A dead letter keeps at most this much of what it rejected, with the full size and hash:
+# a hostile payload stored whole (once per bad element of a /fixes batch) filled the disk.
+EXCERPT_BYTES = 512
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """Input that could not be accepted, kept with the reason so nothing disappears."""
+    """Input that could not be accepted, kept with the reason so nothing disappears.
+
+    Built from the whole rejected input, it keeps a bounded excerpt (the first
+    EXCERPT_BYTES bytes) with the input's full `size` and SHA-256 (hex); built with a
+    `size` (a summary, a stored row) it is taken as given."""
 
     origin: str  # MQTT topic, or "FILE:LINE" for replay
-    payload: bytes
+    payload: bytes  # the first EXCERPT_BYTES bytes of what was rejected
     reason: str
+    size: int = -1  # bytes rejected; -1 when built: computed from `payload`
+    sha256: str = ""  # hex SHA-256 of everything rejected
+    device: str | None = None  # the device it came from, when known
+    count: int = 1  # dead letters this one stands for (> 1: a summary)
+
+    def __post_init__(self) -> None:
+        if self.size < 0:
+            whole = self.payload
+            object.__setattr__(self, "size", len(whole))
+            object.__setattr__(self, "sha256", hashlib.sha256(whole).hexdigest())
+            object.__setattr__(self, "payload", whole[:EXCERPT_BYTES])
 
 
 EVENT_CODE = {name: i + 1 for i, name in enumerate(sorted(EVENT_NAMES))}
