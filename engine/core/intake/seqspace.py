@@ -7,8 +7,9 @@ when its counter wraps. A new seq space starts at a record that
 * carries a `boot` the tag has not sent before (a record of a boot already seen goes
   back into that boot's space), or
 * (no `boot`, or the same one) falls back far (at least `drop` below the space's
-  highest seq, or to 0 or 1) while its event time is later than every record of the
-  space: only a restart or a wrap explains a newer fix with a much smaller seq.
+  highest seq, or to 0 or 1, even from 1: a tag in a reboot loop) while its event time is
+  later than every record of the space: only a restart or a wrap explains a newer fix
+  with a much smaller seq (a resent record has the same time: a true duplicate).
 
 The first record of a new space continues the effective seq exactly where the tag's
 highest effective seq left off, so the reorderer sees no gap and dedupe no repeat; a
@@ -71,7 +72,7 @@ def _map_kernel(
             return i  # another boot
         elif b < 0 and spaces[s] > 1 and v < t0[s]:
             return i  # maybe from before the restart
-        elif v > tmax[s] and q < hi[s] and (hi[s] - q >= drop or q <= 1):
+        elif v > tmax[s] and q <= hi[s] and (hi[s] - q >= drop or q <= 1):
             return i  # fell back far while time moved on: a restart or a wrap
         else:
             if q > hi[s]:
@@ -164,8 +165,9 @@ class SeqSpaces:
                 return self._into(s, known[-1], q)
             return self._new_space(s, sl, q, v, b)
         if b < 0 and v < self.t0[s] and int(self.spaces[s]) > 1:
-            i0 = [sp.t0 for sp in sl.spaces]
-            return self._into(s, sl.spaces[max(0, bisect_right(i0, v) - 1)], q)
+            # the latest space begun by then (a boot change need not move time on)
+            before = [sp for sp in sl.spaces if sp.t0 <= v] or sl.spaces[:1]
+            return self._into(s, before[-1], q)
         return self._new_space(s, sl, q, v, b)
 
     def _into(self, s: int, sp: _Space, q: int) -> int:
