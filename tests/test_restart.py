@@ -5,16 +5,19 @@ unique and evidence cites the right record."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from engine.cli.main import main
 from engine.replay import ReplaySummary, replay
 from engine.wire.alerts import Alert, decode_alert
-from tests.helpers import fix, write_world
+from tests.helpers import AlertCollector, EngineProcess, fix, publish, wait_online, write_world
 from zones.load import load
 
 T0 = 1_790_000_000.0
@@ -88,3 +91,52 @@ def test_counter_that_wraps(tmp_path: Path) -> None:
     summary, alerts = _run(tmp_path, lines)
     assert summary.duplicates == 0 and summary.fixes == 126
     assert _breaches(alerts)
+
+
+def _cited(db: Path, aid: str, capsys: Any) -> list[dict[str, Any]]:
+    """The records `tagwatch audit alert` prints as an alert's evidence."""
+    capsys.readouterr()
+    assert main(["audit", "alert", "--db", str(db), aid]) == 0
+    got = []
+    for line in capsys.readouterr().out.splitlines():
+        if line.strip().startswith("evidence "):
+            assert ": row " in line, line
+            got.append(json.loads(line.split(": ", 2)[2]))
+    return got
+
+
+@pytest.mark.mqtt
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("boot", [False, True])
+def test_serve_reboot_alert_ids_and_audit_cite_the_right_boot(
+    mosquitto: Any, tmp_path: Path, capsys: Any, boot: bool
+) -> None:
+    """Live, through mosquitto: the same seqs inside the zone in two boots give two
+    alerts, and `tagwatch audit alert` cites each one's own records (their times say)."""
+    t0 = time.time() - 4 * 3600.0
+    b0, b1 = ({"boot": 0}, {"boot": 1}) if boot else ({}, {})
+    lines = _outside(50, 1, t0, **b0) + _inside(30, 51, t0 + 3000, **b0)
+    lines += _outside(20, 81, t0 + 4800, **b0) + _outside(50, 1, t0 + 6000, **b1)
+    lines += _inside(30, 51, t0 + 9000, **b1)
+    topic = "tagwatch/v1/tags/T1/fixes"
+    msgs = [(topic, json.dumps(lines[i : i + 20]).encode()) for i in range(0, len(lines), 20)]
+    zones, subjects = write_world(tmp_path)
+    db = tmp_path / "tw.db"
+
+    def two(alerts: list[Alert]) -> bool:
+        return len({a.id for a in _breaches(alerts)}) >= 2
+
+    async def scenario() -> list[Alert]:
+        async with AlertCollector(mosquitto.host, mosquitto.port) as col:
+            await wait_online(mosquitto.host, mosquitto.port)
+            await publish(mosquitto.host, mosquitto.port, msgs)
+            return await col.wait_for(two)
+
+    with EngineProcess(mosquitto.host, mosquitto.port, zones, subjects, db) as eng:
+        alerts = asyncio.run(scenario())
+        assert eng.stop() == 0, eng.log_text()
+    first = {a.id: a for a in reversed(_breaches(alerts))}  # each id's first open record
+    assert len(first) == 2
+    for a, lo in zip(sorted(first.values(), key=lambda a: a.opened_t), (3000, 9000), strict=True):
+        cited = _cited(db, a.id, capsys)
+        assert cited and all(t0 + lo <= r["t"] < t0 + lo + 1800 for r in cited), (a.evidence, cited)
