@@ -140,3 +140,53 @@ def test_serve_reboot_alert_ids_and_audit_cite_the_right_boot(
     for a, lo in zip(sorted(first.values(), key=lambda a: a.opened_t), (3000, 9000), strict=True):
         cited = _cited(db, a.id, capsys)
         assert cited and all(t0 + lo <= r["t"] < t0 + lo + 1800 for r in cited), (a.evidence, cited)
+
+
+@pytest.mark.mqtt
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("before", [100, 1100])
+def test_serve_reboot_inside_the_zone_raises_the_breach_as_replay_does(
+    mosquitto: Any, tmp_path: Path, before: int
+) -> None:
+    """Live: seq back to 1 after `before` records, then inside the zone: the breach is
+    raised, with the id replay gives the same records."""
+    t0 = time.time() - (before + 130) * 60.0
+    lines = _outside(before, 1, t0) + _inside(120, 1, t0 + 60 * before)
+    topic = "tagwatch/v1/tags/T1/fixes"
+    msgs = [(topic, json.dumps(lines[i : i + 100]).encode()) for i in range(0, len(lines), 100)]
+    zones, subjects = write_world(tmp_path)
+
+    async def scenario() -> list[Alert]:
+        async with AlertCollector(mosquitto.host, mosquitto.port) as col:
+            await wait_online(mosquitto.host, mosquitto.port)
+            await publish(mosquitto.host, mosquitto.port, msgs)
+            return await col.wait_for(lambda a: any(x.confidence >= 0.99 for x in _breaches(a)))
+
+    with EngineProcess(mosquitto.host, mosquitto.port, zones, subjects, tmp_path / "tw.db") as eng:
+        live = _breaches(asyncio.run(scenario()))
+        assert eng.stop() == 0, eng.log_text()
+    summary, replayed = _run(tmp_path, lines)
+    assert summary.duplicates == 0
+    assert live[0].opened_t <= t0 + 60 * before + 300
+    assert [(a.id, a.evidence[:1]) for a in live[:1]] == [
+        (a.id, a.evidence[:1]) for a in _breaches(replayed)[:1]
+    ]
+    assert live[0].evidence[0] == ("T1", 1, 1)  # seq 1 of the second seq space
+
+
+@pytest.mark.parametrize("boot", [False, True])
+def test_a_restart_is_a_line_in_the_tags_health(tmp_path: Path, boot: bool) -> None:
+    """One small `device_restart` record pair (low, opened and closed at the restart),
+    citing the first record of the new seq space; none without a restart."""
+    b0, b1 = ({"boot": 7}, {"boot": 8}) if boot else ({}, {})
+    lines = _outside(300, **b0) + _outside(10, 1, T0 + 18_000, **b1)
+    _, alerts = _run(tmp_path, lines)
+    got = [a for a in alerts if a.kind == "device_restart"]
+    assert [a.state for a in got] == ["open", "closed"], got
+    a = got[0]
+    assert a.severity == "low" and a.tag == "T1" and a.subject == "S1"
+    assert a.opened_t == got[1].closed_t == T0 + 18_000 and got[1].id == a.id
+    assert a.evidence == [("T1", 1, 8 if boot else 1)]
+    assert a.detail == {"seq": 1, "after_seq": 300, **({"boot": 8} if boot else {})}
+    _, plain = _run(tmp_path, _outside(300))
+    assert not [a for a in plain if a.kind == "device_restart"]

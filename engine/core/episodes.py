@@ -40,6 +40,7 @@ class TrackerKind(IntEnum):
     SILENT = 8  # idx: tag slot
     NO_LOCATION = 9  # idx: tag slot
     BATTERY = 10  # idx: tag slot
+    RESTART = 11  # the tag restarted (a new seq space); idx: tag slot
 
 
 class TrackerKey(NamedTuple):

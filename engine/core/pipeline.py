@@ -180,6 +180,10 @@ class Pipeline:
             arr["seq"][tags] = self.spaces.map(
                 arr["slot"][tags], arr["seq"][tags], arr["t"][tags], boot[tags]
             )
+        if self.spaces.restarted:
+            for r in self.spaces.restarted:
+                self.health.restarted(*r)
+            self.spaces.restarted.clear()
         keep = self.dedupe.filter(arr["slot"], arr["seq"])
         res.duplicates += int(n - keep.sum())
         return arr[keep]

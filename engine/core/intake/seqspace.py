@@ -118,7 +118,9 @@ class SeqSpaces:
         self.top = np.full(n_slots, -1, dtype=np.int64)
         self._past: dict[int, _Slot] = {}  # only slots that restarted
         self.restarts = 0
-        self.restarted: list[tuple[int, float, int, int]] = []  # (slot, t, old hi, seq)
+        # (slot, t, effective seq, seq, the space's highest seq before, boot or -1): each
+        # restart recognised, until the pipeline takes them
+        self.restarted: list[tuple[int, float, int, int, int, int]] = []
 
     def map(self, slot: np.ndarray, seq: np.ndarray, t: np.ndarray, boot: np.ndarray) -> np.ndarray:
         """Effective seqs for rows in arrival order (boot -1: the row has none)."""
@@ -181,7 +183,7 @@ class SeqSpaces:
         base = e - q
         sl.spaces.append(_Space(e, base, v, b, int(self.spaces[s])))
         self.restarts += 1
-        self.restarted.append((s, v, int(self.hi[s]), q))
+        self.restarted.append((s, v, e, q, int(self.hi[s]), b))
         self.base[s] = base
         self.hi[s] = q
         self.tmax[s] = v
