@@ -181,8 +181,8 @@ class Pipeline:
                 arr["slot"][tags], arr["seq"][tags], arr["t"][tags], boot[tags]
             )
         if self.spaces.restarted:
-            for r in self.spaces.restarted:
-                self.health.restarted(*r)
+            for restart in self.spaces.restarted:
+                self.health.restarted(*restart)
             self.spaces.restarted.clear()
         keep = self.dedupe.filter(arr["slot"], arr["seq"])
         res.duplicates += int(n - keep.sum())
