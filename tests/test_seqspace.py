@@ -81,7 +81,11 @@ rows_st = st.lists(
 def test_matches_oracle_across_batches(batches: list[list[Row]], drop: int) -> None:
     sp, naive = SeqSpaces(3, drop), NaiveSpaces(drop)
     for b in batches:
-        assert run(sp, b) == [naive.one(*r) for r in b]
+        order = sorted(range(len(b)), key=lambda i: b[i][2])  # event-time order, stable
+        want = [0] * len(b)
+        for i in order:
+            want[i] = naive.one(*b[i])
+        assert run(sp, b) == want
     for s, spaces in naive.sp.items():
         assert int(sp.spaces[s]) == len(spaces)
         for x in spaces:  # every space's first record cites what the device sent
@@ -150,6 +154,14 @@ def test_named_cases() -> None:
     # a boot change starts a new space at once; a late record of the old boot goes back
     assert run(sp, [(1, 0, 20.0, 3), (1, 499, 5.0, -1)]) == [501, 499]
     assert run(sp, [(1, 1, 30.0, 3)]) == [502]
+
+
+def test_a_shuffled_batch_across_a_reboot_starts_the_space_at_its_first_record() -> None:
+    sp = SeqSpaces(1, 64)
+    run(sp, [(0, q, 60.0 * q, -1) for q in range(1, 301)])
+    after = [(0, q, 20_000.0 + 60 * q, -1) for q in range(1, 11)]
+    got = run(sp, [after[6], after[2], after[0], after[9], *after[1:9]])
+    assert sorted(set(got)) == list(range(301, 311)) and sp.restarts == 1
 
 
 def test_citer_without_restarts_is_unchanged() -> None:

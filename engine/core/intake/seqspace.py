@@ -123,23 +123,30 @@ class SeqSpaces:
         self.restarted: list[tuple[int, float, int, int, int, int]] = []
 
     def map(self, slot: np.ndarray, seq: np.ndarray, t: np.ndarray, boot: np.ndarray) -> np.ndarray:
-        """Effective seqs for rows in arrival order (boot -1: the row has none)."""
+        """Effective seqs for a batch of rows (boot -1: the row has none). The rows are
+        taken in event-time order (stable: ties in arrival order), so a store-and-forward
+        batch that straddles a restart, shuffled, still starts the new space at its first
+        record; without restarts the result does not depend on the order."""
         n = slot.shape[0]
-        out = np.empty(n, dtype=np.int64)
+        t = np.ascontiguousarray(t, dtype=np.float64)
+        order = np.argsort(t, kind="stable")
         args = (
-            np.ascontiguousarray(slot, dtype=np.int64),
-            np.ascontiguousarray(seq, dtype=np.int64),
-            np.ascontiguousarray(t, dtype=np.float64),
-            np.ascontiguousarray(boot, dtype=np.int64),
+            np.ascontiguousarray(np.asarray(slot)[order], dtype=np.int64),
+            np.ascontiguousarray(np.asarray(seq)[order], dtype=np.int64),
+            t[order],
+            np.ascontiguousarray(np.asarray(boot)[order], dtype=np.int64),
         )
+        got = np.empty(n, dtype=np.int64)
         i = 0
         while i < n:
             i = _map_kernel(*args, i, self.drop, self.base, self.hi, self.tmax, self.t0,
-                            self.cur_boot, self.spaces, self.top, out)  # fmt: skip
+                            self.cur_boot, self.spaces, self.top, got)  # fmt: skip
             if i < n:
-                out[i] = self._special(int(args[0][i]), int(args[1][i]), float(args[2][i]),
+                got[i] = self._special(int(args[0][i]), int(args[1][i]), float(args[2][i]),
                                        int(args[3][i]))  # fmt: skip
                 i += 1
+        out = np.empty(n, dtype=np.int64)
+        out[order] = got
         return out
 
     def cite(self, slot: int, eseq: int) -> tuple[int, int | None]:
