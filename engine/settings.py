@@ -25,6 +25,10 @@ class Settings:
     queue_max: int = 50_000
     # Per-tag (tag, seq) duplicate window held in memory, in sequence numbers
     dedupe_window: int = 1024
+    # Device restarts (engine/core/intake/seqspace.py): a tag's seq that falls back at least
+    # this far below its highest (or to 0 or 1) while its event time moves past its latest
+    # starts a new seq space (a reboot or a counter that wrapped); so does a new `boot`
+    restart_seq_drop: int = 64
     # Per-tag ordering: records behind a seq gap wait for it to fill, but at most this many
     # records, this much event time, or (live) this much wall time; what fills a gap
     # after that is late and is still decided, with raised_t telling when

@@ -170,6 +170,29 @@ def test_replay_fix_and_event_lines() -> None:
     assert decode_replay_line(line, "f.jsonl:3") == ([EventRecord("T7", 5, T0, "battery", 3)], [])
 
 
+def test_boot_counter_on_fixes_events_and_replay_lines() -> None:
+    """The contract's optional `boot` (int >= 0): decoded on both paths, kept in records,
+    written back by the ledger's replay-line encoder and in a refused record's JSON."""
+    from engine.wire.records import record_json
+    from engine.wire.replayline import encode_record
+
+    want = FixRecord("T1", 41, T0, 51.5074, -0.1278, 8.5, 87, "gps", 3)
+    assert decode_message(FIX_T, fix(boot=3)) == ([want], [])
+    assert decode_message(FIXES_T, b"[" + fix(boot=3) + b"]") == ([want], [])
+    assert slow_decode(fix(boot=3), lambda o: validate_fix(o, "T1", "fix")) == want
+    ev = enc({"seq": 5, "t": T0, "event": "power_on", "boot": 0})
+    assert decode_message(EVENT_T, ev) == ([EventRecord("T1", 5, T0, "power_on", None, 0)], [])
+    for r in (want, EventRecord("T1", 5, T0, "power_on", None, 0)):
+        assert decode_replay_line(encode_record(r), "x") == ([r], [])
+    assert json.loads(record_json(want))["boot"] == 3
+    plain = FixRecord("T1", 41, T0, 51.5074, -0.1278, 8.5)
+    assert b"boot" not in encode_record(plain) and b"boot" not in record_json(plain)
+    assert json.loads(record_json(plain))["acc"] == 8.5
+    for bad in (-1, 1.5, "2", True):
+        d = one_dead(FIX_T, fix(boot=bad))
+        assert "fix.boot" in d.reason, d.reason
+
+
 @pytest.mark.parametrize("line", [b"", b"\n", b"   \r\n", b"\t \n"])
 def test_replay_blank_lines(line: bytes) -> None:
     assert decode_replay_line(line, "f:1") == ([], [])

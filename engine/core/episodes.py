@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, NamedTuple
 
-from engine.wire.alerts import Alert, Severity, alert_id
+from engine.wire.alerts import Alert, Evidence, Severity, alert_id
 
 # A phone's "accuracy" is the 68% radius of a 2-D normal error: r68 = sigma * sqrt(-2 ln 0.32)
 R68_PER_SIGMA = math.sqrt(-2.0 * math.log(0.32))
@@ -39,6 +40,7 @@ class TrackerKind(IntEnum):
     SILENT = 8  # idx: tag slot
     NO_LOCATION = 9  # idx: tag slot
     BATTERY = 10  # idx: tag slot
+    RESTART = 11  # the tag restarted (a new seq space); idx: tag slot
 
 
 class TrackerKey(NamedTuple):
@@ -61,7 +63,7 @@ class Episode:
     confidence: float
     opened_t: float
     raised_t: float
-    evidence: list[tuple[str, int]] = field(default_factory=list)
+    evidence: list[Evidence] = field(default_factory=list)
     detail: dict[str, Any] | None = None
 
     def record(self, state: str = "open", closed_t: float | None = None) -> Alert:
@@ -98,6 +100,8 @@ class EpisodeBook:
         self.out: list[Alert] = []
         # Set while held evidence is applied late: raised_t is when the engine decided
         self.decided_at: float | None = None
+        # (tag, seq) -> what evidence cites (the pipeline's seq spaces: boot, restarts)
+        self.cite: Callable[[str, int], Evidence] = _plain_cite
 
     def get(self, key: TrackerKey, kind: str) -> Episode | None:
         return self.open.get((key, kind))
@@ -117,8 +121,9 @@ class EpisodeBook:
         raised_t: float | None = None,
         detail: dict[str, Any] | None = None,
     ) -> Episode:
+        first = self.cite(tag, seq)
         ep = Episode(
-            id=alert_id(subject, zone, kind, (tag, seq)),
+            id=alert_id(subject, zone, kind, first),
             kind=kind,
             subject=subject,
             tag=tag,
@@ -130,7 +135,7 @@ class EpisodeBook:
                 t if raised_t is None else raised_t,
                 -math.inf if self.decided_at is None else self.decided_at,
             ),
-            evidence=[(tag, seq)],
+            evidence=[first],
             detail=detail,
         )
         self.open[(key, kind)] = ep
@@ -144,7 +149,7 @@ class EpisodeBook:
 
     def add_evidence(self, ep: Episode, tag: str, seq: int, confidence: float) -> None:
         if len(ep.evidence) < self.evidence_max:
-            ep.evidence.append((tag, seq))
+            ep.evidence.append(self.cite(tag, seq))
         ep.confidence = max(ep.confidence, confidence)
 
     def republish(self, ep: Episode, raised_t: float) -> None:
@@ -172,3 +177,7 @@ class EpisodeBook:
     def drain(self) -> list[Alert]:
         out, self.out = self.out, []
         return out
+
+
+def _plain_cite(tag: str, seq: int) -> Evidence:
+    return (tag, seq)

@@ -20,6 +20,7 @@ from engine.core.history import FixHistory
 from engine.core.intake.admission import Admission
 from engine.core.intake.dedupe import SeqDeduper
 from engine.core.intake.ordering import Released, Reorderer
+from engine.core.intake.seqspace import Citer, SeqSpaces
 from engine.core.measure import Measure, Step
 from engine.core.outliers import Outliers
 from engine.core.registry import Registry
@@ -71,11 +72,13 @@ class Pipeline:
         self.registry = reg = Registry(zoneset, self.table.subject_ids)
         n = reg.n_slots
         self.admission = Admission(reg, st)  # time and rate limits per record
+        self.spaces = SeqSpaces(n, st.restart_seq_drop)  # device restarts: seq spaces
         self.dedupe = SeqDeduper(n, st.dedupe_window)
         ordered = np.arange(n) < reg.n_tags  # phones' seq is a timestamp
         self.reorder = Reorderer(ordered, hold_max=st.hold_max, hold_s=st.hold_s)
         self.schedules = Schedules(zoneset, self.table)
         self.book = EpisodeBook(st.evidence_max, watch=FAST_KINDS)
+        self.book.cite = Citer(reg.slot, self.spaces)
         self.trackers = Trackers(self.book, st, len(self.table.zone_ids))
         self.history = FixHistory(n)
         self.fences = Fences(self.table, reg, st, self.schedules, self.trackers)
@@ -146,6 +149,7 @@ class Pipeline:
         n = 0
         nan = math.nan
         rows: list[int] = []  # index in `records` of each row
+        boot = np.full(len(records), -1, dtype=np.int64)
         for i, r in enumerate(records):
             s = reg.slot(r.device)
             if s < 0:
@@ -153,20 +157,34 @@ class Pipeline:
                 continue
             rows.append(i)
             batt = -1 if r.batt is None else r.batt
+            if r.boot is not None:
+                boot[n] = r.boot
             if isinstance(r, FixRecord):
                 arr[n] = (s, r.seq, r.t, r.lat, r.lon, r.acc, batt, SRC_CODE.get(r.src, 255), 0)
             else:
                 arr[n] = (s, r.seq, r.t, nan, nan, nan, batt, 255, EVENT_CODE.get(r.event, 255))
             n += 1
-        arr = arr[:n]
+        arr, boot = arr[:n], boot[:n]
         # Time and rate limits, before dedupe: a rejected record changes no state
         ok, why = self.admission.admit(arr, wall)
         if why:
             for k, reason in why:
                 r = records[rows[k]]
                 res.dead.append(DeadLetter(origin, record_json(r), reason, device=r.device))
-            arr = arr[ok]
+            arr, boot = arr[ok], boot[ok]
             n = arr.shape[0]
+        # A tag's seq spaces (boots, restarts) become one effective seq; phones' seq is time
+        tags = arr["slot"] < reg.n_tags
+        if tags.all():
+            arr["seq"] = self.spaces.map(arr["slot"], arr["seq"], arr["t"], boot)
+        elif tags.any():
+            arr["seq"][tags] = self.spaces.map(
+                arr["slot"][tags], arr["seq"][tags], arr["t"][tags], boot[tags]
+            )
+        if self.spaces.restarted:
+            for restart in self.spaces.restarted:
+                self.health.restarted(*restart)
+            self.spaces.restarted.clear()
         keep = self.dedupe.filter(arr["slot"], arr["seq"])
         res.duplicates += int(n - keep.sum())
         return arr[keep]

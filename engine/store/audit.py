@@ -16,8 +16,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
+import numpy as np
 
+from engine.core.intake.seqspace import SeqSpaces
 from engine.errors import StoreError, TagwatchError
+from engine.settings import Settings
 from engine.store.schema import advice
 from engine.store.signing import Checkpoint, load_public_key
 from engine.store.verify import verify
@@ -102,21 +105,70 @@ def cmd_alert(args: argparse.Namespace) -> int:
     ).fetchall()
     if not recs:
         raise TagwatchError(f"no alert {args.id} in the ledger of {args.db}")
-    seen: set[tuple[str, int]] = set()
+    seen: set[tuple[object, ...]] = set()
+    spaces: dict[str, dict[tuple[int, int], int]] = {}
     for n, body in recs:
         print(f"ledger row {n}: alert {bytes(body).decode()}")
-        for tag, seq in msgspec.json.decode(bytes(body)).get("evidence", []):
-            if (tag, seq) in seen:
+        for ev in msgspec.json.decode(bytes(body)).get("evidence", []):
+            if tuple(ev) in seen:
                 continue
-            seen.add((tag, seq))
-            row = db.execute(
-                "SELECT n, body FROM ledger WHERE device = ? AND seq = ? AND kind != 'alert'"
-                " ORDER BY n LIMIT 1",
-                (tag, seq),
-            ).fetchone()
+            seen.add(tuple(ev))
+            tag, seq = ev[0], ev[1]
+            boot = ev[2] if len(ev) > 2 else None
+            row = _evidence_row(db, tag, seq, boot, spaces)
             where = f"row {row[0]}: {bytes(row[1]).decode()}" if row else "not in the ledger"
-            print(f"  evidence {tag} #{seq}: {where}")
+            name = f"{tag} #{seq}" if boot is None else f"{tag} #{seq} boot {boot}"
+            print(f"  evidence {name}: {where}")
     return 0
+
+
+def _evidence_row(
+    db: sqlite3.Connection,
+    tag: str,
+    seq: int,
+    boot: int | None,
+    spaces: dict[str, dict[tuple[int, int], int]],
+) -> tuple[int, bytes] | None:
+    """The ledger row evidence (tag, seq[, boot]) cites: the first with that seq, or with a
+    boot, the first whose body carries that boot, else (a tag without a boot counter) the
+    first in that seq space, found by laying the tag's ledger records out in seq spaces
+    with the engine's rules (engine/core/intake/seqspace.py)."""
+    rows = db.execute(
+        "SELECT n, body FROM ledger WHERE device = ? AND seq = ? AND kind != 'alert' ORDER BY n",
+        (tag, seq),
+    ).fetchall()
+    if boot is None or not rows:
+        return (int(rows[0][0]), bytes(rows[0][1])) if rows else None
+    for n, body in rows:
+        if msgspec.json.decode(bytes(body)).get("boot") == boot:
+            return int(n), bytes(body)
+    if tag not in spaces:
+        spaces[tag] = _space_of_rows(db, tag)
+    for n, body in rows:
+        if spaces[tag].get((int(n), seq)) == boot:
+            return int(n), bytes(body)
+    return None
+
+
+def _space_of_rows(db: sqlite3.Connection, tag: str) -> dict[tuple[int, int], int]:
+    """(ledger row, seq) -> seq-space index for every fix and event of `tag`."""
+    recs = db.execute(
+        "SELECT n, seq, t, body FROM ledger WHERE device = ? AND kind != 'alert' ORDER BY n",
+        (tag,),
+    ).fetchall()
+    sp = SeqSpaces(1, Settings().restart_seq_drop)
+    boots = [msgspec.json.decode(bytes(r[3])).get("boot") for r in recs]
+    eseq = sp.map(
+        np.zeros(len(recs), dtype=np.int64),
+        np.array([r[1] for r in recs], dtype=np.int64),
+        np.array([r[2] for r in recs], dtype=np.float64),
+        np.array([-1 if b is None else b for b in boots], dtype=np.int64),
+    )
+    out = {}
+    for r, e in zip(recs, eseq.tolist(), strict=True):
+        b = sp.cite(0, e)[1]
+        out[(int(r[0]), int(r[1]))] = 0 if b is None else b
+    return out
 
 
 @_reading

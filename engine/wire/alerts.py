@@ -12,6 +12,11 @@ Severity = Literal["critical", "high", "medium", "low"]
 SEVERITY_RANK = {"critical": 0, "high": 1, "medium": 2, "low": 3}
 
 
+# One piece of evidence: (tag, seq), or (tag, seq, boot) where the tag sends a boot counter
+# or has restarted (see engine/core/intake/seqspace.py)
+Evidence = tuple[str | int, ...]
+
+
 class Alert(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """One lifecycle record of an alert. Field order is the wire order (contract table).
 
@@ -30,16 +35,17 @@ class Alert(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     opened_t: float
     raised_t: float
     closed_t: float | None
-    evidence: list[tuple[str, int]]
+    evidence: list[Evidence]
     detail: dict[str, Any] | None = None
 
 
-def alert_id(subject: str, zone: str | None, kind: str, first: tuple[str, int]) -> str:
+def alert_id(subject: str, zone: str | None, kind: str, first: Evidence) -> str:
     """Stable id from what the episode is: subject, zone, kind and its first evidence.
 
     Live, replay and a restarted engine see the same first (tag, seq) for an episode,
-    so they all give it the same id."""
-    key = f"{subject}\x1f{zone or ''}\x1f{kind}\x1f{first[0]}\x1f{first[1]}"
+    so they all give it the same id. The boot, where evidence has one, is part of the key:
+    the same seq in another seq space is another record."""
+    key = f"{subject}\x1f{zone or ''}\x1f{kind}" + "".join(f"\x1f{x}" for x in first)
     return hashlib.blake2b(key.encode(), digest_size=10).hexdigest()
 
 

@@ -31,6 +31,7 @@ class _In(msgspec.Struct, gc=False, forbid_unknown_fields=True):
     event: str | None = None
     tag: str | None = None
     type: str | None = None
+    boot: int | None = None
 
 
 class _OwnTracks(msgspec.Struct, gc=False):
@@ -69,8 +70,8 @@ DEC_OT = msgspec.json.Decoder(_OwnTracks)  # an OwnTracks payload (extra fields 
 # Frozen slotted dataclasses build slowly (object.__setattr__ per field): ~1 µs of a ~4 µs
 # decode. When the record classes are plain (expected fields, slots, no __post_init__), build
 # them by writing the slots directly; otherwise fall back to the normal constructor.
-_FIX_FIELDS = ("device", "seq", "t", "lat", "lon", "acc", "batt", "src")
-_EVENT_FIELDS = ("device", "seq", "t", "event", "batt")
+_FIX_FIELDS = ("device", "seq", "t", "lat", "lon", "acc", "batt", "src", "boot")
+_EVENT_FIELDS = ("device", "seq", "t", "event", "batt", "boot")
 
 
 def _plain(cls: type, names: tuple[str, ...]) -> bool:
@@ -83,8 +84,8 @@ def _plain(cls: type, names: tuple[str, ...]) -> bool:
 
 if _plain(FixRecord, _FIX_FIELDS) and _plain(EventRecord, _EVENT_FIELDS):
     _new = object.__new__
-    _fd, _fs, _ft, _fa, _fo, _fc, _fb, _fr = (vars(FixRecord)[n].__set__ for n in _FIX_FIELDS)
-    _ed, _es, _et, _ee, _eb = (vars(EventRecord)[n].__set__ for n in _EVENT_FIELDS)
+    _fd, _fs, _ft, _fa, _fo, _fc, _fb, _fr, _fx = (vars(FixRecord)[n].__set__ for n in _FIX_FIELDS)
+    _ed, _es, _et, _ee, _eb, _ex = (vars(EventRecord)[n].__set__ for n in _EVENT_FIELDS)
 
     def new_fix(
         device: str,
@@ -95,6 +96,7 @@ if _plain(FixRecord, _FIX_FIELDS) and _plain(EventRecord, _EVENT_FIELDS):
         acc: float,
         batt: int | None,
         src: str | None,
+        boot: int | None = None,
     ) -> FixRecord:
         r = _new(FixRecord)
         _fd(r, device)
@@ -105,15 +107,19 @@ if _plain(FixRecord, _FIX_FIELDS) and _plain(EventRecord, _EVENT_FIELDS):
         _fc(r, acc)
         _fb(r, batt)
         _fr(r, src)
+        _fx(r, boot)
         return r  # type: ignore[no-any-return]
 
-    def new_event(device: str, seq: int, t: float, event: str, batt: int | None) -> EventRecord:
+    def new_event(
+        device: str, seq: int, t: float, event: str, batt: int | None, boot: int | None = None
+    ) -> EventRecord:
         r = _new(EventRecord)
         _ed(r, device)
         _es(r, seq)
         _et(r, t)
         _ee(r, event)
         _eb(r, batt)
+        _ex(r, boot)
         return r  # type: ignore[no-any-return]
 
 else:  # pragma: no cover - records.py changed shape; stay correct, just slower
@@ -125,6 +131,9 @@ def _fast_seq_t(s: _In) -> tuple[int, float] | None:
     """The fast path's seq and event-time checks, shared by fixes and events."""
     seq, t = s.seq, s.t
     if seq is None or not 0 <= seq <= SEQ_MAX:
+        return None
+    boot = s.boot
+    if boot is not None and not 0 <= boot <= SEQ_MAX:
         return None
     if t.__class__ is str:
         try:
@@ -155,7 +164,7 @@ def fast_fix(s: _In, device: str) -> FixRecord | None:
         return None
     if s.tag is not None and s.tag != device:
         return None
-    return new_fix(device, seq, t, lat, lon, acc, batt, src)  # type: ignore[arg-type]
+    return new_fix(device, seq, t, lat, lon, acc, batt, src, s.boot)  # type: ignore[arg-type]
 
 
 def fast_event(s: _In, device: str) -> EventRecord | None:
@@ -174,4 +183,4 @@ def fast_event(s: _In, device: str) -> EventRecord | None:
         return None
     if s.tag is not None and s.tag != device:
         return None
-    return new_event(device, seq, t, event, batt)  # type: ignore[arg-type]
+    return new_event(device, seq, t, event, batt, s.boot)  # type: ignore[arg-type]

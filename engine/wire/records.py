@@ -44,6 +44,7 @@ class FixRecord:
     acc: float  # 68% horizontal radius, metres
     batt: int | None = None
     src: Source | None = None
+    boot: int | None = None  # the device's boot counter, when it sends one
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +56,7 @@ class EventRecord:
     t: float
     event: str
     batt: int | None = None
+    boot: int | None = None
 
 
 Record = FixRecord | EventRecord
@@ -110,5 +112,10 @@ FIX_DTYPE = np.dtype(
 
 def record_json(r: Record) -> bytes:
     """A decoded record as JSON, field for field: the dead letter's payload for a record
-    refused after decoding (unknown device, outside the time or rate limits)."""
-    return msgspec.json.encode(r)
+    refused after decoding (unknown device, outside the time or rate limits). `boot` (the
+    last field) only when the device sent one."""
+    b = msgspec.json.encode(r)
+    return b[: -len(_NO_BOOT)] + b"}" if r.boot is None else b
+
+
+_NO_BOOT = b',"boot":null}'

@@ -99,6 +99,7 @@ class _FixLine(msgspec.Struct, omit_defaults=True):
     acc: float
     batt: int | None = None
     src: str | None = None
+    boot: int | None = None
 
 
 class _EventLine(msgspec.Struct, omit_defaults=True):
@@ -108,6 +109,7 @@ class _EventLine(msgspec.Struct, omit_defaults=True):
     t: float
     event: str
     batt: int | None = None
+    boot: int | None = None
 
 
 _enc = msgspec.json.Encoder()
@@ -116,5 +118,7 @@ _enc = msgspec.json.Encoder()
 def encode_record(r: Record) -> bytes:
     """A record as a replay line (contract format): decode_replay_line gives it back."""
     if isinstance(r, FixRecord):
-        return _enc.encode(_FixLine(r.device, r.seq, r.t, r.lat, r.lon, r.acc, r.batt, r.src))
-    return _enc.encode(_EventLine(r.device, "event", r.seq, r.t, r.event, r.batt))
+        return _enc.encode(
+            _FixLine(r.device, r.seq, r.t, r.lat, r.lon, r.acc, r.batt, r.src, r.boot)
+        )
+    return _enc.encode(_EventLine(r.device, "event", r.seq, r.t, r.event, r.batt, r.boot))

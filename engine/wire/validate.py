@@ -83,6 +83,13 @@ def _batt(obj: dict[str, Any], where: str) -> int | None:
     return _int(v, f"{where}.batt", 0, 100, "an integer 0-100")
 
 
+def _boot(obj: dict[str, Any], where: str) -> int | None:
+    v = obj.get("boot")
+    if v is None:  # absent or null: a device without a boot counter
+        return None
+    return _int(v, f"{where}.boot", 0, SEQ_MAX, "an integer >= 0")
+
+
 def _time(v: Any, where: str) -> float:
     if isinstance(v, str):
         return parse_rfc3339(v, where)
@@ -141,8 +148,9 @@ def validate_fix(obj: Any, device: str, where: str) -> FixRecord:
     acc = _acc(required(obj, "acc", where), f"{where}.acc")
     batt = _batt(obj, where)
     src = _src(obj, where)
+    boot = _boot(obj, where)
     _no_nonfinite(obj, where)
-    return FixRecord(device, seq, t, lat, lon, acc, batt, src)  # type: ignore[arg-type]
+    return FixRecord(device, seq, t, lat, lon, acc, batt, src, boot)  # type: ignore[arg-type]
 
 
 def validate_event(obj: Any, device: str, where: str) -> EventRecord:
@@ -156,8 +164,9 @@ def validate_event(obj: Any, device: str, where: str) -> EventRecord:
     batt = _batt(obj, where)
     if name == "battery" and batt is None:
         raise Rejected(f"{where}: event 'battery' requires batt")
+    boot = _boot(obj, where)
     _no_nonfinite(obj, where)
-    return EventRecord(device, seq, t, name, batt)
+    return EventRecord(device, seq, t, name, batt, boot)
 
 
 def validate_owntracks(obj: Any, device: str) -> FixRecord | None:

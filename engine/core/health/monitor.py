@@ -20,6 +20,9 @@ engine's clock (live: wall time; replay: the latest event time seen, see `Arriva
   (silence.py).
 - `no_location`: records keep coming but none is a usable fix (`no_gps` events, fixes
   worse than `no_location_acc_m`) for `no_location_after_s` (silence.py).
+- `device_restart` (low): the tag restarted (a new `boot`, or its seq fell back while time
+  moved on: engine/core/intake/seqspace.py); opened and closed at once at the first record
+  after it, citing that record; `detail` has its seq, the highest seq before and the boot.
 - `battery_low` / `battery_critical`: level thresholds with hysteresis; `detail` carries
   the level, the drain trend and the predicted empty time, and when the tag last charged
   (battery.py).
@@ -29,7 +32,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.core.episodes import EpisodeBook
+from engine.core.episodes import EpisodeBook, TrackerKey, TrackerKind
 from engine.core.health.battery import CHARGING_OFF, CHARGING_ON, Battery
 from engine.core.health.silence import Context, LastFix, NoLocation, Silence
 from engine.core.health.tamper import Tamper
@@ -47,10 +50,25 @@ class Health:
 
     def __init__(self, registry: Registry, book: EpisodeBook, settings: Settings) -> None:
         self.reg = registry
+        self.book = book
         self.tamper = Tamper(registry, book, settings)
         self.silence = Silence(registry, book, settings)
         self.location = NoLocation(registry, book, settings)
         self.battery = Battery(registry, book, settings)
+
+    def restarted(self, s: int, t: float, eseq: int, seq: int, after: int, boot: int) -> None:
+        """Slot s restarted at event time t: its record `eseq` (seq `seq`) began a new seq
+        space after one whose highest seq was `after`."""
+        if s >= self.reg.n_tags:
+            return
+        subject, tag = self.reg.who(s)
+        key = TrackerKey(TrackerKind.RESTART, s)
+        detail = {"seq": seq, "after_seq": after, **({"boot": boot} if boot >= 0 else {})}
+        self.book.open_episode(
+            key, "device_restart", subject=subject, tag=tag, zone=None, severity="low",
+            confidence=1.0, t=t, seq=eseq, raised_t=t, detail=detail,
+        )  # fmt: skip
+        self.book.close(key, "device_restart", t)
 
     def credit(self, seconds: float) -> None:
         """The engine was down this long (restart): not the tags' silence."""
