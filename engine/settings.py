@@ -10,6 +10,9 @@ from typing import Any
 from engine.errors import ConfigError
 from engine.wire import topics
 
+# Live clocks (Settings.live_clock): the host's wall time, or the fleet's as a second witness
+LIVE_CLOCKS = ("wall", "fleet")
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -67,6 +70,14 @@ class Settings:
     # loop, a replayed capture) and the excess is dead-lettered
     rate_max_per_s: float = 2.0
     rate_burst: int = 10_000
+    # Live, the clock the time limits are judged on. "wall": the host's wall time, which
+    # must be kept by NTP (docs/durability.md); a record outside [wall - max_past_s,
+    # wall + max_future_s] is dead-lettered, the first one the engine hears included.
+    # "fleet": for simulators and tests in warped or historical time only: the fleet's own
+    # event clock is a second witness and a record is refused only when it disagrees with
+    # both (the first record heard sets that clock, whatever its time). Replay always
+    # judges on the event clock
+    live_clock: str = "wall"
 
     # --- decisions ------------------------------------------------------------------
     # Number of (tag, seq) pairs kept as evidence on one alert
@@ -192,6 +203,13 @@ class Settings:
     # Evidence ledger rows (fixes, events, steps, alert records) are kept this many days
     # (0: forever); court cases come months after the events
     evidence_retention_days: float = 730.0
+
+    def __post_init__(self) -> None:
+        if self.live_clock not in LIVE_CLOCKS:
+            raise ConfigError(
+                f"setting 'live_clock' must be one of {', '.join(LIVE_CLOCKS)}, "
+                f"got {self.live_clock!r}"
+            )
 
     @classmethod
     def from_toml(cls, path: str | Path) -> Settings:

@@ -586,8 +586,10 @@ def test_family_over_mqtt_gives_the_replay_alerts(
             await asyncio.sleep(1.0)
             return col.alerts
 
+    conf = tmp_path / "settings.toml"
+    conf.write_text('live_clock = "fleet"\n')  # the families' fixed epoch: historical time
     with EngineProcess(
-        mosquitto.host, mosquitto.port, p["zones"], p["subjects"], tmp_path / "tw.db"
+        mosquitto.host, mosquitto.port, p["zones"], p["subjects"], tmp_path / "tw.db", conf
     ) as eng:
         alerts = asyncio.run(scenario())
         assert eng.stop() == 0, eng.log_text()

@@ -221,7 +221,9 @@ def test_the_simulator_reports_faster_while_the_engine_asks(mosquitto, tmp_path:
             assert stats.commands >= 2 and stats.extra > 0
 
     db = tmp_path / "tw.db"
-    with EngineProcess(h, p, paths["zones"], paths["subjects"], db) as eng:
+    conf = tmp_path / "settings.toml"
+    conf.write_text('live_clock = "fleet"\n')  # warp 80: sim time runs ahead of wall time
+    with EngineProcess(h, p, paths["zones"], paths["subjects"], db, conf) as eng:
         try:
             asyncio.run(scenario())
         finally:

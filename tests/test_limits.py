@@ -168,12 +168,29 @@ def test_live_limits_are_on_wall_time(tmp_path: Path) -> None:
 
 
 @pytest.mark.kernel
-def test_live_a_wrong_host_clock_does_not_dead_letter_the_fleet(tmp_path: Path) -> None:
-    """The limits must never be the outage: when the whole fleet disagrees with the host's
-    wall clock (NTP down, a VM resumed; or a simulator in warped or historical time), the
-    fleet's own clock is the second witness and only a device that disagrees with both is
-    rejected."""
+def test_live_the_first_record_heard_is_judged_on_wall_time(tmp_path: Path) -> None:
+    """Live, the host's wall time is the clock from the very first record: an unconfirmed
+    event clock is no excuse to admit a tag dated a year ahead (or 200 days behind)."""
     p = _pipeline(tmp_path)
+    (why,) = _reasons(p, [_fx("T1", 0, T0 + YEAR)], wall=T0)
+    assert (
+        why.startswith("t 2027-09-21T20:13:20Z") and "365.2 days ahead of the engine clock" in why
+    )
+    assert "(limit 300 s, max_future_s)" in why
+    (why,) = _reasons(p, [_fx("T2", 0, T0 - 200 * DAY)], wall=T0)
+    assert "200.0 days behind the engine clock" in why
+    assert _reasons(p, [_fx("T1", 1, T0 - 5), _fx("T2", 1, T0 + 5)], wall=T0) == []
+    # a host clock 30 min off dead-letters the fleet: wall time must be kept by NTP
+    assert len(_reasons(p, [_fx("T1", 2, T0 + 1800), _fx("T2", 2, T0 + 1803)], wall=T0)) == 2
+
+
+@pytest.mark.kernel
+def test_live_fleet_clock_admits_warped_or_historical_time(tmp_path: Path) -> None:
+    """Only with live_clock = "fleet" (simulators, tests): when the whole fleet disagrees
+    with the host's wall clock, the fleet's own clock is the second witness and only a
+    device that disagrees with both is rejected."""
+    fleet = Settings(live_clock="fleet")
+    p = _pipeline(tmp_path, fleet)
     real = T0 + 1800  # the host's clock is 30 min slow
     for k in range(10):
         recs = [_fx("T1", k, real + 60 * k), _fx("T2", k, real + 60 * k + 3)]
@@ -181,7 +198,7 @@ def test_live_a_wrong_host_clock_does_not_dead_letter_the_fleet(tmp_path: Path) 
     (why,) = _reasons(p, [_fx("T2", 99, real + 3 * DAY)], wall=T0 + 600)
     assert "ahead of the engine clock" in why
     # historical data (a test harness): months behind wall, accepted as a whole
-    p = _pipeline(tmp_path)
+    p = _pipeline(tmp_path, fleet)
     old = T0 - 200 * DAY
     recs = [_fx(d, i, old + 60 * i) for i in range(10) for d in ("T1", "T2")]
     assert _reasons(p, recs, wall=T0) == []

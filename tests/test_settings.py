@@ -26,6 +26,7 @@ def test_toml_overrides_and_engine_table(tmp_path: Path) -> None:
         ("batch_max = true", "must be int"),
         ("batch_max = -1", "must be >= 0"),
         ("batch_max = ", "settings file"),
+        ("live_clock = 'sundial'", "live_clock' must be one of wall, fleet"),
     ],
 )
 def test_bad_settings_are_explained(tmp_path: Path, text: str, message: str) -> None:

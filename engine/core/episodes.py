@@ -67,6 +67,12 @@ class Episode:
     detail: dict[str, Any] | None = None
 
     def record(self, state: str = "open", closed_t: float | None = None) -> Alert:
+        """The lifecycle record as it stands. An episode never closes before it opened:
+        a close decided on a record dated before the opening (a device clock that stepped
+        back, a battery reading from a late batch, a wild first record in replay) is dated
+        at `opened_t`, the earliest the engine can say it was over."""
+        if closed_t is not None and not closed_t >= self.opened_t:
+            closed_t = self.opened_t
         return Alert(
             id=self.id,
             kind=self.kind,

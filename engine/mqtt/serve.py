@@ -48,6 +48,9 @@ from engine.wire.records import DeadLetter, Record
 log = logging.getLogger("tagwatch.serve")
 _LOG_DEAD_MAX = 10  # dead letters logged one by one per batch; the rest in one line
 
+# Wall time this far off what the monotonic clock says since the last reading is a step
+CLOCK_STEP_S = 5.0
+
 
 @dataclass
 class Counters:
@@ -109,6 +112,8 @@ class Engine:
         self.stopping = asyncio.Event()
         self._pending = _Pending()
         self._now = 0.0  # the engine clock: wall time that never runs backwards
+        self._mono: float | None = None  # time.monotonic() at the last reading
+        self._step = 0.0  # wall time's known offset from the engine clock (< 0: stepped back)
         self._fingerprint = recovery.fingerprint(pipeline)
         self._last_snapshot = 0.0
         self._last_prune = 0.0
@@ -118,8 +123,34 @@ class Engine:
     # -- the engine clock ------------------------------------------------------------------
     def clock(self) -> float:
         """Wall time, never backwards (an NTP step back must not reopen decided gaps).
-        Every pipeline step runs on it and records it, so recovery replays the same times."""
-        self._now = max(self._now, time.time())
+        Every pipeline step runs on it and records it, so recovery replays the same times.
+
+        Between two readings the clock also runs on the monotonic clock, which no one can
+        step. When the host's wall time steps back (after a step ahead that was wrong, a
+        bad NTP source) the engine clock keeps running on monotonic time until wall time
+        catches up, so silence is still measured instead of freezing at the step. A step
+        either way, more than CLOCK_STEP_S off what monotonic time says, is logged loudly."""
+        wall, mono = time.time(), time.monotonic()
+        if self._mono is None:
+            self._now = max(self._now, wall)
+        else:
+            run = self._now + max(0.0, mono - self._mono)  # the clock as monotonic time has it
+            off = wall - run
+            if abs(off - self._step) > CLOCK_STEP_S:
+                log.warning(
+                    "host clock stepped %s by %.1f s (wall %.3f, engine clock %.3f): %s; keep"
+                    " the host on NTP (docs/durability.md)",
+                    "ahead" if off > self._step else "back", abs(off - self._step), wall,
+                    run, "following it" if off > 0 else
+                    "the engine clock runs on monotonic time until wall time catches up",
+                )  # fmt: skip
+            self._step = off if off < -CLOCK_STEP_S else 0.0
+            if wall >= self._now:
+                self._now = wall
+            elif self._now - wall > CLOCK_STEP_S:  # stepped back: keep running
+                self._now = run
+            # else jitter or a slewing NTP: hold until wall time is back (as ever)
+        self._mono = mono
         return self._now
 
     # -- recovery --------------------------------------------------------------------------

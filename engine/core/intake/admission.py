@@ -19,12 +19,13 @@ running latest event time of the records admitted so far (as `engine.core.health
 kept honest by the rules in `_admit`: one device can never move it far, and a jump the
 whole fleet makes (a file spanning months) costs at most one record, never the fleet.
 
-Live, the same event-time clock runs beside wall time as a second witness: a record is
-rejected for its time only when it disagrees with *both*. With a healthy host they agree,
-so a tag 10 minutes ahead is rejected; but an engine host whose own clock is off by more
-than the limit (a VM resumed without time sync, NTP down), or a simulator running warped or
-historical time, does not get the whole fleet dead-lettered: the limits must never be the
-outage.
+Live, the clock is the host's wall time, kept by NTP (docs/durability.md): a record
+outside [wall - max_past_s, wall + max_future_s] is dead-lettered, the very first record
+the engine hears included (an event clock that no second device has confirmed yet must not
+let a tag dated a year ahead open a breach a year ahead). Warped or historical time (a
+simulator, a test harness) is allowed only by the explicit setting live_clock = "fleet":
+then the same event-time clock runs beside wall time as a second witness and a record is
+rejected for its time only when it disagrees with *both*.
 
 A rejected record changes nothing: not the clocks, not the device's bucket, not the seq
 dedupe window (admission runs before dedupe, so a record rejected now and sent again later
@@ -71,6 +72,7 @@ def _admit(
     seq: np.ndarray,
     t: np.ndarray,
     wall: float,
+    wall_only: bool,
     horizon: float,
     past: float,
     rate: float,
@@ -88,7 +90,9 @@ def _admit(
     against, `ref[i]` (wall time live; the event clock in replay; NaN before one exists);
     for a rate verdict `since[i]`, the clock at which the device's bucket was last full.
 
-    `wall` is NaN in replay. The event clock `now` is the latest event time admitted.
+    `wall` is NaN in replay. Live with `wall_only` (the default, Settings.live_clock
+    "wall") wall time alone decides, from the very first record heard; the event clock
+    below still follows the admitted records. The event clock `now` is the latest event time admitted.
     Until a second device has been heard within `horizon` of it (`confirmed`) nothing is
     rejected for its time: there is no clock to trust yet (a one-device file never has
     one), the clock follows forward jumps, and two devices agreeing far behind it correct
@@ -106,8 +110,8 @@ def _admit(
       moves the clock.
     - more than `past` behind: dead-lettered. Late records never move the clock back.
 
-    Live, a record within [wall - past, wall + horizon] is admitted whatever the event
-    clock says (wall time vouches for it; the event clock moves only if its own rules
+    Live with live_clock "fleet" (simulators, tests in warped or historical time), a
+    record within [wall - past, wall + horizon] is admitted whatever the event clock says (wall time vouches for it; the event clock moves only if its own rules
     admit the record). While the event clock is confirmed and within those bounds too
     (the fleet agrees with wall: a healthy host) wall alone decides, so one device
     drifting ahead cannot drag the event clock with it. Otherwise (the fleet disagrees
@@ -168,7 +172,7 @@ def _admit(
                 n_cs, n_ct = s, x  # a new device: admitted as the candidate
             else:
                 reject = FUTURE if ahead else PAST
-        trust = live and confirmed and wall - past <= now <= wall + horizon
+        trust = live and (wall_only or (confirmed and wall - past <= now <= wall + horizon))
         if vouched:
             if reject != ADMIT:  # admitted on wall's word; the event clock stays
                 n_now, n_conf, n_anchor, n_cs, n_ct = now, confirmed, anchor, cs, ct
@@ -279,7 +283,8 @@ class Admission:
         ref = np.empty(n)
         since = np.full(n, np.nan)
         _admit(
-            slot, seq, t, self.wall if live else math.nan, self.horizon(live), st.max_past_s,
+            slot, seq, t, self.wall if live else math.nan, st.live_clock == "wall",
+            self.horizon(live), st.max_past_s,
             st.rate_max_per_s, float(st.rate_burst), self.clk, self.tokens, self.last,
             self.full_t, self.extra, verdict, ref, since,
         )  # fmt: skip
