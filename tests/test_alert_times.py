@@ -50,15 +50,22 @@ def _replay(d: Path, lines: list[dict[str, Any]], zones: Path, subjects: Path) -
 
 def test_replay_a_year_ahead_first_record_never_closes_before_it_opened(tmp_path: Path) -> None:
     """A one-tag file whose first fix is dated a year ahead, deep inside Z1, then the tag's
-    real walk in and out: replay has no second device to judge the wild clock by, so the
-    breach it opens a year ahead is closed by the real walk's exit; the close must not be
-    dated before the opening."""
+    real walk in and out: replay has no second device to judge the wild clock by. A batch is
+    taken in event-time order, so the year-ahead fix comes last, and its seq 0 after seq 8
+    reads as a restart into a new seq space (the device_restart pair): the real walk's breach
+    opens and closes on the real walk's times, the year-ahead fix opens one of its own that
+    stays open, and no close is dated before its opening."""
     zones, subjects = write_world(tmp_path)
     pts = [(-400, 0), (-250, 0), (-40, 10), (20, -5), (300, 0), (450, 0), (600, 0), (750, 0)]
     lines = [{"tag": "T1", **fix(0, T0 + YEAR, 0.0, 0.0)}]
     lines += [{"tag": "T1", **fix(1 + i, T0 + 60 * (1 + i), x, y)} for i, (x, y) in enumerate(pts)]
     alerts = _replay(tmp_path, lines, zones, subjects)
-    assert [a.state for a in alerts if a.kind == "zone_breach"] == ["open", "closed"]
+    breaches = [(a.state, a.opened_t, a.closed_t) for a in alerts if a.kind == "zone_breach"]
+    assert breaches == [
+        ("open", T0 + 180, None),
+        ("closed", T0 + 180, T0 + 300),
+        ("open", T0 + YEAR, None),
+    ]
     assert _backwards(alerts) == []
 
 

@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 import json
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,9 @@ from engine.wire.decode import decode_message
 from engine.wire.records import EXCERPT_BYTES, DeadLetter
 from tests.helpers import AlertCollector, EngineProcess, fix, publish, wait_online, write_world
 
-T0 = 1_774_710_000.0
+T0 = 1_774_710_000.0  # replay: historical event time
+# Live, the engine judges event times on the host's wall time (live_clock "wall")
+LIVE_T0 = float(int(time.time()) - 3600)
 TWO = '[[subjects]]\nid = "S1"\ntags = ["T1"]\n\n[[subjects]]\nid = "S2"\ntags = ["T2"]\n'
 HOSTILE_T = "tagwatch/v1/tags/T2/fixes"
 MB = 1_000_000
@@ -235,7 +238,7 @@ def test_serve_hostile_tag_flood_grows_the_store_little_and_another_walk_in_is_a
             await wait_online(mosquitto.host, mosquitto.port)
             sizes.append(store_bytes(db))
             await publish(mosquitto.host, mosquitto.port, [(HOSTILE_T, hostile)] * n)
-            track = [("tagwatch/v1/tags/T1/fix", json.dumps(f)) for f in walk_in("T1", 1, T0)]
+            track = [("tagwatch/v1/tags/T1/fix", json.dumps(f)) for f in walk_in("T1", 1, LIVE_T0)]
             await publish(mosquitto.host, mosquitto.port, track)
             return await col.wait_for(
                 lambda al: any(a.kind == "zone_breach" and a.tag == "T1" for a in al), 120.0
