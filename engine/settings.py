@@ -170,6 +170,15 @@ class Settings:
     # no_location: records keep coming but none is a fix this accurate, for this long
     no_location_acc_m: float = 250.0
     no_location_after_s: float = 1800.0
+    # clock_fault (live, on wall time): a tag whose records all arrive more than
+    # clock_fault_s after their event time (or all more than clock_fault_ahead_s before it)
+    # over clock_fault_window_s of arrival time, at least clock_fault_min_records of them.
+    # One fresh record in a window clears it (a store-and-forward backlog is old, the
+    # records sent after it are not). 0 turns it off (engine/core/health/clockfault.py)
+    clock_fault_s: float = 900.0
+    clock_fault_ahead_s: float = 120.0
+    clock_fault_window_s: float = 1800.0
+    clock_fault_min_records: int = 5
     # Battery thresholds (percent) with hysteresis: open at or below, close at or above
     battery_low_pct: int = 20
     battery_low_clear_pct: int = 30

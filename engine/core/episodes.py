@@ -41,6 +41,7 @@ class TrackerKind(IntEnum):
     NO_LOCATION = 9  # idx: tag slot
     BATTERY = 10  # idx: tag slot
     RESTART = 11  # the tag restarted (a new seq space); idx: tag slot
+    CLOCK = 12  # the tag's clock is off its records' arrival time; idx: tag slot
 
 
 class TrackerKey(NamedTuple):
@@ -108,6 +109,8 @@ class EpisodeBook:
         self.decided_at: float | None = None
         # (tag, seq) -> what evidence cites (the pipeline's seq spaces: boot, restarts)
         self.cite: Callable[[str, int], Evidence] = _plain_cite
+        # Tags with an open clock_fault -> its offset (s): every alert they open says so
+        self.clock_note: dict[str, float] = {}
 
     def get(self, key: TrackerKey, kind: str) -> Episode | None:
         return self.open.get((key, kind))
@@ -126,8 +129,14 @@ class EpisodeBook:
         seq: int,
         raised_t: float | None = None,
         detail: dict[str, Any] | None = None,
+        first: Evidence | None = None,
     ) -> Episode:
-        first = self.cite(tag, seq)
+        """`first`: the evidence to cite instead of (tag, seq) through `cite`."""
+        if first is None:
+            first = self.cite(tag, seq)
+        note = self.clock_note.get(tag) if self.clock_note else None
+        if note is not None and kind != "clock_fault":
+            detail = {**(detail or {}), "clock_offset_s": note}
         ep = Episode(
             id=alert_id(subject, zone, kind, first),
             kind=kind,

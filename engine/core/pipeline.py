@@ -28,7 +28,7 @@ from engine.core.schedules import Schedules
 from engine.core.transit import Routes
 from engine.core.victims import Proximity
 from engine.settings import Settings
-from engine.wire.alerts import Alert
+from engine.wire.alerts import Alert, Evidence
 from engine.wire.records import (
     EVENT_CODE,
     FIX_DTYPE,
@@ -89,6 +89,8 @@ class Pipeline:
         self.health = Health(reg, self.book, st)
         self.clock = ArrivalClock(st.clock_max_jump_s)
         self.fast: set[str] = set()  # tags asked to report every report_fast_s
+        # Rows the last intake refused for their time (too far ahead or behind): clock_fault
+        self._time_refused: np.ndarray | None = None
 
     # -- public ------------------------------------------------------------------------
     def process(
@@ -104,6 +106,8 @@ class Pipeline:
         None and the clock is the latest event time seen."""
         res = BatchResult()
         arr = self._intake(records, origin, res, wall)
+        if wall is not None and self.settings.live_clock == "wall":
+            self._clock_witness(arr, float(wall))
         if arr.shape[0]:
             if wall is None:
                 clocks = self.clock.observe(arr["slot"], arr["t"])
@@ -115,6 +119,25 @@ class Pipeline:
             self.clock.set(wall)
         self._after(res)
         return res
+
+    def _clock_witness(self, arr: np.ndarray, wall: float) -> None:
+        """Live on wall time: every record's event time against its arrival (clock_fault),
+        those refused for being too far ahead or behind first."""
+        refused, self._time_refused = self._time_refused, None
+        slots, t = arr["slot"], arr["t"]
+        n = 0
+        if refused is not None:
+            n = refused.shape[0]
+            slots = np.concatenate([refused["slot"], slots])
+            t = np.concatenate([refused["t"], t])
+        reg, cite = self.registry, self.book.cite
+
+        def evidence(i: int) -> Evidence:
+            if i < n:  # never admitted: its own seq, as the device sent it
+                return (reg.device_ids[int(slots[i])], int(refused["seq"][i]))  # type: ignore[index]
+            return cite(reg.device_ids[int(slots[i])], int(arr["seq"][i - n]))
+
+        self.health.clock.observe(slots, t, wall, evidence)
 
     def tick(self, now: float, wall: float | None = None) -> BatchResult:
         """Live: give up seq gaps held longer than hold_wall_s of arrival time, and let
@@ -167,6 +190,8 @@ class Pipeline:
         arr, boot = arr[:n], boot[:n]
         # Time and rate limits, before dedupe: a rejected record changes no state
         ok, why = self.admission.admit(arr, wall)
+        timing = self.admission.verdict_of_time
+        self._time_refused = arr[timing] if timing is not None else None
         if why:
             for k, reason in why:
                 r = records[rows[k]]

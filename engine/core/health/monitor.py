@@ -23,6 +23,9 @@ engine's clock (live: wall time; replay: the latest event time seen, see `Arriva
 - `device_restart` (low): the tag restarted (a new `boot`, or its seq fell back while time
   moved on: engine/core/intake/seqspace.py); opened and closed at once at the first record
   after it, citing that record; `detail` has its seq, the highest seq before and the boot.
+- `clock_fault` (medium): live, the tag's event times stay apart from when its records
+  arrive (wall time); while it is open the tag's other alerts carry
+  `detail.clock_offset_s` (clockfault.py).
 - `battery_low` / `battery_critical`: level thresholds with hysteresis; `detail` carries
   the level, the drain trend and the predicted empty time, and when the tag last charged
   (battery.py).
@@ -34,6 +37,7 @@ import numpy as np
 
 from engine.core.episodes import EpisodeBook, TrackerKey, TrackerKind
 from engine.core.health.battery import CHARGING_OFF, CHARGING_ON, Battery
+from engine.core.health.clockfault import ClockFault
 from engine.core.health.silence import Context, LastFix, NoLocation, Silence
 from engine.core.health.tamper import Tamper
 from engine.core.registry import Registry
@@ -55,6 +59,7 @@ class Health:
         self.silence = Silence(registry, book, settings)
         self.location = NoLocation(registry, book, settings)
         self.battery = Battery(registry, book, settings)
+        self.clock = ClockFault(registry, book, settings)
 
     def restarted(self, s: int, t: float, eseq: int, seq: int, after: int, boot: int) -> None:
         """Slot s restarted at event time t: its record `eseq` (seq `seq`) began a new seq

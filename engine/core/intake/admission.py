@@ -260,6 +260,8 @@ class Admission:
         self.clk = np.array([-np.inf, 0.0, -1.0, -1.0, np.nan])  # see _NOW...
         self.wall = -math.inf  # live: the latest wall time seen (never goes back)
         self.rejected = {FUTURE: 0, PAST: 0, RATE: 0, BAD_TIME: 0, BAD_SEQ: 0}
+        # The last batch's rows refused for their time (too far ahead or behind), or None
+        self.verdict_of_time: np.ndarray | None = None
 
     # -- public ----------------------------------------------------------------------
     def admit(
@@ -270,6 +272,7 @@ class Admission:
         `arr` is a FIX_DTYPE batch in arrival order; `wall` is live wall time (Unix s) or
         None in replay."""
         n = arr.shape[0]
+        self.verdict_of_time = None
         if n == 0:
             return np.ones(0, dtype=np.bool_), []
         st = self.settings
@@ -290,7 +293,10 @@ class Admission:
         )  # fmt: skip
         keep = verdict == ADMIT
         if keep.all():
+            self.verdict_of_time = None
             return keep, []
+        timing = (verdict == FUTURE) | (verdict == PAST)
+        self.verdict_of_time = timing if timing.any() else None
         dead = []
         for i in np.flatnonzero(~keep).tolist():
             v, s, x, c, f, q = verdict[i], slot[i], t[i], ref[i], since[i], seq[i]
