@@ -212,6 +212,11 @@ class Settings:
     # Evidence ledger rows (fixes, events, steps, alert records) are kept this many days
     # (0: forever); court cases come months after the events
     evidence_retention_days: float = 730.0
+    # The host's clock stepping ahead (more than 5 s off what the monotonic clock says) is
+    # followed only once it has held this long: a step that comes back sooner (a bad NTP
+    # source for one poll) was wrong, and following it would put the engine clock ahead of
+    # every record (refused as too old) until wall time caught up (docs/durability.md)
+    clock_step_confirm_s: float = 60.0
 
     def __post_init__(self) -> None:
         if self.live_clock not in LIVE_CLOCKS:
