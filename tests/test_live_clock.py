@@ -4,7 +4,6 @@ clock, even for the first record the engine hears (issue 13, item 2)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 from pathlib import Path
