@@ -117,6 +117,7 @@ class Engine:
         self._fingerprint = recovery.fingerprint(pipeline)
         self._last_snapshot = 0.0
         self._last_prune = 0.0
+        self._ahead = False  # the pipeline holds steps the ledger lacks: never snapshot it
         # Reporting-rate commands decided but not yet sent: (tag, rate_s)
         self.commands: list[tuple[str, float]] = []
 
@@ -316,10 +317,15 @@ class Engine:
                 if self.stopping.is_set():
                     log.error(
                         "stopping with %d steps not committed (%s): their messages were not"
-                        " acknowledged, so the broker delivers them to the next run",
+                        " acknowledged, so the broker delivers them to the next run, which decides"
+                        " them again (no snapshot is taken of a pipeline ahead of the ledger)",
                         len(self._pending.steps), e,
                     )  # fmt: skip
                     self._pending = _Pending()
+                    # The pipeline has now run ahead of the ledger: a snapshot of it would
+                    # hold steps never written, and the next run, restored from it, would
+                    # drop the redelivered messages as duplicates (their alerts lost).
+                    self._ahead = True
                     return None
                 self.counters.store_errors += 1
                 pending = self._pending
@@ -378,8 +384,9 @@ class Engine:
             await asyncio.to_thread(self._prune, now)
 
     def _snapshot(self) -> None:
-        """Pipeline state as of the last commit (nothing may be pending)."""
-        if self._pending:
+        """Pipeline state as of the last commit (nothing may be pending, nothing dropped:
+        a snapshot is never ahead of the ledger)."""
+        if self._pending or self._ahead:
             return
         self._last_snapshot = self._now
         try:
