@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import signal
 import sqlite3
 import time
 from pathlib import Path
@@ -15,7 +17,7 @@ import pytest
 
 from engine.broker.process import MosquittoProcess
 from engine.store.sqlite import SqliteStore
-from tests.faultkit import ExclusiveLock, wait_log
+from tests.faultkit import ExclusiveLock, retained_status, wait_log
 from tests.helpers import AlertCollector, EngineProcess, fix, publish, wait_online, write_world
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.timeout(150)]
@@ -110,6 +112,79 @@ def test_stop_while_the_store_fails_never_snapshots_ahead_and_the_next_run_alert
     assert _ledger_fixes(db) == set(range(7))
     rows = _breach_rows(db)
     assert rows and rows[0][1] == "open" and rows[0][2]  # stored and published
-    assert [a.id for a in alerts if a.kind == "zone_breach"][0] == rows[0][0]
+    assert next(a.id for a in alerts if a.kind == "zone_breach") == rows[0][0]
     with SqliteStore(db, read_only=True) as st:
         assert st.verify().problem is None
+
+
+ACL_DENY = """\
+# anonymous clients (the test's monitor, the tags): everything
+topic readwrite #
+user engine
+topic deny tagwatch/v1/alerts/#
+topic readwrite #
+"""
+ACL_ALLOW = """\
+topic readwrite #
+user engine
+topic readwrite #
+"""
+
+
+def test_a_refused_alert_publish_stays_in_the_outbox_until_the_broker_takes_it(
+    mosquitto_path: str, tmp_path: Path
+) -> None:
+    """mosquitto's ACL denies the engine's user the alert topics: an MQTT 5 broker answers
+    the alert's QoS 1 publish with PUBACK 0x87 "not authorized". The record must stay in
+    the outbox (not marked published), be retried, and show in the engine's status and
+    stats line; once the ACL lets the engine publish (SIGHUP reloads it), the retry
+    delivers the alert and the outbox empties."""
+    zones, subjects = write_world(tmp_path)
+    db = tmp_path / "tw.db"
+    acl = tmp_path / "acl"
+    acl.write_text(ACL_DENY)
+    broker = MosquittoProcess(
+        workdir=tmp_path / "mosquitto", executable=mosquitto_path,
+        extra_config=[f"acl_file {acl}"],
+    )  # fmt: skip
+    msgs = _walk_in(time.time() - 600)
+
+    async def scenario(eng: EngineProcess) -> list:  # type: ignore[type-arg]
+        async with AlertCollector(broker.host, broker.port) as col:
+            await wait_online(broker.host, broker.port)
+            mark = len(eng.log_text())
+            await publish(broker.host, broker.port, msgs)
+            for _ in range(2):  # refused, then refused again by the retry
+                seen = await asyncio.to_thread(
+                    wait_log, eng.log_text, "BROKER REFUSED ALERT PUBLISH", mark, 30
+                )
+                assert seen is not None, eng.log_text()
+                mark = eng.log_text().index("BROKER REFUSED ALERT PUBLISH", mark) + 1
+            rows = _breach_rows(db)
+            assert rows and not rows[0][2], f"a refused alert was marked published: {rows}"
+            assert col.alerts == []
+            status = await asyncio.to_thread(retained_status, broker.host, broker.port)
+            assert status is not None and status["state"] == "degraded", status
+            assert "0x87" in status["reason"] and "Not authorized" in status["reason"], status
+            assert re.search(r"refused [1-9]", eng.log_text()), "stats line counts no refusal"
+            acl.write_text(ACL_ALLOW)
+            assert broker.proc is not None
+            broker.proc.send_signal(signal.SIGHUP)  # mosquitto reloads its ACL file
+            alerts = await col.wait_for(lambda al: any(a.kind == "zone_breach" for a in al))
+            deadline = time.monotonic() + 30
+            while (status or {}).get("state") != "online" and time.monotonic() < deadline:
+                status = await asyncio.to_thread(retained_status, broker.host, broker.port)
+            assert status is not None and status["state"] == "online", status
+            return alerts
+
+    with broker:
+        eng = EngineProcess(
+            broker.host, broker.port, zones, subjects, db, extra_args=["--username", "engine"]
+        )
+        with eng:
+            alerts = asyncio.run(scenario(eng))
+            assert eng.stop() == 0
+    rows = _breach_rows(db)
+    assert rows and all(published for _, _, published in rows), rows
+    assert next(a.id for a in alerts if a.kind == "zone_breach") == rows[0][0]
+    assert "broker accepts alert records again" in eng.log_text()

@@ -334,12 +334,12 @@ class Engine:
                     " %d dead letters waiting); retrying in %.1fs",
                     e, len(pending.steps), len(pending.alerts), len(pending.dead), delay,
                 )  # fmt: skip
-                if self.session.degraded is None:
+                if self.session.problem("store") is None:
                     await self.session.set_status(f"alert store cannot be written: {e}")
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
-            if self.session.degraded is not None:
+            if self.session.problem("store") is not None:
                 log.warning("store writable again; resuming")
                 await self.session.set_status(None)
             return out
@@ -437,6 +437,7 @@ class Engine:
         return (
             f"received {c.received} processed {c.processed} (fixes {c.fixes}, "
             f"events {c.events}, dup {c.duplicates}, dead {c.dead}) "
-            f"alerts {c.alerts} published {self.outbox.published} acked {c.acked} "
+            f"alerts {c.alerts} published {self.outbox.published} refused "
+            f"{self.outbox.refused} acked {c.acked} "
             f"queue {self.queue.qsize()} lag {c.lag_s * 1000:.0f} ms connects {c.connects}"
         )
