@@ -57,7 +57,7 @@ def _history(world: Path, db: Path, key: Ed25519PrivateKey | None = None) -> Pat
                 store.save_snapshot(recovery.fingerprint(p), step.now, recovery.snapshot(p))
             if i == 2 * len(steps) // 3:
                 assert store.prune(before=steps[len(steps) // 4].now) > 0
-        n_alerts = store._db.execute("SELECT COUNT(*) FROM alert_log").fetchone()[0]
+        n_alerts = len(store.alert_log())
         assert n_alerts >= 4, n_alerts
     return db
 

@@ -234,7 +234,7 @@ def test_retention_keeps_a_verifiable_chain_and_recovery(world: Path, tmp_path: 
         for step in steps[half:]:
             res = recovery.apply(a, step)
             store.commit(res.alerts, res.dead, step.now, steps=[step])
-        total = store._db.execute("SELECT COUNT(*) FROM ledger").fetchone()[0]
+        total = _count(db, "SELECT COUNT(*) FROM ledger")
         # Retention asks for everything: only what precedes the snapshot may go.
         deleted = store.prune(before=steps[-1].now + 1.0, chunk=10**9)
         assert 0 < deleted < total
@@ -262,10 +262,7 @@ def test_audit_alert_and_export_reconstruct_an_alert(
     exported = tmp_path / "evidence.jsonl"
     assert main(["audit", "export", "--db", str(db), "--out", str(exported)]) == 0
     lines = exported.read_bytes().splitlines()
-    with SqliteStore(db) as store:
-        fixes = store._db.execute(
-            "SELECT COUNT(*) FROM ledger WHERE kind IN ('fix','event')"
-        ).fetchone()[0]
+    fixes = _count(db, "SELECT COUNT(*) FROM ledger WHERE kind IN ('fix','event')")
     assert len(lines) == fixes
     assert all(decode_replay_line(line, "x")[0] for line in lines)
     assert main(["audit", "verify", "--db", str(tmp_path / "nope.db")]) == 2
@@ -296,3 +293,12 @@ def test_a_changed_subjects_file_rebuilds_state_without_repeating_alerts(
     assert rec.rebuilt and not rec.from_snapshot and rec.steps == half
     assert rec.alerts == []
     _assert_same_future(a, b, steps[half:])
+
+
+def _count(db: Path, sql: str) -> int:
+    """A count read by a connection of the test's own (the store's stays on its thread)."""
+    con = sqlite3.connect(db)
+    try:
+        return int(con.execute(sql).fetchone()[0])
+    finally:
+        con.close()

@@ -80,10 +80,9 @@ def test_schema_version_mismatch_is_refused(tmp_path: Path) -> None:
 
 def test_failed_batch_leaves_nothing_behind(tmp_path: Path) -> None:
     db = tmp_path / "a.db"
-    st = SqliteStore(db)
+    st = SqliteStore(db, busy_timeout_s=0.05)
     other = sqlite3.connect(db, timeout=0)
     other.execute("BEGIN EXCLUSIVE")  # another writer holds the lock
-    st._db.execute("PRAGMA busy_timeout=50")
     with pytest.raises(StoreError, match="write failed") as err:
         st.commit([_alert()], [DeadLetter("o", b"x", "r")])
     assert "another process holds a lock" in str(err.value)  # what to do about it

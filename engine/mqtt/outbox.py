@@ -3,7 +3,12 @@
 An alert record is published (QoS 1) only after the commit that holds it, and marked
 published only when the broker confirms it. What is unconfirmed stays in the store and is
 published again every `outbox_retry_s`, on every reconnect and before the engine stops:
-at least once, never lost."""
+at least once, never lost.
+
+A PUBACK is not always a yes: an MQTT 5 broker refuses a message with a reason code of 0x80
+or more (0x87 "not authorized" when its ACL denies the engine the alert topic). A refused
+record stays unpublished and is retried like any other; while records are refused the
+engine's status is `degraded` saying so, and the stats line counts them (`refused`)."""
 
 from __future__ import annotations
 
@@ -12,6 +17,8 @@ import contextlib
 import logging
 
 import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
 
 from engine.errors import StoreError
 from engine.mqtt.session import MqttSession
@@ -30,6 +37,7 @@ class Outbox:
         self.session = session
         self.settings = settings
         self.published = 0  # records the broker confirmed
+        self.refused = 0  # publishes the broker refused (PUBACK reason code >= 0x80)
         self._lock = asyncio.Lock()
         self._inflight: set[int] = set()  # outbox seqs being published right now
 
@@ -42,16 +50,24 @@ class Outbox:
         items = [i for i in items if i.seq not in self._inflight]
         self._inflight.update(i.seq for i in items)
 
+        refused: dict[str, list[int]] = {}  # why -> seqs
+
         async def one(item: OutboxItem) -> int | None:
+            topic = topics.alerts(item.subject, prefix)
             try:
-                await client.publish(topics.alerts(item.subject, prefix), item.payload, qos=1)
-                return item.seq
+                rc = await self.session.publish_confirmed(topic, item.payload)
             except aiomqtt.MqttError as e:
                 log.warning("alert publish failed (kept in outbox): %s", e)
                 return None
+            if rc >= 0x80:
+                why = f"0x{rc:02X} {ReasonCode(PacketTypes.PUBACK, identifier=rc)} on {topic}"
+                refused.setdefault(why, []).append(item.seq)
+                return None
+            return item.seq
 
         try:
             done = [s for s in await asyncio.gather(*(one(i) for i in items)) if s is not None]
+            await self._refusals(refused, bool(done))
             if done:
                 try:
                     await asyncio.to_thread(self.store.mark_published, done)
@@ -61,6 +77,23 @@ class Outbox:
                 self.published += len(done)
         finally:
             self._inflight.difference_update(i.seq for i in items)
+
+    async def _refusals(self, refused: dict[str, list[int]], accepted: bool) -> None:
+        """Say what the broker refused (ERROR, degraded status); online again once it takes
+        alert records and refuses none."""
+        n = sum(len(s) for s in refused.values())
+        self.refused += n
+        if n:
+            why = "; ".join(f"{len(s)} refused ({w})" for w, s in sorted(refused.items()))
+            log.error(
+                "BROKER REFUSED ALERT PUBLISH: %s; kept in the outbox and retried every"
+                " %.0f s: let the engine publish on the alert topics (its ACL)",
+                why, self.settings.outbox_retry_s,
+            )  # fmt: skip
+            await self.session.set_status(f"broker refuses alert records: {why}", "outbox")
+        elif accepted and self.session.problem("outbox") is not None:
+            log.warning("broker accepts alert records again")
+            await self.session.set_status(None, "outbox")
 
     async def flush(self, timeout: float | None = None) -> None:
         """Publish the whole unconfirmed backlog (at most `timeout` seconds)."""

@@ -119,6 +119,7 @@ class Engine:
         self._fingerprint = recovery.fingerprint(pipeline)
         self._last_snapshot = 0.0
         self._last_prune = 0.0
+        self._ahead = False  # the pipeline holds steps the ledger lacks: never snapshot it
         # Reporting-rate commands decided but not yet sent: (tag, rate_s)
         self.commands: list[tuple[str, float]] = []
 
@@ -356,10 +357,15 @@ class Engine:
                 if self.stopping.is_set():
                     log.error(
                         "stopping with %d steps not committed (%s): their messages were not"
-                        " acknowledged, so the broker delivers them to the next run",
+                        " acknowledged, so the broker delivers them to the next run, which decides"
+                        " them again (no snapshot is taken of a pipeline ahead of the ledger)",
                         len(self._pending.steps), e,
                     )  # fmt: skip
                     self._pending = _Pending()
+                    # The pipeline has now run ahead of the ledger: a snapshot of it would
+                    # hold steps never written, and the next run, restored from it, would
+                    # drop the redelivered messages as duplicates (their alerts lost).
+                    self._ahead = True
                     return None
                 self.counters.store_errors += 1
                 pending = self._pending
@@ -368,12 +374,12 @@ class Engine:
                     " %d dead letters waiting); retrying in %.1fs",
                     e, len(pending.steps), len(pending.alerts), len(pending.dead), delay,
                 )  # fmt: skip
-                if self.session.degraded is None:
+                if self.session.problem("store") is None:
                     await self.session.set_status(f"alert store cannot be written: {e}")
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
-            if self.session.degraded is not None:
+            if self.session.problem("store") is not None:
                 log.warning("store writable again; resuming")
                 await self.session.set_status(None)
             return out
@@ -418,8 +424,9 @@ class Engine:
             await asyncio.to_thread(self._prune, self.retention_clock())
 
     def _snapshot(self) -> None:
-        """Pipeline state as of the last commit (nothing may be pending)."""
-        if self._pending:
+        """Pipeline state as of the last commit (nothing may be pending, nothing dropped:
+        a snapshot is never ahead of the ledger)."""
+        if self._pending or self._ahead:
             return
         self._last_snapshot = self._now
         try:
@@ -470,6 +477,7 @@ class Engine:
         return (
             f"received {c.received} processed {c.processed} (fixes {c.fixes}, "
             f"events {c.events}, dup {c.duplicates}, dead {c.dead}) "
-            f"alerts {c.alerts} published {self.outbox.published} acked {c.acked} "
+            f"alerts {c.alerts} published {self.outbox.published} refused "
+            f"{self.outbox.refused} acked {c.acked} "
             f"queue {self.queue.qsize()} lag {c.lag_s * 1000:.0f} ms connects {c.connects}"
         )

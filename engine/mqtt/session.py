@@ -8,6 +8,11 @@ whose QoS 1 messages are acknowledged only when the engine says they are durable
   The session turns that off (paho's `manual_ack_set(True)` on the client aiomqtt wraps,
   before connecting) and sends a PUBACK only from `ack()`. That private access to the
   wrapped paho client lives in this class and nowhere else.
+- aiomqtt's `publish()` returns when the broker's PUBACK arrives whatever its reason code:
+  an MQTT 5 broker that refuses a message (0x87 "not authorized" from an ACL, 0x97 quota
+  exceeded, ...) answers with a PUBACK too. `publish_confirmed()` returns the reason code
+  (read from paho's on_publish, chained before aiomqtt's), so the outbox can keep a refused
+  alert record instead of marking it published.
 - On every (re)connect: subscribe to the input filters, announce the retained status
   (online, or degraded with the reason), then hand over to the engine. The will says
   "offline" when the connection dies."""
@@ -23,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiomqtt
+import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -78,7 +84,8 @@ class MqttSession:
         self.gen = 0  # connections made so far; the current one's number
         self.connected = asyncio.Event()
         self.mqtt5 = True  # until a broker says it does not speak it
-        self.degraded: str | None = None  # why the engine is degraded, while it is
+        self._problems: dict[str, str] = {}  # why the engine is degraded, by cause
+        self._pubacks: dict[int, asyncio.Future[int]] = {}  # mid -> PUBACK reason code
 
     # -- connecting ----------------------------------------------------------------------
     def _connect_properties(self) -> Properties:
@@ -107,6 +114,16 @@ class MqttSession:
         # and paho would acknowledge them before any of our code ran. From here on a PUBACK
         # goes out only from ack(), after the commit.
         client._client.manual_ack_set(True)
+        self._pubacks.clear()  # mids of an earlier connection never get their PUBACK here
+        aiomqtt_on_publish: Callable[..., None] = client._client.on_publish  # type: ignore[assignment]
+
+        def on_publish(c: Any, userdata: Any, mid: int, rc: Any, props: Any = None) -> None:
+            waiting = self._pubacks.pop(mid, None)
+            if waiting is not None and not waiting.done():
+                waiting.set_result(int(getattr(rc, "value", rc) or 0))
+            aiomqtt_on_publish(c, userdata, mid, rc, props)
+
+        client._client.on_publish = on_publish
         return client
 
     async def run(
@@ -178,12 +195,48 @@ class MqttSession:
                 n += 1
         return n
 
+    # -- publishing ----------------------------------------------------------------------
+    async def publish_confirmed(self, topic: str, payload: bytes, timeout: float = 10.0) -> int:
+        """Publish QoS 1 and wait for the broker's PUBACK: its reason code (0 success, 0x10
+        accepted with no subscriber; 0x80 and above the broker refused the message; always
+        0 from an MQTT 3.1.1 broker, which cannot refuse but by disconnecting).
+        aiomqtt.MqttError when not connected, on a disconnect or after `timeout` s."""
+        client = self.client
+        if client is None:
+            raise aiomqtt.MqttError("not connected")
+        info = client._client.publish(topic, payload, qos=1)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            raise aiomqtt.MqttCodeError(info.rc, "could not publish")
+        # paho reads the PUBACK on this event loop (aiomqtt's socket callbacks): it cannot
+        # have arrived before the future is registered.
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pubacks[info.mid] = done
+        try:
+            return await asyncio.wait_for(done, timeout)
+        except TimeoutError:
+            raise aiomqtt.MqttError(f"no PUBACK within {timeout:.0f} s") from None
+        finally:
+            if self._pubacks.get(info.mid) is done:
+                del self._pubacks[info.mid]
+
     # -- status --------------------------------------------------------------------------
-    async def set_status(self, degraded: str | None) -> None:
-        """Online (None) or degraded with the reason: kept, and announced now and on every
-        reconnect."""
-        self.degraded = degraded
+    @property
+    def degraded(self) -> str | None:
+        """Why the engine is degraded (every cause, "; "-joined), or None when online."""
+        return "; ".join(self._problems[k] for k in sorted(self._problems)) or None
+
+    async def set_status(self, degraded: str | None, cause: str = "store") -> None:
+        """Online (None) or degraded with the reason, per cause (the store, refused alert
+        publishes): kept, and announced now and on every reconnect."""
+        if degraded is None:
+            self._problems.pop(cause, None)
+        else:
+            self._problems[cause] = degraded
         await self._announce()
+
+    def problem(self, cause: str) -> str | None:
+        """The reason given for `cause`, while it stands."""
+        return self._problems.get(cause)
 
     async def _announce(self) -> None:
         """The retained status: online, or degraded with the reason."""

@@ -1,15 +1,23 @@
 """Following the engine from a broker, as a monitor does: alert records and engine status.
 
 `tagwatch watch` and `tagwatch demo` read the broker through these two; printing the
-records is the command line's job."""
+records is the command line's job.
+
+With a `client_id` the stream holds a persistent session, as the engine does (MQTT v5, no
+clean start, a session expiry): while the console is away (its broker restarted, its
+network gone, the console itself stopped and started again with the same id) the broker
+queues the alert records for it and delivers them when it is back. Without one it is a
+clean session that sees only what is published while it is connected (the demo)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from engine.mqtt.session import BrokerAddress
 from engine.wire import topics
@@ -22,18 +30,35 @@ async def alert_records(
     *,
     client_kwargs: dict[str, Any] | None = None,
     reconnect_s: float | None = None,
+    client_id: str | None = None,
+    session_expiry_s: int = 86_400,
+    said: Callable[[str], None] | None = None,
 ) -> AsyncGenerator[Alert, None]:
     """Alert records as the broker delivers them (QoS 1), for one subject or all ("+").
 
     A payload that is not an alert record is skipped. When the connection fails the
-    MqttError is raised, or with `reconnect_s` the stream reconnects after that many
-    seconds. Close it (contextlib.aclosing) to disconnect before its end.
+    MqttError is raised, or with `reconnect_s` the stream reconnects, backing off from
+    that many seconds to 10. `client_id`: a persistent session under that id (see above).
+    `said` hears each connect and disconnect, for a console to show. Close the stream
+    (contextlib.aclosing) to disconnect before its end.
     """
     addr = BrokerAddress.parse(broker)
+    kwargs: dict[str, Any] = dict(client_kwargs or {})
+    if client_id is not None:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = int(session_expiry_s)
+        kwargs.update(
+            identifier=client_id, protocol=aiomqtt.ProtocolVersion.V5, clean_start=False,
+            properties=props,
+        )  # fmt: skip
+    backoff = reconnect_s
     while True:
         try:
-            async with aiomqtt.Client(addr.host, addr.port, **(client_kwargs or {})) as client:
+            async with aiomqtt.Client(addr.host, addr.port, **kwargs) as client:
                 await client.subscribe(topics.alerts(subject), qos=1)
+                if said is not None:
+                    said(f"connected to {addr.host}:{addr.port}")
+                backoff = reconnect_s
                 async for msg in client.messages:
                     if not isinstance(msg.payload, bytes):
                         continue
@@ -42,10 +67,13 @@ async def alert_records(
                     except ValueError:
                         continue
                     yield alert
-        except aiomqtt.MqttError:
-            if reconnect_s is None:
+        except aiomqtt.MqttError as e:
+            if reconnect_s is None or backoff is None:
                 raise
-            await asyncio.sleep(reconnect_s)
+            if said is not None:
+                said(f"broker {addr.host}:{addr.port}: {e}; reconnecting in {backoff:.1f} s")
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, max(10.0, reconnect_s))
 
 
 async def wait_online(broker: str, timeout: float) -> None:

@@ -128,3 +128,18 @@ def device_of(d: DeadLetter) -> str:
     if ":" in d.origin and "/" not in d.origin:  # FILE:LINE from replay
         return d.origin.rsplit(":", 1)[0]
     return _SHARED
+
+
+@dataclass(frozen=True)
+class DeadLetterRow:
+    """A stored dead letter, as the store reads it back."""
+
+    seq: int
+    received_at: float
+    origin: str
+    reason: str
+    size: int
+    payload: bytes  # an excerpt (the first bytes) when size is larger
+    sha256: str | None = None  # None in rows written before the hash was kept
+    device: str | None = None
+    count: int = 1  # dead letters this row stands for (> 1: a budget summary)

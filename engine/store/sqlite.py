@@ -1,15 +1,21 @@
 """Durable store (SQLite, WAL): alert lifecycle records, current alert state, dead letters,
 the publish outbox, the hash-chained evidence ledger (engine/store/ledger.py) and the pipeline
 snapshots restart recovery starts from. Everything one batch produces is committed in one
-transaction; the engine acknowledges the batch's messages only after that commit."""
+transaction; the engine acknowledges the batch's messages only after that commit.
+
+One connection, one thread: the connection lives on the store's own thread
+(engine/store/owner.py) and every public method runs there, whole, one after another,
+whoever calls it: the outbox never reads a batch's rows before its commit, a failing
+`mark_published` rolls back only itself, two writers never interleave ledger rows.
+sqlite3's `check_same_thread` stays on: any other use of the connection is refused."""
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
@@ -19,26 +25,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from engine.errors import StoreError
 from engine.store import ledger, signing
 from engine.store.base import OutboxItem
-from engine.store.deadletters import DeadLetterBudget
+from engine.store.deadletters import DeadLetterBudget, DeadLetterRow
 from engine.store.ledger import LedgerWriter, Step
+from engine.store.owner import OwnerThread, owned
 from engine.store.schema import ADDED, SCHEMA, SCHEMA_VERSION, advice, create_private
 from engine.store.signing import Checkpoint
 from engine.store.verify import VerifyReport, verify
 from engine.wire.alerts import Alert, decode_alert, encode_alert
 from engine.wire.records import DeadLetter
-
-
-@dataclass(frozen=True)
-class DeadLetterRow:
-    seq: int
-    received_at: float
-    origin: str
-    reason: str
-    size: int
-    payload: bytes  # an excerpt (the first bytes) when size is larger
-    sha256: str | None = None  # None in rows written before the hash was kept
-    device: str | None = None
-    count: int = 1  # dead letters this row stands for (> 1: a budget summary)
 
 
 class SqliteStore:
@@ -65,6 +59,15 @@ class SqliteStore:
         self.budget = DeadLetterBudget(dead_letter_budget, dead_letter_window_s)
         self.busy_timeout_s = busy_timeout_s
         self.read_only = read_only
+        self._owner = OwnerThread("tagwatch-store", f"alert store {self.path}")
+        try:
+            self._owner.call(self._open)
+        except BaseException:
+            self._owner.close()
+            raise
+
+    def _open(self) -> None:
+        read_only = self.read_only
         try:
             if read_only and not Path(self.path).is_file():
                 raise StoreError(f"no alert store at {self.path}")
@@ -85,10 +88,10 @@ class SqliteStore:
     def _connect(self) -> sqlite3.Connection:
         if self.read_only:
             uri = f"{Path(self.path).resolve().as_uri()}?mode=ro"
-            db = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            db = sqlite3.connect(uri, uri=True)
             db.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
             return db
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db = sqlite3.connect(self.path, isolation_level=None)
         db.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
         if self.path != ":memory:":
             mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
@@ -312,10 +315,21 @@ class SqliteStore:
             ).fetchone()
         return None if row is None else (int(row[0]), float(row[1]), str(row[2]), bytes(row[3]))
 
-    def steps_after(self, n: int) -> Iterator[Step]:
-        """Streamed: a long ledger (no snapshot yet, or a rebuild) never sits in memory."""
-        with self._reading("the evidence ledger") as db:
-            yield from ledger.replay_steps(db, n)
+    def steps_after(self, n: int, chunk: int = 256) -> Iterator[Step]:
+        """Streamed: a long ledger (no snapshot yet, or a rebuild) never sits in memory.
+        The cursor stays on the store's thread; the steps come over `chunk` at a time."""
+        steps = iter(self._owner.call(ledger.replay_steps, self._db, n))
+        try:
+            while got := self._owner.call(self._next_steps, steps, chunk):
+                yield from got
+        finally:
+            if close := getattr(steps, "close", None):  # the cursor goes on its own thread
+                with contextlib.suppress(StoreError):
+                    self._owner.call(close)
+
+    def _next_steps(self, steps: Iterator[Step], chunk: int) -> list[Step]:
+        with self._reading("the evidence ledger"):
+            return list(itertools.islice(steps, chunk))
 
     def last_step_now(self) -> float | None:
         with self._reading("the evidence ledger") as db:
@@ -441,6 +455,13 @@ class SqliteStore:
         ]
 
     def close(self) -> None:
+        if self._owner.closed:
+            return
+        with contextlib.suppress(StoreError):
+            self._owner.call(self._close)
+        self._owner.close()
+
+    def _close(self) -> None:
         with contextlib.suppress(StoreError):
             self.flush_dead_letters()
         with contextlib.suppress(sqlite3.Error):
@@ -451,6 +472,15 @@ class SqliteStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# Run on the store's thread (engine/store/owner.py), whichever thread calls them.
+for _name in (
+    "commit", "flush_dead_letters", "missing", "save_snapshot", "latest_snapshot",
+    "last_step_now", "prune", "prune_dead_letters", "verify", "mark_published",
+    "unpublished", "alert_log", "current_alerts", "dead_letters",
+):  # fmt: skip
+    setattr(SqliteStore, _name, owned(getattr(SqliteStore, _name)))
 
 
 def _prune_alerts(db: sqlite3.Connection, upto_seq: int) -> None:
