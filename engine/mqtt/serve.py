@@ -119,7 +119,7 @@ class Engine:
         self._fingerprint = recovery.fingerprint(pipeline)
         self._last_snapshot = 0.0
         self._last_prune = 0.0
-        self._ahead = False  # the pipeline holds steps the ledger lacks: never snapshot it
+        self._state_ahead = False  # the pipeline holds steps the ledger lacks: never snapshot it
         # Reporting-rate commands decided but not yet sent: (tag, rate_s)
         self.commands: list[tuple[str, float]] = []
 
@@ -365,7 +365,7 @@ class Engine:
                     # The pipeline has now run ahead of the ledger: a snapshot of it would
                     # hold steps never written, and the next run, restored from it, would
                     # drop the redelivered messages as duplicates (their alerts lost).
-                    self._ahead = True
+                    self._state_ahead = True
                     return None
                 self.counters.store_errors += 1
                 pending = self._pending
@@ -426,7 +426,7 @@ class Engine:
     def _snapshot(self) -> None:
         """Pipeline state as of the last commit (nothing may be pending, nothing dropped:
         a snapshot is never ahead of the ledger)."""
-        if self._pending or self._ahead:
+        if self._pending or self._state_ahead:
             return
         self._last_snapshot = self._now
         try:
