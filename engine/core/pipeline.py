@@ -52,6 +52,10 @@ class BatchResult:
     events: int = 0
     duplicates: int = 0
     late: int = 0
+    # Records refused without changing any state (unknown device; over the rate limit,
+    # out of time: admission.TRACELESS), as indices into the batch: a step stored without
+    # them replays to the same state, so they cost the evidence ledger nothing
+    traceless: list[int] = field(default_factory=list)
     # Reporting-rate commands: (tag, rate_s) for tagwatch/v1/tags/{tag}/cmd (the payload
     # is engine.wire.commands.encode_rate_command(rate_s))
     commands: list[tuple[str, float]] = field(default_factory=list)
@@ -154,6 +158,7 @@ class Pipeline:
             s = reg.slot(r.device)
             if s < 0:
                 res.dead.append(_unknown(r, origin))
+                res.traceless.append(i)
                 continue
             rows.append(i)
             batt = -1 if r.batt is None else r.batt
@@ -166,11 +171,13 @@ class Pipeline:
             n += 1
         arr, boot = arr[:n], boot[:n]
         # Time and rate limits, before dedupe: a rejected record changes no state
-        ok, why = self.admission.admit(arr, wall)
+        ok, why, traceless = self.admission.judge(arr, wall)
         if why:
             for k, reason in why:
                 r = records[rows[k]]
                 res.dead.append(DeadLetter(origin, record_json(r), reason, device=r.device))
+            res.traceless.extend(rows[k] for k in np.flatnonzero(traceless).tolist())
+            res.traceless.sort()
             arr, boot = arr[ok], boot[ok]
             n = arr.shape[0]
         # A tag's seq spaces (boots, restarts) become one effective seq; phones' seq is time

@@ -266,6 +266,9 @@ class Engine:
             dead.extend(d)
         step = Step("batch", self.clock(), recs)
         res = recovery.apply(self.pipeline, step)
+        # Records refused leaving no trace (over the rate limit...) are dead letters only:
+        # the step replays the same without them, and a flood costs no ledger row each
+        step = step.without(res.traceless)
         dead.extend(res.dead)
         c = self.counters
         c.fixes += res.fixes
