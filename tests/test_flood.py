@@ -7,6 +7,7 @@ through `tagwatch serve` over a real mosquitto (a kill -9 in the middle)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import sqlite3
 import time
@@ -186,3 +187,67 @@ def test_serve_records_over_the_rate_limit_cost_no_ledger_row(mosquitto, tmp_pat
         con.close()
     assert n_refused == 2000 - rows, (n_refused, rows)  # each step counts what it left out
     assert dead >= 50  # the budget's rows (the summary of the rest is kept at window end)
+
+
+def _stats(log: str) -> dict[str, int]:
+    """The last stats line's counters (received, processed, acked, ...)."""
+    line = [ln for ln in log.splitlines() if "tagwatch.serve: received " in ln][-1]
+    words = line.split("tagwatch.serve: ", 1)[1].replace("(", " ").replace(")", " ").split()
+    pairs = itertools.pairwise(words)
+    return {k.strip(","): int(v.strip(",")) for k, v in pairs if v.strip(",").isdigit()}
+
+
+@pytest.mark.mqtt
+@pytest.mark.timeout(120)
+def test_serve_takes_no_more_than_receive_max_while_it_cannot_commit(
+    mosquitto, tmp_path: Path
+) -> None:
+    """Backpressure end to end: while the store is locked nothing is acknowledged, so the
+    broker sends at most receive_max (50) messages and holds the rest; once the lock
+    goes, all 400 are decided."""
+    from tests.faultkit import ExclusiveLock
+
+    zones, subjects = write_world(tmp_path)
+    conf = tmp_path / "settings.toml"
+    conf.write_text("receive_max = 50\n")
+    db = tmp_path / "tw.db"
+    t0 = float(int(time.time()) - 1200)
+    msgs = [
+        ("tagwatch/v1/tags/T1/fix", json.dumps(fix(i, t0 + i, 500.0, 0.0))) for i in range(1, 401)
+    ]
+    with EngineProcess(mosquitto.host, mosquitto.port, zones, subjects, db, conf) as eng:
+        asyncio.run(wait_online(mosquitto.host, mosquitto.port))
+        lock = ExclusiveLock(db, 30.0)
+        lock.start()
+        asyncio.run(publish(mosquitto.host, mosquitto.port, msgs))
+        time.sleep(4.0)
+        held = _stats(eng.log_text())
+        lock.release()
+        deadline = time.monotonic() + 60
+        while _stats(eng.log_text()).get("processed", 0) < 400 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert eng.stop() == 0, eng.log_text()
+    after = _stats(eng.log_text())
+    print(f"store locked: received {held['received']} of 400 (receive_max 50); after: {after}")
+    assert held["received"] <= 50, held
+    assert after["processed"] == 400 and after["fixes"] == 400, after
+
+
+@pytest.mark.mqtt
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_serve_flood_from_one_tag_leaves_the_others_alerted_and_the_store_bounded(
+    mosquitto_path: str, tmp_path: Path
+) -> None:
+    """bench/flood.py for 10 s: X00 floods valid fixes as fast as the broker takes them
+    while 20 honest tags report every second and walk into their zones; every walk-in is
+    alerted (generous grace, no timing asserted) and X00's ledger rows are what its bucket
+    admits (rate_burst 10 000, then 2 a second), not one per message."""
+    from bench.flood import run_flood
+
+    fig = run_flood(tmp_path / "flood", seconds=10.0, honest=20, grace=30.0)
+    print("\n".join(fig.lines()))
+    assert fig.walk_ins >= 5 and fig.missed == 0, fig.lines()
+    assert fig.hostile_sent > 10_000 + 2 * 60, "the flood was not a flood"
+    assert fig.hostile_ledger_rows <= 10_000 + 2.0 * 60, fig.hostile_ledger_rows
+    assert fig.store_mb < 10.0, fig.lines()
