@@ -43,13 +43,14 @@ def oracle(batches: list[tuple[float, list[tuple[int, float]]]]) -> list[str]:
             if x < wall - ST.max_past_s:
                 out.append("past")
                 continue
+            # refilled to wall time, kept only when the record is admitted (a refused one
+            # leaves no trace)
             if s not in last:
-                tokens[s], last[s] = float(ST.rate_burst), wall
-            elif wall > last[s]:
-                tokens[s] = min(ST.rate_burst, tokens[s] + (wall - last[s]) * ST.rate_max_per_s)
-                last[s] = wall
-            if tokens[s] >= 1.0:
-                tokens[s] -= 1.0
+                tk = float(ST.rate_burst)
+            else:
+                tk = min(ST.rate_burst, tokens[s] + max(0.0, wall - last[s]) * ST.rate_max_per_s)
+            if tk >= 1.0:
+                tokens[s], last[s] = tk - 1.0, max(wall, last.get(s, wall))
                 out.append("admit")
             else:
                 out.append("rate")
@@ -101,3 +102,38 @@ def test_admission_matches_the_oracle_on_a_healthy_host(registry, confirmed, dra
                 else "future" if "ahead of" in r else "past" if "behind" in r else r
             )  # fmt: skip
     assert got == oracle(batches)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(_batch, min_size=1, max_size=20), st.booleans())
+def test_leaving_out_traceless_refusals_judges_the_rest_the_same(registry, drawn, fleet) -> None:  # type: ignore[no-untyped-def]
+    """What the live engine's ledger relies on: the batches again without the records
+    refused leaving no trace give every other record the same verdict and end in the same
+    state (live_clock "wall", and "fleet" where a far-future record may be a candidate)."""
+    cfg = Settings(
+        max_future_s=300.0, max_past_s=3600.0, rate_max_per_s=0.3, rate_burst=5,
+        live_clock="fleet" if fleet else "wall",
+    )  # fmt: skip
+    wall = WALL0 + 0.123
+    batches = []
+    seq = [0, 0, 0, 0]
+    for dt, recs in drawn:
+        wall += dt * 1.37
+        arr = np.zeros(len(recs), dtype=FIX_DTYPE)
+        for i, (s, kind, u, far) in enumerate(recs):
+            x = {"near": wall - 100 + u * 200, "future": wall + 300 + far}.get(
+                kind, wall - 3600 - far
+            )
+            arr[i]["slot"], arr[i]["seq"], arr[i]["t"] = s, seq[s], x
+            seq[s] += 1
+        batches.append((wall, arr))
+    full, kept = Admission(registry, cfg), Admission(registry, cfg)
+    for w, arr in batches:
+        keep, _, traceless = full.judge(arr, w)
+        assert not (keep & traceless).any()
+        rest = arr[~traceless]
+        keep2, _, traceless2 = kept.judge(rest, w)
+        assert np.array_equal(keep[~traceless], keep2)
+        assert not traceless2.any()
+        for name in ("tokens", "last", "full_t", "extra", "clk"):
+            assert np.array_equal(getattr(full, name), getattr(kept, name), equal_nan=True), name

@@ -39,13 +39,13 @@ ENGINE = Principal(
     "the tagwatch engine (tagwatch serve)",
     read=(*(f"{topics.TAGS}/+/{kind}" for kind in topics.TAG_KINDS), f"{topics.OWNTRACKS}/#"),
     write=(ALERTS, topics.CMD_FILTER),
-    readwrite=(topics.STATUS,),
+    readwrite=(topics.STATUS, topics.CHECKPOINT),
 )
 
 
 def _monitor(username: str) -> Principal:
-    about = "a monitoring console (tagwatch watch): alerts and engine status only"
-    return Principal(username, "monitor", about, read=(ALERTS, topics.STATUS))
+    about = "a monitoring console (tagwatch watch): alerts, engine status and checkpoint only"
+    return Principal(username, "monitor", about, read=(ALERTS, topics.STATUS, topics.CHECKPOINT))
 
 
 def _device_principal(username: str, group: str, about: str) -> Principal:

@@ -175,6 +175,23 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_checkpoint(args: argparse.Namespace) -> int:
+    """Save the engine's retained signed ledger checkpoint (for audit verify --checkpoint)."""
+    from engine.mqtt.checkpoint import retained_checkpoint
+
+    auth = MqttAuth.from_args(args)
+    cp = asyncio.run(retained_checkpoint(args.broker, args.timeout, client_kwargs=auth.kwargs()))
+    if args.out == "-":
+        print(cp.decode())
+        return 0
+    try:
+        Path(args.out).write_bytes(cp + b"\n")
+    except OSError as e:
+        raise TagwatchError(f"cannot write {args.out}: {e.strerror}") from None
+    print(f"checkpoint saved to {args.out}: {cp.decode()}")
+    return 0
+
+
 def cmd_alerts(args: argparse.Namespace) -> int:
     from engine.cli.console import AlertPrinter
     from engine.store.sqlite import SqliteStore
@@ -292,6 +309,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mqttauth.add_arguments(sp)
     sp.set_defaults(func=cmd_watch)
+
+    sp = sub.add_parser(
+        "checkpoint",
+        help="save the engine's retained signed ledger checkpoint (audit verify --checkpoint)",
+    )
+    sp.add_argument("--broker", default="127.0.0.1:1883")
+    sp.add_argument("--out", default="-", help="file to write (default: print it)")
+    sp.add_argument("--timeout", type=float, default=10.0, help="give up after N seconds")
+    mqttauth.add_arguments(sp)
+    sp.set_defaults(func=cmd_checkpoint)
 
     sp = sub.add_parser("alerts", help="list alerts from an alert store")
     sp.add_argument("--db", default="tagwatch.db")

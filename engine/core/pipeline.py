@@ -52,6 +52,10 @@ class BatchResult:
     events: int = 0
     duplicates: int = 0
     late: int = 0
+    # Records refused without changing any state (unknown device; over the rate limit,
+    # out of time: admission.TRACELESS), as indices into the batch: a step stored without
+    # them replays to the same state, so they cost the evidence ledger nothing
+    traceless: list[int] = field(default_factory=list)
     # Reporting-rate commands: (tag, rate_s) for tagwatch/v1/tags/{tag}/cmd (the payload
     # is engine.wire.commands.encode_rate_command(rate_s))
     commands: list[tuple[str, float]] = field(default_factory=list)
@@ -106,8 +110,8 @@ class Pipeline:
         None and the clock is the latest event time seen."""
         res = BatchResult()
         arr = self._intake(records, origin, res, wall)
-        if wall is not None and self.settings.live_clock == "wall":
-            self._clock_witness(arr, float(wall))
+        if self._witnessed(wall):
+            self._clock_witness(arr, float(wall))  # type: ignore[arg-type]
         if arr.shape[0]:
             if wall is None:
                 clocks = self.clock.observe(arr["slot"], arr["t"])
@@ -119,6 +123,10 @@ class Pipeline:
             self.clock.set(wall)
         self._after(res)
         return res
+
+    def _witnessed(self, wall: float | None) -> bool:
+        """Live on wall time, which witnesses records' arrival (clock_fault judges it)."""
+        return wall is not None and self.settings.live_clock == "wall" and self.health.clock.enabled
 
     def _clock_witness(self, arr: np.ndarray, wall: float) -> None:
         """Live on wall time: every record's event time against its arrival (clock_fault),
@@ -177,6 +185,7 @@ class Pipeline:
             s = reg.slot(r.device)
             if s < 0:
                 res.dead.append(_unknown(r, origin))
+                res.traceless.append(i)
                 continue
             rows.append(i)
             batt = -1 if r.batt is None else r.batt
@@ -189,13 +198,19 @@ class Pipeline:
             n += 1
         arr, boot = arr[:n], boot[:n]
         # Time and rate limits, before dedupe: a rejected record changes no state
-        ok, why = self.admission.admit(arr, wall)
+        ok, why, traceless = self.admission.judge(arr, wall)
         timing = self.admission.verdict_of_time
-        self._time_refused = arr[timing] if timing is not None else None
+        self._time_refused = None
+        if timing is not None and self._witnessed(wall):
+            # The clock_fault witness learns from them: they leave a trace and stay stored
+            self._time_refused = arr[timing]
+            traceless = traceless & ~timing
         if why:
             for k, reason in why:
                 r = records[rows[k]]
                 res.dead.append(DeadLetter(origin, record_json(r), reason, device=r.device))
+            res.traceless.extend(rows[k] for k in np.flatnonzero(traceless).tolist())
+            res.traceless.sort()
             arr, boot = arr[ok], boot[ok]
             n = arr.shape[0]
         # A tag's seq spaces (boots, restarts) become one effective seq; phones' seq is time

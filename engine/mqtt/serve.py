@@ -17,7 +17,10 @@ Delivery guarantees (docs/durability.md):
   when the broker confirms; what is unconfirmed is retried every `outbox_retry_s` and on
   every reconnect.
 - When the store cannot be written (locked, disk full) the engine stops: no new batches,
-  no acknowledgements, an ERROR each retry and a retained "degraded" status saying why."""
+  no acknowledgements, an ERROR each retry and a retained "degraded" status saying why.
+- After each commit the store's new signed ledger checkpoint is published, retained, on
+  tagwatch/v1/engine/checkpoint (and again on every reconnect): a copy of where the chain
+  ended that lives outside the store, for `tagwatch audit verify --checkpoint`."""
 
 from __future__ import annotations
 
@@ -120,6 +123,7 @@ class Engine:
         self._last_snapshot = 0.0
         self._last_prune = 0.0
         self._state_ahead = False  # the pipeline holds steps the ledger lacks: never snapshot it
+        self._checkpoint_sent: bytes | None = None  # the last one the broker confirmed
         # Reporting-rate commands decided but not yet sent: (tag, rate_s)
         self.commands: list[tuple[str, float]] = []
 
@@ -246,6 +250,8 @@ class Engine:
                 await asyncio.to_thread(self._commit_pending)
                 await asyncio.to_thread(self._snapshot)
             await self.outbox.flush(timeout=2.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._publish_checkpoint(), 2.0)
             receiver.cancel()
         log.info("engine stopped: %s", self.stats_line())
 
@@ -260,7 +266,9 @@ class Engine:
     # -- receiving ---------------------------------------------------------------------
     async def _on_connect(self) -> None:
         self.counters.connects += 1
+        self._checkpoint_sent = None  # a broker that lost its retained messages gets it again
         await self.outbox.flush()
+        await self._publish_checkpoint()
 
     async def _on_message(self, item: Incoming) -> None:
         if self.stopping.is_set():
@@ -307,6 +315,9 @@ class Engine:
             dead.extend(d)
         step = Step("batch", self.clock(), recs)
         res = recovery.apply(self.pipeline, step)
+        # Records refused leaving no trace (over the rate limit...) are dead letters only:
+        # the step replays the same without them, and a flood costs no ledger row each
+        step = step.without(res.traceless)
         dead.extend(res.dead)
         c = self.counters
         c.fixes += res.fixes
@@ -415,6 +426,7 @@ class Engine:
         self._ack(items)
         if fresh:
             await self.outbox.publish(fresh)
+        await self._publish_checkpoint()
         now = self._now
         st = self.settings
         if now - self._last_snapshot >= st.snapshot_every_s:
@@ -422,6 +434,20 @@ class Engine:
         if now - self._last_prune >= 3600.0:
             self._last_prune = now
             await asyncio.to_thread(self._prune, self.retention_clock())
+
+    async def _publish_checkpoint(self) -> None:
+        """The store's newest signed checkpoint, retained (QoS 1), once each. A lost one is
+        superseded by the next commit's, and sent again on reconnect."""
+        client = self.session.client
+        cp = self.store.signed_checkpoint()
+        if client is None or cp is None or cp == self._checkpoint_sent:
+            return
+        try:
+            await client.publish(topics.CHECKPOINT, cp, qos=1, retain=True)
+        except aiomqtt.MqttError as e:
+            log.warning("ledger checkpoint publish failed (sent again later): %s", e)
+            return
+        self._checkpoint_sent = cp
 
     def _snapshot(self) -> None:
         """Pipeline state as of the last commit (nothing may be pending, nothing dropped:

@@ -19,11 +19,12 @@ import msgspec
 import numpy as np
 
 from engine.core.intake.seqspace import SeqSpaces
-from engine.errors import StoreError, TagwatchError
+from engine.errors import DecodeError, StoreError, TagwatchError
 from engine.settings import Settings
 from engine.store.schema import advice
 from engine.store.signing import Checkpoint, load_public_key
 from engine.store.verify import verify
+from engine.wire.checkpoint import decode_checkpoint
 
 
 def _open_ro(path: str) -> sqlite3.Connection:
@@ -56,11 +57,12 @@ def _read_checkpoint(path: str) -> Checkpoint:
         text = Path(path).read_bytes()
     except OSError as e:
         raise TagwatchError(f"cannot read checkpoint {path}: {e.strerror}") from None
-    text = text.strip().removeprefix(b"checkpoint:").strip()
     try:
-        return msgspec.json.decode(text, type=Checkpoint)
-    except msgspec.DecodeError as e:
-        raise TagwatchError(f"{path}: not a checkpoint `audit verify` printed ({e})") from None
+        return decode_checkpoint(text)
+    except DecodeError as e:
+        raise TagwatchError(
+            f"{path}: not a checkpoint `audit verify` printed or the engine published ({e})"
+        ) from None
 
 
 @_reading
@@ -76,6 +78,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if not rep.ok:
         print(f"BROKEN: {args.db}: {rep.problem}", file=sys.stderr)
         print(f"  {rep.rows} rows verified before it ({counts})", file=sys.stderr)
+        if pin is not None:
+            print(f"  against checkpoint: {pin.encode().decode()}", file=sys.stderr)
         return 1
     older = rep.alert_log_before_retention
     print(
@@ -207,8 +211,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     v.add_argument(
         "--checkpoint",
         metavar="FILE",
-        help="a checkpoint line an earlier verify printed, kept elsewhere: the store must"
-        " still contain it (a deleted or rewritten end shows)",
+        help="a checkpoint kept elsewhere (a line an earlier verify printed, or the one the"
+        " engine retains on tagwatch/v1/engine/checkpoint: `tagwatch checkpoint --out FILE`):"
+        " the store must still contain it (a deleted or rewritten end shows)",
     )
     v.add_argument(
         "--key",

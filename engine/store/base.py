@@ -40,6 +40,10 @@ class Store(Protocol):
         transaction; the returned outbox items are durable. StoreError: nothing written."""
         ...
 
+    def signed_checkpoint(self) -> bytes | None:
+        """The last commit's signed ledger checkpoint (JSON), or None when not signing."""
+        ...
+
     def missing(self, alerts: Sequence[Alert]) -> list[Alert]:
         """The alert records not already stored, byte for byte."""
         ...

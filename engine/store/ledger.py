@@ -8,6 +8,7 @@ on: `tagwatch audit verify` recomputes it.
 Rows, in the order they happened:
 
     step  {"step": "batch"|"tick"|"resume", "now": engine clock, ...}   device/seq NULL
+          (a batch: "records" stored after it, "refused" left out: see Step)
     fix   a replay line (contract: fix + "tag")                         device, seq, t
     event a replay line (contract: event + "tag", "type": "event")      device, seq, t
     alert the alert record's canonical JSON (as published)              device = alert id,
@@ -79,17 +80,33 @@ def decode_record(body: bytes) -> Record:
 @dataclass(frozen=True)
 class Step:
     """One call into the pipeline: `kind` batch (process), tick, or resume (a restart:
-    `credit` seconds of engine downtime that is not the devices' silence)."""
+    `credit` seconds of engine downtime that is not the devices' silence).
+
+    A batch is stored `without` the records the pipeline refused leaving no trace (over
+    the rate limit, out of time, unknown device): they changed no state, so the step
+    replays to the same state without them; `refused` counts them (they are dead letters,
+    budgeted per device), so a device flooding the engine costs no ledger row a record."""
 
     kind: str
     now: float
     records: Sequence[Record] = ()
     credit: float = 0.0
+    refused: int = 0
+
+    def without(self, rows: Sequence[int]) -> Step:
+        """This step minus the records at `rows` (sorted indices), counted in `refused`."""
+        if not rows:
+            return self
+        drop = set(rows)
+        kept = [r for i, r in enumerate(self.records) if i not in drop]
+        return Step(self.kind, self.now, kept, self.credit, self.refused + len(drop))
 
     def header(self) -> bytes:
         d: dict[str, object] = {"step": self.kind, "now": self.now}
         if self.kind == "batch":
             d["records"] = len(self.records)
+        if self.refused:
+            d["refused"] = self.refused
         if self.credit:
             d["credit"] = self.credit
         return _enc.encode(d)
@@ -99,6 +116,7 @@ class _StepHead(msgspec.Struct):
     step: str
     now: float
     credit: float = 0.0
+    refused: int = 0
 
 
 def row_hash(
@@ -214,7 +232,7 @@ def replay_steps(db: sqlite3.Connection, after_n: int) -> Iterator[Step]:
     for kind, body in cur:
         if kind == "step":
             if head is not None:
-                yield Step(head.step, head.now, recs, head.credit)
+                yield Step(head.step, head.now, recs, head.credit, head.refused)
             head, recs = msgspec.json.decode(bytes(body), type=_StepHead), []
         elif head is not None:  # records before the first step: cut off by retention
             try:
@@ -222,4 +240,4 @@ def replay_steps(db: sqlite3.Connection, after_n: int) -> Iterator[Step]:
             except ValueError as e:  # never stop a restart; say what could not be read
                 log.error("ledger: %s; recovery continues without it", e)
     if head is not None:
-        yield Step(head.step, head.now, recs, head.credit)
+        yield Step(head.step, head.now, recs, head.credit, head.refused)

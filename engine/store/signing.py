@@ -22,23 +22,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from engine.errors import StoreError
 from engine.store.ledger import Head, read_anchor
+from engine.wire.checkpoint import Checkpoint
 
-
-class Checkpoint(msgspec.Struct, forbid_unknown_fields=False):
-    """Where the chain stood: row `n` has hash `hash`; rows up to `anchor_n` were pruned."""
-
-    n: int
-    step: int
-    hash: str
-    anchor_n: int = 0
-    anchor_hash: str = ""
-    alert_seq: int = 0
-    now: float | None = None
-    key: str = ""  # the signer's Ed25519 public key, hex
-    sig: str = ""  # Ed25519 over this JSON with sig ""
-
-    def encode(self) -> bytes:
-        return msgspec.json.encode(self)
+__all__ = ["Checkpoint", "load_or_create_key", "load_public_key", "sign", "signature_problem"]
 
 
 def default_key_path(db: str | Path) -> Path:

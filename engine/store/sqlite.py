@@ -38,6 +38,8 @@ from engine.wire.records import DeadLetter
 class SqliteStore:
     """The embedded store. `path` ':memory:' gives a throwaway store (replay, tests)."""
 
+    _signed: tuple[Checkpoint, bytes] | None = None  # signed_checkpoint()'s last answer
+
     def __init__(
         self,
         path: str | Path,
@@ -157,6 +159,16 @@ class SqliteStore:
         """Store the signed checkpoint, inside the caller's transaction."""
         if self.signing_key is not None:
             signing.store_signed(self._db, mark, self.signing_key)
+
+    def signed_checkpoint(self) -> bytes | None:
+        """The checkpoint of the last commit, signed: the bytes `meta` holds (Ed25519
+        signatures are deterministic). None without a signing key or an empty ledger."""
+        key, mark = self.signing_key, self._mark
+        if key is None or self.head.n == 0:
+            return None
+        if self._signed is None or self._signed[0] is not mark:
+            self._signed = (mark, signing.sign(mark, key).encode())
+        return self._signed[1]
 
     def _add_columns(self) -> None:
         for table, column, decl in ADDED:

@@ -14,6 +14,7 @@ OWNTRACKS = "owntracks"  # owntracks/{user}/{device}: a victim's phone, unchange
 OWNTRACKS_PREFIX = OWNTRACKS + "/"
 ALERTS = "tagwatch/v1/alerts"  # tagwatch/v1/alerts/{subject}
 STATUS = "tagwatch/v1/engine/status"  # the engine's retained status, with an offline will
+CHECKPOINT = "tagwatch/v1/engine/checkpoint"  # the newest signed ledger checkpoint, retained
 
 # What the engine subscribes to.
 INPUT_FILTERS = (

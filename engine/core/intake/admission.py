@@ -29,7 +29,11 @@ rejected for its time only when it disagrees with *both*.
 
 A rejected record changes nothing: not the clocks, not the device's bucket, not the seq
 dedupe window (admission runs before dedupe, so a record rejected now and sent again later
-is still new). Each record is decided in arrival order from state carried between batches,
+is still new). The one exception is a far-future record kept as the candidate for a jump
+of the event clock (live_clock "fleet" and replay only). So the live engine stores no
+ledger row for any other refused record (a flood over the rate limit costs a dead-letter
+budget, not the disk): restart recovery replays the steps without them and judges every
+other record exactly as before. Each record is decided in arrival order from state carried between batches,
 so replay gives the same result whatever the batch size. The state is sequential by nature
 (each decision depends on the ones before), so it is one compiled pass over the batch
 arrays, like the dedupe and ordering kernels.
@@ -56,6 +60,10 @@ PAST = 2
 RATE = 3
 BAD_TIME = 4
 BAD_SEQ = 5
+CANDIDATE = 6  # too far ahead, and kept as the candidate for a jump of the event clock
+# Refusals that changed no state (everything but CANDIDATE): the live engine stores no
+# ledger row for such a record, and the steps recovery replays judge the others the same
+TRACELESS = (FUTURE, PAST, RATE, BAD_TIME, BAD_SEQ)
 
 # The ordering works out the seq each tag owes next as seq + 1 in int64; decode accepts
 # any seq up to 2^63-1, whose successor does not exist (a fuzzing find: it crashed
@@ -182,28 +190,31 @@ def _admit(
         if reject != ADMIT:
             if reject == FUTURE and not trust:
                 cs, ct = s, x  # the candidate for a jump a second device may confirm
+                reject = CANDIDATE
             verdict[i] = reject
             continue
-        # rate: refill the device's bucket to the clock before this record
+        # rate: refill the device's bucket to the clock before this record. Written back
+        # only when the record is admitted: a refused record leaves no trace, so the steps
+        # recovery replays can leave it out and still judge the others the same
         c = wall if live else (now if math.isfinite(now) else x)
-        if last[s] != last[s]:
-            tokens[s] = burst
-            last[s] = c
-            full_t[s] = c
-        elif c > last[s]:
-            tokens[s] = min(burst, tokens[s] + (c - last[s]) * rate)
-            last[s] = c
-            if tokens[s] >= burst:
-                full_t[s] = c
-        if tokens[s] >= 1.0:
-            tokens[s] -= 1.0
+        tk, lt, ft = tokens[s], last[s], full_t[s]
+        if lt != lt:
+            tk, lt, ft = burst, c, c
+        elif c > lt:
+            tk = min(burst, tk + (c - lt) * rate)
+            lt = c
+            if tk >= burst:
+                ft = c
+        if tk >= 1.0:
+            tk -= 1.0
         elif extra[s] >= 1.0:
             extra[s] -= 1.0
         else:
             ref[i] = c
-            since[i] = full_t[s]
+            since[i] = ft
             verdict[i] = RATE
             continue
+        tokens[s], last[s], full_t[s] = tk, lt, ft
         verdict[i] = ADMIT
         now, confirmed, anchor, cs, ct = n_now, n_conf, n_anchor, n_cs, n_ct
     clk[_NOW] = now
@@ -271,14 +282,22 @@ class Admission:
 
         `arr` is a FIX_DTYPE batch in arrival order; `wall` is live wall time (Unix s) or
         None in replay."""
+        keep, dead, _ = self.judge(arr, wall)
+        return keep, dead
+
+    def judge(
+        self, arr: np.ndarray, wall: float | None
+    ) -> tuple[np.ndarray, list[tuple[int, str]], np.ndarray]:
+        """As `admit`, plus a mask of the refused rows that changed no state (TRACELESS):
+        a step stored without them replays to the same state."""
         n = arr.shape[0]
         self.verdict_of_time = None
-        if n == 0:
-            return np.ones(0, dtype=np.bool_), []
         st = self.settings
         live = wall is not None and math.isfinite(wall)
-        if live:
+        if live:  # before the empty return: a step whose records were all left out
             self.wall = max(self.wall, float(wall))  # type: ignore[arg-type]
+        if n == 0:
+            return np.ones(0, dtype=np.bool_), [], np.zeros(0, dtype=np.bool_)
         slot = np.ascontiguousarray(arr["slot"], dtype=np.int64)
         seq = np.ascontiguousarray(arr["seq"], dtype=np.int64)
         t = np.ascontiguousarray(arr["t"], dtype=np.float64)
@@ -292,9 +311,9 @@ class Admission:
             self.full_t, self.extra, verdict, ref, since,
         )  # fmt: skip
         keep = verdict == ADMIT
+        traceless = np.isin(verdict, TRACELESS)
         if keep.all():
-            self.verdict_of_time = None
-            return keep, []
+            return keep, [], traceless
         timing = (verdict == FUTURE) | (verdict == PAST)
         self.verdict_of_time = timing if timing.any() else None
         dead = []
@@ -302,7 +321,7 @@ class Admission:
             v, s, x, c, f, q = verdict[i], slot[i], t[i], ref[i], since[i], seq[i]
             reason = self._reason(int(v), int(s), float(x), float(c), float(f), live, int(q))
             dead.append((i, reason))
-        return keep, dead
+        return keep, dead, traceless
 
     def credit(self, seconds: float) -> None:
         """The engine was down `seconds` (restart): the broker queued what devices sent
@@ -322,6 +341,8 @@ class Admission:
     def _reason(
         self, verdict: int, slot: int, t: float, ref: float, full: float, live: bool, seq: int
     ) -> str:
+        if verdict == CANDIDATE:
+            verdict = FUTURE
         self.rejected[verdict] += 1
         st = self.settings
         if verdict == BAD_SEQ:
