@@ -6,12 +6,13 @@ transaction; the engine acknowledges the batch's messages only after that commit
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -285,24 +286,44 @@ class SqliteStore:
 
     # -- snapshots and retention -------------------------------------------------------
     def save_snapshot(self, fingerprint: str, now: float, state: bytes, keep: int = 2) -> None:
-        """Pipeline state as of the ledger head (the last committed step)."""
+        """Pipeline state as of the ledger head (the last committed step), and a ledger
+        row with its sha256 (recovery uses a snapshot only when the two agree)."""
         db = self._db
+        head = self.head
+        mark_row = LedgerWriter(head).snapshot_row(
+            head.n, hashlib.sha256(state).hexdigest(), len(state)
+        )
         try:
             db.execute("BEGIN IMMEDIATE")
             db.execute(
                 "INSERT OR REPLACE INTO snapshots(n, step, now, fingerprint, created_at, state)"
                 " VALUES (?,?,?,?,?,?)",
-                (self.head.n, self.head.step, now, fingerprint, time.time(), state),
+                (head.n, head.step, now, fingerprint, time.time(), state),
             )
             db.execute(
                 "DELETE FROM snapshots WHERE n NOT IN"
                 " (SELECT n FROM snapshots ORDER BY n DESC LIMIT ?)",
                 (keep,),
             )
+            db.execute(ledger.INSERT, mark_row)
+            end = LedgerWriter.after([mark_row], head)
+            mark = msgspec.structs.replace(self._mark, n=end.n, step=end.step, hash=end.hash.hex())
+            self._sign(mark)
             db.execute("COMMIT")
         except sqlite3.Error as e:
             self._after_failure()
             self._fail("cannot save snapshot", e)
+        self.head, self._mark = end, mark
+
+    def snapshot_hash(self, n: int) -> str | None:
+        """The sha256 the evidence ledger records for the snapshot taken after row n."""
+        with self._reading("the evidence ledger") as db:
+            return ledger.snapshot_hash(db, n)
+
+    def config_steps(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        """(ledger n, config) of the retained config steps, newest first."""
+        with self._reading("the evidence ledger") as db:
+            yield from ledger.config_steps(db)
 
     def latest_snapshot(self) -> tuple[int, float, str, bytes] | None:
         """(ledger n, engine clock, fingerprint, state) of the newest snapshot."""
