@@ -17,7 +17,10 @@ Delivery guarantees (docs/durability.md):
   when the broker confirms; what is unconfirmed is retried every `outbox_retry_s` and on
   every reconnect.
 - When the store cannot be written (locked, disk full) the engine stops: no new batches,
-  no acknowledgements, an ERROR each retry and a retained "degraded" status saying why."""
+  no acknowledgements, an ERROR each retry and a retained "degraded" status saying why.
+
+SIGHUP re-reads the zones and subjects between two batches (engine/mqtt/reload.py,
+docs/configuration.md): nothing changes unless both files are valid."""
 
 from __future__ import annotations
 
@@ -33,11 +36,13 @@ import aiomqtt
 
 from engine.core.pipeline import BatchResult, Pipeline
 from engine.errors import StoreError
+from engine.mqtt import reload
 from engine.mqtt.outbox import Outbox
 from engine.mqtt.session import BrokerAddress, Incoming, MqttSession
 from engine.settings import Settings
 from engine.store import recovery
 from engine.store.base import OutboxItem, Store
+from engine.store.config import ConfigError, ConfigFiles
 from engine.store.ledger import Step
 from engine.wire import topics
 from engine.wire.alerts import Alert
@@ -97,8 +102,11 @@ class Engine:
         settings: Settings | None = None,
         stats_every_s: float = 10.0,
         client_kwargs: dict[str, Any] | None = None,
+        config: ConfigFiles | None = None,
     ) -> None:
         self.pipeline = pipeline
+        self.config = config  # the files `pipeline` was built from (None: reload is off)
+        self._reload_wanted = False
         self.store = store
         self.settings = settings or pipeline.settings
         self.stats_every_s = stats_every_s
@@ -157,9 +165,22 @@ class Engine:
     def recover(self) -> recovery.Recovered:
         """Before connecting: rebuild the pipeline's state from the store, credit the
         downtime, and commit that as a resume step. Raises StoreError if it can't."""
-        rec = recovery.recover(self.pipeline, self.store)
+        start = self.pipeline
+        rec = recovery.recover(start, self.store, self.config)
+        assert rec.pipeline is not None
+        self.pipeline = rec.pipeline
         if rec.steps or rec.from_snapshot:
             log.info("%s", rec.line())
+        if self.config is not None and rec.config != self.config.hashes:
+            # Started on other files than the ledger's last configuration: from here on the
+            # files on disk are in force, recorded as a config step (state moves by ids).
+            if self.pipeline is not start:
+                self.pipeline = recovery.reconfigure(self.pipeline, start.zoneset)
+            self._pending.steps.append(Step("config", self.clock(), config=self.config.data()))
+            moved = "changed: state carried across by ids; " if rec.from_snapshot else ""
+            log.info("configuration %sin force from now, in the evidence ledger: %s", moved,
+                     reload.hashes_line(self.config))  # fmt: skip
+        self._fingerprint = recovery.fingerprint(self.pipeline)
         if rec.alerts:
             log.warning(
                 "recovery decided %d alert records the store lacks (a changed configuration?);"
@@ -180,7 +201,7 @@ class Engine:
         self._pending.alerts += rec.alerts
         self.store.commit(self._pending.alerts, [], self._now, steps=self._pending.steps)
         self._pending = _Pending()
-        if rec.steps:
+        if rec.steps or rec.remapped or not rec.from_snapshot:
             self._snapshot()
         return rec
 
@@ -215,6 +236,10 @@ class Engine:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stop)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+
+    def request_reload(self) -> None:  # SIGHUP: re-read the files before the next batch
+        self._reload_wanted = True
 
     # -- receiving ---------------------------------------------------------------------
     async def _on_connect(self) -> None:
@@ -340,6 +365,8 @@ class Engine:
 
     async def _processor(self) -> None:
         while not (self.stopping.is_set() and self.queue.empty()):
+            if self._reload_wanted and not await self._reload():
+                return
             items = await self._next_batch()
             if not items:
                 decided = await asyncio.to_thread(self._tick)
@@ -377,13 +404,51 @@ class Engine:
             self._last_prune = now
             await asyncio.to_thread(self._prune, now)
 
+    # -- configuration reload -----------------------------------------------------------
+    def _switch(self, files: ConfigFiles, new: Pipeline) -> None:
+        """Carry the live state across by ids and record the change as a config step."""
+        step = Step("config", self.clock(), config=files.data())
+        new.import_state(self.pipeline.export_state())
+        self.pipeline, self.config = new, files
+        self._fingerprint = recovery.fingerprint(new)
+        self._take(step, BatchResult(), [])
+
+    async def _reload(self) -> bool:
+        """SIGHUP: take the files if they are valid, else change nothing and say why.
+        False when the engine is stopping and the change could not be committed."""
+        self._reload_wanted = False
+        if self.config is None:
+            log.warning("SIGHUP ignored: started without configuration files to re-read")
+            return True
+        t0, old = time.time(), self.config
+        try:
+            files, new = await asyncio.to_thread(reload.prepare, old, self.pipeline.settings)
+        except ConfigError as e:
+            log.error("configuration reload REFUSED, nothing changed (the old zones and"
+                      " subjects stay in force): %s", e)  # fmt: skip
+            await self.session.set_config_status(reload.status("refused", old, t0, str(e)))
+            return True
+        if files.hashes != old.hashes:
+            await asyncio.to_thread(self._switch, files, new)
+            fresh = await self._commit()
+            if fresh is None:
+                return False
+            await self._after_commit(fresh, [])
+            await asyncio.to_thread(self._snapshot)
+        log.info("%s", reload.line(files, old, new, time.time() - t0))
+        outcome = "unchanged" if files.hashes == old.hashes else "reloaded"
+        await self.session.set_config_status(reload.status(outcome, files, t0))
+        return True
+
     def _snapshot(self) -> None:
         """Pipeline state as of the last commit (nothing may be pending)."""
         if self._pending:
             return
         self._last_snapshot = self._now
         try:
-            self.store.save_snapshot(self._fingerprint, self._now, recovery.snapshot(self.pipeline))
+            config = None if self.config is None else self.config.hashes
+            data = recovery.snapshot(self.pipeline, config)
+            self.store.save_snapshot(self._fingerprint, self._now, data)
         except StoreError as e:
             log.warning("%s; a restart replays more of the ledger", e)
 
