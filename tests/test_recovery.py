@@ -268,12 +268,13 @@ def test_audit_alert_and_export_reconstruct_an_alert(
     assert main(["audit", "verify", "--db", str(tmp_path / "nope.db")]) == 2
 
 
-def test_a_changed_subjects_file_rebuilds_state_without_repeating_alerts(
+def test_a_changed_subjects_file_maps_the_snapshot_by_ids_without_a_rebuild(
     world: Path, tmp_path: Path
 ) -> None:
-    """A subject added between runs changes the state's shape: the snapshot no longer fits,
-    recovery replays the ledger through the new configuration, and the alerts it decides
-    for the subjects that were already there are the stored ones, not new ones."""
+    """A subject added between runs changes the state's shape; the snapshot is keyed by
+    ids, so it is mapped onto the new configuration (the new tag starts empty) instead of
+    replaying the whole retained ledger, and the subjects that were already there decide
+    exactly what they would have."""
     zs = load(world / "zones.geojson", world / "subjects.toml")
     steps = _live_steps(_records(world), 8)
     half = len(steps) // 2
@@ -290,8 +291,8 @@ def test_a_changed_subjects_file_rebuilds_state_without_repeating_alerts(
     assert recovery.fingerprint(b) != recovery.fingerprint(a)
     with SqliteStore(db) as store:
         rec = recovery.recover(b, store)
-    assert rec.rebuilt and not rec.from_snapshot and rec.steps == half
-    assert rec.alerts == []
+    assert rec.from_snapshot and rec.remapped and not rec.rebuilt and rec.steps == 0
+    assert rec.alerts == [] and rec.pipeline is b
     _assert_same_future(a, b, steps[half:])
 
 

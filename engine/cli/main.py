@@ -81,10 +81,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from engine.core.pipeline import Pipeline
     from engine.mqtt.serve import Engine
     from engine.mqtt.session import BrokerAddress
+    from engine.store.config import ConfigFiles
     from engine.store.signing import default_key_path, load_or_create_key
 
     auth = MqttAuth.from_args(args)
-    zs = _load_zones(args)
+    # What was hashed is what is used: the pipeline is built from the texts read here,
+    # and SIGHUP re-reads the same paths (docs/configuration.md).
+    config = ConfigFiles.read(args.zones, args.subjects)
+    zs = config.zoneset()
     settings = _settings(args)
     pipeline = Pipeline(zs, settings)
     key = load_or_create_key(args.key or default_key_path(args.db))
@@ -103,6 +107,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             client_id=args.client_id,
             stats_every_s=args.stats_every,
             client_kwargs=auth.kwargs(),
+            config=config,
         )
         # Before connecting: the broker redelivers what was not acknowledged, and it must
         # meet the state the engine had when it last committed.

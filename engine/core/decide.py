@@ -29,12 +29,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from engine.core.episodes import Episode, EpisodeBook, TrackerKey, TrackerKind, prob_below
 from engine.settings import Settings
 from engine.wire.alerts import Severity
+
+if TYPE_CHECKING:
+    from engine.core.remap import Ids, Remap
 
 # Crossing one of these re-publishes the open record: possible -> likely -> confident
 ESCALATE_AT = (0.7, 0.9)
@@ -390,3 +394,60 @@ class Trackers:
         for tr in self.live.values():
             if isinstance(tr, BreachTracker):
                 tr.finish()
+
+    # -- state as data (snapshots, configuration reloads: engine/core/remap.py) ----------
+    def export_state(self, ids: Ids) -> list[Any]:
+        """Every live tracker in the order it was made; an open episode is the book's."""
+        out: list[Any] = []
+        for key, tr in self.live.items():
+            if isinstance(tr, BreachTracker):
+                d: dict[str, Any] = {
+                    "type": "breach", "kind": tr.kind, "subject": tr.subject, "zone": tr.zone,
+                    "severity": tr.severity, "pending": [_obs_data(o) for o in tr.pending],
+                    "leaving_since": tr.leaving_since, "n_inside": tr.n_inside,
+                }  # fmt: skip
+            else:
+                d = {"type": "curfew", "subject": tr.subject, "zone": tr.zone,
+                     "away": [_obs_data(o) for o in tr.away], "was_out": tr.was_out}  # fmt: skip
+            d["episode"] = tr.episode is not None
+            out.append([ids.key_ref(key), d])
+        return out
+
+    def import_state(self, data: list[Any], m: Remap) -> None:
+        """Trackers of keys still in the configuration; each re-linked to its open episode
+        in the book (load the book first)."""
+        self.live.clear()
+        self.tracked[:] = False
+        for ref, d in data:
+            key = m.key(ref)
+            if key is None:
+                continue
+            tr: BreachTracker | CurfewTracker
+            if d["type"] == "breach":
+                tr = BreachTracker(self.book, self.settings, key, str(d["kind"]),
+                                   str(d["subject"]), str(d["zone"]), d["severity"])  # fmt: skip
+                tr.pending = [_obs_from(o) for o in d["pending"]]
+                ls = d["leaving_since"]
+                tr.leaving_since = None if ls is None else float(ls)
+                tr.n_inside = int(d["n_inside"])
+                kind = tr.kind
+            elif d["type"] == "curfew":
+                tr = CurfewTracker(self.book, self.settings, key, str(d["subject"]), str(d["zone"]))
+                tr.away = [_obs_from(o) for o in d["away"]]
+                tr.was_out = bool(d["was_out"])
+                kind = "curfew_breach"
+            else:
+                raise ValueError(f"unknown tracker type {d['type']!r} in state")
+            if d["episode"]:
+                tr.episode = self.book.get(key, kind)
+            self.live[key] = tr
+            if key.kind in _ZONE_KINDS:
+                self.tracked[key.idx] = True
+
+
+def _obs_data(o: Obs) -> list[Any]:
+    return [o.t, o.depth, o.sigma, o.tag, o.seq]
+
+
+def _obs_from(d: list[Any]) -> Obs:
+    return Obs(float(d[0]), float(d[1]), float(d[2]), str(d[3]), int(d[4]))

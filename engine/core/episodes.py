@@ -8,9 +8,12 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from engine.wire.alerts import Alert, Evidence, Severity, alert_id
+
+if TYPE_CHECKING:
+    from engine.core.remap import Ids, Remap
 
 # A phone's "accuracy" is the 68% radius of a 2-D normal error: r68 = sigma * sqrt(-2 ln 0.32)
 R68_PER_SIGMA = math.sqrt(-2.0 * math.log(0.32))
@@ -196,3 +199,47 @@ class EpisodeBook:
 
 def _plain_cite(tag: str, seq: int) -> Evidence:
     return (tag, seq)
+
+
+# -- state as data (snapshots, configuration reloads: engine/core/remap.py) --------------
+def episode_data(ep: Episode) -> dict[str, Any]:
+    return {
+        "id": ep.id, "kind": ep.kind, "subject": ep.subject, "tag": ep.tag, "zone": ep.zone,
+        "severity": ep.severity, "confidence": ep.confidence, "opened_t": ep.opened_t,
+        "raised_t": ep.raised_t, "evidence": [list(e) for e in ep.evidence],
+        "detail": ep.detail,
+    }  # fmt: skip
+
+
+def episode_from(d: dict[str, Any]) -> Episode:
+    return Episode(
+        id=str(d["id"]), kind=str(d["kind"]), subject=str(d["subject"]),
+        tag=None if d["tag"] is None else str(d["tag"]),
+        zone=None if d["zone"] is None else str(d["zone"]), severity=d["severity"],
+        confidence=float(d["confidence"]), opened_t=float(d["opened_t"]),
+        raised_t=float(d["raised_t"]), evidence=[tuple(e) for e in d["evidence"]],
+        detail=None if d["detail"] is None else dict(d["detail"]),
+    )  # fmt: skip
+
+
+def book_state(book: EpisodeBook, ids: Ids) -> dict[str, Any]:
+    """The open episodes (in the order they opened) and the watched-episode counts; what a
+    step leaves behind in `out` and `changed` is taken before a snapshot."""
+    return {
+        "open": [[ids.key_ref(k), kind, episode_data(ep)] for (k, kind), ep in book.open.items()],
+        "watched": dict(book.watched),
+    }
+
+
+def load_book(book: EpisodeBook, d: dict[str, Any], m: Remap) -> None:
+    book.open.clear()
+    book.watched.clear()
+    for ref, kind, ep in d["open"]:
+        key = m.key(ref)
+        if key is not None:
+            book.open[(key, str(kind))] = episode_from(ep)
+    for ep in book.open.values():  # counted again: episodes of a dropped key are gone
+        if ep.kind in book.watch and ep.tag is not None:
+            book.watched[ep.tag] = book.watched.get(ep.tag, 0) + 1
+    if m.identity and book.watched != d["watched"]:
+        raise ValueError("snapshot watched-episode counts do not match its open episodes")

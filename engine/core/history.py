@@ -4,10 +4,14 @@ the segment and the heading before it), and the distance and implied speed betwe
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from zones.geofence import point_distance_m
+
+if TYPE_CHECKING:
+    from engine.core.remap import Remap
 
 HISTORY = 2  # previous fixes kept per tag
 
@@ -63,3 +67,10 @@ class FixHistory:
                 continue
             hist[s, 1:] = hist[s, :-1]
             hist[s, 0] = (row["t"], row["lat"], row["lon"], row["acc"], row["seq"])
+
+    # -- state as data (snapshots, configuration reloads: engine/core/remap.py) ----------
+    def export_state(self) -> dict[str, Any]:
+        return {"fixes": self.fixes}
+
+    def import_state(self, d: dict[str, Any], m: Remap) -> None:
+        self.fixes = m.rows(d["fixes"], self.fixes)

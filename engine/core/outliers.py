@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -15,6 +16,9 @@ from engine.core.measure import Step
 from engine.core.registry import Registry
 from engine.settings import Settings
 from zones.compile import ZoneTable
+
+if TYPE_CHECKING:
+    from engine.core.remap import Remap
 
 
 class Outliers:
@@ -77,3 +81,40 @@ class Outliers:
             zone=table.zone_ids[z], severity="low", confidence=0.9, t=t, seq=seq,
         )  # fmt: skip
         self.book.close(key, "implausible_fix", t)
+
+    # -- state as data (snapshots, configuration reloads: engine/core/remap.py) ----------
+    def export_state(self) -> dict[str, Any]:
+        """The suspect fixes held for their tag's next fix, by device id."""
+        ids, zones = self.registry.device_ids, self.table.zone_ids
+        out: dict[str, Any] = {}
+        for s, st in self.suspects.items():
+            out[ids[s]] = {
+                "row": np.frombuffer(st.row.tobytes(), dtype=st.row.dtype).copy(),
+                "subject": self.registry.subject_ids[st.subject], "sigma": st.sigma,
+                "prev": np.asarray(st.prev), "pprev": np.asarray(st.pprev),
+                "zone_pairs": [[zones[z], sd] for z, sd in st.zone_pairs],
+                "transits": [[zones[z], *rest] for z, *rest in st.transits],
+                "onward": [[zones[z], *rest] for z, *rest in st.onward], "prox": st.prox,
+            }  # fmt: skip
+        return out
+
+    def import_state(self, d: dict[str, Any], m: Remap) -> None:
+        self.suspects = {}
+        subjects = {sid: i for i, sid in enumerate(self.registry.subject_ids)}
+        for dev, x in d.items():
+            s = m.tag(dev)
+            subject = subjects.get(str(x["subject"]), -1)
+            if s < 0 or subject < 0:
+                continue
+            row = np.asarray(x["row"]).copy()
+            row["slot"] = s
+
+            def zs(items: list[Any]) -> list[Any]:
+                got = [(m.zone_id(str(z)), *rest) for z, *rest in items]
+                return [(z, *(float(v) for v in rest)) for z, *rest in got if z >= 0]
+
+            self.suspects[s] = Step(
+                row[0], subject, float(x["sigma"]), np.asarray(x["prev"]).copy(),
+                np.asarray(x["pprev"]).copy(), zs(x["zone_pairs"]),  # type: ignore[arg-type]
+                zs(x["transits"]), bool(x["prox"]), zs(x["onward"]),  # type: ignore[arg-type]
+            )  # fmt: skip

@@ -8,11 +8,12 @@ import heapq
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from engine.core.decide import Trackers
-from engine.core.episodes import EpisodeBook
+from engine.core.episodes import EpisodeBook, book_state, load_book
 from engine.core.fences import Fences
 from engine.core.health.clock import ArrivalClock
 from engine.core.health.monitor import Health
@@ -24,6 +25,7 @@ from engine.core.intake.seqspace import Citer, SeqSpaces
 from engine.core.measure import Measure, Step
 from engine.core.outliers import Outliers
 from engine.core.registry import Registry
+from engine.core.remap import Ids, Remap
 from engine.core.schedules import Schedules
 from engine.core.transit import Routes
 from engine.core.victims import Proximity
@@ -168,6 +170,58 @@ class Pipeline:
         self.trackers.finish()
         self.health.finish()
         return self.book.drain()
+
+    # -- state as data (snapshots, configuration reloads: engine/core/remap.py) ----------
+    def ids(self) -> Ids:
+        """What this configuration's slots, subjects, zones and pairs stand for."""
+        reg, table = self.registry, self.table
+        subj = reg.subject_ids
+        return Ids(
+            tuple(reg.device_ids), reg.n_tags, tuple(subj), tuple(table.zone_ids),
+            tuple(subj[int(s)] for s in table.subject), tuple(int(k) for k in table.kind),
+            tuple((subj[p.subject], p.device_id) for p in reg.pairs),
+        )  # fmt: skip
+
+    def export_state(self) -> dict[str, Any]:
+        """Everything the pipeline has learnt, as plain data keyed by ids (between steps)."""
+        ids = self.ids()
+        dev = list(ids.devices)
+        return {
+            "ids": ids.data(),
+            "admission": self.admission.export_state(),
+            "spaces": self.spaces.export_state(dev),
+            "dedupe": self.dedupe.export_state(),
+            "reorder": self.reorder.export_state(dev),
+            "schedules": self.schedules.export_state(),
+            "book": book_state(self.book, ids),
+            "trackers": self.trackers.export_state(ids),
+            "history": self.history.export_state(),
+            "proximity": self.proximity.export_state(),
+            "outliers": self.outliers.export_state(),
+            "health": self.health.export_state(ids),
+            "clock": self.clock.export_state(dev),
+            "fast": sorted(self.fast),
+        }
+
+    def import_state(self, d: dict[str, Any]) -> Remap:
+        """Load exported state into this freshly built pipeline, mapped by ids onto its
+        configuration (which may differ: devices, zones and pairs that are gone are dropped,
+        new ones start empty). ValueError or KeyError when `d` is not such state."""
+        m = Remap(Ids.from_data(d["ids"]), self.ids())
+        self.admission.import_state(d["admission"], m)
+        self.spaces.import_state(d["spaces"], m)
+        self.dedupe.import_state(d["dedupe"], m)
+        self.reorder.import_state(d["reorder"], m)
+        self.schedules.import_state(d["schedules"])
+        load_book(self.book, d["book"], m)
+        self.trackers.import_state(d["trackers"], m)  # after the book: open episodes
+        self.history.import_state(d["history"], m)
+        self.proximity.import_state(d["proximity"], m)
+        self.outliers.import_state(d["outliers"], m)
+        self.health.import_state(d["health"], m)
+        self.clock.import_state(d["clock"], m)
+        self.fast = {str(t) for t in d["fast"] if self.registry.slot(str(t)) >= 0}
+        return m
 
     # -- stages ------------------------------------------------------------------------
     def _intake(

@@ -4,6 +4,7 @@ event times seen, cached per distinct schedule."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -72,3 +73,26 @@ class Schedules:
             return -math.inf, -math.inf, False
         w0, w1 = float(iv[k, 0]), float(iv[k, 1])
         return w0, w1, t < w1
+
+    # -- state as data (snapshots, configuration reloads: engine/core/remap.py) ----------
+    # The cache is state, not only speed: intervals are clipped to the span they were
+    # expanded over, so a restored engine must see the same spans to decide the same.
+    def export_state(self) -> list[Any]:
+        return [
+            {"windows": _windows_data(sched), "start": start, "end": end, "iv": iv}
+            for sched, (start, end, iv) in self.cache.items()
+        ]
+
+    def import_state(self, d: list[Any]) -> None:
+        """Cached spans of the schedules this configuration still has."""
+        mine = {repr(_windows_data(s)): s for s in self.schedule.values()}
+        self.cache = {}
+        for e in d:
+            sched = mine.get(repr(e["windows"]))
+            if sched is not None:
+                iv = np.asarray(e["iv"], dtype=np.float64).reshape(-1, 2).copy()
+                self.cache[sched] = (float(e["start"]), float(e["end"]), iv)
+
+
+def _windows_data(sched: tuple[Window, ...]) -> list[Any]:
+    return [[sorted(w.days), w.start_min, w.end_min, w.tz] for w in sched]

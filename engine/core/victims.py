@@ -7,6 +7,7 @@ from __future__ import annotations
 import bisect
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -15,6 +16,9 @@ from engine.core.episodes import TrackerKey, TrackerKind, sigma_of
 from engine.core.history import dist_m
 from engine.core.registry import Registry
 from engine.settings import Settings
+
+if TYPE_CHECKING:
+    from engine.core.remap import Remap
 
 HISTORY = 64  # fixes kept per device: enough to bracket late tag fixes
 
@@ -120,3 +124,20 @@ class Proximity:
             tr.tick(float(row["t"]) + st.exit_gap_s)
         self.trackers.forget_if_idle(key)
         return stale
+
+    # -- state as data (snapshots, configuration reloads: engine/core/remap.py) ----------
+    def export_state(self) -> dict[str, Any]:
+        """Each protected device's recent fixes, by device id."""
+        ids = self.registry.device_ids
+        return {
+            ids[s]: {"t": list(tr.t), "fixes": [list(f) for f in tr.fixes]}
+            for s, tr in self.victims.items()
+        }
+
+    def import_state(self, d: dict[str, Any], m: Remap) -> None:
+        self.victims = {}
+        for dev, tr in d.items():
+            s = m.device(dev, tag=False)
+            if s >= 0:
+                fixes = [(float(a), float(b), float(c)) for a, b, c in tr["fixes"]]
+                self.victims[s] = VictimTrack([float(t) for t in tr["t"]], fixes)

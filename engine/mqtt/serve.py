@@ -20,7 +20,10 @@ Delivery guarantees (docs/durability.md):
   no acknowledgements, an ERROR each retry and a retained "degraded" status saying why.
 - After each commit the store's new signed ledger checkpoint is published, retained, on
   tagwatch/v1/engine/checkpoint (and again on every reconnect): a copy of where the chain
-  ended that lives outside the store, for `tagwatch audit verify --checkpoint`."""
+  ended that lives outside the store, for `tagwatch audit verify --checkpoint`.
+
+SIGHUP re-reads the zones and subjects between two batches (engine/mqtt/reload.py,
+docs/configuration.md): nothing changes unless both files are valid."""
 
 from __future__ import annotations
 
@@ -36,11 +39,15 @@ import aiomqtt
 
 from engine.core.pipeline import BatchResult, Pipeline
 from engine.errors import StoreError
+from engine.mqtt import reload
+from engine.mqtt.checkpoint import CheckpointPublisher
+from engine.mqtt.hostclock import HostClock
 from engine.mqtt.outbox import Outbox
 from engine.mqtt.session import BrokerAddress, Incoming, MqttSession
 from engine.settings import Settings
 from engine.store import recovery
 from engine.store.base import OutboxItem, Store
+from engine.store.config import ConfigError, ConfigFiles
 from engine.store.ledger import Step
 from engine.wire import topics
 from engine.wire.alerts import Alert
@@ -50,9 +57,6 @@ from engine.wire.records import DeadLetter, Record
 
 log = logging.getLogger("tagwatch.serve")
 _LOG_DEAD_MAX = 10  # dead letters logged one by one per batch; the rest in one line
-
-# Wall time this far off what the monotonic clock says since the last reading is a step
-CLOCK_STEP_S = 5.0
 
 
 @dataclass
@@ -100,8 +104,11 @@ class Engine:
         settings: Settings | None = None,
         stats_every_s: float = 10.0,
         client_kwargs: dict[str, Any] | None = None,
+        config: ConfigFiles | None = None,
     ) -> None:
         self.pipeline = pipeline
+        self.config = config  # the files `pipeline` was built from (None: reload is off)
+        self._reload_wanted = False
         self.store = store
         self.settings = settings or pipeline.settings
         self.stats_every_s = stats_every_s
@@ -114,97 +121,48 @@ class Engine:
         self.queue: asyncio.Queue[Incoming] = asyncio.Queue(self.settings.queue_max)
         self.stopping = asyncio.Event()
         self._pending = _Pending()
-        self._now = 0.0  # the engine clock: wall time that never runs backwards
-        self._mono: float | None = None  # time.monotonic() at the last reading
-        self._step = 0.0  # wall time's known offset from the engine clock (< 0: stepped back)
-        self._ahead: tuple[float, float] | None = None  # a step ahead not yet followed: (s, mono)
-        self._base: tuple[float, float] | None = None  # (engine clock, monotonic) at start
+        self.hostclock = HostClock(self.settings.clock_step_confirm_s)
         self._fingerprint = recovery.fingerprint(pipeline)
         self._last_snapshot = 0.0
         self._last_prune = 0.0
         self._state_ahead = False  # the pipeline holds steps the ledger lacks: never snapshot it
-        self._checkpoint_sent: bytes | None = None  # the last one the broker confirmed
+        self.checkpoints = CheckpointPublisher(store, self.session)
         # Reporting-rate commands decided but not yet sent: (tag, rate_s)
         self.commands: list[tuple[str, float]] = []
 
     # -- the engine clock ------------------------------------------------------------------
     def clock(self) -> float:
-        """Wall time, never backwards (an NTP step back must not reopen decided gaps).
-        Every pipeline step runs on it and records it, so recovery replays the same times.
+        """The engine clock, read now (engine/mqtt/hostclock.py)."""
+        return self.hostclock.read()
 
-        Between two readings the clock also runs on the monotonic clock, which no one can
-        step. A step of the host's wall time more than CLOCK_STEP_S off what monotonic time
-        says is logged loudly, and:
-        - ahead: not followed until it has held for `clock_step_confirm_s`; meanwhile the
-          engine clock runs on monotonic time. A step ahead that comes back sooner (a bad
-          NTP source for one poll) never reaches the pipeline: followed, it would have put
-          the engine clock ahead of every record until wall time caught up.
-        - back (after a confirmed step ahead that was wrong, or a bad source): the engine
-          clock keeps running on monotonic time until wall time catches up, so silence is
-          still measured instead of freezing at the step."""
-        wall, mono = time.time(), time.monotonic()
-        if self._mono is None:
-            self._now = max(self._now, wall)
-            self._mono = mono
-            self._base = (self._now, mono)
-            return self._now
-        run = self._now + max(0.0, mono - self._mono)  # the clock as monotonic time has it
-        self._mono = mono
-        off = wall - run
-        confirm = self.settings.clock_step_confirm_s
-        if off > CLOCK_STEP_S:  # wall time is ahead of where the engine clock runs
-            held = self._ahead
-            if held is None or abs(off - held[0]) > CLOCK_STEP_S:
-                self._ahead = (off, mono)
-                log.warning(
-                    "host clock stepped ahead by %.1f s (wall %.3f, engine clock %.3f): not"
-                    " followed until it holds for %.0f s; keep the host on NTP"
-                    " (docs/durability.md)", off, wall, run, confirm,
-                )  # fmt: skip
-            elif mono - held[1] >= confirm:
-                log.warning(
-                    "host clock step ahead by %.1f s has held for %.0f s: following it", off,
-                    mono - held[1],
-                )  # fmt: skip
-                self._ahead, self._step, self._now = None, 0.0, wall
-                return self._now
-            self._now = run
-            return self._now
-        if self._ahead is not None:
-            log.warning(
-                "host clock came back after %.1f s: its step ahead by %.1f s was not followed",
-                mono - self._ahead[1], self._ahead[0],
-            )  # fmt: skip
-            self._ahead = None
-        if abs(off - self._step) > CLOCK_STEP_S:
-            log.warning(
-                "host clock stepped back by %.1f s (wall %.3f, engine clock %.3f): the engine"
-                " clock runs on monotonic time until wall time catches up; keep the host on"
-                " NTP (docs/durability.md)", abs(off - self._step), wall, run,
-            )  # fmt: skip
-        self._step = off if off < -CLOCK_STEP_S else 0.0
-        if wall >= self._now:
-            self._now = wall
-        elif self._now - wall > CLOCK_STEP_S:  # stepped back: keep running
-            self._now = run
-        # else jitter or a slewing NTP: hold until wall time is back (as ever)
-        return self._now
+    @property
+    def _now(self) -> float:
+        return self.hostclock.now
 
-    def retention_clock(self) -> float:
-        """What retention measures age on: the engine clock, but never ahead of the wall
-        time this process started with plus the monotonic time since. A confirmed step
-        ahead that was wrong must not make months of evidence look old."""
-        if self._base is None:
-            return self._now
-        return min(self._now, self._base[0] + (time.monotonic() - self._base[1]))
+    @_now.setter
+    def _now(self, value: float) -> None:
+        self.hostclock.now = value
 
     # -- recovery --------------------------------------------------------------------------
     def recover(self) -> recovery.Recovered:
         """Before connecting: rebuild the pipeline's state from the store, credit the
         downtime, and commit that as a resume step. Raises StoreError if it can't."""
-        rec = recovery.recover(self.pipeline, self.store)
+        start = self.pipeline
+        rec = recovery.recover(start, self.store, self.config)
+        assert rec.pipeline is not None
+        self.pipeline = rec.pipeline
         if rec.steps or rec.from_snapshot:
             log.info("%s", rec.line())
+        if self.config is not None and rec.config != self.config.hashes:
+            # Started on other files than the ledger's last configuration: from here on the
+            # files on disk are in force, recorded as a config step (state moves by ids).
+            if self.pipeline is not start:
+                self.pipeline = recovery.reconfigure(self.pipeline, start.zoneset)
+            self._pending.steps.append(Step("config", self.clock(), config=self.config.data()))
+            moved = "changed: state carried across by ids; " if rec.from_snapshot else ""
+            log.info("configuration %sin force from now, in the evidence ledger: %s", moved,
+                     reload.hashes_line(self.config))  # fmt: skip
+        self._fingerprint = recovery.fingerprint(self.pipeline)
         if rec.alerts:
             log.warning(
                 "recovery decided %d alert records the store lacks (a changed configuration?);"
@@ -225,7 +183,7 @@ class Engine:
         self._pending.alerts += rec.alerts
         self.store.commit(self._pending.alerts, [], self._now, steps=self._pending.steps)
         self._pending = _Pending()
-        if rec.steps:
+        if rec.steps or rec.remapped or not rec.from_snapshot:
             self._snapshot()
         return rec
 
@@ -251,7 +209,7 @@ class Engine:
                 await asyncio.to_thread(self._snapshot)
             await self.outbox.flush(timeout=2.0)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._publish_checkpoint(), 2.0)
+                await asyncio.wait_for(self.checkpoints.publish(), 2.0)
             receiver.cancel()
         log.info("engine stopped: %s", self.stats_line())
 
@@ -262,13 +220,17 @@ class Engine:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stop)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+
+    def request_reload(self) -> None:  # SIGHUP: re-read the files before the next batch
+        self._reload_wanted = True
 
     # -- receiving ---------------------------------------------------------------------
     async def _on_connect(self) -> None:
         self.counters.connects += 1
-        self._checkpoint_sent = None  # a broker that lost its retained messages gets it again
+        self.checkpoints.sent = None  # a broker that lost its retained messages gets it again
         await self.outbox.flush()
-        await self._publish_checkpoint()
+        await self.checkpoints.publish()
 
     async def _on_message(self, item: Incoming) -> None:
         if self.stopping.is_set():
@@ -397,6 +359,8 @@ class Engine:
 
     async def _processor(self) -> None:
         while not (self.stopping.is_set() and self.queue.empty()):
+            if self._reload_wanted and not await self._reload():
+                return
             items = await self._next_batch()
             if not items:
                 decided = await asyncio.to_thread(self._tick)
@@ -426,28 +390,50 @@ class Engine:
         self._ack(items)
         if fresh:
             await self.outbox.publish(fresh)
-        await self._publish_checkpoint()
+        await self.checkpoints.publish()
         now = self._now
         st = self.settings
         if now - self._last_snapshot >= st.snapshot_every_s:
             await asyncio.to_thread(self._snapshot)
         if now - self._last_prune >= 3600.0:
             self._last_prune = now
-            await asyncio.to_thread(self._prune, self.retention_clock())
+            await asyncio.to_thread(self._prune, self.hostclock.retention())
 
-    async def _publish_checkpoint(self) -> None:
-        """The store's newest signed checkpoint, retained (QoS 1), once each. A lost one is
-        superseded by the next commit's, and sent again on reconnect."""
-        client = self.session.client
-        cp = self.store.signed_checkpoint()
-        if client is None or cp is None or cp == self._checkpoint_sent:
-            return
+    # -- configuration reload -----------------------------------------------------------
+    def _switch(self, files: ConfigFiles, new: Pipeline) -> None:
+        """Carry the live state across by ids and record the change as a config step."""
+        step = Step("config", self.clock(), config=files.data())
+        new.import_state(self.pipeline.export_state())
+        self.pipeline, self.config = new, files
+        self._fingerprint = recovery.fingerprint(new)
+        self._take(step, BatchResult(), [])
+
+    async def _reload(self) -> bool:
+        """SIGHUP: take the files if they are valid, else change nothing and say why.
+        False when the engine is stopping and the change could not be committed."""
+        self._reload_wanted = False
+        if self.config is None:
+            log.warning("SIGHUP ignored: started without configuration files to re-read")
+            return True
+        t0, old = time.time(), self.config
         try:
-            await client.publish(topics.CHECKPOINT, cp, qos=1, retain=True)
-        except aiomqtt.MqttError as e:
-            log.warning("ledger checkpoint publish failed (sent again later): %s", e)
-            return
-        self._checkpoint_sent = cp
+            files, new = await asyncio.to_thread(reload.prepare, old, self.pipeline.settings)
+        except ConfigError as e:
+            log.error("configuration reload REFUSED, nothing changed (the old zones and"
+                      " subjects stay in force): %s", e)  # fmt: skip
+            await self.session.set_config_status(reload.status("refused", old, t0, str(e)))
+            return True
+        if files.hashes != old.hashes:
+            await asyncio.to_thread(self._switch, files, new)
+            fresh = await self._commit()
+            if fresh is None:
+                return False
+            await self._after_commit(fresh, [])
+            await asyncio.to_thread(self._snapshot)
+        log.info("%s", reload.line(files, old, new, time.time() - t0))
+        outcome = "unchanged" if files.hashes == old.hashes else "reloaded"
+        await self.session.set_config_status(reload.status(outcome, files, t0))
+        return True
 
     def _snapshot(self) -> None:
         """Pipeline state as of the last commit (nothing may be pending, nothing dropped:
@@ -456,7 +442,9 @@ class Engine:
             return
         self._last_snapshot = self._now
         try:
-            self.store.save_snapshot(self._fingerprint, self._now, recovery.snapshot(self.pipeline))
+            config = None if self.config is None else self.config.hashes
+            data = recovery.snapshot(self.pipeline, config)
+            self.store.save_snapshot(self._fingerprint, self._now, data)
         except StoreError as e:
             log.warning("%s; a restart replays more of the ledger", e)
 

@@ -86,6 +86,7 @@ class MqttSession:
         self.mqtt5 = True  # until a broker says it does not speak it
         self._problems: dict[str, str] = {}  # why the engine is degraded, by cause
         self._pubacks: dict[int, asyncio.Future[int]] = {}  # mid -> PUBACK reason code
+        self.config_status: dict[str, str] | None = None  # the last reload's outcome
 
     # -- connecting ----------------------------------------------------------------------
     def _connect_properties(self) -> Properties:
@@ -238,13 +239,20 @@ class MqttSession:
         """The reason given for `cause`, while it stands."""
         return self._problems.get(cause)
 
+    async def set_config_status(self, config: dict[str, str]) -> None:
+        """The last configuration reload's outcome: kept, and announced with the status."""
+        self.config_status = config
+        await self._announce()
+
     async def _announce(self) -> None:
         """The retained status: online, or degraded with the reason."""
         client = self.client
         if client is None:
             return
         with contextlib.suppress(aiomqtt.MqttError):
-            await client.publish(topics.STATUS, encode_status(self.degraded), qos=1, retain=True)
+            await client.publish(
+                topics.STATUS, encode_status(self.degraded, self.config_status), qos=1, retain=True
+            )
 
 
 def _unsupported_protocol(e: aiomqtt.MqttError) -> bool:

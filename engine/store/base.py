@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from engine.store.ledger import Step
 from engine.wire.alerts import Alert
@@ -54,6 +54,14 @@ class Store(Protocol):
 
     def latest_snapshot(self) -> tuple[int, float, str, bytes] | None:
         """(ledger n, engine clock, fingerprint, state) of the newest snapshot."""
+        ...
+
+    def snapshot_hash(self, n: int) -> str | None:
+        """The sha256 the evidence ledger records for the snapshot taken after row n."""
+        ...
+
+    def config_steps(self) -> list[tuple[int, dict[str, Any]]]:
+        """(ledger n, config) of the retained config steps, newest first."""
         ...
 
     def steps_after(self, n: int) -> Iterator[Step]:

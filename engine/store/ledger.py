@@ -7,8 +7,10 @@ on: `tagwatch audit verify` recomputes it.
 
 Rows, in the order they happened:
 
-    step  {"step": "batch"|"tick"|"resume", "now": engine clock, ...}   device/seq NULL
-          (a batch: "records" stored after it, "refused" left out: see Step)
+    step  {"step": "batch"|"tick"|"resume"|"config", "now": engine clock, ...}  device/seq
+          NULL (a batch: "records" stored after it, "refused" left out: see Step); a
+          config step (a SIGHUP reload, or a start with changed files) also has "config":
+          the zones and subjects files in force from then on (name, sha256, text)
     fix   a replay line (contract: fix + "tag")                         device, seq, t
     event a replay line (contract: event + "tag", "type": "event")      device, seq, t
     alert the alert record's canonical JSON (as published)              device = alert id,
@@ -16,6 +18,8 @@ Rows, in the order they happened:
                                                         schema 2's linkage: matched by bytes)
     prune {"prune": n, "step": s, "hash": h, "alert_seq": a}: retention deleted the rows up
           to n (hash h, the new anchor; alert_log seqs up to a with them)   device/seq NULL
+    snapshot {"snapshot": n, "sha256": h, "bytes": size}: the pipeline snapshot taken after
+          row n has this hash; recovery uses a snapshot only when its row says so
 
 The fix and event rows after a step row are the records that step handed the pipeline, in
 the order it handed them, so the steps replayed through a pipeline rebuild its state
@@ -34,6 +38,7 @@ import logging
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 
@@ -79,8 +84,9 @@ def decode_record(body: bytes) -> Record:
 
 @dataclass(frozen=True)
 class Step:
-    """One call into the pipeline: `kind` batch (process), tick, or resume (a restart:
-    `credit` seconds of engine downtime that is not the devices' silence).
+    """One call into the pipeline: `kind` batch (process), tick, resume (a restart:
+    `credit` seconds of engine downtime that is not the devices' silence), or config (the
+    zones and subjects changed: `config` is engine.store.config.ConfigFiles.data()).
 
     A batch is stored `without` the records the pipeline refused leaving no trace (over
     the rate limit, out of time, unknown device): they changed no state, so the step
@@ -92,6 +98,7 @@ class Step:
     records: Sequence[Record] = ()
     credit: float = 0.0
     refused: int = 0
+    config: dict[str, Any] | None = None
 
     def without(self, rows: Sequence[int]) -> Step:
         """This step minus the records at `rows` (sorted indices), counted in `refused`."""
@@ -99,7 +106,7 @@ class Step:
             return self
         drop = set(rows)
         kept = [r for i, r in enumerate(self.records) if i not in drop]
-        return Step(self.kind, self.now, kept, self.credit, self.refused + len(drop))
+        return Step(self.kind, self.now, kept, self.credit, self.refused + len(drop), self.config)
 
     def header(self) -> bytes:
         d: dict[str, object] = {"step": self.kind, "now": self.now}
@@ -109,6 +116,8 @@ class Step:
             d["refused"] = self.refused
         if self.credit:
             d["credit"] = self.credit
+        if self.config is not None:
+            d["config"] = self.config
         return _enc.encode(d)
 
 
@@ -117,6 +126,7 @@ class _StepHead(msgspec.Struct):
     now: float
     credit: float = 0.0
     refused: int = 0
+    config: dict[str, Any] | None = None
 
 
 def row_hash(
@@ -194,6 +204,13 @@ class LedgerWriter:
         h = row_hash(self.head.hash, n, "prune", self.head.step, None, None, None, body)
         return (n, "prune", self.head.step, None, None, None, body, h)
 
+    def snapshot_row(self, n: int, digest: str, size: int) -> Row:
+        """The row that records a snapshot taken after row `n`: its sha256 and size."""
+        body = _enc.encode({"snapshot": n, "sha256": digest, "bytes": size})
+        row_n = self.head.n + 1
+        h = row_hash(self.head.hash, row_n, "snapshot", self.head.step, None, None, None, body)
+        return (row_n, "snapshot", self.head.step, None, None, None, body, h)
+
     @staticmethod
     def after(rows: Sequence[Row], head: Head) -> Head:
         if not rows:
@@ -232,7 +249,7 @@ def replay_steps(db: sqlite3.Connection, after_n: int) -> Iterator[Step]:
     for kind, body in cur:
         if kind == "step":
             if head is not None:
-                yield Step(head.step, head.now, recs, head.credit, head.refused)
+                yield Step(head.step, head.now, recs, head.credit, head.refused, head.config)
             head, recs = msgspec.json.decode(bytes(body), type=_StepHead), []
         elif head is not None:  # records before the first step: cut off by retention
             try:
@@ -240,4 +257,37 @@ def replay_steps(db: sqlite3.Connection, after_n: int) -> Iterator[Step]:
             except ValueError as e:  # never stop a restart; say what could not be read
                 log.error("ledger: %s; recovery continues without it", e)
     if head is not None:
-        yield Step(head.step, head.now, recs, head.credit, head.refused)
+        yield Step(head.step, head.now, recs, head.credit, head.refused, head.config)
+
+
+class _SnapRow(msgspec.Struct):
+    snapshot: int
+    sha256: str
+    bytes: int = -1
+
+
+def snapshot_hash(db: sqlite3.Connection, n: int) -> str | None:
+    """The sha256 the ledger records for the snapshot taken after row `n` (None: none)."""
+    for (body,) in db.execute(
+        "SELECT body FROM ledger WHERE kind = 'snapshot' AND n > ? ORDER BY n", (n,)
+    ):
+        try:
+            row = msgspec.json.decode(bytes(body), type=_SnapRow)
+        except msgspec.DecodeError:
+            continue
+        if row.snapshot == n:
+            return row.sha256
+    return None
+
+
+def config_steps(db: sqlite3.Connection) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(ledger n, config) of every config step retained, newest first."""
+    cur = db.execute(
+        "SELECT n, body FROM ledger WHERE kind = 'step' AND CAST(body AS TEXT) LIKE ?"
+        " ORDER BY n DESC",
+        ('{"step":"config"%',),
+    )
+    for n, body in cur:
+        head = msgspec.json.decode(bytes(body), type=_StepHead)
+        if head.config is not None:
+            yield int(n), head.config

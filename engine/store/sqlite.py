@@ -12,18 +12,19 @@ sqlite3's `check_same_thread` stays on: any other use of the connection is refus
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from engine.errors import StoreError
-from engine.store import ledger, signing
+from engine.store import ledger, retention, signing
 from engine.store.base import OutboxItem
 from engine.store.deadletters import DeadLetterBudget, DeadLetterRow
 from engine.store.ledger import LedgerWriter, Step
@@ -162,7 +163,9 @@ class SqliteStore:
 
     def signed_checkpoint(self) -> bytes | None:
         """The checkpoint of the last commit, signed: the bytes `meta` holds (Ed25519
-        signatures are deterministic). None without a signing key or an empty ledger."""
+        signatures are deterministic). None without a signing key or an empty ledger.
+        Not sent to the store's thread: it reads one attribute and touches no connection,
+        and the serve loop calls it from the event loop, which must not wait on a commit."""
         key, mark = self.signing_key, self._mark
         if key is None or self.head.n == 0:
             return None
@@ -300,24 +303,44 @@ class SqliteStore:
 
     # -- snapshots and retention -------------------------------------------------------
     def save_snapshot(self, fingerprint: str, now: float, state: bytes, keep: int = 2) -> None:
-        """Pipeline state as of the ledger head (the last committed step)."""
+        """Pipeline state as of the ledger head (the last committed step), and a ledger
+        row with its sha256 (recovery uses a snapshot only when the two agree)."""
         db = self._db
+        head = self.head
+        mark_row = LedgerWriter(head).snapshot_row(
+            head.n, hashlib.sha256(state).hexdigest(), len(state)
+        )
         try:
             db.execute("BEGIN IMMEDIATE")
             db.execute(
                 "INSERT OR REPLACE INTO snapshots(n, step, now, fingerprint, created_at, state)"
                 " VALUES (?,?,?,?,?,?)",
-                (self.head.n, self.head.step, now, fingerprint, time.time(), state),
+                (head.n, head.step, now, fingerprint, time.time(), state),
             )
             db.execute(
                 "DELETE FROM snapshots WHERE n NOT IN"
                 " (SELECT n FROM snapshots ORDER BY n DESC LIMIT ?)",
                 (keep,),
             )
+            db.execute(ledger.INSERT, mark_row)
+            end = LedgerWriter.after([mark_row], head)
+            mark = msgspec.structs.replace(self._mark, n=end.n, step=end.step, hash=end.hash.hex())
+            self._sign(mark)
             db.execute("COMMIT")
         except sqlite3.Error as e:
             self._after_failure()
             self._fail("cannot save snapshot", e)
+        self.head, self._mark = end, mark
+
+    def snapshot_hash(self, n: int) -> str | None:
+        """The sha256 the evidence ledger records for the snapshot taken after row n."""
+        with self._reading("the evidence ledger") as db:
+            return ledger.snapshot_hash(db, n)
+
+    def config_steps(self) -> list[tuple[int, dict[str, Any]]]:
+        """(ledger n, config) of the retained config steps, newest first."""
+        with self._reading("the evidence ledger") as db:
+            return list(ledger.config_steps(db))
 
     def latest_snapshot(self) -> tuple[int, float, str, bytes] | None:
         """(ledger n, engine clock, fingerprint, state) of the newest snapshot."""
@@ -352,55 +375,17 @@ class SqliteStore:
 
     def prune(self, before: float, chunk: int = 50_000) -> int:
         """Retention: delete ledger rows from the front whose step ran before `before`
-        (engine clock), never past the newest snapshot (recovery starts there). The last
-        deleted row becomes the chain's anchor. Closed alerts whose records were all
-        written before the anchor's step (and published) leave alert_log and alerts with
-        it. Returns ledger rows deleted (one chunk at most)."""
-        with self._reading("the evidence ledger") as db:
-            snap = db.execute("SELECT MAX(n) FROM snapshots").fetchone()[0]
-            if snap is None:
-                return 0
-            row = db.execute(
-                "SELECT MIN(n) FROM ledger WHERE kind = 'step' AND t >= ?", (before,)
-            ).fetchone()[0]
-            first = db.execute("SELECT MIN(n) FROM ledger").fetchone()[0]
-        limit = int(snap) if row is None else min(int(snap), int(row) - 1)
-        if first is None or limit < int(first):
-            return 0
-        limit = min(limit, int(first) + chunk - 1)
+        (engine clock), never past the newest snapshot (engine/store/retention.py).
+        Returns ledger rows deleted (one chunk at most)."""
         try:
-            db.execute("BEGIN IMMEDIATE")
-            n, step, h = db.execute(
-                "SELECT n, step, hash FROM ledger WHERE n <= ? ORDER BY n DESC LIMIT 1", (limit,)
-            ).fetchone()
-            # The alert_log seqs whose ledger rows go: verify no longer expects them.
-            (aseq,) = db.execute(
-                "SELECT MAX(seq) FROM ledger WHERE kind = 'alert' AND n <= ?", (limit,)
-            ).fetchone()
-            old = db.execute("SELECT value FROM meta WHERE key = 'anchor_alert_seq'").fetchone()
-            aseq = max(int(aseq or 0), int(old[0]) if old else 0)
-            anchor = ledger.Head(int(n), int(step), bytes(h))
-            head = ledger.read_head(db)
-            mark = LedgerWriter(head).prune_row(anchor, aseq)
-            db.execute(ledger.INSERT, mark)
-            cur = db.execute("DELETE FROM ledger WHERE n <= ?", (limit,))
-            _prune_alerts(db, aseq)
-            db.executemany(
-                "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
-                [("anchor_n", str(n)), ("anchor_step", str(step)),
-                 ("anchor_hash", bytes(h).hex()), ("anchor_alert_seq", str(aseq))],
-            )  # fmt: skip
-            cp = msgspec.structs.replace(
-                self._mark, n=mark[0], step=mark[2], hash=mark[7].hex(),
-                anchor_n=anchor.n, anchor_hash=anchor.hash.hex(),
-            )  # fmt: skip
-            self._sign(cp)
-            db.execute("COMMIT")
+            done = retention.prune_front(self._db, before, chunk, self._mark, self._sign)
         except sqlite3.Error as e:
             self._after_failure()
             self._fail("retention failed", e)
-        self.head, self._mark = LedgerWriter.after([mark], head), cp
-        return int(cur.rowcount)
+        if done is None:
+            return 0
+        deleted, self.head, self._mark = done
+        return deleted
 
     def prune_dead_letters(self, before: float, chunk: int = 50_000) -> int:
         """Retention: delete dead letters received before `before` (one chunk at most)."""
@@ -489,23 +474,11 @@ class SqliteStore:
 # Run on the store's thread (engine/store/owner.py), whichever thread calls them.
 for _name in (
     "commit", "flush_dead_letters", "missing", "save_snapshot", "latest_snapshot",
+    "snapshot_hash", "config_steps",
     "last_step_now", "prune", "prune_dead_letters", "verify", "mark_published",
     "unpublished", "alert_log", "current_alerts", "dead_letters",
 ):  # fmt: skip
     setattr(SqliteStore, _name, owned(getattr(SqliteStore, _name)))
-
-
-def _prune_alerts(db: sqlite3.Connection, upto_seq: int) -> None:
-    """Closed alerts whose every record's ledger row went with retention (alert_log seq up
-    to `upto_seq`) and was published: recovery never decides them again, so they go too.
-    By seq, not time, so `audit verify` (which checks the log against the ledger above the
-    anchor's alert seq) never finds a log row missing."""
-    old = (
-        "SELECT id FROM alerts WHERE state = 'closed' AND id NOT IN"
-        " (SELECT alert_id FROM alert_log WHERE seq > ? OR published_at IS NULL)"
-    )
-    db.execute(f"DELETE FROM alert_log WHERE alert_id IN ({old})", (upto_seq,))
-    db.execute(f"DELETE FROM alerts WHERE id IN ({old})", (upto_seq,))
 
 
 def _evidence_json(a: Alert) -> str:

@@ -64,11 +64,13 @@ def parse_rate_command(topic: str, payload: bytes | str) -> tuple[str, float]:
 OFFLINE_STATUS = b'{"state":"offline"}'  # the engine's will: the broker says it when we die
 
 
-def encode_status(degraded: str | None = None) -> bytes:
-    """The retained status: online, or degraded with the reason."""
-    if degraded is None:
-        return msgspec.json.encode({"state": "online"})
-    return msgspec.json.encode({"state": "degraded", "reason": degraded})
+def encode_status(degraded: str | None = None, config: dict[str, str] | None = None) -> bytes:
+    """The retained status: online, or degraded with the reason. After a configuration
+    reload (SIGHUP) also `config` ("reloaded" or "refused"), `config_reason` (why it was
+    refused: the old configuration stays in force), `config_at` (Unix time) and the
+    sha256 of the files in force (`config_zones_sha256`, `config_subjects_sha256`)."""
+    d = {"state": "online"} if degraded is None else {"state": "degraded", "reason": degraded}
+    return msgspec.json.encode({**d, **(config or {})})
 
 
 def decode_status(payload: bytes) -> dict[str, str]:

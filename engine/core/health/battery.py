@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -15,6 +15,9 @@ from engine.core.registry import Registry
 from engine.settings import Settings
 from engine.wire.alerts import Severity
 from engine.wire.records import EVENT_CODE
+
+if TYPE_CHECKING:
+    from engine.core.remap import Remap
 
 CHARGING_ON = EVENT_CODE["charging_on"]
 CHARGING_OFF = EVENT_CODE["charging_off"]
@@ -76,6 +79,24 @@ class Battery:
             elif ep is not None and b >= high:
                 ep.detail = _detail(bat)
                 self.book.close(key, kind, t)
+
+    # -- state as data (snapshots, configuration reloads: engine/core/remap.py) ----------
+    def export_state(self) -> dict[str, Any]:
+        ids = self.reg.device_ids
+        return {
+            ids[s]: {"level": b.level, "seq": b.seq, "samples": [list(x) for x in b.samples],
+                     "charging": b.charging, "last_charge_t": b.last_charge_t}
+            for s, b in self.battery.items()
+        }  # fmt: skip
+
+    def import_state(self, d: dict[str, Any], m: Remap) -> None:
+        self.battery = {}
+        for dev, b in d.items():
+            s = m.tag(dev)
+            if s >= 0:
+                samples = [(float(t), int(v)) for t, v in b["samples"]]
+                self.battery[s] = _Battery(int(b["level"]), int(b["seq"]), samples,
+                                           bool(b["charging"]), float(b["last_charge_t"]))  # fmt: skip
 
 
 def _detail(bat: _Battery) -> dict[str, Any]:

@@ -4,8 +4,12 @@ latest event time seen), robust to one device whose clock is far off."""
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from engine.core.remap import Remap
 
 
 class ArrivalClock:
@@ -61,3 +65,21 @@ class ArrivalClock:
         self.confirmed = True
         self.now = max(self.now, wall)
         return self.now
+
+    # -- state as data (snapshots, configuration reloads: engine/core/remap.py) ----------
+    def export_state(self, device_ids: list[str]) -> dict[str, Any]:
+        p = self._pending
+        return {
+            "now": self.now, "confirmed": self.confirmed,
+            "anchor": device_ids[self._anchor] if self._anchor >= 0 else None,
+            "pending": None if p is None else [device_ids[p[0]], p[1]],
+        }  # fmt: skip
+
+    def import_state(self, d: dict[str, Any], m: Remap) -> None:
+        """A device gone from the configuration no longer anchors or holds a jump."""
+        self.now = float(d["now"])
+        self.confirmed = bool(d["confirmed"])
+        self._anchor = -1 if d["anchor"] is None else m.device(str(d["anchor"]))
+        p = d["pending"]
+        s = -1 if p is None else m.device(str(p[0]))
+        self._pending = None if s < 0 else (s, float(p[1]))

@@ -28,11 +28,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from engine.core.episodes import EpisodeBook, TrackerKey, TrackerKind
 from engine.core.registry import Registry
+from engine.core.remap import Remap
 from engine.settings import Settings
 from engine.wire.alerts import Evidence
 
@@ -108,3 +110,24 @@ class ClockFault:
             confidence=1.0, t=t, seq=0, raised_t=t, first=evidence,
             detail={"offset_s": round(offset, 1), "records": n, "window_s": span},
         )  # fmt: skip
+
+    # -- state as data (snapshots, configuration reloads: engine/core/remap.py) ----------
+    def export_state(self) -> dict[str, Any]:
+        ids = self.reg.device_ids
+        return {
+            "start": self.start, "count": self.count, "lo": self.lo, "hi": self.hi,
+            "faults": {ids[s]: off for s, off in sorted(self.faults.items())},
+        }  # fmt: skip
+
+    def import_state(self, d: dict[str, Any], m: Remap) -> None:
+        """Also the book's clock notes: they are the open faults' offsets."""
+        self.start = m.rows(d["start"], self.start)
+        self.count = m.rows(d["count"], self.count)
+        self.lo = m.rows(d["lo"], self.lo)
+        self.hi = m.rows(d["hi"], self.hi)
+        self.faults = {}
+        for dev, off in d["faults"].items():
+            s = m.tag(str(dev))
+            if s >= 0:
+                self.faults[s] = float(off)
+                self.book.clock_note[self.reg.device_ids[s]] = round(float(off), 1)

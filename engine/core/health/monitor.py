@@ -33,6 +33,8 @@ engine's clock (live: wall time; replay: the latest event time seen, see `Arriva
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
 from engine.core.episodes import EpisodeBook, TrackerKey, TrackerKind
@@ -44,6 +46,9 @@ from engine.core.registry import Registry
 from engine.settings import Settings
 from engine.wire.alerts import Alert
 from engine.wire.records import EVENT_CODE
+
+if TYPE_CHECKING:
+    from engine.core.remap import Ids, Remap
 
 _NO_GPS = EVENT_CODE["no_gps"]
 
@@ -120,3 +125,21 @@ class Health:
     def finish(self) -> None:
         """End of input: restored tamper episodes close at their restore."""
         self.tamper.finish()
+
+    # -- state as data (snapshots, configuration reloads: engine/core/remap.py) ----------
+    def export_state(self, ids: Ids) -> dict[str, Any]:
+        return {
+            "tamper": self.tamper.export_state(),
+            "silence": self.silence.export_state(ids),
+            "location": self.location.export_state(),
+            "battery": self.battery.export_state(),
+            "clock": self.clock.export_state(),
+        }
+
+    def import_state(self, d: dict[str, Any], m: Remap) -> None:
+        self.tamper.import_state(d["tamper"], m)
+        self.silence.import_state(d["silence"], m)
+        self.location.import_state(d["location"], m)
+        self.battery.import_state(d["battery"], m)
+        self.book.clock_note.clear()
+        self.clock.import_state(d["clock"], m)

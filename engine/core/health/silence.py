@@ -9,7 +9,7 @@ import heapq
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import numpy as np
@@ -17,7 +17,10 @@ import numpy as np
 from engine.core.episodes import EpisodeBook, TrackerKey, TrackerKind
 from engine.core.registry import Registry
 from engine.settings import Settings
-from engine.wire.alerts import Alert, Severity
+from engine.wire.alerts import Alert, Severity, decode_alert, encode_alert
+
+if TYPE_CHECKING:
+    from engine.core.remap import Ids, Remap
 
 # Breach kinds a late batch can reveal inside a silence
 BREACH_KINDS = frozenset({"zone_breach", "curfew_breach", "proximity"})
@@ -257,6 +260,52 @@ class Silence:
             rec.closed = msgspec.structs.replace(rec.closed, detail=d)
             self.book.out.append(rec.closed)
 
+    # -- state as data (snapshots, configuration reloads: engine/core/remap.py) ----------
+    def export_state(self, ids: Ids) -> dict[str, Any]:
+        """Per tag arrays by slot; the due-heap, open and recently closed silences by id."""
+        dev = self.reg.device_ids
+        if self.waking:
+            raise ValueError("silence state exported in the middle of a batch")
+        return {
+            "heard": self.heard, "heard_t": self.heard_t, "heard_seq": self.heard_seq,
+            "interval": self.interval, "last_fix_t": self.last_fix_t, "in_heap": self.in_heap,
+            "heap": [[due, dev[s]] for due, s in self.heap],
+            "silent": [_silence_data(x, ids) for x in self.silent.values()],
+            "recent": [_silence_data(x, ids) for x in self.recent.values()],
+        }  # fmt: skip
+
+    def import_state(self, d: dict[str, Any], m: Remap) -> None:
+        for name in ("heard", "heard_t", "heard_seq", "interval", "last_fix_t", "in_heap"):
+            setattr(self, name, m.rows(d[name], getattr(self, name)))
+        heap = [(float(due), m.tag(dev)) for due, dev in d["heap"]]
+        self.heap = [x for x in heap if x[1] >= 0]
+        if not m.identity:
+            heapq.heapify(self.heap)
+        self.silent, self.recent = {}, {}
+        for name in ("silent", "recent"):
+            for x in d[name]:
+                rec = _silence_from(x, m)
+                if rec is not None:
+                    getattr(self, name)[rec.slot] = rec
+        self.waking = {}
+
+
+def _silence_data(x: _Silence, ids: Ids) -> dict[str, Any]:
+    return {
+        "key": ids.key_ref(x.ep_key), "last_t": x.last_t, "since": x.since, "hi": x.hi,
+        "closed": None if x.closed is None else encode_alert(x.closed).decode(),
+        "filled": x.filled, "alerts": list(x.alerts),
+    }  # fmt: skip
+
+
+def _silence_from(d: dict[str, Any], m: Remap) -> _Silence | None:
+    key = m.key(d["key"])
+    if key is None:
+        return None
+    closed = None if d["closed"] is None else decode_alert(str(d["closed"]))
+    return _Silence(key, key.idx, float(d["last_t"]), float(d["since"]), float(d["hi"]), closed,
+                    int(d["filled"]), [str(a) for a in d["alerts"]])  # fmt: skip
+
 
 class NoLocation:
     """Per tag slot, in seq order: since when (t, seq) no record has been a usable fix."""
@@ -295,3 +344,18 @@ class NoLocation:
                     confidence=1.0, t=since[0], seq=since[1], raised_t=t,
                     detail={"since_t": since[0]},
                 )  # fmt: skip
+
+    # -- state as data (snapshots, configuration reloads: engine/core/remap.py) ----------
+    def export_state(self) -> dict[str, Any]:
+        ids = self.reg.device_ids
+        return {
+            "bad_since": {ids[s]: list(v) for s, v in self.bad_since.items()},
+            "last_rec_t": self.last_rec_t,
+        }
+
+    def import_state(self, d: dict[str, Any], m: Remap) -> None:
+        self.bad_since = {}
+        for dev, (t, q) in d["bad_since"].items():
+            if m.tag(dev) >= 0:
+                self.bad_since[m.tag(dev)] = (float(t), int(q))
+        self.last_rec_t = m.rows(d["last_rec_t"], self.last_rec_t)

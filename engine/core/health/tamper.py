@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -13,6 +14,9 @@ from engine.core.episodes import EpisodeBook, TrackerKey, TrackerKind
 from engine.core.registry import Registry
 from engine.settings import Settings
 from engine.wire.records import EVENT_CODE
+
+if TYPE_CHECKING:
+    from engine.core.remap import Remap
 
 # Tamper kinds: the event that opens one, and the events that restore it
 TAMPER_OPEN = {
@@ -149,3 +153,28 @@ class Tamper:
             if not math.isnan(tp.restored_t):
                 self.book.close(TrackerKey(TrackerKind.TAMPER, s), "tamper", tp.restored_t)
         self.settling.clear()
+
+    # -- state as data (snapshots, configuration reloads: engine/core/remap.py) ----------
+    def export_state(self) -> dict[str, Any]:
+        ids = self.reg.device_ids
+        return {
+            "tamper": {ids[s]: {"state": {k: list(v) for k, v in tp.state.items()},
+                                "restored_t": tp.restored_t, "seq": tp.seq}
+                       for s, tp in self.tamper.items()},
+            "settling": [ids[s] for s in sorted(self.settling)],
+            "powered_off": {ids[s]: q for s, q in self.powered_off.items()},
+            "batt_seen": self.batt_seen,
+        }  # fmt: skip
+
+    def import_state(self, d: dict[str, Any], m: Remap) -> None:
+        self.tamper = {}
+        for dev, tp in d["tamper"].items():
+            s = m.tag(dev)
+            if s >= 0:
+                state = {
+                    str(k): (int(v[0]), bool(v[1]), float(v[2])) for k, v in tp["state"].items()
+                }
+                self.tamper[s] = _Tamper(state, float(tp["restored_t"]), int(tp["seq"]))
+        self.settling = {s for s in map(m.tag, d["settling"]) if s >= 0}
+        self.powered_off = {m.tag(k): int(v) for k, v in d["powered_off"].items() if m.tag(k) >= 0}
+        self.batt_seen = m.rows(d["batt_seen"], self.batt_seen)

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -50,6 +51,9 @@ from engine.core.registry import Registry
 from engine.settings import Settings
 from engine.wire.bounds import T_MAX, T_MIN
 from zones.jit import njit
+
+if TYPE_CHECKING:
+    from engine.core.remap import Remap
 
 __all__ = ["Admission"]
 
@@ -257,7 +261,7 @@ def _limit(s: float) -> str:
 class Admission:
     """Per-device token buckets and the event-time clock; `admit` judges one batch.
 
-    State is numpy arrays and floats (snapshots pickle it); thresholds are read from the
+    State is numpy arrays and floats (exported as data for snapshots); thresholds are read from the
     settings object on every call, so changed settings apply at once after a restart."""
 
     def __init__(self, registry: Registry, settings: Settings) -> None:
@@ -371,3 +375,23 @@ class Admission:
             f"{since:.0f} s (limit: {st.rate_burst} at once, then {st.rate_max_per_s:g} a "
             "second; rate_burst, rate_max_per_s)"
         )
+
+    # -- state as data (snapshots, configuration reloads: engine/core/remap.py) ----------
+    def export_state(self) -> dict[str, Any]:
+        return {
+            "tokens": self.tokens, "last": self.last, "full_t": self.full_t,
+            "extra": self.extra, "clk": self.clk, "wall": self.wall,
+            "rejected": [[k, v] for k, v in self.rejected.items()],
+        }  # fmt: skip
+
+    def import_state(self, d: dict[str, Any], m: Remap) -> None:
+        self.tokens = m.rows(d["tokens"], self.tokens)
+        self.last = m.rows(d["last"], self.last)
+        self.full_t = m.rows(d["full_t"], self.full_t)
+        self.extra = m.rows(d["extra"], self.extra)
+        clk = np.asarray(d["clk"], dtype=np.float64)
+        if clk.shape != self.clk.shape:
+            raise ValueError("admission clock state has the wrong shape")
+        self.clk = clk.copy()
+        self.wall = float(d["wall"])
+        self.rejected = {int(k): int(v) for k, v in d["rejected"]}

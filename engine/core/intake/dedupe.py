@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
 from zones.jit import njit
+
+if TYPE_CHECKING:
+    from engine.core.remap import Remap
 
 
 @njit
@@ -80,3 +85,13 @@ class SeqDeduper:
                 )
             )
         return keep
+
+    # -- state as data (snapshots, configuration reloads: engine/core/remap.py) ----------
+    def export_state(self) -> dict[str, Any]:
+        return {"hwm": self.hwm, "bits": self.bits, "beyond_window": self.beyond_window}
+
+    def import_state(self, d: dict[str, Any], m: Remap) -> None:
+        """ValueError when the window changed size (the caller rebuilds from the ledger)."""
+        self.hwm = m.rows(d["hwm"], self.hwm)
+        self.bits = m.rows(d["bits"], self.bits)
+        self.beyond_window = int(d["beyond_window"])

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from zones.jit import njit
+
+if TYPE_CHECKING:
+    from engine.core.remap import Remap
 
 # Dtype of the empty arrays returned before any row has been admitted.
 _MIN_DTYPE = np.dtype([("slot", np.int32), ("seq", np.int64), ("t", np.float64)])
@@ -272,6 +276,33 @@ class Reorderer:
     def flush(self) -> Released:
         """Release everything held (end of replay, shutdown)."""
         return self.give_up(list(self._held))
+
+    # -- state as data (snapshots, configuration reloads: engine/core/remap.py) ----------
+    def export_state(self, device_ids: list[str]) -> dict[str, Any]:
+        """Frontiers by slot; the rows held behind a gap by device id."""
+        return {
+            "next_seq": self.next_seq, "last_t": self.last_t, "max_t": self.max_t,
+            "held": {device_ids[s]: {"rows": h.rows, "arrival": h.arrival}
+                     for s, h in self._held.items()},
+            "dtype": None if self._dtype is None else np.empty(0, dtype=self._dtype),
+            "counts": [self.gaps_filled, self.gaps_given_up, self.late, self.resets],
+        }  # fmt: skip
+
+    def import_state(self, d: dict[str, Any], m: Remap) -> None:
+        self.next_seq = m.rows(d["next_seq"], self.next_seq)
+        self.last_t = m.rows(d["last_t"], self.last_t)
+        self.max_t = m.rows(d["max_t"], self.max_t)
+        self._held = {}
+        for dev, h in d["held"].items():
+            s = m.device(dev)
+            rows = np.ascontiguousarray(h["rows"])
+            if s < 0 or rows.shape[0] == 0:
+                continue
+            rows = rows.copy()
+            rows["slot"] = s
+            self._held[s] = _Held(rows, np.asarray(h["arrival"], dtype=np.float64).copy())
+        self._dtype = None if d["dtype"] is None else np.asarray(d["dtype"]).dtype
+        self.gaps_filled, self.gaps_given_up, self.late, self.resets = (int(x) for x in d["counts"])
 
     # -- internals ---------------------------------------------------------------------
     def _check(self, rows: np.ndarray) -> np.ndarray:

@@ -27,11 +27,15 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from engine.wire.alerts import Evidence
 from zones.jit import njit
+
+if TYPE_CHECKING:
+    from engine.core.remap import Remap
 
 
 @njit
@@ -200,10 +204,34 @@ class SeqSpaces:
         self.top[s] = e
         return e
 
+    # -- state as data (snapshots, configuration reloads: engine/core/remap.py) ----------
+    def export_state(self, device_ids: list[str]) -> dict[str, Any]:
+        """Arrays by slot; the past spaces of the tags that restarted by device id."""
+        return {
+            "base": self.base, "hi": self.hi, "tmax": self.tmax, "t0": self.t0,
+            "cur_boot": self.cur_boot, "spaces": self.spaces, "top": self.top,
+            "past": {device_ids[s]: [[sp.first, sp.base, sp.t0, sp.boot, sp.index]
+                                     for sp in sl.spaces] for s, sl in self._past.items()},
+            "restarts": self.restarts,
+        }  # fmt: skip
+
+    def import_state(self, d: dict[str, Any], m: Remap) -> None:
+        for name in ("base", "hi", "tmax", "t0", "cur_boot", "spaces", "top"):
+            setattr(self, name, m.rows(d[name], getattr(self, name)))
+        self._past = {}
+        for dev, spaces in d["past"].items():
+            s = m.device(dev)
+            if s >= 0:
+                self._past[s] = _Slot(
+                    [_Space(int(a), int(b), float(c), int(e), int(f)) for a, b, c, e, f in spaces]
+                )
+        self.restarts = int(d["restarts"])
+        self.restarted.clear()
+
 
 class Citer:
     """What evidence cites for (tag, effective seq): (tag, seq), or (tag, seq, boot) once
-    the tag sends a boot or has restarted. Picklable (pipeline snapshots)."""
+    the tag sends a boot or has restarted."""
 
     def __init__(self, slot_of: Callable[[str], int], spaces: SeqSpaces) -> None:
         self.slot_of = slot_of

@@ -1,0 +1,187 @@
+"""State keyed by ids: the ids a pipeline's slots, zones and proximity pairs stand for, and
+the map from one configuration's indices onto another's (a snapshot taken before a
+subject was added, a SIGHUP reload).
+
+Per-device state lives in arrays indexed by slot, per-zone state by zone index, proximity
+state by pair index; those numbers are positions in one configuration only. Exported state
+says which ids they stood for (`Ids`); `Remap` carries it across to the indices of a new
+configuration: a device, zone or pair that is still there keeps its state, a new one starts
+empty, a removed one is dropped. What counts as "still there":
+
+* a device: the same id, still a tag (or still a protected device);
+* a zone: the same id, the same subject and kind (geometry and schedule may change: the
+  episode goes on);
+* a proximity pair: the same (subject, protected device);
+* a subject: the same id.
+
+Exported state is plain data: dicts with str keys, lists, str, int, float, bool, None and
+numpy arrays (numeric or structured, never object dtype)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from engine.core.episodes import TrackerKey, TrackerKind
+
+# What a tracker key's index is, by kind
+_ZONE_KINDS = frozenset({TrackerKind.ZONE, TrackerKind.APPROACH, TrackerKind.CURFEW})
+_PAIR_KINDS = frozenset(
+    {TrackerKind.PROXIMITY, TrackerKind.PROXIMITY_APPROACH, TrackerKind.VICTIM_STALE}
+)
+
+
+@dataclass(frozen=True)
+class Ids:
+    """What a configuration's indices stand for."""
+
+    devices: tuple[str, ...]  # by slot; [0, n_tags) are tags
+    n_tags: int
+    subjects: tuple[str, ...]  # by subject index
+    zones: tuple[str, ...]  # by zone index
+    zone_subject: tuple[str, ...]  # each zone's subject id
+    zone_kind: tuple[int, ...]  # 0 exclusion, 1 inclusion
+    pairs: tuple[tuple[str, str], ...]  # (subject id, protected device id) by pair index
+
+    def data(self) -> dict[str, Any]:
+        return {
+            "devices": list(self.devices),
+            "n_tags": self.n_tags,
+            "subjects": list(self.subjects),
+            "zones": list(self.zones),
+            "zone_subject": list(self.zone_subject),
+            "zone_kind": list(self.zone_kind),
+            "pairs": [list(p) for p in self.pairs],
+        }
+
+    @classmethod
+    def from_data(cls, d: dict[str, Any]) -> Ids:
+        """ValueError on anything that is not the shape `data` writes."""
+        try:
+            ids = cls(
+                tuple(_strs(d["devices"])),
+                int(d["n_tags"]),
+                tuple(_strs(d["subjects"])),
+                tuple(_strs(d["zones"])),
+                tuple(_strs(d["zone_subject"])),
+                tuple(int(k) for k in d["zone_kind"]),
+                tuple((str(p[0]), str(p[1])) for p in d["pairs"]),
+            )
+        except (KeyError, TypeError, IndexError) as e:
+            raise ValueError(f"snapshot ids malformed: {e!r}") from None
+        if not 0 <= ids.n_tags <= len(ids.devices) or len(ids.zone_subject) != len(ids.zones):
+            raise ValueError("snapshot ids inconsistent")
+        return ids
+
+    # -- keys -------------------------------------------------------------------------
+    def key_ref(self, key: TrackerKey) -> Any:
+        """A tracker key as data: [kind name, zone id | [subject, device] | device id]."""
+        k, i = key.kind, int(key.idx)
+        if k in _ZONE_KINDS:
+            return [k.name, self.zones[i]]
+        if k in _PAIR_KINDS:
+            return [k.name, list(self.pairs[i])]
+        return [k.name, self.devices[i]]
+
+
+def _strs(xs: Sequence[Any]) -> list[str]:
+    if not all(isinstance(x, str) for x in xs):
+        raise TypeError("ids must be strings")
+    return list(xs)
+
+
+def _index_map(old: Sequence[Any], new: Sequence[Any]) -> np.ndarray:
+    pos = {k: i for i, k in enumerate(new)}
+    return np.fromiter((pos.get(k, -1) for k in old), dtype=np.int64, count=len(old))
+
+
+class Remap:
+    """Old configuration's indices -> new configuration's (-1: gone)."""
+
+    def __init__(self, old: Ids, new: Ids) -> None:
+        self.old, self.new = old, new
+        self.identity = old == new
+        kind_old = [i < old.n_tags for i in range(len(old.devices))]
+        kind_new = {d: i < new.n_tags for i, d in enumerate(new.devices)}
+        self.slot = _index_map(old.devices, new.devices)
+        for i, d in enumerate(old.devices):  # a tag that became a protected device: new
+            if self.slot[i] >= 0 and kind_new[d] != kind_old[i]:
+                self.slot[i] = -1
+        self.subject = _index_map(old.subjects, new.subjects)
+        zkey = list(zip(old.zones, old.zone_subject, old.zone_kind, strict=True))
+        self.zone = _index_map(
+            zkey, list(zip(new.zones, new.zone_subject, new.zone_kind, strict=True))
+        )
+        self.pair = _index_map(old.pairs, new.pairs)
+        self._old_zone = {z: i for i, z in enumerate(old.zones)}
+        self._slot_of = {d: i for i, d in enumerate(new.devices)}
+        self._pair_of = {p: i for i, p in enumerate(new.pairs)}
+
+    @classmethod
+    def same(cls, ids: Ids) -> Remap:
+        return cls(ids, ids)
+
+    # -- ids to new indices --------------------------------------------------------------
+    def device(self, device_id: str, tag: bool | None = None) -> int:
+        """New slot of a device id (-1: gone); with `tag`, only a slot of that kind."""
+        s = self._slot_of.get(device_id, -1)
+        if s >= 0 and tag is not None and (s < self.new.n_tags) != tag:
+            return -1
+        return s
+
+    def tag(self, device_id: str) -> int:
+        return self.device(device_id, tag=True)
+
+    def key(self, ref: Any) -> TrackerKey | None:
+        """A tracker key from `Ids.key_ref` data, in the new configuration (None: gone)."""
+        name, what = ref[0], ref[1]
+        kind = TrackerKind[str(name)]
+        if kind in _ZONE_KINDS:
+            z = self.zone_index(self._old_zone.get(str(what), -1))
+            return TrackerKey(kind, z) if z >= 0 else None
+        if kind in _PAIR_KINDS:
+            p = self._pair_of.get((str(what[0]), str(what[1])), -1)
+            return TrackerKey(kind, p) if p >= 0 else None
+        s = self.tag(str(what))
+        return TrackerKey(kind, s) if s >= 0 else None
+
+    def zone_index(self, old_z: int) -> int:
+        return int(self.zone[old_z]) if 0 <= old_z < self.zone.shape[0] else -1
+
+    def subject_index(self, old_s: int) -> int:
+        return int(self.subject[old_s]) if 0 <= old_s < self.subject.shape[0] else -1
+
+    # -- arrays ------------------------------------------------------------------------
+    def rows(self, old: np.ndarray, new: np.ndarray) -> np.ndarray:
+        """`new` (the fresh state, right length and dtype) with each kept slot's row of
+        `old` (indexed by old slot, over all slots or over tags only) copied in."""
+        return self._copy(old, new, self.slot)
+
+    def zone_rows(self, old: np.ndarray, new: np.ndarray) -> np.ndarray:
+        return self._copy(old, new, self.zone)
+
+    @staticmethod
+    def _copy(old: np.ndarray, new: np.ndarray, m: np.ndarray) -> np.ndarray:
+        old = np.asarray(old)
+        if old.dtype != new.dtype or old.shape[1:] != new.shape[1:]:
+            raise ValueError(
+                f"state array {old.dtype}{old.shape} does not fit {new.dtype}{new.shape}"
+            )
+        m = m[: old.shape[0]]
+        keep = np.flatnonzero((m >= 0) & (m < new.shape[0]))
+        new[m[keep]] = old[keep]
+        return new
+
+    def slot_field(self, rows: np.ndarray) -> np.ndarray:
+        """Structured rows (FIX_DTYPE-like) of kept slots, their `slot` field renumbered."""
+        m = self.slot[np.asarray(rows["slot"], dtype=np.int64)]
+        out = rows[m >= 0].copy()
+        out["slot"] = m[m >= 0]
+        return out
+
+    def zone_id(self, zone_id: str) -> int:
+        """New index of an old zone id (-1: gone)."""
+        return self.zone_index(self._old_zone.get(zone_id, -1))

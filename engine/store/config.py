@@ -1,0 +1,93 @@
+"""The zones and subjects files in force, as evidence: their names, contents and sha256,
+read from disk (start, SIGHUP) or from a `config` step of the ledger (restart recovery
+replays a reload with exactly the files it took), and the ZoneSet they give."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from zones.errors import ZoneError
+from zones.load import load
+from zones.model import ZoneSet
+
+
+class ConfigError(ZoneError):
+    """A configuration that cannot be taken: unreadable, not UTF-8, or invalid."""
+
+
+@dataclass(frozen=True)
+class ConfigFiles:
+    zones_path: str
+    zones: str
+    subjects_path: str
+    subjects: str
+
+    @property
+    def hashes(self) -> tuple[str, str]:
+        """(zones sha256, subjects sha256): what identifies this configuration."""
+        return (
+            hashlib.sha256(self.zones.encode()).hexdigest(),
+            hashlib.sha256(self.subjects.encode()).hexdigest(),
+        )
+
+    @classmethod
+    def read(cls, zones_path: str | Path, subjects_path: str | Path) -> ConfigFiles:
+        texts = []
+        for p in (zones_path, subjects_path):
+            try:
+                texts.append(Path(p).read_bytes().decode("utf-8"))
+            except OSError as e:
+                raise ConfigError(f"cannot read {p}: {e.strerror or e}") from None
+            except UnicodeDecodeError as e:
+                raise ConfigError(f"{p} is not UTF-8 text: {e}") from None
+        return cls(str(zones_path), texts[0], str(subjects_path), texts[1])
+
+    def zoneset(self) -> ZoneSet:
+        """The validated ZoneSet (ConfigError listing every problem). Loaded from the
+        contents held here, not from the paths: what was hashed is what is used."""
+        with tempfile.TemporaryDirectory(prefix="tagwatch-config-") as d:
+            zp = Path(d) / (Path(self.zones_path).name or "zones.geojson")
+            sp = Path(d) / (Path(self.subjects_path).name or "subjects.toml")
+            if zp.name == sp.name:
+                sp = sp.with_name("subjects-" + sp.name)
+            zp.write_text(self.zones, encoding="utf-8")
+            sp.write_text(self.subjects, encoding="utf-8")
+            try:
+                zs = load(zp, sp)
+            except ZoneError as e:
+                msg = str(e).replace(str(zp), self.zones_path).replace(str(sp), self.subjects_path)
+                raise ConfigError(msg, e.problems) from None
+        return dataclasses.replace(zs, sources=(self.zones_path, self.subjects_path))
+
+    def summary(self) -> dict[str, Any]:
+        """Names and hashes (the engine status, logs)."""
+        hz, hs = self.hashes
+        return {
+            "zones": {"file": self.zones_path, "sha256": hz},
+            "subjects": {"file": self.subjects_path, "sha256": hs},
+        }
+
+    def data(self) -> dict[str, Any]:
+        """What a config step records: names, hashes and the full texts."""
+        d = self.summary()
+        d["zones"]["text"] = self.zones
+        d["subjects"]["text"] = self.subjects
+        return d
+
+    @classmethod
+    def from_data(cls, d: dict[str, Any]) -> ConfigFiles:
+        try:
+            got = cls(
+                str(d["zones"]["file"]), str(d["zones"]["text"]),
+                str(d["subjects"]["file"]), str(d["subjects"]["text"]),
+            )  # fmt: skip
+        except (KeyError, TypeError) as e:
+            raise ConfigError(f"config step malformed: {e!r}") from None
+        if list(got.hashes) != [d["zones"].get("sha256"), d["subjects"].get("sha256")]:
+            raise ConfigError("config step texts do not match their recorded sha256")
+        return got

@@ -1,0 +1,163 @@
+"""Pipeline snapshots as data: the state `Pipeline.export_state` gives, written as one JSON
+header and raw numpy array bytes. Reading one runs no code: no pickle, object dtypes are
+refused, and every array is rebuilt from an explicit dtype description and shape.
+
+    b"TWSNAP1\\n" | header length (8 bytes, big-endian) | header JSON | array bytes
+
+The header is `{"version": 1, "meta": {...}, "state": tree, "arrays": [{"dtype", "shape",
+"offset", "nbytes"}]}`. In the tree, an array is `{"$a": index}`, a tuple `{"$t": [...]}`,
+a float that JSON cannot say `{"$f": "nan" | "inf" | "-inf"}`; a dict key that begins with
+"$" is written with one more "$". The whole blob's sha256 is recorded in the evidence
+ledger when it is saved and checked before it is used (engine/store/recovery.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Any
+
+import msgspec
+import numpy as np
+
+MAGIC = b"TWSNAP1\n"
+VERSION = 1
+_HEADER_MAX = 1 << 31
+_FLOATS = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+_TAGS = ("$a", "$t", "$f")
+
+
+class SnapshotError(ValueError):
+    """Bytes that are not a snapshot this tagwatch wrote (damaged, crafted, or older)."""
+
+
+def sha256(blob: bytes) -> str:
+    return hashlib.sha256(blob).hexdigest()
+
+
+def encode(state: dict[str, Any], meta: dict[str, Any] | None = None) -> bytes:
+    arrays: list[np.ndarray] = []
+
+    def walk(x: Any) -> Any:
+        if x is None or isinstance(x, str | bool):
+            return x
+        if isinstance(x, np.bool_):
+            return bool(x)
+        if isinstance(x, int | np.integer):
+            return int(x)
+        if isinstance(x, float | np.floating):
+            v = float(x)
+            if math.isfinite(v):
+                return v
+            return {"$f": "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")}
+        if isinstance(x, np.ndarray):
+            if x.dtype.hasobject:
+                raise TypeError("object arrays are not snapshot data")
+            arrays.append(np.ascontiguousarray(x))
+            return {"$a": len(arrays) - 1}
+        if isinstance(x, tuple):
+            return {"$t": [walk(v) for v in x]}
+        if isinstance(x, list):
+            return [walk(v) for v in x]
+        if isinstance(x, dict):
+            out = {}
+            for k, v in x.items():
+                if not isinstance(k, str):
+                    raise TypeError(f"snapshot dict keys are strings, not {type(k).__name__}")
+                out["$" + k if k.startswith("$") else k] = walk(v)
+            return out
+        raise TypeError(f"{type(x).__name__} is not snapshot data")
+
+    tree = walk(state)
+    specs, offset = [], 0
+    for a in arrays:
+        specs.append(
+            {"dtype": _descr(a.dtype), "shape": list(a.shape), "offset": offset,
+             "nbytes": a.nbytes}
+        )  # fmt: skip
+        offset += a.nbytes
+    header = msgspec.json.encode(
+        {"version": VERSION, "meta": meta or {}, "state": tree, "arrays": specs}
+    )
+    parts = [MAGIC, len(header).to_bytes(8, "big"), header]
+    parts += [a.tobytes() for a in arrays]
+    return b"".join(parts)
+
+
+def decode(blob: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(state, meta). SnapshotError on anything else."""
+    if not blob.startswith(MAGIC) or len(blob) < len(MAGIC) + 8:
+        raise SnapshotError("not a tagwatch data snapshot (no TWSNAP1 header)")
+    at = len(MAGIC)
+    n = int.from_bytes(blob[at : at + 8], "big")
+    at += 8
+    if n > _HEADER_MAX or at + n > len(blob):
+        raise SnapshotError("snapshot header length runs past its end")
+    try:
+        head = msgspec.json.decode(blob[at : at + n])
+    except msgspec.DecodeError as e:
+        raise SnapshotError(f"snapshot header is not JSON: {e}") from None
+    if not isinstance(head, dict) or head.get("version") != VERSION:
+        raise SnapshotError("snapshot header of an unknown version")
+    body = memoryview(blob)[at + n :]
+    arrays = [_array(spec, body) for spec in _list(head.get("arrays"))]
+
+    def walk(x: Any) -> Any:
+        if isinstance(x, list):
+            return [walk(v) for v in x]
+        if not isinstance(x, dict):
+            return x
+        if len(x) == 1:
+            ((k, v),) = x.items()
+            if k == "$a":
+                if not isinstance(v, int) or not 0 <= v < len(arrays):
+                    raise SnapshotError(f"snapshot refers to array {v!r} it does not hold")
+                return arrays[v]
+            if k == "$t":
+                return tuple(walk(e) for e in _list(v))
+            if k == "$f":
+                if v not in _FLOATS:
+                    raise SnapshotError(f"bad float {v!r} in snapshot")
+                return _FLOATS[v]
+        out = {}
+        for k, v in x.items():
+            if k in _TAGS:
+                raise SnapshotError(f"{k} beside other keys in snapshot")
+            out[k[1:] if k.startswith("$$") else k] = walk(v)
+        return out
+
+    state, meta = walk(head.get("state")), head.get("meta")
+    if not isinstance(state, dict) or not isinstance(meta, dict):
+        raise SnapshotError("snapshot holds no state")
+    return state, meta
+
+
+def _descr(dt: np.dtype) -> Any:
+    return np.lib.format.dtype_to_descr(dt)
+
+
+def _list(x: Any) -> list[Any]:
+    if not isinstance(x, list):
+        raise SnapshotError("snapshot header malformed")
+    return x
+
+
+def _tuples(d: Any) -> Any:
+    if isinstance(d, list):
+        return [tuple(_tuples(e) for e in x) if isinstance(x, list) else x for x in d]
+    return d
+
+
+def _array(spec: Any, body: memoryview) -> np.ndarray:
+    try:
+        dt = np.lib.format.descr_to_dtype(_tuples(spec["dtype"]))
+        shape = tuple(int(s) for s in spec["shape"])
+        off, nb = int(spec["offset"]), int(spec["nbytes"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise SnapshotError(f"snapshot array spec malformed: {e}") from None
+    if dt.hasobject:
+        raise SnapshotError("snapshot array of Python objects refused")
+    if any(s < 0 for s in shape) or nb != math.prod(shape) * dt.itemsize:
+        raise SnapshotError("snapshot array size does not match its shape")
+    if off < 0 or off + nb > len(body):
+        raise SnapshotError("snapshot array runs past the end")
+    return np.frombuffer(body[off : off + nb], dtype=dt).reshape(shape).copy()
