@@ -39,6 +39,36 @@ from engine.wire.commands import OFFLINE_STATUS, encode_status
 log = logging.getLogger("tagwatch.serve")
 
 
+def share_property_tables() -> bool:
+    """paho 2.x builds a list and two dicts of property names and types in every
+    `Properties()`, and it makes one for every MQTT 5 PUBLISH it decodes: under a flood
+    that was 27% of the engine's CPU (py-spy, bench/flood.py). paho never changes them after
+    construction, so every instance may share one copy. Applied once, and only when paho's
+    Properties is what this was written against (else left alone). True when in force."""
+    init = Properties.__init__
+    if getattr(init, "_tagwatch_shared", False):
+        return True
+    proto = Properties(PacketTypes.PUBLISH)
+    tables = (proto.__dict__.get("types"), proto.__dict__.get("names"),
+              proto.__dict__.get("properties"))  # fmt: skip
+    if set(proto.__dict__) != {"packetType", "types", "names", "properties"} or not (
+        isinstance(tables[0], list) and isinstance(tables[1], dict) and isinstance(tables[2], dict)
+    ):
+        return False
+
+    def shared_init(self: Properties, packetType: int) -> None:
+        d = self.__dict__
+        d["packetType"] = packetType
+        d["types"], d["names"], d["properties"] = tables
+
+    shared_init._tagwatch_shared = True  # type: ignore[attr-defined]
+    Properties.__init__ = shared_init  # type: ignore[method-assign]
+    return True
+
+
+share_property_tables()
+
+
 @dataclass(frozen=True)
 class BrokerAddress:
     host: str
