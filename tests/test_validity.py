@@ -11,13 +11,20 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from shapely.geometry import Polygon
 
 from engine.cli.main import main
+from engine.core.registry import Registry
+from engine.core.schedules import Schedules
 from engine.wire.alerts import Alert, decode_alert
 from tests.helpers import (
     AlertCollector,
@@ -29,6 +36,9 @@ from tests.helpers import (
     wait_online,
     write_world,
 )
+from zones.compile import compile_zones
+from zones.model import Subject, Window, Zone, ZoneSet
+from zones.schedule import is_active
 
 T0 = 1_790_000_000.0  # 2026-09-21T14:13:20Z
 F, U = T0 + 3600.0, T0 + 7200.0  # the validity used throughout: [F, U)
@@ -341,20 +351,27 @@ def test_proximity_counts_only_in_the_tagging_period(tmp_path: Path) -> None:
 # -- live: the same over a real mosquitto ------------------------------------------------
 
 
-@pytest.mark.timeout(120)
-def test_live_an_expired_zone_raises_nothing_and_a_valid_one_does(
+@pytest.mark.timeout(180)
+def test_live_expired_zones_raise_nothing_and_an_open_breach_closes_at_valid_until(
     mosquitto: Any, tmp_path: Path
 ) -> None:
-    now = time.time()
-    t0 = float(int(now) - 600)
+    """Serve over a real mosquitto, on wall time: zones valid until an hour ago or from
+    tomorrow raise nothing; one valid now raises, and one that expires 20 s from now
+    closes its open breach at valid_until when wall time passes it, though no fix says so."""
+    now = float(int(time.time()))
+    t0, soon = now - 600.0, now + 20.0
     feats = [
         zone("Z-old", valid_until=rfc3339(now - 3600)),
         zone("Z-later", valid_from=now + 86400),
         zone("Z-now", valid_from=now - 3600, valid_until=now + 86400),
+        zone("Z-soon", valid_until=soon),
     ]
     zones, subj = write_world(tmp_path, feats, subjects())
     db = tmp_path / "tw.db"
     walk_in = [fix(i, t0 + 60 * i, dx, 0.0) for i, dx in enumerate([-400, -250, 0, 10, -10, 5, 0])]
+
+    def soon_closed(al: list[Alert]) -> bool:
+        return any(a.zone == "Z-soon" and a.state == "closed" for a in al)
 
     async def scenario() -> list[Alert]:
         async with AlertCollector(mosquitto.host, mosquitto.port) as col:
@@ -362,10 +379,63 @@ def test_live_an_expired_zone_raises_nothing_and_a_valid_one_does(
             await publish(mosquitto.host, mosquitto.port,
                           [("tagwatch/v1/tags/T1/fix", json.dumps(f)) for f in walk_in])  # fmt: skip
             await col.wait_for(lambda al: any(a.kind == "zone_breach" for a in al), 60.0)
-            await asyncio.sleep(1.0)  # the same batch decided all three zones
+            await col.wait_for(soon_closed, 90.0)
             return list(col.alerts)
 
     with EngineProcess(mosquitto.host, mosquitto.port, zones, subj, db) as eng:
         alerts = asyncio.run(scenario())
         assert eng.stop() == 0, eng.log_text()
-    assert {a.zone for a in of(alerts, "zone_breach")} == {"Z-now"}, alerts
+    breaches = of(alerts, "zone_breach")
+    assert {a.zone for a in breaches} == {"Z-now", "Z-soon"}, alerts
+    assert all(a.state == "open" for a in breaches if a.zone == "Z-now")
+    (c,) = [a for a in breaches if a.zone == "Z-soon" and a.state == "closed"]
+    assert c.closed_t == soon
+    assert c.detail == {"closed_reason": "zone_valid_until", "valid_until": soon}
+
+
+# -- the activity the curfew decisions read, against a plain oracle ------------------------
+
+_DAY = 86400.0
+_windows = st.builds(
+    Window,
+    days=st.frozensets(st.integers(0, 6), min_size=1),
+    start_min=st.integers(0, 1439),
+    end_min=st.integers(0, 1439),
+    tz=st.sampled_from(["Europe/London", "America/New_York", "UTC"]),
+)
+_bound = st.one_of(st.none(), st.floats(T0 - 3 * _DAY, T0 + 3 * _DAY))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(_windows, max_size=2).map(tuple),
+    _bound,
+    _bound,
+    _bound,
+    st.lists(st.floats(T0 - 4 * _DAY, T0 + 4 * _DAY), min_size=1, max_size=12),
+)
+def test_curfew_activity_is_its_schedule_within_its_validity(
+    sched: tuple[Window, ...], lo: float | None, hi: float | None, period_end: float | None,
+    ts: list[float],
+) -> None:  # fmt: skip
+    """`Schedules.active` / `window` agree with is_active(schedule) and the zone's own
+    [valid_from, valid_until) and the subject's tagging period."""
+    lo_ = -math.inf if lo is None else lo
+    hi_ = math.inf if hi is None else hi
+    until = math.inf if period_end is None else period_end
+    assume(lo_ < hi_)
+    ring = Polygon(square(100.0)[0:5])
+    z = Zone("Z", "S", "inclusion", 0, geometry=ring, schedule=sched, valid_from=lo_,
+             valid_until=hi_)  # fmt: skip
+    zs = ZoneSet((z,), (Subject("S", ("T",), valid_until=until),))
+    table = compile_zones(zs)
+    sch = Schedules(zs, table, Registry(zs, table.subject_ids))
+    t = np.array(ts)
+    got = sch.active(0, t)
+    want = [is_active(sched, x) and lo_ <= x < min(hi_, until) for x in ts]
+    assert got.tolist() == want
+    for x, w in zip(ts, want, strict=True):
+        w0, w1, active = sch.window(0, x)
+        assert active == w and (not w or w0 <= x < w1)
+        if w:
+            assert lo_ <= w0 and w1 <= min(hi_, until)
