@@ -25,12 +25,12 @@ class ZoneTable:
     """Every zone as rows of flat, read-only arrays (zone z is row z): what the engine reads
     of a zone (id, kind, subject, warn_m, when it binds) here, and what the kernels read, in
     the zone's own metric frame, as one `ZoneArrays` bundle in `arrays` (layout:
-    `zones.kernels.arrays`). Memory: ~106 B per zone, 16 per subject, 8 per ring, 18 per
-    vertex, plus the id strings.
+    `zones.kernels.arrays`). Memory: ~106 B per zone, 8 per ring, 18 per vertex, plus the id
+    strings.
 
     `valid_from`/`valid_until`: the zone binds in [valid_from, valid_until), its own licence
-    condition within its subject's tagging period (`subject_valid_*`, known when compiled
-    with Subject objects); -inf / +inf where open."""
+    condition within its subject's tagging period (when compiled with Subject objects; the
+    engine's registry keeps the periods themselves); -inf / +inf where open."""
 
     zone_ids: tuple[str, ...]
     kind: np.ndarray  # int8: 0 exclusion, 1 inclusion
@@ -40,8 +40,6 @@ class ZoneTable:
     arrays: ZoneArrays  # built once here; every kernel takes it as one argument
     valid_from: np.ndarray  # float64 per zone
     valid_until: np.ndarray  # float64 per zone
-    subject_valid_from: np.ndarray  # float64 per subject slot
-    subject_valid_until: np.ndarray  # float64 per subject slot
 
     def __post_init__(self) -> None:
         for a in self._ndarrays():
@@ -50,8 +48,7 @@ class ZoneTable:
     def _ndarrays(self) -> list[np.ndarray]:
         own = [v for v in self.arrays if isinstance(v, np.ndarray)]
         return [self.kind, self.subject, self.warn_m, *own, *self.arrays.rings,
-                self.valid_from, self.valid_until, self.subject_valid_from,
-                self.subject_valid_until]  # fmt: skip
+                self.valid_from, self.valid_until]  # fmt: skip
 
     @cached_property
     def has_validity(self) -> bool:
@@ -181,9 +178,9 @@ def _check(zones: Sequence[Zone], subj_slot: dict[str, int]) -> list[str]:
 
 def _validity(
     zones: Sequence[Zone], subjects: Sequence[Subject | str] | None, subject_ids: tuple[str, ...]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(zone from, zone until, subject from, subject until): each zone's own validity
-    narrowed to its subject's tagging period."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """(from, until) per zone: each zone's own validity narrowed to its subject's tagging
+    period."""
     n, m = len(zones), len(subject_ids)
     s_from, s_until = np.full(m, -np.inf), np.full(m, np.inf)
     for i, s in enumerate(subjects or ()):
@@ -193,7 +190,7 @@ def _validity(
     subj = np.fromiter((slot[z.subject] for z in zones), dtype=np.int64, count=n)
     z_from = np.fromiter((z.valid_from for z in zones), dtype=np.float64, count=n)
     z_until = np.fromiter((z.valid_until for z in zones), dtype=np.float64, count=n)
-    return np.maximum(z_from, s_from[subj]), np.minimum(z_until, s_until[subj]), s_from, s_until
+    return np.maximum(z_from, s_from[subj]), np.minimum(z_until, s_until[subj])
 
 
 def compile_zones(
@@ -279,7 +276,7 @@ def compile_zones(
 
     zone_ring_start = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(ring_count, out=zone_ring_start[1:])
-    valid_from, valid_until, s_from, s_until = _validity(zones, subjects, subject_ids)
+    valid_from, valid_until = _validity(zones, subjects, subject_ids)
     order = np.argsort(subject, kind="stable").astype(np.int32)
     subject_zone_start = np.zeros(len(subject_ids) + 1, dtype=np.int64)
     np.cumsum(np.bincount(subject, minlength=len(subject_ids)), out=subject_zone_start[1:])
@@ -308,6 +305,4 @@ def compile_zones(
         ),
         valid_from=valid_from,
         valid_until=valid_until,
-        subject_valid_from=s_from,
-        subject_valid_until=s_until,
     )
