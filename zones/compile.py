@@ -23,9 +23,14 @@ KIND_CODE = {"exclusion": 0, "inclusion": 1}
 @dataclass(frozen=True, eq=False)
 class ZoneTable:
     """Every zone as rows of flat, read-only arrays (zone z is row z): what the engine reads
-    of a zone (id, kind, subject, warn_m) here, and what the kernels read, in the zone's own
-    metric frame, as one `ZoneArrays` bundle in `arrays` (layout: `zones.kernels.arrays`).
-    Memory: ~90 B per zone, 8 per ring, 18 per vertex, plus the id strings."""
+    of a zone (id, kind, subject, warn_m, when it binds) here, and what the kernels read, in
+    the zone's own metric frame, as one `ZoneArrays` bundle in `arrays` (layout:
+    `zones.kernels.arrays`). Memory: ~106 B per zone, 8 per ring, 18 per vertex, plus the id
+    strings.
+
+    `valid_from`/`valid_until`: the zone binds in [valid_from, valid_until), its own licence
+    condition within its subject's tagging period (when compiled with Subject objects; the
+    engine's registry keeps the periods themselves); -inf / +inf where open."""
 
     zone_ids: tuple[str, ...]
     kind: np.ndarray  # int8: 0 exclusion, 1 inclusion
@@ -33,6 +38,8 @@ class ZoneTable:
     warn_m: np.ndarray  # float64 approach ring width
     subject_ids: tuple[str, ...]
     arrays: ZoneArrays  # built once here; every kernel takes it as one argument
+    valid_from: np.ndarray  # float64 per zone
+    valid_until: np.ndarray  # float64 per zone
 
     def __post_init__(self) -> None:
         for a in self._ndarrays():
@@ -40,7 +47,13 @@ class ZoneTable:
 
     def _ndarrays(self) -> list[np.ndarray]:
         own = [v for v in self.arrays if isinstance(v, np.ndarray)]
-        return [self.kind, self.subject, self.warn_m, *own, *self.arrays.rings]
+        return [self.kind, self.subject, self.warn_m, *own, *self.arrays.rings,
+                self.valid_from, self.valid_until]  # fmt: skip
+
+    @cached_property
+    def has_validity(self) -> bool:
+        """Whether any zone binds for less than all time (else nothing need check it)."""
+        return bool(np.isfinite(self.valid_from).any() or np.isfinite(self.valid_until).any())
 
     @property
     def n_zones(self) -> int:
@@ -158,7 +171,26 @@ def _check(zones: Sequence[Zone], subj_slot: dict[str, int]) -> list[str]:
             problems.append(f"{_label(z)}: geometry must be Polygon or MultiPolygon, not {kind}")
         elif z.geometry.is_empty:
             problems.append(f"{_label(z)}: geometry is empty")
+        if not (z.valid_from < z.valid_until and z.valid_from < math.inf):
+            problems.append(f"{_label(z)}: valid_until must be after valid_from")
     return problems
+
+
+def _validity(
+    zones: Sequence[Zone], subjects: Sequence[Subject | str] | None, subject_ids: tuple[str, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(from, until) per zone: each zone's own validity narrowed to its subject's tagging
+    period."""
+    n, m = len(zones), len(subject_ids)
+    s_from, s_until = np.full(m, -np.inf), np.full(m, np.inf)
+    for i, s in enumerate(subjects or ()):
+        if not isinstance(s, str):
+            s_from[i], s_until[i] = s.valid_from, s.valid_until
+    slot = {sid: i for i, sid in enumerate(subject_ids)}
+    subj = np.fromiter((slot[z.subject] for z in zones), dtype=np.int64, count=n)
+    z_from = np.fromiter((z.valid_from for z in zones), dtype=np.float64, count=n)
+    z_until = np.fromiter((z.valid_until for z in zones), dtype=np.float64, count=n)
+    return np.maximum(z_from, s_from[subj]), np.minimum(z_until, s_until[subj])
 
 
 def compile_zones(
@@ -244,6 +276,7 @@ def compile_zones(
 
     zone_ring_start = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(ring_count, out=zone_ring_start[1:])
+    valid_from, valid_until = _validity(zones, subjects, subject_ids)
     order = np.argsort(subject, kind="stable").astype(np.int32)
     subject_zone_start = np.zeros(len(subject_ids) + 1, dtype=np.int64)
     np.cumsum(np.bincount(subject, minlength=len(subject_ids)), out=subject_zone_start[1:])
@@ -270,4 +303,6 @@ def compile_zones(
             subject_zone_start=subject_zone_start,
             subject_zone_idx=order,
         ),
+        valid_from=valid_from,
+        valid_until=valid_until,
     )

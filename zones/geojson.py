@@ -1,4 +1,5 @@
-"""The zones GeoJSON: each Feature checked into a Zone (geometry, properties, schedule).
+"""The zones GeoJSON: each Feature checked into a Zone (geometry, properties, schedule,
+validity).
 
 Its own module because it is most of the checking: positions and rings before shapely
 sees them, polygon validity in words, properties against the subjects file, schedules,
@@ -23,6 +24,7 @@ from shapely.geometry.base import BaseGeometry
 from zones.model import Window, Zone
 from zones.problems import Report, StrPath, is_number, non_empty_str, number, read_text, short
 from zones.schedule import parse_window
+from zones.validity import read_validity
 
 KINDS = ("exclusion", "inclusion")
 GEOMETRY_HINT = "use Polygon, MultiPolygon, or Point with radius_m"
@@ -300,6 +302,7 @@ def _feature(
     if props.get("warn_m") is not None:
         warn = number(props, "warn_m", report, positive=False)
     schedule = _schedule(props.get("schedule"), report)
+    valid_from, valid_until = read_validity(props, report)
     if not report.clean or shape is None or not isinstance(zid, str):
         return None, shape, report.where
     zone = Zone(
@@ -313,6 +316,8 @@ def _feature(
         warn_m=warn or 0.0,
         name=props.get("name"),
         schedule=schedule,
+        valid_from=valid_from,
+        valid_until=valid_until,
     )
     return zone, shape, report.where
 

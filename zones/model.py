@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -37,6 +38,9 @@ class Zone:
     warn_m: float = 0.0
     name: str | None = None
     schedule: tuple[Window, ...] = ()  # empty: always active
+    # The licence condition holds in [valid_from, valid_until) (Unix seconds; ±inf: open)
+    valid_from: float = -math.inf
+    valid_until: float = math.inf
 
     @property
     def is_circle(self) -> bool:
@@ -54,12 +58,15 @@ class Protected:
 
 @dataclass(frozen=True)
 class Subject:
-    """A monitored person: the tags they wear, a risk weight, protected devices."""
+    """A monitored person: the tags they wear, a risk weight, protected devices, and the
+    tagging period [valid_from, valid_until) in which they are monitored."""
 
     id: str
     tags: tuple[str, ...]
     risk: int = 1
     protected: tuple[Protected, ...] = ()
+    valid_from: float = -math.inf
+    valid_until: float = math.inf
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from typing import Any
 
 from zones.model import Protected, Subject
 from zones.problems import Report, StrPath, non_empty_str, number, read_text, short
+from zones.validity import read_validity
 
 _TOPIC_UNSAFE = ("+", "#", "\x00")  # MQTT wildcards and NUL can never appear in a topic
 
@@ -95,9 +96,11 @@ def _subject(name: str, i: int, raw: Any, out: list[str]) -> tuple[Subject | Non
     devices = [p.device for p in protected if p is not None]
     for dev in sorted({d for d in devices if devices.count(d) > 1}):
         report(f"protected device {dev!r} is listed more than once")
+    valid_from, valid_until = read_validity(raw, report)
     if not report.clean or sid is None:
         return None, sid
-    return Subject(sid, tags, risk, tuple(p for p in protected if p is not None)), sid
+    kept = tuple(p for p in protected if p is not None)
+    return Subject(sid, tags, risk, kept, valid_from, valid_until), sid
 
 
 def _cross_check_subjects(name: str, raw: list[Any], out: list[str]) -> None:

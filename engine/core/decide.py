@@ -389,6 +389,25 @@ class Trackers:
             return
         ap.observe(o)
 
+    def end(self, key: TrackerKey, kind: str, until: float, reason: str) -> None:
+        """What the open episode (key, kind) is about stopped binding at `until` (a zone's
+        validity, a tagging period): close it then, saying why, and let its tracker start
+        afresh (nothing it held is evidence any more)."""
+        ep = self.book.get(key, kind)
+        if ep is None:
+            return
+        ep.detail = {**(ep.detail or {}), "closed_reason": reason, "valid_until": until}
+        self.book.close(key, kind, until)
+        tr = self.live.get(key)
+        if isinstance(tr, BreachTracker):
+            tr.episode, tr.leaving_since = None, None
+            tr.pending.clear()
+        elif isinstance(tr, CurfewTracker):
+            tr.episode, tr.was_out = None, False
+            tr.away.clear()
+        if tr is not None:
+            self.forget_if_idle(key, key.idx if key.kind in _ZONE_KINDS else None)
+
     def finish(self) -> None:
         """End of input: breach episodes whose tag was last seen outside are closed."""
         for tr in self.live.values():

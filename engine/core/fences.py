@@ -18,6 +18,13 @@ from engine.wire.alerts import Severity
 from zones.compile import ZoneTable
 from zones.geofence import signed_distance_by_subject
 
+# The episodes of one zone: (tracker kind, alert kind)
+_ZONE_EPISODES = (
+    (TrackerKind.ZONE, "zone_breach"),
+    (TrackerKind.APPROACH, "zone_approach"),
+    (TrackerKind.CURFEW, "curfew_breach"),
+)
+
 
 @dataclass(eq=False)
 class Fences:
@@ -55,8 +62,11 @@ class Fences:
         incl = self.is_inclusion[zidx]
         margin = 4.0 * sigma
         cand = np.where(incl, dist > -margin, dist <= self.warn[zidx] + margin)
-        if incl.any():
+        if self.table.has_validity or incl.any():
             t = tags["t"][pair_fix]
+        if self.table.has_validity:  # an exclusion zone counts only while it binds
+            cand &= incl | self.schedules.valid_mask(zidx, t)
+        if incl.any():
             for z in np.unique(zidx[incl]):
                 m = zidx == z
                 cand[m] &= self.schedules.active_or_soon(int(z), t[m], 3600.0)
@@ -72,6 +82,10 @@ class Fences:
         t, seq = float(row["t"]), int(row["seq"])
         s = int(table.subject[z])
         subject, zone_id = reg.subject_ids[s], table.zone_ids[z]
+        if table.has_validity and not self.schedules.valid(z, t):
+            self.end_zone(z, t)
+            if not self.is_inclusion[z]:
+                return  # a licence condition not (or no longer) in force: no evidence
         if self.is_inclusion[z]:
             w0, w1, active = self.schedules.window(z, t)
             key = TrackerKey(TrackerKind.CURFEW, z)
@@ -92,6 +106,13 @@ class Fences:
         trackers.forget_if_idle(key)
         trackers.forget_if_idle(ring, z)
 
+    def end_zone(self, z: int, t: float) -> None:
+        """Close zone z's episodes once t is past its validity (with the reason)."""
+        until, reason = self.schedules.until_of(TrackerKey(TrackerKind.ZONE, z))
+        if t >= until:
+            for kind, name in _ZONE_EPISODES:
+                self.trackers.end(TrackerKey(kind, z), name, until, reason)
+
     def silence_context(
         self, slot: int, lat: float, lon: float, now: float
     ) -> tuple[Severity, dict[str, object]]:
@@ -106,6 +127,8 @@ class Fences:
         facts: dict[str, object] = {}
         best = math.inf
         for z, d in zip(zidx.tolist(), dist.tolist(), strict=True):
+            if not self.schedules.valid(z, now):
+                continue  # not in force: a silence there matters no more than anywhere
             zone = self.table.zone_ids[z]
             if self.is_inclusion[z]:
                 if self.schedules.active(z, np.array([now]))[0]:

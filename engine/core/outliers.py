@@ -40,10 +40,18 @@ class Outliers:
         s = self.settings
         return max(s.jump_speed_floor_mps, s.jump_speed_factor * recent + 2.0)
 
+    def _binding(self, st: Step) -> list[tuple[int, float]]:
+        """The step's (zone, signed distance) pairs of zones in force at its time."""
+        table, t = self.table, float(st.row["t"])
+        if not table.has_validity:
+            return st.zone_pairs
+        return [(z, sd) for z, sd in st.zone_pairs
+                if table.valid_from[z] <= t < table.valid_until[z]]  # fmt: skip
+
     def is_suspect(self, st: Step) -> bool:
         """A fix that would put the tag inside a zone, reached at a speed the track does not
         allow: held until the next fix says whether the tag really went there."""
-        if not any(sd < 0.0 for _, sd in st.zone_pairs):
+        if not any(sd < 0.0 for _, sd in self._binding(st)):
             return False
         cur = np.array([st.row["t"], st.row["lat"], st.row["lon"], st.row["acc"]], dtype=float)
         v = speed(st.prev, cur)
@@ -74,7 +82,7 @@ class Outliers:
         reg, table = self.registry, self.table
         slot = int(st.row["slot"])
         tag, seq, t = reg.device_ids[slot], int(st.row["seq"]), float(st.row["t"])
-        z = min(st.zone_pairs, key=lambda p: p[1])[0]
+        z = min(self._binding(st), key=lambda p: p[1])[0]
         key = TrackerKey(TrackerKind.IMPLAUSIBLE, slot)  # opened and closed at once
         self.book.open_episode(
             key, "implausible_fix", subject=reg.subject_ids[st.subject], tag=tag,

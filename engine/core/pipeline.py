@@ -82,7 +82,7 @@ class Pipeline:
         self.dedupe = SeqDeduper(n, st.dedupe_window)
         ordered = np.arange(n) < reg.n_tags  # phones' seq is a timestamp
         self.reorder = Reorderer(ordered, hold_max=st.hold_max, hold_s=st.hold_s)
-        self.schedules = Schedules(zoneset, self.table)
+        self.schedules = Schedules(zoneset, self.table, reg)
         self.book = EpisodeBook(st.evidence_max, watch=FAST_KINDS)
         self.book.cite = Citer(reg.slot, self.spaces)
         self.trackers = Trackers(self.book, st, len(self.table.zone_ids))
@@ -360,6 +360,11 @@ class Pipeline:
         if math.isfinite(now):
             self.health.settle(list(self.book.out), self.fences.silence_context)
             self.health.check(now, self.history.last, self.fences.silence_context)
+            # Episodes about a zone or subject whose validity has ended by now close at
+            # its valid_until, even when their tag has nothing more to say
+            if now >= self.schedules.first_end:
+                for key, kind, until, reason in self.schedules.ended(list(self.book.open), now):
+                    self.trackers.end(key, kind, until, reason)
         res.alerts = self.book.drain()
         st = self.settings
         for tag in self.book.take_changed():  # only tags whose fast episodes began or ended

@@ -28,11 +28,17 @@ class Registry:
         subj_slot = {s: i for i, s in enumerate(subject_ids)}
         self.subject_ids = subject_ids
         self.subject_risk = np.ones(len(subject_ids), dtype=np.int32)
+        # The tagging period [from, until) of each subject slot: outside it nothing of
+        # theirs raises an alert (-inf / +inf: open)
+        self.subject_from = np.full(len(subject_ids), -np.inf)
+        self.subject_until = np.full(len(subject_ids), np.inf)
         self.device_ids: list[str] = []
         self.slot_of: dict[str, int] = {}
         subject_of_slot: list[int] = []
         for s in zoneset.subjects:
             self.subject_risk[subj_slot[s.id]] = s.risk
+            self.subject_from[subj_slot[s.id]] = s.valid_from
+            self.subject_until[subj_slot[s.id]] = s.valid_until
             for tag in s.tags:
                 self.slot_of[tag] = len(self.device_ids)
                 self.device_ids.append(tag)
@@ -64,6 +70,15 @@ class Registry:
     def who(self, slot: int) -> tuple[str, str]:
         """(subject id, device id) of a tag slot."""
         return self.subject_ids[int(self.subject_of_slot[slot])], self.device_ids[slot]
+
+    def monitored(self, slot: int, t: float) -> bool:
+        """Whether tag `slot`'s subject is in their tagging period at Unix time t."""
+        s = int(self.subject_of_slot[slot])
+        return bool(self.subject_from[s] <= t < self.subject_until[s])
+
+    def period_start(self, slot: int) -> float:
+        """When tag `slot`'s tagging period starts (-inf: always monitored)."""
+        return float(self.subject_from[int(self.subject_of_slot[slot])])
 
     def slot(self, device: str) -> int:
         """Slot of a device id, or -1 when it is not in the subjects file."""

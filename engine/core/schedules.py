@@ -1,29 +1,56 @@
-"""When scheduled zones (curfews) are active: UTC intervals expanded lazily around the
-event times seen, cached per distinct schedule."""
+"""When zones bind: curfew schedules as UTC intervals expanded lazily around the event
+times seen (cached per distinct schedule), folded with each zone's validity (its licence
+condition within its subject's tagging period), and which open episodes a validity has
+outlived."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
+from engine.core.episodes import TrackerKey, TrackerKind
+from engine.core.registry import Registry
 from zones.compile import ZoneTable
 from zones.model import Window, ZoneSet
 from zones.schedule import active_intervals
 
 SPAN_S = 8 * 86400.0  # how far ahead schedule intervals are expanded at a time
 
+# Episode keys whose index is a zone, and whose index is a proximity pair; the rest
+# (health) are indexed by tag slot
+_ZONE_KINDS = frozenset({TrackerKind.ZONE, TrackerKind.APPROACH, TrackerKind.CURFEW})
+_PAIR_KINDS = frozenset(
+    {TrackerKind.PROXIMITY, TrackerKind.PROXIMITY_APPROACH, TrackerKind.VICTIM_STALE}
+)
+# `detail.closed_reason` of an episode closed because what it was about stopped binding
+ZONE_ENDED = "zone_valid_until"  # the zone's licence condition ended
+PERIOD_ENDED = "subject_valid_until"  # the subject's tagging period ended
+
 
 class Schedules:
-    """UTC active intervals of scheduled zones, expanded lazily around the times seen.
+    """UTC active intervals of scheduled or time-limited zones, expanded lazily around the
+    times seen, and the validity ends of the zones and subjects episodes are about.
 
     Cached per distinct schedule (thousands of curfews share "Mon-Sun 19:00-07:00") over
-    day-aligned spans, so a national deployment expands each schedule once a week."""
+    day-aligned spans, so a national deployment expands each schedule once a week; a
+    zone's validity clips its schedule's intervals (a zone with validity and no schedule
+    is active in exactly [valid_from, valid_until))."""
 
-    def __init__(self, zoneset: ZoneSet, table: ZoneTable) -> None:
+    def __init__(self, zoneset: ZoneSet, table: ZoneTable, registry: Registry) -> None:
         self.schedule = {table.zone_index(z.id): z.schedule for z in zoneset.zones if z.schedule}
         self.cache: dict[tuple[Window, ...], tuple[float, float, np.ndarray]] = {}
+        self.table = table
+        self.registry = registry
+        bounded = np.flatnonzero(np.isfinite(table.valid_from) | np.isfinite(table.valid_until))
+        self.bounds = {
+            int(z): (float(table.valid_from[z]), float(table.valid_until[z])) for z in bounded
+        }
+        ends = np.concatenate([table.valid_until, registry.subject_until])
+        # Before this instant no validity has ended: nothing to look for
+        self.first_end = float(np.min(ends, initial=math.inf))
 
     def _intervals(self, sched: tuple[Window, ...], lo: float, hi: float) -> np.ndarray:
         cached = self.cache.get(sched)
@@ -34,11 +61,23 @@ class Schedules:
             self.cache[sched] = cached
         return cached[2]
 
-    def active(self, zone: int, t: np.ndarray) -> np.ndarray:
+    def _active_iv(self, zone: int, lo: float, hi: float) -> np.ndarray | None:
+        """The zone's active intervals around [lo, hi], sorted; None: always active."""
         sched = self.schedule.get(zone)
+        lim = self.bounds.get(zone)
         if sched is None:
+            return None if lim is None else np.array([lim], dtype=np.float64)
+        iv = self._intervals(sched, lo, hi)
+        if lim is None:
+            return iv
+        a, b = np.maximum(iv[:, 0], lim[0]), np.minimum(iv[:, 1], lim[1])
+        keep = a < b
+        return np.stack([a[keep], b[keep]], axis=1)
+
+    def active(self, zone: int, t: np.ndarray) -> np.ndarray:
+        iv = self._active_iv(zone, float(t.min()), float(t.max()))
+        if iv is None:
             return np.ones(t.shape, dtype=np.bool_)
-        iv = self._intervals(sched, float(t.min()), float(t.max()))
         if iv.shape[0] == 0:
             return np.zeros(t.shape, dtype=np.bool_)
         k = np.searchsorted(iv[:, 0], t, side="right") - 1
@@ -51,11 +90,8 @@ class Schedules:
         """Active at t, or starting within ahead_s after t (a curfew tracker must know
         where the subject was when the window opened)."""
         res = self.active(zone, t)
-        sched = self.schedule.get(zone)
-        if sched is None:
-            return res
-        iv = self._intervals(sched, float(t.min()), float(t.max()) + ahead_s)
-        if iv.shape[0]:
+        iv = self._active_iv(zone, float(t.min()), float(t.max()) + ahead_s)
+        if iv is not None and iv.shape[0]:
             k = np.searchsorted(iv[:, 0], t, side="right")
             ok = k < iv.shape[0]
             res[ok] |= iv[k[ok], 0] - t[ok] <= ahead_s
@@ -64,15 +100,53 @@ class Schedules:
     def window(self, zone: int, t: float) -> tuple[float, float, bool]:
         """(start, end, active): the active interval containing t, or else the last one
         that ended before t (so a breach can be closed at the window's end)."""
-        sched = self.schedule.get(zone)
-        if sched is None:
+        iv = self._active_iv(zone, t, t)
+        if iv is None:
             return -math.inf, math.inf, True
-        iv = self._intervals(sched, t, t)
         k = int(np.searchsorted(iv[:, 0], t, side="right")) - 1
         if k < 0:
             return -math.inf, -math.inf, False
         w0, w1 = float(iv[k, 0]), float(iv[k, 1])
         return w0, w1, t < w1
+
+    # -- validity ------------------------------------------------------------------------
+    def valid(self, zone: int, t: float) -> bool:
+        """Whether the zone binds at t (its validity; a schedule is not consulted)."""
+        lim = self.bounds.get(zone)
+        return lim is None or lim[0] <= t < lim[1]
+
+    def valid_mask(self, zidx: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """Per (zone, time) pair: whether the zone binds then."""
+        table = self.table
+        return (table.valid_from[zidx] <= t) & (t < table.valid_until[zidx])
+
+    def until_of(self, key: TrackerKey) -> tuple[float, str]:
+        """(when what the episode `key` is about stops binding, why: ZONE_ENDED or
+        PERIOD_ENDED); +inf when it never does."""
+        table, reg = self.table, self.registry
+        if key.kind in _ZONE_KINDS:
+            until = float(table.valid_until[key.idx])
+            s = int(table.subject[key.idx])
+            return until, PERIOD_ENDED if until == reg.subject_until[s] else ZONE_ENDED
+        if key.kind in _PAIR_KINDS:
+            s = reg.pairs[key.idx].subject
+        else:
+            s = int(reg.subject_of_slot[key.idx])
+        return float(reg.subject_until[s]), PERIOD_ENDED
+
+    def ended(
+        self, keys: Iterable[tuple[TrackerKey, str]], now: float
+    ) -> list[tuple[TrackerKey, str, float, str]]:
+        """Of the open episodes `keys` ((key, kind), in order), those about a zone or
+        subject whose validity ended by `now`: (key, kind, valid_until, reason)."""
+        if now < self.first_end:
+            return []
+        out = []
+        for key, kind in keys:
+            until, reason = self.until_of(key)
+            if until <= now:
+                out.append((key, kind, until, reason))
+        return out
 
     # -- state as data (snapshots, configuration reloads: engine/core/remap.py) ----------
     # The cache is state, not only speed: intervals are clipped to the span they were

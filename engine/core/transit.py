@@ -276,6 +276,14 @@ class Routes:
         """A breach inferred from the route between fixes: from the fix `start` (outside)
         to an entry at t_in, decided at `row`."""
         st, reg, table = self.settings, self.registry, self.table
+        if table.has_validity:
+            # Decided on a fix while the zone binds, and only the part of the route inside
+            # its validity is a breach of it (a route decided at or after valid_until is
+            # not: the episode it would join has been closed at valid_until)
+            lo, hi = float(table.valid_from[z]), float(table.valid_until[z])
+            if not lo <= float(row["t"]) < hi or (t_out <= lo and not ends_inside):
+                return
+            t_in = max(t_in, lo)
         tag = reg.device_ids[int(row["slot"])]
         s = int(table.subject[z])
         subject, zone_id = reg.subject_ids[s], table.zone_ids[z]

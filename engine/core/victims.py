@@ -15,12 +15,19 @@ from engine.core.decide import Obs, Trackers
 from engine.core.episodes import TrackerKey, TrackerKind, sigma_of
 from engine.core.history import dist_m
 from engine.core.registry import Registry
+from engine.core.schedules import PERIOD_ENDED
 from engine.settings import Settings
 
 if TYPE_CHECKING:
     from engine.core.remap import Remap
 
 HISTORY = 64  # fixes kept per device: enough to bracket late tag fixes
+# The episodes of one (subject, protected device) pair: (tracker kind, alert kind)
+_PAIR_EPISODES = (
+    (TrackerKind.PROXIMITY, "proximity"),
+    (TrackerKind.PROXIMITY_APPROACH, "proximity_approach"),
+    (TrackerKind.VICTIM_STALE, "victim_device_stale"),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +92,9 @@ class Proximity:
         tag = reg.device_ids[int(row["slot"])]
         t, seq = float(row["t"]), int(row["seq"])
         subject = reg.subject_ids[s]
+        if not reg.subject_from[s] <= t < reg.subject_until[s]:
+            self._end_period(s, t)
+            return  # outside the tagging period: no proximity decisions
         for k in reg.pairs_of_subject[s]:
             pr = reg.pairs[k]
             track = self.victims.get(pr.device)
@@ -104,6 +114,14 @@ class Proximity:
                                   br, Obs(t, pr.radius_m + pr.warn_m - d, sig, tag, seq))  # fmt: skip
                 trackers.forget_if_idle(ring)
             trackers.forget_if_idle(key)
+
+    def _end_period(self, s: int, t: float) -> None:
+        """Close subject s's pair episodes once t is past their tagging period."""
+        until = float(self.registry.subject_until[s])
+        if t >= until:
+            for k in self.registry.pairs_of_subject[s]:
+                for kind, name in _PAIR_EPISODES:
+                    self.trackers.end(TrackerKey(kind, k), name, until, PERIOD_ENDED)
 
     def _stale(self, k: int, pos: VictimPosition, row: np.void, sigma: float, d: float) -> bool:
         """Past victim_stale_s the phone's position is not known: rather than pretend, say

@@ -70,7 +70,7 @@ class Battery:
         )
         for kind, low, high, sev in levels:
             ep = self.book.get(key, kind)
-            if ep is None and b <= low:
+            if ep is None and b <= low and self.reg.monitored(s, t):
                 subject, tag = self.reg.who(s)
                 self.book.open_episode(
                     key, kind, subject=subject, tag=tag, zone=None, severity=sev,

@@ -101,8 +101,8 @@ class ClockFault:
                 self.book.clock_note.pop(tag, None)
                 self.book.close(key, "clock_fault", t)
             return
-        if s in self.faults:
-            return
+        if s in self.faults or not self.reg.monitored(s, t):
+            return  # outside the tagging period a clock fault pages nobody
         self.faults[s] = offset
         self.book.clock_note[tag] = round(offset, 1)
         self.book.open_episode(

@@ -69,7 +69,7 @@ class Health:
     def restarted(self, s: int, t: float, eseq: int, seq: int, after: int, boot: int) -> None:
         """Slot s restarted at event time t: its record `eseq` (seq `seq`) began a new seq
         space after one whose highest seq was `after`."""
-        if s >= self.reg.n_tags:
+        if s >= self.reg.n_tags or not self.reg.monitored(s, t):
             return
         subject, tag = self.reg.who(s)
         key = TrackerKey(TrackerKind.RESTART, s)

@@ -80,6 +80,11 @@ class Silence:
         """How long the tag may be quiet before it is silent."""
         return max(self.st.silent_factor * float(self.interval[slot]), self.st.silent_min_s)
 
+    def due(self, slot: int) -> float:
+        """When the tag falls silent (arrival clock) unless heard again: its silence limit
+        after it was last heard, or after its tagging period began if that is later."""
+        return max(float(self.heard[slot]), self.reg.period_start(slot)) + self.after(slot)
+
     def credit(self, seconds: float) -> None:
         """The engine was down this long (restart): the broker queued what tags sent, so
         the downtime is not their silence. Open silences stay open; the others' clocks
@@ -113,7 +118,16 @@ class Silence:
         prev[1:] = np.where(first[1:], self.heard[ss[1:]], aa[:-1])
         after = np.maximum(self.st.silent_factor * self.interval[ss], self.st.silent_min_s)
         woken = first & self._silent_mask(ss)
-        gaps = np.flatnonzero(woken | (np.isfinite(prev) & (aa - prev > after)))
+        # A silence counts only in the tagging period: a tag not yet fitted or already
+        # removed is not silent (docs/health.md)
+        subj = self.reg.subject_of_slot[ss]
+        start = np.maximum(prev, self.reg.subject_from[subj])
+        quiet = (
+            np.isfinite(prev)
+            & (aa - start > after)
+            & (start + after < self.reg.subject_until[subj])
+        )
+        gaps = np.flatnonzero(woken | quiet)
         for k in gaps.tolist():
             s = int(ss[k])
             lo = int(np.searchsorted(ss, s))
@@ -130,7 +144,7 @@ class Silence:
                     if fixes.shape[0] == 0
                     else np.array([fixes["t"][-1], fixes["lat"][-1], fixes["lon"][-1]])
                 )
-                gap = _Gap(last_t, last_seq, float(prev[k]) + float(after[k]), float(prev[k]),
+                gap = _Gap(last_t, last_seq, float(start[k]) + float(after[k]), float(prev[k]),
                            fix)  # fmt: skip
             hi = int(np.searchsorted(ss, s, side="right"))
             self.waking.setdefault(s, []).append((gap, float(aa[k]), tags[order[k:hi]]))
@@ -145,7 +159,7 @@ class Silence:
         np.maximum.at(self.heard_seq, ss, tags["seq"][order])
         fresh = u[~self.in_heap[u]]
         for s in fresh.tolist():
-            heapq.heappush(self.heap, (float(self.heard[s]) + self.after(s), s))
+            heapq.heappush(self.heap, (self.due(s), s))
         self.in_heap[fresh] = True
 
     def _silent_mask(self, ss: np.ndarray) -> np.ndarray:
@@ -158,12 +172,12 @@ class Silence:
         heap = self.heap
         while heap and heap[0][0] <= now:
             _, s = heapq.heappop(heap)
-            due = float(self.heard[s]) + self.after(s)
+            due = self.due(s)
             if due > now:
                 heapq.heappush(heap, (due, s))
                 continue
             self.in_heap[s] = False
-            if s not in self.silent:
+            if s not in self.silent and self.reg.monitored(s, due):
                 self._start(s, float(self.heard_t[s]), int(self.heard_seq[s]), due,
                             float(self.heard[s]), last_fix(s), context)  # fmt: skip
         for s in [k for k, r in self.recent.items() if now - r.since > self.st.hold_s]:
@@ -181,7 +195,8 @@ class Silence:
     ) -> None:
         """Open tag_silent, raised when it fell due (`due`: heard last at `since`, plus the
         silence limit), with where the tag was last seen."""
-        detail: dict[str, Any] = {"last_t": last_t, "silent_after_s": round(due - since, 1)}
+        limit = due - max(since, self.reg.period_start(s))
+        detail: dict[str, Any] = {"last_t": last_t, "silent_after_s": round(limit, 1)}
         sev: Severity = "medium"
         if fix is not None and np.isfinite(fix[0]):
             detail.update(last_fix_t=float(fix[0]), last_lat=float(fix[1]), last_lon=float(fix[2]))
@@ -335,13 +350,16 @@ class NoLocation:
             since = self.bad_since.get(s)
             if since is None:
                 self.bad_since[s] = since = (t, seq)
-            if t - since[0] >= self.st.no_location_after_s and not self.book.get(
-                key, "no_location"
+            begun = max(since[0], self.reg.period_start(s))  # counted in the tagging period
+            if (
+                t - begun >= self.st.no_location_after_s
+                and self.reg.monitored(s, t)
+                and not self.book.get(key, "no_location")
             ):
                 subject, tag = self.reg.who(s)
                 self.book.open_episode(
                     key, "no_location", subject=subject, tag=tag, zone=None, severity="medium",
-                    confidence=1.0, t=since[0], seq=since[1], raised_t=t,
+                    confidence=1.0, t=begun, seq=since[1], raised_t=t,
                     detail={"since_t": since[0]},
                 )  # fmt: skip
 

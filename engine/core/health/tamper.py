@@ -109,7 +109,7 @@ class Tamper:
         ep = self.book.get(key, "tamper")
         subject, tag = self.reg.who(s)
         name = event_name(code)
-        if opening and ep is None:
+        if opening and ep is None and self.reg.monitored(s, t):
             self.book.open_episode(
                 key, "tamper", subject=subject, tag=tag, zone=None, severity="critical",
                 confidence=1.0, t=t, seq=seq, raised_t=t, detail={"events": [name]},
