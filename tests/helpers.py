@@ -212,9 +212,13 @@ class AlertCollector:
                     self.ready.set()
                     async for m in c.messages:
                         if isinstance(m.payload, bytes):
-                            self.alerts.append(decode_alert(m.payload))
+                            self.got(decode_alert(m.payload))
             except aiomqtt.MqttError:
                 await asyncio.sleep(0.2)
+
+    def got(self, alert: Alert) -> None:
+        """One alert record received (subclasses may note more about it)."""
+        self.alerts.append(alert)
 
     async def __aenter__(self) -> AlertCollector:
         self._task = asyncio.create_task(self._run())

@@ -24,7 +24,7 @@ from engine.store import recovery
 from engine.store.config import ConfigFiles
 from engine.store.ledger import Step
 from engine.store.sqlite import SqliteStore
-from engine.wire.alerts import Alert, decode_alert, encode_alert
+from engine.wire.alerts import Alert, encode_alert
 from engine.wire.records import FixRecord
 from tests.helpers import (
     AlertCollector,
@@ -86,19 +86,10 @@ class _TimedCollector(AlertCollector):
         super().__init__(host, port)
         self.arrived: dict[str, float] = {}  # subject -> first zone_breach arrival
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                async with aiomqtt.Client(self.host, self.port) as c:
-                    await c.subscribe("tagwatch/v1/alerts/+", qos=1)
-                    self.ready.set()
-                    async for m in c.messages:
-                        a = decode_alert(bytes(m.payload))  # type: ignore[arg-type]
-                        if a.kind == "zone_breach":
-                            self.arrived.setdefault(a.subject, time.monotonic())
-                        self.alerts.append(a)
-            except aiomqtt.MqttError:
-                await asyncio.sleep(0.2)
+    def got(self, alert: Alert) -> None:
+        if alert.kind == "zone_breach":
+            self.arrived.setdefault(alert.subject, time.monotonic())
+        super().got(alert)
 
 
 def _breach_of(alerts: list[Alert], subject: str) -> bool:
