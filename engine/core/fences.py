@@ -62,10 +62,11 @@ class Fences:
         incl = self.is_inclusion[zidx]
         margin = 4.0 * sigma
         cand = np.where(incl, dist > -margin, dist <= self.warn[zidx] + margin)
-        if self.table.has_validity or incl.any():
+        limited = self.schedules.limited
+        if limited or incl.any():
             t = tags["t"][pair_fix]
-        if self.table.has_validity:  # an exclusion zone counts only while it binds
-            cand &= incl | self.schedules.valid_mask(zidx, t)
+        if limited:  # an exclusion zone counts only while it binds
+            cand &= incl | self.schedules.binds_mask(zidx, t)
         if incl.any():
             for z in np.unique(zidx[incl]):
                 m = zidx == z
@@ -82,7 +83,7 @@ class Fences:
         t, seq = float(row["t"]), int(row["seq"])
         s = int(table.subject[z])
         subject, zone_id = reg.subject_ids[s], table.zone_ids[z]
-        if table.has_validity and not self.schedules.valid(z, t):
+        if self.schedules.limited and not self.schedules.binds(z, t):
             self.end_zone(z, t)
             if not self.is_inclusion[z]:
                 return  # a licence condition not (or no longer) in force: no evidence
@@ -108,7 +109,7 @@ class Fences:
 
     def end_zone(self, z: int, t: float) -> None:
         """Close zone z's episodes once t is past its validity (with the reason)."""
-        until, reason = self.schedules.until_of(TrackerKey(TrackerKind.ZONE, z))
+        until, reason = self.schedules.until_of(TrackerKey(TrackerKind.ZONE, z), t)
         if t >= until:
             for kind, name in _ZONE_EPISODES:
                 self.trackers.end(TrackerKey(kind, z), name, until, reason)
@@ -127,7 +128,7 @@ class Fences:
         facts: dict[str, object] = {}
         best = math.inf
         for z, d in zip(zidx.tolist(), dist.tolist(), strict=True):
-            if not self.schedules.valid(z, now):
+            if not self.schedules.binds(z, now):
                 continue  # not in force: a silence there matters no more than anywhere
             zone = self.table.zone_ids[z]
             if self.is_inclusion[z]:

@@ -32,6 +32,8 @@ class Outliers:
         self.settings = settings
         self.book = book
         self.suspects: dict[int, Step] = {}
+        # Whether a zone is in force at a time, when schedules limit exclusion zones
+        self.binds: Callable[[int, float], bool] | None = None
 
     def _jump_limit(self, st: Step) -> float:
         """Speed beyond which a fix is suspect, given how fast the track was going."""
@@ -42,7 +44,9 @@ class Outliers:
 
     def _binding(self, st: Step) -> list[tuple[int, float]]:
         """The step's (zone, signed distance) pairs of zones in force at its time."""
-        table, t = self.table, float(st.row["t"])
+        table, t, binds = self.table, float(st.row["t"]), self.binds
+        if binds is not None:
+            return [(z, sd) for z, sd in st.zone_pairs if binds(z, t)]
         if not table.has_validity:
             return st.zone_pairs
         return [(z, sd) for z, sd in st.zone_pairs

@@ -88,9 +88,11 @@ class Pipeline:
         self.trackers = Trackers(self.book, st, len(self.table.zone_ids))
         self.history = FixHistory(n)
         self.fences = Fences(self.table, reg, st, self.schedules, self.trackers)
-        self.routes = Routes(self.table, reg, st, self.trackers, self.fences.is_inclusion)
+        binds = self.schedules.binds if self.schedules.excl_sched else None
+        self.routes = Routes(self.table, reg, st, self.trackers, self.fences.is_inclusion, binds)
         self.proximity = Proximity(reg, st, self.trackers)
         self.outliers = Outliers(self.table, reg, st, self.book)
+        self.outliers.binds = binds
         self.measure = Measure(self.table, reg, st, self.history, self.fences, self.routes)
         self.health = Health(reg, self.book, st)
         self.clock = ArrivalClock(st.clock_max_jump_s)

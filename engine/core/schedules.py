@@ -28,6 +28,7 @@ _PAIR_KINDS = frozenset(
 # `detail.closed_reason` of an episode closed because what it was about stopped binding
 ZONE_ENDED = "zone_valid_until"  # the zone's licence condition ended
 PERIOD_ENDED = "subject_valid_until"  # the subject's tagging period ended
+WINDOW_ENDED = "zone_schedule_ended"  # a scheduled exclusion zone's window ended
 
 
 class Schedules:
@@ -48,9 +49,14 @@ class Schedules:
         self.bounds = {
             int(z): (float(table.valid_from[z]), float(table.valid_until[z])) for z in bounded
         }
+        # Exclusion zones with a schedule bind only inside its windows (a curfew's schedule
+        # is its tracker's business: it is about being away, not inside)
+        kind = np.asarray(table.kind)
+        self.excl_sched = frozenset(z for z in self.schedule if int(kind[z]) == 0)
         ends = np.concatenate([table.valid_until, registry.subject_until])
-        # Before this instant no validity has ended: nothing to look for
-        self.first_end = float(np.min(ends, initial=math.inf))
+        # Before this instant no validity has ended: nothing to look for (a scheduled
+        # exclusion zone's window may end any day)
+        self.first_end = -math.inf if self.excl_sched else float(np.min(ends, initial=math.inf))
 
     def _intervals(self, sched: tuple[Window, ...], lo: float, hi: float) -> np.ndarray:
         cached = self.cache.get(sched)
@@ -120,10 +126,36 @@ class Schedules:
         table = self.table
         return (table.valid_from[zidx] <= t) & (t < table.valid_until[zidx])
 
-    def until_of(self, key: TrackerKey) -> tuple[float, str]:
-        """(when what the episode `key` is about stops binding, why: ZONE_ENDED or
-        PERIOD_ENDED); +inf when it never does."""
+    @property
+    def limited(self) -> bool:
+        """Some exclusion zone does not bind at all times (validity or a schedule)."""
+        return self.table.has_validity or bool(self.excl_sched)
+
+    def binds(self, zone: int, t: float) -> bool:
+        """Whether the zone is in force at t: its validity and, for an exclusion zone with
+        a schedule, its schedule (a curfew's schedule is left to the curfew tracker)."""
+        if zone in self.excl_sched:
+            return bool(self.active(zone, np.array([t], dtype=np.float64))[0])
+        return self.valid(zone, t)
+
+    def binds_mask(self, zidx: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """Per (zone, time) pair: `binds`."""
+        ok = self.valid_mask(zidx, t)
+        if self.excl_sched:
+            for z in self.excl_sched.intersection(np.unique(zidx).tolist()):
+                m = zidx == z
+                ok[m] &= self.active(z, t[m])
+        return ok
+
+    def until_of(self, key: TrackerKey, now: float = math.inf) -> tuple[float, str]:
+        """(when what the episode `key` is about stops binding, why: ZONE_ENDED,
+        PERIOD_ENDED or, for a scheduled exclusion zone not in force at `now`, WINDOW_ENDED
+        with the end of its last window); +inf when it never does."""
         table, reg = self.table, self.registry
+        if key.kind in _ZONE_KINDS and key.idx in self.excl_sched and math.isfinite(now):
+            _, w1, active = self.window(key.idx, now)
+            if not active and math.isfinite(w1):
+                return w1, WINDOW_ENDED
         if key.kind in _ZONE_KINDS:
             until = float(table.valid_until[key.idx])
             s = int(table.subject[key.idx])
@@ -143,7 +175,7 @@ class Schedules:
             return []
         out = []
         for key, kind in keys:
-            until, reason = self.until_of(key)
+            until, reason = self.until_of(key, now)
             if until <= now:
                 out.append((key, kind, until, reason))
         return out

@@ -6,6 +6,7 @@ may have taken) into breach evidence."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -146,6 +147,8 @@ class Routes:
     settings: Settings
     trackers: Trackers
     is_inclusion: np.ndarray
+    # Whether a zone is in force at a time (scheduled exclusion zones); None: always
+    binds: Callable[[int, float], bool] | None = None
 
     def transit_pairs(
         self,
@@ -284,6 +287,10 @@ class Routes:
             if not lo <= float(row["t"]) < hi or (t_out <= lo and not ends_inside):
                 return
             t_in = max(t_in, lo)
+        if self.binds is not None and not (self.binds(z, t_in) and self.binds(z, float(row["t"]))):
+            # A scheduled exclusion zone: entered while it was not in force, or decided
+            # after its window ended (the episode it would join was closed at the end)
+            return
         tag = reg.device_ids[int(row["slot"])]
         s = int(table.subject[z])
         subject, zone_id = reg.subject_ids[s], table.zone_ids[z]
