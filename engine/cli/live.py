@@ -1,0 +1,105 @@
+"""Drawing the console's board with rich: a status line over a table, redrawn in place.
+
+The board (`engine/cli/board.py`) decides which rows there are and in what order; this
+module only colours and lays them out. Everything runs on the event loop's thread (no
+auto-refresh thread), so the board is never read while a record is being applied.
+"""
+
+from __future__ import annotations
+
+import time
+from types import TracebackType
+
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from engine.cli.board import COLUMNS, Board, Row, Status, cells, counts_text, fmt_local
+from engine.wire.alerts import Alert
+
+SEVERITY_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "cyan"}
+LINK_STYLE = {"connected": "green", "connecting": "yellow", "reconnecting": "bold yellow"}
+TITLE = "tagwatch watch"  # the status line starts with it (tests find each frame by it)
+CHROME_LINES = 6  # status line, table borders and header, the "more" line
+
+
+def _row_style(r: Row, now: float) -> str:
+    if r.is_new_critical(now):
+        return "bold white on red"
+    if r.state == "closed":
+        return "dim"
+    if r.alert.severity == "critical":
+        return "bold red"
+    return ""
+
+
+def status_line(board: Board, status: Status, now: float) -> Text:
+    line = Text(f"{TITLE}  ")
+    line.append(f"broker {status.link}", LINK_STYLE.get(status.link, ""))
+    if status.link_note and status.link != "connected":
+        line.append(f" ({status.link_note})", "yellow")
+    engine, bad = status.engine_text(now)
+    line.append("  |  ")
+    line.append(engine, "bold red" if bad else "")
+    line.append(f"  |  {counts_text(board.counts())}  |  {fmt_local(now, now)}")
+    return line
+
+
+def render(board: Board, status: Status, now: float, max_rows: int) -> RenderableType:
+    """The whole screen: status line, then the first `max_rows` rows of the queue and a
+    line saying how many more there are (and how many of those are critical, so a
+    critical alert never scrolls out of sight unmentioned)."""
+    rows = board.rows(now)
+    table = Table(box=box.SIMPLE_HEAD, header_style="bold")
+    for name in COLUMNS:
+        table.add_column(
+            name, no_wrap=True, overflow="ellipsis", justify="right" if name == "conf" else "left"
+        )
+    for r in rows[:max_rows]:
+        texts, style = cells(r, now), _row_style(r, now)
+        # on a highlighted row the severity's own colour would hide it
+        sev = Text(texts[0], "" if "on red" in style else SEVERITY_STYLE.get(r.alert.severity, ""))
+        table.add_row(sev, *texts[1:], style=style)
+    parts: list[RenderableType] = [status_line(board, status, now), table]
+    hidden = rows[max_rows:]
+    if hidden:
+        crit = sum(r.alert.severity == "critical" and r.state != "closed" for r in hidden)
+        more = Text(f"... {len(hidden)} more alerts", "bold")
+        if crit:
+            more.append(f", {crit} of them critical and not closed", "bold red")
+        parts.append(more)
+    return Group(*parts)
+
+
+class LiveBoard:
+    """A board on a terminal: apply records, ring the bell once for a new critical alert,
+    redraw. Use as a context manager (it starts and stops rich's Live display)."""
+
+    def __init__(self, console: Console, board: Board, status: Status) -> None:
+        self.console = console
+        self.board = board
+        self.status = status
+        self.live = Live(console=console, auto_refresh=False, redirect_stderr=False)
+
+    def __enter__(self) -> LiveBoard:
+        self.live.start()
+        self.redraw()
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.redraw()
+        self.live.stop()
+
+    def redraw(self) -> None:
+        now = time.time()
+        max_rows = max(5, self.console.size.height - CHROME_LINES)
+        self.live.update(render(self.board, self.status, now, max_rows), refresh=True)
+
+    def apply(self, alert: Alert) -> None:
+        if self.board.apply(alert, time.time()):
+            self.console.bell()
+        self.redraw()
