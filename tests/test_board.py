@@ -3,13 +3,15 @@ without a terminal: records in, rows out in queue order, one row per alert id.""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import re
+import time
 
 from rich.console import Console
 
 from engine.cli.board import Board, Row, Status, cells, where_text
-from engine.cli.live import render
+from engine.cli.live import LiveBoard, render
 from engine.wire.alerts import Alert
 
 NOW = 1_760_000_000.0
@@ -193,3 +195,24 @@ def test_render_one_line_per_alert_and_never_hides_criticals_unmentioned() -> No
     shown = _draw(board, 3)
     assert f"{98:020x}" in "\n".join(shown)  # the open critical is first
     assert shown[-1] == "... 9 more alerts, 1 of them critical and not closed"
+
+
+def test_a_burst_of_500_records_is_one_redraw_and_one_bell() -> None:
+    out = io.StringIO()
+    console = Console(file=out, width=200, height=40, force_terminal=True)
+    view = LiveBoard(console, Board(), Status(), tick_s=3600, min_gap_s=0)
+
+    async def burst() -> None:
+        drawing = asyncio.create_task(view.redraws())
+        await asyncio.sleep(0)  # the drawing task waits for a change
+        for n in range(500):
+            view.apply(alert(n, severity="critical" if n % 10 == 0 else "high"))
+        while view.frames < 2:
+            await asyncio.sleep(0.01)
+        drawing.cancel()
+
+    with view:
+        asyncio.run(burst())
+    assert view.frames == 3  # on start, after the burst, on stop
+    assert out.getvalue().count("\a") == 1
+    assert len(view.board.rows(time.time())) == 500

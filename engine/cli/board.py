@@ -79,7 +79,9 @@ class Board:
         self.keep_closed_s = keep_closed_s
         self.risk = dict(risk or {})
         self._rows: dict[str, Row] = {}
-        self._gone: dict[str, tuple[int, float, float, int]] = {}  # dropped ids: their last record's key
+        self._gone: dict[
+            str, tuple[int, float, float, int]
+        ] = {}  # dropped ids: their last record's key
         self._order: list[Row] | None = None  # cached queue order; None after a change
 
     def __len__(self) -> int:

@@ -7,6 +7,8 @@ auto-refresh thread), so the board is never read while a record is being applied
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from types import TracebackType
 
@@ -74,14 +76,25 @@ def render(board: Board, status: Status, now: float, max_rows: int) -> Renderabl
 
 
 class LiveBoard:
-    """A board on a terminal: apply records, ring the bell once for a new critical alert,
-    redraw. Use as a context manager (it starts and stops rich's Live display)."""
+    """A board on a terminal. Records are applied at once; the screen is redrawn by
+    `redraws()` (a task on the same loop): after a change, at most every `min_gap_s`, and
+    every `tick_s` anyway (ages move, closed rows expire). A burst of 500 records thus
+    costs one frame, not 500, and rings the bell once if any of them is a new critical
+    alert. Use as a context manager (it starts and stops rich's Live display)."""
 
-    def __init__(self, console: Console, board: Board, status: Status) -> None:
+    def __init__(
+        self, console: Console, board: Board, status: Status, *,
+        tick_s: float = 1.0, min_gap_s: float = 0.1,
+    ) -> None:  # fmt: skip
         self.console = console
         self.board = board
         self.status = status
+        self.tick_s = tick_s
+        self.min_gap_s = min_gap_s
         self.live = Live(console=console, auto_refresh=False, redirect_stderr=False)
+        self.changed = asyncio.Event()
+        self.bell_due = False
+        self.frames = 0
 
     def __enter__(self) -> LiveBoard:
         self.live.start()
@@ -95,11 +108,27 @@ class LiveBoard:
         self.live.stop()
 
     def redraw(self) -> None:
+        if self.bell_due:
+            self.console.bell()
+            self.bell_due = False
         now = time.time()
         max_rows = max(5, self.console.size.height - CHROME_LINES)
         self.live.update(render(self.board, self.status, now, max_rows), refresh=True)
+        self.frames += 1
 
     def apply(self, alert: Alert) -> None:
         if self.board.apply(alert, time.time()):
-            self.console.bell()
-        self.redraw()
+            self.bell_due = True
+        self.changed.set()
+
+    def touch(self) -> None:
+        """Something on the status line changed: redraw soon."""
+        self.changed.set()
+
+    async def redraws(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), self.tick_s)
+            self.changed.clear()
+            self.redraw()
+            await asyncio.sleep(self.min_gap_s)

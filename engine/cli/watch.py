@@ -151,23 +151,18 @@ def _live(args: argparse.Namespace) -> int:
 
         def said(connected: bool, what: str) -> None:
             status.heard_link(connected, what)
-            view.redraw()
+            view.touch()
 
         def heard(engine: dict[str, str]) -> None:
             status.engine = engine
-            view.redraw()
+            view.touch()
 
         async def run() -> None:
-            async def tick() -> None:  # the ages move and closed rows expire
-                while True:
-                    await asyncio.sleep(1.0)
-                    view.redraw()
-
-            ticker = asyncio.create_task(tick())
+            drawing = asyncio.create_task(view.redraws())
             try:
                 await follow.run(said, heard)
             finally:
-                ticker.cancel()
+                drawing.cancel()
 
         _run_until_stopped(run(), args.timeout)
     return 0
