@@ -77,7 +77,9 @@ def test_an_escalation_and_a_close_update_the_row_in_place() -> None:
     board.apply(alert(1, confidence=0.88, raised=NOW - 500), NOW + 1)  # escalation
     rows = board.rows(NOW + 1)
     assert ids(rows) == [1, 2] and rows[0].alert.confidence == 0.88
-    board.apply(alert(1, confidence=0.88, raised=NOW - 500, state="closed", closed=NOW - 10), NOW + 2)
+    board.apply(
+        alert(1, confidence=0.88, raised=NOW - 500, state="closed", closed=NOW - 10), NOW + 2
+    )
     rows = board.rows(NOW + 2)
     assert ids(rows) == [2, 1]  # still one row per id; the closed one sinks
     assert rows[1].state == "closed" and rows[1].first_seen == NOW
@@ -127,9 +129,7 @@ def test_five_hundred_alerts_one_row_each_in_order() -> None:
     board = Board(risk={f"S{i}": 1 + i % 4 for i in range(50)})
     sev = ["critical", "high", "medium", "low"]
     for n in range(500):
-        board.apply(
-            alert(n, severity=sev[n % 4], subject=f"S{n % 50}", opened=NOW - 10 * n), NOW
-        )
+        board.apply(alert(n, severity=sev[n % 4], subject=f"S{n % 50}", opened=NOW - 10 * n), NOW)
     for n in range(0, 500, 2):  # every other escalates
         a = alert(n, severity=sev[n % 4], subject=f"S{n % 50}", opened=NOW - 10 * n,
                   raised=NOW - 1, confidence=0.9)  # fmt: skip
@@ -177,9 +177,7 @@ def test_status_line_says_what_the_engine_says() -> None:
 
 def _draw(board: Board, max_rows: int) -> list[str]:
     out = io.StringIO()
-    Console(file=out, width=160, force_terminal=False).print(
-        render(board, Status(), NOW, max_rows)
-    )
+    Console(file=out, width=160, force_terminal=False).print(render(board, Status(), NOW, max_rows))
     return out.getvalue().splitlines()
 
 
