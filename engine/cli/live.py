@@ -40,12 +40,12 @@ def _row_style(r: Row, now: float) -> str:
 def status_line(board: Board, status: Status, now: float) -> Text:
     line = Text(f"{TITLE}  ")
     line.append(f"broker {status.link}", LINK_STYLE.get(status.link, ""))
-    if status.link_note and status.link != "connected":
-        line.append(f" ({status.link_note})", "yellow")
+    line.append(f"  |  {counts_text(board.counts())}  |  ")
     engine, bad = status.engine_text(now)
-    line.append("  |  ")
     line.append(engine, "bold red" if bad else "")
-    line.append(f"  |  {counts_text(board.counts())}  |  {fmt_local(now, now)}")
+    line.append(f"  |  {fmt_local(now, now)}")
+    if status.link_note and status.link != "connected":  # why, last: it may be long
+        line.append(f"  |  {status.link_note}", "yellow")
     return line
 
 
