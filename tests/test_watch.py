@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
+import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -123,3 +127,104 @@ def test_watch_shows_open_alerts_survives_a_broker_restart_and_catches_up(
             back.wait(back.out, second.id)
         finally:
             back.stop()
+
+
+# --- the live board (`--live`: terminal codes forced, since the test's stdout is a pipe) ---
+
+CSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+CRITICAL_S1 = '[[subjects]]\nid = "S1"\ntags = ["T1"]\nrisk = 3\n'  # a breach is critical
+
+
+class LiveWatch:
+    """`tagwatch watch --live` as a subprocess; its raw stdout kept as it comes."""
+
+    def __init__(self, broker: MosquittoProcess, *args: str) -> None:
+        env = {**os.environ, "TERM": "xterm-256color", "LINES": "40"}
+        for name in ("NO_COLOR", "COLUMNS", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):
+            env.pop(name, None)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "engine.cli", "watch", "--broker", broker.url,
+             "--live", "--width", "200", *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, env=env,
+        )  # fmt: skip
+        self.raw: list[bytes] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        while chunk := self.proc.stdout.read1(65536):  # type: ignore[attr-defined]
+            self.raw.append(chunk)
+
+    def text(self) -> str:
+        return b"".join(self.raw).decode(errors="replace")
+
+    def frame(self) -> list[str]:
+        """The last whole frame drawn: from the last status line on, terminal codes out."""
+        plain = CSI.sub("", self.text()).replace("\a", "").replace("\r", "\n")
+        lines = plain.split("\n")
+        starts = [i for i, ln in enumerate(lines) if ln.startswith("tagwatch watch ")]
+        return lines[starts[-1] :] if starts else []
+
+    def wait(self, pred: Callable[[list[str]], bool], what: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not pred(self.frame()):
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode() if self.proc.poll() is not None else ""  # type: ignore[union-attr]
+                raise AssertionError(
+                    f"watch --live: no {what} (exit {self.proc.poll()}); last frame:\n"
+                    + "\n".join(self.frame()) + "\nstderr:\n" + err
+                )  # fmt: skip
+            time.sleep(0.05)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(10)
+
+
+def _rows(frame: list[str], alert_id: str) -> list[str]:
+    return [ln for ln in frame if alert_id in ln]
+
+
+def test_live_board_one_row_per_alert_updated_in_place_through_a_broker_restart(
+    mosquitto_persistent: MosquittoProcess, tmp_path: Path
+) -> None:
+    broker = mosquitto_persistent
+    zones, subjects = write_world(tmp_path, subjects_toml=CRITICAL_S1)
+    db = tmp_path / "tw.db"
+    t0 = time.time() - 3600
+    with EngineProcess(broker.host, broker.port, zones, subjects, db):
+        asyncio.run(wait_online(broker.host, broker.port))
+        watch = LiveWatch(broker, "--client-id", "console-live", "--db", str(db),
+                          "--subjects", str(subjects))  # fmt: skip
+        try:
+            watch.wait(lambda f: any("broker connected" in ln for ln in f), "connection")
+            watch.wait(lambda f: any("engine online" in ln for ln in f), "engine status")
+            # a critical breach opens while the console watches: a row, and the bell
+            asyncio.run(publish(broker.host, broker.port, _msgs(t0, TRACK[:4])))
+            _until(lambda: _breaches(db, "open"))
+            first = _breaches(db, "open")[0].id
+            watch.wait(lambda f: bool(_rows(f, first)), "row for the first alert")
+            assert "\a" in watch.text()
+            # the broker restarts under it: the status line says so, then it is back
+            broker.restart()
+            watch.wait(lambda f: any("broker reconnecting" in ln for ln in f), "reconnecting")
+            watch.wait(lambda f: any("broker connected" in ln for ln in f), "reconnection")
+            asyncio.run(wait_online(broker.host, broker.port))
+            # the episode closes, another opens: the closed row stays, in place, below
+            asyncio.run(publish(broker.host, broker.port, _msgs(t0, TRACK[4:], 4)))
+            watch.wait(lambda f: any("closed" in r for r in _rows(f, first)), "close")
+            asyncio.run(publish(broker.host, broker.port, _msgs(t0, AGAIN, len(TRACK))))
+            _until(lambda: len(_breaches(db, "open")) == 1)
+            second = _breaches(db, "open")[0].id
+            watch.wait(lambda f: bool(_rows(f, second)), "row for the second alert")
+        finally:
+            code = watch.stop()
+        assert code == 0  # SIGTERM ends it cleanly: the last frame stays on the screen
+        frame = watch.frame()
+        (row1,), (row2,) = _rows(frame, first), _rows(frame, second)
+        assert " closed " in row1 and " open " in row2 and "critical" in row2
+        assert frame.index(row2) < frame.index(row1)  # open first
+        assert re.search(r"open 1\s+acknowledged 0\s+closed 1", frame[0])
+        with SqliteStore(db, read_only=True) as st:  # several records, one row
+            assert sum(a.id == first for a in st.alert_log()) >= 2

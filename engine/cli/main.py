@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -119,64 +118,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         asyncio.run(main())
     finally:
         store.close()
-    return 0
-
-
-def default_watch_id(subject: str = "+") -> str:
-    """A console's client id, stable for one user on one host (and one --subject): the
-    broker keeps its session, so a console started again sees what it missed."""
-    import getpass
-    import socket
-
-    who = f"{getpass.getuser()}@{socket.gethostname()}"
-    return f"tagwatch-watch-{who}" + ("" if subject == "+" else f"-{subject}")
-
-
-def cmd_watch(args: argparse.Namespace) -> int:
-    from engine.cli.console import AlertPrinter
-    from engine.mqtt.watch import alert_records
-    from engine.wire.alerts import encode_alert
-
-    auth = MqttAuth.from_args(args)
-    printer, seen, shown = AlertPrinter(), 0, set()
-    if args.db is not None:  # the open alerts, from the engine's store (read-only)
-        from engine.store.sqlite import SqliteStore
-
-        if not Path(args.db).exists():
-            raise TagwatchError(f"no alert store at {args.db}")
-        with SqliteStore(args.db, read_only=True) as store:
-            opened = [a for a in store.current_alerts("open") if args.subject in ("+", a.subject)]
-        print(f"open alerts in {args.db}: {len(opened)}", flush=True)
-        for a in opened:
-            printer.print(a)
-            shown.add(encode_alert(a))  # the session may deliver the same record again
-
-    def said(what: str) -> None:
-        print(f"watch: {what}", file=sys.stderr, flush=True)
-
-    async def follow() -> None:
-        """Print records until --count were seen (0: never)."""
-        nonlocal seen
-        records = alert_records(
-            args.broker, args.subject, client_kwargs=auth.kwargs(), reconnect_s=0.5,
-            client_id=args.client_id or default_watch_id(args.subject),
-            session_expiry_s=args.session_expiry, said=said,
-        )  # fmt: skip
-        async with contextlib.aclosing(records):
-            async for alert in records:
-                record = encode_alert(alert)
-                if record in shown:
-                    continue
-                if len(shown) > 100_000:  # a long-running console: forget the oldest
-                    shown.clear()
-                shown.add(record)
-                printer.print(alert)
-                seen += 1
-                if args.count and seen >= args.count:
-                    return
-
-    with contextlib.suppress(KeyboardInterrupt, TimeoutError):
-        asyncio.run(asyncio.wait_for(follow(), args.timeout or None))
     return 0
 
 
@@ -295,26 +236,6 @@ def build_parser() -> argparse.ArgumentParser:
     zc.add_argument("subjects")
     zc.set_defaults(func=cmd_zones_check)
 
-    sp = sub.add_parser("watch", help="print alerts from a broker as they arrive")
-    sp.add_argument("--broker", default="127.0.0.1:1883")
-    sp.add_argument("--subject", default="+", help="one subject id (default: all)")
-    sp.add_argument("--count", type=int, default=0, help="stop after N alert records")
-    sp.add_argument("--timeout", type=float, default=0.0, help="stop after N seconds")
-    sp.add_argument(
-        "--client-id", help="MQTT client id of this console's persistent session (default:"
-        " tagwatch-watch-USER@HOST[-SUBJECT]; give each console running at once its own)",
-    )  # fmt: skip
-    sp.add_argument(
-        "--session-expiry", type=int, default=86_400, metavar="S",
-        help="seconds the broker keeps the session (and queues alerts) while this console"
-        " is away (default %(default)s)",
-    )  # fmt: skip
-    sp.add_argument(
-        "--db", help="the engine's alert store: print its open alerts first (read-only)"
-    )
-    mqttauth.add_arguments(sp)
-    sp.set_defaults(func=cmd_watch)
-
     sp = sub.add_parser(
         "checkpoint",
         help="save the engine's retained signed ledger checkpoint (audit verify --checkpoint)",
@@ -346,9 +267,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from devices.cli import register
     from engine.broker import config as brokerconfig
+    from engine.cli import watch
     from engine.store import audit
 
     register(sub)
+    watch.register(sub)
     brokerconfig.register(sub)
     audit.register(sub)
     return p

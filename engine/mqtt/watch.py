@@ -1,7 +1,7 @@
 """Following the engine from a broker, as a monitor does: alert records and engine status.
 
 `tagwatch watch` and `tagwatch demo` read the broker through these two; printing the
-records is the command line's job.
+records (a line each, or the live board) is the command line's job.
 
 With a `client_id` the stream holds a persistent session, as the engine does (MQTT v5, no
 clean start, a session expiry): while the console is away (its broker restarted, its
@@ -12,6 +12,7 @@ clean session that sees only what is published while it is connected (the demo).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
@@ -19,9 +20,11 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from engine.errors import DecodeError
 from engine.mqtt.session import BrokerAddress
 from engine.wire import topics
 from engine.wire.alerts import Alert, decode_alert
+from engine.wire.commands import decode_status
 
 
 async def alert_records(
@@ -32,14 +35,17 @@ async def alert_records(
     reconnect_s: float | None = None,
     client_id: str | None = None,
     session_expiry_s: int = 86_400,
-    said: Callable[[str], None] | None = None,
+    said: Callable[[bool, str], None] | None = None,
+    on_status: Callable[[dict[str, str]], None] | None = None,
 ) -> AsyncGenerator[Alert, None]:
     """Alert records as the broker delivers them (QoS 1), for one subject or all ("+").
 
     A payload that is not an alert record is skipped. When the connection fails the
     MqttError is raised, or with `reconnect_s` the stream reconnects, backing off from
     that many seconds to 10. `client_id`: a persistent session under that id (see above).
-    `said` hears each connect and disconnect, for a console to show. Close the stream
+    `said` hears each connect (True, the address) and disconnect (False, why), for a
+    console to show. `on_status`: also follow the engine's retained status topic and hear
+    each status (decoded; one that does not decode is skipped). Close the stream
     (contextlib.aclosing) to disconnect before its end.
     """
     addr = BrokerAddress.parse(broker)
@@ -56,11 +62,18 @@ async def alert_records(
         try:
             async with aiomqtt.Client(addr.host, addr.port, **kwargs) as client:
                 await client.subscribe(topics.alerts(subject), qos=1)
+                if on_status is not None:
+                    await client.subscribe(topics.STATUS, qos=1)
                 if said is not None:
-                    said(f"connected to {addr.host}:{addr.port}")
+                    said(True, f"connected to {addr.host}:{addr.port}")
                 backoff = reconnect_s
                 async for msg in client.messages:
                     if not isinstance(msg.payload, bytes):
+                        continue
+                    if msg.topic.value == topics.STATUS:
+                        if on_status is not None:
+                            with contextlib.suppress(DecodeError, ValueError):
+                                on_status(decode_status(msg.payload))
                         continue
                     try:
                         alert = decode_alert(msg.payload)
@@ -71,7 +84,7 @@ async def alert_records(
             if reconnect_s is None or backoff is None:
                 raise
             if said is not None:
-                said(f"broker {addr.host}:{addr.port}: {e}; reconnecting in {backoff:.1f} s")
+                said(False, f"broker {addr.host}:{addr.port}: {e}; reconnecting in {backoff:.1f} s")
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, max(10.0, reconnect_s))
 
