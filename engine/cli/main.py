@@ -346,11 +346,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     from devices.cli import register
     from engine.broker import config as brokerconfig
+    from engine.cli import users
     from engine.store import audit
 
     register(sub)
     brokerconfig.register(sub)
     audit.register(sub)
+    users.register(sub)
     return p
 
 
