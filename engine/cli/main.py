@@ -99,6 +99,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         len(zs.subjects), len(zs.zones), pipeline.registry.n_slots, args.broker, args.db,
     )  # fmt: skip
 
+    sock = _http_socket(args)  # bound now: a port in use fails before the engine starts
+
     async def main() -> None:
         engine = Engine(
             pipeline,
@@ -113,13 +115,38 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # meet the state the engine had when it last committed.
         await asyncio.to_thread(engine.recover)
         engine.install_signal_handlers()
-        await engine.run()
+        if sock is None:
+            await engine.run()
+            return
+        from engine.console.server import ConsoleServer
+        from engine.mqtt.consoleview import ServeView
+
+        console = ConsoleServer(
+            sock, args.db, ServeView(engine), settings,
+            certfile=args.http_cert, keyfile=args.http_key,
+        )  # fmt: skip
+        async with asyncio.TaskGroup() as tg:  # the console stops when the engine does
+            tg.create_task(console.run(engine.stopping), name="console")
+            await engine.run()
 
     try:
         asyncio.run(main())
     finally:
         store.close()
     return 0
+
+
+def _http_socket(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """The console's listening socket (serve --http), or None when not asked for."""
+    if (args.http_cert is None) != (args.http_key is None):
+        raise TagwatchError("--http-cert and --http-key go together (the console's TLS)")
+    if args.http is None:
+        if args.http_cert:
+            raise TagwatchError("--http-cert needs --http HOST:PORT")
+        return None
+    from engine.console.server import HttpAddress
+
+    return HttpAddress.parse(args.http).bind()
 
 
 def default_watch_id(subject: str = "+") -> str:
@@ -277,6 +304,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--client-id", default="tagwatch-engine", help="MQTT client id")
     sp.add_argument("--stats-every", type=float, default=10.0, help="seconds between stats lines")
+    sp.add_argument(
+        "--http", metavar="HOST:PORT", help="serve the monitor console and its API here (off"
+        " unless given; HOST defaults to 127.0.0.1; docs/console.md)",
+    )  # fmt: skip
+    sp.add_argument("--http-cert", metavar="PEM", help="the console's TLS certificate")
+    sp.add_argument("--http-key", metavar="PEM", help="...and its private key")
     mqttauth.add_arguments(sp)
     sp.set_defaults(func=cmd_serve)
 
