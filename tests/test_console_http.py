@@ -166,6 +166,10 @@ def test_metrics_healthz_and_a_walk_in_in_the_queue(console, mosquitto) -> None:
     assert metric(before.text, "tagwatch_engine_online") == 1
     assert metric(before.text, "tagwatch_commit_seconds_count") is not None  # recovery's commit
 
+    # A client that sends half a request and stalls holds up neither the engine nor the
+    # console (and not the shutdown at the end: SIGTERM still stops both)
+    stalled = socket.create_connection((http.base_url.host, http.base_url.port))
+    stalled.sendall(b"GET /api/alerts HTTP/1.1\r\nHost: x\r\n")
     t0 = time.time() - 600  # recent: live, event times are judged on wall time
     walk_in = [(-400, 0), (-250, 0), (-40, 10), (20, -5)]  # two fixes deep inside Z1
     asyncio.run(publish(mosquitto.host, mosquitto.port, [
@@ -199,3 +203,24 @@ def test_metrics_healthz_and_a_walk_in_in_the_queue(console, mosquitto) -> None:
     )
     assert metric(after, "tagwatch_publish_failures_total", why="refused") == 0
     assert http.get("/").status_code == 200  # the console's page: coming
+    assert eng.stop() == 0, eng.log_text()  # SIGTERM with the stalled client still there
+    stalled.close()
+
+
+def test_http_address_problems_are_clear_errors(tmp_path: Path, capsys) -> None:
+    """A port in use, a bad address, half a TLS pair: exit 2 saying so, before the engine
+    connects to anything (no broker runs here)."""
+    zones, subjects = write_world(tmp_path)
+    base = ["serve", "--zones", str(zones), "--subjects", str(subjects),
+            "--db", str(tmp_path / "tw.db"), "--broker", "127.0.0.1:1"]  # fmt: skip
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        assert main([*base, "--http", f"127.0.0.1:{port}"]) == 2
+    assert f"--http: cannot listen on 127.0.0.1:{port}: Address already in use" in (
+        capsys.readouterr().err
+    )
+    assert main([*base, "--http", "localhost:http"]) == 2
+    assert "expected HOST:PORT" in capsys.readouterr().err
+    assert main([*base, "--http", "127.0.0.1:0", "--http-cert", "c.pem"]) == 2
+    assert "--http-cert and --http-key go together" in capsys.readouterr().err
+    assert not (tmp_path / "tw.db").exists()  # nothing was started

@@ -85,6 +85,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from engine.store.signing import default_key_path, load_or_create_key
 
     auth = MqttAuth.from_args(args)
+    sock = _http_socket(args)  # bound first: a port in use fails before anything starts
     # What was hashed is what is used: the pipeline is built from the texts read here,
     # and SIGHUP re-reads the same paths (docs/configuration.md).
     config = ConfigFiles.read(args.zones, args.subjects)
@@ -98,8 +99,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "serving %d subjects, %d zones, %d devices; broker %s; store %s",
         len(zs.subjects), len(zs.zones), pipeline.registry.n_slots, args.broker, args.db,
     )  # fmt: skip
-
-    sock = _http_socket(args)  # bound now: a port in use fails before the engine starts
 
     async def main() -> None:
         engine = Engine(
