@@ -224,3 +224,35 @@ def test_http_address_problems_are_clear_errors(tmp_path: Path, capsys) -> None:
     assert main([*base, "--http", "127.0.0.1:0", "--http-cert", "c.pem"]) == 2
     assert "--http-cert and --http-key go together" in capsys.readouterr().err
     assert not (tmp_path / "tw.db").exists()  # nothing was started
+
+
+def test_under_tls_the_session_cookie_is_secure(
+    mosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--http-cert/--http-key: the console speaks HTTPS, and its cookie says Secure."""
+    import datetime as dt
+    import ssl
+
+    from engine.broker.tls import make_ca, make_server_cert, pem
+
+    now = dt.datetime.now(dt.UTC)
+    ca = make_ca(now)
+    key, cert = make_server_cert(ca, [], now)
+    (tmp_path / "ca.pem").write_bytes(pem(ca[1]))
+    (tmp_path / "cert.pem").write_bytes(pem(cert))
+    (tmp_path / "key.pem").write_bytes(pem(key))
+    zones, subjects = write_world(tmp_path, subjects_toml=SUBJECTS)
+    db = tmp_path / "tw.db"
+    add_user(monkeypatch, db, "alice", "monitor")
+    port = free_port()
+    tls = ["--http-cert", str(tmp_path / "cert.pem"), "--http-key", str(tmp_path / "key.pem")]
+    eng = EngineProcess(mosquitto.host, mosquitto.port, zones, subjects, db,
+                        extra_args=["--http", f"127.0.0.1:{port}", *tls])  # fmt: skip
+    trust = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+    with eng, httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=trust) as http:
+        wait_healthy(http, eng)
+        r = login(http, "alice")
+        assert r.status_code == 200, r.text
+        assert "secure" in r.headers["set-cookie"].lower()
+        assert http.get("/api/session").json()["user"] == "alice"
+        assert eng.stop() == 0, eng.log_text()
