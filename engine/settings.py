@@ -218,6 +218,15 @@ class Settings:
     # every record (refused as too old) until wall time caught up (docs/durability.md)
     clock_step_confirm_s: float = 60.0
 
+    # --- console (serve --http; docs/console.md) -------------------------------------------
+    # A console login lasts this long (12 h: a shift and its handover), then log in again
+    session_max_age_s: float = 43_200.0
+    # Failed logins allowed per user name and per client address within the window; past
+    # that the next attempt is refused (429) unchecked until the oldest failure ages out
+    login_failures_per_user: int = 5
+    login_failures_per_address: int = 20
+    login_failure_window_s: float = 300.0
+
     def __post_init__(self) -> None:
         if self.live_clock not in LIVE_CLOCKS:
             raise ConfigError(

@@ -111,6 +111,17 @@ RULES: list[tuple[str, object, object]] = [
         lambda m: _is(m, "engine.cli"),
     ),
     (
+        "engine/console/ imports only engine.store, engine.wire, engine.settings,"
+        " engine.errors, zones/ and itself: it sees the running engine through EngineView",
+        lambda rel: _in(rel, "engine/console"),
+        lambda m: (
+            _first_party(m)
+            and not _is(m, "engine.console", "engine.store", "engine.wire", "engine.settings")
+            and not _is(m, "engine.errors", "zones")
+            and m != "engine"
+        ),
+    ),
+    (
         "aiomqtt and paho only in engine/mqtt/, engine/broker/ and devices/",
         lambda rel: not any(_in(rel, f) for f in ("engine/mqtt", "engine/broker", "devices")),
         lambda m: _is(m, "aiomqtt", "paho"),
@@ -160,10 +171,13 @@ def test_a_forbidden_import_is_named_with_its_line(tmp_path: Path) -> None:
     )
     (tmp_path / "zones" / "up.py").write_text("from ..engine import errors\n")
     (tmp_path / "devices" / "peek.py").write_text("from engine.core.pipeline import Pipeline\n")
+    (tmp_path / "engine" / "console").mkdir()
+    (tmp_path / "engine" / "console" / "peek.py").write_text("from engine.mqtt import serve\n")
     found = violations(tmp_path)
     assert any(v.startswith("engine/core/bad.py:5: import sqlite3") for v in found), found
     assert any(v.startswith("zones/up.py:1: from ..engine import errors") for v in found), found
     assert any("devices/peek.py:1:" in v and "engine.wire" in v for v in found), found
+    assert any(v.startswith("engine/console/peek.py:1:") for v in found), found
 
 
 def _modules() -> list[Path]:

@@ -515,6 +515,10 @@ def test_no_subjects_tables(tmp_path: Path) -> None:
         ('[[subjects]]\nid = "S+1"\ntags = ["T1"]', ("(id 'S+1'): id contains '+'",)),
         ('[[subjects]]\nid = "S1"\ntags = ["T1"]\nrisk = 0', ("risk must be a whole number >= 1",)),
         ('[[subjects]]\nid = "S1"\ntags = ["T1"]\nrisk = 2.5', ("risk must be a whole number",)),
+        ('[[subjects]]\nid = "S1"\ntags = ["T1"]\nteam = ""', ("team must be a name of 1-64",)),
+        ('[[subjects]]\nid = "S1"\ntags = ["T1"]\nteam = 3', ("team must be a name",)),
+        ('[[subjects]]\nid = "S1"\ntags = ["T1"]\nteam = " n"', ("team must be a name",)),
+        ('[[subjects]]\nid = "S1"\ntags = ["T1"]\nteam = "a\\tb"', ("team must be a name",)),
     ],
 )
 def test_bad_subject(tmp_path: Path, toml: str, fragments: tuple[str, ...]) -> None:
@@ -522,6 +526,14 @@ def test_bad_subject(tmp_path: Path, toml: str, fragments: tuple[str, ...]) -> N
     # a subject without a usable id also leaves zone Z1's subject 'S1' unknown
     problems = [p for p in problems if "zones.geojson" not in p]
     only(problems, "subjects.toml subject 0 ", *fragments)
+
+
+def test_subject_team_is_read(tmp_path: Path) -> None:
+    """A subject may name the team of monitors whose caseload it is (the console's)."""
+    subj = tmp_path / "subjects.toml"
+    subj.write_text(SUBJECTS.replace('id = "S2"', 'id = "S2"\nteam = "north"'))
+    by_id = {s.id: s for s in load_subjects(subj)}
+    assert by_id["S1"].team is None and by_id["S2"].team == "north"
 
 
 def test_duplicate_subject_id(tmp_path: Path) -> None:

@@ -58,8 +58,9 @@ class Protected:
 
 @dataclass(frozen=True)
 class Subject:
-    """A monitored person: the tags they wear, a risk weight, protected devices, and the
-    tagging period [valid_from, valid_until) in which they are monitored."""
+    """A monitored person: the tags they wear, a risk weight, protected devices, the
+    tagging period [valid_from, valid_until) in which they are monitored, and the team of
+    monitors whose caseload they are (None: no team named; the console's business only)."""
 
     id: str
     tags: tuple[str, ...]
@@ -67,6 +68,7 @@ class Subject:
     protected: tuple[Protected, ...] = ()
     valid_from: float = -math.inf
     valid_until: float = math.inf
+    team: str | None = None
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,19 @@ def _topic_unsafe(value: str, also: str = "") -> str | None:
     return repr(bad[0]) if bad else None
 
 
+TEAM_MAX = 64  # a team is a caseload's name ("north", "dv-unit-3"), not a description
+
+
+def team_ok(team: object) -> bool:
+    """A team name: what a subject's `team` and `tagwatch users add --team` accept."""
+    return (
+        isinstance(team, str)
+        and 0 < len(team) <= TEAM_MAX
+        and team == team.strip()
+        and team.isprintable()
+    )
+
+
 def _protected(where: str, j: int, raw: Any, out: list[str]) -> Protected | None:
     dev = raw.get("device") if isinstance(raw, dict) else None
     label = f"device {dev!r}" if non_empty_str(dev) else "no device"
@@ -88,6 +101,9 @@ def _subject(name: str, i: int, raw: Any, out: list[str]) -> tuple[Subject | Non
     risk = raw.get("risk", 1)
     if not isinstance(risk, int) or isinstance(risk, bool) or risk < 1:
         report(f"risk must be a whole number >= 1, got {short(risk)}")
+    team = raw.get("team")
+    if team is not None and not team_ok(team):
+        report(f"team must be a name of 1-{TEAM_MAX} printable characters, got {short(team)}")
     protected_raw = raw.get("protected", [])
     if not isinstance(protected_raw, list):
         report("protected must be an array of tables [[subjects.protected]]")
@@ -100,7 +116,7 @@ def _subject(name: str, i: int, raw: Any, out: list[str]) -> tuple[Subject | Non
     if not report.clean or sid is None:
         return None, sid
     kept = tuple(p for p in protected if p is not None)
-    return Subject(sid, tags, risk, kept, valid_from, valid_until), sid
+    return Subject(sid, tags, risk, kept, valid_from, valid_until, team), sid
 
 
 def _cross_check_subjects(name: str, raw: list[Any], out: list[str]) -> None:

@@ -84,6 +84,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from engine.store.signing import default_key_path, load_or_create_key
 
     auth = MqttAuth.from_args(args)
+    sock = _http_socket(args)  # bound first: a port in use fails before anything starts
     # What was hashed is what is used: the pipeline is built from the texts read here,
     # and SIGHUP re-reads the same paths (docs/configuration.md).
     config = ConfigFiles.read(args.zones, args.subjects)
@@ -112,13 +113,38 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # meet the state the engine had when it last committed.
         await asyncio.to_thread(engine.recover)
         engine.install_signal_handlers()
-        await engine.run()
+        if sock is None:
+            await engine.run()
+            return
+        from engine.console.server import ConsoleServer
+        from engine.mqtt.consoleview import ServeView
+
+        console = ConsoleServer(
+            sock, args.db, ServeView(engine), settings,
+            certfile=args.http_cert, keyfile=args.http_key,
+        )  # fmt: skip
+        async with asyncio.TaskGroup() as tg:  # the console stops when the engine does
+            tg.create_task(console.run(engine.stopping), name="console")
+            await engine.run()
 
     try:
         asyncio.run(main())
     finally:
         store.close()
     return 0
+
+
+def _http_socket(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """The console's listening socket (serve --http), or None when not asked for."""
+    if (args.http_cert is None) != (args.http_key is None):
+        raise TagwatchError("--http-cert and --http-key go together (the console's TLS)")
+    if args.http is None:
+        if args.http_cert:
+            raise TagwatchError("--http-cert needs --http HOST:PORT")
+        return None
+    from engine.console.server import HttpAddress
+
+    return HttpAddress.parse(args.http).bind()
 
 
 def cmd_checkpoint(args: argparse.Namespace) -> int:
@@ -218,6 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--client-id", default="tagwatch-engine", help="MQTT client id")
     sp.add_argument("--stats-every", type=float, default=10.0, help="seconds between stats lines")
+    sp.add_argument(
+        "--http", metavar="HOST:PORT", help="serve the monitor console and its API here (off"
+        " unless given; HOST defaults to 127.0.0.1; docs/console.md)",
+    )  # fmt: skip
+    sp.add_argument("--http-cert", metavar="PEM", help="the console's TLS certificate")
+    sp.add_argument("--http-key", metavar="PEM", help="...and its private key")
     mqttauth.add_arguments(sp)
     sp.set_defaults(func=cmd_serve)
 
@@ -267,13 +299,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     from devices.cli import register
     from engine.broker import config as brokerconfig
-    from engine.cli import watch
+    from engine.cli import users, watch
     from engine.store import audit
 
     register(sub)
     watch.register(sub)
     brokerconfig.register(sub)
     audit.register(sub)
+    users.register(sub)
     return p
 
 

@@ -38,6 +38,7 @@ class Outbox:
         self.settings = settings
         self.published = 0  # records the broker confirmed
         self.refused = 0  # publishes the broker refused (PUBACK reason code >= 0x80)
+        self.failed = 0  # publishes that failed (connection lost, no PUBACK in time)
         self._lock = asyncio.Lock()
         self._inflight: set[int] = set()  # outbox seqs being published right now
 
@@ -57,6 +58,7 @@ class Outbox:
             try:
                 rc = await self.session.publish_confirmed(topic, item.payload)
             except aiomqtt.MqttError as e:
+                self.failed += 1
                 log.warning("alert publish failed (kept in outbox): %s", e)
                 return None
             if rc >= 0x80:

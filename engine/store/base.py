@@ -7,6 +7,8 @@ from the storage layer escapes."""
 
 from __future__ import annotations
 
+import bisect
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -23,6 +25,33 @@ class OutboxItem:
     seq: int
     subject: str
     payload: bytes
+
+
+class CommitTimes:
+    """How long the store's commits take: a histogram (seconds) for the console's /metrics.
+    Observed on the store's thread, read from the console's: a lock keeps a read whole."""
+
+    BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+    def __init__(self) -> None:
+        self._counts = [0] * (len(self.BUCKETS) + 1)  # the last: above every bucket
+        self._sum = 0.0
+        self._lock = threading.Lock()
+
+    def observe(self, seconds: float) -> None:
+        with self._lock:
+            self._counts[bisect.bisect_left(self.BUCKETS, seconds)] += 1
+            self._sum += seconds
+
+    def read(self) -> tuple[list[tuple[float, int]], float]:
+        """([(upper bound, cumulative count)], sum); the last bound is +inf."""
+        with self._lock:
+            counts, total = list(self._counts), self._sum
+        out, run = [], 0
+        for bound, n in zip((*self.BUCKETS, float("inf")), counts, strict=True):
+            run += n
+            out.append((bound, run))
+        return out, total
 
 
 class Store(Protocol):

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from engine.errors import StoreError
 from engine.store import ledger, retention, signing
-from engine.store.base import OutboxItem
+from engine.store.base import CommitTimes, OutboxItem
 from engine.store.deadletters import DeadLetterBudget, DeadLetterRow
 from engine.store.ledger import LedgerWriter, Step
 from engine.store.owner import OwnerThread, owned
@@ -62,6 +62,7 @@ class SqliteStore:
         self.budget = DeadLetterBudget(dead_letter_budget, dead_letter_window_s)
         self.busy_timeout_s = busy_timeout_s
         self.read_only = read_only
+        self.commit_times = CommitTimes()  # /metrics: tagwatch_commit_seconds
         self._owner = OwnerThread("tagwatch-store", f"alert store {self.path}")
         try:
             self._owner.call(self._open)
@@ -201,7 +202,7 @@ class SqliteStore:
         if not alerts and not dead and not steps:
             self.budget.apply(plan)
             return out
-        db = self._db
+        db, t0 = self._db, time.perf_counter()
         payloads = [encode_alert(a) for a in alerts]
         rows: list[ledger.Row] = []
         try:
@@ -257,6 +258,7 @@ class SqliteStore:
                 self.budget.apply(plan)
                 return []
             self._fail("write failed", e)
+        self.commit_times.observe(time.perf_counter() - t0)
         if rows:
             self.head, self._mark = LedgerWriter.after(rows, self.head), mark
         self.budget.apply(plan)

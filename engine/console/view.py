@@ -1,0 +1,55 @@
+"""What the console needs from the running engine, and nothing more: the `EngineView`
+protocol and the plain numbers it hands over.
+
+The console (engine/console/) sits beside the serve loop, not above it: it may not import
+engine/mqtt (the connection, the loop) or engine/core. The serve command gives it an
+adapter (engine/mqtt/consoleview.py) that reads the loop's counters and the session's
+state on the event loop, where they live, without waiting on anything."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from engine.store.base import CommitTimes
+from engine.wire.alerts import Alert
+from zones.model import Subject
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    """The serve loop's counters at one moment (all since the engine started)."""
+
+    received: int = 0  # MQTT messages received
+    processed: int = 0  # ...decided and committed
+    fixes: int = 0  # fixes decided
+    events: int = 0  # device events decided
+    duplicates: int = 0
+    dead_letters: int = 0
+    alert_records: int = 0  # lifecycle records decided
+    published: int = 0  # alert records the broker confirmed
+    publish_refused: int = 0  # ...refused (PUBACK reason code >= 0x80)
+    publish_failed: int = 0  # ...failed (connection lost, no PUBACK in time)
+    store_errors: int = 0  # commits that failed (each retried)
+    lag_s: float = 0.0  # received -> committed, of the last batch's first message
+    queue_depth: int = 0  # messages received and not yet decided
+    commit_times: CommitTimes = field(default_factory=CommitTimes)
+
+
+class EngineView(Protocol):
+    def health(self) -> str | None:
+        """None while the engine is online, else why not (offline, degraded, stopping)."""
+        ...
+
+    def stats(self) -> EngineStats: ...
+
+    def subjects(self) -> Mapping[str, Subject]:
+        """The subjects in force (they change on SIGHUP), by id."""
+        ...
+
+
+class AlertReader(Protocol):
+    """The store's current alerts, read on a connection of the console's own."""
+
+    def current_alerts(self, state: str | None = None) -> list[Alert]: ...
