@@ -30,8 +30,8 @@ from tests.helpers import (
 )
 
 T0 = 1_790_000_000.0
-ROUTE_KEYS = {"lat", "lon", "acc", "depth_m", "route", "from_lat", "from_lon", "from_acc",
-              "from_t"}  # fmt: skip
+FIX_KEYS = {"t", "lat", "lon", "acc"}
+ROUTE_KEYS = FIX_KEYS | {"depth_m", "route", "from_t", "from_lat", "from_lon", "from_acc"}
 
 
 def metres(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
@@ -78,6 +78,7 @@ def assert_at(rec: Alert, f: dict[str, Any]) -> None:
     """The record's detail places it at fix f (within the 6-decimal rounding)."""
     d = rec.detail
     assert d is not None, rec
+    assert d["t"] == f["t"]
     assert metres(d["lat"], d["lon"], f["lat"], f["lon"]) < 0.2, (d, f)
     assert d["acc"] == f["acc"]
 
@@ -100,7 +101,7 @@ def test_a_walk_in_says_where_and_how_deep_and_moves_with_the_escalation(
         f = lines[int((rec.raised_t - T0) / 60)]
         assert_at(rec, f)
         assert rec.detail is not None
-        assert set(rec.detail) == {"lat", "lon", "acc", "depth_m"}
+        assert set(rec.detail) == FIX_KEYS | {"depth_m"}
         assert abs(rec.detail["depth_m"] - (100.0 - abs(dx))) < 0.5, rec.detail
         assert metres(rec.detail["lat"], rec.detail["lon"], *offset(dx, 0.0)) < 0.2
 
@@ -132,7 +133,7 @@ def test_a_curfew_breach_says_how_far_outside_the_curfew_zone(tmp_path: Path) ->
     for rec in alerts:
         assert rec.raised_t == T0 + 180
         assert_at(rec, at_raised(rec, lines))
-        assert rec.detail is not None and set(rec.detail) == {"lat", "lon", "acc", "depth_m"}
+        assert rec.detail is not None and set(rec.detail) == FIX_KEYS | {"depth_m"}
         assert abs(rec.detail["depth_m"] - 900.0) < 0.5, rec.detail
 
 
@@ -156,7 +157,7 @@ def test_proximity_says_how_near_and_how_old_the_protected_position_was(tmp_path
         f = at_raised(rec, tag)
         assert_at(rec, f)
         d = rec.detail
-        assert d is not None and set(d) == {"lat", "lon", "acc", "distance_m", "protected_age_s"}
+        assert d is not None and set(d) == FIX_KEYS | {"distance_m", "protected_age_s"}
         assert abs(d["distance_m"] - metres(f["lat"], f["lon"], lat_p, lon_p)) < 0.5, d
         assert abs(d["distance_m"] - 100.0) < 0.5 and d["protected_age_s"] == 30.0, d
     (ring,) = [a for a in alerts if a.kind == "proximity_approach" and a.state == "open"]
@@ -174,7 +175,7 @@ def test_an_approach_says_how_far_outside_the_zone(tmp_path: Path) -> None:
     assert [a.state for a in recs] == ["open", "closed"], alerts
     for rec in recs:
         assert_at(rec, at_raised(rec, lines))
-        assert rec.detail is not None and set(rec.detail) == {"lat", "lon", "acc", "distance_m"}
+        assert rec.detail is not None and set(rec.detail) == FIX_KEYS | {"distance_m"}
         assert abs(rec.detail["distance_m"] - 50.0) < 0.5, rec.detail
 
 

@@ -41,13 +41,15 @@ Where = tuple[Any, str, float, float]
 
 def where_of(at: Where | None) -> dict[str, Any] | None:
     """The record's `detail` keys for `at`, rounded so replay output stays byte-for-byte
-    stable: lat, lon (6 decimals), acc and metres (1 decimal)."""
+    stable: lat, lon (6 decimals), acc and metres (1 decimal), and the fix's own time `t`
+    (raised_t is later when the decision waited: a jump confirmed, late evidence)."""
     if at is None:
         return None
     row, key, metres, age = at
     d: dict[str, Any] = {
-        "lat": round(float(row["lat"]), 6), "lon": round(float(row["lon"]), 6),
-        "acc": round(float(row["acc"]), 1), key: round(metres, 1),
+        "t": float(row["t"]), "lat": round(float(row["lat"]), 6),
+        "lon": round(float(row["lon"]), 6), "acc": round(float(row["acc"]), 1),
+        key: round(metres, 1),
     }  # fmt: skip
     if not math.isnan(age):
         d["protected_age_s"] = round(age, 1)
@@ -57,7 +59,7 @@ def where_of(at: Where | None) -> dict[str, Any] | None:
 # Every `detail` key a deciding fix sets (where_of, engine/core/transit.py's routes):
 # replaced as a whole when a later fix escalates the episode; other keys stay
 WHERE_KEYS = frozenset({
-    "lat", "lon", "acc", "depth_m", "distance_m", "protected_age_s",
+    "t", "lat", "lon", "acc", "depth_m", "distance_m", "protected_age_s",
     "route", "from_lat", "from_lon", "from_acc", "from_t", "turn_lat", "turn_lon",
 })  # fmt: skip
 

@@ -310,12 +310,13 @@ class Routes:
 
 
 def _route(row: np.void, start: np.ndarray, depth: float, route: str = "segment") -> dict[str, Any]:
-    """Where a route breach was decided: the deciding fix `row` (lat, lon, acc), how far the
-    route goes into the zone (`depth_m`) and the fix it started from (`from_*`, a history
-    row: t, lat, lon, acc). Rounded like engine.core.episodes.Where.detail."""
+    """Where a route breach was decided: the deciding fix `row` (t, lat, lon, acc), how far
+    the route goes into the zone (`depth_m`) and the fix it started from (`from_*`, a
+    history row: t, lat, lon, acc). Rounded like engine.core.episodes.where_of."""
     return {
-        "lat": round(float(row["lat"]), 6), "lon": round(float(row["lon"]), 6),
-        "acc": round(float(row["acc"]), 1), "depth_m": round(float(depth), 1), "route": route,
+        "t": float(row["t"]), "lat": round(float(row["lat"]), 6),
+        "lon": round(float(row["lon"]), 6), "acc": round(float(row["acc"]), 1),
+        "depth_m": round(float(depth), 1), "route": route, "from_t": float(start[0]),
         "from_lat": round(float(start[1]), 6), "from_lon": round(float(start[2]), 6),
-        "from_acc": round(float(start[3]), 1), "from_t": float(start[0]),
+        "from_acc": round(float(start[3]), 1),
     }  # fmt: skip
