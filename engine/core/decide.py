@@ -20,6 +20,10 @@ geometry: the pipeline measures, the trackers decide. Rules, all thresholds in S
   possible breach early, and it escalates only on evidence that would have opened it.
 - Confidence only rises while an episode is open; crossing 0.7 or 0.9 re-publishes the
   open record so monitors see the escalation.
+- `detail` says where: the position of the fix the engine decided on (`at`, given with
+  each observation), the one at raised_t: the fix that opened the episode, and after an
+  escalation the fix that escalated it (a transit: the second fix of the segment, and
+  where the segment started).
 
 `Trackers` is the table of live trackers by `TrackerKey` (kind + zone or pair index): made
 on first evidence, forgotten once idle.
@@ -33,11 +37,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from engine.core.episodes import Episode, EpisodeBook, TrackerKey, TrackerKind, prob_below
+from engine.core.episodes import Episode, EpisodeBook, TrackerKey, TrackerKind, prob_below, where_of
 from engine.settings import Settings
 from engine.wire.alerts import Severity
 
 if TYPE_CHECKING:
+    from engine.core.episodes import Where
     from engine.core.remap import Ids, Remap
 
 # Crossing one of these re-publishes the open record: possible -> likely -> confident
@@ -115,13 +120,15 @@ class BreachTracker:
         """Nothing open and nothing pending: the tracker can be forgotten."""
         return self.episode is None and not self.pending
 
-    def observe(self, o: Obs) -> None:
+    def observe(self, o: Obs, at: Where | None = None) -> None:
+        """`at`: where the fix was, should it decide (it is never kept: only the
+        observation being made ever decides)."""
         if not (math.isfinite(o.depth) and math.isfinite(o.sigma)):
             return  # a fix with no usable position is never evidence of anything
         s = self.s
         confident_out = o.p_in_radial <= s.outside_probability
         if self.episode is not None:
-            self._observe_open(o, confident_out)
+            self._observe_open(o, confident_out, at)
             return
         if confident_out:
             self.pending.clear()
@@ -132,9 +139,9 @@ class BreachTracker:
         while self.pending and self.pending[0].depth <= 0:
             self.pending.pop(0)  # evidence starts at the first fix that looks inside
         if self.pending:
-            self._maybe_open(o)
+            self._maybe_open(o, at)
 
-    def _maybe_open(self, last: Obs) -> None:
+    def _maybe_open(self, last: Obs, at: Where | None) -> None:
         s = self.s
         decisive = self._decisive(last)
         mean, sigma, _ = _combined(self.pending, s.error_corr_s)
@@ -155,6 +162,7 @@ class BreachTracker:
         ep = self.book.open_episode(
             self.key, self.kind, subject=self.subject, tag=first.tag, zone=self.zone,
             severity=self.severity, confidence=conf, t=first.t, seq=first.seq, raised_t=last.t,
+            detail=where_of(at),
         )  # fmt: skip
         for o in inside[1:]:
             self.book.add_evidence(ep, o.tag, o.seq, conf)
@@ -179,7 +187,7 @@ class BreachTracker:
             cap = 0.999
         return min(p, cap)
 
-    def _observe_open(self, o: Obs, confident_out: bool) -> None:
+    def _observe_open(self, o: Obs, confident_out: bool, at: Where | None) -> None:
         ep = self.episode
         assert ep is not None
         s = self.s
@@ -201,7 +209,7 @@ class BreachTracker:
             before = ep.confidence
             self.book.add_evidence(ep, o.tag, o.seq, conf)
             if any(before < level <= ep.confidence for level in ESCALATE_AT):
-                self.book.republish(ep, raised_t=o.t)
+                self.book.republish(ep, raised_t=o.t, where=where_of(at))
             return
         if confident_out:
             if self.leaving_since is None:
@@ -232,16 +240,19 @@ class BreachTracker:
         t_out: float,
         confidence: float,
         ends_inside: bool = False,
+        detail: dict[str, Any] | None = None,
     ) -> None:
         """A straight-line entry between a fix outside and the next one: an episode from the
         interpolated entry time, decided at the second fix. When the second fix is outside
         too (a drive-through) it is closed at the interpolated exit; when it is inside the
-        episode stays open and the fixes that follow extend or close it."""
+        episode stays open and the fixes that follow extend or close it. `detail`: where
+        (the route's, engine/core/transit.py)."""
         if self.episode is not None:
             return
         ep = self.book.open_episode(
             self.key, self.kind, subject=self.subject, tag=first.tag, zone=self.zone,
             severity=self.severity, confidence=confidence, t=t_in, seq=first.seq, raised_t=last.t,
+            detail=detail,
         )  # fmt: skip
         self.pending.clear()
         if ends_inside:
@@ -282,8 +293,11 @@ class CurfewTracker:
     def idle(self) -> bool:
         return self.episode is None and not self.away and not self.was_out
 
-    def observe(self, o: Obs, active: bool, window_start: float, window_end: float) -> None:
-        """`window_start`/`window_end`: the active interval containing o.t (when active)."""
+    def observe(
+        self, o: Obs, active: bool, window_start: float, window_end: float, at: Where | None = None
+    ) -> None:
+        """`window_start`/`window_end`: the active interval containing o.t (when active);
+        `at`: where the fix was (BreachTracker.observe)."""
         if not (math.isfinite(o.depth) and math.isfinite(o.sigma)):
             return
         s = self.s
@@ -324,6 +338,7 @@ class CurfewTracker:
             ep = self.book.open_episode(
                 self.key, "curfew_breach", subject=self.subject, tag=first.tag, zone=self.zone,
                 severity="high", confidence=conf, t=began, seq=first.seq, raised_t=o.t,
+                detail=where_of(at),
             )  # fmt: skip
             for x in self.away[1:]:
                 self.book.add_evidence(ep, x.tag, x.seq, conf)
@@ -376,7 +391,7 @@ class Trackers:
 
     def approach(
         self, key: TrackerKey, kind: str, sev: Severity, subject: str, zone: str,
-        breach: BreachTracker, o: Obs,
+        breach: BreachTracker, o: Obs, at: Where | None = None,
     ) -> None:  # fmt: skip
         """Approach ring: an earlier, lower-severity alert, superseded by the breach."""
         ap = self.breach(key, kind, subject, zone, sev)
@@ -387,7 +402,7 @@ class Trackers:
             ap.pending.clear()
             ap.leaving_since = None
             return
-        ap.observe(o)
+        ap.observe(o, at)
 
     def end(self, key: TrackerKey, kind: str, until: float, reason: str) -> None:
         """What the open episode (key, kind) is about stopped binding at `until` (a zone's

@@ -1,5 +1,6 @@
 """Episode bookkeeping: one alert per (subject, zone, kind) episode, opened and closed
-as lifecycle records with a stable id, confidence and (tag, seq) evidence."""
+as lifecycle records with a stable id, confidence and (tag, seq) evidence, and where the
+fix that decided it was (`Where`: the record's `detail`)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,40 @@ def sigma_of(acc: float) -> float:
 def prob_below(margin_m: float, sigma: float) -> float:
     """P(true value < threshold) when the measured value is `margin_m` below it."""
     return 0.5 * (1.0 + math.erf(margin_m / (sigma * math.sqrt(2.0))))
+
+
+# Where an observed fix was and what it measured there, should it decide an episode:
+# (fix row with lat, lon, acc; key; metres; age). `key` is `depth_m` (how far into the
+# breach: metres inside an exclusion zone, outside a curfew zone) or `distance_m` (metres
+# outside a zone, for its approach ring; from the protected device, for proximity); `age`
+# how old the protected device's position was (proximity; NaN otherwise). A plain tuple
+# made for every observed fix and never kept: the row is read only when the fix decides.
+Where = tuple[Any, str, float, float]
+
+
+def where_of(at: Where | None) -> dict[str, Any] | None:
+    """The record's `detail` keys for `at`, rounded so replay output stays byte-for-byte
+    stable: lat, lon (6 decimals), acc and metres (1 decimal), and the fix's own time `t`
+    (raised_t is later when the decision waited: a jump confirmed, late evidence)."""
+    if at is None:
+        return None
+    row, key, metres, age = at
+    d: dict[str, Any] = {
+        "t": float(row["t"]), "lat": round(float(row["lat"]), 6),
+        "lon": round(float(row["lon"]), 6), "acc": round(float(row["acc"]), 1),
+        key: round(metres, 1),
+    }  # fmt: skip
+    if not math.isnan(age):
+        d["protected_age_s"] = round(age, 1)
+    return d
+
+
+# Every `detail` key a deciding fix sets (where_of, engine/core/transit.py's routes):
+# replaced as a whole when a later fix escalates the episode; other keys stay
+WHERE_KEYS = frozenset({
+    "t", "lat", "lon", "acc", "depth_m", "distance_m", "protected_age_s",
+    "route", "from_lat", "from_lon", "from_acc", "from_t", "turn_lat", "turn_lon",
+})  # fmt: skip
 
 
 class TrackerKind(IntEnum):
@@ -170,9 +205,13 @@ class EpisodeBook:
             ep.evidence.append(self.cite(tag, seq))
         ep.confidence = max(ep.confidence, confidence)
 
-    def republish(self, ep: Episode, raised_t: float) -> None:
-        """Publish the open record again (same id) after its confidence escalated."""
+    def republish(self, ep: Episode, raised_t: float, where: dict[str, Any] | None = None) -> None:
+        """Publish the open record again (same id) after its confidence escalated; `where`:
+        the escalating fix's position keys, which replace the previous deciding fix's."""
         ep.raised_t = raised_t
+        if where is not None:
+            rest = {k: v for k, v in (ep.detail or {}).items() if k not in WHERE_KEYS}
+            ep.detail = {**where, **rest}
         self.out.append(ep.record())
 
     def close(self, key: TrackerKey, kind: str, t: float) -> None:

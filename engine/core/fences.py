@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engine.core.decide import Obs, Trackers
-from engine.core.episodes import TrackerKey, TrackerKind
+from engine.core.episodes import TrackerKey, TrackerKind, Where
 from engine.core.registry import Registry
 from engine.core.schedules import Schedules
 from engine.settings import Settings
@@ -91,19 +91,21 @@ class Fences:
             w0, w1, active = self.schedules.window(z, t)
             key = TrackerKey(TrackerKind.CURFEW, z)
             cur = trackers.curfew(key, subject, zone_id)
-            cur.observe(Obs(t, sd, sigma, tag, seq), active, w0, w1)
+            at: Where = (row, "depth_m", sd, math.nan)  # metres outside the curfew zone
+            cur.observe(Obs(t, sd, sigma, tag, seq), active, w0, w1, at)
             trackers.forget_if_idle(key, z)
             return
         risk = int(reg.subject_risk[s])
         sev: Severity = "critical" if risk >= st.critical_risk else "high"
         key = TrackerKey(TrackerKind.ZONE, z)
         br = trackers.breach(key, "zone_breach", subject, zone_id, sev)
-        br.observe(Obs(t, -sd, sigma, tag, seq))
+        br.observe(Obs(t, -sd, sigma, tag, seq), (row, "depth_m", -sd, math.nan))
         ring = TrackerKey(TrackerKind.APPROACH, z)
         warn = float(self.warn[z])
         if warn > 0.0:
-            trackers.approach(ring, "zone_approach", "medium", subject, zone_id,
-                              br, Obs(t, warn - sd, sigma, tag, seq))  # fmt: skip
+            out: Where = (row, "distance_m", sd, math.nan)  # metres outside the zone
+            trackers.approach(ring, "zone_approach", "medium", subject, zone_id, br,
+                              Obs(t, warn - sd, sigma, tag, seq), out)  # fmt: skip
         trackers.forget_if_idle(key)
         trackers.forget_if_idle(ring, z)
 

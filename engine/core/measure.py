@@ -30,7 +30,7 @@ class Step:
     zone_pairs: list[tuple[int, float]]
     transits: list[tuple[int, float, float, float]]
     prox: bool
-    # (zone, depth, entry t, exit t) of a possible route from the previous fix into a zone
+    # (zone, depth, entry t, exit t, turn lat, turn lon) of a possible route into a zone
     onward: Onward = field(default_factory=list)
 
 

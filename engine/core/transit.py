@@ -1,13 +1,15 @@
 """Did a tag cross a zone between two fixes? The straight segment's depth says it could
 have; a route round the zone no longer than the tag could have driven at the speed it was
 already going says it need not have. `Routes` turns both (and the onward route a fast tag
-may have taken) into breach evidence."""
+may have taken) into breach evidence, whose `detail` gives the route: the deciding (second)
+fix, the fix it started from and, for an onward route, where it would have turned."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import shapely
@@ -133,8 +135,9 @@ def _turn_bisect(
     return out
 
 
-# (zone, depth, entry t, exit t) of a possible route from the previous fix into a zone
-Onward = list[tuple[int, float, float, float]]
+# (zone, depth, entry t, exit t, turn lat, turn lon) of a possible route from the previous
+# fix into a zone
+Onward = list[tuple[int, float, float, float, float, float]]
 
 
 @dataclass(eq=False)
@@ -176,10 +179,11 @@ class Routes:
         return cand[keep], depth[keep], f_in[keep], f_out[keep]
 
     def onward_rows(self, b: np.ndarray, hist: np.ndarray, subj: np.ndarray) -> dict[int, Onward]:
-        """Tag row B (t, lat, lon, acc, seq) -> (zone, depth, entry t, exit t) for exclusion
-        zones that a tag moving at speed may have gone into between fix A and B while the
-        straight segment does not: it kept going the way it was going (P -> A) as far as its
-        speed allows, then turned for B (`onward_paths`). A possible breach, decided at B."""
+        """Tag row B (t, lat, lon, acc, seq) -> (zone, depth, entry t, exit t, turn lat, turn
+        lon) for exclusion zones that a tag moving at speed may have gone into between fix A
+        and B while the straight segment does not: it kept going the way it was going
+        (P -> A) as far as its speed allows, then turned for B at the turn (`onward_paths`).
+        A possible breach, decided at B."""
         st = self.settings
         p, a = hist[:, 1], hist[:, 0]
         gap = st.transit_max_gap_s
@@ -231,7 +235,10 @@ class Routes:
         for j in np.flatnonzero(use).tolist():
             t_in = float(a[f[j], 0] + f_in[j] * dt[j])
             t_out = float(a[f[j], 0] + f_out[j] * dt[j])
-            out.setdefault(int(rows[f[j]]), []).append((int(z[j]), float(depth[j]), t_in, t_out))
+            turn = (float(klat[f[j]]), float(klon[f[j]]))
+            out.setdefault(int(rows[f[j]]), []).append(
+                (int(z[j]), float(depth[j]), t_in, t_out, *turn)
+            )
         return out
 
     def transit_step(
@@ -261,23 +268,28 @@ class Routes:
         conf = min(prob_below(float(depth), sig), st.transit_confidence_max)
         ends_inside = float(f_out) >= 1.0
         t_in, t_out = t0 + float(f_in) * dt, t0 + float(f_out) * dt
-        self._breach(row, prev, z, sig, conf, t_in, t_out, ends_inside)
+        self._breach(row, prev, z, sig, conf, t_in, t_out, ends_inside, _route(row, prev, depth))
 
     def onward_step(
-        self, row: np.void, a: np.ndarray, z: int, depth: float, t_in: float, t_out: float
-    ) -> None:
-        """A possible route from fix A through the zone: a low-confidence breach."""
+        self, row: np.void, a: np.ndarray, z: int, depth: float, t_in: float, t_out: float,
+        turn: list[float] | tuple[float, ...] = (),
+    ) -> None:  # fmt: skip
+        """A possible route from fix A through the zone: a low-confidence breach. `turn`:
+        (lat, lon) where the route turns for the deciding fix."""
         st = self.settings
         sig = max(float(a[3]), float(row["acc"]), st.acc_floor_m) / R68
         conf = min(prob_below(depth, sig), st.possible_confidence_max)
-        self._breach(row, a, z, sig, conf, t_in, t_out, False)
+        where = _route(row, a, depth, "onward")
+        if len(turn) == 2:
+            where.update(turn_lat=round(float(turn[0]), 6), turn_lon=round(float(turn[1]), 6))
+        self._breach(row, a, z, sig, conf, t_in, t_out, False, where)
 
     def _breach(
         self, row: np.void, start: np.ndarray, z: int, sig: float, conf: float,
-        t_in: float, t_out: float, ends_inside: bool,
+        t_in: float, t_out: float, ends_inside: bool, where: dict[str, Any],
     ) -> None:  # fmt: skip
         """A breach inferred from the route between fixes: from the fix `start` (outside)
-        to an entry at t_in, decided at `row`."""
+        to an entry at t_in, decided at `row`; `where`: the record's detail."""
         st, reg, table = self.settings, self.registry, self.table
         if table.has_validity:
             # Decided on a fix while the zone binds, and only the part of the route inside
@@ -300,5 +312,18 @@ class Routes:
         br = self.trackers.breach(key, "zone_breach", subject, zone_id, sev)
         first = Obs(float(start[0]), -1.0, sig, tag, int(start[4]))
         last = Obs(float(row["t"]), -1.0, sig, tag, int(row["seq"]))
-        br.transit(first, last, t_in, t_out, conf, ends_inside)
+        br.transit(first, last, t_in, t_out, conf, ends_inside, where)
         self.trackers.forget_if_idle(key, z)
+
+
+def _route(row: np.void, start: np.ndarray, depth: float, route: str = "segment") -> dict[str, Any]:
+    """Where a route breach was decided: the deciding fix `row` (t, lat, lon, acc), how far
+    the route goes into the zone (`depth_m`) and the fix it started from (`from_*`, a
+    history row: t, lat, lon, acc). Rounded like engine.core.episodes.where_of."""
+    return {
+        "t": float(row["t"]), "lat": round(float(row["lat"]), 6),
+        "lon": round(float(row["lon"]), 6), "acc": round(float(row["acc"]), 1),
+        "depth_m": round(float(depth), 1), "route": route, "from_t": float(start[0]),
+        "from_lat": round(float(start[1]), 6), "from_lon": round(float(start[2]), 6),
+        "from_acc": round(float(start[3]), 1),
+    }  # fmt: skip

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from engine.core.decide import Obs, Trackers
-from engine.core.episodes import TrackerKey, TrackerKind, sigma_of
+from engine.core.episodes import TrackerKey, TrackerKind, Where, sigma_of
 from engine.core.history import dist_m
 from engine.core.registry import Registry
 from engine.core.schedules import PERIOD_ENDED
@@ -105,13 +105,17 @@ class Proximity:
             if self._stale(k, pos, row, sigma, d):
                 continue
             sig = math.hypot(sigma, pos.sigma)
+            # The subject's fix, never the protected device's position: alert records go to
+            # every monitor, a victim's whereabouts only to who is allowed and logged
+            at: Where = (row, "distance_m", d, pos.age)
             key = TrackerKey(TrackerKind.PROXIMITY, k)
             br = trackers.breach(key, "proximity", subject, pr.device_id, "critical")
-            br.observe(Obs(t, pr.radius_m - d, sig, tag, seq))
+            br.observe(Obs(t, pr.radius_m - d, sig, tag, seq), at)
             if pr.warn_m > 0.0:
                 ring = TrackerKey(TrackerKind.PROXIMITY_APPROACH, k)
+                near = Obs(t, pr.radius_m + pr.warn_m - d, sig, tag, seq)
                 trackers.approach(ring, "proximity_approach", "high", subject, pr.device_id,
-                                  br, Obs(t, pr.radius_m + pr.warn_m - d, sig, tag, seq))  # fmt: skip
+                                  br, near, at)  # fmt: skip
                 trackers.forget_if_idle(ring)
             trackers.forget_if_idle(key)
 
