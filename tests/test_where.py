@@ -209,3 +209,17 @@ def test_live_walk_in_record_says_where(mosquitto: Any, tmp_path: Path) -> None:
     assert_at(opened, f)
     assert opened.detail is not None and abs(opened.detail["depth_m"] - 60.0) < 0.5, opened
     assert metres(opened.detail["lat"], opened.detail["lon"], LAT0, LON0) < 50.0
+
+
+def test_the_terminal_row_says_where_and_how_deep(tmp_path: Path) -> None:
+    """The demo's and `watch --plain`'s row for a breach: depth and the deciding fix's
+    position, read from the record's detail."""
+    from engine.cli.console import alert_row
+
+    xs = [600.0, 450.0, 300.0, 30.0, 20.0, 300.0, 450.0, 600.0, 750.0]
+    lines = walk("T1", T0, xs)
+    opened = next(a for a in replay(tmp_path, lines, [zone()]) if a.kind == "zone_breach")
+    assert opened.detail is not None
+    row = alert_row(opened)
+    assert f"{opened.detail['depth_m']:.0f} m inside" in row, row
+    assert f"at {opened.detail['lat']:.5f},{opened.detail['lon']:.5f}" in row, row

@@ -58,8 +58,15 @@ class AlertPrinter:
         self.rows += 1
 
 
+# Kinds whose detail says where the deciding fix was (docs/formats.md)
+_WHERE_KINDS = frozenset(
+    {"zone_breach", "zone_approach", "curfew_breach", "proximity", "proximity_approach"}
+)
+
+
 def detail_text(a: Alert) -> str:
-    """What a monitor needs from a health alert's detail, in a few words."""
+    """What a monitor needs from an alert's detail, in a few words: where a breach was
+    decided, a tag clock known to be off, a health alert's figures."""
     d = a.detail or {}
     parts: list[str] = []
     if a.kind == "tamper" and d.get("events"):
@@ -74,6 +81,16 @@ def detail_text(a: Alert) -> str:
             parts.append(f"gap held {d['filled']} records")
         if d.get("alerts"):
             parts.append(f"{len(d['alerts'])} breach alert(s) from the gap")
+    if a.kind in _WHERE_KINDS and "lat" in d:
+        if "depth_m" in d:
+            how = "outside" if a.kind == "curfew_breach" else "inside"
+            parts.append(f"{d['depth_m']:.0f} m {how}")
+        elif "distance_m" in d:
+            away = "from the protected device" if a.kind.startswith("proximity") else "away"
+            parts.append(f"{d['distance_m']:.0f} m {away}")
+        parts.append(f"at {d['lat']:.5f},{d['lon']:.5f} ±{d.get('acc', 0):.0f} m")
+    if "clock_offset_s" in d:
+        parts.append(f"tag clock off {d['clock_offset_s']:+.0f} s")
     if a.kind in ("battery_low", "battery_critical") and "batt" in d:
         parts.append(f"{d['batt']} %")
         if "empty_t" in d:
