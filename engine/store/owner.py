@@ -12,11 +12,12 @@ another thread is refused outright rather than silently shared."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Concatenate, ParamSpec, Protocol, TypeVar
+from typing import Concatenate, ParamSpec, Protocol, Self, TypeVar
 
 from engine.errors import StoreError
 
@@ -72,3 +73,32 @@ def owned(fn: Callable[Concatenate[S, P], R]) -> Callable[Concatenate[S, P], R]:
         return self._owner.call(fn, self, *args, **kwargs)
 
     return call
+
+
+def own(cls: type, names: Iterable[str]) -> None:
+    """Make these methods of `cls` run on its objects' owner thread (see `owned`)."""
+    for name in names:
+        setattr(cls, name, owned(getattr(cls, name)))
+
+
+class OwnedResource:
+    """A connection that lives on its own thread: `close()` runs `_close` there, then ends
+    the thread (a second close does nothing); a context manager."""
+
+    _owner: OwnerThread
+
+    def _close(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        if self._owner.closed:
+            return
+        with contextlib.suppress(StoreError):
+            self._owner.call(self._close)
+        self._owner.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

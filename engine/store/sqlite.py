@@ -28,7 +28,7 @@ from engine.store import ledger, retention, signing
 from engine.store.base import CommitTimes, OutboxItem
 from engine.store.deadletters import DeadLetterBudget, DeadLetterRow
 from engine.store.ledger import LedgerWriter, Step
-from engine.store.owner import OwnerThread, owned
+from engine.store.owner import OwnedResource, OwnerThread, own
 from engine.store.schema import ADDED, SCHEMA, SCHEMA_VERSION, advice, create_private
 from engine.store.signing import Checkpoint
 from engine.store.verify import VerifyReport, verify
@@ -36,7 +36,7 @@ from engine.wire.alerts import Alert, decode_alert, encode_alert
 from engine.wire.records import DeadLetter
 
 
-class SqliteStore:
+class SqliteStore(OwnedResource):
     """The embedded store. `path` ':memory:' gives a throwaway store (replay, tests)."""
 
     _signed: tuple[Checkpoint, bytes] | None = None  # signed_checkpoint()'s last answer
@@ -453,34 +453,20 @@ class SqliteStore:
             for a, b, c, d, e, f, g, h, i in rows
         ]
 
-    def close(self) -> None:
-        if self._owner.closed:
-            return
-        with contextlib.suppress(StoreError):
-            self._owner.call(self._close)
-        self._owner.close()
-
     def _close(self) -> None:
         with contextlib.suppress(StoreError):
             self.flush_dead_letters()
         with contextlib.suppress(sqlite3.Error):
             self._db.close()
 
-    def __enter__(self) -> SqliteStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
 
 # Run on the store's thread (engine/store/owner.py), whichever thread calls them.
-for _name in (
+own(SqliteStore, (
     "commit", "flush_dead_letters", "missing", "save_snapshot", "latest_snapshot",
     "snapshot_hash", "config_steps",
     "last_step_now", "prune", "prune_dead_letters", "verify", "mark_published",
     "unpublished", "alert_log", "current_alerts", "dead_letters",
-):  # fmt: skip
-    setattr(SqliteStore, _name, owned(getattr(SqliteStore, _name)))
+))  # fmt: skip
 
 
 def _evidence_json(a: Alert) -> str:

@@ -23,7 +23,7 @@ from typing import NoReturn
 
 from engine.errors import StoreError, TagwatchError
 from engine.store.access.schema import ROLES, SCHEMA
-from engine.store.owner import OwnerThread, owned
+from engine.store.owner import OwnedResource, OwnerThread, own
 from engine.store.schema import advice, create_private
 
 
@@ -64,7 +64,7 @@ def _user(row: tuple[object, ...]) -> User:
     return User(str(name), str(role), None if team is None else str(team), bool(disabled))
 
 
-class AccountStore:
+class AccountStore(OwnedResource):
     """Accounts and the access log of the store at `path` (created if missing)."""
 
     def __init__(self, path: str | Path, *, busy_timeout_s: float = 5.0) -> None:
@@ -238,23 +238,12 @@ class AccountStore:
         )
         return [AccessRow(*r) for r in reversed(rows)]  # type: ignore[arg-type]
 
-    def close(self) -> None:
-        if self._owner.closed:
-            return
-        with contextlib.suppress(StoreError):
-            self._owner.call(self._db.close)
-        self._owner.close()
-
-    def __enter__(self) -> AccountStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def _close(self) -> None:
+        self._db.close()
 
 
 # Run on the account store's own thread, whichever thread calls them.
-for _name in (
+own(AccountStore, (
     "add_user", "set_password", "add_token", "disable", "users", "password_of", "by_token",
     "open_session", "session", "close_session", "log", "access_log",
-):  # fmt: skip
-    setattr(AccountStore, _name, owned(getattr(AccountStore, _name)))
+))  # fmt: skip
