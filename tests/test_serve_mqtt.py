@@ -211,3 +211,15 @@ def test_sigterm_while_the_store_is_locked_exits_and_the_next_run_gets_everythin
         while ledger_seqs() != set(range(40)) and time.monotonic() < deadline:
             time.sleep(0.2)
     assert ledger_seqs() == set(range(40))
+
+
+@pytest.mark.parametrize("cmd", [["watch", "--plain"], ["checkpoint"]])
+@pytest.mark.parametrize("broker", ["x:abc", "127.0.0.1:99999", ""])
+def test_a_bad_broker_address_is_a_clear_error_not_a_traceback(
+    cmd: list[str], broker: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from engine.cli.main import main
+
+    assert main([cmd[0], "--broker", broker, *cmd[1:]]) == 2
+    err = capsys.readouterr().err
+    assert "expected HOST:PORT" in err and "Traceback" not in err, err

@@ -32,6 +32,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from engine.errors import ConfigError
 from engine.settings import Settings
 from engine.wire import topics
 from engine.wire.commands import OFFLINE_STATUS, encode_status
@@ -76,10 +77,17 @@ class BrokerAddress:
 
     @classmethod
     def parse(cls, text: str) -> BrokerAddress:
+        """HOST:PORT, [IPv6]:PORT or HOST (port 1883); ConfigError on anything else."""
         host, _, port = text.rpartition(":")
-        if not host:
-            host, port = text, "1883"
-        return cls(host.strip("[]"), int(port))
+        if not host or (host.count(":") and not host.startswith("[")):
+            host, port = text, "1883"  # no port, or a bare IPv6 address
+        host = host.strip("[]")
+        if not host or not port.isdigit() or not 0 < int(port) <= 65535:
+            raise ConfigError(
+                f"broker address {text!r}: expected HOST:PORT with a port 1-65535,"
+                " e.g. 127.0.0.1:1883"
+            )
+        return cls(host, int(port))
 
 
 @dataclass(frozen=True)
