@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,24 +29,41 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _run_demo_until_alerts(tmp_path: Path, broker: str) -> tuple[list[str], str]:
+def _run_demo_until_alerts(
+    tmp_path: Path, broker: str, while_running: Callable[[str], None] | None = None
+) -> tuple[list[str], str]:
+    """Run the demo until an alert row appears, call `while_running` with what it has said
+    on stderr so far, then Ctrl-C it."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "engine.cli", "demo", "--subjects", "20",
          "--broker", broker, "--run-dir", str(tmp_path / "demo")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+        bufsize=0,  # unbuffered: a line read never leaves others in a buffer select misses
     )  # fmt: skip
     assert proc.stdout is not None and proc.stderr is not None
     rows: list[str] = []
+    said: list[str] = []
     sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
+    sel.register(proc.stdout, selectors.EVENT_READ, rows)
+    sel.register(proc.stderr, selectors.EVENT_READ, said)
     deadline = time.monotonic() + 90
     try:
         while time.monotonic() < deadline and not any(" open " in r for r in rows):
-            if sel.select(timeout=1.0):
-                line = proc.stdout.readline().decode()
-                if not line:
+            for key, _ in sel.select(timeout=1.0):
+                line = key.fileobj.readline().decode()  # type: ignore[union-attr]
+                if line:
+                    key.data.append(line)
+            if proc.poll() is not None:
+                break
+        if while_running is not None and proc.poll() is None:
+            while sel.select(timeout=1.0):  # what it said just before the row, too
+                for key, _ in sel.select(timeout=0):
+                    line = key.fileobj.readline().decode()  # type: ignore[union-attr]
+                    if line:
+                        key.data.append(line)
+                if "console:" in "".join(said):
                     break
-                rows.append(line)
+            while_running("".join(said))
         proc.send_signal(signal.SIGINT)  # what Ctrl-C does
         out, err = proc.communicate(timeout=30)
     finally:
@@ -53,7 +71,7 @@ def _run_demo_until_alerts(tmp_path: Path, broker: str) -> tuple[list[str], str]
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     rows += out.decode().splitlines()
-    stderr = err.decode()
+    stderr = "".join(said) + err.decode()
     assert proc.returncode == 0, stderr
     return rows, stderr
 
@@ -101,7 +119,22 @@ def test_demo_with_mosquitto(tmp_path: Path) -> None:
 @pytest.mark.mqtt
 @pytest.mark.timeout(150)
 def test_demo_with_a_running_broker(tmp_path: Path, mosquitto: MosquittoProcess) -> None:
-    rows, stderr = _run_demo_until_alerts(tmp_path, mosquitto.url)
+    """Also: the console it starts takes the demo login it prints."""
+    import httpx
+
+    logins: list[tuple[int, int]] = []
+
+    def log_in(said: str) -> None:
+        m = re.search(r"console: (http://\S+)/  login (\S+) / (\S+)", said)
+        assert m, said
+        url, user, password = m.groups()
+        with httpx.Client(base_url=url, timeout=10.0) as c:
+            bad = c.post("/api/login", json={"username": user, "password": password + "x"})
+            good = c.post("/api/login", json={"username": user, "password": password})
+            logins.append((bad.status_code, good.status_code))
+
+    rows, stderr = _run_demo_until_alerts(tmp_path, mosquitto.url, log_in)
+    assert logins == [(401, 200)], stderr
     _check(rows, stderr, stopping="stopping engine")
     assert f"broker: yours at {mosquitto.url}" in stderr
     assert "stopping engine and broker" not in stderr

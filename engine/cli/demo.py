@@ -1,12 +1,15 @@
-"""`tagwatch demo`: a broker, the engine (as its own process) and a simulated fleet, with
-alerts printed live as monitors would see them. Ctrl-C stops everything it started."""
+"""`tagwatch demo`: a broker, the engine (as its own process, with its console's HTTP API)
+and a simulated fleet, with alerts printed live as monitors would see them, and a demo
+login printed for the console. Ctrl-C stops everything it started."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,6 +25,33 @@ PRIVATE = "mosquitto"  # --broker: start a private mosquitto; anything else is H
 # Not the engine's usual id: on a broker you run, the demo must not take over the session
 # (and the queued fixes) of a real engine.
 CLIENT_ID = "tagwatch-demo"
+
+
+CONSOLE_PORT = 8080  # the console's port when free (else any free one; printed)
+DEMO_USER = "demo"
+
+
+def _console_address() -> str:
+    """127.0.0.1:8080 when it is free, else a free loopback port (another demo running)."""
+    for port in (CONSOLE_PORT, 0):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return f"127.0.0.1:{s.getsockname()[1]}"
+    raise BrokerError("no free loopback port for the console")  # pragma: no cover
+
+
+def _demo_login(db: Path) -> str:
+    """A supervisor `demo` with a fresh random password in the demo's store: the password."""
+    from engine.store.access.accounts import AccountStore
+    from engine.store.access.credentials import hash_password
+
+    password = secrets.token_urlsafe(12)
+    with AccountStore(db) as store:
+        store.add_user(DEMO_USER, "supervisor", None, hash_password(password))
+    return password
 
 
 def _say(msg: str) -> None:
@@ -77,6 +107,8 @@ def run_demo(
     world.write(run_dir)
     _say(f"world: {subjects} subjects, zones in {run_dir / 'zones.geojson'}")
     log_path = run_dir / "engine.log"
+    password = _demo_login(db)
+    http = _console_address()
     engine = subprocess.Popen(
         [
             sys.executable, "-m", "engine.cli", "serve",
@@ -85,6 +117,7 @@ def run_demo(
             "--subjects", str(run_dir / "subjects.toml"),
             "--db", str(db),
             "--client-id", CLIENT_ID,
+            "--http", http,
         ],
         stdout=subprocess.DEVNULL,
         stderr=log_path.open("wb"),
@@ -101,6 +134,10 @@ def run_demo(
             raise BrokerError(f"the engine did not come online; see {log_path}") from None
         _say("engine online; fleet starting. Alerts appear below as they open and close.")
         _say(f"(watch from another terminal: tagwatch watch --broker {url})")
+        _say(
+            f"console: http://{http}/  login {DEMO_USER} / {password}  (the JSON API, "
+            f"/metrics and /healthz today; the map and alert queue pages are coming)"
+        )
         printer = asyncio.create_task(_print_alerts(url, counts))
         fleet = asyncio.create_task(run_live(run, addr.host, addr.port, warp=1.0))
         stop = asyncio.Event()
