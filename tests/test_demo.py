@@ -139,3 +139,36 @@ def test_demo_with_a_running_broker(tmp_path: Path, mosquitto: MosquittoProcess)
     assert f"broker: yours at {mosquitto.url}" in stderr
     assert "stopping engine and broker" not in stderr
     assert mosquitto.running  # the demo leaves a broker it did not start alone
+
+
+@pytest.mark.mqtt
+@pytest.mark.timeout(120)
+def test_a_demo_killed_with_sigkill_leaves_no_engine_or_broker(tmp_path: Path) -> None:
+    """kill -9 of the demo runs none of its cleanup: the engine and the private broker it
+    started must still go (Linux parent-death signal), not hold ports and sessions."""
+    if find_mosquitto() is None:
+        pytest.fail("mosquitto missing") if os.environ.get("CI") else pytest.skip("no mosquitto")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "demo", "--subjects", "5",
+         "--run-dir", str(tmp_path / "demo")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, bufsize=0,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    said = ""
+    deadline = time.monotonic() + 60
+    while "engine online" not in said and time.monotonic() < deadline:
+        line = proc.stderr.readline().decode()
+        if not line:
+            break
+        said += line
+    engine_pid = int(re.search(r"engine: pid (\d+)", said).group(1))  # type: ignore[union-attr]
+    port = int(re.search(r"broker: mosquitto on [\d.]+:(\d+)", said).group(1))  # type: ignore[union-attr]
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 15
+    while _alive(engine_pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(engine_pid), "the engine outlived a demo killed with -9"
+    time.sleep(0.5)
+    with socket.socket() as s, pytest.raises(ConnectionRefusedError):
+        s.connect(("127.0.0.1", port))  # the broker is gone too

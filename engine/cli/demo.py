@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from engine.broker.process import die_with_parent
 from engine.cli.console import AlertPrinter
 from engine.errors import BrokerError
 from engine.mqtt.serve import BrokerAddress
@@ -71,7 +72,7 @@ def _start_broker(broker: str) -> tuple[str, Callable[[], None]]:
             "with `sudo apt-get install mosquitto`, or run `make demo` as root (it installs "
             "mosquitto first), or use a broker you already run: tagwatch demo --broker HOST:PORT"
         )
-    proc = MosquittoProcess()
+    proc = MosquittoProcess(die_with_parent=True)
     try:
         proc.start()
     except BrokerError:
@@ -122,6 +123,7 @@ def run_demo(
         stdout=subprocess.DEVNULL,
         stderr=log_path.open("wb"),
         start_new_session=True,  # Ctrl-C goes to us; we stop the engine ourselves
+        preexec_fn=die_with_parent,  # ...and a demo killed with -9 takes the engine along
     )  # fmt: skip
     _say(f"engine: pid {engine.pid}, log {log_path}, store {db}")
     counts: dict[str, int] = {}
