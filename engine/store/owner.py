@@ -87,6 +87,18 @@ class OwnedResource:
 
     _owner: OwnerThread
 
+    def _start(self, name: str, what: str) -> None:
+        """Start the owner thread and run `_open` on it; a failed open ends the thread."""
+        self._owner = OwnerThread(name, what)
+        try:
+            self._owner.call(self._open)
+        except BaseException:
+            self._owner.close()
+            raise
+
+    def _open(self) -> None:
+        raise NotImplementedError
+
     def _close(self) -> None:
         raise NotImplementedError
 

@@ -28,7 +28,7 @@ from engine.store import ledger, retention, signing
 from engine.store.base import CommitTimes, OutboxItem
 from engine.store.deadletters import DeadLetterBudget, DeadLetterRow
 from engine.store.ledger import LedgerWriter, Step
-from engine.store.owner import OwnedResource, OwnerThread, own
+from engine.store.owner import OwnedResource, own
 from engine.store.schema import ADDED, SCHEMA, SCHEMA_VERSION, advice, create_private
 from engine.store.signing import Checkpoint
 from engine.store.verify import VerifyReport, verify
@@ -63,12 +63,7 @@ class SqliteStore(OwnedResource):
         self.busy_timeout_s = busy_timeout_s
         self.read_only = read_only
         self.commit_times = CommitTimes()  # /metrics: tagwatch_commit_seconds
-        self._owner = OwnerThread("tagwatch-store", f"alert store {self.path}")
-        try:
-            self._owner.call(self._open)
-        except BaseException:
-            self._owner.close()
-            raise
+        self._start("tagwatch-store", f"alert store {self.path}")
 
     def _open(self) -> None:
         read_only = self.read_only

@@ -23,7 +23,7 @@ from typing import NoReturn
 
 from engine.errors import StoreError, TagwatchError
 from engine.store.access.schema import ROLES, SCHEMA
-from engine.store.owner import OwnedResource, OwnerThread, own
+from engine.store.owner import OwnedResource, own
 from engine.store.schema import advice, create_private
 
 
@@ -70,12 +70,7 @@ class AccountStore(OwnedResource):
     def __init__(self, path: str | Path, *, busy_timeout_s: float = 5.0) -> None:
         self.path = str(path)
         self.busy_timeout_s = busy_timeout_s
-        self._owner = OwnerThread("tagwatch-accounts", f"account store {self.path}")
-        try:
-            self._owner.call(self._open)
-        except BaseException:
-            self._owner.close()
-            raise
+        self._start("tagwatch-accounts", f"account store {self.path}")
 
     def _open(self) -> None:
         try:
