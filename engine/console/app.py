@@ -1,5 +1,5 @@
 """The console's HTTP routes (Starlette): login, logout, session, the alert queue,
-/healthz, /metrics and a placeholder page at `/`.
+/healthz, /metrics, and the console's page at `/` with its assets (engine/console/pages.py).
 
 Open without a login: `POST /api/login`, `GET /healthz`, `GET /metrics` and `/` (the
 console's page: it will hold the login form). Everything else answers 401 without a
@@ -20,10 +20,10 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from engine.console import metrics
+from engine.console import metrics, pages
 from engine.console.auth import COOKIE, Auth, Principal, client_of
 from engine.console.queue import STATES, WORKFLOWS, queue
 from engine.console.view import AlertReader, EngineView
@@ -31,14 +31,6 @@ from engine.settings import Settings
 from engine.store.access.accounts import AccountStore
 
 Handler = Callable[[Request, Principal], Awaitable[Response]]
-
-_PLACEHOLDER = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>tagwatch</title></head>
-<body><h1>tagwatch</h1>
-<p>The monitor console is coming. The JSON API is live: <code>POST /api/login</code>,
-<code>GET /api/session</code>, <code>GET /api/alerts</code>; for operations
-<code>/metrics</code> and <code>/healthz</code>.</p></body></html>
-"""
 
 
 @dataclass
@@ -131,16 +123,13 @@ def build_app(console: Console) -> Starlette:
         body = await run_in_threadpool(metrics.render, stats, online, open_alerts)
         return Response(body, media_type=metrics.CONTENT_TYPE)
 
-    async def placeholder(request: Request) -> Response:
-        return HTMLResponse(_PLACEHOLDER)
-
     async def unknown(request: Request, who: Principal) -> Response:
         return _error(404, f"no such API: {request.method} {request.url.path}")
 
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
     return Starlette(
         routes=[
-            Route("/", placeholder),
+            *pages.routes(getattr(console.settings, "tiles", None)),
             Route("/healthz", healthz),
             Route("/metrics", scrape),
             Route("/api/login", login, methods=["POST"]),
