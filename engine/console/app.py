@@ -20,31 +20,36 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from engine.console import metrics, pages
+from engine.console import cases, metrics, pages, review
+from engine.console.access import AccessLog, visible
 from engine.console.auth import COOKIE, Auth, Principal, client_of
+from engine.console.feed import Feed
 from engine.console.queue import STATES, WORKFLOWS, queue
-from engine.console.view import AlertReader, EngineView
+from engine.console.view import EngineView
 from engine.settings import Settings
 from engine.store.access.accounts import AccountStore
+from engine.store.casework.reader import CaseReader
 
 Handler = Callable[[Request, Principal], Awaitable[Response]]
 
-
 @dataclass
 class Console:
-    """What the routes work with: accounts, the alert reader, the engine's view."""
+    """What the routes work with: accounts, the store reader, the engine's view, the live
+    feed (the alert board) and the access log."""
 
     accounts: AccountStore
-    alerts: AlertReader
+    reader: CaseReader
     engine: EngineView
     settings: Settings
     tls: bool = False
 
     def __post_init__(self) -> None:
         self.auth = Auth(self.accounts, self.settings)
+        self.feed = Feed(self.reader, self.engine.subjects)
+        self.access = AccessLog(self.accounts)
 
 
 def _error(status: int, message: str, **headers: str) -> JSONResponse:
@@ -108,8 +113,18 @@ def build_app(console: Console) -> Starlette:
             return _error(400, f"state must be one of {', '.join(STATES)}")
         if workflow is not None and workflow not in WORKFLOWS:
             return _error(400, f"workflow must be one of {', '.join(WORKFLOWS)}")
-        current = await run_in_threadpool(console.alerts.current_alerts)
-        return JSONResponse(queue(current, console.engine.subjects(), state, workflow))
+        if not console.feed.loaded:
+            await console.feed.load()
+        subjects = console.engine.subjects()
+        entries = list(console.feed.board.entries.values())
+        return JSONResponse(queue(entries, subjects, state, workflow, visible(who, subjects)))
+
+    async def events(request: Request, who: Principal) -> Response:
+        last = request.headers.get("last-event-id") or request.query_params.get("last") or ""
+        last_id = int(last) if last.isdigit() else None
+        stream = console.feed.stream(visible(who, console.engine.subjects()), last_id)
+        return StreamingResponse(stream, media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})  # fmt: skip
 
     async def healthz(request: Request) -> Response:
         why = console.engine.health()
@@ -119,7 +134,9 @@ def build_app(console: Console) -> Starlette:
 
     async def scrape(request: Request) -> Response:
         stats, online = console.engine.stats(), console.engine.health() is None
-        open_alerts = await run_in_threadpool(console.alerts.current_alerts, "open")
+        open_alerts = [
+            e.alert for e in console.feed.board.entries.values() if e.alert.state != "closed"
+        ]
         body = await run_in_threadpool(metrics.render, stats, online, open_alerts)
         return Response(body, media_type=metrics.CONTENT_TYPE)
 
@@ -136,6 +153,9 @@ def build_app(console: Console) -> Starlette:
             Route("/api/logout", guarded(logout), methods=["POST"]),
             Route("/api/session", guarded(session)),
             Route("/api/alerts", guarded(alerts)),
+            Route("/api/events", guarded(events)),
+            *cases.routes(console, guarded),
+            *review.routes(console, guarded),
             Route("/api/{rest:path}", guarded(unknown), methods=methods),
         ]
     )

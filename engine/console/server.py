@@ -26,7 +26,7 @@ from engine.console.view import EngineView
 from engine.errors import ConfigError
 from engine.settings import Settings
 from engine.store.access.accounts import AccountStore
-from engine.store.sqlite import SqliteStore
+from engine.store.casework.reader import CaseReader
 
 log = logging.getLogger("tagwatch.console")
 # uvicorn's own INFO lines ("Started server process") say less than ours; its errors stay
@@ -84,8 +84,8 @@ class ConsoleServer:
     ) -> None:
         self.sock = sock
         self.accounts = AccountStore(db)
-        self.alerts = SqliteStore(db, read_only=True)
-        self.console = Console(self.accounts, self.alerts, engine, settings, tls=bool(certfile))
+        self.reader = CaseReader(db)
+        self.console = Console(self.accounts, self.reader, engine, settings, tls=bool(certfile))
         self.config = uvicorn.Config(
             build_app(self.console),
             ssl_certfile=certfile,
@@ -107,6 +107,7 @@ class ConsoleServer:
             server.should_exit = True
 
         watcher = asyncio.create_task(stop_with_the_engine())
+        feed = asyncio.create_task(self.console.feed.run(stopping), name="console-feed")
         log.info("console at %s", self.url)
         try:
             await server.serve(sockets=[self.sock])
@@ -114,10 +115,13 @@ class ConsoleServer:
             log.error("console stopped (the engine goes on): %s", e or type(e).__name__)
         finally:
             watcher.cancel()
+            feed.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await feed
             self.close()
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.close()
-        self.alerts.close()
+        self.reader.close()
         self.accounts.close()

@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from engine.store.base import CommitTimes
-from engine.wire.alerts import Alert
-from zones.model import Subject
+from engine.store.base import CommitTimes, OutboxItem
+from engine.store.casework.workflow import Action
+from zones.model import Subject, Zone
 
 
 @dataclass(frozen=True)
@@ -48,8 +48,12 @@ class EngineView(Protocol):
         """The subjects in force (they change on SIGHUP), by id."""
         ...
 
+    def zones(self) -> Mapping[str, Zone]:
+        """The zones in force, by id."""
+        ...
 
-class AlertReader(Protocol):
-    """The store's current alerts, read on a connection of the console's own."""
-
-    def current_alerts(self, state: str | None = None) -> list[Alert]: ...
+    async def act(self, alert_id: str, action: Action) -> OutboxItem:
+        """Do a monitor's action: written by the engine's store (ledger, alert log,
+        outbox) and published like a decided record. Raises UnknownAlert,
+        ActionRefused, StoreError."""
+        ...

@@ -1,24 +1,30 @@
 """The running engine as the console sees it (engine/console/view.py's `EngineView`):
-health from the session's state, the serve loop's counters, the subjects in force.
+health from the session's state, the serve loop's counters, the subjects and zones in
+force, and the way in for a monitor's action.
 
 Called on the event loop by the console's handlers: every read is an attribute of objects
-that live there, nothing waits on a thread or the broker."""
+that live there, nothing waits on a thread or the broker. An action is written by the
+engine's own store (on its owner thread, between two commits: the ledger has one head)
+and published from the outbox like any decided record."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 
 from engine.console.view import EngineStats
 from engine.mqtt.serve import Engine
-from engine.store.base import CommitTimes
-from zones.model import Subject
+from engine.store.base import CommitTimes, OutboxItem
+from engine.store.casework.workflow import Action
+from zones.model import Subject, Zone
 
 
 class ServeView:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._commit_times = getattr(engine.store, "commit_times", None) or CommitTimes()
-        self._subjects: tuple[object, dict[str, Subject]] | None = None
+        self._by_id: tuple[object, dict[str, Subject], dict[str, Zone]] | None = None
+        self._publishing: set[asyncio.Task[None]] = set()
 
     def health(self) -> str | None:
         e = self.engine
@@ -38,8 +44,22 @@ class ServeView:
             queue_depth=e.queue.qsize(), commit_times=self._commit_times,
         )  # fmt: skip
 
-    def subjects(self) -> Mapping[str, Subject]:
+    def _maps(self) -> tuple[dict[str, Subject], dict[str, Zone]]:
         zs = self.engine.pipeline.zoneset
-        if self._subjects is None or self._subjects[0] is not zs:  # a SIGHUP changed them
-            self._subjects = (zs, {s.id: s for s in zs.subjects})
-        return self._subjects[1]
+        if self._by_id is None or self._by_id[0] is not zs:  # a SIGHUP changed them
+            self._by_id = (zs, {s.id: s for s in zs.subjects}, {z.id: z for z in zs.zones})
+        return self._by_id[1], self._by_id[2]
+
+    def subjects(self) -> Mapping[str, Subject]:
+        return self._maps()[0]
+
+    def zones(self) -> Mapping[str, Zone]:
+        return self._maps()[1]
+
+    async def act(self, alert_id: str, action: Action) -> OutboxItem:
+        item = await asyncio.to_thread(self.engine.store.act, alert_id, action)
+        # Durable now; published at once if connected, else by the outbox's retry loop.
+        task = asyncio.get_running_loop().create_task(self.engine.outbox.publish([item]))
+        self._publishing.add(task)
+        task.add_done_callback(self._publishing.discard)
+        return item

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from engine.store.casework.workflow import Action
 from engine.store.ledger import Step
 from engine.wire.alerts import Alert
 from engine.wire.records import DeadLetter
@@ -111,4 +112,9 @@ class Store(Protocol):
 
     def mark_published(self, seqs: Iterable[int], now: float | None = None) -> None:
         """The broker confirmed these outbox items."""
+        ...
+
+    def act(self, alert_id: str, action: Action, now: float | None = None) -> OutboxItem:
+        """Write a monitor's action on an alert as its next record (alert log, ledger,
+        outbox) and return the item to publish (engine/store/casework/workflow.py)."""
         ...

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from engine.errors import StoreError
 from engine.store import ledger, retention, signing
 from engine.store.base import CommitTimes, OutboxItem
+from engine.store.casework.workflow import Action, UnknownAlert, Workflow
 from engine.store.deadletters import DeadLetterBudget, DeadLetterRow
 from engine.store.ledger import LedgerWriter, Step
 from engine.store.owner import OwnedResource, own
@@ -259,6 +260,20 @@ class SqliteStore(OwnedResource):
         self.budget.apply(plan)
         return out
 
+    def act(self, alert_id: str, action: Action, now: float | None = None) -> OutboxItem:
+        """Do a monitor's action on an alert: its record (engine/store/casework/workflow.py)
+        is written like a decided one, in one transaction (alert log, current state,
+        ledger row, outbox); the item to publish is returned. UnknownAlert, ActionRefused."""
+        with self._reading("the alert log") as db:
+            rows = db.execute(
+                "SELECT record FROM alert_log WHERE alert_id = ? ORDER BY seq", (alert_id,)
+            ).fetchall()
+        if not rows:
+            raise UnknownAlert(f"no alert {alert_id}")
+        records = [decode_alert(bytes(r[0])) for r in rows]
+        record = Workflow.of(records).after(action).record(records[-1])
+        return self.commit([record], [], now)[0]
+
     def _insert_dead(self, dead: Sequence[DeadLetter], now: float) -> None:
         self._db.executemany(
             "INSERT INTO dead_letters(received_at, origin, reason, size, payload, sha256,"
@@ -460,7 +475,7 @@ own(SqliteStore, (
     "commit", "flush_dead_letters", "missing", "save_snapshot", "latest_snapshot",
     "snapshot_hash", "config_steps",
     "last_step_now", "prune", "prune_dead_letters", "verify", "mark_published",
-    "unpublished", "alert_log", "current_alerts", "dead_letters",
+    "unpublished", "alert_log", "current_alerts", "dead_letters", "act",
 ))  # fmt: skip
 
 

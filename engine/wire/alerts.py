@@ -22,7 +22,13 @@ class Alert(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 
     `detail` is an additive extension: what a monitor needs to act on a health alert
     (battery level and predicted empty time, where a silent tag was last seen, what a
-    late batch told about a silence). Absent from the JSON when there is none."""
+    late batch told about a silence). Absent from the JSON when there is none.
+
+    `workflow` and `actions` (additive) are carried only by the records a monitor's action
+    writes (engine/store/casework/workflow.py): the human side of the alert, `new`,
+    `acknowledged` or `resolved`, and every action so far. A lifecycle record the engine
+    decides has neither, so live and replay decide the same bytes; the workflow of an
+    alert is that of its latest record that has one."""
 
     id: str
     kind: str
@@ -37,6 +43,8 @@ class Alert(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     closed_t: float | None
     evidence: list[Evidence]
     detail: dict[str, Any] | None = None
+    workflow: str | None = None
+    actions: list[dict[str, Any]] | None = None
 
 
 def alert_id(subject: str, zone: str | None, kind: str, first: Evidence) -> str:

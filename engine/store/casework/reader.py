@@ -1,0 +1,151 @@
+"""What the console reads from the store, on a read-only connection of its own (WAL: a
+reader never holds up the engine's commits): the alerts as they stand with their
+workflow, the alert log after a point (the live feed), an alert's records, and positions
+from the evidence ledger (a tag's track, the fixes an alert cites, a protected device's
+positions around an alert)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from engine.store.casework.workflow import Workflow
+from engine.store.owner import own
+from engine.store.sqlite import SqliteStore
+from engine.wire.alerts import Alert, decode_alert
+
+_LATEST = "SELECT MAX(seq) FROM alert_log GROUP BY alert_id"
+_WITH_WORKFLOW = (
+    "SELECT MAX(seq) FROM alert_log WHERE CAST(record AS TEXT) LIKE '%\"workflow\":%'"
+    " GROUP BY alert_id"
+)
+
+
+class Position(msgspec.Struct, frozen=True):
+    """One fix from the ledger as the console shows it."""
+
+    tag: str
+    seq: int
+    t: float
+    lat: float
+    lon: float
+    acc: float
+    batt: int | None = None
+
+
+class _Body(msgspec.Struct):
+    t: float
+    lat: float = float("nan")
+    lon: float = float("nan")
+    acc: float = float("nan")
+    batt: int | None = None
+    boot: int | None = None
+
+
+_body = msgspec.json.Decoder(_Body)
+
+
+class CaseReader(SqliteStore):
+    """A read-only view of an alert store for the console."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(path, read_only=True)
+
+    def current(self) -> list[tuple[int, Alert, Workflow]]:
+        """Every alert's latest record (with its alert_log seq) and its workflow."""
+        with self._reading("the alert log") as db:
+            latest = db.execute(
+                f"SELECT seq, record FROM alert_log WHERE seq IN ({_LATEST}) ORDER BY seq"
+            ).fetchall()
+            flows = db.execute(
+                f"SELECT record FROM alert_log WHERE seq IN ({_WITH_WORKFLOW})"
+            ).fetchall()
+        wf = {}
+        for (record,) in flows:
+            a = decode_alert(bytes(record))
+            wf[a.id] = Workflow.of([a])
+        out = []
+        for seq, record in latest:
+            a = decode_alert(bytes(record))
+            out.append((int(seq), a, wf.get(a.id, Workflow())))
+        return out
+
+    def log_after(self, seq: int, limit: int = 500) -> list[tuple[int, Alert]]:
+        """The alert records written after alert_log `seq`, oldest first, at most `limit`."""
+        with self._reading("the alert log") as db:
+            rows = db.execute(
+                "SELECT seq, record FROM alert_log WHERE seq > ? ORDER BY seq LIMIT ?",
+                (seq, limit),
+            ).fetchall()
+        return [(int(s), decode_alert(bytes(r))) for s, r in rows]
+
+    def last_seq(self) -> int:
+        with self._reading("the alert log") as db:
+            row = db.execute("SELECT MAX(seq) FROM alert_log").fetchone()
+        return int(row[0] or 0)
+
+    def records(self, alert_id: str) -> list[tuple[int, Alert]]:
+        """Every record of one alert, oldest first ([] for an unknown id)."""
+        with self._reading("the alert log") as db:
+            rows = db.execute(
+                "SELECT seq, record FROM alert_log WHERE alert_id = ? ORDER BY seq", (alert_id,)
+            ).fetchall()
+        return [(int(s), decode_alert(bytes(r))) for s, r in rows]
+
+    def positions(
+        self, device: str, since: float, until: float, limit: int = 5000
+    ) -> list[Position]:
+        """The device's fixes in the ledger with event time in [since, until], oldest first
+        (at most the newest `limit`)."""
+        with self._reading("the evidence ledger") as db:
+            rows = db.execute(
+                "SELECT seq, body FROM ledger WHERE device = ? AND kind = 'fix'"
+                " AND t >= ? AND t <= ? ORDER BY t DESC LIMIT ?",
+                (device, since, until, limit),
+            ).fetchall()
+        return [_position(device, s, b) for s, b in reversed(rows)]
+
+    def cited(self, evidence: Sequence[Sequence[Any]]) -> list[Position]:
+        """The fixes an alert's evidence cites ([tag, seq(, boot)]), where the ledger still
+        has them (events and pruned rows are left out)."""
+        out: list[Position] = []
+        with self._reading("the evidence ledger") as db:
+            for ev in evidence:
+                tag, seq = str(ev[0]), int(ev[1])
+                boot = ev[2] if len(ev) > 2 else None
+                for (body,) in db.execute(
+                    "SELECT body FROM ledger WHERE device = ? AND seq = ? AND kind = 'fix'"
+                    " ORDER BY n",
+                    (tag, seq),
+                ):
+                    p = _body.decode(bytes(body))
+                    if boot is None or p.boot in (None, boot):
+                        out.append(_position(tag, seq, body))
+                        break
+        return out
+
+    def last_seen(self, device: str) -> tuple[float, int | None] | None:
+        """(event time, battery %) of the device's newest record in the ledger."""
+        with self._reading("the evidence ledger") as db:
+            rows = db.execute(
+                "SELECT t, body FROM ledger WHERE device = ? AND kind IN ('fix', 'event')"
+                " ORDER BY n DESC LIMIT 50",
+                (device,),
+            ).fetchall()
+        if not rows:
+            return None
+        batt = next(
+            (b for _, body in rows if (b := _body.decode(bytes(body)).batt) is not None), None
+        )
+        return float(rows[0][0]), batt
+
+
+def _position(device: str, seq: int, body: bytes) -> Position:
+    b = _body.decode(bytes(body))
+    return Position(device, int(seq), b.t, b.lat, b.lon, b.acc, b.batt)
+
+
+own(CaseReader, ("current", "log_after", "last_seq", "records", "positions", "cited", "last_seen"))
