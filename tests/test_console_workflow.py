@@ -61,7 +61,8 @@ class Browser:
         r = login(self.http, name)
         assert r.status_code == 200, r.text
         self.csrf = r.json()["csrf"]
-        self.events: list[dict[str, Any]] = []
+        self.events: list[dict[str, Any]] = []  # event: alert
+        self.notices: list[dict[str, Any]] = []  # event: access (supervisors)
         self.last_id: str | None = None
         self.connects = 0
         self._stop = threading.Event()
@@ -80,15 +81,21 @@ class Browser:
             try:
                 with self.http.stream("GET", "/api/events", headers=headers, timeout=30.0) as r:
                     self.connects += 1
-                    data, eid = None, None
+                    data, eid, kind = None, None, "message"
                     for line in r.iter_lines():
                         if line.startswith("id: "):
                             eid = line[4:]
+                        elif line.startswith("event: "):
+                            kind = line[7:]
                         elif line.startswith("data: "):
                             data = line[6:]
                         elif line == "" and data is not None:
-                            self.events.append(json.loads(data))
-                            self.last_id, data = eid, None
+                            if kind == "alert":
+                                self.events.append(json.loads(data))
+                                self.last_id = eid
+                            else:
+                                self.notices.append({"event": kind, **json.loads(data)})
+                            data, kind = None, "message"
             except httpx.HTTPError:
                 pass
             time.sleep(0.3)

@@ -7,6 +7,7 @@
   or the `X-Access-Reason` header). The view is then logged as `view_other_team`, which
   is what a supervisor's review (`GET /api/access?flagged=1`) lists first; without a reason
   the answer is 403 with `need_reason`.
+- A supervisor's live feed gets an `event: access` notice of each such view at once.
 - Every view of an alert page (it shows the protected device's positions) and of a
   subject page (the track) is in the access log with who, when, from where, and what:
   the log is append-only (engine/store/access/schema.py triggers).
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -57,8 +59,11 @@ def reason_of(request: Request) -> str | None:
 class AccessLog:
     """Writes the console's views to the access log (on the accounts' own thread)."""
 
-    def __init__(self, accounts: AccountStore) -> None:
+    def __init__(
+        self, accounts: AccountStore, notify: Callable[[dict[str, Any]], None] | None = None
+    ) -> None:
         self.accounts = accounts
+        self.notify = notify  # told of every view of another team's subject
 
     async def viewed(
         self,
@@ -73,7 +78,7 @@ class AccessLog:
         sid = subject.id if isinstance(subject, Subject) else subject
         team = subject.team if isinstance(subject, Subject) else None
         other = isinstance(subject, Subject) and not own_team(who, subject)
-        detail = {"subject": sid, "team": team}
+        detail: dict[str, Any] = {"subject": sid, "team": team}
         if alert:
             detail["alert"] = alert
         if reason:
@@ -85,3 +90,5 @@ class AccessLog:
             self.accounts.log, who.user.name, client_of(request), action,
             json.dumps(detail, separators=(",", ":"), sort_keys=True),
         )  # fmt: skip
+        if other and self.notify is not None:
+            self.notify({"user": who.user.name, "action": action, **detail})

@@ -24,7 +24,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from engine.console import cases, metrics, pages, review
-from engine.console.access import AccessLog, visible
+from engine.console.access import AccessLog, at_least, visible
 from engine.console.auth import COOKIE, Auth, Principal, client_of
 from engine.console.feed import Feed
 from engine.console.queue import STATES, WORKFLOWS, queue
@@ -49,7 +49,7 @@ class Console:
     def __post_init__(self) -> None:
         self.auth = Auth(self.accounts, self.settings)
         self.feed = Feed(self.reader, self.engine.subjects)
-        self.access = AccessLog(self.accounts)
+        self.access = AccessLog(self.accounts, self.feed.notice)
 
 
 def _error(status: int, message: str, **headers: str) -> JSONResponse:
@@ -122,7 +122,8 @@ def build_app(console: Console) -> Starlette:
     async def events(request: Request, who: Principal) -> Response:
         last = request.headers.get("last-event-id") or request.query_params.get("last") or ""
         last_id = int(last) if last.isdigit() else None
-        stream = console.feed.stream(visible(who, console.engine.subjects()), last_id)
+        see = visible(who, console.engine.subjects())
+        stream = console.feed.stream(see, last_id, at_least(who, "supervisor"))
         return StreamingResponse(stream, media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})  # fmt: skip
 

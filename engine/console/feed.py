@@ -37,7 +37,8 @@ PING_S = 15.0
 @dataclass(eq=False)
 class Subscriber:
     visible: Callable[[str], bool]
-    queue: asyncio.Queue[Entry | None] = field(default_factory=lambda: asyncio.Queue(2000))
+    supervisor: bool = False  # also gets `event: access` notices
+    queue: asyncio.Queue[Entry | bytes | None] = field(default_factory=lambda: asyncio.Queue(2000))
 
 
 class Feed:
@@ -88,25 +89,36 @@ class Feed:
 
     def publish(self, entry: Entry) -> None:
         for s in list(self.subscribers):
-            if not s.visible(entry.alert.subject):
-                continue
-            try:
-                s.queue.put_nowait(entry)
-            except asyncio.QueueFull:  # not reading: cut it off, it reconnects
-                self.subscribers.discard(s)
-                with contextlib.suppress(asyncio.QueueEmpty):
-                    s.queue.get_nowait()
-                s.queue.put_nowait(None)
+            if s.visible(entry.alert.subject):
+                self._put(s, entry)
+
+    def notice(self, what: dict[str, Any]) -> None:
+        """Tell every supervisor's stream (`event: access`): someone looked at another
+        team's subject."""
+        message = b"event: access\ndata: %s\n\n" % _json.encode(what)
+        for s in list(self.subscribers):
+            if s.supervisor:
+                self._put(s, message)
+
+    def _put(self, s: Subscriber, item: Entry | bytes) -> None:
+        try:
+            s.queue.put_nowait(item)
+        except asyncio.QueueFull:  # not reading: cut it off, it reconnects
+            self.subscribers.discard(s)
+            with contextlib.suppress(asyncio.QueueEmpty):
+                s.queue.get_nowait()
+            s.queue.put_nowait(None)
 
     def event(self, entry: Entry) -> bytes:
         data = _json.encode(entry.as_json(self.subjects()))
         return b"id: %d\nevent: alert\ndata: %s\n\n" % (entry.seq, data)
 
     async def stream(
-        self, visible: Callable[[str], bool], last_id: int | None
+        self, visible: Callable[[str], bool], last_id: int | None, supervisor: bool = False
     ) -> AsyncIterator[bytes]:
-        """One browser's event stream: what it missed since `last_id`, then live changes."""
-        sub = Subscriber(visible)
+        """One browser's event stream: what it missed since `last_id`, then live changes
+        (and, for a supervisor, access notices)."""
+        sub = Subscriber(visible, supervisor)
         self.subscribers.add(sub)
         try:
             yield b"retry: 1000\n\n"
@@ -129,6 +141,6 @@ class Feed:
                     continue
                 if entry is None:
                     return
-                yield self.event(entry)
+                yield entry if isinstance(entry, bytes) else self.event(entry)
         finally:
             self.subscribers.discard(sub)
