@@ -28,7 +28,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from engine.cli.main import main
-from tests.helpers import EngineProcess, fix, offset, write_world
+from tests.helpers import EngineProcess, fix, offset, square, write_world
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.timeout(240)]
 
@@ -38,8 +38,25 @@ PASSWORD = "correct horse battery"
 SUBJECTS = (
     '[[subjects]]\nid = "S1"\ntags = ["T1"]\nrisk = 3\nteam = "north"\n'
     '[[subjects]]\nid = "S2"\ntags = ["T2"]\nrisk = 2\nteam = "north"\n'
+    '[[subjects.protected]]\ndevice = "v2/phone"\nradius_m = 30\n'
 )
 WALK_IN = [(-400, 0), (-250, 0), (-40, 10), (20, -5)]  # two fixes deep inside Z1 (100 m square)
+Z2_AT = 1000.0  # S2's circle zone Z2 (80 m) is centred 1 km east of Z1
+
+
+def _zones() -> list[dict[str, Any]]:
+    """Z1 (S1): the 100 m half-side square with a 20 m hole off the walk-in's path; Z2
+    (S2): an exact circle."""
+    lat, lon = offset(Z2_AT, 0.0)
+    return [
+        {"type": "Feature", "properties": {"id": "Z1", "subject": "S1", "kind": "exclusion"},
+         "geometry": {"type": "Polygon", "coordinates": [square(100.0), square(20.0, 60.0, 60.0)]}},
+        {"type": "Feature", "properties": {"id": "Z2", "subject": "S2", "kind": "exclusion",
+                                           "radius_m": 80.0},
+         "geometry": {"type": "Point", "coordinates": [lon, lat]}},
+    ]  # fmt: skip
+
+
 SCREENSHOTS = os.environ.get("TAGWATCH_SCREENSHOTS") == "1"
 
 
@@ -96,7 +113,7 @@ class Records:
         self.client.loop_start()
         assert self.ready.wait(10), "no subscription to the alert topics"
 
-    def publish(self, msgs: list[tuple[str, dict[str, Any]]]) -> None:
+    def publish(self, msgs: list[tuple[str, Any]]) -> None:
         for topic, payload in msgs:
             self.client.publish(topic, json.dumps(payload), qos=1).wait_for_publish(10)
 
@@ -124,11 +141,12 @@ class World:
 
 @pytest.fixture
 def world(mosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
-    zones, subjects = write_world(tmp_path, subjects_toml=SUBJECTS)
+    zones, subjects = write_world(tmp_path, _zones(), SUBJECTS)
     db = tmp_path / "tw.db"
     _add_user(monkeypatch, db, "alice", "monitor", "north")
     _add_user(monkeypatch, db, "sue", "supervisor", "north")
     _add_user(monkeypatch, db, "ada", "admin", "north")
+    _add_user(monkeypatch, db, "bob", "monitor", "south")
     port = _free_port()
     eng = EngineProcess(mosquitto.host, mosquitto.port, zones, subjects, db,
                         extra_args=["--http", f"127.0.0.1:{port}"])  # fmt: skip
@@ -270,13 +288,22 @@ def test_a_walk_in_is_worked_live_across_two_browsers(world: World, browser: Any
         expect(mon.tid("count-new")).to_have_text("1")
         expect(mon.tid("critical-banner")).to_be_visible()
         expect(mon.tid("critical-count")).to_have_text("1 critical alert not acknowledged")
-        _screenshot(mon.page, "console-queue.png")
+
+        # filters never hide a critical alert nobody has resolved
+        mon.tid("filter-subject").fill("S2")
+        expect(row.get_by_test_id("pinned-note")).to_have_text("shown: critical")
+        expect(mon.tid("filter-note")).to_be_visible()
+        mon.tid("filter-subject").fill("")
+        expect(row.get_by_test_id("pinned-note")).to_have_count(0)
 
         # the alert page: zone, track and evidence on the map
         row.get_by_role("link", name="Open alert").click()
         expect(mon.tid("alert-title")).to_contain_text("zone breach · S1 · Z1")
+        expect(mon.tid("alert-severity")).to_have_text("critical")
         amap = mon.tid("alert-map")
         expect(amap.locator("path.tw-zone")).to_have_count(1)
+        ring = amap.locator("path.tw-zone").get_attribute("d") or ""
+        assert ring.count("M") == 2, ring  # the outline and its hole
         expect(amap.locator("path.tw-fix")).to_have_count(len(WALK_IN))
         expect(amap.locator("path.tw-acc")).to_have_count(len(WALK_IN))
         expect(amap.locator("path.tw-track")).to_have_count(1)
@@ -288,8 +315,6 @@ def test_a_walk_in_is_worked_live_across_two_browsers(world: World, browser: Any
         expect(mon.tid("decision")).to_contain_text("inside zone Z1")
         expect(mon.tid("records").locator("tbody tr")).not_to_have_count(0)
         expect(mon.tid("export")).to_have_attribute("href", f"/api/alerts/{rec['id']}/export")
-        _screenshot(mon.page, "console-alert.png")
-
         # acknowledge: the supervisor's queue shows it without a reload
         mon.tid("act-ack").click()
         expect(mon.tid("alert-workflow")).to_have_text("acknowledged")
@@ -351,7 +376,7 @@ def test_a_monitor_cannot_open_user_admin_an_admin_can(world: World, browser: An
         adm.tid("nav-users").click()
         expect(adm.tid("users-table")).to_be_visible()
         names = adm.tid("user-row").locator("td:first-child")
-        expect(names).to_have_text(["ada", "alice", "sue"])
+        expect(names).to_have_text(["ada", "alice", "bob", "sue"])
         adm.tid("logout").click()
         expect(adm.tid("login-form")).to_be_visible()
         assert mon.errors == [] and adm.errors == [], (mon.errors, adm.errors)
@@ -360,22 +385,102 @@ def test_a_monitor_cannot_open_user_admin_an_admin_can(world: World, browser: An
         adm.close()
 
 
-def test_the_subject_page_shows_zones_track_and_alerts(world: World, browser: Any) -> None:
+def _phone(world: World, t0: float, n: int = 4) -> None:
+    """S2's protected phone (OwnTracks), 300 m north of Z2: outside its 30 m radius."""
+    lat, lon = offset(Z2_AT, 300.0)
+    world.mqtt.publish([
+        ("owntracks/v2/phone", {"_type": "location", "lat": lat, "lon": lon,
+                                "tst": int(t0 + 60 * i), "acc": 10})
+        for i in range(n)
+    ])  # fmt: skip
+
+
+def test_the_subject_page_and_a_circle_zone_with_the_protected_phone(
+    world: World, browser: Any
+) -> None:
     expect = _expect()
-    _, rec = _walk_in(world)
+    _phone(world, time.time() - 600)
+    _, rec = _walk_in(world, "T2", Z2_AT)
     tab = Page(browser, world.base).login("alice")
     try:
-        tab.page.goto("/#/subject/S1")
-        expect(tab.tid("subject-title")).to_contain_text("S1")
+        tab.page.goto("/#/subject/S2")
+        expect(tab.tid("subject-title")).to_contain_text("S2")
         smap = tab.tid("subject-map")
         expect(smap.locator("path.tw-zone")).to_have_count(1)
+        assert " a" in (smap.locator("path.tw-zone").get_attribute("d") or "") or "a" in (
+            smap.locator("path.tw-zone").get_attribute("d") or ""
+        )  # an exact circle: SVG arcs, not a polygon
         expect(smap.locator("path.tw-fix")).to_have_count(len(WALK_IN))
         expect(tab.tid("subject-alert")).to_have_count(1)
-        expect(tab.tid("subject-health")).to_contain_text("Last seen")
+        expect(tab.tid("subject-health")).to_contain_text("T2: last seen")
+        expect(tab.tid("subject-health")).to_contain_text("v2/phone")
+        expect(tab.tid("subject-zones")).to_contain_text("Z2 · exclusion · always")
+
         tab.tid("subject-alert").get_by_role("link").click()
-        expect(tab.tid("alert-title")).to_contain_text("S1")
+        expect(tab.tid("alert-title")).to_contain_text("zone breach · S2 · Z2")
         assert tab.page.url.endswith(f"#/alert/{rec['id']}")
-        assert offset(0, 0)  # the zone's centre is where the helpers put it
+        amap = tab.tid("alert-map")
+        expect(amap.locator("path.tw-zone")).to_have_count(1)
+        expect(amap.locator("path.tw-victim")).to_have_count(4)
+        expect(amap.locator(".tw-label")).to_have_count(4)
+        expect(amap.locator(".tw-label").first).to_contain_text("v2/phone · ")
+        expect(tab.tid("legend-victim")).to_have_attribute("data-count", "4")
         assert tab.errors == [], tab.errors
+    finally:
+        tab.close()
+
+
+def test_another_teams_alert_needs_a_reason_and_the_supervisor_is_told(
+    world: World, browser: Any
+) -> None:
+    expect = _expect()
+    sup = Page(browser, world.base).login("sue")
+    bob = Page(browser, world.base).login("bob")  # team south; S1 is north's
+    try:
+        expect(sup.tid("live-status")).to_have_text("live")
+        _, rec = _walk_in(world)
+        expect(sup.page.locator(f'[data-testid=queue-row][data-id="{rec["id"]}"]')).to_be_visible()
+        expect(bob.tid("queue-empty")).to_be_visible()  # not in his caseload
+        bob.page.goto(f"/#/alert/{rec['id']}")
+        expect(bob.tid("reason-form")).to_be_visible()
+        expect(bob.tid("alert-map")).to_be_hidden()
+        bob.tid("reason-text").fill("covering north's night shift")
+        bob.tid("reason-submit").click()
+        expect(bob.tid("alert-title")).to_contain_text("zone breach · S1 · Z1")
+        expect(bob.tid("alert-map").locator("path.tw-zone")).to_have_count(1)
+        notice = sup.tid("access-notice")
+        expect(notice).to_have_count(1)
+        expect(notice).to_contain_text("bob opened an alert of S1 (team north)")
+        expect(notice).to_contain_text("covering north's night shift")
+        bob.tid("act-ack").click()  # reasons let one look, not act
+        expect(bob.tid("action-status")).to_contain_text("another team")
+        assert sup.errors == [] and bob.errors == [], (sup.errors, bob.errors)
+    finally:
+        sup.close()
+        bob.close()
+
+
+@pytest.mark.skipif(not SCREENSHOTS, reason="TAGWATCH_SCREENSHOTS=1 saves docs/img/console-*.png")
+def test_screenshots_of_the_queue_and_an_alert(world: World, browser: Any) -> None:
+    """docs/img/console-queue.png and console-alert.png at 1280x800 for docs/console.md."""
+    expect = _expect()
+    _phone(world, time.time() - 600)
+    _, second = _walk_in(world, "T2", Z2_AT)
+    _, first = _walk_in(world)
+    tab = Page(browser, world.base).login("sue")
+    try:
+        tab.page.goto(f"/#/alert/{second['id']}")
+        tab.tid("act-ack").click()
+        expect(tab.tid("alert-workflow")).to_have_text("acknowledged")
+        tab.tid("nav-queue").click()
+        expect(tab.tid("queue-row")).to_have_count(2)
+        tab.tid("critical-silence").click()  # a steady banner in the picture
+        _screenshot(tab.page, "console-queue.png")
+        tab.page.goto(f"/#/alert/{first['id']}")
+        expect(tab.tid("alert-title")).to_contain_text("zone breach · S1 · Z1")
+        expect(tab.tid("alert-map").locator("path.tw-evidence")).not_to_have_count(0)
+        tab.page.mouse.move(0, 0)
+        _screenshot(tab.page, "console-alert.png")
+        assert (ROOT / "docs" / "img" / "console-alert.png").stat().st_size > 10_000
     finally:
         tab.close()

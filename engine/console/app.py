@@ -35,6 +35,7 @@ from engine.store.casework.reader import CaseReader
 
 Handler = Callable[[Request, Principal], Awaitable[Response]]
 
+
 @dataclass
 class Console:
     """What the routes work with: accounts, the store reader, the engine's view, the live

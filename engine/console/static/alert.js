@@ -82,12 +82,14 @@
     $("#alert-title").textContent = `${TW.label(a.kind)} · ${a.subject}${a.zone ? " · " + a.zone : ""}`;
     document.title = `${TW.label(a.kind)} ${a.subject} · tagwatch`;
     TW.clear($("#alert-badges")).append(
+      ...[
       h(`span.badge.sev-${a.severity}`, { testid: "alert-severity", text: a.severity }),
       h("span.tag", { testid: "alert-state", text: a.state }),
       h("a.tag", { href: `#/subject/${enc(a.subject)}`, text: `subject ${a.subject}` }),
       a.team ? h("span.tag", { text: `team ${a.team}` }) : null,
       a.risk ? h("span.tag", { text: `risk ${a.risk}` }) : null,
       a.assigned ? h("span.tag", { testid: "alert-assigned", text: `assigned ${a.assigned}` }) : null,
+      ].filter(Boolean),
     );
     $("#alert-workflow").textContent = a.workflow;
     const resolved = a.workflow === "resolved";
@@ -104,6 +106,7 @@
     const reason = A.reasons.get(a.subject);
     $("#alert-export").href = `/api/alerts/${enc(a.id)}/export${reason ? `?reason=${enc(reason)}` : ""}`;
     $("#alert-export").setAttribute("download", `tagwatch-alert-${a.id}.zip`);
+    $("#alert-export").hidden = false;
     TW.clear($("#alert-decision")).append(...decision(a, data.fixes).map((s) => h("li", { text: s })));
     const actions = data.actions || a.actions || [];
     TW.clear($("#alert-actions")).append(
@@ -205,6 +208,8 @@
       $("#alert-view").hidden = false;
       if (moved) {
         $("#alert-body").hidden = true;
+        TW.clear($("#alert-badges"));
+        $("#alert-export").hidden = true;
         TW.say($("#alert-act-status"), "");
         $("#assign-to").value = (TW.session && TW.session.user) || "";
         $("#note-text").value = "";

@@ -158,6 +158,7 @@ TW.loggedOut = function loggedOut(message) {
   for (const v of Object.values(TW.views)) v.hide();
   TW.$("#topbar").hidden = true;
   TW.cue.reset();
+  TW.clear(TW.$("#notices"));
   TW.$("#login-view").hidden = false;
   TW.say(TW.$("#login-error"), message || "", !!message);
   const pw = TW.$("#login-password");
@@ -263,6 +264,13 @@ TW.live = {
       TW.queue.upsert(a, true);
       for (const v of Object.values(TW.views)) if (v.visible && v.onAlert) v.onAlert(a);
     });
+    es.addEventListener("access", (ev) => {
+      try {
+        TW.notice(JSON.parse(ev.data));
+      } catch (e) {
+        /* not for us */
+      }
+    });
     es.addEventListener("error", () => {
       this.broken = true;
       if (es.readyState !== EventSource.CLOSED) {
@@ -285,6 +293,24 @@ TW.live = {
     }
     if (TW.session) this.connect();
   },
+};
+
+/* ---- access notices (supervisors): a view of another team's subject ------------------- */
+
+TW.notice = function notice(x) {
+  const list = TW.$("#notices");
+  const what = x.view === "view_alert" ? `an alert of ${x.subject}` : `subject ${x.subject}`;
+  const item = TW.h(
+    "li",
+    { testid: "access-notice" },
+    `${TW.clock(TW.now())} ${x.user} opened ${what}${x.team ? ` (team ${x.team})` : ""}`,
+    x.reason ? `: “${x.reason}”` : "",
+    " ",
+    x.alert ? TW.h("a", { href: `#/alert/${encodeURIComponent(x.alert)}`, text: "open" }) : null,
+    TW.h("button", { type: "button", "aria-label": "Dismiss", text: "×", on: { click: () => item.remove() } }),
+  );
+  list.prepend(item);
+  while (list.childElementCount > 5) list.lastElementChild.remove();
 };
 
 /* ---- the critical cue: a flashing banner and a beep ------------------------------------ */

@@ -59,7 +59,7 @@
       return null;
     }
     const name = p.name ? `${p.name} (${p.id})` : p.id || "zone";
-    tip(layer, `${name} · ${p.kind || "exclusion"}${p.schedule ? " · scheduled" : ""}`);
+    tip(layer, `${name} · ${p.kind || "exclusion"}${p.schedule && p.schedule.length ? ` · ${[].concat(p.schedule).join("; ")}` : ""}`);
     return layer.addTo(map);
   };
 
@@ -134,7 +134,9 @@
         L.circleMarker([v.lat, v.lon], {
           radius: 6, className: "tw-victim", color: "#5b2a86", weight: 2, fillColor: "#c39bd3", fillOpacity: 0.9,
         }),
-        v.age_s === undefined ? TW.clock(v.t) : `protected · ${TW.duration(v.age_s)}`,
+        `${v.device || "protected"} · ${
+          v.age_s === undefined ? TW.clock(v.t) : v.age_s >= 0 ? `${TW.duration(v.age_s)} before` : `${TW.duration(-v.age_s)} after`
+        }`,
         true,
       ).addTo(map),
     );

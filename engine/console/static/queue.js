@@ -1,10 +1,11 @@
 /* tagwatch monitor console: the alert queue.
  *
  * One row per alert id, updated in place as records and actions arrive on the event
- * stream. Order (the same key as the server's): new (unacknowledged) before acknowledged
- * before resolved; then not closed before closed; severity (critical first); the
- * subject's risk (highest first); among open alerts the oldest first (it has waited
- * longest), among closed ones the latest closed first; the id last. Nothing is paged.
+ * stream. Order (the server's key, engine/console/queue.py): alerts still to be worked
+ * (not closed, not resolved) first; among them new (unacknowledged) before acknowledged;
+ * severity (critical first); the subject's risk (highest first); among open alerts the
+ * oldest raised first (it has waited longest), among the rest the latest closed first;
+ * the id last. Nothing is paged.
  * Filters (state, kind, team, subject) never hide a critical alert that is not resolved:
  * it stays in the list with a note saying the filter would have hidden it. */
 "use strict";
@@ -12,16 +13,15 @@
 (function () {
   const { h, $ } = TW;
   const SEVERITY = { critical: 0, high: 1, medium: 2, low: 3 };
-  const WORKFLOW = { new: 0, acknowledged: 1, resolved: 2 };
 
   function cmp(a, b) {
-    const closedA = a.state === "closed" ? 1 : 0;
-    const closedB = b.state === "closed" ? 1 : 0;
-    const ageA = closedA ? -(a.closed_t || a.raised_t) : a.raised_t;
-    const ageB = closedB ? -(b.closed_t || b.raised_t) : b.raised_t;
+    const doneA = a.state === "closed" || a.workflow === "resolved" ? 1 : 0;
+    const doneB = b.state === "closed" || b.workflow === "resolved" ? 1 : 0;
+    const ageA = doneA ? -(a.closed_t || a.raised_t) : a.raised_t;
+    const ageB = doneB ? -(b.closed_t || b.raised_t) : b.raised_t;
     return (
-      (WORKFLOW[a.workflow] ?? 0) - (WORKFLOW[b.workflow] ?? 0) ||
-      closedA - closedB ||
+      doneA - doneB ||
+      (a.workflow === "new" ? 0 : 1) - (b.workflow === "new" ? 0 : 1) ||
       (SEVERITY[a.severity] ?? 9) - (SEVERITY[b.severity] ?? 9) ||
       (b.risk ?? 1) - (a.risk ?? 1) ||
       ageA - ageB ||

@@ -17,28 +17,35 @@
     );
   }
 
-  function health(x) {
-    x = x || {};
+  /** Device health: one entry per tag ({tag, last_seen_t, battery, ...}). */
+  function health(list) {
     const pairs = [];
-    if ("battery" in x) pairs.push(["Battery", x.battery === null ? "—" : `${Math.round(x.battery <= 1 ? x.battery * 100 : x.battery)}%`]);
-    if ("last_seen_t" in x) pairs.push(["Last seen", x.last_seen_t ? `${TW.clock(x.last_seen_t)} (${TW.duration(TW.now() - x.last_seen_t)} ago)` : "never"]);
-    for (const [k, v] of Object.entries(x)) {
-      if (k === "battery" || k === "last_seen_t") continue;
-      pairs.push([TW.label(k), typeof v === "object" && v !== null ? JSON.stringify(v) : k.endsWith("_t") && v ? TW.clock(v) : v]);
+    for (const x of Array.isArray(list) ? list : list ? [list] : []) {
+      const tag = x.tag ? `${x.tag}: ` : "";
+      pairs.push([`${tag}last seen`, x.last_seen_t ? `${TW.clock(x.last_seen_t)} (${TW.duration(TW.now() - x.last_seen_t)} ago)` : "never"]);
+      if (x.battery !== null && x.battery !== undefined) pairs.push([`${tag}battery`, `${Math.round(x.battery)}%`]);
+      for (const [k, v] of Object.entries(x)) {
+        if (["tag", "last_seen_t", "battery"].includes(k) || v === null || v === undefined) continue;
+        pairs.push([`${tag}${TW.label(k)}`, typeof v === "object" ? JSON.stringify(v) : k.endsWith("_t") ? TW.clock(v) : v]);
+      }
     }
     return pairs;
   }
 
   function schedule(p) {
-    if (!p.schedule) return "always";
-    return typeof p.schedule === "string" ? p.schedule : JSON.stringify(p.schedule);
+    const w = p.schedule;
+    if (!w || (Array.isArray(w) && !w.length)) return "always";
+    return Array.isArray(w) ? w.join("; ") : typeof w === "string" ? w : JSON.stringify(w);
   }
 
   function render(data) {
     const s = data.subject || {};
     $("#subject-title").textContent = `Subject ${s.name ? `${s.name} (${s.id})` : s.id || S.id}`;
     document.title = `${s.id || S.id} · tagwatch`;
-    kv($("#subject-health"), [["Team", s.team], ["Risk", s.risk], ...health(data.health)]);
+    const devices = [["Team", s.team], ["Risk", s.risk], ["Tags", (s.tags || []).join(", ")]];
+    if (s.protected && s.protected.length) devices.push(["Protected devices", s.protected.join(", ")]);
+    if (s.valid_from || s.valid_until) devices.push(["Tagged", `${s.valid_from ? TW.clock(s.valid_from) : "…"} to ${s.valid_until ? TW.clock(s.valid_until) : "…"}`]);
+    kv($("#subject-health"), [...devices, ...health(data.health)]);
     const features = (data.zones && data.zones.features) || [];
     TW.clear($("#subject-zones")).append(
       ...(features.length ? features.map((f) => {
