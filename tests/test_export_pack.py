@@ -25,10 +25,12 @@ from engine.broker.process import MosquittoProcess
 from engine.cli.main import main
 from engine.evidence import build_pack
 from engine.store.ledger import row_hash
+from engine.store.signing import default_key_path, load_or_create_key
 from engine.wire.alerts import Alert
 from tests.conftest import _require_mosquitto
 from tests.helpers import AlertCollector, EngineProcess, fix, publish, square, wait_online
 from tests.helpers import write_world as _write_world
+from tests.test_evidence import _history
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -218,3 +220,53 @@ def test_a_replay_store_without_fixes_still_makes_a_pack_with_the_zone_given(
     assert [f["properties"]["role"] for f in gj["features"]] == ["zone"]
     text = PdfReader(tmp_path / "p" / f"alert-{aid}.pdf").pages[1].extract_text()
     assert "not in the ledger" in text and "unsigned" in text, text
+
+
+@pytest.mark.mqtt
+def test_a_zones_file_whose_zone_cannot_be_drawn_is_a_clear_error(
+    served: tuple[Path, list[Alert], Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db, breach, _ = served
+    bad = tmp_path / "bad.geojson"
+    for geometry in ({"type": "Polygon", "coordinates": [[["a", 1]]]}, None,
+                     {"type": "Point", "coordinates": [0.1, 51.5]}):  # fmt: skip
+        feat = {"type": "Feature", "properties": {"id": "Z1"}, "geometry": geometry}
+        bad.write_text(json.dumps({"type": "FeatureCollection", "features": [feat]}))
+        assert _export(db, breach[0].id, tmp_path / "p", "--zones", str(bad)) == 2
+        assert "no geometry the map can draw" in capsys.readouterr().err
+    bad.write_text("{not json")
+    assert _export(db, breach[0].id, tmp_path / "p", "--zones", str(bad)) == 2
+    assert "has no zone 'Z1'" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A simulated fleet's world and a signed store of it with a snapshot and a retention
+    cut (tests/test_evidence.py's history)."""
+    world = tmp_path_factory.mktemp("sim")
+    rc = main(["simulate", "--seed", "11", "--subjects", "12", "--duration", "2h",
+               "--quick", "4", "--out-dir", str(world)])  # fmt: skip
+    assert rc == 0
+    db = tmp_path_factory.mktemp("fleet") / "f.db"
+    return world, _history(world, db, load_or_create_key(default_key_path(db)))
+
+
+def test_every_alert_of_a_simulated_signed_pruned_store_exports(
+    fleet: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Health alerts (no zone, no position), circles, evidence cut by retention: each
+    alert of a simulated fleet's store gives a pack whose PDF parses."""
+    world, signed = fleet
+    ledger = _ledger(signed)
+    ids = sorted({r[3] for r in ledger.values() if r[1] == "alert"})
+    assert len(ids) >= 4, ids
+    zones = str(world / "zones.geojson")
+    for aid in ids:
+        assert _export(signed, aid, tmp_path / "p", "--zones", zones) == 0, capsys.readouterr()
+        pdf = (tmp_path / "p" / f"alert-{aid}.pdf").read_bytes()
+        assert aid in PdfReader(io.BytesIO(pdf)).pages[0].extract_text()
+        man = json.loads((tmp_path / "p" / f"alert-{aid}.json").read_text())
+        assert man["checkpoint_signed"] is True
+        for r in man["rows"]:
+            if r["n"] in ledger:
+                assert r["hash"] == bytes(ledger[r["n"]][7]).hex()

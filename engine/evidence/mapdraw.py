@@ -9,6 +9,7 @@ network: the picture is made only of what the pack holds."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -131,10 +132,14 @@ def _decided(c: Canvas, fr: Frame, detail: dict[str, Any] | None) -> None:
         return
     x, y = fr.xy(float(detail["lon"]), float(detail["lat"]))
     if "from_lat" in detail:  # decided on the route between two fixes
-        fx, fy = fr.xy(float(detail["from_lon"]), float(detail["from_lat"]))
+        route = [fr.xy(float(detail["from_lon"]), float(detail["from_lat"]))]
+        if "turn_lat" in detail:  # onward: straight on from the first fix, then a turn
+            route.append(fr.xy(float(detail["turn_lon"]), float(detail["turn_lat"])))
+        route.append((x, y))
         c.setDash(3, 2)
         c.setStrokeColor(_EVID)
-        c.line(fx, fy, x, y)
+        for (ax, ay), (bx, by) in itertools.pairwise(route):
+            c.line(ax, ay, bx, by)
         c.setDash()
     c.setStrokeColor(colors.black)
     c.setLineWidth(1.0)
@@ -177,8 +182,9 @@ def draw_map(c: Canvas, ev: Evidence, box: tuple[float, float, float, float]) ->
     pts += [(lon, lat, r) for lon, lat, r in circles]
     pts += [(f.lon, f.lat, f.acc) for f in fixes(ev)]
     det = ev.latest.get("detail") or {}
-    if "lat" in det:
-        pts.append((float(det["lon"]), float(det["lat"]), 0.0))
+    for la, lo in (("lat", "lon"), ("from_lat", "from_lon"), ("turn_lat", "turn_lon")):
+        if la in det and lo in det:
+            pts.append((float(det[lo]), float(det[la]), 0.0))
     fr = Frame(pts, box)
     x, y, w, h = box
     c.saveState()

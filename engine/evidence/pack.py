@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import zipfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -167,6 +168,8 @@ def _zone(
         feat = _zone_feature(text, zone_id)
         if feat is None:
             raise TagwatchError(f"{zones} has no zone {zone_id!r} (the alert's zone)")
+        if not drawable(feat):
+            raise TagwatchError(f"{zones}: zone {zone_id!r} has no geometry the map can draw")
         return feat, src, None
     got = rd.config_before(first_n)
     row = rd.row(got[0]) if got else None
@@ -178,9 +181,40 @@ def _zone(
     z = cfg.get("zones") or {}
     feat = _zone_feature(str(z.get("text", "")), zone_id)
     src = f"ledger row {n} (config step): zones file {z.get('file')} sha256 {z.get('sha256')}"
-    if feat is None:
+    if feat is None or not drawable(feat):
         return None, f"zone {zone_id} is not in the zones file of ledger row {n}", row
     return feat, src, row
+
+
+def drawable(feat: dict[str, Any]) -> bool:
+    """The feature's geometry is what the map draws: Polygon or MultiPolygon rings of
+    finite [lon, lat] numbers, or a Point with a positive radius_m."""
+    g, props = feat.get("geometry"), feat.get("properties")
+    if not isinstance(g, dict) or not isinstance(props, dict):
+        return False
+    c = g.get("coordinates")
+    try:
+        if g.get("type") == "Point":
+            r = props.get("radius_m")
+            return _pos(c) and isinstance(r, int | float) and 0 < r < math.inf
+        polys: Any = {"Polygon": [c], "MultiPolygon": c}.get(str(g.get("type")))
+        return isinstance(polys, list) and bool(polys) and all(
+            isinstance(p, list) and p and all(
+                isinstance(ring, list) and len(ring) >= 3 and all(_pos(q) for q in ring)
+                for ring in p
+            )
+            for p in polys
+        )  # fmt: skip
+    except TypeError:
+        return False
+
+
+def _pos(q: Any) -> bool:
+    return (
+        isinstance(q, list)
+        and len(q) >= 2
+        and all(isinstance(v, int | float) and math.isfinite(v) for v in q[:2])
+    )
 
 
 def _checkpoint(rd: LedgerReader) -> tuple[Checkpoint, bool, str]:

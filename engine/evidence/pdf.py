@@ -55,8 +55,14 @@ def reasons(ev: Evidence) -> list[str]:
         out.append(
             f"Decided on the route ({d['route']}) from the fix at {utc(d.get('from_t'))}"
             f" (lat {_num(d.get('from_lat'), 6)}, lon {_num(d.get('from_lon'), 6)},"
-            f" accuracy {_num(d.get('from_acc'))} m) to the fix above: the line between"
-            " them crosses the zone though neither fix is inside."
+            f" accuracy {_num(d.get('from_acc'))} m) to the fix above"
+            + (
+                f", keeping its heading to lat {_num(d['turn_lat'], 6)}, lon"
+                f" {_num(d.get('turn_lon'), 6)} and turning there: a route that could"
+                " have entered the zone though neither fix is inside."
+                if "turn_lat" in d
+                else ": the line between them crosses the zone though neither fix is inside."
+            )
         )
     if "clock_offset_s" in d:
         out.append(f"The tag's clock was {d['clock_offset_s']} s off while this was decided.")
@@ -72,7 +78,8 @@ def reasons(ev: Evidence) -> list[str]:
 
 
 _SAID = {"t", "lat", "lon", "acc", "depth_m", "distance_m", "protected_age_s", "route",
-         "from_t", "from_lat", "from_lon", "from_acc", "clock_offset_s"}  # fmt: skip
+         "from_t", "from_lat", "from_lon", "from_acc", "clock_offset_s", "turn_lat",
+         "turn_lon"}  # fmt: skip
 
 
 class _Writer:
