@@ -112,11 +112,23 @@ RULES: list[tuple[str, object, object]] = [
     ),
     (
         "engine/console/ imports only engine.store, engine.wire, engine.settings,"
-        " engine.errors, zones/ and itself: it sees the running engine through EngineView",
+        " engine.errors, zones/, engine.evidence (the pack) and itself: it sees the running"
+        " engine through EngineView",
         lambda rel: _in(rel, "engine/console"),
         lambda m: (
             _first_party(m)
             and not _is(m, "engine.console", "engine.store", "engine.wire", "engine.settings")
+            and not _is(m, "engine.errors", "zones", "engine.evidence")
+            and m != "engine"
+        ),
+    ),
+    (
+        "engine/evidence/ reads the store and renders: it imports only engine.store,"
+        " engine.wire, engine.settings, engine.errors, zones/ and itself",
+        lambda rel: _in(rel, "engine/evidence"),
+        lambda m: (
+            _first_party(m)
+            and not _is(m, "engine.evidence", "engine.store", "engine.wire", "engine.settings")
             and not _is(m, "engine.errors", "zones")
             and m != "engine"
         ),
@@ -173,11 +185,14 @@ def test_a_forbidden_import_is_named_with_its_line(tmp_path: Path) -> None:
     (tmp_path / "devices" / "peek.py").write_text("from engine.core.pipeline import Pipeline\n")
     (tmp_path / "engine" / "console").mkdir()
     (tmp_path / "engine" / "console" / "peek.py").write_text("from engine.mqtt import serve\n")
+    (tmp_path / "engine" / "evidence").mkdir()
+    (tmp_path / "engine" / "evidence" / "peek.py").write_text("from engine.core import decide\n")
     found = violations(tmp_path)
     assert any(v.startswith("engine/core/bad.py:5: import sqlite3") for v in found), found
     assert any(v.startswith("zones/up.py:1: from ..engine import errors") for v in found), found
     assert any("devices/peek.py:1:" in v and "engine.wire" in v for v in found), found
     assert any(v.startswith("engine/console/peek.py:1:") for v in found), found
+    assert any(v.startswith("engine/evidence/peek.py:1:") for v in found), found
 
 
 def _modules() -> list[Path]:

@@ -3,6 +3,8 @@
     tagwatch audit verify --db tagwatch.db [--checkpoint F]   recompute the hash chain
     tagwatch audit alert  --db tagwatch.db ID       an alert's records and its evidence
     tagwatch audit export --db tagwatch.db --out F  the evidence as a replay file
+    tagwatch audit export --db tagwatch.db --alert ID --out DIR   an alert's evidence pack
+                          (PDF, GeoJSON, manifest of the ledger rows: engine/evidence/)
 
 Every command opens the store read-only: auditing never changes what it audits."""
 
@@ -16,27 +18,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
-import numpy as np
 
-from engine.core.intake.seqspace import SeqSpaces
 from engine.errors import DecodeError, StoreError, TagwatchError
-from engine.settings import Settings
+from engine.store.reading import evidence_row, open_ro
 from engine.store.schema import advice
 from engine.store.signing import Checkpoint, load_public_key
 from engine.store.verify import verify
 from engine.wire.checkpoint import decode_checkpoint
-
-
-def _open_ro(path: str) -> sqlite3.Connection:
-    p = Path(path)
-    if not p.exists():
-        raise StoreError(f"no alert store at {path}")
-    try:
-        db = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True)
-        db.execute("SELECT 1 FROM ledger LIMIT 1")
-    except sqlite3.Error as e:
-        raise StoreError(f"{path}: not a tagwatch store with an evidence ledger ({e})") from e
-    return db
 
 
 def _reading(cmd: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -72,7 +60,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         (p for p in (f"{args.db}.key.pub", f"{args.db}.key") if Path(p).is_file()), None
     )
     trusted = load_public_key(key) if key else None
-    db = _open_ro(args.db)
+    db = open_ro(args.db)
     rep = verify(db, pin=pin, trusted=trusted)
     counts = ", ".join(f"{k} {v}" for k, v in sorted(rep.counts.items())) or "empty"
     if not rep.ok:
@@ -103,7 +91,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 @_reading
 def cmd_alert(args: argparse.Namespace) -> int:
-    db = _open_ro(args.db)
+    db = open_ro(args.db)
     recs = db.execute(
         "SELECT n, body FROM ledger WHERE kind = 'alert' AND device = ? ORDER BY n", (args.id,)
     ).fetchall()
@@ -119,65 +107,32 @@ def cmd_alert(args: argparse.Namespace) -> int:
             seen.add(tuple(ev))
             tag, seq = ev[0], ev[1]
             boot = ev[2] if len(ev) > 2 else None
-            row = _evidence_row(db, tag, seq, boot, spaces)
+            row = evidence_row(db, tag, seq, boot, spaces)
             where = f"row {row[0]}: {bytes(row[1]).decode()}" if row else "not in the ledger"
             name = f"{tag} #{seq}" if boot is None else f"{tag} #{seq} boot {boot}"
             print(f"  evidence {name}: {where}")
     return 0
 
 
-def _evidence_row(
-    db: sqlite3.Connection,
-    tag: str,
-    seq: int,
-    boot: int | None,
-    spaces: dict[str, dict[tuple[int, int], int]],
-) -> tuple[int, bytes] | None:
-    """The ledger row evidence (tag, seq[, boot]) cites: the first with that seq, or with a
-    boot, the first whose body carries that boot, else (a tag without a boot counter) the
-    first in that seq space, found by laying the tag's ledger records out in seq spaces
-    with the engine's rules (engine/core/intake/seqspace.py)."""
-    rows = db.execute(
-        "SELECT n, body FROM ledger WHERE device = ? AND seq = ? AND kind != 'alert' ORDER BY n",
-        (tag, seq),
-    ).fetchall()
-    if boot is None or not rows:
-        return (int(rows[0][0]), bytes(rows[0][1])) if rows else None
-    for n, body in rows:
-        if msgspec.json.decode(bytes(body)).get("boot") == boot:
-            return int(n), bytes(body)
-    if tag not in spaces:
-        spaces[tag] = _space_of_rows(db, tag)
-    for n, body in rows:
-        if spaces[tag].get((int(n), seq)) == boot:
-            return int(n), bytes(body)
-    return None
+def _export_pack(args: argparse.Namespace) -> int:
+    from engine.evidence import build_pack, write_pack
 
-
-def _space_of_rows(db: sqlite3.Connection, tag: str) -> dict[tuple[int, int], int]:
-    """(ledger row, seq) -> seq-space index for every fix and event of `tag`."""
-    recs = db.execute(
-        "SELECT n, seq, t, body FROM ledger WHERE device = ? AND kind != 'alert' ORDER BY n",
-        (tag,),
-    ).fetchall()
-    sp = SeqSpaces(1, Settings().restart_seq_drop)
-    boots = [msgspec.json.decode(bytes(r[3])).get("boot") for r in recs]
-    eseq = sp.map(
-        np.zeros(len(recs), dtype=np.int64),
-        np.array([r[1] for r in recs], dtype=np.int64),
-        np.array([r[2] for r in recs], dtype=np.float64),
-        np.array([-1 if b is None else b for b in boots], dtype=np.int64),
-    )
-    out = {}
-    for r, e in zip(recs, eseq.tolist(), strict=True):
-        b = sp.cite(0, e)[1]
-        out[(int(r[0]), int(r[1]))] = 0 if b is None else b
-    return out
+    if args.device or args.since is not None or args.until is not None:
+        raise TagwatchError("--device, --since and --until choose a replay file, not a pack")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise TagwatchError(f"--out {args.out}: with --alert, a folder for the pack's files")
+    for p in write_pack(build_pack(args.db, args.alert, args.zones), args.out):
+        print(f"wrote {p}")
+    return 0
 
 
 @_reading
 def cmd_export(args: argparse.Namespace) -> int:
-    db = _open_ro(args.db)
+    if args.alert is not None:
+        return _export_pack(args)
+    if args.zones is not None:
+        raise TagwatchError("--zones goes with --alert (the zone drawn in an evidence pack)")
+    db = open_ro(args.db)
     sql = "SELECT body FROM ledger WHERE kind IN ('fix', 'event')"
     params: list[object] = []
     if args.device:
@@ -226,9 +181,23 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     a.add_argument("id")
     a.add_argument("--db", default="tagwatch.db")
     a.set_defaults(func=cmd_alert)
-    e = asub.add_parser("export", help="accepted fixes and events as a replay file")
+    e = asub.add_parser(
+        "export",
+        help="accepted fixes and events as a replay file, or (--alert) an alert's evidence pack",
+    )
     e.add_argument("--db", default="tagwatch.db")
-    e.add_argument("--out", required=True, help="JSON Lines file to write")
+    e.add_argument(
+        "--out",
+        required=True,
+        help="JSON Lines file to write; with --alert, the folder for alert-ID.pdf,"
+        " alert-ID.geojson and alert-ID.json (made if missing)",
+    )
+    e.add_argument("--alert", metavar="ID", help="write this alert's evidence pack")
+    e.add_argument(
+        "--zones",
+        metavar="FILE",
+        help="with --alert: take the zone from this zones GeoJSON, not the ledger's config step",
+    )
     e.add_argument("--device", help="only this tag or phone")
     e.add_argument("--since", type=float, help="event time from (Unix seconds)")
     e.add_argument("--until", type=float, help="event time before (Unix seconds)")
