@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -288,6 +289,8 @@ def test_a_walk_in_is_worked_live_across_two_browsers(world: World, browser: Any
         expect(mon.tid("count-new")).to_have_text("1")
         expect(mon.tid("critical-banner")).to_be_visible()
         expect(mon.tid("critical-count")).to_have_text("1 critical alert not acknowledged")
+        expect(mon.tid("critical-banner")).to_have_class(re.compile(r"\bflash\b"))
+        assert mon.page.evaluate("() => document.body.dataset.beeps") == "1"  # one beep
 
         # filters never hide a critical alert nobody has resolved
         mon.tid("filter-subject").fill("S2")
@@ -458,6 +461,38 @@ def test_another_teams_alert_needs_a_reason_and_the_supervisor_is_told(
     finally:
         sup.close()
         bob.close()
+
+
+def test_the_queue_catches_up_after_the_stream_drops_and_the_engine_restarts(
+    world: World, browser: Any
+) -> None:
+    """A tab that lost its stream while an alert was decided shows it once back, without
+    a reload; after an engine restart the stream comes back by itself and rows go on
+    arriving live."""
+    expect = _expect()
+    tab = Page(browser, world.base).login("alice")
+    try:
+        expect(tab.tid("live-status")).to_have_text("live")
+        tab.ctx.set_offline(True)
+        tab.page.evaluate("() => TW.live.es && TW.live.es.close()")  # the wire is cut
+        tab.page.evaluate("() => TW.live.es.dispatchEvent(new Event('error'))")
+        _, rec = _walk_in(world)
+        row = tab.page.locator(f'[data-testid=queue-row][data-id="{rec["id"]}"]')
+        expect(row).to_have_count(0)
+        tab.ctx.set_offline(False)
+        expect(row).to_be_visible(timeout=15_000)  # caught up
+
+        world.engine.restart()
+        expect(tab.tid("live-status")).not_to_have_text("live", timeout=15_000)
+        expect(tab.tid("live-status")).to_have_text("live", timeout=60_000)
+        _, second = _walk_in(world, "T2", Z2_AT)
+        expect(
+            tab.page.locator(f'[data-testid=queue-row][data-id="{second["id"]}"]')
+        ).to_be_visible()
+        expect(row).to_be_visible()
+        assert tab.errors == [], tab.errors
+    finally:
+        tab.close()
 
 
 @pytest.mark.skipif(not SCREENSHOTS, reason="TAGWATCH_SCREENSHOTS=1 saves docs/img/console-*.png")
