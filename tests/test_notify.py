@@ -323,3 +323,89 @@ def test_warn_keys_are_checked_by_zones_check(
         tmp_path, WARN_SUBJECTS, [zone("Z1", "S1"), zone("Z2", "S2", 5000.0)]
     )
     assert main(["zones", "check", str(ok_zones), str(ok_subjects)]) == 0
+
+
+# -- the rules underneath, one at a time -----------------------------------------------------
+
+
+Answer = tuple[int, dict[str, str]]  # status (0: the connection fails), headers
+
+
+def test_a_receiver_answer_decides_how_soon_the_record_is_tried_again() -> None:
+    """2xx: done; 5xx, 408, a dropped connection: backoff; 429/503: its Retry-After; any
+    other 4xx: no faster than once a minute (never dropped)."""
+    from engine.notify import webhook
+    from engine.store.notify.feed import LogRow
+
+    answers: list[Answer] = []
+
+    def handler(request: Any) -> Any:
+        import httpx
+
+        code, headers = answers.pop(0)
+        if code == 0:
+            raise httpx.ConnectError("refused", request=request)
+        return httpx.Response(code, headers=headers)
+
+    async def go() -> list[tuple[float | None, str]]:
+        import httpx
+
+        hook = webhook.Webhook("h", "http://r.invalid/x", SECRET)
+        sender = webhook.WebhookSender(hook, None)  # type: ignore[arg-type]
+        row = LogRow(7, "a", "open", "S1", b'{"id":"a"}', time.time())
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+            return [await sender._attempt(client, row) for _ in range(8)]
+
+    answers += [(200, {}), (204, {}), (500, {}), (408, {}), (0, {}), (429, {"Retry-After": "7"}),
+                (400, {}), (410, {})]  # fmt: skip
+    got = asyncio.run(go())
+    assert [w for w, _ in got] == [None, None, 0.0, 0.0, 0.0, 7.0, 60.0, 60.0], got
+    assert "HTTP 400" in got[6][1] and "ConnectError" in got[4][1]
+
+
+def test_a_warning_is_recorded_once_per_record_and_once_per_alert_per_repeat(
+    tmp_path: Path,
+) -> None:
+    """What the warner decides and the warnings table keeps: an escalation inside the
+    repeat window warns no one again, after it it does; a record read twice (a restart)
+    is never a second warning; closes, workflow actions, curfews and a subject that did
+    not opt in warn no one."""
+    from engine.notify.protected import plan
+    from engine.store.notify.feed import LogRow, NotifyStore
+    from engine.store.sqlite import SqliteStore
+    from zones.subjects import read_subjects
+
+    subj = tmp_path / "s.toml"
+    subj.write_text(WARN_SUBJECTS)
+    subjects = {s.id: s for s in read_subjects(subj)[0]}
+    SqliteStore(tmp_path / "tw.db").close()
+
+    def row(seq: int, **rec: Any) -> LogRow:
+        base = {"id": "A1", "kind": "zone_breach", "state": "open", "subject": "S1", "zone": "Z1",
+                "severity": "high", "raised_t": 1.0}  # fmt: skip
+        return LogRow(
+            seq, rec.get("id", "A1"), "open", "S1", json.dumps({**base, **rec}).encode(), 0.0
+        )
+
+    assert [w.device for w in plan(row(1), subjects)] == ["alice/phone", "U1"]
+    prox = plan(row(2, kind="proximity", zone="U1", detail={"distance_m": 42.0}), subjects)
+    assert [w.device for w in prox] == ["U1"] and json.loads(prox[0].payload)["distance_m"] == 42.0
+    assert plan(row(3, kind="proximity", zone="carol/phone"), subjects) == []  # warn = false
+    assert plan(row(4, state="closed"), subjects) == []
+    assert plan(row(5, workflow="acknowledged", actions=[]), subjects) == []
+    assert plan(row(6, kind="curfew_breach"), subjects) == []
+    assert plan(row(7, subject="S2"), subjects) == []  # S2 did not opt in
+
+    with NotifyStore(tmp_path / "tw.db") as store:
+        first = store.add_warnings(plan(row(10), subjects), 10, repeat_s=600, now=1000.0)
+        assert [w.device for w in first] == ["alice/phone", "U1"]
+        again = store.add_warnings(plan(row(10), subjects), 10, repeat_s=600, now=5000.0)
+        assert again == []  # the same record read again: never a second warning
+        escalated = store.add_warnings(plan(row(11), subjects), 11, repeat_s=600, now=1300.0)
+        assert escalated == []  # the same alert within 10 minutes
+        later = store.add_warnings(plan(row(12), subjects), 12, repeat_s=600, now=1700.0)
+        assert [w.device for w in later] == ["alice/phone", "U1"]
+        assert store.warning_cursor() == 12
+        assert [w.id for w in store.pending_warnings()] == [w.id for w in first + later]
+        store.mark_warning(first[0].id, "sent")
+        assert first[0].id not in [w.id for w in store.pending_warnings()]

@@ -119,10 +119,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from engine.notify.notifier import Notifier
 
         # Webhooks and protected-device warnings follow the alert log (docs/notifications.md)
-        notifier = Notifier(args.db, webhooks, ServeView(engine).subjects,
-                            engine.session.publish_confirmed)  # fmt: skip
+        notifier = Notifier.open(args.db, webhooks, ServeView(engine).subjects,
+                                 engine.session.publish_confirmed)  # fmt: skip
         async with asyncio.TaskGroup() as tg:  # these stop when the engine does
-            tg.create_task(notifier.run(engine.stopping), name="notify")
+            if notifier is not None:
+                tg.create_task(notifier.run(engine.stopping), name="notify")
             if sock is not None:
                 from engine.console.server import ConsoleServer
 

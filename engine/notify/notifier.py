@@ -57,6 +57,24 @@ class Notifier:
         self.senders = [WebhookSender(h, self.store) for h in webhooks]
         self.warner = ProtectedWarner(self.store, subjects, publish, start=start)
 
+    @classmethod
+    def open(
+        cls,
+        db: str | Path,
+        webhooks: list[Webhook],
+        subjects: Callable[[], Mapping[str, Subject]],
+        publish: Publish,
+    ) -> Notifier | None:
+        """A Notifier; None (said in the log) when the store cannot be opened for it and
+        no webhook was asked for: warnings alone never stop the engine from starting."""
+        try:
+            return cls(db, webhooks, subjects, publish)
+        except StoreError as e:
+            if webhooks:
+                raise
+            log.warning("protected-device warnings are off: %s", e)
+            return None
+
     def poke(self) -> None:
         """New records were committed: read the alert log now rather than at the next poll."""
         for s in self.senders:
