@@ -85,6 +85,15 @@ def plan(row: LogRow, subjects: Mapping[str, Subject]) -> list[Warning]:
     return out
 
 
+def _plan(row: LogRow, subjects: Mapping[str, Subject]) -> list[Warning]:
+    """plan(), and a record it cannot read warns no one (said) instead of stopping it."""
+    try:
+        return plan(row, subjects)
+    except (TypeError, ValueError, AttributeError) as e:
+        log.error("alert record %d cannot be read for warnings (%s); skipped", row.seq, e)
+        return []
+
+
 class ProtectedWarner:
     """Reads the alert log after its position and warns opted-in protected devices."""
 
@@ -124,7 +133,7 @@ class ProtectedWarner:
             now = time.time()
             subjects = self.subjects()
             fresh = [w for row in page if now - row.written_at <= self.expire_s
-                     for w in plan(row, subjects)]  # fmt: skip
+                     for w in _plan(row, subjects)]  # fmt: skip
             self.seq = page[-1].seq
             if fresh:
                 added = await retrying(self.store.add_warnings, fresh, self.seq, self.repeat_s)
