@@ -409,3 +409,48 @@ def test_a_warning_is_recorded_once_per_record_and_once_per_alert_per_repeat(
         assert [w.id for w in store.pending_warnings()] == [w.id for w in first + later]
         store.mark_warning(first[0].id, "sent")
         assert first[0].id not in [w.id for w in store.pending_warnings()]
+
+
+@pytest.mark.mqtt
+@pytest.mark.timeout(120)
+def test_a_workflow_action_reaches_the_webhook_and_metrics_count_deliveries(
+    mosquitto, tmp_path: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """A monitor's acknowledgement in the console is one more alert record: the case
+    system's webhook gets it, signed, after the breach; /metrics counts both deliveries."""
+    import httpx
+
+    from tests.test_console_http import free_port, metric, token_for, wait_healthy
+    from tests.test_console_workflow import add_user
+
+    zones, subjects = world(
+        tmp_path, '[[subjects]]\nid = "S1"\ntags = ["T1"]\n', [zone("Z1", "S1")]
+    )
+    (tmp_path / "secret").write_bytes(SECRET)
+    db = tmp_path / "tw.db"
+    add_user(monkeypatch, db, "bot", "monitor", "north")
+    token = token_for(capsys, db, "bot")
+    port = free_port()
+    extra = ["--http", f"127.0.0.1:{port}", "--webhook", f"case={receiver.url}",
+             "--webhook-secret-file", str(tmp_path / "secret")]  # fmt: skip
+    eng = EngineProcess(mosquitto.host, mosquitto.port, zones, subjects, db, extra_args=extra)
+    auth = {"Authorization": f"Bearer {token}"}
+    with eng, httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=auth) as http:
+        wait_healthy(http, eng)
+        asyncio.run(publish(mosquitto.host, mosquitto.port, walk_in("T1", time.time() - 900)[:4]))
+        wait_until(lambda: any(b"zone_breach" in r["body"] for r in receiver.acked()), eng,
+                   what="the breach at the webhook")  # fmt: skip
+        aid = decode_alert(receiver.acked()[0]["body"]).id
+        assert http.post(f"/api/alerts/{aid}/ack").status_code == 200
+        wait_until(lambda: any(b'"workflow":"acknowledged"' in r["body"] for r in receiver.acked()),
+                   eng, what="the acknowledgement at the webhook")  # fmt: skip
+        got = receiver.acked()
+        for r in got:
+            check_signed(r)
+        acked = decode_alert(got[-1]["body"])
+        assert (acked.id, acked.workflow, acked.actions[0]["user"]) == (aid, "acknowledged", "bot")  # type: ignore[index]
+        assert [r["delivery"] for r in got] == sorted({r["delivery"] for r in got})
+        text = http.get("/metrics").text
+        assert metric(text, "tagwatch_webhook_deliveries_total", result="ok") == len(got)
+        assert metric(text, "tagwatch_protected_warnings_total", result="sent") == 0
+        assert eng.stop() == 0, eng.log_text()

@@ -128,7 +128,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 from engine.console.server import ConsoleServer
 
                 console = ConsoleServer(
-                    sock, args.db, ServeView(engine), settings,
+                    sock, args.db,
+                    ServeView(engine, notifier.counts if notifier is not None else None), settings,
                     certfile=args.http_cert, keyfile=args.http_key,
                 )  # fmt: skip
                 tg.create_task(console.run(engine.stopping), name="console")
