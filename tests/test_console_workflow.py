@@ -15,6 +15,7 @@ import io
 import json
 import threading
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -164,6 +165,16 @@ def test_teams_actions_feed_and_the_access_log(world, mosquitto, capsys) -> None
                 (p["tag"], p["seq"]) for p in page["track"]
             }
             assert page["records"][0]["state"] == "open"
+            pack = alice.http.get(f"/api/alerts/{aid}/export")
+            assert pack.status_code == 200 and pack.headers["content-type"] == "application/zip"
+            with zipfile.ZipFile(io.BytesIO(pack.content)) as z:
+                assert sorted(n.rsplit(".", 1)[1] for n in z.namelist()) == [
+                    "geojson",
+                    "json",
+                    "pdf",
+                ]
+                assert z.read(next(n for n in z.namelist() if n.endswith(".pdf")))[:5] == b"%PDF-"
+            assert alice.http.get("/api/alerts/nope/export").status_code == 404
             # another team's: refused without a reason, logged and flagged with one
             no = alice.http.get(f"/api/alerts/{other['id']}")
             assert no.status_code == 403 and no.json()["need_reason"] is True

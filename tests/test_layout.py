@@ -134,6 +134,17 @@ RULES: list[tuple[str, object, object]] = [
         ),
     ),
     (
+        "engine/notify/ imports only engine.store, engine.wire, engine.settings,"
+        " engine.errors, zones/ and itself: it publishes through a callable it is given",
+        lambda rel: _in(rel, "engine/notify"),
+        lambda m: (
+            _first_party(m)
+            and not _is(m, "engine.notify", "engine.store", "engine.wire", "engine.settings")
+            and not _is(m, "engine.errors", "zones")
+            and m not in ("engine", "engine.__version__")
+        ),
+    ),
+    (
         "aiomqtt and paho only in engine/mqtt/, engine/broker/ and devices/",
         lambda rel: not any(_in(rel, f) for f in ("engine/mqtt", "engine/broker", "devices")),
         lambda m: _is(m, "aiomqtt", "paho"),

@@ -49,11 +49,14 @@ class Zone:
 
 @dataclass(frozen=True)
 class Protected:
-    """A protected device (victim phone or unit) with a mobile exclusion radius."""
+    """A protected device (victim phone or unit) with a mobile exclusion radius. `warn`:
+    whether the device itself is warned of the subject's approaches and breaches (None:
+    as the subject's `warn_protected` says; docs/notifications.md)."""
 
     device: str
     radius_m: float
     warn_m: float = 0.0
+    warn: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,12 @@ class Subject:
     valid_from: float = -math.inf
     valid_until: float = math.inf
     team: str | None = None
+    warn_protected: bool = False  # opt-in: warn the protected devices (not the decisions')
+
+    def warned_devices(self) -> tuple[str, ...]:
+        """The protected devices that opted in to warnings, in file order."""
+        on = self.warn_protected
+        return tuple(p.device for p in self.protected if (on if p.warn is None else p.warn))
 
 
 @dataclass(frozen=True)

@@ -54,9 +54,12 @@ def _protected(where: str, j: int, raw: Any, out: list[str]) -> Protected | None
         radius = number(raw, "radius_m", report, positive=True)
     if "warn_m" in raw:
         warn = number(raw, "warn_m", report, positive=False)
+    opted = raw.get("warn")
+    if opted is not None and not isinstance(opted, bool):
+        report(f"warn must be true or false (warn this device itself), got {short(opted)}")
     if not report.clean or radius is None or not isinstance(dev, str):
         return None
-    return Protected(device=dev, radius_m=radius, warn_m=warn or 0.0)
+    return Protected(device=dev, radius_m=radius, warn_m=warn or 0.0, warn=opted)
 
 
 def _tags(raw: dict[str, Any], report: Report) -> tuple[str, ...]:
@@ -104,6 +107,9 @@ def _subject(name: str, i: int, raw: Any, out: list[str]) -> tuple[Subject | Non
     team = raw.get("team")
     if team is not None and not team_ok(team):
         report(f"team must be a name of 1-{TEAM_MAX} printable characters, got {short(team)}")
+    warn_protected = raw.get("warn_protected", False)
+    if not isinstance(warn_protected, bool):
+        report(f"warn_protected must be true or false, got {short(warn_protected)}")
     protected_raw = raw.get("protected", [])
     if not isinstance(protected_raw, list):
         report("protected must be an array of tables [[subjects.protected]]")
@@ -116,7 +122,8 @@ def _subject(name: str, i: int, raw: Any, out: list[str]) -> tuple[Subject | Non
     if not report.clean or sid is None:
         return None, sid
     kept = tuple(p for p in protected if p is not None)
-    return Subject(sid, tags, risk, kept, valid_from, valid_until, team), sid
+    subject = Subject(sid, tags, risk, kept, valid_from, valid_until, team, warn_protected)
+    return subject, sid
 
 
 def _cross_check_subjects(name: str, raw: list[Any], out: list[str]) -> None:

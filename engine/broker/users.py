@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from engine.errors import ConfigError
@@ -38,7 +38,8 @@ ENGINE = Principal(
     "engine",
     "the tagwatch engine (tagwatch serve)",
     read=(*(f"{topics.TAGS}/+/{kind}" for kind in topics.TAG_KINDS), f"{topics.OWNTRACKS}/#"),
-    write=(ALERTS, topics.CMD_FILTER),
+    # (warnings to protected devices that opted in: docs/notifications.md)
+    write=(ALERTS, topics.CMD_FILTER, topics.OWNTRACKS_CMD_FILTER, topics.WARNING_FILTER),
     readwrite=(topics.STATUS, topics.CHECKPOINT),
 )
 
@@ -131,7 +132,8 @@ def principals(
     out = [ENGINE, *people, *tags]
     for unit, subject_ids in units.items():
         about = f"protected device of subject {', '.join(subject_ids)} (tag topics)"
-        out.append(_device_principal(unit, "units", about))
+        unit_p = _device_principal(unit, "units", about)
+        out.append(replace(unit_p, read=(*unit_p.read, topics.warning(unit))))
     for user, devices in phones.items():
         subject_ids = sorted({sid for d in devices for sid in guarded[d]})
         out.append(

@@ -80,10 +80,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from engine.core.pipeline import Pipeline
     from engine.mqtt.serve import Engine
     from engine.mqtt.session import BrokerAddress
+    from engine.notify.webhook import parse_webhooks
     from engine.store.config import ConfigFiles
     from engine.store.signing import default_key_path, load_or_create_key
 
     auth = MqttAuth.from_args(args)
+    webhooks = parse_webhooks(args.webhook, args.webhook_secret_file)  # before anything starts
     sock = _http_socket(args)  # bound first: a port in use fails before anything starts
     # What was hashed is what is used: the pipeline is built from the texts read here,
     # and SIGHUP re-reads the same paths (docs/configuration.md).
@@ -113,18 +115,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # meet the state the engine had when it last committed.
         await asyncio.to_thread(engine.recover)
         engine.install_signal_handlers()
-        if sock is None:
-            await engine.run()
-            return
-        from engine.console.server import ConsoleServer
         from engine.mqtt.consoleview import ServeView
+        from engine.notify.notifier import Notifier
 
-        console = ConsoleServer(
-            sock, args.db, ServeView(engine), settings,
-            certfile=args.http_cert, keyfile=args.http_key,
-        )  # fmt: skip
-        async with asyncio.TaskGroup() as tg:  # the console stops when the engine does
-            tg.create_task(console.run(engine.stopping), name="console")
+        # Webhooks and protected-device warnings follow the alert log (docs/notifications.md)
+        notifier = Notifier.open(args.db, webhooks, ServeView(engine).subjects,
+                                 engine.session.publish_confirmed)  # fmt: skip
+        async with asyncio.TaskGroup() as tg:  # these stop when the engine does
+            if notifier is not None:
+                tg.create_task(notifier.run(engine.stopping), name="notify")
+            if sock is not None:
+                from engine.console.server import ConsoleServer
+
+                console = ConsoleServer(
+                    sock, args.db,
+                    ServeView(engine, notifier.counts if notifier is not None else None), settings,
+                    certfile=args.http_cert, keyfile=args.http_key,
+                )  # fmt: skip
+                tg.create_task(console.run(engine.stopping), name="console")
             await engine.run()
 
     try:
@@ -250,6 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     sp.add_argument("--http-cert", metavar="PEM", help="the console's TLS certificate")
     sp.add_argument("--http-key", metavar="PEM", help="...and its private key")
+    sp.add_argument(
+        "--webhook", action="append", metavar="[NAME=]URL",
+        help="POST every alert record, signed, to this URL (repeatable; docs/notifications.md)",
+    )  # fmt: skip
+    sp.add_argument("--webhook-secret-file", metavar="FILE", help="the webhooks' HMAC secret")
     mqttauth.add_arguments(sp)
     sp.set_defaults(func=cmd_serve)
 

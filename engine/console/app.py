@@ -12,6 +12,7 @@ never on the engine's store thread."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ class Console:
         self.auth = Auth(self.accounts, self.settings)
         self.feed = Feed(self.reader, self.engine.subjects)
         self.access = AccessLog(self.accounts, self.feed.notice)
+        self.exports = asyncio.Semaphore(1)
 
 
 def _error(status: int, message: str, **headers: str) -> JSONResponse:

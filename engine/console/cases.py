@@ -8,6 +8,8 @@
   (ledger, alert log, outbox) and published as an alert record; the answer is the alert as
   it now stands. 404 unknown, 409 not now (already acknowledged, resolved...), 400 bad body,
   403 not the asker's to work.
+- `GET /api/alerts/{id}/export`: the alert's evidence pack (engine/evidence/: PDF, GeoJSON,
+  manifest of ledger rows) as a zip; logged as `export_alert`; one pack at a time.
 - `GET /api/subjects/{id}`: the subject, its zones and schedules, its recent track, its
   alerts, its devices' health and its outcome history. Logged too.
 
@@ -31,7 +33,8 @@ from engine.console import geo
 from engine.console.access import at_least, own_team, reason_of
 from engine.console.auth import Principal
 from engine.console.queue import Entry
-from engine.errors import StoreError
+from engine.errors import StoreError, TagwatchError
+from engine.evidence.pack import build_pack
 from engine.store.casework.workflow import ACTIONS, Action, ActionRefused, UnknownAlert, Workflow
 from engine.wire.alerts import decode_alert
 from zones.model import Subject
@@ -177,7 +180,29 @@ def routes(console: Console, guarded: Guard) -> list[Route]:
             "outcomes": outcomes,
         })  # fmt: skip
 
+    async def export(request: Request, who: Principal) -> Response:
+        aid = request.path_params["id"]
+        rows = await run_in_threadpool(reader.records, aid)
+        if not rows:
+            return error(404, f"no alert {aid}")
+        subject = engine.subjects().get(rows[-1][1].subject)
+        ok, reason = _may_look(request, who, subject)
+        if not ok:
+            return error(403, "another team's subject: state a reason (?reason=...); it is"
+                         " logged and shown to supervisors", need_reason=True)  # fmt: skip
+        await console.access.viewed(request, who, "export_alert", subject or rows[-1][1].subject,
+                                    alert=aid, reason=reason)  # fmt: skip
+        async with console.exports:  # each pack is CPU work: one at a time
+            try:
+                pack = await run_in_threadpool(build_pack, reader.path, aid)
+                body = await run_in_threadpool(pack.zip)
+            except TagwatchError as e:
+                return error(404, str(e))
+        return Response(body, media_type="application/zip", headers={
+            "Content-Disposition": f'attachment; filename="{pack.name}.zip"'})  # fmt: skip
+
     return [
+        Route("/api/alerts/{id}/export", guarded(export)),
         Route("/api/alerts/{id}", guarded(alert_page)),
         Route("/api/alerts/{id}/{action}", guarded(act), methods=["POST"]),
         Route("/api/subjects/{id}", guarded(subject_page)),

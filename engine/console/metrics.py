@@ -76,6 +76,28 @@ class _Snapshot(Collector):
         for (kind, severity), n in sorted(by.items()):
             opened.add_metric([kind, severity], n)
         yield opened
+        note = s.notify
+        if note is None:  # no notifier running
+            return
+        hooks = CounterMetricFamily(
+            "tagwatch_webhook_deliveries", "Webhook POSTs by result", labels=["result"]
+        )
+        hooks.add_metric(["ok"], note.webhook_delivered)
+        hooks.add_metric(["failed"], note.webhook_failed)
+        yield hooks
+        yield GaugeMetricFamily(
+            "tagwatch_webhook_lag_seconds",
+            "Age of the oldest alert record some webhook receiver has not acknowledged",
+            value=note.webhook_lag_s,
+        )
+        warned = CounterMetricFamily(
+            "tagwatch_protected_warnings", "Warnings to protected devices by result",
+            labels=["result"],
+        )  # fmt: skip
+        warned.add_metric(["sent"], note.warnings_sent)
+        warned.add_metric(["failed"], note.warnings_failed)
+        warned.add_metric(["expired"], note.warnings_expired)
+        yield warned
 
 
 def render(stats: EngineStats, online: bool, open_alerts: list[Alert]) -> bytes:

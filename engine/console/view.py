@@ -35,6 +35,24 @@ class EngineStats:
     lag_s: float = 0.0  # received -> committed, of the last batch's first message
     queue_depth: int = 0  # messages received and not yet decided
     commit_times: CommitTimes = field(default_factory=CommitTimes)
+    notify: NotifyStats | None = None  # webhooks and warnings, when a notifier runs
+
+
+class NotifyStats(Protocol):
+    """The notifier's totals (engine/notify/notifier.py NotifyCounts)."""
+
+    @property
+    def webhook_delivered(self) -> int: ...
+    @property
+    def webhook_failed(self) -> int: ...
+    @property
+    def webhook_lag_s(self) -> float: ...
+    @property
+    def warnings_sent(self) -> int: ...
+    @property
+    def warnings_failed(self) -> int: ...
+    @property
+    def warnings_expired(self) -> int: ...
 
 
 class EngineView(Protocol):

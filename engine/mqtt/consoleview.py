@@ -10,9 +10,9 @@ and published from the outbox like any decided record."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
-from engine.console.view import EngineStats
+from engine.console.view import EngineStats, NotifyStats
 from engine.mqtt.serve import Engine
 from engine.store.base import CommitTimes, OutboxItem
 from engine.store.casework.workflow import Action
@@ -20,8 +20,10 @@ from zones.model import Subject, Zone
 
 
 class ServeView:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, notify: Callable[[], NotifyStats] | None = None) -> None:
+        """`notify`: the notifier's totals for /metrics, when one runs."""
         self.engine = engine
+        self.notify = notify
         self._commit_times = getattr(engine.store, "commit_times", None) or CommitTimes()
         self._by_id: tuple[object, dict[str, Subject], dict[str, Zone]] | None = None
         self._publishing: set[asyncio.Task[None]] = set()
@@ -42,6 +44,7 @@ class ServeView:
             published=e.outbox.published, publish_refused=e.outbox.refused,
             publish_failed=e.outbox.failed, store_errors=c.store_errors, lag_s=c.lag_s,
             queue_depth=e.queue.qsize(), commit_times=self._commit_times,
+            notify=self.notify() if self.notify else None,
         )  # fmt: skip
 
     def _maps(self) -> tuple[dict[str, Subject], dict[str, Zone]]:

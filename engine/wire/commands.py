@@ -1,5 +1,6 @@
 """Messages the engine sends that are not alerts: reporting-rate commands to tags on
-`tagwatch/v1/tags/{tag}/cmd` and its own retained status on `tagwatch/v1/engine/status`.
+`tagwatch/v1/tags/{tag}/cmd`, its own retained status on `tagwatch/v1/engine/status`, and
+opt-in warnings to protected devices (`encode_warning`, docs/notifications.md).
 
 Encoded here and parsed here, so the engine, the simulator and real tags read one contract:
 a command is `{"rate_s": seconds}` (other keys may be added; readers ignore them), a status
@@ -78,3 +79,45 @@ def decode_status(payload: bytes) -> dict[str, str]:
     if not isinstance(obj, dict) or not isinstance(obj.get("state"), str):
         raise DecodeError(f"not an engine status: {payload[:80]!r}")
     return {str(k): str(v) for k, v in obj.items()}
+
+
+# The words a protected person reads (docs/notifications.md): what happened, never where the
+# subject is (only how far, when the engine measured it against this device).
+_WARNING_TEXT = {
+    "proximity": "WARNING: the person you are protected from is about {d} from you."
+    " The monitoring centre has been alerted.",
+    "proximity_approach": "Caution: the person you are protected from is about {d} from"
+    " you. The monitoring centre has been alerted.",
+    "zone_breach": "WARNING: the person you are protected from has entered a zone they are"
+    " banned from. The monitoring centre has been alerted.",
+    "zone_approach": "Caution: the person you are protected from is near a zone they are"
+    " banned from. The monitoring centre has been alerted.",
+}
+WARNING_KINDS = frozenset(_WARNING_TEXT)
+
+
+def warning_text(kind: str, distance_m: float | None) -> str:
+    d = "an unknown distance" if distance_m is None else f"{distance_m:.0f} m"
+    return _WARNING_TEXT[kind].format(d=d)
+
+
+def encode_warning(
+    device: str, alert_id: str, kind: str, severity: str, t: float, distance_m: float | None
+) -> tuple[str, bytes]:
+    """(topic, payload) of a warning to protected `device` about alert `alert_id`.
+
+    An OwnTracks phone ('user/device') gets the app's `action` cmd on
+    owntracks/{user}/{device}/cmd: `notification` (shown by the iOS app) and `content`
+    (its Featured Content tab). Any other device (a dedicated unit) gets
+    tagwatch/v1/protected/{device}/warning: {"alert", "kind", "severity", "t", "text",
+    "distance_m" when measured against this device}."""
+    text = warning_text(kind, distance_m)
+    if "/" in device:
+        cmd = {"_type": "cmd", "action": "action", "notification": text, "content": text}
+        return topics.owntracks_cmd(device), msgspec.json.encode(cmd)
+    body: dict[str, object] = {
+        "alert": alert_id, "kind": kind, "severity": severity, "t": t, "text": text,
+    }  # fmt: skip
+    if distance_m is not None:
+        body["distance_m"] = distance_m
+    return topics.warning(device), msgspec.json.encode(body)

@@ -15,6 +15,7 @@ OWNTRACKS_PREFIX = OWNTRACKS + "/"
 ALERTS = "tagwatch/v1/alerts"  # tagwatch/v1/alerts/{subject}
 STATUS = "tagwatch/v1/engine/status"  # the engine's retained status, with an offline will
 CHECKPOINT = "tagwatch/v1/engine/checkpoint"  # the newest signed ledger checkpoint, retained
+PROTECTED = "tagwatch/v1/protected"  # tagwatch/v1/protected/{device}/warning (opt-in)
 
 # What the engine subscribes to.
 INPUT_FILTERS = (
@@ -25,6 +26,8 @@ INPUT_FILTERS = (
 )
 ALERTS_FILTER = f"{ALERTS}/+"  # every subject's alerts (one level: subject ids have no '/')
 CMD_FILTER = f"{TAGS}/+/cmd"  # every tag's reporting-rate commands
+WARNING_FILTER = f"{PROTECTED}/+/warning"  # warnings to protected units (docs/notifications.md)
+OWNTRACKS_CMD_FILTER = f"{OWNTRACKS}/+/+/cmd"  # OwnTracks cmd messages (warnings to phones)
 
 
 def fix(tag: str) -> str:
@@ -48,6 +51,16 @@ def cmd(tag: str) -> str:
 def owntracks(device: str) -> str:
     """An OwnTracks device id is 'user/device'."""
     return f"{OWNTRACKS}/{device}"
+
+
+def owntracks_cmd(device: str) -> str:
+    """Where an OwnTracks app with remote commands on listens: owntracks/{user}/{device}/cmd."""
+    return f"{OWNTRACKS}/{device}/cmd"
+
+
+def warning(device: str) -> str:
+    """A warning to a protected unit (not a phone: device ids without '/')."""
+    return f"{PROTECTED}/{device}/warning"
 
 
 def alerts(subject: str, prefix: str = ALERTS) -> str:
