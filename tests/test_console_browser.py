@@ -300,6 +300,8 @@ def test_a_walk_in_is_worked_live_across_two_browsers(world: World, browser: Any
         expect(mon.tid("decision")).to_contain_text("inside zone Z1")
         expect(mon.tid("records").locator("tbody tr")).not_to_have_count(0)
         expect(mon.tid("export")).to_have_attribute("href", f"/api/alerts/{rec['id']}/export")
+        pack = mon.ctx.request.get(mon.tid("export").get_attribute("href") or "")
+        assert pack.status == 200 and pack.body()[:2] == b"PK", pack.status  # a zip
         # acknowledge: the supervisor's queue shows it without a reload
         mon.tid("act-ack").click()
         expect(mon.tid("alert-workflow")).to_have_text("acknowledged")
