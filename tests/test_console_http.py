@@ -107,7 +107,7 @@ def test_sessions_csrf_tokens_and_the_access_log(console) -> None:
     s = http.get("/api/session")
     assert s.status_code == 200
     assert s.json() == {"user": "alice", "role": "monitor", "team": "north",
-                        "csrf": r.json()["csrf"], "via": "session"}  # fmt: skip
+                        "csrf": r.json()["csrf"], "via": "session", "tiles": None}  # fmt: skip
     assert http.get("/api/alerts").status_code == 200  # a GET needs no CSRF token
 
     # a cookie POST without (or with a wrong) X-CSRF-Token is refused, and changes nothing
@@ -223,6 +223,13 @@ def test_http_address_problems_are_clear_errors(tmp_path: Path, capsys) -> None:
     assert "expected HOST:PORT" in capsys.readouterr().err
     assert main([*base, "--http", "127.0.0.1:0", "--http-cert", "c.pem"]) == 2
     assert "--http-cert and --http-key go together" in capsys.readouterr().err
+    for tiles in (
+        str(tmp_path / "no-such-dir"),
+        "ftp://tiles/{z}/{x}/{y}.png",
+        "https://t.example/",
+    ):
+        assert main([*base, "--http", "127.0.0.1:0", "--http-tiles", tiles]) == 2
+        assert "--http-tiles" in capsys.readouterr().err
     assert not (tmp_path / "tw.db").exists()  # nothing was started
 
 
@@ -255,4 +262,36 @@ def test_under_tls_the_session_cookie_is_secure(
         assert r.status_code == 200, r.text
         assert "secure" in r.headers["set-cookie"].lower()
         assert http.get("/api/session").json()["user"] == "alice"
+        assert eng.stop() == 0, eng.log_text()
+
+
+@pytest.mark.parametrize("local", [True, False])
+def test_a_tile_layer_only_when_the_operator_gives_one(
+    mosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, local: bool
+) -> None:
+    """--http-tiles DIR serves the tiles at /tiles/ (same origin); --http-tiles URL lets the
+    page's CSP load images from that server alone; /api/session tells the page which."""
+    (tmp_path / "tiles" / "3" / "4").mkdir(parents=True)
+    (tmp_path / "tiles" / "3" / "4" / "2.png").write_bytes(b"\x89PNG tile")
+    given = str(tmp_path / "tiles") if local else "https://{s}.tiles.example/{z}/{x}/{y}.png"
+    zones, subjects = write_world(tmp_path, subjects_toml=SUBJECTS)
+    db = tmp_path / "tw.db"
+    add_user(monkeypatch, db, "alice", "monitor")
+    port = free_port()
+    eng = EngineProcess(mosquitto.host, mosquitto.port, zones, subjects, db,
+                        extra_args=["--http", f"127.0.0.1:{port}", "--http-tiles", given])  # fmt: skip
+    with eng, httpx.Client(base_url=f"http://127.0.0.1:{port}") as http:
+        wait_healthy(http, eng)
+        assert login(http, "alice").status_code == 200
+        csp = http.get("/").headers["content-security-policy"]
+        img = next(d for d in csp.split("; ") if d.startswith("img-src"))
+        if local:
+            assert http.get("/api/session").json()["tiles"] == "/tiles/{z}/{x}/{y}.png"
+            assert http.get("/tiles/3/4/2.png").content == b"\x89PNG tile"
+            assert http.get("/tiles/../tw.db").status_code == 404
+            assert img == "img-src 'self' data:"
+        else:
+            assert http.get("/api/session").json()["tiles"] == given
+            assert img == "img-src 'self' data: https://*.tiles.example"
+            assert http.get("/tiles/3/4/2.png").status_code == 404
         assert eng.stop() == 0, eng.log_text()

@@ -130,7 +130,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 console = ConsoleServer(
                     sock, args.db,
                     ServeView(engine, notifier.counts if notifier is not None else None), settings,
-                    certfile=args.http_cert, keyfile=args.http_key,
+                    certfile=args.http_cert, keyfile=args.http_key, tiles=args.http_tiles,
                 )  # fmt: skip
                 tg.create_task(console.run(engine.stopping), name="console")
             await engine.run()
@@ -147,11 +147,13 @@ def _http_socket(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     if (args.http_cert is None) != (args.http_key is None):
         raise TagwatchError("--http-cert and --http-key go together (the console's TLS)")
     if args.http is None:
-        if args.http_cert:
-            raise TagwatchError("--http-cert needs --http HOST:PORT")
+        if args.http_cert or args.http_tiles:
+            raise TagwatchError("--http-cert and --http-tiles need --http HOST:PORT")
         return None
+    from engine.console.pages import Tiles
     from engine.console.server import HttpAddress
 
+    Tiles.parse(args.http_tiles)  # a wrong one is an error now, before anything starts
     return HttpAddress.parse(args.http).bind()
 
 
@@ -258,6 +260,12 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     sp.add_argument("--http-cert", metavar="PEM", help="the console's TLS certificate")
     sp.add_argument("--http-key", metavar="PEM", help="...and its private key")
+    sp.add_argument(
+        "--http-tiles", metavar="DIR|URL",
+        help="a map tile layer for the console: a local directory of Z/X/Y.png tiles (served"
+        " at /tiles/) or a tile server's URL template (https://host/{z}/{x}/{y}.png);"
+        " without it the maps draw zones and tracks on a plain background",
+    )  # fmt: skip
     sp.add_argument(
         "--webhook", action="append", metavar="[NAME=]URL",
         help="POST every alert record, signed, to this URL (repeatable; docs/notifications.md)",

@@ -28,6 +28,7 @@ from engine.console import cases, metrics, pages, review
 from engine.console.access import AccessLog, at_least, visible
 from engine.console.auth import COOKIE, Auth, Principal, client_of
 from engine.console.feed import Feed
+from engine.console.pages import Tiles
 from engine.console.queue import STATES, WORKFLOWS, queue
 from engine.console.view import EngineView
 from engine.settings import Settings
@@ -47,6 +48,7 @@ class Console:
     engine: EngineView
     settings: Settings
     tls: bool = False
+    tiles: Tiles | None = None  # the maps' tile layer, when the operator gave one
 
     def __post_init__(self) -> None:
         self.auth = Auth(self.accounts, self.settings)
@@ -107,7 +109,8 @@ def build_app(console: Console) -> Starlette:
         return response
 
     async def session(request: Request, who: Principal) -> Response:
-        return JSONResponse({**_who(who), "csrf": who.csrf, "via": who.via})
+        tiles = console.tiles.template if console.tiles else None
+        return JSONResponse({**_who(who), "csrf": who.csrf, "via": who.via, "tiles": tiles})
 
     async def alerts(request: Request, who: Principal) -> Response:
         state = request.query_params.get("state", "all")
@@ -150,7 +153,7 @@ def build_app(console: Console) -> Starlette:
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
     return Starlette(
         routes=[
-            *pages.routes(getattr(console.settings, "tiles", None)),
+            *pages.routes(console.tiles),
             Route("/healthz", healthz),
             Route("/metrics", scrape),
             Route("/api/login", login, methods=["POST"]),

@@ -4,13 +4,15 @@ a control room's console works offline.
 
 Every answer carries a strict Content-Security-Policy: scripts, styles and connections
 only from this origin (no inline script, no eval), images from this origin, `data:` URIs
-and, when the operator names a tile server (an optional `tiles` URL template in the
-settings), that server's origin. The page may not be framed. Static files are revalidated
+and, when the operator names a tile server (`serve --http-tiles URL`), that server's
+origin. `--http-tiles DIR` serves a local directory of Z/X/Y.png tiles at `/tiles/` (an
+offline control room's own tiles: same origin, nothing else allowed). The page may not be framed. Static files are revalidated
 on every load (`no-cache`, with ETag/Last-Modified: a new engine never runs an old
 script); the vendored Leaflet, versioned by its folder, is cached for a day."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -20,7 +22,33 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from engine.errors import ConfigError
+
 STATIC = Path(__file__).resolve().parent / "static"
+
+
+@dataclass(frozen=True)
+class Tiles:
+    """The maps' tile layer: a template the page hands Leaflet, and a local directory to
+    serve it from (None: a tile server's URL)."""
+
+    template: str
+    directory: Path | None = None
+
+    @classmethod
+    def parse(cls, given: str | None) -> Tiles | None:
+        """`--http-tiles`: an existing directory, or an http(s) URL template with {z}, {x}
+        and {y}; anything else is a ConfigError."""
+        if not given:
+            return None
+        if Path(given).is_dir():
+            return cls("/tiles/{z}/{x}/{y}.png", Path(given).resolve())
+        if tile_origin(given) is None or not all(k in given for k in ("{z}", "{x}", "{y}")):
+            raise ConfigError(
+                f"--http-tiles {given!r}: not a directory, nor an http(s) URL template with"
+                " {z}, {x} and {y} (e.g. https://tiles.example/{z}/{x}/{y}.png)"
+            )
+        return cls(given)
 
 
 def tile_origin(url: str | None) -> str | None:
@@ -70,10 +98,10 @@ class _Headers:
         await self.app(scope, receive, sending)
 
 
-def routes(tiles: str | None = None) -> list[BaseRoute]:
-    """`/` and `/static/...`; `tiles` is the operator's tile URL template, if any (CSP)."""
+def routes(tiles: Tiles | None = None) -> list[BaseRoute]:
+    """`/` and `/static/...` (and `/tiles/...` for a local tile directory)."""
     common = {
-        "Content-Security-Policy": policy(tiles),
+        "Content-Security-Policy": policy(tiles.template if tiles else None),
         "X-Content-Type-Options": "nosniff",
         "Referrer-Policy": "no-referrer",
         "X-Frame-Options": "DENY",
@@ -84,7 +112,11 @@ def routes(tiles: str | None = None) -> list[BaseRoute]:
     async def index(request: Request) -> Response:
         return FileResponse(STATIC / "index.html", media_type="text/html", headers=fresh)
 
+    local = []
+    if tiles is not None and tiles.directory is not None:
+        local = [Mount("/tiles", app=_Headers(StaticFiles(directory=tiles.directory), vendor))]
     return [
+        *local,
         Route("/", index, methods=["GET", "HEAD"]),
         Mount("/static/vendor", app=_Headers(StaticFiles(directory=STATIC / "vendor"), vendor)),
         Mount("/static", app=_Headers(StaticFiles(directory=STATIC), fresh)),

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import uvicorn
 
 from engine.console.app import Console, build_app
+from engine.console.pages import Tiles
 from engine.console.view import EngineView
 from engine.errors import ConfigError
 from engine.settings import Settings
@@ -81,11 +82,16 @@ class ConsoleServer:
         *,
         certfile: str | None = None,
         keyfile: str | None = None,
+        tiles: str | None = None,
     ) -> None:
+        """`tiles`: a directory of Z/X/Y.png map tiles or a tile URL template (pages.py)."""
         self.sock = sock
         self.accounts = AccountStore(db)
         self.reader = CaseReader(db)
-        self.console = Console(self.accounts, self.reader, engine, settings, tls=bool(certfile))
+        self.console = Console(
+            self.accounts, self.reader, engine, settings, tls=bool(certfile),
+            tiles=Tiles.parse(tiles),
+        )  # fmt: skip
         self.config = uvicorn.Config(
             build_app(self.console),
             ssl_certfile=certfile,
