@@ -268,6 +268,21 @@ def test_an_opted_in_subjects_walk_in_warns_its_protected_devices_and_no_one_els
             " FROM warnings w JOIN alert_log a ON a.seq = w.alert_seq ORDER BY w.device"
         ).fetchall()
     assert rows == [("U1", "sent", 1, "S1", 1), ("alice/phone", "sent", 1, "S1", 1)], rows
+    # ...and each warning is a row of the hash-chained evidence ledger, which still verifies
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
+        noted = c.execute(
+            "SELECT l.device, json_extract(l.body, '$.topic'), json_extract(l.body, '$.sha256'),"
+            " a.subject FROM ledger l JOIN alert_log a ON a.seq = l.seq"
+            " WHERE l.kind = 'warning' ORDER BY l.device"
+        ).fetchall()
+    assert [(d, t, sub) for d, t, _, sub in noted] == [
+        ("U1", "tagwatch/v1/protected/U1/warning", "S1"),
+        ("alice/phone", "owntracks/alice/phone/cmd", "S1"),
+    ], noted
+    sent = dict(got)
+    for _, topic, digest, _ in noted:
+        assert hashlib.sha256(sent[topic]).hexdigest() == digest
+    assert main(["audit", "verify", "--db", str(db)]) == 0
     opened = [decode_alert(b) for _, b in log_rows(db)]
     opened = [a for a in opened if a.subject == "S1" and a.kind == "zone_breach"]
     assert unit["alert"] == opened[0].id and unit["severity"] == opened[0].severity, unit

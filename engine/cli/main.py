@@ -120,7 +120,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         # Webhooks and protected-device warnings follow the alert log (docs/notifications.md)
         notifier = Notifier.open(args.db, webhooks, ServeView(engine).subjects,
-                                 engine.session.publish_confirmed)  # fmt: skip
+                                 engine.session.publish_confirmed, store.note)  # fmt: skip
         async with asyncio.TaskGroup() as tg:  # these stop when the engine does
             if notifier is not None:
                 tg.create_task(notifier.run(engine.stopping), name="notify")

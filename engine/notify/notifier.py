@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import StoreError
-from engine.notify.protected import ProtectedWarner, Publish
+from engine.notify.protected import Ledger, ProtectedWarner, Publish
 from engine.notify.webhook import Webhook, WebhookSender
 from engine.store.notify.feed import NotifyStore
 from zones.model import Subject
@@ -44,8 +44,10 @@ class Notifier:
         webhooks: list[Webhook],
         subjects: Callable[[], Mapping[str, Subject]],
         publish: Publish,
+        ledger: Ledger | None = None,
     ) -> None:
-        """Raises StoreError when the store cannot be opened for notifications."""
+        """Raises StoreError when the store cannot be opened for notifications. `ledger`:
+        the engine store's `note` (each warning decided becomes a ledger row)."""
         self.store = NotifyStore(db)
         try:
             start = self.store.warning_cursor()
@@ -55,7 +57,7 @@ class Notifier:
             self.store.close()
             raise
         self.senders = [WebhookSender(h, self.store) for h in webhooks]
-        self.warner = ProtectedWarner(self.store, subjects, publish, start=start)
+        self.warner = ProtectedWarner(self.store, subjects, publish, start=start, ledger=ledger)
 
     @classmethod
     def open(
@@ -64,11 +66,12 @@ class Notifier:
         webhooks: list[Webhook],
         subjects: Callable[[], Mapping[str, Subject]],
         publish: Publish,
+        ledger: Ledger | None = None,
     ) -> Notifier | None:
         """A Notifier; None (said in the log) when the store cannot be opened for it and
         no webhook was asked for: warnings alone never stop the engine from starting."""
         try:
-            return cls(db, webhooks, subjects, publish)
+            return cls(db, webhooks, subjects, publish, ledger)
         except StoreError as e:
             if webhooks:
                 raise

@@ -7,7 +7,8 @@ TOML `warn_protected`, or `warn` on one `[[subjects.protected]]`; docs/notificat
 Proximity records warn the one device they are about (their `zone`); zone records warn
 every opted-in device of the subject.
 
-Each warning is recorded (`warnings`, engine/store/notify/feed.py) before it is sent and
+Each warning is recorded (`warnings`, engine/store/notify/feed.py, and a `warning` row of
+the evidence ledger: engine/store/ledger.py) before it is sent and
 marked when the broker confirms it (QoS 1 through the engine's session): a record warns a
 device once (the row is unique per record and device, so a restart that reads the log
 again sends nothing twice), an alert warns a device at most once per `repeat_s` however
@@ -18,6 +19,8 @@ more than `expire_s` after it was written warns no one, for the same reason."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -26,6 +29,7 @@ from typing import Any
 
 import msgspec
 
+from engine.errors import StoreError
 from engine.notify.webhook import POLL_S, retrying, wait
 from engine.store.notify.feed import LogRow, NotifyStore, Warning
 from engine.wire.commands import WARNING_KINDS, encode_warning
@@ -36,6 +40,8 @@ log = logging.getLogger("tagwatch.notify")
 REPEAT_S = 600.0  # an alert warns a device at most once per 10 minutes (escalations)
 EXPIRE_S = 900.0  # a warning not out 15 minutes after its record is not sent at all
 RETRY_S = 5.0  # pending warnings are published again this often
+# The engine store's `note(kind, device, seq, t, body)`: a row of the evidence ledger
+Ledger = Callable[[str, str, int | None, float, bytes], int]
 CURSOR_EVERY_S = 30.0  # the read position is stored at least this often (when it moved)
 
 # Publish QoS 1 and return the broker's PUBACK reason code (>= 0x80: refused); raises on
@@ -106,9 +112,12 @@ class ProtectedWarner:
         start: int,
         repeat_s: float = REPEAT_S,
         expire_s: float = EXPIRE_S,
+        ledger: Ledger | None = None,
     ) -> None:
         """`start`: the alert_log seq to read after (the stored position, or the log's
-        end when the warner never ran: history warns no one)."""
+        end when the warner never ran: history warns no one). `ledger`: the engine
+        store's `note`, so each warning decided is a row of the evidence ledger."""
+        self.ledger = ledger
         self.store = store
         self.subjects = subjects
         self.publish = publish
@@ -138,10 +147,25 @@ class ProtectedWarner:
             if fresh:
                 added = await retrying(self.store.add_warnings, fresh, self.seq, self.repeat_s)
                 self._stored = (self.seq, time.monotonic())
+                await self._in_ledger(added)
                 self.stats.decided += len(added)
                 await self._send(added)
             else:
                 await self._keep_position(force=False)
+
+    async def _in_ledger(self, added: list[Warning]) -> None:
+        """A `warning` row per warning decided (before it is sent), in the hash chain."""
+        if self.ledger is None:
+            return
+        for w in added:
+            body = json.dumps({"warning": w.id, "alert": w.alert_id, "topic": w.topic,
+                               "sha256": hashlib.sha256(w.payload).hexdigest()},
+                              separators=(",", ":")).encode()  # fmt: skip
+            t = round(w.created_at or time.time(), 3)
+            try:
+                await asyncio.to_thread(self.ledger, "warning", w.device, w.alert_seq, t, body)
+            except StoreError as e:  # the warning still goes out; the table has it
+                log.error("warning %d to %s not in the evidence ledger: %s", w.id, w.device, e)
 
     async def _keep_position(self, force: bool) -> None:
         seq, at = self._stored

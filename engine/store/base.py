@@ -114,6 +114,10 @@ class Store(Protocol):
         """The broker confirmed these outbox items."""
         ...
 
+    def note(self, kind: str, device: str, seq: int | None, t: float, body: bytes) -> int:
+        """Append a row of `kind` (a warning to a protected device) to the ledger."""
+        ...
+
     def act(self, alert_id: str, action: Action, now: float | None = None) -> OutboxItem:
         """Write a monitor's action on an alert as its next record (alert log, ledger,
         outbox) and return the item to publish (engine/store/casework/workflow.py)."""

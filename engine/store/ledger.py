@@ -20,6 +20,10 @@ Rows, in the order they happened:
           to n (hash h, the new anchor; alert_log seqs up to a with them)   device/seq NULL
     snapshot {"snapshot": n, "sha256": h, "bytes": size}: the pipeline snapshot taken after
           row n has this hash; recovery uses a snapshot only when its row says so
+    warning {"warning": id, "alert": alert id, "topic": t, "sha256": of the payload}: a
+          warning to a protected device was decided (engine/notify/protected.py)
+                                                   device = the protected device, seq = the
+                                                   alert_log seq it warns of, t = wall time
 
 The fix and event rows after a step row are the records that step handed the pipeline, in
 the order it handed them, so the steps replayed through a pipeline rebuild its state
@@ -210,6 +214,13 @@ class LedgerWriter:
         row_n = self.head.n + 1
         h = row_hash(self.head.hash, row_n, "snapshot", self.head.step, None, None, None, body)
         return (row_n, "snapshot", self.head.step, None, None, None, body, h)
+
+    def note_row(self, kind: str, device: str, seq: int | None, t: float, body: bytes) -> Row:
+        """A row recording something the engine did beside deciding (`warning`: a warning
+        sent to a protected device); the chain covers it like any other row."""
+        n = self.head.n + 1
+        h = row_hash(self.head.hash, n, kind, self.head.step, device, seq, t, body)
+        return (n, kind, self.head.step, device, seq, t, body, h)
 
     @staticmethod
     def after(rows: Sequence[Row], head: Head) -> Head:

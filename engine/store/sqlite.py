@@ -261,9 +261,8 @@ class SqliteStore(OwnedResource):
         return out
 
     def act(self, alert_id: str, action: Action, now: float | None = None) -> OutboxItem:
-        """Do a monitor's action on an alert: its record (engine/store/casework/workflow.py)
-        is written like a decided one, in one transaction (alert log, current state,
-        ledger row, outbox); the item to publish is returned. UnknownAlert, ActionRefused."""
+        """A monitor's action: its record (casework/workflow.py) written like a decided one
+        (alert log, ledger, outbox); the item to publish. UnknownAlert, ActionRefused."""
         with self._reading("the alert log") as db:
             rows = db.execute(
                 "SELECT record FROM alert_log WHERE alert_id = ? ORDER BY seq", (alert_id,)
@@ -334,15 +333,32 @@ class SqliteStore(OwnedResource):
                 " (SELECT n FROM snapshots ORDER BY n DESC LIMIT ?)",
                 (keep,),
             )
-            db.execute(ledger.INSERT, mark_row)
-            end = LedgerWriter.after([mark_row], head)
-            mark = msgspec.structs.replace(self._mark, n=end.n, step=end.step, hash=end.hash.hex())
-            self._sign(mark)
+            end, mark = self._append(mark_row)
             db.execute("COMMIT")
         except sqlite3.Error as e:
             self._after_failure()
             self._fail("cannot save snapshot", e)
         self.head, self._mark = end, mark
+
+    def _append(self, row: ledger.Row) -> tuple[ledger.Head, Checkpoint]:
+        """Insert one ledger row after the head, and sign the new end (in a transaction)."""
+        self._db.execute(ledger.INSERT, row)
+        end = LedgerWriter.after([row], self.head)
+        mark = msgspec.structs.replace(self._mark, n=end.n, step=end.step, hash=end.hash.hex())
+        self._sign(mark)
+        return end, mark
+
+    def note(self, kind: str, device: str, seq: int | None, t: float, body: bytes) -> int:
+        """Append a `kind` row (ledger.py: `warning`) to the evidence ledger; its n."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            end, mark = self._append(LedgerWriter(self.head).note_row(kind, device, seq, t, body))
+            self._db.execute("COMMIT")
+        except sqlite3.Error as e:
+            self._after_failure()
+            self._fail("cannot write to the evidence ledger", e)
+        self.head, self._mark = end, mark
+        return end.n
 
     def snapshot_hash(self, n: int) -> str | None:
         """The sha256 the evidence ledger records for the snapshot taken after row n."""
@@ -475,7 +491,7 @@ own(SqliteStore, (
     "commit", "flush_dead_letters", "missing", "save_snapshot", "latest_snapshot",
     "snapshot_hash", "config_steps",
     "last_step_now", "prune", "prune_dead_letters", "verify", "mark_published",
-    "unpublished", "alert_log", "current_alerts", "dead_letters", "act",
+    "unpublished", "alert_log", "current_alerts", "dead_letters", "act", "note",
 ))  # fmt: skip
 
 
