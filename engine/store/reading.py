@@ -49,7 +49,7 @@ def evidence_row(
     first in that seq space, found by laying the tag's ledger records out in seq spaces
     with the engine's rules (engine/core/intake/seqspace.py)."""
     rows = db.execute(
-        "SELECT n, body FROM ledger WHERE device = ? AND seq = ? AND kind != 'alert' ORDER BY n",
+        "SELECT n, body FROM ledger WHERE device = ? AND seq = ? AND kind IN ('fix', 'event') ORDER BY n",
         (tag, seq),
     ).fetchall()
     if boot is None or not rows:
@@ -68,7 +68,7 @@ def evidence_row(
 def _space_of_rows(db: sqlite3.Connection, tag: str) -> dict[tuple[int, int], int]:
     """(ledger row, seq) -> seq-space index for every fix and event of `tag`."""
     recs = db.execute(
-        "SELECT n, seq, t, body FROM ledger WHERE device = ? AND kind != 'alert' ORDER BY n",
+        "SELECT n, seq, t, body FROM ledger WHERE device = ? AND kind IN ('fix', 'event') ORDER BY n",
         (tag,),
     ).fetchall()
     sp = SeqSpaces(1, Settings().restart_seq_drop)
