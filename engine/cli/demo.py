@@ -137,8 +137,8 @@ def run_demo(
         _say("engine online; fleet starting. Alerts appear below as they open and close.")
         _say(f"(watch from another terminal: tagwatch watch --broker {url})")
         _say(
-            f"console: http://{http}/  login {DEMO_USER} / {password}  (the JSON API, "
-            f"/metrics and /healthz today; the map and alert queue pages are coming)"
+            f"console: http://{http}/  login {DEMO_USER} / {password}  (open it in a browser:"
+            " the live alert queue, maps and the workflow; /metrics and /healthz too)"
         )
         printer = asyncio.create_task(_print_alerts(url, counts))
         fleet = asyncio.create_task(run_live(run, addr.host, addr.port, warp=1.0))
