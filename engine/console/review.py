@@ -73,9 +73,9 @@ def routes(console: Console, guarded: Guard) -> list[Route]:
         except ValueError:
             return JSONResponse({"error": "limit must be a number"}, status_code=400)
         flagged = request.query_params.get("flagged") in ("1", "true", "yes")
-        rows = await run_in_threadpool(console.accounts.access_log, limit)
+        rows = await run_in_threadpool(console.accounts.access_log, limit)  # oldest first
         out = []
-        for r in rows:
+        for r in reversed(rows):  # newest first, as documented
             if flagged and r.action != "view_other_team":
                 continue
             try:

@@ -3,7 +3,7 @@
  * TW.api: fetch with the session cookie and X-CSRF-Token on every POST; a 401 shows the
  * login form. TW.live: the server-sent event stream (/api/events) with reconnect and a
  * catch-up fetch of /api/alerts after every reconnect. TW.route: the hash router
- * (#/ queue, #/alert/ID, #/subject/ID, #/users). TW.cue: the critical banner and beep.
+ * (#/ queue, #/alert/ID, #/subject/ID, #/users, #/access, #/reports). TW.cue: the critical banner and beep.
  * Everything shown is built with DOM calls and textContent: data never becomes markup. */
 "use strict";
 
@@ -146,6 +146,7 @@ TW.loggedIn = function loggedIn(session) {
   TW.$("#topbar").hidden = false;
   TW.$("#who").textContent = `${session.user} · ${session.role}${session.team ? " · " + session.team : ""}`;
   TW.$("#nav-users").hidden = session.role !== "admin";
+  for (const a of TW.$$("[data-supervisor]")) a.hidden = !["supervisor", "admin"].includes(session.role);
   TW.queue.load().catch((e) => TW.queue.failed(e));
   TW.live.start();
   TW.route();
@@ -212,7 +213,7 @@ TW.route = function route() {
   const hash = location.hash.replace(/^#\/?/, "");
   const [page, ...rest] = hash.split("/");
   const arg = decodeURIComponent(rest.join("/"));
-  const name = { "": "queue", alert: "alert", subject: "subject", users: "users" }[page] || "queue";
+  const name = { "": "queue", alert: "alert", subject: "subject", users: "users", access: "access", reports: "reports" }[page] || "queue";
   for (const [n, v] of Object.entries(TW.views)) if (n !== name) v.hide();
   for (const a of TW.$$("#topbar nav a")) {
     if (a.dataset.view === name) a.setAttribute("aria-current", "page");
@@ -268,8 +269,9 @@ TW.live = {
       try {
         TW.notice(JSON.parse(ev.data));
       } catch (e) {
-        /* not for us */
+        return; /* not for us */
       }
+      for (const v of Object.values(TW.views)) if (v.visible && v.onAccess) v.onAccess();
     });
     es.addEventListener("error", () => {
       this.broken = true;
