@@ -73,11 +73,10 @@ def routes(console: Console, guarded: Guard) -> list[Route]:
         except ValueError:
             return JSONResponse({"error": "limit must be a number"}, status_code=400)
         flagged = request.query_params.get("flagged") in ("1", "true", "yes")
-        rows = await run_in_threadpool(console.accounts.access_log, limit)  # oldest first
+        only = "view_other_team" if flagged else None
+        rows = await run_in_threadpool(console.accounts.access_log, limit, only)  # oldest first
         out = []
         for r in reversed(rows):  # newest first, as documented
-            if flagged and r.action != "view_other_team":
-                continue
             try:
                 detail = json.loads(r.detail) if r.detail.startswith("{") else {}
             except ValueError:

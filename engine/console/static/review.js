@@ -83,8 +83,7 @@
     if (!allowed()) return refuse(status, table, "the access log");
     const flagged = $("#access-flagged").checked;
     const limit = Number($("#access-limit").value) || 200;
-    // the server limits the rows it reads before it keeps the flagged ones: ask for many
-    const path = `/api/access?limit=${flagged ? 10000 : limit}${flagged ? "&flagged=1" : ""}`;
+    const path = `/api/access?limit=${limit}${flagged ? "&flagged=1" : ""}`;
     try {
       const rows = (await TW.get(path)).sort((a, b) => b.seq - a.seq).slice(0, limit); // newest first
       if (seq !== view.seq) return;

@@ -226,10 +226,13 @@ class AccountStore(OwnedResource):
         with self._write("cannot write the access log") as db:
             self._log(db, user, client, action, detail)
 
-    def access_log(self, limit: int = 1000) -> list[AccessRow]:
+    def access_log(self, limit: int = 1000, action: str | None = None) -> list[AccessRow]:
+        """The newest `limit` rows (of one `action` only, if given), oldest first."""
+        where, params = ("WHERE action = ?", (action,)) if action else ("", ())
         rows = self._read(
-            "SELECT seq, t, user, client, action, detail FROM access_log ORDER BY seq DESC LIMIT ?",
-            (limit,),
+            f"SELECT seq, t, user, client, action, detail FROM access_log {where}"
+            " ORDER BY seq DESC LIMIT ?",
+            (*params, limit),
         )
         return [AccessRow(*r) for r in reversed(rows)]  # type: ignore[arg-type]
 
