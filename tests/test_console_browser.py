@@ -10,31 +10,30 @@ under CI. The docs' pictures come from the demo world (tests/test_demo_console.p
 
 from __future__ import annotations
 
-import io
-import json
-import os
 import re
-import socket
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-import paho.mqtt.client as mqtt
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
-from engine.cli.main import main
-from tests.helpers import EngineProcess, fix, offset, square, write_world
+from tests.browserkit import (
+    Page,
+    World,
+    _add_user,
+    _require_chromium,
+    browser,
+    serve_world,
+)
+from tests.helpers import fix, offset, square, write_world
+
+__all__ = ["browser"]  # a fixture, imported to be used here
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.timeout(240)]
 
-CHROMIUM = "/usr/bin/chromium"
-ROOT = Path(__file__).resolve().parents[1]
-PASSWORD = "correct horse battery"
 SUBJECTS = (
     '[[subjects]]\nid = "S1"\ntags = ["T1"]\nrisk = 3\nteam = "north"\n'
     '[[subjects]]\nid = "S2"\ntags = ["T2"]\nrisk = 2\nteam = "north"\n'
@@ -57,82 +56,6 @@ def _zones() -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-SCREENSHOTS = os.environ.get("TAGWATCH_SCREENSHOTS") == "1"
-
-
-def _require_chromium() -> None:
-    if not os.access(CHROMIUM, os.X_OK):
-        msg = f"Debian's chromium is not installed ({CHROMIUM}); `make chromium` installs it"
-        if os.environ.get("CI"):
-            pytest.fail(f"CI is set but {msg}", pytrace=False)
-        pytest.skip(msg)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    _require_chromium()
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield b
-        b.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _add_user(monkeypatch: pytest.MonkeyPatch, db: Path, name: str, role: str, team: str) -> None:
-    monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))
-    assert main(["users", "add", name, "--role", role, "--team", team, "--db", str(db)]) == 0
-
-
-@dataclass
-class Records:
-    """Alert records from MQTT with their arrival time: when the decision was published."""
-
-    host: str
-    port: int
-    got: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.ready = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-        self.client.on_connect = lambda c, *_: c.subscribe("tagwatch/v1/alerts/+", qos=1)
-        self.client.on_subscribe = lambda *_: self.ready.set()
-        self.client.on_message = lambda c, u, m: self.got.append(
-            (time.monotonic(), json.loads(m.payload))
-        )
-        self.client.connect(self.host, self.port)
-        self.client.loop_start()
-        assert self.ready.wait(10), "no subscription to the alert topics"
-
-    def publish(self, msgs: list[tuple[str, Any]]) -> None:
-        for topic, payload in msgs:
-            self.client.publish(topic, json.dumps(payload), qos=1).wait_for_publish(10)
-
-    def first(self, pred: Any, timeout: float = 30.0) -> tuple[float, dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for when, rec in list(self.got):
-                if pred(rec):
-                    return when, rec
-            time.sleep(0.02)
-        raise AssertionError(f"no such alert record; got {[r for _, r in self.got]}")
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
-
-
-@dataclass
-class World:
-    base: str
-    engine: EngineProcess
-    mqtt: Records
-
-
 @pytest.fixture
 def world(mosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     _require_chromium()  # before starting anything
@@ -142,65 +65,7 @@ def world(mosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
     _add_user(monkeypatch, db, "sue", "supervisor", "north")
     _add_user(monkeypatch, db, "ada", "admin", "north")
     _add_user(monkeypatch, db, "bob", "monitor", "south")
-    port = _free_port()
-    eng = EngineProcess(mosquitto.host, mosquitto.port, zones, subjects, db,
-                        extra_args=["--http", f"127.0.0.1:{port}"])  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    with eng:
-        deadline = time.monotonic() + 60
-        while True:
-            assert eng.running, eng.log_text()
-            try:
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, eng.log_text()
-            time.sleep(0.2)
-        rec = Records(mosquitto.host, mosquitto.port)
-        try:
-            yield World(base, eng, rec)
-        finally:
-            rec.close()
-        assert eng.stop() == 0, eng.log_text()
-
-
-class Page:
-    """A logged-in browser tab, collecting script errors and CSP violations."""
-
-    def __init__(self, browser: Any, base: str) -> None:
-        self.ctx = browser.new_context(viewport={"width": 1280, "height": 800}, base_url=base)
-        self.page = self.ctx.new_page()
-        self.errors: list[str] = []
-        self.page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
-        self.page.on("console", self._console)
-        self.page.set_default_timeout(10_000)
-
-    def _console(self, m: Any) -> None:
-        # an answer's status (401 before login, a wrong password) is the network's, not a fault
-        if m.type == "error" and not m.text.startswith("Failed to load resource"):
-            self.errors.append(f"console {m.type}: {m.text}")
-
-    def login(self, user: str, password: str = PASSWORD) -> Page:
-        p = self.page
-        p.goto("/")
-        p.get_by_label("User name").fill(user)
-        p.get_by_label("Password").fill(password)
-        p.get_by_role("button", name="Log in").click()
-        p.get_by_test_id("queue-view").wait_for(state="visible")
-        return self
-
-    def tid(self, testid: str) -> Any:
-        return self.page.get_by_test_id(testid)
-
-    def close(self) -> None:
-        self.ctx.close()
-
-
-def _screenshot(page: Any, name: str) -> None:
-    """With TAGWATCH_SCREENSHOTS=1 (tests/test_demo_console.py takes the docs' pictures)."""
-    if SCREENSHOTS:  # docs/img/ is in the repository
-        page.screenshot(path=str(ROOT / "docs" / "img" / name))
+    yield from serve_world(mosquitto.host, mosquitto.port, zones, subjects, db)
 
 
 def test_the_login_page_is_served_from_the_package_with_a_strict_policy(

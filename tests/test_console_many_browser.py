@@ -15,23 +15,18 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from tests.helpers import EngineProcess, fix, square, write_world
-from tests.test_console_browser import (
-    WALK_IN,
-    Page,
-    Records,
-    _add_user,
-    _free_port,
-    _require_chromium,
-    browser,  # noqa: F401  (the module's chromium, as a fixture here too)
-)
+from tests.browserkit import Page, World, _add_user, _require_chromium, browser, serve_world
+from tests.helpers import fix, square, write_world
+from tests.test_console_browser import WALK_IN
+
+__all__ = ["browser"]  # a fixture, imported to be used here
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.timeout(300)]
 N = 500
 
 
 @pytest.fixture
-def crowd(mosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+def crowd(mosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     _require_chromium()
     features = [
         {"type": "Feature", "properties": {"id": f"Z{i}", "subject": f"S{i}", "kind": "exclusion"},
@@ -43,27 +38,7 @@ def crowd(mosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
     db = tmp_path / "tw.db"
     _add_user(monkeypatch, db, "sue", "supervisor", "north")
     _add_user(monkeypatch, db, "alice", "monitor", "north")
-    port = _free_port()
-    eng = EngineProcess(mosquitto.host, mosquitto.port, zones, subjects_file, db,
-                        extra_args=["--http", f"127.0.0.1:{port}"])  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    with eng:
-        deadline = time.monotonic() + 60
-        while True:
-            assert eng.running, eng.log_text()
-            try:
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, eng.log_text()
-            time.sleep(0.2)
-        rec = Records(mosquitto.host, mosquitto.port)
-        try:
-            yield {"base": base, "eng": eng, "mqtt": rec}
-        finally:
-            rec.close()
-        assert eng.stop() == 0, eng.log_text()
+    yield from serve_world(mosquitto.host, mosquitto.port, zones, subjects_file, db)
 
 
 def _walk_ins(tags: range, t0: float) -> list[tuple[str, Any]]:
@@ -74,10 +49,10 @@ def _walk_ins(tags: range, t0: float) -> list[tuple[str, Any]]:
     ]
 
 
-def test_five_hundred_rows_render_and_keep_updating(crowd: dict[str, Any], browser: Any) -> None:  # noqa: F811
-    sup = Page(browser, crowd["base"]).login("sue")
+def test_five_hundred_rows_render_and_keep_updating(crowd: World, browser: Any) -> None:
+    sup = Page(browser, crowd.base).login("sue")
     try:
-        crowd["mqtt"].publish(_walk_ins(range(N), time.time() - 600))
+        crowd.mqtt.publish(_walk_ins(range(N), time.time() - 600))
         rows = sup.page.locator("[data-testid=queue-row]")
         t = time.monotonic()
         expect(rows).to_have_count(N, timeout=120_000)
@@ -85,8 +60,8 @@ def test_five_hundred_rows_render_and_keep_updating(crowd: dict[str, Any], brows
         expect(sup.tid("count-new")).to_have_text(str(N))
 
         # with 500 rows on screen: one more walk-in shows within 2 s of its decision
-        crowd["mqtt"].publish(_walk_ins(range(N, N + 1), time.time() - 600))
-        decided, rec = crowd["mqtt"].first(
+        crowd.mqtt.publish(_walk_ins(range(N, N + 1), time.time() - 600))
+        decided, rec = crowd.mqtt.first(
             lambda r: r["kind"] == "zone_breach" and r["tag"] == f"T{N}"
         )
         row = sup.page.locator(f'[data-testid=queue-row][data-id="{rec["id"]}"]')
@@ -96,7 +71,7 @@ def test_five_hundred_rows_render_and_keep_updating(crowd: dict[str, Any], brows
 
         # an acknowledgement made elsewhere updates its row in place
         other = rows.nth(N // 2).get_attribute("data-id")
-        with httpx.Client(base_url=crowd["base"]) as api:
+        with httpx.Client(base_url=crowd.base) as api:
             r = api.post(
                 "/api/login", json={"username": "alice", "password": "correct horse battery"}
             )

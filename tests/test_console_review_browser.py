@@ -10,28 +10,16 @@ chromium, skip, except under CI)."""
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from playwright.sync_api import expect
 
-from tests.helpers import EngineProcess, write_world
-from tests.test_console_browser import (
-    Z2_AT,
-    Page,
-    Records,
-    World,
-    _add_user,
-    _free_port,
-    _require_chromium,
-    _walk_in,
-    _zones,
-    browser,
-)
+from tests.browserkit import Page, World, _add_user, _require_chromium, browser, serve_world
+from tests.helpers import write_world
+from tests.test_console_browser import Z2_AT, _walk_in, _zones
 
 __all__ = ["browser"]  # a fixture, imported to be used here
 
@@ -54,27 +42,7 @@ def teams(mosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
     _add_user(monkeypatch, db, "alice", "monitor", "north")
     _add_user(monkeypatch, db, "carol", "monitor", "south")
     _add_user(monkeypatch, db, "sue", "supervisor", "north")
-    port = _free_port()
-    eng = EngineProcess(mosquitto.host, mosquitto.port, zones, subjects, db,
-                        extra_args=["--http", f"127.0.0.1:{port}"])  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    with eng:
-        deadline = time.monotonic() + 60
-        while True:
-            assert eng.running, eng.log_text()
-            try:
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, eng.log_text()
-            time.sleep(0.2)
-        rec = Records(mosquitto.host, mosquitto.port)
-        try:
-            yield World(base, eng, rec)
-        finally:
-            rec.close()
-        assert eng.stop() == 0, eng.log_text()
+    yield from serve_world(mosquitto.host, mosquitto.port, zones, subjects, db)
 
 
 def test_a_view_of_another_teams_alert_shows_flagged_in_the_access_log_at_once(

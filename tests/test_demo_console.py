@@ -25,14 +25,7 @@ import pytest
 from playwright.sync_api import expect
 
 from engine.broker.process import MosquittoProcess
-from tests.test_console_browser import (
-    ROOT,
-    SCREENSHOTS,
-    Page,
-    _require_chromium,
-    _screenshot,
-    browser,
-)
+from tests.browserkit import ROOT, SCREENSHOTS, Page, _require_chromium, _screenshot, browser
 
 __all__ = ["browser"]  # a fixture, imported to be used here
 
