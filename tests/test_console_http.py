@@ -295,3 +295,28 @@ def test_a_tile_layer_only_when_the_operator_gives_one(
             assert img == "img-src 'self' data: https://*.tiles.example"
             assert http.get("/tiles/3/4/2.png").status_code == 404
         assert eng.stop() == 0, eng.log_text()
+
+
+def test_hostile_requests_get_clear_answers_and_change_nothing(console) -> None:
+    """Garbage, oversized and odd requests to the console: a 4xx saying why, never a 500,
+    never a change, and the engine stays healthy."""
+    http, eng, _, token = console
+    auth = {"Authorization": f"Bearer {token}"}
+    bad = [
+        ("POST", "/api/alerts/x/note", b"\xff\xfe not json"),
+        ("POST", "/api/alerts/x/note", b"[1, 2, 3]"),
+        ("POST", "/api/alerts/x/note", b'{"text": ' + b'"a' * 20_000 + b'"}'),
+        ("POST", "/api/alerts/x/assign", b'{"to": 7}'),
+        ("POST", "/api/alerts/x/frobnicate", b"{}"),
+        ("POST", "/api/login", b'{"username": 1, "password": []}'),
+    ]
+    for method, path, body in bad:
+        r = http.request(method, path, content=body, headers=auth)
+        assert 400 <= r.status_code < 500 and "error" in r.json(), (path, r.status_code, r.text)
+    for path in ("/static/../../engine.log", "/static/%2e%2e/%2e%2e/tw.db", "/tiles/x"):
+        assert http.get(path).status_code == 404, path
+    assert http.get("/api/alerts", params={"workflow": "x" * 5000}, headers=auth).status_code == 400
+    with http.stream("GET", "/api/events", headers={**auth, "Last-Event-ID": "not-a-number"}) as r:
+        assert r.status_code == 200
+        assert next(r.iter_lines()) == "retry: 1000"
+    assert http.get("/healthz").status_code == 200 and eng.running
