@@ -52,23 +52,29 @@ def edge_bursts(
     ctx: Ctx, fixes: FixColumns, path: TruePath, z: ZoneSpec, n: int, t0: float, t1: float
 ) -> None:
     """Shift `n` runs of 2-4 consecutive fixes taken in [t0, t1) 30-80 m towards the
-    zone's nearest edge, and at least 10 m across it (multipath off the building opposite):
-    the receiver hardly notices (acc x 1.0-1.3)."""
+    zone's nearest edge, and at least 10 m across it (multipath off the building opposite),
+    starting where the true position is within 70 m of the edge (farther out, a 30-80 m
+    burst cannot cross it): the receiver hardly notices (acc x 1.0-1.3)."""
     rng = ctx.rng
-    idx = np.flatnonzero((fixes.t >= t0) & (fixes.t < t1))
-    if len(idx) < BURST_LEN[1] or n < 1:
-        return
-    starts = sorted(rng.choice(len(idx) - BURST_LEN[1] + 1, size=n, replace=False).tolist())
     edge = z.area_xy.boundary
-    for s in starts:
-        i = int(idx[s])
-        tx, ty = path.at(fixes.t[i : i + 1])
-        here = Point(float(tx[0]), float(ty[0]))
-        near = nearest_points(edge, here)[0]
-        d = here.distance(near)
-        ang = math.atan2(near.y - here.y, near.x - here.x) + _u(ctx, -0.3, 0.3)
-        mag = _u(ctx, max(BURST_M[0], d + 10.0), max(BURST_M[1], d + 15.0))
-        for j in range(i, min(i + int(rng.integers(BURST_LEN[0], BURST_LEN[1] + 1)), len(fixes))):
+    tx, ty = path.at(fixes.t)
+    reach_m = BURST_M[1] - 10.0
+    near = [
+        i
+        for i in np.flatnonzero((fixes.t >= t0) & (fixes.t < t1)).tolist()
+        if i + BURST_LEN[1] <= len(fixes)
+        and edge.distance(Point(float(tx[i]), float(ty[i]))) <= reach_m
+    ]
+    if not near or n < 1:
+        return
+    starts = sorted(rng.choice(near, size=min(n, len(near)), replace=False).tolist())
+    for i in starts:
+        here = Point(float(tx[i]), float(ty[i]))
+        to = nearest_points(edge, here)[0]
+        d = here.distance(to)
+        ang = math.atan2(to.y - here.y, to.x - here.x) + _u(ctx, -0.3, 0.3)
+        mag = _u(ctx, max(BURST_M[0], d + 10.0), BURST_M[1])
+        for j in range(i, i + int(rng.integers(BURST_LEN[0], BURST_LEN[1] + 1))):
             w = _u(ctx, 0.85, 1.15)
             fixes.x[j] += mag * w * math.cos(ang)
             fixes.y[j] += mag * w * math.sin(ang)
