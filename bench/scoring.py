@@ -108,6 +108,12 @@ class Score:
     bins: list[list[int]] = field(default_factory=lambda: [[0, 0] for _ in CONF_BINS])
     missed: list[dict[str, Any]] = field(default_factory=list)
     false_alerts: list[AlertView] = field(default_factory=list)
+    # For ranking (bench/quality.py): the confidence of each alert that found a material
+    # episode first, and of each false one; per material episode found, seconds from its
+    # start to the first record at confidence >= 0.9 of an alert that claims it (inf: never)
+    true_conf: list[float] = field(default_factory=list)
+    false_conf: list[float] = field(default_factory=list)
+    high_delays: list[float] = field(default_factory=list)
 
     @property
     def recall(self) -> float:
@@ -136,6 +142,9 @@ class Score:
         out.bins = [[a[0] + b[0], a[1] + b[1]] for a, b in zip(self.bins, other.bins, strict=True)]
         out.missed = self.missed + other.missed
         out.false_alerts = self.false_alerts + other.false_alerts
+        out.true_conf = self.true_conf + other.true_conf
+        out.false_conf = self.false_conf + other.false_conf
+        out.high_delays = self.high_delays + other.high_delays
         return out
 
 
@@ -166,7 +175,14 @@ def score(
     sc = Score(
         material=sum(e["material"] for e in eps), ambiguous=sum(not e["material"] for e in eps)
     )
-    views = summarise(alerts)
+    records = list(alerts)
+    views = summarise(records)
+    high_at: dict[str, float] = {}  # alert id -> raised_t of its first record at >= 0.9
+    for a in records:
+        if float(_get(a, "confidence")) >= HIGH_CONFIDENCE:
+            aid = _get(a, "id")
+            high_at[aid] = min(high_at.get(aid, np.inf), float(_get(a, "raised_t")))
+    claimers: dict[int, list[str]] = {}
     for v in views:
         sc.approach += v.kind in APPROACH_KINDS
         sc.implausible += v.kind == "implausible_fix"
@@ -185,15 +201,19 @@ def score(
             sc.false += 1
             sc.false_high += v.confidence >= HIGH_CONFIDENCE
             sc.false_alerts.append(v)
+            sc.false_conf.append(v.confidence)
             continue
         sc.bins[_bin(v.confidence)][1] += 1
         new = [i for i in cands if i not in first_raise]
         for i in cands:
             first_raise[i] = min(first_raise.get(i, np.inf), v.raised_t)
+            claimers.setdefault(i, []).append(v.id)
         if not new:
             sc.duplicates += 1
         elif not any(eps[i]["material"] for i in new):
             sc.ambiguous_hits += 1
+        else:
+            sc.true_conf.append(v.confidence)
     # When the victim's phone has gone silent the engine cannot know the distance and says
     # so (victim_device_stale, with the subject near the phone's last position) instead of
     # pretending: that alert counts as the detection of a proximity episode it overlaps.
@@ -211,6 +231,8 @@ def score(
         if i in first_raise:
             sc.found += 1
             sc.delays.append(max(0.0, first_raise[i] - e["start_t"] - grace.get(e["kind"], 0.0)))
+            high = min((high_at.get(a, np.inf) for a in claimers.get(i, [])), default=np.inf)
+            sc.high_delays.append(max(0.0, high - e["start_t"]))
         else:
             sc.missed.append(e)
     return sc

@@ -156,7 +156,9 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
         choices=sorted(PRESETS),
         default="simple",
         help="tag GPS error: simple (independent 3 m, the fast default), or correlated "
-        "Gauss-Markov error: open_sky, street, urban (devices/sensing/noise.py)",
+        "Gauss-Markov error: open_sky, street, urban; canyon: urban-canyon error (12-25 m, "
+        "drifting over minutes, under-reported) with multipath bursts "
+        "(devices/sensing/noise.py)",
     )
     sp.add_argument(
         "--health",

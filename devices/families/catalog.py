@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from devices.families import more as families_more  # noqa: F401  (they register families)
+from devices.families import urban as families_urban  # noqa: F401
 from devices.families import zone as families_zone  # noqa: F401
 from devices.families.kit import FAMILIES, Ctx, Family, Outcome
 from devices.families.truth import Judge, TrueEpisode

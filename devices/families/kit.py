@@ -284,19 +284,28 @@ class Family:
     description: str
     code: int  # seeds the family's random streams (stable, independent of registry order)
     interval: float = 60.0
+    # "core": the families bench/bench_decisions.py holds the engine to; "urban": the
+    # harder world of issue 15 (devices/families/urban.py), scored by bench/quality.py
+    suite: str = "core"
 
 
 FAMILIES: dict[str, Family] = {}
 
 
 def family(
-    name: str, variants: tuple[str, ...], description: str
+    name: str,
+    variants: tuple[str, ...],
+    description: str,
+    *,
+    interval: float = 60.0,
+    suite: str = "core",
 ) -> Callable[[Generator], Generator]:
-    """Register `fn(ctx, variant) -> Outcome` as scenario family `name`."""
+    """Register `fn(ctx, variant) -> Outcome` as scenario family `name` (fixes every
+    `interval` seconds)."""
 
     def deco(fn: Generator) -> Generator:
         code = zlib.crc32(name.encode()) & 0x7FFFFFFF
-        FAMILIES[name] = Family(name, fn, variants, description, code)
+        FAMILIES[name] = Family(name, fn, variants, description, code, interval, suite)
         return fn
 
     return deco

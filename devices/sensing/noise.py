@@ -186,12 +186,23 @@ OPEN_SKY: NoiseModel = GaussMarkovNoise(sigma_m=(3.0, 10.0), tau_s=(30.0, 120.0)
 STREET: NoiseModel = GaussMarkovNoise(sigma_m=(4.0, 15.0), tau_s=(30.0, 300.0))
 URBAN: NoiseModel = GaussMarkovNoise(sigma_m=(5.0, 30.0), tau_s=(30.0, 300.0))
 PHONE: NoiseModel = SimpleGpsNoise(4.0, (5.0, 25.0))
+# Urban canyon (issue 15): beside tall buildings the error is large (12-25 m per axis),
+# drifts slowly (correlated over 2-10 minutes), and most receivers report a radius smaller
+# than the error they deliver; on top, multipath bursts shift 2-4 consecutive fixes 30-80 m
+# together. `--noise canyon`; the families in devices/families/urban.py use it.
+CANYON_GPS: NoiseModel = GaussMarkovNoise(
+    sigma_m=(12.0, 25.0), tau_s=(120.0, 600.0), optimistic_p=0.7, optimism=(0.5, 0.8)
+)
+CANYON: NoiseModel = MultipathNoise(
+    CANYON_GPS, burst_p=0.01, offset_m=(30.0, 80.0), length=(2, 4), acc_factor=(1.0, 1.5)
+)
 
 # By name, for the command line and scenario files
 PRESETS: dict[str, NoiseModel] = {
     "open_sky": OPEN_SKY,
     "street": STREET,
     "urban": URBAN,
+    "canyon": CANYON,
     "phone": PHONE,
     "simple": SimpleGpsNoise(),
     "none": SimpleGpsNoise(0.0, (5.0, 5.0)),
