@@ -265,3 +265,55 @@ def test_teams_actions_feed_and_the_access_log(world, mosquitto, capsys) -> None
     out = capsys.readouterr().out
     assert '"workflow":"resolved"' in out and '"outcome":"false_alarm"' in out
     assert main(["audit", "verify", "--db", str(db)]) == 0
+
+
+def test_an_acknowledgement_survives_kill_9_and_reaches_a_subscriber(
+    world, mosquitto, monkeypatch
+) -> None:
+    """The answer to an action means it is durable: SIGKILL the engine the moment the ack
+    returns. A monitoring system subscribed with a persistent session (away meanwhile) gets
+    the acknowledgement record whether it left before the kill (queued by the broker) or
+    only from the outbox after the restart; the workflow stands and the ledger verifies."""
+    import aiomqtt
+
+    eng, base = world["eng"], world["base"]
+
+    async def subscriber(collect: float) -> list[Any]:
+        got: list[Any] = []
+        async with aiomqtt.Client(mosquitto.host, mosquitto.port, identifier="case-system",
+                                  clean_session=False) as c:  # fmt: skip
+            await c.subscribe("tagwatch/v1/alerts/+", qos=1)
+            deadline = time.monotonic() + collect
+            while time.monotonic() < deadline:
+                try:
+                    m = await asyncio.wait_for(anext(c.messages), deadline - time.monotonic())
+                except TimeoutError:
+                    break
+                got.append(json.loads(m.payload))  # type: ignore[arg-type]
+                if got[-1].get("workflow"):
+                    break
+        return got
+
+    asyncio.run(subscriber(0.1))  # the persistent session exists; then it is away
+    alice = Browser(base, "alice")
+    try:
+        walk_in(mosquitto.host, mosquitto.port, "T1", time.time() - 600)
+        aid = alice.wait_event(lambda e: e["kind"] == "zone_breach")["id"]
+        assert alice.post(f"/api/alerts/{aid}/ack").status_code == 200
+        eng.kill()
+    finally:
+        alice.close()
+    eng.restart()
+    wait_healthy(world["http"], eng)
+    got = asyncio.run(subscriber(20.0))
+    acked = [a for a in got if a["id"] == aid and a.get("workflow")]
+    assert acked and acked[0]["workflow"] == "acknowledged", got
+    assert acked[0]["actions"][0]["user"] == "alice"
+    sue = Browser(base, "sue")
+    try:
+        q = {a["id"]: a for a in sue.http.get("/api/alerts").json()}
+        assert q[aid]["workflow"] == "acknowledged" and q[aid]["state"] == "acknowledged"
+    finally:
+        sue.close()
+    assert eng.stop() == 0, eng.log_text()
+    assert main(["audit", "verify", "--db", str(world["db"])]) == 0
