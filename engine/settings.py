@@ -173,7 +173,10 @@ class Settings:
     curfew_sure_m: float = 60.0
     curfew_min_away_m: float = 40.0
     curfew_unsure_confidence_max: float = 0.85
-    curfew_shallow_s: float = 1800.0
+    curfew_shallow_s: float = 900.0
+    # ...where "out" also means beyond curfew_away_sigmas x the fixes' own sigma (x 1.5
+    # for confident): a mean 40 m out from fixes claiming 30 m is drift, not an absence
+    curfew_away_sigmas: float = 2.5
     # Victim phone: its position grows uncertain at this speed while it is silent (phones
     # running OwnTracks in significant-change mode are silent mostly when still), and past
     # this age the engine says the device is stale instead of pretending to know

@@ -35,6 +35,12 @@ def test_curfew_drift_just_outside_a_small_home_is_no_breach() -> None:
     tr, book = _curfew()
     _away(tr, [-10.0] * 5 + [15, 25, 35, 30, 20, 25, 30, 18, 22, 28, 33, 25] + [-8.0] * 3)
     assert book.drain() == []  # 12 min 15-35 m out: indoor GPS drift, each fix "sure"
+    tr, book = _curfew()
+    _away(tr, [-10.0] * 3 + [45.0] * 12, sigma=25.0)  # 45 m out, fixes claiming 38 m
+    assert book.drain() == []  # within 2.5 sigma of the fixes: drift, for now
+    _away(tr, [45.0] * 10, sigma=25.0, t0=W0 + 3600 + 15 * 60)
+    (rec,) = book.drain()  # 15 min of it (curfew_shallow_s): possible
+    assert rec.confidence <= S.possible_confidence_max
 
 
 def test_curfew_absence_opens_by_how_far_out_it_is() -> None:

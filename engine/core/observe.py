@@ -150,9 +150,12 @@ class CurfewTracker:
             return min(0.999, o.p_in)
         mean, sigma, _ = combined(self.away, s.error_corr_s)
         p = min(0.999, prob_below(mean, sigma))
-        if mean >= s.curfew_sure_m:
+        # drift stays within a couple of sigma of the truth for minutes at a time
+        fix_sigma = sum(x.sigma for x in self.away) / len(self.away)
+        drift = s.curfew_away_sigmas * fix_sigma
+        if mean >= max(s.curfew_sure_m, 1.5 * drift):
             return p
-        if mean >= s.curfew_min_away_m:
+        if mean >= max(s.curfew_min_away_m, drift):
             return min(p, s.curfew_unsure_confidence_max)
         if o.t - self.away[0].t >= s.curfew_shallow_s:
             return min(p, s.possible_confidence_max)
