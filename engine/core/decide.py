@@ -408,6 +408,7 @@ class Trackers:
                     "leaving_since": tr.leaving_since, "n_inside": tr.n_inside,
                     "recent": [_obs_data(o) for o in tr.recent], "run_from": tr.run_from,
                     "burst": None if tr.burst is None else list(tr.burst),
+                    "dismissed": list(tr.dismissed) if math.isfinite(tr.dismissed[0]) else None,
                 }  # fmt: skip
             else:
                 d = {"type": "curfew", "subject": tr.subject, "zone": tr.zone,
@@ -438,6 +439,8 @@ class Trackers:
                 tr.run_from = None if rf is None else float(rf)
                 b = d.get("burst")
                 tr.burst = None if b is None else (float(b[0]), float(b[1]))
+                dm = d.get("dismissed")
+                tr.dismissed = (math.inf, math.inf) if dm is None else (float(dm[0]), float(dm[1]))
                 kind = tr.kind
             elif d["type"] == "curfew":
                 tr = CurfewTracker(self.book, self.settings, key, str(d["subject"]), str(d["zone"]))
