@@ -120,6 +120,12 @@ class Settings:
     single_fix_confidence_max: float = 0.8
     two_fix_confidence_max: float = 0.88
     confident_span_s: float = 420.0
+    # ...or at least confident_fixes inside fixes (more than a burst shifts) spanning at
+    # least confident_min_span_s; and >= 0.9 needs a weighted mean depth of at least
+    # confident_min_depth_m (drift beside buildings keeps a lurker's fixes 10-20 m in)
+    confident_fixes: int = 8
+    confident_min_span_s: float = 60.0
+    confident_min_depth_m: float = 20.0
     transit_confidence_max: float = 0.85
     # Transit: the straight segment between two fixes outside must go this deep (and two
     # sigma of the fixes) into a zone to count; fixes further apart than max_gap say
@@ -137,6 +143,20 @@ class Settings:
     onward_speed_slack: float = 1.0
     onward_turn_s: float = 6.0
 
+    # Multipath bursts (issue 15): beside tall buildings a receiver puts 2-4 consecutive
+    # fixes 30-80 m off, together. A run of fixes into a zone that starts at least
+    # burst_jump_m deeper than the track's course predicts (a straight line through the
+    # depths of its last burst_anchor_fixes fixes, none more than burst_still_m off it, and
+    # outside the zone) opens no zone breach until it outlasts a burst (more than
+    # burst_max_fixes fixes, or burst_max_s); back where the track was going, it was one,
+    # and its fixes are not evidence. An approach ring still sees them. 0 (the default):
+    # off, as it delays a still tag's real step into a zone by as many fixes (4 at 60 s:
+    # bench/quality.py, README); with 15 s fixes it costs about a minute
+    burst_max_fixes: int = 0
+    burst_max_s: float = 300.0
+    burst_jump_m: float = 25.0
+    burst_still_m: float = 30.0
+    burst_anchor_fixes: int = 5
     # Outliers: a fix that would put the tag in a zone, reached faster than both this floor
     # and factor x the track's recent speed (+2 m/s), waits for the next fix; if the next
     # fix is back where the tag could have been all along, it is an implausible_fix
@@ -145,6 +165,18 @@ class Settings:
     # Curfew: absence becomes a breach after this grace unless it is unambiguous (far out)
     curfew_grace_s: float = 300.0
     curfew_far_m: float = 200.0
+    # ...and, short of far, by how far out the absence is on average (weighted, correlated
+    # error allowed for): at least curfew_sure_m for confidence >= 0.9, curfew_min_away_m to
+    # open after the grace (at most curfew_unsure_confidence_max); shallower, only after
+    # curfew_shallow_s and as possible. Around a home 30-55 m across, indoor GPS drifts
+    # 10-40 m out for minutes (issue 15: monitors phoned people at home at 2 a.m.)
+    curfew_sure_m: float = 60.0
+    curfew_min_away_m: float = 40.0
+    curfew_unsure_confidence_max: float = 0.85
+    curfew_shallow_s: float = 900.0
+    # ...where "out" also means beyond curfew_away_sigmas x the fixes' own sigma (x 1.5
+    # for confident): a mean 40 m out from fixes claiming 30 m is drift, not an absence
+    curfew_away_sigmas: float = 2.5
     # Victim phone: its position grows uncertain at this speed while it is silent (phones
     # running OwnTracks in significant-change mode are silent mostly when still), and past
     # this age the engine says the device is stale instead of pretending to know

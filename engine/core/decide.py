@@ -32,12 +32,12 @@ on first evidence, forgotten once idle.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from engine.core.episodes import Episode, EpisodeBook, TrackerKey, TrackerKind, prob_below, where_of
+from engine.core.observe import CurfewTracker, Obs, combined
 from engine.settings import Settings
 from engine.wire.alerts import Severity
 
@@ -47,50 +47,16 @@ if TYPE_CHECKING:
 
 # Crossing one of these re-publishes the open record: possible -> likely -> confident
 ESCALATE_AT = (0.7, 0.9)
-
-
-@dataclass(frozen=True, slots=True)
-class Obs:
-    """One observation: depth in metres (> 0 inside) and its standard deviation."""
-
-    t: float
-    depth: float
-    sigma: float
-    tag: str
-    seq: int
-
-    @property
-    def p_in(self) -> float:
-        return prob_below(self.depth, self.sigma)
-
-    @property
-    def p_in_radial(self) -> float:
-        """P(inside) bounded with the 2-D (Rayleigh) error tail, for "is it out for sure":
-        a 2-D error puts a fix 2.4 sigma from the truth 6 % of the time, the 1-D normal
-        only 1 %. Matters for coarse fixes beside a small zone (a cell fix 1 km out)."""
-        if self.depth >= 0.0:
-            return self.p_in
-        return max(self.p_in, math.exp(-0.5 * (self.depth / self.sigma) ** 2))
-
-
-def _combined(obs: list[Obs], corr_s: float) -> tuple[float, float, int]:
-    """Weighted mean depth, its sigma allowing for correlated error, and fixes inside."""
-    w = [1.0 / (o.sigma * o.sigma) for o in obs]
-    sw = sum(w)
-    mean = sum(wi * o.depth for wi, o in zip(w, obs, strict=True)) / sw
-    n = len(obs)
-    span = obs[-1].t - obs[0].t
-    n_eff = min(float(n), 1.0 + max(span, 0.0) / corr_s)
-    sigma = math.sqrt(1.0 / sw) * math.sqrt(n / n_eff)
-    return mean, sigma, sum(1 for o in obs if o.depth > 0)
+# A zone breach tracker forgets the track it judges bursts against beyond this far out
+BURST_FORGET_M = 200.0
 
 
 class BreachTracker:
     """Decides one (subject, zone) or (subject, protected device) pair."""
 
     __slots__ = (
-        "book", "episode", "key", "kind", "leaving_since", "n_inside", "pending", "s",
-        "severity", "subject", "zone",
+        "book", "burst", "dismissed", "episode", "key", "kind", "leaving_since", "n_inside",
+        "pending", "recent", "run_from", "s", "severity", "subject", "zone",
     )  # fmt: skip
 
     def __init__(
@@ -114,11 +80,64 @@ class BreachTracker:
         self.episode: Episode | None = None
         self.leaving_since: float | None = None
         self.n_inside = 0
+        # Zone breaches only: the track's recent observations (what a jump into the zone is
+        # judged against), and the run being held as a possible multipath burst: (its first
+        # fix's time, the depth at or below which a fix is back where the track stood)
+        self.recent: list[Obs] = []
+        self.burst: tuple[float, float] | None = None
+        self.dismissed = (math.inf, math.inf)  # [from, to): the last run found to be a burst
+        self.run_from: float | None = None  # first fix of the current run of fixes inside
 
     @property
     def idle(self) -> bool:
-        """Nothing open and nothing pending: the tracker can be forgotten."""
-        return self.episode is None and not self.pending
+        """Nothing open, pending or remembered: the tracker can be forgotten."""
+        return self.episode is None and not self.pending and not self.recent
+
+    def _remember(self, o: Obs) -> bool:
+        """Keep `o` in the recent track (zone breaches, nothing open); end a held burst when
+        `o` is back where the track stood: True when it did (its run is not evidence)."""
+        s = self.s
+        if self.kind != "zone_breach" or s.burst_max_fixes <= 0:
+            return False
+        if o.depth < -BURST_FORGET_M:  # far away: nothing here to judge a jump against
+            self.recent.clear()
+            self.burst = None
+            return False
+        self.recent.append(o)
+        del self.recent[: -(s.burst_anchor_fixes + s.burst_max_fixes + 1)]
+        if self.burst is None or o.depth > self.burst[1]:
+            return False
+        start = self.burst[0]
+        self.recent = [r for r in self.recent if r.t < start or r is o]
+        self.pending.clear()
+        self.burst = None
+        self.dismissed = (start, o.t)
+        return True
+
+    def _burst_explains(self, last: Obs) -> bool:
+        """Whether the inside run now pending may be a multipath burst: its first fix is at
+        least burst_jump_m deeper than the track's recent course predicts (a straight line
+        through the depths of the fixes before it, none more than burst_still_m off it, the
+        prediction outside the zone), and the run is no longer than a burst lasts
+        (settings: burst_*)."""
+        s = self.s
+        if self.kind != "zone_breach" or s.burst_max_fixes <= 0:
+            return False
+        first = self.pending[0]
+        run = sum(1 for r in self.recent if r.t >= first.t)
+        if run > s.burst_max_fixes or last.t - first.t > s.burst_max_s:
+            self.burst = None
+            return False
+        if self.burst is not None and self.burst[0] == first.t:
+            return True
+        anchor = [r for r in self.recent if r.t < first.t][-s.burst_anchor_fixes :]
+        if len(anchor) < min(3, s.burst_anchor_fixes) or first.t - anchor[-1].t > s.burst_max_s:
+            return False
+        predicted = _course(anchor, first.t, s.burst_still_m)
+        if predicted is None or predicted >= 0.0 or first.depth - predicted < s.burst_jump_m:
+            return False
+        self.burst = (first.t, predicted + 0.5 * s.burst_jump_m)
+        return True
 
     def observe(self, o: Obs, at: Where | None = None) -> None:
         """`at`: where the fix was, should it decide (it is never kept: only the
@@ -127,11 +146,18 @@ class BreachTracker:
             return  # a fix with no usable position is never evidence of anything
         s = self.s
         confident_out = o.p_in_radial <= s.outside_probability
+        if o.depth <= 0.0:
+            self.run_from = None
+        elif self.run_from is None:
+            self.run_from = o.t
         if self.episode is not None:
             self._observe_open(o, confident_out, at)
             return
+        if self._remember(o) and o.depth <= 0.0:
+            return  # the held run was a burst: the track is back where it stood
         if confident_out:
             self.pending.clear()
+            self.burst = None
             return
         self.pending.append(o)
         while self.pending and o.t - self.pending[0].t > s.evidence_window_s:
@@ -144,14 +170,15 @@ class BreachTracker:
     def _maybe_open(self, last: Obs, at: Where | None) -> None:
         s = self.s
         decisive = self._decisive(last)
-        mean, sigma, _ = _combined(self.pending, s.error_corr_s)
+        mean, sigma, _ = combined(self.pending, s.error_corr_s)
         p = prob_below(mean, sigma)
         accumulated = (
             len(self.pending) >= 2 and p >= s.open_probability and mean >= s.open_min_depth_m
         )
         possible = p >= s.possible_probability and mean >= s.possible_min_depth_m
-        if not (decisive or accumulated or possible):
+        if not (decisive or accumulated or possible) or self._burst_explains(last):
             return
+        self.burst = None
         first = self.pending[0]
         inside = [o for o in self.pending if o.depth > 0]
         self.n_inside = len(inside)
@@ -174,14 +201,26 @@ class BreachTracker:
         return o.depth >= self.s.decisive_depth_m and o.depth >= self.s.decisive_sigmas * o.sigma
 
     def _confidence(self, p: float, obs: list[Obs]) -> float:
-        """P(inside) capped by how much time the inside fixes span: a wild fix fakes one, a
-        multipath burst several consecutive fixes over a few minutes, rarely more."""
+        """P(inside) capped by what the inside fixes cannot rule out: a wild fix fakes one,
+        a multipath burst several consecutive fixes over a few minutes, rarely more than
+        four, and slow drift beside buildings a run of shallow ones. Confident (>= 0.9)
+        takes a run of fixes all inside (the latest ones) spanning confident_span_s, or
+        confident_fixes of them over at least confident_min_span_s (a tag asked to report every 15 s
+        gets there within minutes), with a weighted mean depth of at least
+        confident_min_depth_m."""
         s = self.s
         inside = [o for o in obs if o.depth > 0]
-        span = inside[-1].t - inside[0].t if inside else 0.0
+        # the fixes since the tag last reported outside: one run longer than a burst, not
+        # two bursts with drift between them
+        start = math.inf if self.run_from is None else self.run_from
+        run = sum(1 for o in inside if o.t >= start)
+        run_span = obs[-1].t - start if run else 0.0
         if len(inside) <= 1:
             cap = s.single_fix_confidence_max
-        elif span < s.confident_span_s:
+        elif (
+            run_span < s.confident_span_s
+            and not (run >= s.confident_fixes and run_span >= s.confident_min_span_s)
+        ) or combined(obs, s.error_corr_s)[0] < s.confident_min_depth_m:
             cap = s.two_fix_confidence_max
         else:
             cap = 0.999
@@ -200,7 +239,7 @@ class BreachTracker:
         if o.depth > 0:
             self.leaving_since = None
             self.n_inside += 1
-            mean, sigma, _ = _combined(self.pending, s.error_corr_s)
+            mean, sigma, _ = combined(self.pending, s.error_corr_s)
             p = prob_below(mean, sigma)
             if self._decisive(o) or (p >= s.open_probability and mean >= s.open_min_depth_m):
                 conf = max(ep.confidence, self._confidence(p, self.pending))
@@ -247,8 +286,13 @@ class BreachTracker:
         too (a drive-through) it is closed at the interpolated exit; when it is inside the
         episode stays open and the fixes that follow extend or close it. `detail`: where
         (the route's, engine/core/transit.py)."""
-        if self.episode is not None:
-            return
+        lo, hi = self.dismissed
+        if (
+            self.episode is not None
+            or (ends_inside and self.burst is not None)
+            or lo <= first.t < hi
+        ):
+            return  # open already; or a fix of it is in a run held or dismissed as a burst
         ep = self.book.open_episode(
             self.key, self.kind, subject=self.subject, tag=first.tag, zone=self.zone,
             severity=self.severity, confidence=confidence, t=t_in, seq=first.seq, raised_t=last.t,
@@ -267,83 +311,6 @@ class BreachTracker:
             self.book.close(self.key, self.kind, self.leaving_since)
             self.episode = None
             self.leaving_since = None
-
-
-class CurfewTracker:
-    """Decides one curfew (inclusion zone with a schedule): absence while the window is
-    active is a breach after `curfew_grace_s`, at once when unambiguous (far and sure).
-
-    Observations carry depth = metres *outside* the home zone (> 0 away)."""
-
-    __slots__ = ("away", "book", "episode", "key", "s", "subject", "was_out", "zone")
-
-    def __init__(
-        self, book: EpisodeBook, settings: Settings, key: TrackerKey, subject: str, zone: str
-    ) -> None:
-        self.book = book
-        self.s = settings
-        self.key = key
-        self.subject = subject
-        self.zone = zone
-        self.away: list[Obs] = []  # confident-away fixes of the current absence
-        self.episode: Episode | None = None
-        self.was_out = False  # last fix before the window was away
-
-    @property
-    def idle(self) -> bool:
-        return self.episode is None and not self.away and not self.was_out
-
-    def observe(
-        self, o: Obs, active: bool, window_start: float, window_end: float, at: Where | None = None
-    ) -> None:
-        """`window_start`/`window_end`: the active interval containing o.t (when active);
-        `at`: where the fix was (BreachTracker.observe)."""
-        if not (math.isfinite(o.depth) and math.isfinite(o.sigma)):
-            return
-        s = self.s
-        p_away = o.p_in  # depth is "outside" depth, so p_in is P(away)
-        if not active:
-            if self.episode is not None:
-                self.book.close(self.key, "curfew_breach", min(window_end, o.t))
-                self.episode = None
-            self.away.clear()
-            self.was_out = p_away >= 0.5
-            return
-        if self.episode is not None:
-            if p_away <= 0.2:  # home again (more likely in than out, with margin)
-                self.book.close(self.key, "curfew_breach", o.t)
-                self.episode = None
-                self.away.clear()
-                self.was_out = False
-            elif p_away >= 0.5:
-                self.book.add_evidence(self.episode, o.tag, o.seq, p_away)
-            return
-        if p_away < 0.9:
-            if p_away < 0.5:
-                self.away.clear()
-                self.was_out = False
-            return
-        if not self.away:
-            # Away when the window opened (or since before it): the breach began at the
-            # window's start, not at the first fix that happens to arrive after it.
-            start = window_start if (self.was_out and o.t >= window_start) else o.t
-            self.away.append(Obs(start, o.depth, o.sigma, o.tag, o.seq))
-        else:
-            self.away.append(o)
-        began = self.away[0].t
-        far = o.depth >= s.curfew_far_m and p_away >= 0.999
-        if far or o.t - began >= s.curfew_grace_s:
-            first = self.away[0]
-            conf = min(0.999, p_away if far else max(x.p_in for x in self.away))
-            ep = self.book.open_episode(
-                self.key, "curfew_breach", subject=self.subject, tag=first.tag, zone=self.zone,
-                severity="high", confidence=conf, t=began, seq=first.seq, raised_t=o.t,
-                detail=where_of(at),
-            )  # fmt: skip
-            for x in self.away[1:]:
-                self.book.add_evidence(ep, x.tag, x.seq, conf)
-            self.episode = ep
-            self.away.clear()
 
 
 # The trackers of one zone: while any of them lives, the zone is followed for every fix
@@ -439,6 +406,9 @@ class Trackers:
                     "type": "breach", "kind": tr.kind, "subject": tr.subject, "zone": tr.zone,
                     "severity": tr.severity, "pending": [_obs_data(o) for o in tr.pending],
                     "leaving_since": tr.leaving_since, "n_inside": tr.n_inside,
+                    "recent": [_obs_data(o) for o in tr.recent], "run_from": tr.run_from,
+                    "burst": None if tr.burst is None else list(tr.burst),
+                    "dismissed": list(tr.dismissed) if math.isfinite(tr.dismissed[0]) else None,
                 }  # fmt: skip
             else:
                 d = {"type": "curfew", "subject": tr.subject, "zone": tr.zone,
@@ -464,6 +434,13 @@ class Trackers:
                 ls = d["leaving_since"]
                 tr.leaving_since = None if ls is None else float(ls)
                 tr.n_inside = int(d["n_inside"])
+                tr.recent = [_obs_from(o) for o in d.get("recent", [])]  # older snapshots: none
+                rf = d.get("run_from")
+                tr.run_from = None if rf is None else float(rf)
+                b = d.get("burst")
+                tr.burst = None if b is None else (float(b[0]), float(b[1]))
+                dm = d.get("dismissed")
+                tr.dismissed = (math.inf, math.inf) if dm is None else (float(dm[0]), float(dm[1]))
                 kind = tr.kind
             elif d["type"] == "curfew":
                 tr = CurfewTracker(self.book, self.settings, key, str(d["subject"]), str(d["zone"]))
@@ -477,6 +454,20 @@ class Trackers:
             self.live[key] = tr
             if key.kind in _ZONE_KINDS:
                 self.tracked[key.idx] = True
+
+
+def _course(track: list[Obs], t: float, tolerance: float) -> float | None:
+    """The depth a straight line (least squares over time) through `track` predicts at t,
+    or None when a fix of the track is more than `tolerance` metres off that line."""
+    n = len(track)
+    mt = sum(o.t - t for o in track) / n
+    md = sum(o.depth for o in track) / n
+    var = sum((o.t - t - mt) ** 2 for o in track)
+    slope = 0.0 if var <= 0.0 else sum((o.t - t - mt) * (o.depth - md) for o in track) / var
+    at0 = md - slope * mt
+    if max(abs(o.depth - (at0 + slope * (o.t - t))) for o in track) > tolerance:
+        return None
+    return at0
 
 
 def _obs_data(o: Obs) -> list[Any]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.core.decide import Obs, Trackers
+from engine.core.decide import BURST_FORGET_M, Obs, Trackers
 from engine.core.episodes import TrackerKey, TrackerKind, Where
 from engine.core.registry import Registry
 from engine.core.schedules import Schedules
@@ -44,6 +44,10 @@ class Fences:
         table = self.table
         self.is_inclusion = np.asarray(table.kind) == 1
         self.warn = np.asarray(table.warn_m, dtype=np.float64)
+        # A zone breach tracker follows a track from this far out: a jump into the zone is
+        # judged against the course that led up to it (multipath bursts, Settings.burst_*)
+        follow = self.settings.burst_max_fixes > 0
+        self.lead = np.maximum(self.warn, BURST_FORGET_M if follow else 0.0)
         # Beyond this distance a zone cannot matter to any fix: the kernel may skip it.
         self.cutoff = float(np.max(table.warn_m, initial=0.0)) + 3000.0
 
@@ -61,7 +65,7 @@ class Fences:
             return np.zeros(0, dtype=np.int64)
         incl = self.is_inclusion[zidx]
         margin = 4.0 * sigma
-        cand = np.where(incl, dist > -margin, dist <= self.warn[zidx] + margin)
+        cand = np.where(incl, dist > -margin, dist <= self.lead[zidx] + margin)
         limited = self.schedules.limited
         if limited or incl.any():
             t = tags["t"][pair_fix]
