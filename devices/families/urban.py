@@ -29,7 +29,7 @@ from devices.families.kit import (
     reach,
 )
 from devices.families.more import LONDON_TZ
-from devices.families.zone import DRIVE, WALK, turn_back_path, walk_in_path
+from devices.families.zone import DRIVE, WALK, ring_road, turn_back_path, walk_in_path
 from devices.motion.paths import PathBuilder, TruePath
 from devices.sensing.noise import CANYON, CANYON_GPS, SourceMix
 from devices.sensing.sensor import FixColumns
@@ -188,17 +188,7 @@ def _drive(ctx: Ctx, variant: str) -> Outcome:
         pts = list(chord_at_depth(g, c, th, _u(ctx, 0.5, 0.9) * z.depth_m, span))
         expect = "material"
     else:  # ring_road: along a road 20-60 m outside the edge for a quarter to half the way
-        ring = g.buffer(_u(ctx, 20, 60), 32).exterior
-        s0 = _u(ctx, 0, ring.length)
-        arc = np.linspace(s0, s0 + _u(ctx, 0.25, 0.55) * ring.length, 40) % ring.length
-        road = [ring.interpolate(float(s)).coords[0] for s in arc]
-        out = reach(z) + 1000.0
-
-        def radial(p: tuple[float, ...]) -> XY:
-            ang = math.atan2(p[1] - c[1], p[0] - c[0])
-            return c[0] + out * math.cos(ang), c[1] + out * math.sin(ang)
-
-        pts = [radial(road[0]), *[(float(p[0]), float(p[1])) for p in road], radial(road[-1])]
+        pts = ring_road(ctx, g, c, z)
     b = PathBuilder(ctx.t0, *pts[0])
     b.dwell(_u(ctx, 0, 8) * MIN)
     for p in pts[1:]:

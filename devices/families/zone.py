@@ -208,6 +208,13 @@ def drive_around(ctx: Ctx, variant: str) -> Outcome:
     if variant == "cut_corner":
         a, e = chord_at_depth(g, c, th, _u(ctx, 30, min(60.0, z.depth_m - 10.0)), span)
         return _finish(ctx, variant, "material", z, _drive(ctx, [a, e], speed), OPEN_SKY)
+    pts = ring_road(ctx, g, c, z)
+    return _finish(ctx, variant, "negative", z, _drive(ctx, pts, speed), OPEN_SKY)
+
+
+def ring_road(ctx: Ctx, g: shapely.Geometry, c: XY, z: ZoneSpec) -> list[XY]:
+    """A drive along a road 20-60 m outside the zone's edge for a quarter to half the way
+    round, coming in from and leaving radially 1 km beyond its reach (three draws)."""
     ring = g.buffer(_u(ctx, 20, 60), 32).exterior
     s0 = _u(ctx, 0, ring.length)
     arc = np.linspace(s0, s0 + _u(ctx, 0.25, 0.55) * ring.length, 40) % ring.length
@@ -218,8 +225,7 @@ def drive_around(ctx: Ctx, variant: str) -> Outcome:
         ang = math.atan2(p[1] - c[1], p[0] - c[0])
         return c[0] + out * math.cos(ang), c[1] + out * math.sin(ang)
 
-    pts = [radial(road[0]), *[(float(p[0]), float(p[1])) for p in road], radial(road[-1])]
-    return _finish(ctx, variant, "negative", z, _drive(ctx, pts, speed), OPEN_SKY)
+    return [radial(road[0]), *[(float(p[0]), float(p[1])) for p in road], radial(road[-1])]
 
 
 @family(
