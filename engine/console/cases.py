@@ -56,6 +56,11 @@ def _finite(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else x
 
 
+def _need_reason() -> JSONResponse:
+    return error(403, "another team's subject: state a reason (?reason=...); it is logged and"
+                 " shown to supervisors", need_reason=True)  # fmt: skip
+
+
 def _may_look(request: Request, who: Principal, subject: Subject | None) -> tuple[bool, str | None]:
     """(allowed, reason): another team's subject needs a stated reason."""
     if own_team(who, subject):
@@ -78,8 +83,7 @@ def routes(console: Console, guarded: Guard) -> list[Route]:
         subject = subjects.get(latest.subject)
         ok, reason = _may_look(request, who, subject)
         if not ok:
-            return error(403, "another team's subject: state a reason (?reason=...); it is"
-                         " logged and shown to supervisors", need_reason=True)  # fmt: skip
+            return _need_reason()
         await console.access.viewed(request, who, "view_alert", subject or latest.subject,
                                     alert=aid, reason=reason)  # fmt: skip
         lifecycle = [a for a in records if a.workflow is None]
@@ -154,8 +158,7 @@ def routes(console: Console, guarded: Guard) -> list[Route]:
             return error(404, f"no subject {sid} in force")
         ok, reason = _may_look(request, who, subject)
         if not ok:
-            return error(403, "another team's subject: state a reason (?reason=...); it is"
-                         " logged and shown to supervisors", need_reason=True)  # fmt: skip
+            return _need_reason()
         await console.access.viewed(request, who, "view_subject", subject, reason=reason)
         zones = [z for z in engine.zones().values() if z.subject == sid]
         health, track = [], []
@@ -188,8 +191,7 @@ def routes(console: Console, guarded: Guard) -> list[Route]:
         subject = engine.subjects().get(rows[-1][1].subject)
         ok, reason = _may_look(request, who, subject)
         if not ok:
-            return error(403, "another team's subject: state a reason (?reason=...); it is"
-                         " logged and shown to supervisors", need_reason=True)  # fmt: skip
+            return _need_reason()
         await console.access.viewed(request, who, "export_alert", subject or rows[-1][1].subject,
                                     alert=aid, reason=reason)  # fmt: skip
         async with console.exports:  # each pack is CPU work: one at a time
