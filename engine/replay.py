@@ -1,13 +1,14 @@
-"""Replay: feed a JSON Lines file through the live pipeline, deterministically."""
+"""Replay: feed a JSON Lines file through the live pipeline, deterministically; and the
+in-process engine an obedient simulation asks for its reporting-rate commands (`Obeyer`)."""
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from engine.cli.progress import Progress
 from engine.core.pipeline import Pipeline
@@ -16,7 +17,9 @@ from engine.settings import Settings
 from engine.store.base import Store
 from engine.wire.alerts import Alert, encode_alert
 from engine.wire.decode import Limits, decode_replay_line
+from engine.wire.payloads import encode
 from engine.wire.records import DeadLetter, Record
+from zones.load import load
 from zones.model import ZoneSet
 
 
@@ -145,3 +148,34 @@ def replay(
         if bar:
             bar.close()
     return summary
+
+
+class Obeyer:
+    """An engine in process, fed replay lines as they are sent (one record per batch, as
+    `replay` with batch_max 1 and a live engine at low load see them); each call returns
+    the reporting-rate commands (tag, rate_s) the pipeline emitted on those lines. The
+    engine half of `tagwatch simulate --obey` and of obedient family builds
+    (devices/families/obedient.py, devices/sim/ratecontrol.py `obey`)."""
+
+    def __init__(self, zoneset: ZoneSet, settings: Settings | None = None) -> None:
+        self.pipeline = Pipeline(zoneset, settings or Settings())
+        self.lines = 0
+        self.limits = Limits()
+
+    def __call__(self, lines: Sequence[Mapping[str, Any]]) -> list[tuple[str, float]]:
+        out: list[tuple[str, float]] = []
+        for ln in lines:
+            self.lines += 1
+            recs, _ = decode_replay_line(encode(dict(ln)), f"obey:{self.lines}", self.limits)
+            out += self.pipeline.process(recs, origin="obey").commands
+        return out
+
+
+def obey_factory(settings: Settings | None = None) -> Any:
+    """(zones.geojson, subjects.toml) -> a fresh `Obeyer` on them with `settings`: the
+    `obey` argument of `devices.families.catalog.build_family` and of `simulate --obey`."""
+
+    def make(zones: Path, subjects: Path) -> Obeyer:
+        return Obeyer(load(zones, subjects), settings)
+
+    return make

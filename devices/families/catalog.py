@@ -4,6 +4,10 @@ arrival-ordered replay lines and truth; write them; redeliver the same fixes fou
     run = build_family("drive_through", seed=1, n_episodes=40)
     write_family(run, "out/drive_through")   # zones.geojson subjects.toml replay.jsonl truth.jsonl
 
+With `obey` (an engine factory, `devices.families.obedient`), the replay holds what tags
+obeying that engine's reporting-rate commands sent: fixes sampled every 15 s, sent at the
+family's interval until the engine asks for 15 s. Without it, nothing changes.
+
 Episodes are independent (one subject, tag and zone set each, in a frame of their own,
 3-4 km apart) and overlap in time, so the replay interleaves their tags as a live feed
 would. The labelling rule for material / ambiguous episodes is in `devices.families.truth`."""
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +26,9 @@ import numpy as np
 from devices.families import more as families_more  # noqa: F401  (they register families)
 from devices.families import urban as families_urban  # noqa: F401
 from devices.families import zone as families_zone  # noqa: F401
-from devices.families.kit import FAMILIES, Ctx, Family, Outcome
+from devices.families.kit import FAMILIES, FAST_S, Ctx, Family, Outcome
+from devices.families.obedient import Command, ObeyFactory
+from devices.families.obedient import obey as obey_loop
 from devices.families.truth import Judge, TrueEpisode
 from devices.motion.paths import TruePath
 from devices.sim import delivery as dv
@@ -62,6 +69,8 @@ class FamilyRun:
     truth: tuple[TrueEpisode, ...]  # sorted (start, subject, kind, zone)
     episodes: tuple[dict[str, Any], ...]  # one per episode: subject, tag, variant, expect, ...
     tracks: dict[str, Track]  # subject -> true paths
+    obedient: bool = False
+    commands: tuple[Command, ...] = ()  # obedient: (arrival, tag, rate_s) the tags obeyed
 
     @property
     def lines(self) -> list[dv.Line]:
@@ -110,7 +119,14 @@ def _deliveries(o: Outcome, ctx: Ctx, seq0: int) -> list[dv.Delivery]:
     return out
 
 
-def _episode(fam: Family, seed: int, k: int) -> tuple[Ctx, Outcome, list[TrueEpisode]]:
+def dense_factor(interval: float) -> int:
+    """Fixes an obedient tag samples per family interval (every FAST_S seconds)."""
+    return max(1, round(interval / FAST_S))
+
+
+def _episode(
+    fam: Family, seed: int, k: int, dense: int = 1
+) -> tuple[Ctx, Outcome, list[TrueEpisode]]:
     problem = ""
     for attempt in range(MAX_TRIES):
         rng = np.random.default_rng([seed, fam.code, k, attempt])
@@ -123,6 +139,7 @@ def _episode(fam: Family, seed: int, k: int) -> tuple[Ctx, Outcome, list[TrueEpi
             _frame(k),
             round(EPOCH + float(rng.uniform(0.0, SPREAD_S))),
             fam.interval,
+            dense,
         )
         try:
             o = fam.make(ctx, fam.variants[k % len(fam.variants)])
@@ -140,8 +157,12 @@ def _episode(fam: Family, seed: int, k: int) -> tuple[Ctx, Outcome, list[TrueEpi
     raise RuntimeError(f"{fam.name} episode {k}: no draw matched its variant ({problem})")
 
 
-def build_family(name: str, seed: int = 1, n_episodes: int = 20) -> FamilyRun:
-    """Generate `n_episodes` independent episodes of family `name`; same seed, same run."""
+def build_family(
+    name: str, seed: int = 1, n_episodes: int = 20, obey: ObeyFactory | None = None
+) -> FamilyRun:
+    """Generate `n_episodes` independent episodes of family `name`; same seed, same run.
+    `obey`: an obedient build against the engine it makes from the run's zones and
+    subjects (same seed and engine, same run; paths and truth as without it)."""
     if name not in FAMILIES:
         raise KeyError(f"unknown family {name!r}; known: {', '.join(sorted(FAMILIES))}")
     if n_episodes < 1:
@@ -153,14 +174,19 @@ def build_family(name: str, seed: int = 1, n_episodes: int = 20) -> FamilyRun:
     truth: list[TrueEpisode] = []
     manifest: list[dict[str, Any]] = []
     tracks: dict[str, Track] = {}
+    pending: list[tuple[Ctx, Outcome, int]] = []
+    dense = 1 if obey is None else dense_factor(fam.interval)
     for k in range(n_episodes):
-        ctx, o, ep_truth = _episode(fam, seed, k)
+        ctx, o, ep_truth = _episode(fam, seed, k, dense)
         seq0 = int(ctx.rng.integers(0, 5000))
         zones += o.zones
         subjects.append(
             SubjectSpec(ctx.subject, ctx.tag, o.risk, (0.0, 0.0), tuple(o.zones), o.phone)
         )
-        deliveries += _deliveries(o, ctx, seq0)
+        if obey is None:
+            deliveries += _deliveries(o, ctx, seq0)
+        else:
+            pending.append((ctx, o, seq0))
         truth += ep_truth
         tracks[ctx.subject] = Track(ctx.frame, o.path, o.phone_path)
         manifest.append(
@@ -175,17 +201,35 @@ def build_family(name: str, seed: int = 1, n_episodes: int = 20) -> FamilyRun:
             }
         )
     head = f"# tagwatch scenario family {name}: seed {seed}, {n_episodes} episodes\n\n"
+    zones_fc = {"type": "FeatureCollection", "features": [zone_feature(z) for z in zones]}
+    subjects_toml = head + "\n".join(subject_toml(s) for s in subjects)
+    commands: list[Command] = []
+    if obey is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            zp, sp = _write_world(zones_fc, subjects_toml, Path(tmp))
+            feed = obey(zp, sp)
+        deliveries, commands = obey_loop(pending, feed)
     return FamilyRun(
         family=name,
         seed=seed,
         interval=fam.interval,
-        zones={"type": "FeatureCollection", "features": [zone_feature(z) for z in zones]},
-        subjects_toml=head + "\n".join(subject_toml(s) for s in subjects),
+        zones=zones_fc,
+        subjects_toml=subjects_toml,
         deliveries=tuple(dv.arrival_order(deliveries)),
         truth=tuple(sorted(truth)),
         episodes=tuple(manifest),
         tracks=tracks,
+        obedient=obey is not None,
+        commands=tuple(commands),
     )
+
+
+def _write_world(zones: dict[str, Any], subjects_toml: str, d: Path) -> tuple[Path, Path]:
+    feats = [json.dumps(f, separators=(",", ":")) for f in zones["features"]]
+    zp, sp = d / "zones.geojson", d / "subjects.toml"
+    zp.write_text('{"type":"FeatureCollection","features":[\n' + ",\n".join(feats) + "\n]}\n")
+    sp.write_text(subjects_toml)
+    return zp, sp
 
 
 def write_family(run: FamilyRun, directory: str | Path) -> dict[str, Path]:
@@ -193,7 +237,6 @@ def write_family(run: FamilyRun, directory: str | Path) -> dict[str, Path]:
     episodes.jsonl (which variant each subject plays) into `directory`."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    feats = [json.dumps(f, separators=(",", ":")) for f in run.zones["features"]]
     paths = {
         k: d / f
         for k, f in (
@@ -204,10 +247,7 @@ def write_family(run: FamilyRun, directory: str | Path) -> dict[str, Path]:
             ("episodes", "episodes.jsonl"),
         )
     }
-    paths["zones"].write_text(
-        '{"type":"FeatureCollection","features":[\n' + ",\n".join(feats) + "\n]}\n"
-    )
-    paths["subjects"].write_text(run.subjects_toml)
+    _write_world(run.zones, run.subjects_toml, d)
     _write_lines(paths["replay"], run.lines)
     _write_lines(paths["truth"], (e.record() for e in run.truth))
     _write_lines(paths["episodes"], run.episodes)

@@ -20,19 +20,24 @@ from shapely.geometry.polygon import orient
 
 from devices.families.truth import TrueEpisode
 from devices.motion.paths import TruePath
-from devices.sensing.noise import FloatArray
+from devices.sensing.noise import FloatArray, on_dense_grid
 from devices.sensing.sensor import FixColumns, NoiseModel, battery, fix_times
 from devices.world.city import PhoneSpec, ZoneKind, ZoneSpec
 from devices.world.geo import LocalFrame
 from devices.world.shapes import deep_point
 
 MIN = 60.0
+FAST_S = 15.0  # what the engine asks a tag for near a zone (Settings.report_fast_s)
 _DP = 7  # ~1 cm: written coordinates are the true geometry
 
 
 @dataclass
 class Ctx:
-    """One episode being generated: its random stream, ids, metric frame and start time."""
+    """One episode being generated: its random stream, ids, metric frame and start time.
+
+    `dense` > 1 (an obedient build, `devices.families.obedient`): the tag's fixes are
+    sampled `dense` times per `interval` (every FAST_S seconds) and the tag later sends
+    the subset its commanded rate asks for; index `at(k)` is the k-th fix at `interval`."""
 
     family: str
     k: int
@@ -42,6 +47,11 @@ class Ctx:
     frame: LocalFrame
     t0: float
     interval: float = 60.0
+    dense: int = 1
+
+    def at(self, k: int) -> int:
+        """The index of the k-th fix at the family's interval among the sampled fixes."""
+        return k * self.dense
 
     def zone_id(self, name: str) -> str:
         return f"{self.subject}-{name}"
@@ -122,13 +132,29 @@ class Ctx:
         noise: NoiseModel,
         interval: float | None = None,
         whole_seconds: bool = False,
+        tag: bool = True,
     ) -> FixColumns:
-        """The device's fixes along `path` in [t0, t1), one per interval, with `noise`."""
+        """The device's fixes along `path` in [t0, t1), one per interval, with `noise`
+        (a tag's on the dense grid when `dense` > 1; `tag=False`: a phone, never)."""
         t = fix_times(self.rng, t0, t1, interval or self.interval, whole_seconds)
-        return self.sample_at(path, t, noise)
+        return self.sample_at(path, t, noise, t1 if tag else None, tag)
 
-    def sample_at(self, path: TruePath, t: FloatArray, noise: NoiseModel) -> FixColumns:
-        """The device's fixes along `path` at the given times, with `noise`."""
+    def sample_at(
+        self,
+        path: TruePath,
+        t: FloatArray,
+        noise: NoiseModel,
+        until: float | None = None,
+        tag: bool = True,
+    ) -> FixColumns:
+        """The device's fixes along `path` at the given times, with `noise`. A tag's, when
+        `dense` > 1: each time and `dense` - 1 more every interval / dense seconds after it
+        (before `until`), with the noise's bursts kept in seconds (`on_dense_grid`)."""
+        if tag and self.dense > 1:
+            step = self.interval / self.dense
+            t = (t[:, None] + step * np.arange(self.dense)[None, :]).ravel()
+            t = np.round(t[t < until] if until is not None else t, 3)
+            noise = on_dense_grid(noise, self.dense)
         tx, ty = path.at(t)
         x, y, acc, src = noise.perturb(self.rng, t, tx, ty)
         src = np.asarray(src).astype("<U4")

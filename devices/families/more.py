@@ -240,7 +240,7 @@ def victim_moving(ctx: Ctx, variant: str) -> Outcome:
     t1 = max(t_end, s.now, v.now)
     path, phone_path = s.build(t1), v.build(t1)
     fixes = ctx.sample(path, t0, t1, STREET)
-    phone_fixes = ctx.sample(phone_path, t0, phone_until, PHONE, whole_seconds=True)
+    phone_fixes = ctx.sample(phone_path, t0, phone_until, PHONE, whole_seconds=True, tag=False)
     expect: Expect = "negative" if variant == "keep_away" else "material"
     return Outcome(
         variant,

@@ -54,15 +54,18 @@ def edge_bursts(
     """Shift `n` runs of 2-4 consecutive fixes taken in [t0, t1) 30-80 m towards the
     zone's nearest edge, and at least 10 m across it (multipath off the building opposite),
     starting where the true position is within 70 m of the edge (farther out, a 30-80 m
-    burst cannot cross it): the receiver hardly notices (acc x 1.0-1.3)."""
+    burst cannot cross it): the receiver hardly notices (acc x 1.0-1.3). On an obedient
+    build's dense grid (`ctx.dense` fixes per interval) a run lasts as long in seconds:
+    2-4 x ctx.dense fixes."""
     rng = ctx.rng
     edge = z.area_xy.boundary
     tx, ty = path.at(fixes.t)
     reach_m = BURST_M[1] - 10.0
+    m = ctx.dense  # an obedient build samples m fixes per interval: bursts keep seconds
     near = [
         i
         for i in np.flatnonzero((fixes.t >= t0) & (fixes.t < t1)).tolist()
-        if i + BURST_LEN[1] <= len(fixes)
+        if i + BURST_LEN[1] * m <= len(fixes)
         and edge.distance(Point(float(tx[i]), float(ty[i]))) <= reach_m
     ]
     if not near or n < 1:
@@ -74,7 +77,7 @@ def edge_bursts(
         d = here.distance(to)
         ang = math.atan2(to.y - here.y, to.x - here.x) + _u(ctx, -0.3, 0.3)
         mag = _u(ctx, max(BURST_M[0], d + 10.0), BURST_M[1])
-        for j in range(i, i + int(rng.integers(BURST_LEN[0], BURST_LEN[1] + 1))):
+        for j in range(i, i + int(rng.integers(BURST_LEN[0], BURST_LEN[1] + 1)) * m):
             w = _u(ctx, 0.85, 1.15)
             fixes.x[j] += mag * w * math.cos(ang)
             fixes.y[j] += mag * w * math.sin(ang)

@@ -245,8 +245,8 @@ def jump(ctx: Ctx, variant: str) -> Outcome:
         t1 = b.now
         path = b.build(t1)
         fixes = ctx.sample(path, ctx.t0, t1, STREET)
-        n = len(fixes)
-        i = int(rng.integers(n // 3, 2 * n // 3))
+        n = -(-len(fixes) // ctx.dense)  # fixes at the family's interval
+        i = ctx.at(int(rng.integers(n // 3, 2 * n // 3)))  # one the tag sends at any rate
         tx, ty = path.at(fixes.t[i : i + 1])
         for _ in range(50):
             jx, jy = along_ray(g, c, _u(ctx, 0, 2 * math.pi), _u(ctx, 10, z.depth_m - 5), far)
@@ -272,6 +272,7 @@ def jump(ctx: Ctx, variant: str) -> Outcome:
     path = b.build(t1)
     fixes = ctx.sample_at(path, t, OPEN_SKY)
     tx, ty = path.at(t[k : k + 1])
-    fixes.x[k], fixes.y[k] = tx[0] + rng.normal(0, 2.0), ty[0] + rng.normal(0, 2.0)
-    fixes.acc[k], fixes.src[k] = _u(ctx, 4.0, 8.0), "gps"
+    j = ctx.at(k)
+    fixes.x[j], fixes.y[j] = tx[0] + rng.normal(0, 2.0), ty[0] + rng.normal(0, 2.0)
+    fixes.acc[j], fixes.src[j] = _u(ctx, 4.0, 8.0), "gps"
     return Outcome(variant, "material", [z], path, fixes, t1)

@@ -8,7 +8,7 @@ of per-axis sigma that radius is `R68 * sigma`. Models draw their per-track para
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from numpy.typing import NDArray
@@ -121,7 +121,10 @@ class MultipathNoise:
     """Multipath bursts on top of `base`: near a building (within a site's radius; anywhere
     if no sites are given) a fix starts a burst with probability `burst_p`; the burst
     shifts 1-5 consecutive fixes by 50-150 m in one direction, and the receiver notices
-    only partly (acc grows by `acc_factor`)."""
+    only partly (acc grows by `acc_factor`). On a grid `stretch` times denser than the
+    fix interval those figures are given for (an obedient tag's, sampled every 15 s), a
+    burst starts with probability burst_p / stretch per fix and shifts stretch x 1-5
+    fixes: bursts keep their rate and duration in seconds, not their fix count."""
 
     base: NoiseModel = field(default_factory=GaussMarkovNoise)
     sites: tuple[tuple[float, float, float], ...] = ()  # (x, y, radius) in the track's frame
@@ -129,6 +132,7 @@ class MultipathNoise:
     offset_m: tuple[float, float] = (50.0, 150.0)
     length: tuple[int, int] = (1, 5)
     acc_factor: tuple[float, float] = (1.0, 2.5)
+    stretch: int = 1
 
     def _near(self, x: float, y: float) -> bool:
         if not self.sites:
@@ -141,10 +145,11 @@ class MultipathNoise:
         ox, oy, acc, src = self.base.perturb(rng, t, x, y)
         ox, oy, acc = ox.copy(), oy.copy(), acc.copy()
         u = rng.random(len(t))
+        p = self.burst_p / self.stretch
         i = 0
         while i < len(t):
-            if src[i] == "gps" and u[i] < self.burst_p and self._near(float(x[i]), float(y[i])):
-                n = int(rng.integers(self.length[0], self.length[1] + 1))
+            if src[i] == "gps" and u[i] < p and self._near(float(x[i]), float(y[i])):
+                n = int(rng.integers(self.length[0], self.length[1] + 1)) * self.stretch
                 ang = rng.uniform(0.0, 2.0 * math.pi)
                 mag = rng.uniform(*self.offset_m)
                 for j in range(i, min(i + n, len(t))):
@@ -161,24 +166,39 @@ class MultipathNoise:
 @dataclass(frozen=True)
 class WildJumps:
     """Rare single wild fixes on top of `base`: with probability `p` a fix lands 300-2000 m
-    from the truth, reporting an ordinary, confident-looking acc."""
+    from the truth, reporting an ordinary, confident-looking acc (p / stretch per fix on a
+    grid `stretch` times denser: the same rate in time)."""
 
     base: NoiseModel = field(default_factory=GaussMarkovNoise)
     p: float = 0.005
     distance_m: tuple[float, float] = (300.0, 2000.0)
     acc_m: tuple[float, float] = (8.0, 30.0)
+    stretch: int = 1
 
     def perturb(
         self, rng: np.random.Generator, t: FloatArray, x: FloatArray, y: FloatArray
     ) -> Perturbed:
         ox, oy, acc, src = self.base.perturb(rng, t, x, y)
         ox, oy, acc = ox.copy(), oy.copy(), acc.copy()
-        for i in np.flatnonzero(rng.random(len(t)) < self.p).tolist():
+        for i in np.flatnonzero(rng.random(len(t)) < self.p / self.stretch).tolist():
             ang = rng.uniform(0.0, 2.0 * math.pi)
             d = rng.uniform(*self.distance_m)
             ox[i], oy[i] = x[i] + d * math.cos(ang), y[i] + d * math.sin(ang)
             acc[i] = rng.uniform(*self.acc_m)
         return ox, oy, acc, src
+
+
+def on_dense_grid(noise: NoiseModel, m: int) -> NoiseModel:
+    """`noise` for the same device sampled m times as often: the Gauss-Markov error is
+    already defined in time; bursts and wild jumps keep their rate and duration in seconds
+    (`stretch`); per-fix shares (wifi, cell fallback) stay per fix. m = 1: `noise` itself."""
+    if m == 1:
+        return noise
+    if isinstance(noise, MultipathNoise | WildJumps):
+        return replace(noise, base=on_dense_grid(noise.base, m), stretch=noise.stretch * m)
+    if isinstance(noise, SourceMix):
+        return replace(noise, gps=on_dense_grid(noise.gps, m))
+    return noise
 
 
 # Named presets the families use; each is a plain NoiseModel and can be swapped.
