@@ -167,6 +167,13 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
         "store-and-forward uploads, indoor cell-only periods (devices/health/drawn.py)",
     )
     sp.add_argument(
+        "--obey",
+        action="store_true",
+        help="with --out-dir: replay.jsonl holds what tags obeying the engine's reporting-rate "
+        "commands sent (15 s fixes while an approach or breach episode is open), decided "
+        "closed loop by this version's engine with default settings (`tagwatch` only)",
+    )
+    sp.add_argument(
         "--world-dir", type=Path, metavar="DIR", help="write zones.geojson and subjects.toml here"
     )
     sp.add_argument(
@@ -240,6 +247,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if not (args.world_dir or args.out_dir or args.broker):
         print("simulate: give --out-dir, --world-dir and/or --broker", file=sys.stderr)
         return 2
+    if args.obey and (args.broker or not args.out_dir):
+        print("simulate: --obey writes files (live runs obey anyway): give --out-dir, "
+              "not --broker", file=sys.stderr)  # fmt: skip
+        return 2
+    if args.obey and getattr(args, "obey_factory", None) is None:
+        print("simulate: --obey needs the engine: run it as `tagwatch simulate`", file=sys.stderr)
+        return 2
     if args.scenario is not None:
         return _scenario(args)
     if args.seed is None:
@@ -262,7 +276,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         from devices.sim.output import write_run
 
         run = sim.run(DEFAULT_EPOCH if args.start is None else args.start)
-        _wrote(run.summary(), write_run(run, args.out_dir), started)
+        paths = write_run(run, args.out_dir)
+        summary = run.summary() + (_obeyed(args, run, paths) if args.obey else "")
+        _wrote(summary, paths, started)
     if args.broker:
         return _live(args, sim)
     return 0
@@ -283,9 +299,23 @@ def _family(args: argparse.Namespace) -> int:
         print("simulate: --episodes must be >= 1", file=sys.stderr)
         return 2
     started = time.monotonic()
-    run = build_family(args.family, args.seed, args.episodes)
-    _wrote(run.summary(), write_family(run, args.out_dir), started)
+    obey = args.obey_factory if args.obey else None
+    run = build_family(args.family, args.seed, args.episodes, obey=obey)
+    summary = run.summary() + (f"; obedient: {len(run.commands)} rate commands" if obey else "")
+    _wrote(summary, write_family(run, args.out_dir), started)
     return 0
+
+
+def _obeyed(args: argparse.Namespace, run: SimRun, paths: dict[str, Path]) -> str:
+    """Rewrite paths["replay"] with what tags obeying the engine sent; a summary line."""
+    from devices.sim.output import write_messages
+    from devices.sim.ratecontrol import obey
+
+    feed = args.obey_factory(paths["zones"], paths["subjects"])
+    sent = list(obey(run, feed))
+    write_messages((o.message for o in sent), paths["replay"])
+    extra = sum(o.extra for o in sent)
+    return f"\nobedient: {len(sent)} messages sent, {extra} extra fixes at commanded rates"
 
 
 def _wrote(summary: str, paths: dict[str, Path], started: float) -> None:
@@ -328,7 +358,9 @@ def _scenario(args: argparse.Namespace) -> int:
     if args.out_dir:
         from devices.sim.output import write_run
 
-        _wrote(run.summary(), write_run(run, args.out_dir), started)
+        paths = write_run(run, args.out_dir)
+        summary = run.summary() + (_obeyed(args, run, paths) if args.obey else "")
+        _wrote(summary, paths, started)
     if scenario.expect:
         kept = len(scenario.expect) - len(problems)
         print(f"expectations: {kept} of {len(scenario.expect)} kept")

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from devices.sim.fleet import SimRun
+from devices.sim.fleet import Message, SimRun
 from engine.wire.payloads import encode
 
 
@@ -26,7 +26,12 @@ def _write_lines(path: str | Path, records: Iterable[dict[str, Any]]) -> int:
 def write_replay(run: SimRun, path: str | Path) -> int:
     """Every message as contract replay lines (fix object + "tag"; event object + "tag" +
     "type": "event"; a `/fixes` batch as one line per fix, together), in send order."""
-    return _write_lines(path, (r for m in run.messages for r in m.replay_records()))
+    return write_messages(run.messages, path)
+
+
+def write_messages(messages: Iterable[Message], path: str | Path) -> int:
+    """Messages (e.g. what obedient tags sent: `ratecontrol.obey`) as replay lines."""
+    return _write_lines(path, (r for m in messages for r in m.replay_records()))
 
 
 def write_truth(run: SimRun, path: str | Path) -> int:

@@ -9,12 +9,16 @@ Extra fixes are a simplification of the run's noise model: the true position at 
 extra's time (`Plan.path.at(t)`) plus an independent Gaussian error per axis whose sigma
 is estimated from the tag's own planned GPS fixes (robustly: median absolute error), with
 `acc` drawn from those fixes' `acc` values. Correlated error (Gauss-Markov), multipath and
-wild jumps are not reproduced between planned fixes."""
+wild jumps are not reproduced between planned fixes.
+
+`obey` closes the loop offline: every publication is fed to an engine callback (devices/
+never imports the engine's core; `engine.replay.Obeyer` is one) in send order, and the
+commands it returns are obeyed from that publication's time on (`simulate --obey`)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -279,3 +283,19 @@ def schedule(
         if t is None:
             return
         yield ctl.pop()
+
+
+def obey(
+    run: SimRun, feed: Callable[[Sequence[dict[str, Any]]], list[tuple[str, float]]]
+) -> Iterator[Outgoing]:
+    """Everything a run's tags send when they obey an engine fed what they send, in send
+    order: each publication's replay lines go to `feed`, and the (tag, rate_s) commands
+    it returns take effect from that publication's time (as `schedule` does for a given
+    list). Same run, same engine: same output."""
+    ctl = RateControl(run)
+    while ctl.next_t() is not None:
+        out = ctl.pop()
+        for tag, rate in feed(out.message.replay_records()):
+            if tag in ctl.tags:
+                ctl.command(tag, rate, out.message.t)
+        yield out

@@ -321,9 +321,11 @@ def build_parser() -> argparse.ArgumentParser:
     from devices.cli import register
     from engine.broker import config as brokerconfig
     from engine.cli import users, watch
+    from engine.replay import obey_factory
     from engine.store import audit
 
-    register(sub)
+    # simulate --obey: the closed loop's engine (devices/ cannot import it)
+    register(sub).set_defaults(obey_factory=obey_factory())
     watch.register(sub)
     brokerconfig.register(sub)
     audit.register(sub)
