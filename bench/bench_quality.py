@@ -6,7 +6,10 @@ urban fleet at an unseen seed. The figures and seeds are bench/quality.py's.
 
 Prints the tables `python -m bench.quality` prints and lists every issue-15 target the
 engine misses on the unseen seeds; with TAGWATCH_QUALITY_STRICT=1 a miss fails the test
-(the targets are not all met yet: see the README table)."""
+(the targets are not all met yet: see the README table).
+
+`test_rate_control` does the same for decisions with rate control: the families built
+with tags that obey the engine's rate commands (bench/obedient.py), beside the plain ones."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import numpy as np
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
+from bench import obedient as ob
 from bench import quality as q
 from bench.scoring import Score, overall
 
@@ -89,5 +93,30 @@ def test_alert_quality(benchmark: BenchmarkFixture, boards: dict[str, q.Board]) 
     if miss:
         print("\nmissed targets (unseen seeds):\n  " + "\n  ".join(miss))
     assert all(boards["unseen"].scores[d] for d in q.DECIDERS)
+    if STRICT:
+        assert not miss, "\n  ".join(miss)
+
+
+def test_rate_control(benchmark: BenchmarkFixture) -> None:
+    """Times obedient and plain builds + replays on the unseen seeds; prints the table;
+    the issue-15 target: >= 80 % of real breaches at >= 0.9 within 3 min of entry."""
+    boards: list[ob.ObeyBoard] = []
+    benchmark.pedantic(lambda: boards.append(ob.obey_board(q.UNSEEN_SEEDS)), rounds=1, iterations=1)
+    board = boards[0]
+    print("\n" + ob.render_obey(board))
+    e = overall(board.scores["obedient"])
+    share = q.high_within(e)
+    a = q.auc(e.true_conf, e.false_conf)
+    benchmark.extra_info["obedient_high_within_3min"] = share
+    benchmark.extra_info["obedient_auc"] = a
+    benchmark.extra_info["obedient_false"] = e.false
+    miss = []
+    if share is None or share < 0.8:
+        miss.append(f"with rate control {share or 0:.0%} of breaches reach 0.9 within 3 min")
+    if a is not None and a < 0.95:
+        miss.append(f"with rate control confidence AUC {a:.3f} < 0.95")
+    if miss:
+        print("\nmissed targets (unseen seeds, rate control):\n  " + "\n  ".join(miss))
+    assert board.commands > 0 and e.material > 0
     if STRICT:
         assert not miss, "\n  ".join(miss)

@@ -4,6 +4,7 @@ tuned on and, reported apart, on seeds they are never tuned on.
 
     python -m bench.quality            # Markdown tables, a few minutes
     python -m bench.quality --quick    # fewer episodes, one seed of each kind
+    python -m bench.quality --obey     # also: tags obeying rate commands (bench/obedient.py)
 
 Seeds are named here, once. Anyone tuning decisions looks at the TUNE figures only; the
 UNSEEN figures are what the README reports. A seed moves from UNSEEN to TUNE once it has
@@ -270,6 +271,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--tune-only", action="store_true", help="only the TUNE seeds (tuning)")
     ap.add_argument("--families", help="comma-separated family names (default: all)")
     ap.add_argument(
+        "--obey", action="store_true", help="also the rate-control tables (bench/obedient.py)"
+    )
+    ap.add_argument(
         "--false", action="store_true", help="list the engine's false alerts (tuning seeds)"
     )
     args = ap.parse_args(argv)
@@ -289,6 +293,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(render_board(title, b) + "\n")
         if args.false and b is boards[0][1]:  # tuning seeds only: unseen ones stay unseen
             print(f"false alerts ({title}):\n{false_list(b.scores['engine'])}\n")
+    if args.obey:
+        from bench import obedient
+
+        print(obedient.report(args.quick, fams) + "\n")
     if not args.no_fleet:
         fleets = []
         seeds = [FLEET_TUNE_SEED] + ([] if args.tune_only else [FLEET_UNSEEN_SEED])
