@@ -209,3 +209,38 @@ def test_simulate_obey_needs_files_and_the_engine(tmp_path: Path) -> None:
     from engine.cli.main import main
 
     assert main(["simulate", "--obey", "--world-dir", str(tmp_path)]) == 2
+
+
+def _extra_steps(noise: Any) -> list[float]:
+    """|error change| from each tag's previous fix to each extra fix, in metres."""
+    from devices.sim.fleet import simulate
+    from devices.sim.ratecontrol import schedule
+    from devices.world.city import build_world
+
+    t0 = 1_790_000_000.0
+    run = simulate(build_world(11, 4), duration_s=2400.0, start_t=t0, noise=noise)
+    out = schedule(run, [(t0 + 60.0, p.subject.tag, 15.0) for p in run.plans])
+    paths = {p.subject.tag: p.path for p in run.plans}
+    prev: dict[str, np.ndarray] = {}
+    steps = []
+    for o in out:
+        m = o.message
+        if m.kind != "fix":
+            continue
+        x, y = run.world.frame.to_xy(np.array([m.payload["lat"]]), np.array([m.payload["lon"]]))
+        tx, ty = paths[m.device].at(np.array([m.payload["t"]]))
+        e = np.array([x[0] - tx[0], y[0] - ty[0]])
+        if o.extra and m.device in prev:
+            steps.append(float(np.hypot(*(e - prev[m.device]))))
+        prev[m.device] = e
+    return steps
+
+
+def test_extra_fixes_carry_the_correlated_error_between_planned_ones() -> None:
+    from devices.sensing.noise import CANYON_GPS
+
+    # canyon error: sigma 12-25 m per axis, tau 2-10 min; independent draws would move
+    # ~1.67 sigma (20-40 m) from fix to fix, the bridged ones a few metres in 15 s
+    assert np.median(_extra_steps(CANYON_GPS)) < 12.0
+    # independent 3 m error: nothing to bridge, extras as independent as the planned fixes
+    assert 4.0 <= np.median(_extra_steps(SimpleGpsNoise())) <= 6.5

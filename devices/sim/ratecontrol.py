@@ -5,11 +5,15 @@ Pure and deterministic (no I/O, no clock): `RateControl` is fed commands at sim 
 yields what to send next; `live.py` drives it from the broker and the warped clock, and
 `schedule` drives it offline from a list of commands (the same output for the same input).
 
-Extra fixes are a simplification of the run's noise model: the true position at the
-extra's time (`Plan.path.at(t)`) plus an independent Gaussian error per axis whose sigma
-is estimated from the tag's own planned GPS fixes (robustly: median absolute error), with
-`acc` drawn from those fixes' `acc` values. Correlated error (Gauss-Markov), multipath and
-wild jumps are not reproduced between planned fixes.
+Extra fixes follow the run's noise model as far as the tag's own planned GPS fixes show
+it: the true position at the extra's time (`Plan.path.at(t)`) plus an error drawn from an
+Ornstein-Uhlenbeck bridge (the continuous Gauss-Markov error) between the errors of the
+fixes either side (the last fix sent, planned or extra, and the next planned one), with
+sigma estimated from the planned fixes (robustly: median absolute error) and the
+correlation time tau from their lag-one autocorrelation; `acc` is drawn from those fixes'
+`acc` values. An error beyond 4 sigma (a multipath burst, a wild jump) is not bridged
+from; multipath and wild jumps are not reproduced between planned fixes. With no
+correlation to learn (tau ~ 0) an extra's error is independent, sigma per axis.
 
 `obey` closes the loop offline: every publication is fed to an engine callback (devices/
 never imports the engine's core; `engine.replay.Obeyer` is one) in send order, and the
@@ -34,6 +38,42 @@ MIN_LEAD = 0.5  # no extra closer than this x rate before the tag's next planned
 NO_POSITION_EVENTS = frozenset({"no_gps", "power_off"})  # no GPS until the next GPS fix
 FALLBACK_SIGMA_M = 3.0  # a tag with no usable planned fix to learn from (SimpleGpsNoise)
 SIGMA_LIMITS_M = (1.0, 50.0)
+TAU_LIMITS_S = (1e-3, 3600.0)  # the correlation time learned: ~0 means independent errors
+OUTLIER_SIGMAS = 4.0  # a planned error beyond this is a burst or a jump: not bridged from
+
+
+@dataclass(frozen=True)
+class _Noise:
+    """What a tag's planned GPS fixes say of its error: per-axis sigma, correlation time,
+    reported acc values, and the fixes' times and errors (outliers dropped) to bridge."""
+
+    sigma: float
+    tau: float
+    accs: np.ndarray
+    rng: np.random.Generator
+    t: np.ndarray
+    ex: np.ndarray
+    ey: np.ndarray
+
+    def bridge(self, t: float, before: tuple[float, float, float] | None) -> np.ndarray:
+        """Mean and sd (per axis) of the error at t given the last error sent (`before`,
+        when later than the planned fix before t) and the next planned fix's error."""
+        i = int(np.searchsorted(self.t, t, side="right"))
+        a = (float(self.t[i - 1]), float(self.ex[i - 1]), float(self.ey[i - 1])) if i else None
+        if before is not None and (a is None or before[0] >= a[0]):
+            a = before
+        b = (float(self.t[i]), float(self.ex[i]), float(self.ey[i])) if i < len(self.t) else None
+        p1 = math.exp(-(t - a[0]) / self.tau) if a else 0.0
+        p2 = math.exp(-(b[0] - t) / self.tau) if b else 0.0
+        den = 1.0 - (p1 * p2) ** 2
+        if den < 1e-12:  # at a known fix
+            assert a is not None
+            return np.array([[a[1], a[2]], [0.0, 0.0]])
+        ea = np.array(a[1:]) if a else np.zeros(2)
+        eb = np.array(b[1:]) if b else np.zeros(2)
+        mean = (ea * p1 * (1.0 - p2 * p2) + eb * p2 * (1.0 - p1 * p1)) / den
+        sd = self.sigma * math.sqrt(max(0.0, (1.0 - p1 * p1) * (1.0 - p2 * p2) / den))
+        return np.array([mean, [sd, sd]])
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +106,8 @@ class _Tag:
     rate: float | None = None  # commanded rate; None: never commanded
     since: float = -math.inf  # sim time of the last command
     seq: int = 0  # live seq counter
-    noise: tuple[float, np.ndarray, np.random.Generator] | None = None  # learned lazily
+    noise: _Noise | None = None  # learned lazily
+    last_err: tuple[float, float, float] | None = None  # (t, ex, ey) of its last extra
 
 
 class RateControl:
@@ -221,9 +262,12 @@ class RateControl:
 
     def _extra(self, tag: str, t: float) -> Message:
         st = self._tags[tag]
-        sigma, accs, rng = self._noise(st)
+        noise = self._noise(st)
+        rng, accs = noise.rng, noise.accs
         tx, ty = st.path.at(np.array([t]))
-        err = rng.normal(0.0, sigma, 2)
+        mean, sd = noise.bridge(t, st.last_err)
+        err = mean + sd * rng.normal(0.0, 1.0, 2)
+        st.last_err = (t, float(err[0]), float(err[1]))
         lat, lon = self.run.world.frame.to_latlon(tx + err[0], ty + err[1])
         acc = round(float(accs[rng.integers(len(accs))]), 1)
         p = payloads.fix(
@@ -234,9 +278,9 @@ class RateControl:
         st.last_t = max(st.last_t, t)
         return Message(t, tag, topics.fix(tag), p)
 
-    def _noise(self, st: _Tag) -> tuple[float, np.ndarray, np.random.Generator]:
-        """(per-axis sigma, acc values) learned from the tag's planned GPS fixes, and the
-        tag's own generator for extras (seeded by the run's seed and the subject)."""
+    def _noise(self, st: _Tag) -> _Noise:
+        """The tag's error as its planned GPS fixes show it (`_Noise`), and its own
+        generator for extras (seeded by the run's seed and the subject)."""
         if st.noise is None:
             rng = np.random.default_rng([self.seed, 9, st.plan])
             rows = [
@@ -245,19 +289,42 @@ class RateControl:
                 for p in self._records(self.run.messages[i])
                 if "lat" in p and p.get("src", "gps") == "gps"
             ]
+            none = np.zeros(0)
             if not rows:
-                st.noise = (FALLBACK_SIGMA_M, np.array([5.0, 15.0]), rng)
+                st.noise = _Noise(FALLBACK_SIGMA_M, TAU_LIMITS_S[0], np.array([5.0, 15.0]),
+                                  rng, none, none, none)  # fmt: skip
             else:
                 t = np.array([p["t"] for p in rows], dtype=np.float64)
                 x, y = self.run.world.frame.to_xy(
                     np.array([p["lat"] for p in rows]), np.array([p["lon"] for p in rows])
                 )
                 tx, ty = st.path.at(t)
-                err = np.abs(np.concatenate([x - tx, y - ty]))
+                ex, ey = x - tx, y - ty
+                err = np.abs(np.concatenate([ex, ey]))
                 sigma = float(np.median(err)) / 0.6745  # median |N(0, s)| = 0.6745 s
                 sigma = min(max(sigma, SIGMA_LIMITS_M[0]), SIGMA_LIMITS_M[1])
-                st.noise = (sigma, np.array([float(p["acc"]) for p in rows]), rng)
+                keep = np.hypot(ex, ey) <= OUTLIER_SIGMAS * sigma
+                t, ex, ey = t[keep], ex[keep], ey[keep]
+                accs = np.array([float(p["acc"]) for p in rows])
+                st.noise = _Noise(sigma, self._tau(t, ex, ey), accs, rng, t, ex, ey)
         return st.noise
+
+    def _tau(self, t: np.ndarray, ex: np.ndarray, ey: np.ndarray) -> float:
+        """Correlation time from the lag-one autocorrelation of consecutive planned errors
+        about one interval apart: rho = exp(-dt / tau); ~0 unless rho is clearly (two
+        standard errors) above 0."""
+        dt = np.diff(t)
+        near = dt <= 1.5 * self.interval
+        if near.sum() < 3:
+            return TAU_LIMITS_S[0]
+        e0 = np.concatenate([ex[:-1][near], ey[:-1][near]])
+        e1 = np.concatenate([ex[1:][near], ey[1:][near]])
+        denom = float(np.sum(e0 * e0))
+        rho = float(np.sum(e0 * e1)) / denom if denom > 0 else 0.0
+        if rho <= 2.0 / math.sqrt(len(e0)):  # not told apart from none: independent
+            return TAU_LIMITS_S[0]
+        tau = -float(np.median(dt[near])) / math.log(min(rho, 0.999))
+        return min(max(tau, TAU_LIMITS_S[0]), TAU_LIMITS_S[1])
 
     @staticmethod
     def _records(m: Message) -> list[dict[str, Any]]:
