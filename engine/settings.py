@@ -119,6 +119,9 @@ class Settings:
     # straight-line transit with no fix inside
     single_fix_confidence_max: float = 0.8
     two_fix_confidence_max: float = 0.88
+    # ...graded from likely_confidence_min up to it by how far the run has gone towards
+    # confident (its span, its fixes, its depth): the longer and deeper, the higher it ranks
+    likely_confidence_min: float = 0.7
     confident_span_s: float = 420.0
     # ...or at least confident_fixes inside fixes (more than a burst shifts) spanning at
     # least confident_min_span_s; and >= 0.9 needs a weighted mean depth of at least
@@ -127,6 +130,9 @@ class Settings:
     confident_min_span_s: float = 60.0
     confident_min_depth_m: float = 20.0
     transit_confidence_max: float = 0.85
+    # ...graded from likely_confidence_min, reached when going round would take
+    # transit_speedup more speed than the tag had (+50 %)
+    transit_speedup: float = 0.5
     # Transit: the straight segment between two fixes outside must go this deep (and two
     # sigma of the fixes) into a zone to count; fixes further apart than max_gap say
     # nothing about the route; and when a route round the zone no longer than the tag could
@@ -139,6 +145,9 @@ class Settings:
     # came in at x slack, then one turn to B) goes into a zone the straight segment misses,
     # the breach is possible (possible_confidence_max). Slowing for the turn costs
     # onward_turn_s x (1 - cos turn angle) seconds at that speed: 6 s for a right angle
+    # Off by default (issue 15): measured on the scenario families and 24-hour fleets it
+    # found no breach the other rules missed and raised most of the fleets' false alerts
+    onward_routes: bool = False
     onward_min_speed_mps: float = 3.0
     onward_speed_slack: float = 1.0
     onward_turn_s: float = 6.0
@@ -157,6 +166,30 @@ class Settings:
     burst_jump_m: float = 25.0
     burst_still_m: float = 30.0
     burst_anchor_fixes: int = 5
+    # A steady track beside a zone (issue 15): someone who has kept a steady depth outside
+    # a zone (home next door, a bus stop, a shop, a road round it) for at least
+    # steady_min_fixes fixes over steady_min_span_s (looking back steady_window_s; their
+    # depths' robust spread at most steady_max_spread_m, no trend) shows their GPS error
+    # in that spread. A run of fixes into the zone opens a breach only when its mean is
+    # deeper than the steady level by more than steady_sigmas x that spread (shrinking with
+    # the run's decorrelated length, error correlated over steady_corr_s): less is what the
+    # error does there. An approach ring still sees them. steady_window_s 0: off
+    steady_window_s: float = 1800.0
+    steady_min_fixes: int = 6
+    steady_min_span_s: float = 300.0
+    steady_max_spread_m: float = 40.0
+    steady_sigmas: float = 2.5
+    steady_corr_s: float = 300.0
+    steady_max_fixes: int = 64
+    steady_jump_spreads: float = 2.0
+    steady_burst_spread_m: float = 10.0
+    steady_burst_fixes: int = 4
+    steady_burst_s: float = 120.0
+    steady_burst_min_fixes: int = 3
+    steady_burst_min_span_s: float = 120.0
+    steady_burst_max_m: float = 100.0
+    steady_back_spreads: float = 2.0
+    steady_drift_spreads: float = 2.5
     # Outliers: a fix that would put the tag in a zone, reached faster than both this floor
     # and factor x the track's recent speed (+2 m/s), waits for the next fix; if the next
     # fix is back where the tag could have been all along, it is an implausible_fix

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 
 from shapely.geometry import Polygon
 
@@ -200,7 +201,7 @@ def test_driving_round_a_corner_is_not_a_breach() -> None:
 
 
 def test_driving_at_a_zone_then_away_beyond_it_is_a_possible_breach() -> None:
-    p = _world([EXCL])
+    p = _world([EXCL], settings=Settings(onward_routes=True))
     # north at 11.7 m/s straight at the zone; 60 s later 600 m on, 60 degrees right of the
     # heading: the straight segment misses the zone by 13 m, but keeping on north and
     # bending right (a 60 degree turn costs 3 s) goes deep into it
@@ -221,13 +222,14 @@ def test_a_right_angle_turn_costs_time_so_the_route_cannot_have_gone_as_far_on()
     # slowing for the corner the tag could have kept on north 236 m (36 m into the zone)
     # and turned; a right angle costs onward_turn_s, and that route no longer fits
     recs = [_fix(0, 0, -1000), _fix(1, 0, -300), _fix(2, 450, 50)]
-    sharp = _run(_world([EXCL], settings=Settings(onward_turn_s=0.0)), recs)
+    onward = Settings(onward_routes=True)
+    sharp = _run(_world([EXCL], settings=replace(onward, onward_turn_s=0.0)), recs)
     assert [(a.kind, a.state) for a in sharp] == [
         ("zone_breach", "open"),
         ("zone_breach", "closed"),
     ]
     assert Settings().onward_turn_s >= 5.0
-    assert _run(_world([EXCL]), recs) == []
+    assert _run(_world([EXCL], settings=onward), recs) == []
 
 
 def test_turning_off_before_the_zone_is_not_a_breach() -> None:

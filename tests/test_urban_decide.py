@@ -145,3 +145,51 @@ def test_curfew_home_family_through_the_cli(
     sc = score(alerts, run.truth, run.interval, {"curfew_breach": 300.0})
     assert sc.recall == 1.0 and sc.material >= 4
     assert sc.false_high == 0, [(v.subject, v.confidence) for v in sc.false_alerts]
+
+
+# -- a steady track beside a zone (Settings.steady_*) ----------------------------------------
+# A street-canyon dweller 30 m out: fixes scatter about their level (sigma 15 m reported)
+CANYON_STILL = [-30.0, -12.0, -41.0, -25.0, -48.0, -19.0, -33.0, -28.0]
+
+
+def test_a_short_burst_from_a_steady_canyon_track_raises_no_breach() -> None:
+    burst = [45.0, 52.0]
+    tr, book = _zone()
+    _feed(tr, CANYON_STILL + burst + CANYON_STILL, dt=60.0, sigma=15.0)
+    assert book.drain() == []  # a jump from a steady level, back within 2 min: a burst
+    tr, book = _zone(Settings(steady_burst_fixes=0))
+    _feed(tr, CANYON_STILL + burst + CANYON_STILL, dt=60.0, sigma=15.0)
+    assert [r.state for r in book.drain()][:1] == ["open"]  # without the hold it opens
+
+
+def test_a_three_minute_entry_from_a_steady_track_is_never_dismissed_as_a_burst() -> None:
+    tr, book = _zone()
+    _feed(tr, [*CANYON_STILL, 48.0, 51.0, 49.0, 56.0, *CANYON_STILL], dt=60.0, sigma=15.0)
+    recs = book.drain()
+    assert recs and recs[0].state == "open"
+    assert recs[0].opened_t == 1000.0 + 60.0 * len(CANYON_STILL)  # from its first fix
+    assert recs[0].raised_t - recs[0].opened_t <= S.steady_burst_s + 60.0
+
+
+def test_drift_about_a_steady_level_is_no_breach_a_step_beyond_it_is() -> None:
+    level = [-15.0, -5.0, -22.0, -10.0, -18.0, -8.0, -20.0, -12.0] * 2  # 16 min next door
+    drift = [6.0, 9.0, 4.0, 8.0, 5.0]  # 5 min a few metres in: what the error does there
+    tr, book = _zone()
+    _feed(tr, level + drift + level, dt=60.0, sigma=10.0)
+    assert book.drain() == []
+    tr, book = _zone(Settings(steady_window_s=0.0))
+    _feed(tr, level + drift + level, dt=60.0, sigma=10.0)
+    assert book.drain()  # judged fix by fix it looks like a shallow entry
+    tr, book = _zone()
+    _feed(tr, [*level, 40.0, 45.0, 42.0, 47.0, 44.0, 41.0], dt=60.0, sigma=10.0)
+    (rec, *_) = book.drain()  # 55 m beyond the level, for 6 min: a breach
+    assert rec.opened_t == 1000.0 + 60.0 * len(level)
+
+
+def test_likely_confidence_rises_with_the_run_and_ranks_it() -> None:
+    tops = []
+    for n in (2, 4, 6):
+        tr, book = _zone()
+        _feed(tr, [-200.0, -120.0, -60.0] + [35.0] * n + [-200.0] * 12, dt=60.0, sigma=14.0)
+        tops.append(max(c for _, c in _conf(book)))
+    assert S.likely_confidence_min <= tops[0] < tops[1] < tops[2] <= S.two_fix_confidence_max

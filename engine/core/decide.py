@@ -37,7 +37,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from engine.core.episodes import Episode, EpisodeBook, TrackerKey, TrackerKind, prob_below, where_of
-from engine.core.observe import CurfewTracker, Obs, combined
+from engine.core.observe import (
+    CurfewTracker,
+    Obs,
+    combined,
+    course,
+    obs_data,
+    obs_from,
+    steady_burst,
+    steady_explains,
+    steady_level,
+)
 from engine.settings import Settings
 from engine.wire.alerts import Severity
 
@@ -97,14 +107,21 @@ class BreachTracker:
         """Keep `o` in the recent track (zone breaches, nothing open); end a held burst when
         `o` is back where the track stood: True when it did (its run is not evidence)."""
         s = self.s
-        if self.kind != "zone_breach" or s.burst_max_fixes <= 0:
+        bursts = s.burst_max_fixes > 0 or s.steady_burst_fixes > 0
+        if self.kind != "zone_breach" or not (bursts or s.steady_window_s > 0.0):
             return False
         if o.depth < -BURST_FORGET_M:  # far away: nothing here to judge a jump against
             self.recent.clear()
             self.burst = None
             return False
         self.recent.append(o)
-        del self.recent[: -(s.burst_anchor_fixes + s.burst_max_fixes + 1)]
+        keep = max(s.steady_max_fixes, s.burst_anchor_fixes + s.burst_max_fixes + 1)
+        horizon = o.t - s.steady_window_s - s.evidence_window_s
+        del self.recent[:-keep]
+        while self.recent[0].t < horizon:
+            self.recent.pop(0)
+        if not bursts:
+            return False
         if self.burst is None or o.depth > self.burst[1]:
             return False
         start = self.burst[0]
@@ -133,11 +150,24 @@ class BreachTracker:
         anchor = [r for r in self.recent if r.t < first.t][-s.burst_anchor_fixes :]
         if len(anchor) < min(3, s.burst_anchor_fixes) or first.t - anchor[-1].t > s.burst_max_s:
             return False
-        predicted = _course(anchor, first.t, s.burst_still_m)
+        predicted = course(anchor, first.t, s.burst_still_m)
         if predicted is None or predicted >= 0.0 or first.depth - predicted < s.burst_jump_m:
             return False
         self.burst = (first.t, predicted + 0.5 * s.burst_jump_m)
         return True
+
+    def _steady_holds(self, last: Obs) -> bool:
+        """Whether the inside run pending is what GPS error does about where a steady track
+        has been: a burst held (observe.steady_burst), or a run its spread explains."""
+        s, first = self.s, self.pending[0]
+        if self.kind != "zone_breach":
+            return False
+        back = steady_burst(self.recent, self.pending, last.t, s)
+        if back is not None:
+            self.burst = (first.t, back)
+            return True
+        level = steady_level(self.recent, first.t, s, s.steady_min_fixes, s.steady_min_span_s)
+        return level is not None and steady_explains(self.pending, level, s)
 
     def observe(self, o: Obs, at: Where | None = None) -> None:
         """`at`: where the fix was, should it decide (it is never kept: only the
@@ -176,7 +206,11 @@ class BreachTracker:
             len(self.pending) >= 2 and p >= s.open_probability and mean >= s.open_min_depth_m
         )
         possible = p >= s.possible_probability and mean >= s.possible_min_depth_m
-        if not (decisive or accumulated or possible) or self._burst_explains(last):
+        if (
+            not (decisive or accumulated or possible)
+            or self._burst_explains(last)
+            or self._steady_holds(last)
+        ):
             return
         self.burst = None
         first = self.pending[0]
@@ -215,13 +249,18 @@ class BreachTracker:
         start = math.inf if self.run_from is None else self.run_from
         run = sum(1 for o in inside if o.t >= start)
         run_span = obs[-1].t - start if run else 0.0
+        mean = combined(obs, s.error_corr_s)[0]
         if len(inside) <= 1:
             cap = s.single_fix_confidence_max
         elif (
             run_span < s.confident_span_s
             and not (run >= s.confident_fixes and run_span >= s.confident_min_span_s)
-        ) or combined(obs, s.error_corr_s)[0] < s.confident_min_depth_m:
-            cap = s.two_fix_confidence_max
+        ) or mean < s.confident_min_depth_m:
+            # graded on the way to confident: more of the run and deeper ranks higher
+            way = max(run_span / s.confident_span_s, run / s.confident_fixes)
+            way = min(way, 1.0) * min(max(mean, 0.0) / s.confident_min_depth_m, 1.0)
+            lo = min(s.likely_confidence_min, s.two_fix_confidence_max)
+            cap = lo + (s.two_fix_confidence_max - lo) * way
         else:
             cap = 0.999
         return min(p, cap)
@@ -404,15 +443,15 @@ class Trackers:
             if isinstance(tr, BreachTracker):
                 d: dict[str, Any] = {
                     "type": "breach", "kind": tr.kind, "subject": tr.subject, "zone": tr.zone,
-                    "severity": tr.severity, "pending": [_obs_data(o) for o in tr.pending],
+                    "severity": tr.severity, "pending": [obs_data(o) for o in tr.pending],
                     "leaving_since": tr.leaving_since, "n_inside": tr.n_inside,
-                    "recent": [_obs_data(o) for o in tr.recent], "run_from": tr.run_from,
+                    "recent": [obs_data(o) for o in tr.recent], "run_from": tr.run_from,
                     "burst": None if tr.burst is None else list(tr.burst),
                     "dismissed": list(tr.dismissed) if math.isfinite(tr.dismissed[0]) else None,
                 }  # fmt: skip
             else:
                 d = {"type": "curfew", "subject": tr.subject, "zone": tr.zone,
-                     "away": [_obs_data(o) for o in tr.away], "was_out": tr.was_out}  # fmt: skip
+                     "away": [obs_data(o) for o in tr.away], "was_out": tr.was_out}  # fmt: skip
             d["episode"] = tr.episode is not None
             out.append([ids.key_ref(key), d])
         return out
@@ -430,11 +469,11 @@ class Trackers:
             if d["type"] == "breach":
                 tr = BreachTracker(self.book, self.settings, key, str(d["kind"]),
                                    str(d["subject"]), str(d["zone"]), d["severity"])  # fmt: skip
-                tr.pending = [_obs_from(o) for o in d["pending"]]
+                tr.pending = [obs_from(o) for o in d["pending"]]
                 ls = d["leaving_since"]
                 tr.leaving_since = None if ls is None else float(ls)
                 tr.n_inside = int(d["n_inside"])
-                tr.recent = [_obs_from(o) for o in d.get("recent", [])]  # older snapshots: none
+                tr.recent = [obs_from(o) for o in d.get("recent", [])]  # older snapshots: none
                 rf = d.get("run_from")
                 tr.run_from = None if rf is None else float(rf)
                 b = d.get("burst")
@@ -444,7 +483,7 @@ class Trackers:
                 kind = tr.kind
             elif d["type"] == "curfew":
                 tr = CurfewTracker(self.book, self.settings, key, str(d["subject"]), str(d["zone"]))
-                tr.away = [_obs_from(o) for o in d["away"]]
+                tr.away = [obs_from(o) for o in d["away"]]
                 tr.was_out = bool(d["was_out"])
                 kind = "curfew_breach"
             else:
@@ -454,25 +493,3 @@ class Trackers:
             self.live[key] = tr
             if key.kind in _ZONE_KINDS:
                 self.tracked[key.idx] = True
-
-
-def _course(track: list[Obs], t: float, tolerance: float) -> float | None:
-    """The depth a straight line (least squares over time) through `track` predicts at t,
-    or None when a fix of the track is more than `tolerance` metres off that line."""
-    n = len(track)
-    mt = sum(o.t - t for o in track) / n
-    md = sum(o.depth for o in track) / n
-    var = sum((o.t - t - mt) ** 2 for o in track)
-    slope = 0.0 if var <= 0.0 else sum((o.t - t - mt) * (o.depth - md) for o in track) / var
-    at0 = md - slope * mt
-    if max(abs(o.depth - (at0 + slope * (o.t - t))) for o in track) > tolerance:
-        return None
-    return at0
-
-
-def _obs_data(o: Obs) -> list[Any]:
-    return [o.t, o.depth, o.sigma, o.tag, o.seq]
-
-
-def _obs_from(d: list[Any]) -> Obs:
-    return Obs(float(d[0]), float(d[1]), float(d[2]), str(d[3]), int(d[4]))

@@ -45,8 +45,10 @@ class Fences:
         self.is_inclusion = np.asarray(table.kind) == 1
         self.warn = np.asarray(table.warn_m, dtype=np.float64)
         # A zone breach tracker follows a track from this far out: a jump into the zone is
-        # judged against the course that led up to it (multipath bursts, Settings.burst_*)
-        follow = self.settings.burst_max_fixes > 0
+        # judged against the course or the steady level that led up to it (multipath
+        # bursts, a steady track beside the zone: Settings.burst_*, steady_*)
+        st = self.settings
+        follow = st.burst_max_fixes > 0 or st.steady_window_s > 0.0
         self.lead = np.maximum(self.warn, BURST_FORGET_M if follow else 0.0)
         # Beyond this distance a zone cannot matter to any fix: the kernel may skip it.
         self.cutoff = float(np.max(table.warn_m, initial=0.0)) + 3000.0

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from engine.core.episodes import Episode, EpisodeBook, TrackerKey, prob_below, where_of
 from engine.settings import Settings
@@ -54,6 +54,70 @@ def combined(obs: list[Obs], corr_s: float) -> tuple[float, float, int]:
     n_eff = min(float(n), 1.0 + max(span, 0.0) / corr_s)
     sigma = math.sqrt(1.0 / sw) * math.sqrt(n / n_eff)
     return mean, sigma, sum(1 for o in obs if o.depth > 0)
+
+
+def steady_level(
+    recent: list[Obs], t0: float, s: Settings, min_fixes: int, min_span_s: float
+) -> tuple[float, float, float] | None:
+    """Where the track has steadily been before t0: (its depth level, the robust spread of
+    its depths about that level, the baseline's decorrelated length), or None when it was
+    not steady outside the zone (too few fixes, too short, too spread, trending, or not
+    outside). `recent`: the track, oldest first; at least `min_fixes` over `min_span_s`
+    before t0. Settings: steady_*."""
+    if s.steady_window_s <= 0.0:
+        return None
+    base = [o for o in recent if t0 - s.steady_window_s <= o.t < t0]
+    n = len(base)
+    if n < max(min_fixes, 2) or base[-1].t - base[0].t < min_span_s:
+        return None
+    depths = sorted(o.depth for o in base)
+    level = _median(depths)
+    spread = 1.4826 * _median(sorted(abs(d - level) for d in depths))
+    spread = max(spread, _median(sorted(o.sigma for o in base)))
+    half = n // 2
+    early = _median(sorted(o.depth for o in base[:half]))
+    drift = abs(_median(sorted(o.depth for o in base[half:])) - early)
+    if level >= 0.0 or spread > s.steady_max_spread_m or drift > s.steady_drift_spreads * spread:
+        return None
+    return level, spread, 1.0 + (base[-1].t - base[0].t) / s.steady_corr_s
+
+
+def steady_explains(run: list[Obs], level: tuple[float, float, float], s: Settings) -> bool:
+    """Whether `run` (a breach's evidence, from its first fix inside) is within what GPS
+    error does about a steady `level` (steady_level's): its mean is not deeper than the
+    level by steady_sigmas x the spread, scaled by both decorrelated lengths."""
+    depth, spread, n_base = level
+    mean, _, _ = combined(run, s.error_corr_s)
+    n_run = 1.0 + max(run[-1].t - run[0].t, 0.0) / s.steady_corr_s
+    return mean - depth < s.steady_sigmas * spread * math.sqrt(1.0 / n_run + 1.0 / n_base)
+
+
+def steady_burst(recent: list[Obs], run: list[Obs], t: float, s: Settings) -> float | None:
+    """A multipath burst held: when `run` (from its first fix inside, latest at t) jumped
+    from a steady level (steady_level over steady_burst_min_*) by at least burst_jump_m and
+    steady_jump_spreads x its spread, at most steady_burst_max_m, where the spread shows a
+    struggling receiver (>= steady_burst_spread_m), and has lasted no longer than a burst
+    (steady_burst_fixes, steady_burst_s): the depth at or below which a fix is back (outside,
+    or within steady_back_spreads of the level). None: not a burst (any more)."""
+    first = run[0]
+    if len(run) > s.steady_burst_fixes or t - first.t > s.steady_burst_s:
+        return None
+    short = steady_level(recent, first.t, s, s.steady_burst_min_fixes, s.steady_burst_min_span_s)
+    if short is None:
+        return None
+    depth, spread, _ = short
+    jump = first.depth - depth
+    if spread < s.steady_burst_spread_m or not (
+        max(s.burst_jump_m, s.steady_jump_spreads * spread) <= jump <= s.steady_burst_max_m
+    ):
+        return None
+    return max(0.0, depth + s.steady_back_spreads * spread)
+
+
+def _median(xs: list[float]) -> float:
+    """Median of a sorted, non-empty list."""
+    n = len(xs)
+    return xs[n // 2] if n % 2 else 0.5 * (xs[n // 2 - 1] + xs[n // 2])
 
 
 class CurfewTracker:
@@ -160,3 +224,25 @@ class CurfewTracker:
         if o.t - self.away[0].t >= s.curfew_shallow_s:
             return min(p, s.possible_confidence_max)
         return 0.0
+
+
+def course(track: list[Obs], t: float, tolerance: float) -> float | None:
+    """The depth a straight line (least squares over time) through `track` predicts at t,
+    or None when a fix of the track is more than `tolerance` metres off that line."""
+    n = len(track)
+    mt = sum(o.t - t for o in track) / n
+    md = sum(o.depth for o in track) / n
+    var = sum((o.t - t - mt) ** 2 for o in track)
+    slope = 0.0 if var <= 0.0 else sum((o.t - t - mt) * (o.depth - md) for o in track) / var
+    at0 = md - slope * mt
+    if max(abs(o.depth - (at0 + slope * (o.t - t))) for o in track) > tolerance:
+        return None
+    return at0
+
+
+def obs_data(o: Obs) -> list[Any]:
+    return [o.t, o.depth, o.sigma, o.tag, o.seq]
+
+
+def obs_from(d: list[Any]) -> Obs:
+    return Obs(float(d[0]), float(d[1]), float(d[2]), str(d[3]), int(d[4]))

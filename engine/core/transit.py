@@ -185,6 +185,8 @@ class Routes:
         (P -> A) as far as its speed allows, then turned for B at the turn (`onward_paths`).
         A possible breach, decided at B."""
         st = self.settings
+        if not st.onward_routes:
+            return {}
         p, a = hist[:, 1], hist[:, 0]
         gap = st.transit_max_gap_s
         ok = (
@@ -256,16 +258,23 @@ class Routes:
         sig = max(float(prev[3]), float(row["acc"]), st.acc_floor_m) / R68
         if depth < 2.0 * sig:
             return
+        cap = st.transit_confidence_max
         if np.isfinite(pprev[0]) and pprev[0] < t0:
             # The speed the tag was already going says how far it could drive in dt. If a
             # route round the zone fits in that, a straight-line crossing is not evidence
-            # (a ring road, a corner); a drive-through needs a speed-up to avoid the zone.
+            # (a ring road, a corner); a drive-through needs a speed-up to avoid the zone,
+            # and the more it needs, the surer the crossing (graded from
+            # likely_confidence_min at the budget to the cap at transit_speedup more)
             v_in = speed(pprev, prev)
             if np.isfinite(v_in) and v_in > 0.0:
                 budget = v_in * dt * st.transit_speed_slack
-                if detour_m(table, z, a, b) <= budget:
+                detour = detour_m(table, z, a, b)
+                if detour <= budget:
                     return
-        conf = min(prob_below(float(depth), sig), st.transit_confidence_max)
+                way = min((detour / budget - 1.0) / st.transit_speedup, 1.0)
+                lo = min(st.likely_confidence_min, cap)
+                cap = lo + (cap - lo) * way
+        conf = min(prob_below(float(depth), sig), cap)
         ends_inside = float(f_out) >= 1.0
         t_in, t_out = t0 + float(f_in) * dt, t0 + float(f_out) * dt
         self._breach(row, prev, z, sig, conf, t_in, t_out, ends_inside, _route(row, prev, depth))
