@@ -181,14 +181,18 @@ class Settings:
     steady_sigmas: float = 2.5
     steady_corr_s: float = 300.0
     steady_max_fixes: int = 64
+    # ...but no run is held longer than this: a real step in is reported by then
+    steady_hold_s: float = 240.0
     steady_jump_spreads: float = 2.0
     steady_burst_spread_m: float = 10.0
-    steady_burst_fixes: int = 4
+    steady_burst_fixes: int = 12
     steady_burst_s: float = 120.0
+    # a run from beside a steady track (or one that jumped off the track's course) is
+    # confident (>= 0.9) only once it outlasts a burst and the error's slow wander
+    steady_confident_s: float = 300.0
     steady_burst_min_fixes: int = 3
     steady_burst_min_span_s: float = 120.0
     steady_burst_max_m: float = 100.0
-    steady_back_spreads: float = 2.0
     steady_drift_spreads: float = 2.5
     # Outliers: a fix that would put the tag in a zone, reached faster than both this floor
     # and factor x the track's recent speed (+2 m/s), waits for the next fix; if the next

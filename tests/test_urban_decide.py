@@ -193,3 +193,19 @@ def test_likely_confidence_rises_with_the_run_and_ranks_it() -> None:
         _feed(tr, [-200.0, -120.0, -60.0] + [35.0] * n + [-200.0] * 12, dt=60.0, sigma=14.0)
         tops.append(max(c for _, c in _conf(book)))
     assert S.likely_confidence_min <= tops[0] < tops[1] < tops[2] <= S.two_fix_confidence_max
+
+
+def test_at_15_s_a_run_from_beside_a_steady_track_is_confident_only_after_minutes() -> None:
+    """Extra fixes of a slowly wandering error, or of a burst beside a still receiver, are
+    not independent evidence: from a steady level, confidence >= 0.9 waits for
+    steady_confident_s however often the tag reports; a walk-in from far does not."""
+    still = [-30.0 + 4.0 * ((i * 7) % 5 - 2) for i in range(24)]  # 6 min at 15 s, 30 m out
+    tr, book = _zone()
+    _feed(tr, [*still, *[45.0] * 16, *still], dt=15.0, sigma=12.0)  # 4 min 45 m in, back
+    recs = book.drain()
+    assert recs and max(r.confidence for r in recs) < 0.9
+    tr, book = _zone()
+    _feed(tr, [*still, *[45.0] * 30], dt=15.0, sigma=12.0)  # 7.5 min in: a breach, sure
+    high = [r.raised_t for r in book.drain() if r.confidence >= 0.9]
+    entry = 1000.0 + 15.0 * len(still)
+    assert high and S.steady_confident_s <= high[0] - entry <= S.steady_confident_s + 30.0

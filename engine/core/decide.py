@@ -44,9 +44,7 @@ from engine.core.observe import (
     course,
     obs_data,
     obs_from,
-    steady_burst,
-    steady_explains,
-    steady_level,
+    steady_judge,
 )
 from engine.settings import Settings
 from engine.wire.alerts import Severity
@@ -65,7 +63,7 @@ class BreachTracker:
     """Decides one (subject, zone) or (subject, protected device) pair."""
 
     __slots__ = (
-        "book", "burst", "dismissed", "episode", "key", "kind", "leaving_since", "n_inside",
+        "book", "burst", "dismissed", "episode", "jumped", "key", "kind", "leaving_since", "n_inside",
         "pending", "recent", "run_from", "s", "severity", "subject", "zone",
     )  # fmt: skip
 
@@ -97,6 +95,7 @@ class BreachTracker:
         self.burst: tuple[float, float] | None = None
         self.dismissed = (math.inf, math.inf)  # [from, to): the last run found to be a burst
         self.run_from: float | None = None  # first fix of the current run of fixes inside
+        self.jumped = False  # the run that opened the episode jumped from a steady level
 
     @property
     def idle(self) -> bool:
@@ -157,17 +156,15 @@ class BreachTracker:
         return True
 
     def _steady_holds(self, last: Obs) -> bool:
-        """Whether the inside run pending is what GPS error does about where a steady track
-        has been: a burst held (observe.steady_burst), or a run its spread explains."""
-        s, first = self.s, self.pending[0]
+        """Whether the inside run pending is held as what GPS error does beside a steady
+        track (observe.steady_judge); remembers whether it may still be a burst."""
+        self.jumped = False
         if self.kind != "zone_breach":
             return False
-        back = steady_burst(self.recent, self.pending, last.t, s)
-        if back is not None:
-            self.burst = (first.t, back)
-            return True
-        level = steady_level(self.recent, first.t, s, s.steady_min_fixes, s.steady_min_span_s)
-        return level is not None and steady_explains(self.pending, level, s)
+        why, self.jumped = steady_judge(self.recent, self.pending, last.t, self.s)
+        if why == "burst":
+            self.burst = (self.pending[0].t, 0.0)  # back outside within it: it was one
+        return why is not None
 
     def observe(self, o: Obs, at: Where | None = None) -> None:
         """`at`: where the fix was, should it decide (it is never kept: only the
@@ -250,12 +247,18 @@ class BreachTracker:
         run = sum(1 for o in inside if o.t >= start)
         run_span = obs[-1].t - start if run else 0.0
         mean = combined(obs, s.error_corr_s)[0]
+        # a run that jumped from a steady level may be a burst until it outlasts one
+        burst = self.jumped and run_span < s.steady_confident_s
         if len(inside) <= 1:
             cap = s.single_fix_confidence_max
         elif (
-            run_span < s.confident_span_s
-            and not (run >= s.confident_fixes and run_span >= s.confident_min_span_s)
-        ) or mean < s.confident_min_depth_m:
+            burst
+            or (
+                run_span < s.confident_span_s
+                and not (run >= s.confident_fixes and run_span >= s.confident_min_span_s)
+            )
+            or mean < s.confident_min_depth_m
+        ):
             # graded on the way to confident: more of the run and deeper ranks higher
             way = max(run_span / s.confident_span_s, run / s.confident_fixes)
             way = min(way, 1.0) * min(max(mean, 0.0) / s.confident_min_depth_m, 1.0)
@@ -448,6 +451,7 @@ class Trackers:
                     "recent": [obs_data(o) for o in tr.recent], "run_from": tr.run_from,
                     "burst": None if tr.burst is None else list(tr.burst),
                     "dismissed": list(tr.dismissed) if math.isfinite(tr.dismissed[0]) else None,
+                    "jumped": tr.jumped,
                 }  # fmt: skip
             else:
                 d = {"type": "curfew", "subject": tr.subject, "zone": tr.zone,
@@ -480,6 +484,7 @@ class Trackers:
                 tr.burst = None if b is None else (float(b[0]), float(b[1]))
                 dm = d.get("dismissed")
                 tr.dismissed = (math.inf, math.inf) if dm is None else (float(dm[0]), float(dm[1]))
+                tr.jumped = bool(d.get("jumped", False))
                 kind = tr.kind
             elif d["type"] == "curfew":
                 tr = CurfewTracker(self.book, self.settings, key, str(d["subject"]), str(d["zone"]))

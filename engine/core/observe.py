@@ -57,16 +57,16 @@ def combined(obs: list[Obs], corr_s: float) -> tuple[float, float, int]:
 
 
 def steady_level(
-    recent: list[Obs], t0: float, s: Settings, min_fixes: int, min_span_s: float
+    recent: list[Obs], t0: float, s: Settings, min_fixes: int, min_span_s: float, window_s: float
 ) -> tuple[float, float, float] | None:
     """Where the track has steadily been before t0: (its depth level, the robust spread of
     its depths about that level, the baseline's decorrelated length), or None when it was
     not steady outside the zone (too few fixes, too short, too spread, trending, or not
     outside). `recent`: the track, oldest first; at least `min_fixes` over `min_span_s`
-    before t0. Settings: steady_*."""
+    in the `window_s` before t0. Settings: steady_*."""
     if s.steady_window_s <= 0.0:
         return None
-    base = [o for o in recent if t0 - s.steady_window_s <= o.t < t0]
+    base = [o for o in recent if t0 - window_s <= o.t < t0]
     n = len(base)
     if n < max(min_fixes, 2) or base[-1].t - base[0].t < min_span_s:
         return None
@@ -92,26 +92,63 @@ def steady_explains(run: list[Obs], level: tuple[float, float, float], s: Settin
     return mean - depth < s.steady_sigmas * spread * math.sqrt(1.0 / n_run + 1.0 / n_base)
 
 
-def steady_burst(recent: list[Obs], run: list[Obs], t: float, s: Settings) -> float | None:
-    """A multipath burst held: when `run` (from its first fix inside, latest at t) jumped
-    from a steady level (steady_level over steady_burst_min_*) by at least burst_jump_m and
-    steady_jump_spreads x its spread, at most steady_burst_max_m, where the spread shows a
-    struggling receiver (>= steady_burst_spread_m), and has lasted no longer than a burst
-    (steady_burst_fixes, steady_burst_s): the depth at or below which a fix is back (outside,
-    or within steady_back_spreads of the level). None: not a burst (any more)."""
-    first = run[0]
-    if len(run) > s.steady_burst_fixes or t - first.t > s.steady_burst_s:
-        return None
-    short = steady_level(recent, first.t, s, s.steady_burst_min_fixes, s.steady_burst_min_span_s)
+def steady_jump(recent: list[Obs], first: Obs, s: Settings) -> tuple[float, float] | None:
+    """Whether a run into the zone that begins with `first` jumped from a steady level
+    (steady_level over steady_burst_min_*, within burst_max_s) as a multipath burst does:
+    by at least burst_jump_m and steady_jump_spreads x its spread, at most
+    steady_burst_max_m. Then (the level, its spread); else None."""
+    short = steady_level(
+        recent, first.t, s, s.steady_burst_min_fixes, s.steady_burst_min_span_s, s.burst_max_s
+    )
     if short is None:
         return None
     depth, spread, _ = short
     jump = first.depth - depth
-    if spread < s.steady_burst_spread_m or not (
-        max(s.burst_jump_m, s.steady_jump_spreads * spread) <= jump <= s.steady_burst_max_m
-    ):
+    if not max(s.burst_jump_m, s.steady_jump_spreads * spread) <= jump <= s.steady_burst_max_m:
         return None
-    return max(0.0, depth + s.steady_back_spreads * spread)
+    return depth, spread
+
+
+def course_jump(recent: list[Obs], first: Obs, s: Settings) -> bool:
+    """Whether `first` (a run's first fix inside) is at least burst_jump_m deeper than the
+    track's recent course predicts (a straight line through the depths of its last
+    burst_anchor_fixes fixes within burst_max_s, none more than burst_still_m off it, the
+    prediction outside the zone): a jump no walk or drive the track was on explains."""
+    anchor = [r for r in recent if r.t < first.t][-s.burst_anchor_fixes :]
+    if len(anchor) < min(3, s.burst_anchor_fixes) or first.t - anchor[-1].t > s.burst_max_s:
+        return False
+    predicted = course(anchor, first.t, s.burst_still_m)
+    return predicted is not None and predicted < 0.0 and first.depth - predicted >= s.burst_jump_m
+
+
+def steady_judge(
+    recent: list[Obs], run: list[Obs], t: float, s: Settings
+) -> tuple[str | None, bool]:
+    """Judge a run into the zone (its first fix inside first, latest at t) against where the
+    track has steadily been: ("burst", _) for a jump from a steady level where the receiver
+    struggles (steady_burst_spread_m) that has lasted no longer than a burst
+    (steady_burst_fixes, steady_burst_s); ("drift", _) for a run the level's spread explains
+    (held at most steady_hold_s); (None, _) otherwise. The flag: the run began beside a
+    steady track or jumped off the track's course, so it may still be a burst or the error's
+    slow wander (confident only after steady_confident_s)."""
+    first = run[0]
+    near = steady_level(
+        recent, first.t, s, s.steady_burst_min_fixes, s.steady_burst_min_span_s, s.burst_max_s
+    )
+    wary = near is not None or course_jump(recent, first, s)
+    jump = steady_jump(recent, first, s)
+    if jump is not None and (
+        jump[1] >= s.steady_burst_spread_m
+        and len(run) <= s.steady_burst_fixes
+        and t - first.t <= s.steady_burst_s
+    ):
+        return "burst", wary
+    if t - first.t > s.steady_hold_s:
+        return None, wary  # held long enough: a real step in is never held longer
+    level = steady_level(
+        recent, first.t, s, s.steady_min_fixes, s.steady_min_span_s, s.steady_window_s
+    )
+    return ("drift" if level is not None and steady_explains(run, level, s) else None), wary
 
 
 def _median(xs: list[float]) -> float:
