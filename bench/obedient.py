@@ -100,6 +100,7 @@ def figures(s: Score) -> dict[str, float | None]:
     return {
         "recall": s.recall,
         "false": float(s.false),
+        "false_high": float(s.false_high),
         "auc": auc(s.true_conf, s.false_conf),
         "high3": high_within(s),
         "p50": p50_high(s),
@@ -114,8 +115,9 @@ def render_obey(board: ObeyBoard) -> str:
         f"15 s while an approach or breach episode is open ({board.commands} commands "
         f"obeyed; replay lines {board.lines['obedient']} / {board.lines['plain']}).",
         "",
-        "| family | material | recall | false | AUC | ≥0.9 within 3 min | time to ≥0.9 p50 s |",
-        "|---|---|---|---|---|---|---|",
+        "| family | material | recall | false | false ≥0.9 | AUC | ≥0.9 within 3 min "
+        "| time to ≥0.9 p50 s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     fams = list(board.scores["plain"])
     rows = {f: {m: board.scores[m][f] for m in MODES} for f in fams}
@@ -125,6 +127,7 @@ def render_obey(board: ObeyBoard) -> str:
         cells = [
             f"{_f(ob['recall'], '.2f')} / {_f(pl['recall'], '.2f')}",
             f"{_f(ob['false'], '.0f')} / {_f(pl['false'], '.0f')}",
+            f"{_f(ob['false_high'], '.0f')} / {_f(pl['false_high'], '.0f')}",
             f"{_f(ob['auc'], '.3f')} / {_f(pl['auc'], '.3f')}",
             f"{_f(ob['high3'], '.0%')} / {_f(pl['high3'], '.0%')}",
             f"{_f(ob['p50'], '.0f')} / {_f(pl['p50'], '.0f')}",

@@ -145,10 +145,11 @@ class Settings:
     # came in at x slack, then one turn to B) goes into a zone the straight segment misses,
     # the breach is possible (possible_confidence_max). Slowing for the turn costs
     # onward_turn_s x (1 - cos turn angle) seconds at that speed: 6 s for a right angle
-    # Off by default (issue 15): measured on the scenario families and 24-hour fleets it
-    # found no breach the other rules missed and raised most of the fleets' false alerts
-    onward_routes: bool = False
-    onward_min_speed_mps: float = 3.0
+    # Issue 15: at 3 m/s these raised most of the 24-hour fleets' false alerts (cyclists
+    # beside zones) and found no breach the other rules missed there; a vehicle's speed
+    # (6 m/s) keeps the drive-throughs on bends they find, at a cost in drive-arounds
+    onward_routes: bool = True
+    onward_min_speed_mps: float = 6.0
     onward_speed_slack: float = 1.0
     onward_turn_s: float = 6.0
 
