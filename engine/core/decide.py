@@ -41,7 +41,8 @@ from engine.core.observe import (
     CurfewTracker,
     Obs,
     combined,
-    course,
+    course_jump,
+    graded_cap,
     obs_data,
     obs_from,
     steady_judge,
@@ -146,11 +147,8 @@ class BreachTracker:
             return False
         if self.burst is not None and self.burst[0] == first.t:
             return True
-        anchor = [r for r in self.recent if r.t < first.t][-s.burst_anchor_fixes :]
-        if len(anchor) < min(3, s.burst_anchor_fixes) or first.t - anchor[-1].t > s.burst_max_s:
-            return False
-        predicted = course(anchor, first.t, s.burst_still_m)
-        if predicted is None or predicted >= 0.0 or first.depth - predicted < s.burst_jump_m:
+        predicted = course_jump(self.recent, first, s)
+        if predicted is None:
             return False
         self.burst = (first.t, predicted + 0.5 * s.burst_jump_m)
         return True
@@ -214,7 +212,7 @@ class BreachTracker:
         inside = [o for o in self.pending if o.depth > 0]
         self.n_inside = len(inside)
         if decisive or accumulated:
-            conf = self._confidence(p if accumulated else last.p_in, self.pending)
+            conf = self._confidence(p if accumulated else last.p_in, mean, self.pending)
         else:
             conf = min(p, s.possible_confidence_max)
         ep = self.book.open_episode(
@@ -231,14 +229,14 @@ class BreachTracker:
         """Deep and sure enough to decide by itself."""
         return o.depth >= self.s.decisive_depth_m and o.depth >= self.s.decisive_sigmas * o.sigma
 
-    def _confidence(self, p: float, obs: list[Obs]) -> float:
+    def _confidence(self, p: float, mean: float, obs: list[Obs]) -> float:
         """P(inside) capped by what the inside fixes cannot rule out: a wild fix fakes one,
         a multipath burst several consecutive fixes over a few minutes, rarely more than
         four, and slow drift beside buildings a run of shallow ones. Confident (>= 0.9)
         takes a run of fixes all inside (the latest ones) spanning confident_span_s, or
         confident_fixes of them over at least confident_min_span_s (a tag asked to report every 15 s
         gets there within minutes), with a weighted mean depth of at least
-        confident_min_depth_m."""
+        confident_min_depth_m (`mean`: the weighted mean depth of `obs`, `combined`)."""
         s = self.s
         inside = [o for o in obs if o.depth > 0]
         # the fixes since the tag last reported outside: one run longer than a burst, not
@@ -246,7 +244,6 @@ class BreachTracker:
         start = math.inf if self.run_from is None else self.run_from
         run = sum(1 for o in inside if o.t >= start)
         run_span = obs[-1].t - start if run else 0.0
-        mean = combined(obs, s.error_corr_s)[0]
         # a run that jumped from a steady level may be a burst until it outlasts one
         burst = self.jumped and run_span < s.steady_confident_s
         if len(inside) <= 1:
@@ -262,8 +259,7 @@ class BreachTracker:
             # graded on the way to confident: more of the run and deeper ranks higher
             way = max(run_span / s.confident_span_s, run / s.confident_fixes)
             way = min(way, 1.0) * min(max(mean, 0.0) / s.confident_min_depth_m, 1.0)
-            lo = min(s.likely_confidence_min, s.two_fix_confidence_max)
-            cap = lo + (s.two_fix_confidence_max - lo) * way
+            cap = graded_cap(s, s.two_fix_confidence_max, way)
         else:
             cap = 0.999
         return min(p, cap)
@@ -284,7 +280,7 @@ class BreachTracker:
             mean, sigma, _ = combined(self.pending, s.error_corr_s)
             p = prob_below(mean, sigma)
             if self._decisive(o) or (p >= s.open_probability and mean >= s.open_min_depth_m):
-                conf = max(ep.confidence, self._confidence(p, self.pending))
+                conf = max(ep.confidence, self._confidence(p, mean, self.pending))
             else:  # still only possible: shallow or uncertain evidence does not escalate
                 conf = max(ep.confidence, min(p, s.possible_confidence_max))
             before = ep.confidence

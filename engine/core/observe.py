@@ -92,14 +92,13 @@ def steady_explains(run: list[Obs], level: tuple[float, float, float], s: Settin
     return mean - depth < s.steady_sigmas * spread * math.sqrt(1.0 / n_run + 1.0 / n_base)
 
 
-def steady_jump(recent: list[Obs], first: Obs, s: Settings) -> tuple[float, float] | None:
-    """Whether a run into the zone that begins with `first` jumped from a steady level
-    (steady_level over steady_burst_min_*, within burst_max_s) as a multipath burst does:
-    by at least burst_jump_m and steady_jump_spreads x its spread, at most
+def steady_jump(
+    first: Obs, short: tuple[float, float, float] | None, s: Settings
+) -> tuple[float, float] | None:
+    """Whether a run into the zone that begins with `first` jumped from the steady level
+    `short` (steady_level over steady_burst_min_*, within burst_max_s) as a multipath
+    burst does: by at least burst_jump_m and steady_jump_spreads x its spread, at most
     steady_burst_max_m. Then (the level, its spread); else None."""
-    short = steady_level(
-        recent, first.t, s, s.steady_burst_min_fixes, s.steady_burst_min_span_s, s.burst_max_s
-    )
     if short is None:
         return None
     depth, spread, _ = short
@@ -109,16 +108,19 @@ def steady_jump(recent: list[Obs], first: Obs, s: Settings) -> tuple[float, floa
     return depth, spread
 
 
-def course_jump(recent: list[Obs], first: Obs, s: Settings) -> bool:
-    """Whether `first` (a run's first fix inside) is at least burst_jump_m deeper than the
-    track's recent course predicts (a straight line through the depths of its last
-    burst_anchor_fixes fixes within burst_max_s, none more than burst_still_m off it, the
-    prediction outside the zone): a jump no walk or drive the track was on explains."""
+def course_jump(recent: list[Obs], first: Obs, s: Settings) -> float | None:
+    """The depth the track's recent course predicts for `first` (a run's first fix inside)
+    when `first` is at least burst_jump_m deeper: a straight line through the depths of its
+    last burst_anchor_fixes fixes within burst_max_s, none more than burst_still_m off it,
+    the prediction outside the zone. A jump no walk or drive the track was on explains;
+    None when there is no such course or no such jump."""
     anchor = [r for r in recent if r.t < first.t][-s.burst_anchor_fixes :]
     if len(anchor) < min(3, s.burst_anchor_fixes) or first.t - anchor[-1].t > s.burst_max_s:
-        return False
+        return None
     predicted = course(anchor, first.t, s.burst_still_m)
-    return predicted is not None and predicted < 0.0 and first.depth - predicted >= s.burst_jump_m
+    if predicted is None or predicted >= 0.0 or first.depth - predicted < s.burst_jump_m:
+        return None
+    return predicted
 
 
 def steady_judge(
@@ -135,8 +137,8 @@ def steady_judge(
     near = steady_level(
         recent, first.t, s, s.steady_burst_min_fixes, s.steady_burst_min_span_s, s.burst_max_s
     )
-    wary = near is not None or course_jump(recent, first, s)
-    jump = steady_jump(recent, first, s)
+    wary = near is not None or course_jump(recent, first, s) is not None
+    jump = steady_jump(first, near, s)
     if jump is not None and (
         jump[1] >= s.steady_burst_spread_m
         and len(run) <= s.steady_burst_fixes
@@ -149,6 +151,13 @@ def steady_judge(
         recent, first.t, s, s.steady_min_fixes, s.steady_min_span_s, s.steady_window_s
     )
     return ("drift" if level is not None and steady_explains(run, level, s) else None), wary
+
+
+def graded_cap(s: Settings, top: float, way: float) -> float:
+    """A confidence ceiling graded from likely_confidence_min up to `top` as the evidence
+    goes `way` (0..1) towards what would make it surer: how it ranks among likely ones."""
+    lo = min(s.likely_confidence_min, top)
+    return lo + (top - lo) * way
 
 
 def _median(xs: list[float]) -> float:

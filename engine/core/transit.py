@@ -18,6 +18,7 @@ from engine.core.decide import Obs, Trackers
 from engine.core.episodes import R68_PER_SIGMA as R68
 from engine.core.episodes import TrackerKey, TrackerKind, prob_below
 from engine.core.history import speed
+from engine.core.observe import graded_cap
 from engine.core.registry import Registry
 from engine.settings import Settings
 from engine.wire.alerts import Severity
@@ -271,9 +272,7 @@ class Routes:
                 detour = detour_m(table, z, a, b)
                 if detour <= budget:
                     return
-                way = min((detour / budget - 1.0) / st.transit_speedup, 1.0)
-                lo = min(st.likely_confidence_min, cap)
-                cap = lo + (cap - lo) * way
+                cap = graded_cap(st, cap, min((detour / budget - 1.0) / st.transit_speedup, 1.0))
         conf = min(prob_below(float(depth), sig), cap)
         ends_inside = float(f_out) >= 1.0
         t_in, t_out = t0 + float(f_in) * dt, t0 + float(f_out) * dt
