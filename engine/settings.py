@@ -190,7 +190,17 @@ class Settings:
     steady_burst_s: float = 120.0
     # a run from beside a steady track (or one that jumped off the track's course) is
     # confident (>= 0.9) only once it outlasts a burst and the error's slow wander
-    steady_confident_s: float = 300.0
+    steady_confident_s: float = 450.0
+    # a run whose entry nobody watched (no fix within steady_watch_s before it) may be a
+    # burst that began in the gap: confident only after steady_unwatched_s; one that leapt
+    # in (burst_jump_m deeper than the fix before, faster than steady_leap_mps), only after
+    # steady_leap_s
+    steady_watch_s: float = 40.0
+    steady_unwatched_s: float = 300.0
+    steady_leap_mps: float = 2.5
+    steady_leap_s: float = 600.0
+    steady_progress_m: float = 20.0
+    steady_progress_s: float = 90.0
     steady_burst_min_fixes: int = 3
     steady_burst_min_span_s: float = 120.0
     steady_burst_max_m: float = 100.0

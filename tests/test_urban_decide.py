@@ -5,7 +5,9 @@ fast at 15 s fixes), and the opt-in burst hold; the curfew family end to end thr
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,9 +18,11 @@ from engine.core.decide import BreachTracker, CurfewTracker, Obs
 from engine.core.episodes import EpisodeBook
 from engine.settings import Settings
 from engine.wire.alerts import decode_alert
+from tests.helpers import fix, square, write_world
 
 S = Settings()
 W0, W1 = 10_000.0, 10_000.0 + 12 * 3600
+TWO = '[[subjects]]\nid = "S1"\ntags = ["T1"]\n\n[[subjects]]\nid = "S2"\ntags = ["T2"]\n'
 
 
 def _curfew(s: Settings = S) -> tuple[CurfewTracker, EpisodeBook]:
@@ -205,7 +209,107 @@ def test_at_15_s_a_run_from_beside_a_steady_track_is_confident_only_after_minute
     recs = book.drain()
     assert recs and max(r.confidence for r in recs) < 0.9
     tr, book = _zone()
-    _feed(tr, [*still, *[45.0] * 30], dt=15.0, sigma=12.0)  # 7.5 min in: a breach, sure
+    walk = [-8.0, 14.0, 36.0]  # steps in at 1.5 m/s, then stays 45 m in for 9 min
+    _feed(tr, [*still, *walk, *[45.0] * 36], dt=15.0, sigma=12.0)
     high = [r.raised_t for r in book.drain() if r.confidence >= 0.9]
-    entry = 1000.0 + 15.0 * len(still)
+    entry = 1000.0 + 15.0 * (len(still) + 1)
     assert high and S.steady_confident_s <= high[0] - entry <= S.steady_confident_s + 30.0
+
+
+# -- how the run came in (Settings.steady_watch_s, _leap_*, _unwatched_s, _progress_*) --------
+
+
+def _high(book: EpisodeBook) -> float | None:
+    """Raised time of the first record at confidence >= 0.9, if any."""
+    return next((r.raised_t for r in book.drain() if r.confidence >= 0.9), None)
+
+
+def test_a_leap_in_from_a_standing_track_waits_out_a_burst_a_walk_in_does_not() -> None:
+    """At 15 s fixes a 75 m jump between two fixes from someone standing is what multipath
+    does (a walker is seen walking): confident only after steady_leap_s. The same run
+    reached at walking pace, or by a track already going that fast, is confident sooner."""
+    still = [-30.0, -26.0, -33.0, -29.0]  # 1 min standing 30 m out (no steady level yet)
+    entry = 1000.0 + 15.0 * len(still)
+    tr, book = _zone()
+    _feed(tr, [*still, *[45.0] * 48], dt=15.0, sigma=12.0)  # 12 min "in"
+    high = _high(book)
+    assert high is not None and S.steady_leap_s <= high - entry <= S.steady_leap_s + 30.0
+    tr, book = _zone()  # walks up at 1.5 m/s and on in: seen walking the whole way
+    _feed(tr, [-96.0, -74.0, -52.0, -30.0, -8.0, 14.0, 36.0, *[45.0] * 45], dt=15.0, sigma=12.0)
+    high = _high(book)
+    assert high is not None and high - (entry + 15.0) <= 180.0
+    tr, book = _zone()  # a car at 5.5 m/s, then 6 m/s across the edge: no leap
+    _feed(tr, [-240.0, -157.0, -75.0, 15.0, *[40.0] * 12], dt=15.0, sigma=12.0)
+    high = _high(book)
+    assert high is not None and high - (1000.0 + 45.0) <= 180.0
+    tr, book = _zone(Settings(steady_leap_s=0.0))  # off: only the course jump holds it
+    _feed(tr, [*still, *[45.0] * 48], dt=15.0, sigma=12.0)
+    high = _high(book)
+    assert high is not None and high - entry <= S.steady_confident_s + 30.0
+
+
+def test_an_entry_nobody_watched_waits_unless_the_track_walks_on_in() -> None:
+    """Reporting every 60 s, then every 15 s once the breach opened: a run that began in the
+    60 s gap may be a burst that began there, so it is confident only after
+    steady_unwatched_s, unless the 15 s fixes show it walking on in (steady_progress_*)."""
+    t = [1000.0, 1060.0, 1120.0, 1180.0, 1240.0]  # 60 s fixes: arrives 35 m out, then in
+    approach = [-300.0, -180.0, -60.0, -35.0, 30.0]
+    stay = [30.0, 34.0, 28.0, 33.0, 31.0, 29.0] * 4  # 6 min at 15 s, 30 m in
+    walk_on = [48.0, 66.0, 80.0, 82.0, 79.0, 81.0] * 4  # walks on to 80 m in
+    for after, soon in ((stay, False), (walk_on, True)):
+        tr, book = _zone()
+        for i, d in enumerate(approach + after):
+            ti = t[i] if i < len(t) else t[-1] + 15.0 * (i - len(t) + 1)
+            tr.observe(Obs(ti, d, 12.0, "T1", i))
+        high = _high(book)
+        assert high is not None
+        assert (high - t[-1] <= 180.0) is soon, (after[:3], high - t[-1])
+        if not soon:
+            assert high - t[-1] >= S.steady_unwatched_s
+    tr, book = _zone()  # from far out no burst reaches the zone: nothing to wait for
+    for i, d in enumerate([-400.0, -280.0, -160.0, 40.0, *stay]):
+        tr.observe(Obs(1000.0 + 60.0 * min(i, 3) + 15.0 * max(i - 3, 0), d, 12.0, "T1", i))
+    high = _high(book)
+    assert high is not None and high - 1180.0 <= 180.0
+
+
+def _walk(
+    tag: str, seq0: int, t0: float, pts: list[tuple[float, float]], dt: float
+) -> list[dict[str, Any]]:
+    return [{"tag": tag, **fix(seq0 + i, t0 + dt * i, x, y, 20.0)} for i, (x, y) in enumerate(pts)]
+
+
+def test_a_burst_beside_a_zone_and_a_walk_in_through_the_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Through `tagwatch replay`, at 15 s fixes: S1 stands 35 m outside Z1 for 10 min while
+    multipath puts 32 fixes (8 min) 40 m inside, a jump between two fixes; S2 walks into
+    Z2 at 1.4 m/s and stays. S1 may get a likely alert, never a confident one; S2's
+    breach is confident within 3 minutes of its entry."""
+    z1 = {"type": "Feature", "properties": {"id": "Z1", "subject": "S1", "kind": "exclusion"},
+          "geometry": {"type": "Polygon", "coordinates": [square(100.0)]}}  # fmt: skip
+    z2 = {"type": "Feature", "properties": {"id": "Z2", "subject": "S2", "kind": "exclusion"},
+          "geometry": {"type": "Polygon", "coordinates": [square(100.0, 2000.0)]}}  # fmt: skip
+    zones, subjects = write_world(tmp_path, [z1, z2], TWO)
+    jit = [(4.0 * ((i * 7) % 5 - 2), 3.0 * ((i * 3) % 5 - 2)) for i in range(200)]
+    t0 = 1_790_000_000.0
+    s1 = [(-135.0 + jit[i][0], jit[i][1]) for i in range(40)]
+    s1 += [(-60.0 + jit[i][0], jit[i][1]) for i in range(32)]
+    s1 += [(-135.0 + jit[i][0], jit[i][1]) for i in range(40)]
+    s2 = [(2000.0 - 400.0 + 21.0 * i, jit[i][1]) for i in range(17)]  # to 43 m in
+    s2 += [(2000.0 - 43.0 + jit[i][0], jit[i][1]) for i in range(30)]
+    lines = sorted(_walk("T1", 1, t0, s1, 15.0) + _walk("T2", 1, t0 + 7.0, s2, 15.0),
+                   key=lambda x: x["t"])  # fmt: skip
+    path = tmp_path / "replay.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    out = tmp_path / "alerts.jsonl"
+    assert main(["replay", str(path), "--zones", str(zones), "--subjects", str(subjects),
+                 "--out", str(out)]) == 0  # fmt: skip
+    capsys.readouterr()
+    alerts = [decode_alert(x) for x in out.read_bytes().splitlines()]
+    b1 = [a for a in alerts if a.kind == "zone_breach" and a.subject == "S1"]
+    assert max((a.confidence for a in b1), default=0.0) < 0.9
+    b2 = [a for a in alerts if a.kind == "zone_breach" and a.subject == "S2"]
+    entry = t0 + 7.0 + 15.0 * (400.0 - 100.0) / 21.0
+    high = min(a.raised_t for a in b2 if a.confidence >= 0.9)
+    assert 0.0 < high - entry <= 180.0

@@ -39,9 +39,10 @@ import numpy as np
 from engine.core.episodes import Episode, EpisodeBook, TrackerKey, TrackerKind, prob_below, where_of
 from engine.core.observe import (
     CurfewTracker,
+    Entry,
     Obs,
     combined,
-    course_jump,
+    course_burst,
     graded_cap,
     obs_data,
     obs_from,
@@ -64,8 +65,8 @@ class BreachTracker:
     """Decides one (subject, zone) or (subject, protected device) pair."""
 
     __slots__ = (
-        "book", "burst", "dismissed", "episode", "jumped", "key", "kind", "leaving_since", "n_inside",
-        "pending", "recent", "run_from", "s", "severity", "subject", "zone",
+        "book", "burst", "dismissed", "entry", "episode", "jumped", "key", "kind", "leaving_since",
+        "n_inside", "pending", "recent", "run_from", "s", "severity", "subject", "zone",
     )  # fmt: skip
 
     def __init__(
@@ -97,6 +98,7 @@ class BreachTracker:
         self.dismissed = (math.inf, math.inf)  # [from, to): the last run found to be a burst
         self.run_from: float | None = None  # first fix of the current run of fixes inside
         self.jumped = False  # the run that opened the episode jumped from a steady level
+        self.entry = Entry()  # how the current run came in (zone breaches only)
 
     @property
     def idle(self) -> bool:
@@ -132,26 +134,12 @@ class BreachTracker:
         return True
 
     def _burst_explains(self, last: Obs) -> bool:
-        """Whether the inside run now pending may be a multipath burst: its first fix is at
-        least burst_jump_m deeper than the track's recent course predicts (a straight line
-        through the depths of the fixes before it, none more than burst_still_m off it, the
-        prediction outside the zone), and the run is no longer than a burst lasts
-        (settings: burst_*)."""
-        s = self.s
-        if self.kind != "zone_breach" or s.burst_max_fixes <= 0:
+        """Whether the inside run now pending may be a multipath burst (observe.course_burst)."""
+        if self.kind != "zone_breach" or self.s.burst_max_fixes <= 0:
             return False
         first = self.pending[0]
-        run = sum(1 for r in self.recent if r.t >= first.t)
-        if run > s.burst_max_fixes or last.t - first.t > s.burst_max_s:
-            self.burst = None
-            return False
-        if self.burst is not None and self.burst[0] == first.t:
-            return True
-        predicted = course_jump(self.recent, first, s)
-        if predicted is None:
-            return False
-        self.burst = (first.t, predicted + 0.5 * s.burst_jump_m)
-        return True
+        self.burst = course_burst(self.recent, first, last, self.burst, self.s)
+        return self.burst is not None and self.burst[0] == first.t
 
     def _steady_holds(self, last: Obs) -> bool:
         """Whether the inside run pending is held as what GPS error does beside a steady
@@ -171,10 +159,13 @@ class BreachTracker:
             return  # a fix with no usable position is never evidence of anything
         s = self.s
         confident_out = o.p_in_radial <= s.outside_probability
+        starts = o.depth > 0.0 and self.run_from is None
         if o.depth <= 0.0:
             self.run_from = None
-        elif self.run_from is None:
+        elif starts:
             self.run_from = o.t
+        if self.kind == "zone_breach":
+            self.entry.see(o, starts, self.run_from, s)
         if self.episode is not None:
             self._observe_open(o, confident_out, at)
             return
@@ -245,7 +236,7 @@ class BreachTracker:
         run = sum(1 for o in inside if o.t >= start)
         run_span = obs[-1].t - start if run else 0.0
         # a run that jumped from a steady level may be a burst until it outlasts one
-        burst = self.jumped and run_span < s.steady_confident_s
+        burst = run_span < max(s.steady_confident_s if self.jumped else 0.0, self.entry.wait)
         if len(inside) <= 1:
             cap = s.single_fix_confidence_max
         elif (
@@ -447,7 +438,7 @@ class Trackers:
                     "recent": [obs_data(o) for o in tr.recent], "run_from": tr.run_from,
                     "burst": None if tr.burst is None else list(tr.burst),
                     "dismissed": list(tr.dismissed) if math.isfinite(tr.dismissed[0]) else None,
-                    "jumped": tr.jumped,
+                    "jumped": tr.jumped, "entry": tr.entry.data(),
                 }  # fmt: skip
             else:
                 d = {"type": "curfew", "subject": tr.subject, "zone": tr.zone,
@@ -481,6 +472,7 @@ class Trackers:
                 dm = d.get("dismissed")
                 tr.dismissed = (math.inf, math.inf) if dm is None else (float(dm[0]), float(dm[1]))
                 tr.jumped = bool(d.get("jumped", False))
+                tr.entry = Entry.from_data(d.get("entry"))
                 kind = tr.kind
             elif d["type"] == "curfew":
                 tr = CurfewTracker(self.book, self.settings, key, str(d["subject"]), str(d["zone"]))

@@ -18,6 +18,10 @@ if TYPE_CHECKING:
 
 # Away fixes a curfew tracker weighs while an absence is open (its latest)
 ABSENCE_FIXES = 60
+# A track's depth rate is smoothed over about this long (observe.depth_rate)
+RATE_S = 60.0
+# ...and a run that came in at more than this times that rate (and steady_leap_mps) leapt
+LEAP_FACTOR = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +127,24 @@ def course_jump(recent: list[Obs], first: Obs, s: Settings) -> float | None:
     return predicted
 
 
+def course_burst(
+    recent: list[Obs], first: Obs, last: Obs, held: tuple[float, float] | None, s: Settings
+) -> tuple[float, float] | None:
+    """Whether the run into the zone from `first` to `last` may be a multipath burst: its
+    first fix is at least burst_jump_m deeper than the track's recent course predicts
+    (course_jump) and the run is no longer than a burst lasts (burst_max_fixes,
+    burst_max_s). Returns the burst held: (its first fix's time, the depth at or below
+    which a fix is back where the track stood), None when the run outlasted one, else
+    `held` (the one held so far, if any): the run is a burst when it starts at `first`."""
+    run = sum(1 for r in recent if r.t >= first.t)
+    if run > s.burst_max_fixes or last.t - first.t > s.burst_max_s:
+        return None
+    if held is not None and held[0] == first.t:
+        return held
+    predicted = course_jump(recent, first, s)
+    return held if predicted is None else (first.t, predicted + 0.5 * s.burst_jump_m)
+
+
 def steady_judge(
     recent: list[Obs], run: list[Obs], t: float, s: Settings
 ) -> tuple[str | None, bool]:
@@ -151,6 +173,87 @@ def steady_judge(
         recent, first.t, s, s.steady_min_fixes, s.steady_min_span_s, s.steady_window_s
     )
     return ("drift" if level is not None and steady_explains(run, level, s) else None), wary
+
+
+def depth_rate(last: Obs | None, rate: float | None, o: Obs, s: Settings) -> float | None:
+    """How fast (m/s) the track has been going deeper, as of `o`: the rate from `last` to
+    `o` smoothed over about a minute with the one before (`rate`); None when unknown (no
+    fix within steady_watch_s before `o`)."""
+    gap = math.inf if last is None else o.t - last.t
+    if last is None or not 0.0 < gap <= s.steady_watch_s:
+        return None
+    now = (o.depth - last.depth) / gap
+    return now if rate is None else rate + (now - rate) * min(gap / RATE_S, 1.0)
+
+
+def entry_wait(last: Obs | None, rate: float | None, first: Obs, s: Settings) -> float:
+    """How long a run into the zone that begins with `first` must last before it is
+    confident. `last`: the fix before it; `rate`: the track's depth rate before that
+    (depth_rate). steady_leap_s when it leapt in (from a fix at most steady_watch_s before,
+    at least burst_jump_m deeper, faster than steady_leap_mps and twice the rate the track
+    was going: a multipath burst jumps, a walker is seen walking); steady_unwatched_s when nobody
+    watched it come (no fix that close before it); 0 when no burst could have put it there
+    (the fix before was farther out than steady_burst_max_m, or it is deeper than that)."""
+    if last is None or last.depth < -s.steady_burst_max_m or first.depth > s.steady_burst_max_m:
+        return 0.0
+    gap = first.t - last.t
+    if not 0.0 < gap <= s.steady_watch_s:
+        return s.steady_unwatched_s
+    jump = first.depth - last.depth
+    leapt = jump >= s.burst_jump_m and jump / gap > max(
+        s.steady_leap_mps, LEAP_FACTOR * (rate or 0.0)
+    )
+    return s.steady_leap_s if leapt else 0.0
+
+
+def walked_on(last: Obs | None, o: Obs, t0: float, first: float, s: Settings) -> bool:
+    """Whether a run that began unwatched at depth `first` (time t0) is seen walking on in:
+    within steady_progress_s of its start, two consecutive fixes (`last`, `o`) average
+    steady_progress_m deeper than it (a burst stays where it jumped)."""
+    if last is None or o.t - t0 > s.steady_progress_s:
+        return False
+    return 0.5 * (last.depth + o.depth) - first >= s.steady_progress_m
+
+
+class Entry:
+    """How a zone breach tracker's current run into the zone came in: the fix before each
+    fix (`last`) and the track's depth rate till then (`rate`, depth_rate); for the run,
+    how long it must last before it is confident (`wait`, entry_wait) and, when nobody
+    watched it come, its first fix's depth (`unseen`, walked_on)."""
+
+    __slots__ = ("last", "rate", "unseen", "wait")
+
+    def __init__(self) -> None:
+        self.last: Obs | None = None
+        self.rate: float | None = None
+        self.wait = 0.0
+        self.unseen: float | None = None
+
+    def see(self, o: Obs, starts: bool, run_from: float | None, s: Settings) -> None:
+        """`o`: the tracker's next fix; `starts`: it starts a run inside, whose first fix
+        was at `run_from` (None: o is outside)."""
+        if starts:
+            self.wait = entry_wait(self.last, self.rate, o, s)
+            self.unseen = o.depth if self.wait == s.steady_unwatched_s else None
+        elif (
+            self.unseen is not None
+            and run_from is not None
+            and walked_on(self.last, o, run_from, self.unseen, s)
+        ):
+            self.wait, self.unseen = 0.0, None  # seen walking on in: no burst in the gap
+        self.last, self.rate = o, depth_rate(self.last, self.rate, o, s)
+
+    def data(self) -> list[Any]:
+        last = None if self.last is None else obs_data(self.last)
+        return [last, self.rate, self.wait, self.unseen]
+
+    @classmethod
+    def from_data(cls, d: list[Any] | None) -> Entry:
+        e = cls()
+        if d:  # older snapshots: none
+            e.last = None if d[0] is None else obs_from(d[0])
+            e.rate, e.wait, e.unseen = d[1], float(d[2]), d[3]
+        return e
 
 
 def graded_cap(s: Settings, top: float, way: float) -> float:
