@@ -195,6 +195,7 @@ class Settings:
     # burst that began in the gap: confident only after steady_unwatched_s; one that leapt
     # in (burst_jump_m deeper than the fix before, faster than steady_leap_mps), only after
     # steady_leap_s
+    wary_confidence_max: float = 0.7
     steady_watch_s: float = 40.0
     steady_unwatched_s: float = 300.0
     steady_leap_mps: float = 2.5

@@ -248,6 +248,21 @@ def test_a_leap_in_from_a_standing_track_waits_out_a_burst_a_walk_in_does_not() 
     assert high is not None and high - entry <= S.steady_confident_s + 30.0
 
 
+def test_a_run_from_beside_a_steady_track_ranks_below_a_walk_in_from_afar() -> None:
+    """Likely alerts rank (the confidence AUC): the same 6 minutes 45 m in, reached from a
+    steady canyon track 30 m out (a burst or the error's slow wander may do that) stays at
+    wary_confidence_max, below the same run walked into from afar."""
+    tops = []
+    for before in (CANYON_STILL, [-400.0, -310.0, -220.0, -130.0, -40.0]):
+        tr, book = _zone()
+        _feed(tr, [*before, *[45.0] * 6, *[-200.0] * 12], dt=60.0, sigma=15.0)
+        tops.append(max(c for _, c in _conf(book)))
+    assert S.likely_confidence_min <= tops[0] <= S.wary_confidence_max < tops[1] < 0.9
+    tr, book = _zone(Settings(wary_confidence_max=S.two_fix_confidence_max))
+    _feed(tr, [*CANYON_STILL, *[45.0] * 6, *[-200.0] * 12], dt=60.0, sigma=15.0)
+    assert max(c for _, c in _conf(book)) > S.wary_confidence_max  # the ceiling did it
+
+
 def test_an_entry_nobody_watched_waits_unless_the_track_walks_on_in() -> None:
     """Reporting every 60 s, then every 15 s once the breach opened: a run that began in the
     60 s gap may be a burst that began there, so it is confident only after

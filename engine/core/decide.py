@@ -237,8 +237,10 @@ class BreachTracker:
         run_span = obs[-1].t - start if run else 0.0
         # a run that jumped from a steady level may be a burst until it outlasts one
         burst = run_span < max(s.steady_confident_s if self.jumped else 0.0, self.entry.wait)
+        # ...and one that began beside a steady track or leapt in ranks below the rest
+        wary = burst and (self.jumped or self.entry.unseen is None)
         if len(inside) <= 1:
-            cap = s.single_fix_confidence_max
+            cap = min(s.single_fix_confidence_max, s.wary_confidence_max if wary else 1.0)
         elif (
             burst
             or (
@@ -250,7 +252,7 @@ class BreachTracker:
             # graded on the way to confident: more of the run and deeper ranks higher
             way = max(run_span / s.confident_span_s, run / s.confident_fixes)
             way = min(way, 1.0) * min(max(mean, 0.0) / s.confident_min_depth_m, 1.0)
-            cap = graded_cap(s, s.two_fix_confidence_max, way)
+            cap = graded_cap(s, s.wary_confidence_max if wary else s.two_fix_confidence_max, way)
         else:
             cap = 0.999
         return min(p, cap)
