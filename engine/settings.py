@@ -129,6 +129,7 @@ class Settings:
     confident_fixes: int = 8
     confident_min_span_s: float = 60.0
     confident_min_depth_m: float = 20.0
+    confident_min_sigmas: float = 2.0
     transit_confidence_max: float = 0.85
     # ...graded from likely_confidence_min, reached when going round would take
     # transit_speedup more speed than the tag had (+50 %)

@@ -248,6 +248,19 @@ def test_a_leap_in_from_a_standing_track_waits_out_a_burst_a_walk_in_does_not() 
     assert high is not None and high - entry <= S.steady_confident_s + 30.0
 
 
+def test_confident_takes_a_run_deep_for_its_own_accuracy() -> None:
+    """12 minutes 30 m in, walked into from afar at 60 s fixes: confident when the fixes
+    claim 10 m (sigma), never when they claim 20 m (30 m is 1.5 of their sigmas: canyon
+    error wanders that far for minutes)."""
+    walk = [-300.0, -230.0, -160.0, -90.0, -20.0]
+    tops = []
+    for sigma in (10.0, 20.0):
+        tr, book = _zone()
+        _feed(tr, [*walk, *[30.0] * 12], dt=60.0, sigma=sigma)
+        tops.append(max(c for _, c in _conf(book)))
+    assert tops[0] >= 0.9 > tops[1] >= S.likely_confidence_min
+
+
 def test_a_run_from_beside_a_steady_track_ranks_below_a_walk_in_from_afar() -> None:
     """Likely alerts rank (the confidence AUC): the same 6 minutes 45 m in, reached from a
     steady canyon track 30 m out (a burst or the error's slow wander may do that) stays at

@@ -248,6 +248,7 @@ class BreachTracker:
                 and not (run >= s.confident_fixes and run_span >= s.confident_min_span_s)
             )
             or mean < s.confident_min_depth_m
+            or mean < s.confident_min_sigmas * sorted(o.sigma for o in inside)[len(inside) // 2]
         ):
             # graded on the way to confident: more of the run and deeper ranks higher
             way = max(run_span / s.confident_span_s, run / s.confident_fixes)
