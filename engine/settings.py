@@ -192,10 +192,13 @@ class Settings:
     # a run from beside a steady track (or one that jumped off the track's course) is
     # confident (>= 0.9) only once it outlasts a burst and the error's slow wander
     steady_confident_s: float = 450.0
-    # a run whose entry nobody watched (no fix within steady_watch_s before it) may be a
-    # burst that began in the gap: confident only after steady_unwatched_s; one that leapt
-    # in (burst_jump_m deeper than the fix before, faster than steady_leap_mps), only after
-    # steady_leap_s
+    # How a run came in (observe.entry_wait): one whose entry nobody watched (no fix within
+    # steady_watch_s before it) may be a burst that began in the gap: confident only after
+    # steady_unwatched_s, unless within steady_progress_s two fixes average
+    # steady_progress_m deeper than its first (walking on in); one that leapt in
+    # (burst_jump_m deeper than the fix before, faster than steady_leap_mps and twice the
+    # track's depth rate), only after steady_leap_s. While a run from beside a steady
+    # track, off the track's course or leapt in waits, it is at most wary_confidence_max
     wary_confidence_max: float = 0.7
     steady_watch_s: float = 40.0
     steady_unwatched_s: float = 300.0
