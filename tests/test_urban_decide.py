@@ -175,6 +175,21 @@ def test_a_three_minute_entry_from_a_steady_track_is_never_dismissed_as_a_burst(
     assert recs[0].raised_t - recs[0].opened_t <= S.steady_burst_s + 60.0
 
 
+def test_a_walk_in_from_a_steady_track_is_not_held_as_a_burst() -> None:
+    """A burst jumps from where the track stood; a track whose last fix outside had already
+    left its level (28 m towards the zone: 2 spreads of 12 m) is walking in: decided on its
+    first fix inside, not held for steady_burst_s."""
+    tr, book = _zone()
+    _feed(tr, [*CANYON_STILL, 0.0, 45.0, 48.0, 46.0, 50.0], dt=60.0, sigma=12.0)
+    recs = book.drain()
+    first_in = 1000.0 + 60.0 * (len(CANYON_STILL) + 1)
+    assert recs and recs[0].opened_t == first_in and recs[0].raised_t == first_in
+    tr, book = _zone()  # the same run jumping straight from the level is held
+    _feed(tr, [*CANYON_STILL, -30.0, 45.0, 48.0, 46.0, 50.0], dt=60.0, sigma=12.0)
+    recs = book.drain()
+    assert recs and recs[0].raised_t - recs[0].opened_t >= S.steady_burst_s
+
+
 def test_drift_about_a_steady_level_is_no_breach_a_step_beyond_it_is() -> None:
     level = [-15.0, -5.0, -22.0, -10.0, -18.0, -8.0, -20.0, -12.0] * 2  # 16 min next door
     drift = [6.0, 9.0, 4.0, 8.0, 5.0]  # 5 min a few metres in: what the error does there

@@ -150,7 +150,8 @@ def steady_judge(
 ) -> tuple[str | None, bool]:
     """Judge a run into the zone (its first fix inside first, latest at t) against where the
     track has steadily been: ("burst", _) for a jump from a steady level where the receiver
-    struggles (steady_burst_spread_m) that has lasted no longer than a burst
+    struggles (steady_burst_spread_m), its last fix outside still at the level (within
+    steady_jump_spreads), that has lasted no longer than a burst
     (steady_burst_fixes, steady_burst_s); ("drift", _) for a run the level's spread explains
     (held at most steady_hold_s); (None, _) otherwise. The flag: the run began beside a
     steady track or jumped off the track's course, so it may still be a burst or the error's
@@ -161,6 +162,13 @@ def steady_judge(
     )
     wary = near is not None or course_jump(recent, first, s) is not None
     jump = steady_jump(first, near, s)
+    before = [r for r in recent if r.t < first.t]
+    if (
+        jump is not None
+        and before
+        and before[-1].depth - jump[0] >= s.steady_jump_spreads * jump[1]
+    ):
+        jump = None  # the track had left its level already: walking in, not a jump from it
     if jump is not None and (
         jump[1] >= s.steady_burst_spread_m
         and len(run) <= s.steady_burst_fixes
