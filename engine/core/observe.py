@@ -162,13 +162,10 @@ def steady_judge(
     )
     wary = near is not None or course_jump(recent, first, s) is not None
     jump = steady_jump(first, near, s)
-    before = [r for r in recent if r.t < first.t]
-    if (
-        jump is not None
-        and before
-        and before[-1].depth - jump[0] >= s.steady_jump_spreads * jump[1]
-    ):
-        jump = None  # the track had left its level already: walking in, not a jump from it
+    if jump is not None:
+        prev = next((r for r in reversed(recent) if r.t < first.t), None)
+        if prev is not None and prev.depth - jump[0] >= s.steady_jump_spreads * jump[1]:
+            jump = None  # the track had left its level already: walking in, not a jump from it
     if jump is not None and (
         jump[1] >= s.steady_burst_spread_m
         and len(run) <= s.steady_burst_fixes
@@ -183,35 +180,43 @@ def steady_judge(
     return ("drift" if level is not None and steady_explains(run, level, s) else None), wary
 
 
+def _watched(last: Obs | None, o: Obs, s: Settings) -> float | None:
+    """Seconds from `last` to `o` when `last` watched `o` come (at most steady_watch_s
+    before it); else None."""
+    gap = math.inf if last is None else o.t - last.t
+    return gap if 0.0 < gap <= s.steady_watch_s else None
+
+
 def depth_rate(last: Obs | None, rate: float | None, o: Obs, s: Settings) -> float | None:
     """How fast (m/s) the track has been going deeper, as of `o`: the rate from `last` to
     `o` smoothed over about a minute with the one before (`rate`); None when unknown (no
     fix within steady_watch_s before `o`)."""
-    gap = math.inf if last is None else o.t - last.t
-    if last is None or not 0.0 < gap <= s.steady_watch_s:
+    gap = _watched(last, o, s)
+    if last is None or gap is None:
         return None
     now = (o.depth - last.depth) / gap
     return now if rate is None else rate + (now - rate) * min(gap / RATE_S, 1.0)
 
 
-def entry_wait(last: Obs | None, rate: float | None, first: Obs, s: Settings) -> float:
+def entry_wait(last: Obs | None, rate: float | None, first: Obs, s: Settings) -> tuple[float, bool]:
     """How long a run into the zone that begins with `first` must last before it is
-    confident. `last`: the fix before it; `rate`: the track's depth rate before that
-    (depth_rate). steady_leap_s when it leapt in (from a fix at most steady_watch_s before,
-    at least burst_jump_m deeper, faster than steady_leap_mps and twice the rate the track
-    was going: a multipath burst jumps, a walker is seen walking); steady_unwatched_s when nobody
-    watched it come (no fix that close before it); 0 when no burst could have put it there
-    (the fix before was farther out than steady_burst_max_m, or it is deeper than that)."""
+    confident, and whether that is because nobody watched it come. `last`: the fix before
+    it; `rate`: the track's depth rate before that (depth_rate). steady_leap_s when it
+    leapt in (from a fix at most steady_watch_s before, at least burst_jump_m deeper,
+    faster than steady_leap_mps and twice the rate the track was going: a multipath burst
+    jumps, a walker is seen walking); steady_unwatched_s when nobody watched it come (no
+    fix that close before it); 0 when no burst could have put it there (the fix before was
+    farther out than steady_burst_max_m, or it is deeper than that)."""
     if last is None or last.depth < -s.steady_burst_max_m or first.depth > s.steady_burst_max_m:
-        return 0.0
-    gap = first.t - last.t
-    if not 0.0 < gap <= s.steady_watch_s:
-        return s.steady_unwatched_s
+        return 0.0, False
+    gap = _watched(last, first, s)
+    if gap is None:
+        return s.steady_unwatched_s, True
     jump = first.depth - last.depth
     leapt = jump >= s.burst_jump_m and jump / gap > max(
         s.steady_leap_mps, LEAP_FACTOR * (rate or 0.0)
     )
-    return s.steady_leap_s if leapt else 0.0
+    return (s.steady_leap_s if leapt else 0.0), False
 
 
 def walked_on(last: Obs | None, o: Obs, t0: float, first: float, s: Settings) -> bool:
@@ -241,8 +246,8 @@ class Entry:
         """`o`: the tracker's next fix; `starts`: it starts a run inside, whose first fix
         was at `run_from` (None: o is outside)."""
         if starts:
-            self.wait = entry_wait(self.last, self.rate, o, s)
-            self.unseen = o.depth if self.wait == s.steady_unwatched_s else None
+            self.wait, unwatched = entry_wait(self.last, self.rate, o, s)
+            self.unseen = o.depth if unwatched else None
         elif (
             self.unseen is not None
             and run_from is not None
