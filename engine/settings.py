@@ -288,6 +288,12 @@ class Settings:
     # MQTT v5 Receive Maximum: QoS 1 messages the broker may send before the engine has
     # committed and acknowledged them; bounds memory when the store is stuck
     receive_max: int = 2000
+    # Tags' events also come on a second broker session, a priority lane processed first
+    # (engine/mqtt/lanes.py): a strap cut goes ahead of a backlog of fixes in the broker
+    urgent_lane: bool = True
+    # The retained status says the engine lags (degraded, by how much) while the input it
+    # processes was received more than this long before; online again once caught up
+    lag_status_s: float = 10.0
     # Pipeline state is snapshotted this often; a restart replays the evidence after it.
     # 30 s: replaying 30 s of a 1000 records/s fleet takes ~8 s on 2 cores (make bench),
     # a snapshot of 2000 subjects ~0.5 s

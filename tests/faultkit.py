@@ -723,8 +723,10 @@ _RECONNECT_DELAY = re.compile(r"(?:reconnect\w*|retry\w*)\s+in\s+(\d+(?:\.\d+)?)
 
 
 def reconnect_delays(log: str) -> list[float]:
-    """The waits the engine announced between reconnect attempts, in order."""
-    return [float(m) for m in _RECONNECT_DELAY.findall(log)]
+    """The waits the engine's main session announced between reconnect attempts, in order
+    (the priority lane, engine/mqtt/lanes.py, backs off on its own)."""
+    main = "\n".join(ln for ln in log.splitlines() if "priority lane" not in ln)
+    return [float(m) for m in _RECONNECT_DELAY.findall(main)]
 
 
 def error_lines(log: str, pattern: str) -> list[str]:

@@ -255,6 +255,22 @@ def test_a_tag_publishes_its_own_fix_and_the_engine_receives_it(peers: Callable[
     assert got == [(fix("T1", k), k.encode()) for k in ("fix", "fixes", "event")]
 
 
+def test_the_engines_priority_lane_logs_in_with_its_password_and_reads_events_only(
+    site: Site, peers: Callable[..., Peer]
+) -> None:
+    lane = peers("engine-urgent", site.password("engine")).ok()
+    lane.subscribe(fix("+"), fix("+", "event"))
+    t1 = peers("T1").ok()
+    assert t1.publish(fix("T1"), b"a fix").value == 0
+    assert t1.publish(fix("T1", "event"), b"an event").value == 0
+    assert lane.receive_until(fix("T1", "event"), b"an event") == [
+        (fix("T1", "event"), b"an event")
+    ]
+    assert lane.publish("tagwatch/v1/alerts/S1", b"forged").value == NOT_AUTHORIZED
+    assert lane.publish("tagwatch/v1/engine/status", b"forged").value == NOT_AUTHORIZED
+    assert "engine-urgent" in (site.out / "credentials.toml").read_text()
+
+
 @pytest.mark.parametrize("protocol", [mqtt.MQTTv5, mqtt.MQTTv311], ids=["v5", "v311"])
 def test_a_tag_cannot_publish_as_another_tag(
     peers: Callable[..., Peer], protocol: mqtt.MQTTProtocolVersion
@@ -534,7 +550,7 @@ def test_an_existing_directory_is_not_overwritten_without_force(
     assert err.count("\n") == 1 and "--force" in err and "notes.txt" in err
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
     assert main([*argv, "--force"]) == 0
-    assert "passwords: 7 new, 0 kept" in capsys.readouterr().out
+    assert "passwords: 8 new, 0 kept" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

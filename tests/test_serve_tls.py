@@ -37,6 +37,8 @@ def test_engine_serves_over_tls_with_its_own_login(tmp_path: Path) -> None:
             got = asyncio.run(_breach_seen_by_monitor(site.password, port, ca))
         log = engine.log_text()
     assert "connected to 127.0.0.1" in log, log
+    # the priority lane logs in as engine-urgent with the engine's password (one secret)
+    assert "priority lane: connected to 127.0.0.1" in log, log
     assert any(a.kind == "zone_breach" and a.tag == "T1" for a in got), got
 
 

@@ -33,7 +33,14 @@ from engine.broker.credentials import (
     read_passwd,
 )
 from engine.broker.mosquitto_conf import mosquitto_conf_text
-from engine.broker.users import GROUPS, MONITOR_USER, acl_text, principals
+from engine.broker.users import (
+    ENGINE_URGENT_USER,
+    ENGINE_USER,
+    GROUPS,
+    MONITOR_USER,
+    acl_text,
+    principals,
+)
 from engine.errors import ConfigError, ZoneError
 
 if TYPE_CHECKING:
@@ -214,6 +221,8 @@ def generate(
         else:
             passwords[name] = secrets.token_urlsafe(24)
             summary.new_users.append(name)
+    # The priority lane logs in as engine-urgent with the engine's own password (one secret)
+    passwords[ENGINE_URGENT_USER] = passwords[ENGINE_USER]
     retired = {u: pw for u, pw in old.items() if u not in passwords}
     summary.removed_users = sorted(set(retired) - set(was.passwords.get(RETIRED, {})))
 

@@ -15,6 +15,9 @@ if TYPE_CHECKING:
     from zones.model import Subject
 
 ENGINE_USER = "engine"
+# The engine's priority lane (engine/mqtt/lanes.py): a second session, so a second username
+# where the broker takes client ids from usernames; it shares the engine's password
+ENGINE_URGENT_USER = ENGINE_USER + "-urgent"
 MONITOR_USER = "monitor"
 GROUPS = ("engine", "monitor", "tags", "units", "phones")  # order in credentials.toml
 ALERTS = f"{topics.ALERTS}/#"  # every subject's alerts
@@ -41,6 +44,12 @@ ENGINE = Principal(
     # (warnings to protected devices that opted in: docs/notifications.md)
     write=(ALERTS, topics.CMD_FILTER, topics.OWNTRACKS_CMD_FILTER, topics.WARNING_FILTER),
     readwrite=(topics.STATUS, topics.CHECKPOINT),
+)
+ENGINE_URGENT = Principal(
+    ENGINE_URGENT_USER,
+    "engine",
+    "the engine's priority lane: tags' events ahead of a backlog (the engine's password)",
+    read=(f"{topics.TAGS}/+/event",),
 )
 
 
@@ -84,7 +93,7 @@ def principals(
     one line naming every offending id, when an id cannot be a username or two collide.
     """
     problems: list[str] = []
-    owner = {ENGINE_USER: "the engine's user"}
+    owner = {ENGINE_USER: "the engine's user", ENGINE_URGENT_USER: "the engine's priority lane"}
 
     def claim(username: str, what: str) -> bool:
         if username in owner:
@@ -129,7 +138,7 @@ def principals(
             phones.setdefault(parts[0], []).append(device)
     if problems:
         raise ConfigError("cannot make broker users: " + "; ".join(problems))
-    out = [ENGINE, *people, *tags]
+    out = [ENGINE, ENGINE_URGENT, *people, *tags]
     for unit, subject_ids in units.items():
         about = f"protected device of subject {', '.join(subject_ids)} (tag topics)"
         unit_p = _device_principal(unit, "units", about)

@@ -27,11 +27,31 @@ class CheckpointPublisher:
         self.store = store
         self.session = session
         self.sent: bytes | None = None  # the last one the broker confirmed
+        self._wanted = False
+        self._task: asyncio.Task[None] | None = None
+
+    def kick(self) -> None:
+        """Publish the newest checkpoint in the background: the processor does not wait for
+        the broker's PUBACK (under a backlog that round trip is slow). One at a time; the
+        newest when it is done wins."""
+        self._wanted = True
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._drain(), name="checkpoint")
+
+    async def _drain(self) -> None:
+        while self._wanted:
+            self._wanted = False
+            await self.publish()
+
+    async def settle(self, timeout: float) -> None:
+        """Wait (at most `timeout` s) for a background publish still on its way."""
+        if self._task is not None and not self._task.done():
+            await asyncio.wait({self._task}, timeout=timeout)
 
     async def publish(self) -> None:
         """A lost one is superseded by the next commit's, and sent again on reconnect."""
         client = self.session.client
-        cp = self.store.signed_checkpoint()
+        cp = await asyncio.to_thread(self.store.signed_checkpoint)
         if client is None or cp is None or cp == self.sent:
             return
         try:

@@ -43,7 +43,7 @@ class ServeView:
             duplicates=c.duplicates, dead_letters=c.dead, alert_records=c.alerts,
             published=e.outbox.published, publish_refused=e.outbox.refused,
             publish_failed=e.outbox.failed, store_errors=c.store_errors, lag_s=c.lag_s,
-            queue_depth=e.queue.qsize(), commit_times=self._commit_times,
+            queue_depth=e.lanes.qsize(), commit_times=self._commit_times,
             notify=self.notify() if self.notify else None,
         )  # fmt: skip
 

@@ -41,6 +41,20 @@ class Outbox:
         self.failed = 0  # publishes that failed (connection lost, no PUBACK in time)
         self._lock = asyncio.Lock()
         self._inflight: set[int] = set()  # outbox seqs being published right now
+        self._tasks: set[asyncio.Task[None]] = set()  # publishes started by spawn()
+
+    def spawn(self, items: list[OutboxItem]) -> None:
+        """Publish these in the background: the processor goes on deciding while the broker
+        confirms (under a backlog its PUBACKs are slow). Records are put on the wire in
+        the order spawned."""
+        task = asyncio.create_task(self.publish(items), name="outbox")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def settle(self, timeout: float) -> None:
+        """Wait (at most `timeout` s) for the background publishes still on their way."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
 
     async def publish(self, items: list[OutboxItem]) -> None:
         """Publish these (skipping any already on the way); mark the confirmed ones."""

@@ -3,7 +3,10 @@ commit results durably, acknowledge, then publish alerts (QoS 1) from the outbox
 
 Shape (one owner task group, every task awaited):
 
-    session --(bounded queue)--> processor --> store.commit --> PUBACK --> outbox
+    session(s) --(bounded queues)--> processor --> store.commit --> PUBACK --> outbox
+
+Tags' events come on a second session too, a priority lane the processor takes first
+(engine/mqtt/lanes.py): a tamper event does not wait behind a backlog of fixes.
 
 Delivery guarantees (docs/durability.md):
 - The session (engine/mqtt/session.py) is persistent (MQTT v5, fixed client id, no clean
@@ -42,6 +45,7 @@ from engine.errors import StoreError
 from engine.mqtt import reload
 from engine.mqtt.checkpoint import CheckpointPublisher
 from engine.mqtt.hostclock import HostClock
+from engine.mqtt.lanes import Lanes, quiet, urgent_session
 from engine.mqtt.outbox import Outbox
 from engine.mqtt.session import BrokerAddress, Incoming, MqttSession
 from engine.settings import Settings
@@ -115,10 +119,13 @@ class Engine:
         self.session = MqttSession(
             broker, self.settings, client_id=client_id, client_kwargs=client_kwargs
         )
+        self.urgent = None
+        if self.settings.urgent_lane:
+            self.urgent = urgent_session(broker, self.settings, client_id, client_kwargs or {})
+        self.lanes = Lanes(self.session, self.urgent, self.settings.queue_max)
         self.outbox = Outbox(store, self.session, self.settings)
         self.limits = Limits()
         self.counters = Counters()
-        self.queue: asyncio.Queue[Incoming] = asyncio.Queue(self.settings.queue_max)
         self.stopping = asyncio.Event()
         self._pending = _Pending()
         self.hostclock = HostClock(self.settings.clock_step_confirm_s)
@@ -194,6 +201,9 @@ class Engine:
             receiver = tg.create_task(
                 self.session.run(self._on_connect, self._on_message), name="receiver"
             )
+            urgent = None
+            if self.urgent is not None:
+                urgent = tg.create_task(self.urgent.run(quiet, self._on_message), name="urgent")
             processor = tg.create_task(self._processor(), name="processor")
             stats = tg.create_task(self._stats(), name="stats")
             retry = tg.create_task(self.outbox.retry_forever(), name="outbox")
@@ -207,10 +217,14 @@ class Engine:
             with contextlib.suppress(StoreError):
                 await asyncio.to_thread(self._commit_pending)
                 await asyncio.to_thread(self._snapshot)
+            await self.outbox.settle(2.0)
             await self.outbox.flush(timeout=2.0)
+            await self.checkpoints.settle(2.0)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.checkpoints.publish(), 2.0)
             receiver.cancel()
+            if urgent is not None:
+                urgent.cancel()
         log.info("engine stopped: %s", self.stats_line())
 
     def stop(self) -> None:
@@ -235,37 +249,13 @@ class Engine:
     async def _on_message(self, item: Incoming) -> None:
         if self.stopping.is_set():
             return  # not acknowledged: the broker gives it to the next run
-        await self.queue.put(item)
+        await self.lanes.put(item)
         self.counters.received += 1
 
     def _ack(self, items: list[Incoming]) -> None:
-        self.counters.acked += self.session.ack(items)
+        self.counters.acked += self.lanes.ack(items)
 
     # -- processing ----------------------------------------------------------------------
-    async def _next_batch(self) -> list[Incoming]:
-        """Up to batch_max items, waiting at most batch_wait_s once one has arrived; an
-        empty list when nothing arrived for a second (time still passes: see _tick)."""
-        try:
-            first = await asyncio.wait_for(self.queue.get(), 1.0)
-        except TimeoutError:
-            return []
-        items = [first]
-        deadline = time.monotonic() + self.settings.batch_wait_s
-        while len(items) < self.settings.batch_max:
-            try:
-                items.append(self.queue.get_nowait())
-                continue
-            except asyncio.QueueEmpty:
-                pass
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            try:
-                items.append(await asyncio.wait_for(self.queue.get(), left))
-            except TimeoutError:
-                break
-        return items
-
     def _decide(self, items: list[Incoming]) -> None:
         """Decode and run the pipeline (a worker thread: kernels drop the GIL). The step and
         what it decided wait in _pending until committed."""
@@ -358,10 +348,11 @@ class Engine:
             return out
 
     async def _processor(self) -> None:
-        while not (self.stopping.is_set() and self.queue.empty()):
+        st = self.settings
+        while not (self.stopping.is_set() and self.lanes.empty()):
             if self._reload_wanted and not await self._reload():
                 return
-            items = await self._next_batch()
+            items = await self.lanes.next_batch(st.batch_max, st.batch_wait_s)
             if not items:
                 decided = await asyncio.to_thread(self._tick)
                 if decided or len(self._pending.steps) >= 60:
@@ -374,23 +365,21 @@ class Engine:
             await asyncio.to_thread(self._decide, items)
             fresh = await self._commit()
             if fresh is None:
-                for _ in items:
-                    self.queue.task_done()
+                self.lanes.done(items)
                 return
             await self._after_commit(fresh, items)
-            now = time.monotonic()
-            self.counters.lag_s = now - items[0].received
             self.counters.processed += len(items)
             self.counters.batches += 1
-            for _ in items:
-                self.queue.task_done()
+            self.lanes.done(items)
+            if items[0].lane == 0:
+                await self._lag(time.monotonic() - items[0].received)
             await self._send_commands()
 
     async def _after_commit(self, fresh: list[OutboxItem], items: list[Incoming]) -> None:
         self._ack(items)
         if fresh:
-            await self.outbox.publish(fresh)
-        await self.checkpoints.publish()
+            self.outbox.spawn(fresh)
+        self.checkpoints.kick()
         now = self._now
         st = self.settings
         if now - self._last_snapshot >= st.snapshot_every_s:
@@ -398,6 +387,18 @@ class Engine:
         if now - self._last_prune >= 3600.0:
             self._last_prune = now
             await asyncio.to_thread(self._prune, self.hostclock.retention())
+
+    async def _lag(self, lag_s: float) -> None:
+        """How long the main lane's input waited: the status says the engine lags while it
+        is over lag_status_s, and online again once it is under half of that."""
+        self.counters.lag_s = lag_s
+        limit, lagging = self.settings.lag_status_s, self.session.problem("lag") is not None
+        if limit > 0 and lag_s > limit and not lagging:
+            log.warning("engine lags: input waited %.1f s before it was decided", lag_s)
+            await self.session.set_status(f"lagging: input waits {lag_s:.0f} s", cause="lag")
+        elif lagging and lag_s < limit / 2:
+            log.info("engine caught up: input waits %.1f s", lag_s)
+            await self.session.set_status(None, cause="lag")
 
     # -- configuration reload -----------------------------------------------------------
     def _switch(self, files: ConfigFiles, new: Pipeline) -> None:
@@ -493,5 +494,5 @@ class Engine:
             f"events {c.events}, dup {c.duplicates}, dead {c.dead}) "
             f"alerts {c.alerts} published {self.outbox.published} refused "
             f"{self.outbox.refused} acked {c.acked} "
-            f"queue {self.queue.qsize()} lag {c.lag_s * 1000:.0f} ms connects {c.connects}"
+            f"queue {self.lanes.qsize()} lag {c.lag_s * 1000:.0f} ms connects {c.connects}"
         )

@@ -100,6 +100,7 @@ class Incoming:
     gen: int  # connection it arrived on: a PUBACK only makes sense on that one
     mid: int
     qos: int
+    lane: int = 0  # the session it came on (engine/mqtt/lanes.py)
 
 
 class MqttSession:
@@ -113,8 +114,16 @@ class MqttSession:
         *,
         client_id: str = "tagwatch-engine",
         client_kwargs: dict[str, Any] | None = None,
+        filters: tuple[str, ...] = topics.INPUT_FILTERS,
+        speaks: bool = True,
+        lane: int = 0,
+        name: str = "broker",
     ) -> None:
         self.broker = broker
+        self.filters = filters  # what it subscribes to
+        self.speaks = speaks  # it sets the engine's will and status (one session does)
+        self.lane = lane
+        self.name = name
         self.settings = settings
         self.client_id = client_id
         self.client_kwargs = dict(client_kwargs or {})
@@ -136,8 +145,9 @@ class MqttSession:
     def _new_client(self) -> aiomqtt.Client:
         will = aiomqtt.Will(topics.STATUS, OFFLINE_STATUS, qos=1, retain=True)
         common: dict[str, Any] = dict(
-            identifier=self.client_id, will=will, keepalive=15, timeout=10, **self.client_kwargs
-        )
+            identifier=self.client_id, will=will if self.speaks else None, keepalive=15,
+            timeout=10, **self.client_kwargs,
+        )  # fmt: skip
         if self.mqtt5:
             client = aiomqtt.Client(
                 self.broker.host, self.broker.port, protocol=aiomqtt.ProtocolVersion.V5,
@@ -173,18 +183,21 @@ class MqttSession:
         """Stay connected until cancelled: on each connection subscribe, announce the
         status, await `on_connect()`, then hand every message to `on_message`."""
         backoff = 0.25
+        longest = 10.0 if self.speaks else 60.0  # the priority lane is not worth a log flood
         while True:
             try:
                 async with self._new_client() as client:
                     client.pending_calls_threshold = 10_000
-                    for topic in topics.INPUT_FILTERS:
+                    for topic in self.filters:
                         await client.subscribe(topic, qos=1)
                     self.gen += 1
                     gen = self.gen
                     self.client = client
                     self.connected.set()
                     backoff = 0.25
-                    log.info("connected to %s:%d", self.broker.host, self.broker.port)
+                    log.info(
+                        "%s: connected to %s:%d", self.name, self.broker.host, self.broker.port
+                    )
                     await self._announce()
                     await on_connect()
                     async for msg in client.messages:
@@ -193,7 +206,13 @@ class MqttSession:
                             payload = b"" if payload is None else str(payload).encode()
                         await on_message(
                             Incoming(
-                                str(msg.topic), payload, time.monotonic(), gen, msg.mid, msg.qos
+                                str(msg.topic),
+                                payload,
+                                time.monotonic(),
+                                gen,
+                                msg.mid,
+                                msg.qos,
+                                self.lane,
                             )
                         )
             except aiomqtt.MqttError as e:
@@ -209,14 +228,12 @@ class MqttSession:
                     )  # fmt: skip
                     continue
                 log.warning(
-                    "broker %s:%d: %s; reconnecting in %.1fs",
-                    self.broker.host,
-                    self.broker.port,
-                    e,
-                    backoff,
-                )
+                    "%s %s:%d: %s; reconnecting in %.1fs%s",
+                    self.name, self.broker.host, self.broker.port, e, backoff,
+                    "" if self.speaks else " (events still arrive on the main session)",
+                )  # fmt: skip
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
+                backoff = min(backoff * 2, longest)
 
     # -- acknowledging -------------------------------------------------------------------
     def ack(self, items: Iterable[Incoming]) -> int:
@@ -285,7 +302,7 @@ class MqttSession:
     async def _announce(self) -> None:
         """The retained status: online, or degraded with the reason."""
         client = self.client
-        if client is None:
+        if client is None or not self.speaks:
             return
         with contextlib.suppress(aiomqtt.MqttError):
             await client.publish(

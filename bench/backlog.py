@@ -1,0 +1,192 @@
+"""Does a strap cut wait behind a backlog of fixes? Tamper -> alert latency while the live
+engine drains a queue, with the priority lane (engine/mqtt/lanes.py) and without it.
+
+    python -m bench.backlog [--tags 10000] [--fixes 60000] [--events 40]
+
+Runs `tagwatch serve` (a subprocess) against a private mosquitto. The engine runs once so
+the broker holds its sessions, stops, and the broker queues `--fixes` single-fix QoS 1
+messages of `--tags` tags (far from every zone) while it is down, then a walk into a zone
+by tag W (its breach marks the end of the backlog). The engine starts again; from the
+moment it is connected, one strap_open every 0.1 s from tags E0.. (`--events` of them) is
+published, and a subscriber times each from publish to its `tamper` alert. Also: how long
+the backlog took to drain (start to W's breach), and so the drain rate.
+
+Target (issue 16): tamper -> alert p99 < 1 s while fixes are backlogged. Without the lane
+a strap cut waits for every fix queued before it."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiomqtt
+import paho.mqtt.client as paho
+
+from engine.broker.process import MosquittoProcess
+from engine.wire.alerts import decode_alert
+from tests.helpers import EngineProcess, offset, square, wait_online
+
+
+@dataclass
+class BacklogFigures:
+    lane: bool
+    tags: int
+    fixes: int
+    drain_s: float = math.nan
+    lags: list[float] = field(default_factory=list)
+    events: int = 0
+
+    def pct(self, q: float) -> float:
+        if not self.lags:
+            return math.nan
+        xs = sorted(self.lags)
+        return xs[min(len(xs) - 1, math.ceil(q / 100 * len(xs)) - 1)]
+
+    def line(self) -> str:
+        return (
+            f"{'priority lane' if self.lane else 'one lane     '}: {self.fixes} fixes of"
+            f" {self.tags} tags drained in {self.drain_s:.1f} s ({self.fixes / self.drain_s:.0f}"
+            f" fixes/s); tamper -> alert p50 {self.pct(50) * 1000:.0f} ms, p99"
+            f" {self.pct(99) * 1000:.0f} ms, max {max(self.lags, default=math.nan) * 1000:.0f} ms"
+            f" ({len(self.lags)} of {self.events} alerted)"
+        )
+
+
+def _world(d: Path, tags: int, events: int) -> tuple[Path, Path]:
+    feats = [{
+        "type": "Feature",
+        "properties": {"id": "ZW", "subject": "SW", "kind": "exclusion"},
+        "geometry": {"type": "Polygon", "coordinates": [square(100.0)]},
+    }]  # fmt: skip
+    bg = ", ".join(f'"B{i}"' for i in range(tags))
+    ev = ", ".join(f'"E{i}"' for i in range(events))
+    subs = (f'[[subjects]]\nid = "SW"\ntags = ["W"]\n\n[[subjects]]\nid = "SB"\ntags = [{bg}]\n\n'
+            f'[[subjects]]\nid = "SE"\ntags = [{ev}]\n')  # fmt: skip
+    zones, subjects = d / "zones.geojson", d / "subjects.toml"
+    zones.write_text(json.dumps({"type": "FeatureCollection", "features": feats}))
+    subjects.write_text(subs)
+    return zones, subjects
+
+
+def _fix(seq: int, t: float, dx: float, dy: float) -> bytes:
+    lat, lon = offset(dx, dy)
+    return json.dumps({"seq": seq, "t": t, "lat": lat, "lon": lon, "acc": 5.0}).encode()
+
+
+def _backlog(tags: int, fixes: int, now: float) -> list[tuple[str, bytes]]:
+    rounds = max(1, fixes // tags)
+    t0 = now - 60.0 * rounds - 120.0
+    msgs = [
+        (f"tagwatch/v1/tags/B{b}/fix", _fix(r, t0 + 60.0 * r + b * 60.0 / tags, 5000.0, 5000.0))
+        for r in range(rounds)
+        for b in range(tags)
+    ][:fixes]
+    t_end = t0 + 60.0 * rounds
+    for i, dx in enumerate((-400.0, -200.0, -30.0, 0.0, 20.0)):
+        msgs.append(("tagwatch/v1/tags/W/fix", _fix(i, t_end + 15.0 * i, dx, 0.0)))
+    return msgs
+
+
+def publish_fast(host: str, port: int, msgs: list[tuple[str, bytes]]) -> None:
+    """QoS 1 in order with many in flight (paho in a thread of its own)."""
+    c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="bench-backlog",
+                    protocol=paho.MQTTv5)  # fmt: skip
+    c.max_inflight_messages_set(500)
+    c.max_queued_messages_set(0)
+    c.connect(host, port)
+    c.loop_start()
+    try:
+        infos = [c.publish(topic, body, qos=1) for topic, body in msgs]
+        for info in infos:
+            info.wait_for_publish(120)
+    finally:
+        c.disconnect()
+        c.loop_stop()
+
+
+async def _measure(host: str, port: int, eng: EngineProcess, fig: BacklogFigures) -> None:
+    sent: dict[str, float] = {}
+    got: dict[str, float] = {}
+    done = asyncio.Event()
+    t_start = [0.0]
+
+    async def watch(c: aiomqtt.Client) -> None:
+        async for m in c.messages:
+            a = decode_alert(bytes(m.payload))  # type: ignore[arg-type]
+            now = time.monotonic()
+            if a.kind == "tamper" and a.state == "open" and a.tag and a.tag not in got:
+                got[a.tag] = now
+            if a.kind == "zone_breach" and a.tag == "W" and not math.isfinite(fig.drain_s):
+                fig.drain_s = now - t_start[0]
+            if math.isfinite(fig.drain_s) and len(got) >= len(sent) == fig.events:
+                done.set()
+
+    async with aiomqtt.Client(host, port, identifier="bench-backlog-watch") as c:
+        await c.subscribe("tagwatch/v1/alerts/+", qos=1)
+        watcher = asyncio.create_task(watch(c))
+        t_start[0] = time.monotonic()
+        eng.start()
+        # Events from when the engine is connected (the retained status may be the first
+        # run's): the bench times the backlog, not the engine's start-up
+        says = "priority lane: connected" if fig.lane else "broker: connected"
+        while eng.log_text().count(says) < 2:
+            await asyncio.sleep(0.02)
+        async with aiomqtt.Client(host, port, identifier="bench-backlog-events") as pub:
+            for i in range(fig.events):
+                tag = f"E{i}"
+                body = json.dumps({"seq": 1, "t": time.time(), "event": "strap_open"})
+                sent[tag] = time.monotonic()
+                await pub.publish(f"tagwatch/v1/tags/{tag}/event", body, qos=1)
+                await asyncio.sleep(0.1)
+        try:
+            await asyncio.wait_for(done.wait(), 600)
+        finally:
+            watcher.cancel()
+    fig.lags = [got[t] - sent[t] for t in sent if t in got]
+
+
+def run_backlog(lane: bool, tags: int = 10_000, fixes: int = 60_000, events: int = 40,
+                workdir: Path | None = None) -> BacklogFigures:  # fmt: skip
+    fig = BacklogFigures(lane, tags, fixes, events=events)
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        d = Path(tmp)
+        zones, subjects = _world(d, tags, events)
+        settings = d / "settings.toml"
+        settings.write_text(f"urgent_lane = {str(lane).lower()}\n")
+        with MosquittoProcess(workdir=d / "mosquitto") as broker:
+            host, port = broker.host, broker.port
+            eng = EngineProcess(host, port, zones, subjects, d / "e.db", settings)
+            with eng:
+                asyncio.run(wait_online(host, port))
+                eng.stop()
+            t = threading.Thread(
+                target=publish_fast, args=(host, port, _backlog(tags, fixes, time.time()))
+            )
+            t.start()
+            t.join()
+            try:
+                asyncio.run(_measure(host, port, eng, fig))
+            finally:
+                eng.stop()
+    return fig
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tags", type=int, default=10_000)
+    ap.add_argument("--fixes", type=int, default=60_000)
+    ap.add_argument("--events", type=int, default=40)
+    a = ap.parse_args()
+    for lane in (True, False):
+        print(run_backlog(lane, a.tags, a.fixes, a.events).line(), flush=True)
+
+
+if __name__ == "__main__":
+    main()

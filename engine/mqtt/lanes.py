@@ -1,0 +1,137 @@
+"""The engine's input lanes: the main one (every input topic) and a priority lane for tags'
+events, each its own persistent broker session, so a tamper event does not wait behind a
+backlog of fixes.
+
+Why a second session: a broker delivers one session's messages in order, and at most the
+engine's Receive Maximum of them unacknowledged; acknowledged only after the commit, so
+under a backlog a strap cut sits in the broker's queue behind every fix before it. On its
+own session it arrives at once, and the processor takes it first.
+
+- The priority session subscribes to `tagwatch/v1/tags/+/event` only, as client
+  `<client id>-urgent`; on a broker that takes the client id from the username (the one
+  `tagwatch broker-config` writes) it logs in as `<username>-urgent`, a user broker-config
+  makes with the engine's password and read access to events only. It sets no will and no
+  status: the main session speaks for the engine.
+- The main session subscribes to events too, so an event usually arrives twice and the
+  later copy is a duplicate (tag, seq) that the pipeline drops (docs/durability.md). If the
+  priority lane cannot connect (an older broker configuration without that user), nothing
+  is lost: events arrive in order on the main lane, and a warning says why.
+- A batch is priority items only or main items only; priority ones first. Tamper is decided
+  when a record is admitted, before seq ordering (engine/core/health/tamper.py), so an
+  event ahead of its tag's queued fixes opens its alert at once; the fixes fill the seq gap
+  behind it when they come.
+- Each item is acknowledged on the session it came on, after the commit, in the order that
+  session delivered it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from engine.mqtt.session import BrokerAddress, Incoming, MqttSession
+from engine.settings import Settings
+from engine.wire import topics
+
+MAIN, URGENT = 0, 1
+URGENT_FILTERS = (f"{topics.TAGS}/+/event",)
+URGENT_SUFFIX = "-urgent"
+# A batch also stops growing at this much payload (~10,000 single fixes): a batch of large
+# store-and-forward uploads must not hold the priority lane back for long
+BATCH_BYTES = 1 << 20
+
+
+def urgent_session(
+    broker: BrokerAddress, settings: Settings, client_id: str, client_kwargs: dict[str, Any]
+) -> MqttSession:
+    """The priority lane's session: events only, its own client id (and username)."""
+    kwargs = dict(client_kwargs)
+    if kwargs.get("username"):
+        kwargs["username"] = f"{kwargs['username']}{URGENT_SUFFIX}"
+    return MqttSession(
+        broker, settings, client_id=client_id + URGENT_SUFFIX, client_kwargs=kwargs,
+        filters=URGENT_FILTERS, speaks=False, lane=URGENT, name="priority lane",
+    )  # fmt: skip
+
+
+async def quiet() -> None:
+    """The priority lane's on-connect: nothing (the main session announces and flushes)."""
+
+
+class Lanes:
+    """Both lanes' bounded queues, read by one processor: priority first."""
+
+    def __init__(self, main: MqttSession, urgent: MqttSession | None, maxsize: int) -> None:
+        self.sessions = {MAIN: main} if urgent is None else {MAIN: main, URGENT: urgent}
+        self.queues: dict[int, asyncio.Queue[Incoming]] = {
+            lane: asyncio.Queue(maxsize) for lane in self.sessions
+        }
+        self._arrived = asyncio.Event()
+        self.received = dict.fromkeys(self.sessions, 0)
+
+    async def put(self, item: Incoming) -> None:
+        """Queue a received message (waits while its lane's queue is full: the broker then
+        holds the rest, within the engine's Receive Maximum)."""
+        await self.queues[item.lane].put(item)
+        self.received[item.lane] += 1
+        self._arrived.set()
+
+    def empty(self) -> bool:
+        return all(q.empty() for q in self.queues.values())
+
+    def qsize(self) -> int:
+        return sum(q.qsize() for q in self.queues.values())
+
+    def _ready(self) -> asyncio.Queue[Incoming] | None:
+        for lane in (URGENT, MAIN):
+            q = self.queues.get(lane)
+            if q is not None and not q.empty():
+                return q
+        return None
+
+    async def next_batch(self, batch_max: int, batch_wait_s: float) -> list[Incoming]:
+        """Up to batch_max items (BATCH_BYTES of payload) of one lane, priority first.
+        Priority items go at once; main items wait at most batch_wait_s for more once one
+        has arrived. An empty list when nothing arrived for a second (time still passes:
+        the engine ticks)."""
+        deadline = time.monotonic() + 1.0
+        while (q := self._ready()) is None:
+            self._arrived.clear()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return []
+            try:
+                await asyncio.wait_for(self._arrived.wait(), left)
+            except TimeoutError:
+                return []
+        items = [q.get_nowait()]
+        size = len(items[0].payload)
+        urgent = items[0].lane == URGENT
+        deadline = time.monotonic() + (0.0 if urgent else batch_wait_s)
+        while len(items) < batch_max and size < BATCH_BYTES:
+            if not q.empty():
+                items.append(q.get_nowait())
+                size += len(items[-1].payload)
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0 or (self._ready() is not None and not urgent):
+                break  # a priority item arrived while waiting for more: go now
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), left)
+            except TimeoutError:
+                break
+        return items
+
+    def done(self, items: Iterable[Incoming]) -> None:
+        for it in items:
+            self.queues[it.lane].task_done()
+
+    def ack(self, items: list[Incoming]) -> int:
+        """PUBACK each item on the session it came on; how many were acknowledged."""
+        if len(self.sessions) == 1 or all(it.lane == MAIN for it in items):
+            return self.sessions[MAIN].ack(items)
+        return sum(
+            s.ack(it for it in items if it.lane == lane) for lane, s in self.sessions.items()
+        )

@@ -1,0 +1,97 @@
+"""The processor's view of the two input lanes (engine/mqtt/lanes.py): priority first, a
+batch never mixes lanes, a batch stops at BATCH_BYTES, each item is acknowledged on the
+session it came on. The lanes through a real broker: tests/test_priority_lane.py."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any, cast
+
+from engine.mqtt.lanes import BATCH_BYTES, MAIN, URGENT, Lanes
+from engine.mqtt.session import Incoming, MqttSession
+
+
+class FakeSession:
+    def __init__(self) -> None:
+        self.acked: list[int] = []
+
+    def ack(self, items: Iterable[Incoming]) -> int:
+        mids = [it.mid for it in items]
+        self.acked += mids
+        return len(mids)
+
+
+def item(mid: int, lane: int, size: int = 10) -> Incoming:
+    return Incoming("tagwatch/v1/tags/T1/fix", b"x" * size, 0.0, 1, mid, 1, lane)
+
+
+def lanes() -> tuple[Lanes, FakeSession, FakeSession]:
+    main, urgent = FakeSession(), FakeSession()
+    return Lanes(cast(MqttSession, main), cast(MqttSession, urgent), 100), main, urgent
+
+
+def test_priority_items_are_taken_first_and_never_mixed_with_main_ones() -> None:
+    async def go() -> list[list[tuple[int, int]]]:
+        ls, _, _ = lanes()
+        for mid in range(5):
+            await ls.put(item(mid, MAIN))
+        await ls.put(item(100, URGENT))
+        await ls.put(item(101, URGENT))
+        out = []
+        while not ls.empty():
+            batch = await ls.next_batch(3, 0.0)
+            out.append([(it.lane, it.mid) for it in batch])
+        return out
+
+    got = asyncio.run(go())
+    assert got == [[(URGENT, 100), (URGENT, 101)], [(MAIN, 0), (MAIN, 1), (MAIN, 2)],
+                   [(MAIN, 3), (MAIN, 4)]]  # fmt: skip
+
+
+def test_an_urgent_arrival_ends_the_wait_for_a_fuller_main_batch() -> None:
+    async def go() -> tuple[list[int], list[int], float]:
+        ls, _, _ = lanes()
+        await ls.put(item(1, MAIN))
+
+        async def later() -> None:
+            await asyncio.sleep(0.05)
+            await ls.put(item(9, URGENT))
+
+        task = asyncio.create_task(later())
+        t0 = asyncio.get_running_loop().time()
+        first = await ls.next_batch(100, 5.0)  # would wait 5 s for more main items
+        took = asyncio.get_running_loop().time() - t0
+        second = await ls.next_batch(100, 5.0)
+        await task
+        return [it.mid for it in first], [it.mid for it in second], took
+
+    first, second, took = asyncio.run(go())
+    assert first == [1] and second == [9] and took < 2.0
+
+
+def test_a_batch_stops_growing_at_the_byte_budget() -> None:
+    async def go() -> list[int]:
+        ls, _, _ = lanes()
+        for mid in range(4):
+            await ls.put(item(mid, MAIN, BATCH_BYTES // 2))
+        return [len(await ls.next_batch(100, 0.0)) for _ in range(2)]
+
+    assert asyncio.run(go()) == [2, 2]
+
+
+def test_each_item_is_acknowledged_on_its_own_session_in_order() -> None:
+    ls, main, urgent = lanes()
+    n = ls.ack([item(1, MAIN), item(7, URGENT), item(2, MAIN), item(8, URGENT)])
+    assert n == 4 and main.acked == [1, 2] and urgent.acked == [7, 8]
+
+
+def test_without_a_priority_lane_everything_is_main(monkeypatch: Any) -> None:
+    main = FakeSession()
+    ls = Lanes(cast(MqttSession, main), None, 10)
+
+    async def go() -> list[int]:
+        await ls.put(item(1, MAIN))
+        return [it.mid for it in await ls.next_batch(10, 0.0)]
+
+    assert asyncio.run(go()) == [1] and ls.ack([item(1, MAIN)]) == 1 and main.acked == [1]

@@ -1,0 +1,129 @@
+"""A strap cut goes ahead of a backlog (engine/mqtt/lanes.py, docs/durability.md item 9).
+
+Through `tagwatch serve` and a real mosquitto: while the engine is down the broker queues
+20,000 fixes of 100 tags, with a walk into a zone (tag T2) in the middle of them, then a
+strap_open of tag T1 after all of them. Restarted, the engine must raise T1's tamper alert
+before it reaches T2's walk-in; with `urgent_lane = false` (the control) it cannot, since
+the broker delivers one session's messages in order."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as paho
+import pytest
+
+from engine.wire.alerts import Alert
+from tests.helpers import AlertCollector, EngineProcess, fix, square, wait_online, write_world
+
+pytestmark = [pytest.mark.mqtt, pytest.mark.timeout(240)]
+
+BACKGROUND = 100  # tags far from any zone
+PER_TAG = 200  # fixes each, 15 s apart
+
+
+def _world(d: Path) -> tuple[Path, Path]:
+    features = [
+        {
+            "type": "Feature",
+            "properties": {"id": f"Z{i}", "subject": f"S{i}", "kind": "exclusion"},
+            "geometry": {"type": "Polygon", "coordinates": [square(100.0)]},
+        }
+        for i in (1, 2)
+    ]
+    background = ", ".join(f'"B{i}"' for i in range(BACKGROUND))
+    subjects = (
+        '[[subjects]]\nid = "S1"\ntags = ["T1"]\n\n[[subjects]]\nid = "S2"\ntags = ["T2"]\n\n'
+        f'[[subjects]]\nid = "S3"\ntags = [{background}]\n'
+    )
+    return write_world(d, features, subjects)
+
+
+def _backlog(t0: float) -> list[tuple[str, bytes]]:
+    """Background fixes 5 km from the zones, T2's walk-in after half of them, T1's strap
+    cut after all of them."""
+    msgs: list[tuple[str, bytes]] = []
+
+    def background(rounds: range) -> None:
+        for r in rounds:
+            for b in range(BACKGROUND):
+                body = fix(r, t0 + 15 * r, 5000.0 + 10 * b, 5000.0)
+                msgs.append((f"tagwatch/v1/tags/B{b}/fix", json.dumps(body).encode()))
+
+    background(range(PER_TAG // 2))
+    t_mid = t0 + 15 * (PER_TAG // 2)
+    for i, dx in enumerate((-400.0, -200.0, -30.0, 0.0, 20.0)):
+        msgs.append(("tagwatch/v1/tags/T2/fix", json.dumps(fix(i, t_mid + 15 * i, dx, 0)).encode()))
+    background(range(PER_TAG // 2, PER_TAG))
+    t_end = t0 + 15 * PER_TAG
+    event = {"seq": 1, "t": t_end, "event": "strap_open"}
+    msgs.append(("tagwatch/v1/tags/T1/event", json.dumps(event).encode()))
+    return msgs
+
+
+def _publish_fast(host: str, port: int, msgs: list[tuple[str, bytes]]) -> None:
+    """QoS 1 with many in flight (one at a time would take minutes), in order."""
+    done = threading.Event()
+    c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="backlog", protocol=paho.MQTTv5)
+    c.max_inflight_messages_set(500)
+    c.max_queued_messages_set(0)
+    c.connect(host, port)
+    c.loop_start()
+    try:
+        infos = [c.publish(topic, body, qos=1) for topic, body in msgs]
+        for info in infos:
+            info.wait_for_publish(60)
+        done.set()
+    finally:
+        c.disconnect()
+        c.loop_stop()
+    assert done.is_set() and all(i.is_published() for i in infos)
+
+
+def _first(alerts: list[Alert], kind: str, tag: str) -> int:
+    return next(i for i, a in enumerate(alerts) if a.kind == kind and a.tag == tag)
+
+
+@pytest.mark.parametrize("lane", [True, False], ids=["urgent-lane", "control-one-lane"])
+def test_a_strap_cut_is_alerted_before_the_backlog_queued_ahead_of_it(
+    mosquitto, tmp_path: Path, lane: bool
+) -> None:
+    zones, subjects = _world(tmp_path)
+    settings = tmp_path / "settings.toml"
+    settings.write_text(f"urgent_lane = {str(lane).lower()}\nlag_status_s = 0.2\n")
+    host, port = mosquitto.host, mosquitto.port
+    eng = EngineProcess(host, port, zones, subjects, tmp_path / "e.db", settings)
+    with eng:  # once, so the broker holds the engine's sessions (both lanes) while it is down
+        asyncio.run(wait_online(host, port))
+        assert eng.stop() == 0, eng.log_text()
+    t0 = float(int(time.time()) - 15 * PER_TAG - 60)
+    _publish_fast(host, port, _backlog(t0))
+
+    async def scenario() -> list[Alert]:
+        async with AlertCollector(host, port) as col:
+            eng.start()
+            return await col.wait_for(
+                lambda got: (
+                    any(a.kind == "zone_breach" for a in got)
+                    and any(a.kind == "tamper" for a in got)
+                ),
+                timeout=120,
+            )
+
+    try:
+        alerts = asyncio.run(scenario())
+    finally:
+        assert eng.stop() == 0, eng.log_text()
+    tamper, breach = _first(alerts, "tamper", "T1"), _first(alerts, "zone_breach", "T2")
+    log = eng.log_text()
+    if lane:
+        assert tamper < breach, [(a.kind, a.tag) for a in alerts]
+        assert "priority lane: connected" in log, log
+    else:  # the control: one session delivers in order, so the strap cut waits its turn
+        assert breach < tamper, [(a.kind, a.tag) for a in alerts]
+        assert "priority lane" not in log, log
+    assert "engine lags" in log, log  # 20,000 queued fixes wait more than 0.2 s
