@@ -245,6 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--settings", help="engine settings TOML (see docs/settings.md)")
 
     sp = sub.add_parser("serve", help="run the live engine against an MQTT broker")
+    sp.add_argument(
+        "--config", metavar="FILE", help="take these options from a TOML file (the command"
+        " line's win; docs/deployment.md)",
+    )  # fmt: skip
     sp.add_argument("--broker", default="127.0.0.1:1883", help="HOST:PORT (default %(default)s)")
     zone_args(sp)
     sp.add_argument("--db", default="tagwatch.db", help="SQLite alert store (default %(default)s)")
@@ -335,6 +339,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--config" in argv or any(a.startswith("--config=") for a in argv):
+        from engine.cli.serveconf import expand
+
+        try:
+            argv = expand(argv, _serve_parser(parser))
+        except TagwatchError as e:
+            print(f"tagwatch: error: {e}", file=sys.stderr)
+            return 2
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -350,6 +363,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _serve_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    serve: argparse.ArgumentParser = sub.choices["serve"]
+    return serve
 
 
 if __name__ == "__main__":
