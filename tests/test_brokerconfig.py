@@ -57,6 +57,10 @@ radius_m = 500
 [[subjects.protected]]
 device = "P9"
 radius_m = 300
+
+[[gateways]]
+id = "GW1"
+tags = ["T1", "T2"]
 """
 ADDED = """
 [[subjects]]
@@ -81,7 +85,7 @@ class Site:
     proc: subprocess.Popen[bytes]
 
     def password(self, user: str) -> str:
-        for group in ("engine", "monitor", "tags", "units", "phones"):
+        for group in ("engine", "monitor", "tags", "units", "phones", "gateways"):
             if user in self.creds.get(group, {}):
                 return str(self.creds[group][user]["password"])
         raise KeyError(user)
@@ -269,6 +273,17 @@ def test_the_engines_priority_lane_logs_in_with_its_password_and_reads_events_on
     assert lane.publish("tagwatch/v1/alerts/S1", b"forged").value == NOT_AUTHORIZED
     assert lane.publish("tagwatch/v1/engine/status", b"forged").value == NOT_AUTHORIZED
     assert "engine-urgent" in (site.out / "credentials.toml").read_text()
+
+
+def test_a_gateway_publishes_on_its_own_batch_topic_only(peers: Callable[..., Peer]) -> None:
+    engine = peers("engine").ok()
+    engine.subscribe("tagwatch/v1/gateway/+/fixes", fix("+"))
+    gw = peers("GW1").ok()
+    mine = "tagwatch/v1/gateway/GW1/fixes"
+    forged = ["tagwatch/v1/gateway/GW2/fixes", fix("T1"), "tagwatch/v1/alerts/S1"]
+    assert [gw.publish(t, b"forged").value for t in forged] == [NOT_AUTHORIZED] * 3
+    assert gw.publish(mine, b"[]").value == 0
+    assert engine.receive_until(mine, b"[]") == [(mine, b"[]")]
 
 
 @pytest.mark.parametrize("protocol", [mqtt.MQTTv5, mqtt.MQTTv311], ids=["v5", "v311"])
@@ -518,7 +533,7 @@ def test_force_rotates_retires_restores_and_remembers_its_settings(tmp_path: Pat
 
     subjects.write_text(SUBJECTS.split('[[subjects]]\nid = "S2"')[0])  # S2 removed by mistake
     assert main(argv) == 0
-    assert {"T2", "bob", "P9"} == set(_creds(out)["retired"])
+    assert {"T2", "bob", "P9", "GW1"} == set(_creds(out)["retired"])  # GW1's table went too
     assert "T2:" not in (out / "passwd").read_text()
     assert "user T2\n" not in (out / "acl").read_text()
     subjects.write_text(SUBJECTS)  # and put back: the same passwords again
@@ -528,7 +543,7 @@ def test_force_rotates_retires_restores_and_remembers_its_settings(tmp_path: Pat
 
     assert main([*argv, "--rotate-all"]) == 0
     everyone = _creds(out)
-    for group in ("engine", "monitor", "tags", "phones", "units"):
+    for group in ("engine", "monitor", "tags", "phones", "units", "gateways"):
         for user, entry in everyone[group].items():
             assert entry["password"] != restored[group][user]["password"], (group, user)
     # not given again, yet remembered: port, bind address, broker user, hosts
@@ -550,7 +565,7 @@ def test_an_existing_directory_is_not_overwritten_without_force(
     assert err.count("\n") == 1 and "--force" in err and "notes.txt" in err
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
     assert main([*argv, "--force"]) == 0
-    assert "passwords: 8 new, 0 kept" in capsys.readouterr().out
+    assert "passwords: 9 new, 0 kept" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

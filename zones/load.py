@@ -12,7 +12,7 @@ from zones.errors import ZoneError
 from zones.geojson import SubjectRef, read_zones
 from zones.model import Subject, Zone, ZoneSet
 from zones.problems import StrPath
-from zones.subjects import read_subjects
+from zones.subjects import read_subjects, read_subjects_file
 
 MESSAGE_MAX_PROBLEMS = 50  # the exception text lists this many; `.problems` has them all
 
@@ -53,9 +53,9 @@ def check(zones_path: StrPath, subjects_path: StrPath) -> list[str]:
 
 def load(zones_path: StrPath, subjects_path: StrPath) -> ZoneSet:
     """Both files, validated together; ZoneError (with `.problems`) if anything is wrong."""
-    subjects, ids, problems = read_subjects(subjects_path)
+    subjects, ids, gateways, problems = read_subjects_file(subjects_path)
     zones, zone_problems = read_zones(zones_path, SubjectRef(str(subjects_path), ids))
     problems += zone_problems
     if problems:
         _raise(problems, [zones_path, subjects_path])
-    return ZoneSet(zones, subjects, (str(zones_path), str(subjects_path)))
+    return ZoneSet(zones, subjects, (str(zones_path), str(subjects_path)), gateways)

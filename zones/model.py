@@ -81,9 +81,19 @@ class Subject:
 
 
 @dataclass(frozen=True)
+class Gateway:
+    """A gateway publishing many tags' fixes in one message (tagwatch/v1/gateway/{id}/fixes),
+    allowed to speak for `tags` only (the subjects file's [[gateways]] tables)."""
+
+    id: str
+    tags: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class ZoneSet:
     """Everything loaded from one zones file and one subjects file."""
 
     zones: tuple[Zone, ...]
     subjects: tuple[Subject, ...]
     sources: tuple[str, ...] = field(default=())
+    gateways: tuple[Gateway, ...] = field(default=())

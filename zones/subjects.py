@@ -9,7 +9,7 @@ from __future__ import annotations
 import tomllib
 from typing import Any
 
-from zones.model import Protected, Subject
+from zones.model import Gateway, Protected, Subject
 from zones.problems import Report, StrPath, non_empty_str, number, read_text, short
 from zones.validity import read_validity
 
@@ -163,28 +163,79 @@ def _cross_check_subjects(name: str, raw: list[Any], out: list[str]) -> None:
 
 def read_subjects(path: StrPath) -> tuple[tuple[Subject, ...], set[str] | None, list[str]]:
     """(subjects, ids zones may name or None if unreadable, problems)."""
+    subjects, ids, _, problems = read_subjects_file(path)
+    return subjects, ids, problems
+
+
+def _gateways(
+    name: str, raw: Any, subjects: tuple[Subject, ...], out: list[str]
+) -> tuple[Gateway, ...]:
+    """The [[gateways]] tables: an id (a topic level), the tags it may speak for (each a
+    subject's tag; a tag may be on several gateways, e.g. base stations it roams between)."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        out.append(f"{name}: 'gateways' must be an array of tables [[gateways]]")
+        return ()
+    worn = {t for s in subjects for t in s.tags}
+    seen: set[str] = set()
+    found: list[Gateway] = []
+    for i, entry in enumerate(raw):
+        gid = entry.get("id") if isinstance(entry, dict) else None
+        where = f"{name} gateway {i} ({'id ' + repr(gid) if non_empty_str(gid) else 'no id'})"
+        if not isinstance(entry, dict):
+            out.append(f"{where}: must be a table")
+            continue
+        n = len(out)
+        if not isinstance(gid, str) or not gid:
+            out.append(f"{where}: missing 'id' (a non-empty string)")
+        elif bad := _topic_unsafe(gid, "/"):
+            out.append(f"{where}: id contains {bad}, so it cannot be the {{gw}} in "
+                       "tagwatch/v1/gateway/{gw}/fixes")  # fmt: skip
+        elif gid in seen:
+            out.append(f"{where}: duplicate gateway id")
+        tags = entry.get("tags")
+        if not isinstance(tags, list) or not tags or not all(non_empty_str(t) for t in tags):
+            out.append(f"{where}: tags must be a non-empty list of tag ids, got {short(tags)}")
+            tags = []
+        for tag in dict.fromkeys(tags):
+            if tag not in worn:
+                out.append(f"{where}: tag {tag!r} is no subject's tag")
+        for key in sorted(set(entry) - {"id", "tags"}):
+            out.append(f"{where}: unknown key {key!r} (a gateway has id and tags)")
+        if len(out) == n and isinstance(gid, str):
+            seen.add(gid)
+            found.append(Gateway(gid, tuple(dict.fromkeys(tags))))
+    return tuple(found)
+
+
+def read_subjects_file(
+    path: StrPath,
+) -> tuple[tuple[Subject, ...], set[str] | None, tuple[Gateway, ...], list[str]]:
+    """(subjects, ids zones may name or None if unreadable, gateways, problems)."""
     name = str(path)
     out: list[str] = []
     text = read_text(path, out)
     if text is None:
-        return (), None, out
+        return (), None, (), out
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        return (), None, [f"{name}: not valid TOML: {e}"]
+        return (), None, (), [f"{name}: not valid TOML: {e}"]
     except RecursionError:  # a fuzzing find: it escaped as a RecursionError, not ZoneError
-        return (), None, [f"{name}: not valid TOML: nested too deeply"]
+        return (), None, (), [f"{name}: not valid TOML: nested too deeply"]
     except ValueError as e:  # a fuzzing find: an integer of more than 4300 digits
-        return (), None, [f"{name}: not valid TOML: {e}"]
+        return (), None, (), [f"{name}: not valid TOML: {e}"]
     raw = doc.get("subjects")
     if raw is None:
         others = f" (found {', '.join(map(repr, doc))})" if doc else ""
-        return (), None, [f"{name}: no [[subjects]] tables{others}"]
+        return (), None, (), [f"{name}: no [[subjects]] tables{others}"]
     if not isinstance(raw, list):
-        return (), None, [f"{name}: 'subjects' must be an array of tables [[subjects]]"]
+        return (), None, (), [f"{name}: 'subjects' must be an array of tables [[subjects]]"]
     if not raw:
         out.append(f"{name}: [[subjects]] is empty")
     parsed = [_subject(name, i, entry, out) for i, entry in enumerate(raw)]
     _cross_check_subjects(name, raw, out)
     subjects = tuple(s for s, _ in parsed if s is not None)
-    return subjects, {sid for _, sid in parsed if sid is not None}, out
+    gateways = _gateways(name, doc.get("gateways"), subjects, out)
+    return subjects, {sid for _, sid in parsed if sid is not None}, gateways, out

@@ -44,7 +44,7 @@ from engine.broker.users import (
 from engine.errors import ConfigError, ZoneError
 
 if TYPE_CHECKING:
-    from zones.model import Subject
+    from zones.model import Gateway, Subject
 
 DEFAULT_PORT = 8883
 SECRET = 0o600
@@ -92,6 +92,8 @@ class Summary:
         who = f"{_plural(c['tags'], 'tag')}, {_plural(c['phones'], 'phone')}"
         if c["units"]:
             who += f", {_plural(c['units'], 'protected unit')}"
+        if c["gateways"]:
+            who += f", {_plural(c['gateways'], 'gateway')}"
         changes = f"{len(self.new_users)} new, {len(self.kept_users)} kept"
         if self.removed_users:
             gone = ", ".join(self.removed_users)
@@ -156,15 +158,16 @@ def _grant(out_dir: Path, run_as: str | None) -> int:
     return gid
 
 
-def _subjects(path: str | os.PathLike[str]) -> tuple[Subject, ...]:
-    """The subjects file, or a one-line ZoneError naming its first problem."""
-    from zones.load import load_subjects
+def _subjects(path: str | os.PathLike[str]) -> tuple[tuple[Subject, ...], tuple[Gateway, ...]]:
+    """The subjects file's subjects and gateways, or a one-line ZoneError naming its first
+    problem."""
+    from zones.subjects import read_subjects_file
 
-    try:
-        return load_subjects(path)
-    except ZoneError as e:
-        more = f" (and {_plural(len(e.problems) - 1, 'more problem')})" if e.problems[1:] else ""
-        raise ZoneError(f"{e.problems[0]}{more}", e.problems) from None
+    subjects, _, gateways, problems = read_subjects_file(path)
+    if problems:
+        more = f" (and {_plural(len(problems) - 1, 'more problem')})" if problems[1:] else ""
+        raise ZoneError(f"{problems[0]}{more}", problems)
+    return subjects, gateways
 
 
 def generate(
@@ -185,7 +188,7 @@ def generate(
     With `force`, settings left as None are taken from the directory's credentials.toml
     (hosts, port, bind, broker user, monitor names), so a re-run changes only what it names.
     """
-    subjects = _subjects(subjects_path)
+    subjects, gateways = _subjects(subjects_path)
     d = Path(out_dir).resolve()
     if any(unicodedata.category(c) == "Cc" for c in str(d)):
         raise ConfigError(f"--out {str(d)!r} contains a control character")
@@ -200,7 +203,7 @@ def generate(
     if not 1 <= port <= 65535:
         raise ConfigError(f"--port {port} is not a TCP port (1-65535)")
     bind = tlscerts.check_host(bind, "--bind") if bind is not None else None
-    users = principals(subjects, monitors)
+    users = principals(subjects, monitors, gateways)
     names = [p.username for p in users]
     if unknown := [u for u in rotate if u not in names]:
         raise ConfigError(f"--rotate: no broker user {', '.join(map(repr, unknown))}")

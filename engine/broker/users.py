@@ -12,14 +12,14 @@ from engine.errors import ConfigError
 from engine.wire import topics
 
 if TYPE_CHECKING:
-    from zones.model import Subject
+    from zones.model import Gateway, Subject
 
 ENGINE_USER = "engine"
 # The engine's priority lane (engine/mqtt/lanes.py): a second session, so a second username
 # where the broker takes client ids from usernames; it shares the engine's password
 ENGINE_URGENT_USER = ENGINE_USER + "-urgent"
 MONITOR_USER = "monitor"
-GROUPS = ("engine", "monitor", "tags", "units", "phones")  # order in credentials.toml
+GROUPS = ("engine", "monitor", "tags", "units", "phones", "gateways")  # credentials.toml order
 ALERTS = f"{topics.ALERTS}/#"  # every subject's alerts
 
 
@@ -40,7 +40,11 @@ ENGINE = Principal(
     ENGINE_USER,
     "engine",
     "the tagwatch engine (tagwatch serve)",
-    read=(*(f"{topics.TAGS}/+/{kind}" for kind in topics.TAG_KINDS), f"{topics.OWNTRACKS}/#"),
+    read=(
+        *(f"{topics.TAGS}/+/{kind}" for kind in topics.TAG_KINDS),
+        f"{topics.OWNTRACKS}/#",
+        f"{topics.GATEWAY}/+/fixes",
+    ),
     # (warnings to protected devices that opted in: docs/notifications.md)
     write=(ALERTS, topics.CMD_FILTER, topics.OWNTRACKS_CMD_FILTER, topics.WARNING_FILTER),
     readwrite=(topics.STATUS, topics.CHECKPOINT),
@@ -84,9 +88,13 @@ def _bad_id(value: str, also: str = "") -> str | None:
 
 
 def principals(
-    subjects: Sequence[Subject], monitors: Sequence[str] = (MONITOR_USER,)
+    subjects: Sequence[Subject],
+    monitors: Sequence[str] = (MONITOR_USER,),
+    gateways: Sequence[Gateway] = (),
 ) -> tuple[Principal, ...]:
-    """Every broker user: the engine, `monitors`, and the subjects' tags, units and phones.
+    """Every broker user: the engine, `monitors`, the subjects' tags, units and phones, and
+    the gateways (each may publish on its own batch topic only; which tags it may speak
+    for, the engine checks in every batch).
 
     A protected device "user/device" is an OwnTracks phone whose username is "user"; one
     without "/" publishes on the tag topics under its own id (a "unit"). ConfigError, as
@@ -136,6 +144,14 @@ def principals(
                 units[device] = subject_ids
         elif parts[0] in phones or claim(parts[0], f"the OwnTracks user of {what}"):
             phones.setdefault(parts[0], []).append(device)
+    gws: list[Principal] = []
+    for gw in gateways:
+        what = f"gateway {gw.id!r}"
+        if bad := _bad_id(gw.id, "/:"):
+            problems.append(f"{what} {bad}")
+        elif claim(gw.id, what):
+            about = f"gateway for {len(gw.tags)} tags (the engine checks each fix's tag)"
+            gws.append(Principal(gw.id, "gateways", about, write=(topics.gateway(gw.id),)))
     if problems:
         raise ConfigError("cannot make broker users: " + "; ".join(problems))
     out = [ENGINE, ENGINE_URGENT, *people, *tags]
@@ -155,7 +171,7 @@ def principals(
                 devices=tuple(devices),
             )
         )
-    return tuple(out)
+    return (*out, *gws)
 
 
 def acl_text(users: Sequence[Principal], source: str) -> str:

@@ -74,6 +74,8 @@ class Pipeline:
     def __init__(self, zoneset: ZoneSet, settings: Settings | None = None) -> None:
         self.settings = st = settings or Settings()
         self.zoneset = zoneset
+        # What each gateway may speak for (decoding checks a gateway batch against it)
+        self.gateways = {g.id: frozenset(g.tags) for g in zoneset.gateways}
         self.table = compile_zones(zoneset)
         self.registry = reg = Registry(zoneset, self.table.subject_ids)
         n = reg.n_slots

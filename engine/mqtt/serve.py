@@ -262,7 +262,7 @@ class Engine:
         recs: list[Record] = []
         dead: list[DeadLetter] = []
         for it in items:
-            r, d = decode_message(it.topic, it.payload, self.limits)
+            r, d = decode_message(it.topic, it.payload, self.limits, self.pipeline.gateways)
             recs.extend(r)
             dead.extend(d)
         step = Step("batch", self.clock(), recs)

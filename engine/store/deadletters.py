@@ -7,7 +7,7 @@ row says "N more dead letters from DEVICE in the last M s: reasons...". Counts e
 (the replay summary, the serve counters) still see every dead letter.
 
 A dead letter's device is the one it carries (decoding and the pipeline set it), else the
-tag or OwnTracks device its MQTT topic names, else its replay file; input naming no device
+tag, gateway or OwnTracks device its MQTT topic names, else its replay file; input naming no device
 shares one budget."""
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def device_of(d: DeadLetter) -> str:
     if d.device:
         return d.device
     parts = d.origin.split("/")
-    if len(parts) >= 5 and parts[0] == "tagwatch" and parts[2] == "tags" and parts[3]:
+    if len(parts) >= 5 and parts[0] == "tagwatch" and parts[2] in ("tags", "gateway") and parts[3]:
         return parts[3]
     if len(parts) >= 3 and parts[0] == "owntracks" and parts[1] and parts[2]:
         return f"{parts[1]}/{parts[2]}"

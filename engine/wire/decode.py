@@ -8,7 +8,7 @@ message by its topic. The parts live beside it: `topics.parse_input` (which topi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import msgspec
@@ -25,6 +25,7 @@ from engine.wire.fastpath import (
     DEC_MANY,
     DEC_ONE,
     DEC_OT,
+    _In,
     fast_event,
     fast_fix,
     fast_unsafe,
@@ -42,17 +43,24 @@ from engine.wire.reasons import (
     too_big,
 )
 from engine.wire.records import DeadLetter, Record
-from engine.wire.replayline import read_replay_line
+from engine.wire.replayline import fast_line, read_replay_line, validate_line
 from engine.wire.topics import parse_input
 from engine.wire.validate import slow_decode, validate_event, validate_fix, validate_owntracks
 
 __all__ = ["Limits", "Result", "decode_message", "decode_replay_line"]
 
 
-def decode_message(topic: str, payload: bytes, limits: Limits = DEFAULT_LIMITS) -> Result:
+Gateways = Mapping[str, Collection[str]]  # gateway id -> the tags it may speak for
+
+
+def decode_message(
+    topic: str, payload: bytes, limits: Limits = DEFAULT_LIMITS, gateways: Gateways | None = None
+) -> Result:
     """Decode one MQTT message into records and dead letters (origin = topic); never raises.
 
-    Topics: ``tagwatch/v1/tags/{tag}/fix|fixes|event`` and ``owntracks/{user}/{device}``.
+    Topics: ``tagwatch/v1/tags/{tag}/fix|fixes|event``, ``owntracks/{user}/{device}`` and
+    ``tagwatch/v1/gateway/{gw}/fixes`` (a gateway not in `gateways`, or an element for a
+    tag the gateway is not assigned, is dead-lettered).
     Returns ``([], [])`` only for traffic that is deliberately ignored: OwnTracks sub-topics
     (``owntracks/u/d/...``), OwnTracks ``_type``s other than ``location`` (and ``encrypted``,
     which is dead-lettered because it may hide a location), and an empty ``/fixes`` array.
@@ -63,7 +71,7 @@ def decode_message(topic: str, payload: bytes, limits: Limits = DEFAULT_LIMITS) 
     appear; an OwnTracks fix has ``seq = t = tst`` (integer seconds) and no ``src``.
     """
     try:
-        return _decode_message(topic, payload, limits)
+        return _decode_message(topic, payload, limits, gateways)
     except Exception as exc:  # a bug, not bad input; still never raise into the engine
         reason = f"internal decode error: {type(exc).__name__}: {exc}"
         return [], [DeadLetter(str(topic), as_bytes(payload), reason)]
@@ -86,7 +94,9 @@ _TOPICS: dict[str, tuple[str, str]] = {}  # cache of good topics; cleared when i
 _TOPICS_MAX = 65_536
 
 
-def _decode_message(topic: str, payload: bytes, limits: Limits) -> Result:
+def _decode_message(
+    topic: str, payload: bytes, limits: Limits, gateways: Gateways | None
+) -> Result:
     if payload.__class__ is not bytes:
         payload = as_bytes(payload)
     hit = _TOPICS.get(topic)
@@ -101,7 +111,7 @@ def _decode_message(topic: str, payload: bytes, limits: Limits) -> Result:
     if kind_ == "ignore":
         return [], []
     if len(device) > limits.max_id_len:
-        what = "device" if kind_ == "owntracks" else "tag"
+        what = {"owntracks": "device", "gateway": "gateway"}.get(kind_, "tag")
         reason = f"{len(device)} characters long, over the {limits.max_id_len}-character limit"
         return dead(
             topic, payload, f"topic {show_topic(topic)}: {what} id {show(device)} is {reason}"
@@ -126,6 +136,8 @@ def _decode_message(topic: str, payload: bytes, limits: Limits) -> Result:
         return _one_slow(topic, payload, device, validate_event, "event")
     if kind_ == "fixes":
         return _fixes(topic, payload, device, limits)
+    if kind_ == "gateway":
+        return _gateway(topic, payload, device, limits, gateways)
     return _owntracks(topic, payload, device)
 
 
@@ -171,6 +183,75 @@ def _fixes(topic: str, payload: bytes, tag: str, limits: Limits) -> Result:
         return good, dead_
 
     try:
+        return slow_decode(payload, validate)
+    except Rejected as bad:
+        return dead(topic, payload, bad.reason)
+
+
+_MSGPACK_ARRAY = frozenset([*range(0x90, 0xA0), 0xDC, 0xDD])  # fixarray, array 16, array 32
+GW_JSON = msgspec.json.Decoder(list[_In])
+GW_MSGPACK = msgspec.msgpack.Decoder(list[_In])
+
+
+def _gateway(
+    topic: str, payload: bytes, gw: str, limits: Limits, gateways: Gateways | None
+) -> Result:
+    """A gateway's batch: a JSON array, or a msgpack array, of replay-line objects (a fix
+    or an event, each with its tag). Bounded by the payload limit, not an element count
+    (msgpack is the compact form: ~4,000 fixes fit the 256 KiB a JSON batch holds 2,500 of).
+    Elements for tags the gateway is not assigned are dead letters; the rest go on."""
+    allowed = None if gateways is None else gateways.get(gw)
+    if allowed is None:
+        reason = f"gateway {show(gw)} is not in the subjects file's [[gateways]]"
+        return dead(topic, payload, reason)
+    head = payload.lstrip()[:1]
+    if head == b"[":
+        dec: Any = GW_JSON
+    elif payload[:1] and payload[0] in _MSGPACK_ARRAY:
+        dec = GW_MSGPACK
+    else:
+        why = "gateway payload must be a JSON array or a msgpack array of fixes and events"
+        return dead(topic, payload, f"{why}, each with its tag; got {show(payload[:16])}")
+    try:
+        items = None if dec is GW_JSON and fast_unsafe(payload) else dec.decode(payload)
+    except Exception:
+        items = None
+    if items is not None:
+        recs: list[Record] = []
+        for s in items:
+            rec = fast_line(s, limits)
+            if rec is None or rec.device not in allowed:
+                break
+            recs.append(rec)
+        else:
+            return recs, []
+
+    def validate(obj: Any) -> Result:
+        if not isinstance(obj, list):
+            raise Rejected(f"gateway payload must be an array, got {kind(obj)}")
+        good: list[Record] = []
+        dead_: list[DeadLetter] = []
+        for i, el in enumerate(obj):
+            where = f"gateway[{i}]"
+            try:
+                rec = validate_line(el, limits, where)
+                if rec.device not in allowed:
+                    raise Rejected(
+                        f"{where}: gateway {show(gw)} may not speak for tag {show(rec.device)}"
+                    )
+                good.append(rec)
+            except Rejected as bad:  # budgeted as the gateway's (it sent it)
+                why = bad.reason if bad.reason.startswith(where) else f"{where}: {bad.reason}"
+                dead_.append(DeadLetter(topic, _element_json(el), why, device=gw))
+        return good, dead_
+
+    try:
+        if dec is GW_MSGPACK:
+            try:
+                obj = msgspec.msgpack.decode(payload)
+            except Exception as exc:
+                raise Rejected(f"not valid msgpack: {exc}") from None
+            return validate(obj)
         return slow_decode(payload, validate)
     except Rejected as bad:
         return dead(topic, payload, bad.reason)

@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 
 from engine.wire.bounds import Limits
-from engine.wire.fastpath import DEC_ONE, fast_event, fast_fix
+from engine.wire.fastpath import DEC_ONE, _In, fast_event, fast_fix
 from engine.wire.reasons import SURROGATE, Rejected, Result, as_bytes, dead, kind, show, too_big
 from engine.wire.records import FixRecord, Record
 from engine.wire.validate import required, slow_decode, validate_event, validate_fix
@@ -45,38 +45,46 @@ def read_replay_line(line: bytes, origin: str, limits: Limits) -> Result:
     except Exception:
         s = None
     if s is not None:
-        tag = s.tag
-        if (
-            tag
-            and len(tag) <= limits.max_id_len
-            and "+" not in tag
-            and "#" not in tag
-            and (tag.isascii() or not SURROGATE.search(tag))
-        ):
-            rec: Record | None = None
-            if s.type is None or s.type == "fix":
-                rec = fast_fix(s, tag)
-            elif s.type == "event":
-                rec = fast_event(s, tag)
-            if rec is not None:
-                return [rec], []
+        rec = fast_line(s, limits)
+        if rec is not None:
+            return [rec], []
     try:
-        return [slow_decode(line, lambda obj: _validate_line(obj, limits))], []
+        return [slow_decode(line, lambda obj: validate_line(obj, limits))], []
     except Rejected as bad:
         return dead(origin, line, bad.reason)
 
 
-def _validate_line(obj: Any, limits: Limits) -> Record:
+def fast_line(s: _In, limits: Limits) -> Record | None:
+    """The record, when `s` (a replay line or a gateway batch's element) is wholly valid."""
+    tag = s.tag
+    if (
+        tag
+        and len(tag) <= limits.max_id_len
+        and "+" not in tag
+        and "#" not in tag
+        and (tag.isascii() or not SURROGATE.search(tag))
+    ):
+        if s.type is None or s.type == "fix":
+            return fast_fix(s, tag)
+        if s.type == "event":
+            return fast_event(s, tag)
+    return None
+
+
+def validate_line(obj: Any, limits: Limits, what: str = "line") -> Record:
+    """A replay line's object (or a gateway batch's element, `what` its name in reasons)
+    as a record; Rejected with the reason if it is not one."""
     if not isinstance(obj, dict):
-        raise Rejected(f"replay line must be a JSON object, got {kind(obj)}")
-    tag = required(obj, "tag", "line")
+        whole = "replay line" if what == "line" else what
+        raise Rejected(f"{whole} must be a JSON object, got {kind(obj)}")
+    tag = required(obj, "tag", what)
     if not isinstance(tag, str):
-        raise Rejected(f"line.tag must be a string, got {show(tag)}")
+        raise Rejected(f"{what}.tag must be a string, got {show(tag)}")
     if not tag:
-        raise Rejected("line.tag is empty")
+        raise Rejected(f"{what}.tag is empty")
     problem = _id_problem(tag, limits)
     if problem is not None:
-        raise Rejected(f"line.tag {show(tag)} {problem}")
+        raise Rejected(f"{what}.tag {show(tag)} {problem}")
     kind_ = obj.get("type")
     if kind_ is None or kind_ == "fix":
         try:
@@ -87,7 +95,7 @@ def _validate_line(obj: Any, limits: Limits) -> Record:
             raise
     if kind_ == "event":
         return validate_event(obj, tag, "event")
-    raise Rejected(f"line: unknown type {show(kind_)} (expected 'fix' or 'event')")
+    raise Rejected(f"{what}: unknown type {show(kind_)} (expected 'fix' or 'event')")
 
 
 class _FixLine(msgspec.Struct, omit_defaults=True):

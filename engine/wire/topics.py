@@ -10,6 +10,8 @@ from engine.wire.reasons import SURROGATE, show, show_topic
 TAGS = "tagwatch/v1/tags"  # tagwatch/v1/tags/{tag}/fix | fixes | event | cmd
 TAG_PREFIX = TAGS + "/"
 TAG_KINDS = ("fix", "fixes", "event")  # what a tag publishes
+GATEWAY = "tagwatch/v1/gateway"  # tagwatch/v1/gateway/{gw}/fixes: many tags' fixes at once
+GATEWAY_PREFIX = GATEWAY + "/"
 OWNTRACKS = "owntracks"  # owntracks/{user}/{device}: a victim's phone, unchanged app
 OWNTRACKS_PREFIX = OWNTRACKS + "/"
 ALERTS = "tagwatch/v1/alerts"  # tagwatch/v1/alerts/{subject}
@@ -23,6 +25,7 @@ INPUT_FILTERS = (
     f"{TAGS}/+/fixes",
     f"{TAGS}/+/event",
     f"{OWNTRACKS}/+/+",
+    f"{GATEWAY}/+/fixes",
 )
 ALERTS_FILTER = f"{ALERTS}/+"  # every subject's alerts (one level: subject ids have no '/')
 CMD_FILTER = f"{TAGS}/+/cmd"  # every tag's reporting-rate commands
@@ -48,6 +51,11 @@ def cmd(tag: str) -> str:
     return f"{TAGS}/{tag}/cmd"
 
 
+def gateway(gw: str) -> str:
+    """A gateway's batches: a JSON or msgpack array of fixes and events, each with its tag."""
+    return f"{GATEWAY}/{gw}/fixes"
+
+
 def owntracks(device: str) -> str:
     """An OwnTracks device id is 'user/device'."""
     return f"{OWNTRACKS}/{device}"
@@ -68,7 +76,7 @@ def alerts(subject: str, prefix: str = ALERTS) -> str:
 
 
 def parse_input(topic: str) -> tuple[str, str] | str:
-    """(kind, device id) for an input topic, kind one of fix/fixes/event/owntracks/ignore;
+    """(kind, device id) for an input topic, kind one of fix/fixes/event/owntracks/gateway/ignore;
     or the dead-letter reason. Length limits are checked by the caller (they vary)."""
     if topic.startswith(TAG_PREFIX):
         parts = topic[len(TAG_PREFIX) :].split("/")
@@ -83,6 +91,14 @@ def parse_input(topic: str) -> tuple[str, str] | str:
         if SURROGATE.search(tag):
             return f"topic {show_topic(topic)}: tag id {show(tag)} contains a lone surrogate"
         return kind, tag
+    if topic.startswith(GATEWAY_PREFIX):
+        parts = topic[len(GATEWAY_PREFIX) :].split("/")
+        if len(parts) != 2 or parts[1] != "fixes":
+            return f"unknown topic {show_topic(topic)}"
+        gw = parts[0]
+        if not gw or "+" in gw or "#" in gw or SURROGATE.search(gw):
+            return f"topic {show_topic(topic)}: bad gateway id {show(gw)}"
+        return "gateway", gw
     if topic.startswith(OWNTRACKS_PREFIX):
         parts = topic[len(OWNTRACKS_PREFIX) :].split("/")
         if len(parts) > 2:  # owntracks/u/d/event, /cmd, /info, /waypoints, /dump, ...
