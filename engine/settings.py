@@ -21,10 +21,13 @@ class Settings:
 
     # --- ingest -----------------------------------------------------------------------
     # Largest micro-batch handed to the pipeline, and the longest a record waits for
-    # one to fill: 20 ms keeps p99 fix->alert latency well under 50 ms.
-    batch_max: int = 5000
+    # one to fill: 20 ms keeps p99 fix->alert latency well under 50 ms. Live, a batch of
+    # 2000 drains a backlog faster than one of 5000 and keeps a tamper event's wait for
+    # the batch in progress short (bench/backlog.py); replay's output is the same for any
+    batch_max: int = 2000
     batch_wait_s: float = 0.02
-    # Bound on decoded-but-unprocessed messages; beyond it the receiver waits (back-pressure)
+    # Bound on received-but-unprocessed messages per lane; beyond it the session stops
+    # reading its socket (TCP back-pressure: the broker holds the rest) until half drained
     queue_max: int = 50_000
     # Per-tag (tag, seq) duplicate window held in memory, in sequence numbers
     dedupe_window: int = 1024

@@ -15,6 +15,10 @@ from engine.mqtt.session import Incoming, MqttSession
 class FakeSession:
     def __init__(self) -> None:
         self.acked: list[int] = []
+        self.resumed = 0
+
+    def resume(self) -> None:
+        self.resumed += 1
 
     def ack(self, items: Iterable[Incoming]) -> int:
         mids = [it.mid for it in items]
@@ -35,9 +39,9 @@ def test_priority_items_are_taken_first_and_never_mixed_with_main_ones() -> None
     async def go() -> list[list[tuple[int, int]]]:
         ls, _, _ = lanes()
         for mid in range(5):
-            await ls.put(item(mid, MAIN))
-        await ls.put(item(100, URGENT))
-        await ls.put(item(101, URGENT))
+            ls.put(item(mid, MAIN))
+        ls.put(item(100, URGENT))
+        ls.put(item(101, URGENT))
         out = []
         while not ls.empty():
             batch = await ls.next_batch(3, 0.0)
@@ -52,11 +56,11 @@ def test_priority_items_are_taken_first_and_never_mixed_with_main_ones() -> None
 def test_an_urgent_arrival_ends_the_wait_for_a_fuller_main_batch() -> None:
     async def go() -> tuple[list[int], list[int], float]:
         ls, _, _ = lanes()
-        await ls.put(item(1, MAIN))
+        ls.put(item(1, MAIN))
 
         async def later() -> None:
             await asyncio.sleep(0.05)
-            await ls.put(item(9, URGENT))
+            ls.put(item(9, URGENT))
 
         task = asyncio.create_task(later())
         t0 = asyncio.get_running_loop().time()
@@ -74,7 +78,7 @@ def test_a_batch_stops_growing_at_the_byte_budget() -> None:
     async def go() -> list[int]:
         ls, _, _ = lanes()
         for mid in range(4):
-            await ls.put(item(mid, MAIN, BATCH_BYTES // 2))
+            ls.put(item(mid, MAIN, BATCH_BYTES // 2))
         return [len(await ls.next_batch(100, 0.0)) for _ in range(2)]
 
     assert asyncio.run(go()) == [2, 2]
@@ -91,7 +95,23 @@ def test_without_a_priority_lane_everything_is_main(monkeypatch: Any) -> None:
     ls = Lanes(cast(MqttSession, main), None, 10)
 
     async def go() -> list[int]:
-        await ls.put(item(1, MAIN))
+        ls.put(item(1, MAIN))
         return [it.mid for it in await ls.next_batch(10, 0.0)]
 
     assert asyncio.run(go()) == [1] and ls.ack([item(1, MAIN)]) == 1 and main.acked == [1]
+
+
+def test_a_full_lane_says_so_and_resumes_its_session_once_half_empty() -> None:
+    main, urgent = FakeSession(), FakeSession()
+    ls = Lanes(cast(MqttSession, main), cast(MqttSession, urgent), 4)
+
+    async def go() -> list[bool]:
+        full = [ls.put(item(mid, MAIN)) for mid in range(5)]
+        batch = await ls.next_batch(1, 0.0)
+        ls.done(batch)  # 4 left: still over half
+        resumed_early = main.resumed
+        batch = await ls.next_batch(2, 0.0)
+        ls.done(batch)  # 2 left: under half of 4 + 1
+        return [*full, resumed_early == 0, main.resumed > 0]
+
+    assert asyncio.run(go()) == [False, False, False, True, True, True, True]

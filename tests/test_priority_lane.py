@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -127,3 +128,48 @@ def test_a_strap_cut_is_alerted_before_the_backlog_queued_ahead_of_it(
         assert breach < tamper, [(a.kind, a.tag) for a in alerts]
         assert "priority lane" not in log, log
     assert "engine lags" in log, log  # 20,000 queued fixes wait more than 0.2 s
+
+
+def test_a_full_queue_pauses_reading_and_loses_nothing(mosquitto, tmp_path: Path) -> None:
+    """queue_max 100 against a queued backlog of 20,000: the engine stops reading its
+    socket while its queue is full (the broker holds the rest) and every fix is decided."""
+    zones, subjects = _world(tmp_path)
+    settings = tmp_path / "settings.toml"
+    settings.write_text("queue_max = 100\nbatch_max = 50\n")
+    host, port = mosquitto.host, mosquitto.port
+    db = tmp_path / "e.db"
+    eng = EngineProcess(host, port, zones, subjects, db, settings)
+    with eng:
+        asyncio.run(wait_online(host, port))
+        assert eng.stop() == 0, eng.log_text()
+    t0 = float(int(time.time()) - 15 * PER_TAG - 60)
+    msgs = _backlog(t0)
+    _publish_fast(host, port, msgs)
+
+    async def scenario() -> list[Alert]:
+        async with AlertCollector(host, port) as col:
+            eng.start()
+            return await col.wait_for(
+                lambda got: (
+                    any(a.kind == "tamper" for a in got)
+                    and any(a.kind == "zone_breach" for a in got)
+                ),
+                timeout=180,
+            )
+
+    want = sum(m[0].endswith("/fix") for m in msgs)
+
+    def fixes() -> int:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
+            return int(c.execute("SELECT count(*) FROM ledger WHERE kind = 'fix'").fetchone()[0])
+
+    try:
+        asyncio.run(scenario())
+        deadline = time.monotonic() + 120
+        while fixes() < want and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        assert eng.stop() == 0, eng.log_text()
+    log = eng.log_text()
+    assert "reading paused" in log, log
+    assert fixes() == want  # every fix, once

@@ -64,18 +64,22 @@ class Lanes:
 
     def __init__(self, main: MqttSession, urgent: MqttSession | None, maxsize: int) -> None:
         self.sessions = {MAIN: main} if urgent is None else {MAIN: main, URGENT: urgent}
+        # Unbounded queues with a high-water mark: over `maxsize` a lane's session stops
+        # reading its socket until the queue is under half of it (MqttSession.resume)
         self.queues: dict[int, asyncio.Queue[Incoming]] = {
-            lane: asyncio.Queue(maxsize) for lane in self.sessions
+            lane: asyncio.Queue() for lane in self.sessions
         }
+        self.maxsize = max(1, maxsize)
         self._arrived = asyncio.Event()
         self.received = dict.fromkeys(self.sessions, 0)
 
-    async def put(self, item: Incoming) -> None:
-        """Queue a received message (waits while its lane's queue is full: the broker then
-        holds the rest, within the engine's Receive Maximum)."""
-        await self.queues[item.lane].put(item)
+    def put(self, item: Incoming) -> bool:
+        """Queue a received message; True when its lane is full (stop reading)."""
+        q = self.queues[item.lane]
+        q.put_nowait(item)
         self.received[item.lane] += 1
         self._arrived.set()
+        return q.qsize() >= self.maxsize
 
     def empty(self) -> bool:
         return all(q.empty() for q in self.queues.values())
@@ -125,8 +129,13 @@ class Lanes:
         return items
 
     def done(self, items: Iterable[Incoming]) -> None:
+        """These were processed: a lane whose session paused reading has room again once
+        its queue is under half its high-water mark."""
         for it in items:
             self.queues[it.lane].task_done()
+        for lane, q in self.queues.items():
+            if q.qsize() < self.maxsize // 2 + 1:
+                self.sessions[lane].resume()
 
     def ack(self, items: list[Incoming]) -> int:
         """PUBACK each item on the session it came on; how many were acknowledged."""

@@ -38,8 +38,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiomqtt
-
 from engine.core.pipeline import BatchResult, Pipeline
 from engine.errors import StoreError
 from engine.mqtt import reload
@@ -212,6 +210,8 @@ class Engine:
             # it to the next run), finish what is queued, then hang up. The processor is
             # not cancelled: a cancelled await leaves its worker thread running.
             await processor  # returns once the queue is empty (or the store gave up)
+            for session in self.lanes.sessions.values():
+                session.resume()  # read again (PUBACKs) if a full queue had paused it
             stats.cancel()
             retry.cancel()
             with contextlib.suppress(StoreError):
@@ -246,11 +246,12 @@ class Engine:
         await self.outbox.flush()
         await self.checkpoints.publish()
 
-    async def _on_message(self, item: Incoming) -> None:
+    def _on_message(self, item: Incoming) -> bool:
+        """A session's sink (paho's on_message): queue it; True when the lane is full."""
         if self.stopping.is_set():
-            return  # not acknowledged: the broker gives it to the next run
-        await self.lanes.put(item)
+            return False  # not acknowledged: the broker gives it to the next run
         self.counters.received += 1
+        return self.lanes.put(item)
 
     def _ack(self, items: list[Incoming]) -> None:
         self.counters.acked += self.lanes.ack(items)
@@ -471,16 +472,14 @@ class Engine:
         """Ask tags to report faster (or relax) on tagwatch/v1/tags/{tag}/cmd, QoS 1. Not
         stored: a command lost to a disconnect is superseded by the next state change, and
         the tag falls back to its own rate anyway."""
-        client = self.session.client
-        if client is None or not self.commands:
+        if self.session.client is None or not self.commands:
             return
         cmds, self.commands = self.commands, []
         for tag, rate_s in cmds:
-            try:
-                await client.publish(topics.cmd(tag), encode_rate_command(rate_s), qos=1)
+            if self.session.send(topics.cmd(tag), encode_rate_command(rate_s)):
                 self.counters.commands += 1
-            except aiomqtt.MqttError as e:
-                log.warning("command to %s failed: %s", tag, e)
+            else:
+                log.warning("command to %s not sent: the broker connection is down", tag)
 
     async def _stats(self) -> None:
         while True:

@@ -15,12 +15,18 @@ whose QoS 1 messages are acknowledged only when the engine says they are durable
   alert record instead of marking it published.
 - On every (re)connect: subscribe to the input filters, announce the retained status
   (online, or degraded with the reason), then hand over to the engine. The will says
-  "offline" when the connection dies."""
+  "offline" when the connection dies.
+- Messages go from paho's on_message straight to the engine's sink, not through aiomqtt's
+  message queue and iterator (an asyncio task and a wait per message: it halved the live
+  rate, bench/backlog.py). What arrives before the engine is ready (a resumed session's
+  queue follows the CONNACK) is held until it is. When the sink says it is full the
+  session stops reading its socket (TCP back-pressure: the broker keeps the rest) until
+  `resume()`; mosquitto 2.0 does not always hold to the engine's Receive Maximum
+  (eclipse-mosquitto/mosquitto#2301), so the engine's memory may not rely on it."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -103,6 +109,10 @@ class Incoming:
     lane: int = 0  # the session it came on (engine/mqtt/lanes.py)
 
 
+# Where a session hands each message; True when it is full (stop reading until resume())
+Sink = Callable[[Incoming], bool]
+
+
 class MqttSession:
     """The connection of one engine process: `run()` keeps it up, `ack()` acknowledges,
     `set_status()` says how the engine is; `client` is the live client (None while down)."""
@@ -133,6 +143,10 @@ class MqttSession:
         self.mqtt5 = True  # until a broker says it does not speak it
         self._problems: dict[str, str] = {}  # why the engine is degraded, by cause
         self._pubacks: dict[int, asyncio.Future[int]] = {}  # mid -> PUBACK reason code
+        self._sink: Sink | None = None
+        self._held: list[Incoming] | None = None  # received before the engine was ready
+        self._sock: Any = None  # the connection's socket (to pause reading it)
+        self._paused = False
         self.config_status: dict[str, str] | None = None  # the last reload's outcome
 
     # -- connecting ----------------------------------------------------------------------
@@ -146,7 +160,9 @@ class MqttSession:
         will = aiomqtt.Will(topics.STATUS, OFFLINE_STATUS, qos=1, retain=True)
         common: dict[str, Any] = dict(
             identifier=self.client_id, will=will if self.speaks else None, keepalive=15,
-            timeout=10, **self.client_kwargs,
+            # paho holds back QoS 1 publishes beyond 20 unconfirmed (its default): under a
+            # backlog the PUBACKs come late, and alert records queued behind checkpoints
+            timeout=10, max_inflight_messages=1000, **self.client_kwargs,
         )  # fmt: skip
         if self.mqtt5:
             client = aiomqtt.Client(
@@ -173,15 +189,70 @@ class MqttSession:
             aiomqtt_on_publish(c, userdata, mid, rc, props)
 
         client._client.on_publish = on_publish
+        self._receive_directly(client)
         return client
 
-    async def run(
-        self,
-        on_connect: Callable[[], Awaitable[None]],
-        on_message: Callable[[Incoming], Awaitable[None]],
-    ) -> None:
+    def _receive_directly(self, client: aiomqtt.Client) -> None:
+        """paho hands each message to the sink (held until the engine is ready), not to
+        aiomqtt's queue; and the socket is remembered, to pause reading it."""
+        paho, gen, lane = client._client, self.gen + 1, self.lane
+        self._held, self._sock, self._paused = [], None, False
+
+        def on_message(c: Any, userdata: Any, m: mqtt.MQTTMessage) -> None:
+            body = m.payload
+            if body.__class__ is not bytes:
+                body = bytes(body)
+            item = Incoming(m.topic, body, time.monotonic(), gen, m.mid, m.qos, lane)  # type: ignore[arg-type]
+            if self._held is not None:
+                self._held.append(item)
+            elif self._sink is not None and self._sink(item):
+                self._pause()
+
+        aiomqtt_open: Callable[..., None] = paho.on_socket_open  # type: ignore[assignment]
+
+        def on_socket_open(c: Any, userdata: Any, sock: Any) -> None:
+            self._sock = sock  # (paho calls this from the thread it connects in)
+            aiomqtt_open(c, userdata, sock)
+
+        paho.on_message = on_message
+        paho.on_socket_open = on_socket_open
+
+    def _pause(self) -> None:
+        """Stop reading the socket: the sink is full. The broker holds what follows."""
+        if self._paused or self._sock is None:
+            return
+        self._paused = True
+        asyncio.get_running_loop().remove_reader(self._sock.fileno())
+        log.info("%s: engine queue full, reading paused (the broker holds the rest)", self.name)
+
+    def resume(self) -> None:
+        """Read the socket again (the sink has room), as aiomqtt's reader does."""
+        client, sock = self.client, self._sock
+        if not self._paused or client is None or sock is None:
+            return
+        self._paused = False
+        paho, gone = client._client, client._disconnected
+
+        def read() -> None:
+            try:
+                while True:
+                    paho.loop_read()
+                    pending = getattr(paho._sock, "pending", None)
+                    if pending is not None and pending() > 0:
+                        continue  # TLS: decrypted bytes the selector cannot see
+                    break
+            except Exception as exc:  # the connection broke: aiomqtt reconnects
+                if not gone.done():
+                    gone.set_exception(exc)
+
+        loop = asyncio.get_running_loop()
+        loop.add_reader(sock.fileno(), read)
+        loop.call_soon(read)
+
+    async def run(self, on_connect: Callable[[], Awaitable[None]], sink: Sink) -> None:
         """Stay connected until cancelled: on each connection subscribe, announce the
-        status, await `on_connect()`, then hand every message to `on_message`."""
+        status, await `on_connect()`, then hand every message to `sink`."""
+        self._sink = sink
         backoff = 0.25
         longest = 10.0 if self.speaks else 60.0  # the priority lane is not worth a log flood
         while True:
@@ -190,8 +261,7 @@ class MqttSession:
                     client.pending_calls_threshold = 10_000
                     for topic in self.filters:
                         await client.subscribe(topic, qos=1)
-                    self.gen += 1
-                    gen = self.gen
+                    self.gen += 1  # the number _receive_directly gave this connection
                     self.client = client
                     self.connected.set()
                     backoff = 0.25
@@ -200,21 +270,12 @@ class MqttSession:
                     )
                     await self._announce()
                     await on_connect()
-                    async for msg in client.messages:
-                        payload = msg.payload
-                        if not isinstance(payload, bytes):
-                            payload = b"" if payload is None else str(payload).encode()
-                        await on_message(
-                            Incoming(
-                                str(msg.topic),
-                                payload,
-                                time.monotonic(),
-                                gen,
-                                msg.mid,
-                                msg.qos,
-                                self.lane,
-                            )
-                        )
+                    held, self._held = self._held or [], None
+                    for item in held:
+                        if sink(item):
+                            self._pause()
+                    async for _ in client.messages:  # never yields (see above): it raises
+                        pass  # MqttError when the connection is lost
             except aiomqtt.MqttError as e:
                 self.connected.clear()
                 self.client = None
@@ -301,13 +362,19 @@ class MqttSession:
 
     async def _announce(self) -> None:
         """The retained status: online, or degraded with the reason."""
+        if self.speaks:
+            self.send(topics.STATUS, encode_status(self.degraded, self.config_status), retain=True)
+
+    def send(self, topic: str, payload: bytes, retain: bool = False) -> bool:
+        """Publish QoS 1 without waiting for the PUBACK (statuses, rate commands: the next
+        one supersedes a lost one). Never waits on the broker, so the processor never
+        does either: with reading paused for a full queue a PUBACK could only be read once
+        the processor has drained it. False when not connected or paho refused it."""
         client = self.client
-        if client is None or not self.speaks:
-            return
-        with contextlib.suppress(aiomqtt.MqttError):
-            await client.publish(
-                topics.STATUS, encode_status(self.degraded, self.config_status), qos=1, retain=True
-            )
+        if client is None:
+            return False
+        info = client._client.publish(topic, payload, qos=1, retain=retain)
+        return info.rc == mqtt.MQTT_ERR_SUCCESS
 
 
 def _unsupported_protocol(e: aiomqtt.MqttError) -> bool:
