@@ -20,12 +20,14 @@ class Settings:
     of the field names below, or the same under `[engine]`); unknown keys are errors."""
 
     # --- ingest -----------------------------------------------------------------------
-    # Largest micro-batch handed to the pipeline, and the longest a record waits for
-    # one to fill: 20 ms keeps p99 fix->alert latency well under 50 ms. Live, a batch of
-    # 2000 drains a backlog faster than one of 5000 and keeps a tamper event's wait for
-    # the batch in progress short (bench/backlog.py); replay's output is the same for any
-    batch_max: int = 2000
+    # Largest micro-batch handed to the pipeline (replay: lines read per call), and the
+    # longest a live record waits for one to fill: 20 ms keeps p99 fix->alert latency well
+    # under 50 ms
+    batch_max: int = 5000
     batch_wait_s: float = 0.02
+    # Live, a batch is at most this many messages: 2000 drains a backlog faster than 5000
+    # and keeps a tamper event's wait for the batch in progress short (bench/backlog.py)
+    live_batch_max: int = 2000
     # Bound on received-but-unprocessed messages per lane; beyond it the session stops
     # reading its socket (TCP back-pressure: the broker holds the rest) until half drained
     queue_max: int = 50_000

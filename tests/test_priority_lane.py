@@ -135,7 +135,7 @@ def test_a_full_queue_pauses_reading_and_loses_nothing(mosquitto, tmp_path: Path
     socket while its queue is full (the broker holds the rest) and every fix is decided."""
     zones, subjects = _world(tmp_path)
     settings = tmp_path / "settings.toml"
-    settings.write_text("queue_max = 100\nbatch_max = 50\n")
+    settings.write_text("queue_max = 100\nlive_batch_max = 50\n")
     host, port = mosquitto.host, mosquitto.port
     db = tmp_path / "e.db"
     eng = EngineProcess(host, port, zones, subjects, db, settings)

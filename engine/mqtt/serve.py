@@ -353,7 +353,7 @@ class Engine:
         while not (self.stopping.is_set() and self.lanes.empty()):
             if self._reload_wanted and not await self._reload():
                 return
-            items = await self.lanes.next_batch(st.batch_max, st.batch_wait_s)
+            items = await self.lanes.next_batch(st.live_batch_max, st.batch_wait_s)
             if not items:
                 decided = await asyncio.to_thread(self._tick)
                 if decided or len(self._pending.steps) >= 60:
