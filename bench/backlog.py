@@ -15,9 +15,12 @@ the backlog took to drain (start to W's breach), and so the drain rate.
 The floor (`run_bare_paho`): a bare paho subscriber (MQTT 5 persistent session, JSON
 decode and a manual PUBACK per message, nothing else) draining the same backlog.
 
+`run_gateway`: the same fixes as batches of 1000 on tagwatch/v1/gateway/GW/fixes (msgpack
+or JSON), drained from a queue.
+
 Targets (issue 16): tamper -> alert p99 < 1 s while fixes are backlogged (without the lane a
 strap cut waits for every fix queued before it); the engine drains single-fix QoS 1 at
->= 0.8 of the bare subscriber's rate."""
+>= 0.8 of the bare subscriber's rate; gateway batches >= 500,000 fixes/s."""
 
 from __future__ import annotations
 
@@ -79,6 +82,44 @@ def _world(d: Path, tags: int, events: int) -> tuple[Path, Path]:
     zones.write_text(json.dumps({"type": "FeatureCollection", "features": feats}))
     subjects.write_text(subs)
     return zones, subjects
+
+
+def _gateway_backlog(
+    tags: int, fixes: int, now: float, per_msg: int, form: str
+) -> list[tuple[str, bytes]]:
+    """The same fixes as `_backlog` (W's walk-in last), in gateway batches of `per_msg`."""
+    import msgspec
+
+    items = [{"tag": t.split("/")[3], **json.loads(b)} for t, b in _backlog(tags, fixes, now)]
+    enc = msgspec.msgpack.encode if form == "msgpack" else msgspec.json.encode
+    return [("tagwatch/v1/gateway/GW/fixes", enc(items[i : i + per_msg]))
+            for i in range(0, len(items), per_msg)]  # fmt: skip
+
+
+def run_gateway(tags: int = 10_000, fixes: int = 120_000, per_msg: int = 1000,
+                form: str = "msgpack", workdir: Path | None = None) -> float:  # fmt: skip
+    """Fixes/s the live engine drains from a backlog of gateway batches (timed from the
+    engine's connection to W's breach alert, the last record)."""
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        d = Path(tmp)
+        zones, subjects = _world(d, tags, 1)
+        everyone = ", ".join(['"W"', *(f'"B{i}"' for i in range(tags))])
+        subjects.write_text(
+            subjects.read_text() + f'\n[[gateways]]\nid = "GW"\ntags = [{everyone}]\n'
+        )
+        with MosquittoProcess(workdir=d / "mosquitto") as broker:
+            host, port = broker.host, broker.port
+            eng = EngineProcess(host, port, zones, subjects, d / "e.db")
+            with eng:
+                asyncio.run(wait_online(host, port))
+                eng.stop()
+            publish_fast(host, port, _gateway_backlog(tags, fixes, time.time(), per_msg, form))
+            fig = BacklogFigures(True, tags, fixes, events=0)
+            try:
+                asyncio.run(_measure(host, port, eng, fig))
+            finally:
+                eng.stop()
+    return fixes / fig.drain_s
 
 
 def _fix(seq: int, t: float, dx: float, dy: float) -> bytes:
@@ -249,6 +290,9 @@ def main() -> None:
     a = ap.parse_args()
     bare = run_bare_paho(a.tags, a.fixes)
     print(f"bare paho subscriber: {bare:.0f} messages/s", flush=True)
+    for form in ("msgpack", "json"):
+        rate = run_gateway(a.tags, 2 * a.fixes, 1000, form)
+        print(f"gateway batches of 1000 ({form}): {rate:.0f} fixes/s", flush=True)
     for lane in (True, False):
         fig = run_backlog(lane, a.tags, a.fixes, a.events)
         rate = fig.fixes / fig.drain_s

@@ -5,7 +5,8 @@ lane (bench/backlog.py has the scenario), side by side in one run.
 
 Targets (issue 16): tamper -> alert p99 < 1 s while fixes are backlogged (the one-lane run
 is the baseline: a strap cut waits for every fix queued before it); the live drain >= 0.8
-of a bare paho subscriber's rate on the same backlog. TAGWATCH_BENCH_BACKLOG
+of a bare paho subscriber's rate on the same backlog; gateway batches >= 500,000 fixes/s
+(`test_gateway_batches`). TAGWATCH_BENCH_BACKLOG
 = "TAGS,FIXES" sizes it (default 10000,60000)."""
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import os
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from bench.backlog import BacklogFigures, run_backlog, run_bare_paho
+from bench.backlog import BacklogFigures, run_backlog, run_bare_paho, run_gateway
 from engine.broker.process import find_mosquitto
 
 pytestmark = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")
@@ -48,3 +49,20 @@ def test_tamper_ahead_of_a_backlog(benchmark: BenchmarkFixture, record_property)
     assert len(lane.lags) == lane.events and len(one.lags) == one.events
     assert lane.pct(99) < 1.0, summary
     assert drain >= 0.8 * bare[0], summary
+
+
+def test_gateway_batches(benchmark: BenchmarkFixture, record_property) -> None:  # type: ignore[no-untyped-def]
+    rates: dict[str, float] = {}
+
+    def both() -> None:
+        for form in ("msgpack", "json"):
+            rates[form] = run_gateway(TAGS, 2 * FIXES, 1000, form)
+
+    benchmark.pedantic(both, rounds=1, iterations=1)
+    summary = (
+        f"gateway batches of 1000 from a {2 * FIXES}-fix backlog: msgpack"
+        f" {rates['msgpack']:.0f} fixes/s, JSON {rates['json']:.0f} fixes/s (target 500,000)"
+    )
+    print("\n" + summary)
+    record_property("bench_summary", summary)
+    assert rates["msgpack"] >= 500_000, summary
