@@ -156,6 +156,8 @@ def publish_fast(host: str, port: int, msgs: list[tuple[str, bytes]]) -> None:
     finally:
         c.disconnect()
         c.loop_stop()
+    if not all(i.is_published() for i in infos):
+        raise RuntimeError("the broker did not take every message within 120 s")
 
 
 async def _measure(host: str, port: int, eng: EngineProcess, fig: BacklogFigures) -> None:

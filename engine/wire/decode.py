@@ -158,13 +158,8 @@ def _fixes(topic: str, payload: bytes, tag: str, limits: Limits) -> Result:
     if items is not None:
         if len(items) > limits.max_batch:
             return dead(topic, payload, _batch_too_long(len(items), limits))
-        recs: list[Record] = []
-        for s in items:
-            rec = fast_fix(s, tag)
-            if rec is None:
-                break
-            recs.append(rec)
-        else:
+        recs = _all_fast(items, lambda s: fast_fix(s, tag))
+        if recs is not None:
             return recs, []
 
     def validate(obj: Any) -> Result:
@@ -217,13 +212,8 @@ def _gateway(
     except Exception:
         items = None
     if items is not None:
-        recs: list[Record] = []
-        for s in items:
-            rec = fast_line(s, limits)
-            if rec is None or rec.device not in allowed:
-                break
-            recs.append(rec)
-        else:
+        recs = _all_fast(items, lambda s: _allowed(fast_line(s, limits), allowed))
+        if recs is not None:
             return recs, []
 
     def validate(obj: Any) -> Result:
@@ -255,6 +245,21 @@ def _gateway(
         return slow_decode(payload, validate)
     except Rejected as bad:
         return dead(topic, payload, bad.reason)
+
+
+def _all_fast(items: list[_In], fast: Callable[[_In], Record | None]) -> list[Record] | None:
+    """Every element through the fast path, or None as soon as one needs the slow one."""
+    recs: list[Record] = []
+    for s in items:
+        rec = fast(s)
+        if rec is None:
+            return None
+        recs.append(rec)
+    return recs
+
+
+def _allowed(rec: Record | None, tags: Collection[str]) -> Record | None:
+    return rec if rec is not None and rec.device in tags else None
 
 
 def _batch_too_long(n: int, limits: Limits) -> str:

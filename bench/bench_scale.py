@@ -1,0 +1,137 @@
+"""National scale (issue 16): replay beside its decode-only floor, and start-up with many
+subjects, each measured with a naive reference in the same run.
+
+    python -m pytest bench/bench_scale.py --benchmark-only -s -q -p no:cacheprovider
+
+`test_replay_vs_decode_floor`: `tagwatch replay` (the CLI, start-up included) on a simulated
+fleet (TAGWATCH_BENCH_SCALE_FLEET subjects, default 2000, 2 hours) beside decoding the same
+lines alone (`decode_replay_line` on each line, nothing else): the floor. Target: replay
+>= 0.25 of the floor.
+
+`test_startup_many_subjects`: a subjects file and zones file of TAGWATCH_BENCH_SCALE_SUBJECTS
+subjects (default 500,000) with 3 circular zones each, then `tagwatch serve`'s start-up work
+in a fresh process: load, validate and compile the zones, build the pipeline, and decide one
+fix per subject; seconds to the first decision and peak RSS (VmHWM). Target: < 60 s and
+< 2 GiB. The reference: the size of the two input files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from pytest_benchmark.fixture import BenchmarkFixture
+
+from engine.cli.main import main
+from engine.wire.decode import decode_replay_line
+
+FLEET = int(os.environ.get("TAGWATCH_BENCH_SCALE_FLEET", "2000"))
+SUBJECTS = int(os.environ.get("TAGWATCH_BENCH_SCALE_SUBJECTS", "500000"))
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_replay_vs_decode_floor(
+    benchmark: BenchmarkFixture, record_property, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    sim = tmp_path / "sim"
+    argv = ["simulate", "--subjects", str(FLEET), "--duration", "2h", "--seed", "16",
+            "--out-dir", str(sim)]  # fmt: skip
+    assert main(argv) == 0
+    lines = (sim / "replay.jsonl").read_bytes().splitlines()
+    t0 = time.perf_counter()
+    for i, line in enumerate(lines):
+        decode_replay_line(line, f"replay.jsonl:{i}")
+    floor = len(lines) / (time.perf_counter() - t0)
+    took: list[float] = []
+
+    def replay() -> None:
+        t = time.perf_counter()
+        assert main(["replay", str(sim / "replay.jsonl"), "--zones", str(sim / "zones.geojson"),
+                     "--subjects", str(sim / "subjects.toml"), "--out", str(tmp_path / "a.jsonl"),
+                     "-q"]) == 0  # fmt: skip
+        took.append(time.perf_counter() - t)
+
+    benchmark.pedantic(replay, rounds=1, iterations=1)
+    rate = len(lines) / took[0]
+    summary = (
+        f"replay of {len(lines)} lines ({FLEET} subjects, 2 h): {rate:,.0f} lines/s including"
+        f" start-up; decoding alone {floor:,.0f} lines/s; ratio {rate / floor:.3f} (target 0.25)"
+    )
+    print("\n" + summary)
+    record_property("bench_summary", summary)
+    assert rate >= 0.25 * floor, summary
+
+
+_STARTUP = r"""
+import json, sys, time
+t0 = time.perf_counter()
+from engine.core.pipeline import Pipeline
+from engine.settings import Settings
+from engine.wire.records import FixRecord
+from zones.load import load
+zs = load(sys.argv[1], sys.argv[2])
+p = Pipeline(zs, Settings())
+t_built = time.perf_counter() - t0
+now = float(sys.argv[3])
+recs = [FixRecord(f"T{i}", 1, now, 51.0 + (i % 1000) * 1e-3, -1.0 + (i // 1000) * 1e-3, 10.0)
+        for i in range(int(sys.argv[4]))]
+p.process(recs)
+t_first = time.perf_counter() - t0
+rss = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
+print(json.dumps({"built_s": t_built, "first_decision_s": t_first, "rss_kib": rss}))
+"""
+
+
+def _world(d: Path, n: int) -> tuple[Path, Path]:
+    subjects = d / "subjects.toml"
+    with subjects.open("w") as f:
+        for i in range(n):
+            f.write(f'[[subjects]]\nid = "S{i}"\ntags = ["T{i}"]\n')
+    zones = d / "zones.geojson"
+    with zones.open("w") as f:
+        f.write('{"type": "FeatureCollection", "features": [')
+        for i in range(n):
+            lat, lon = 51.0 + (i % 1000) * 1e-3, -1.0 + (i // 1000) * 1e-3
+            for k in range(3):
+                feat = {"type": "Feature", "geometry": {"type": "Point",
+                        "coordinates": [lon + 0.01 * (k + 1), lat + 0.01]},
+                        "properties": {"id": f"Z{i}-{k}", "subject": f"S{i}",
+                                       "kind": "exclusion", "radius_m": 200}}  # fmt: skip
+                f.write(("," if i or k else "") + json.dumps(feat))
+        f.write("]}")
+    return zones, subjects
+
+
+def test_startup_many_subjects(
+    benchmark: BenchmarkFixture, record_property, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    zones, subjects = _world(tmp_path, SUBJECTS)
+    size_mb = (zones.stat().st_size + subjects.stat().st_size) / 1e6
+    got: list[dict[str, float]] = []
+
+    def start() -> None:
+        out = subprocess.run(
+            [sys.executable, "-c", _STARTUP, str(zones), str(subjects), str(time.time()),
+             str(SUBJECTS)], capture_output=True, text=True, cwd=ROOT, check=True,
+        )  # fmt: skip
+        got.append(json.loads(out.stdout.strip().splitlines()[-1]))
+
+    benchmark.pedantic(start, rounds=1, iterations=1)
+    g = got[0]
+    gib = g["rss_kib"] / 2**20
+    summary = (
+        f"{SUBJECTS} subjects x 3 zones (input files {size_mb:.0f} MB): built in"
+        f" {g['built_s']:.1f} s, first decision at {g['first_decision_s']:.1f} s, peak RSS"
+        f" {gib:.2f} GiB (targets < 60 s, < 2 GiB)"
+    )
+    print("\n" + summary)
+    record_property("bench_summary", summary)
+    assert g["first_decision_s"] < 60 and gib < 2.0, summary
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(pytest.main([__file__, "--benchmark-only", "-s", "-q", "-p", "no:cacheprovider"]))
