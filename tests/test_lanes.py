@@ -115,3 +115,22 @@ def test_a_full_lane_says_so_and_resumes_its_session_once_half_empty() -> None:
         return [*full, resumed_early == 0, main.resumed > 0]
 
     assert asyncio.run(go()) == [False, False, False, True, True, True, True]
+
+
+def test_a_flood_on_the_priority_lane_does_not_stop_the_main_one() -> None:
+    async def go() -> list[int]:
+        ls, _, _ = lanes()
+        for mid in range(30):
+            ls.put(item(mid, MAIN))
+        for mid in range(100, 160):
+            ls.put(item(mid, URGENT))
+        order = []
+        while not ls.empty():
+            batch = await ls.next_batch(10, 0.0)
+            order.append(batch[0].lane)
+        return order
+
+    order = asyncio.run(go())
+    # priority first, then the lanes take turns while both wait, then what is left
+    assert order[:6] == [URGENT, MAIN, URGENT, MAIN, URGENT, MAIN], order
+    assert order.count(URGENT) == 6 and order.count(MAIN) == 3

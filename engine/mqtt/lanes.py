@@ -72,6 +72,7 @@ class Lanes:
         self.maxsize = max(1, maxsize)
         self._arrived = asyncio.Event()
         self.received = dict.fromkeys(self.sessions, 0)
+        self._urgent_last = False  # the last batch was the priority lane's
 
     def put(self, item: Incoming) -> bool:
         """Queue a received message; True when its lane is full (stop reading)."""
@@ -88,11 +89,19 @@ class Lanes:
         return sum(q.qsize() for q in self.queues.values())
 
     def _ready(self) -> asyncio.Queue[Incoming] | None:
-        for lane in (URGENT, MAIN):
+        """The lane to take a batch from: priority first, except right after a priority
+        batch when main items wait: a device flooding the event topic then halves the
+        main lane's pace at worst instead of stopping it, and a strap cut still waits
+        for one main batch at most."""
+        for lane in (MAIN, URGENT) if self._urgent_last else (URGENT, MAIN):
             q = self.queues.get(lane)
             if q is not None and not q.empty():
                 return q
         return None
+
+    def _urgent_waiting(self) -> bool:
+        q = self.queues.get(URGENT)
+        return q is not None and not q.empty()
 
     async def next_batch(self, batch_max: int, batch_wait_s: float) -> list[Incoming]:
         """Up to batch_max items (BATCH_BYTES of payload) of one lane, priority first.
@@ -111,7 +120,7 @@ class Lanes:
                 return []
         items = [q.get_nowait()]
         size = len(items[0].payload)
-        urgent = items[0].lane == URGENT
+        urgent = self._urgent_last = items[0].lane == URGENT
         deadline = time.monotonic() + (0.0 if urgent else batch_wait_s)
         while len(items) < batch_max and size < BATCH_BYTES:
             if not q.empty():
@@ -119,7 +128,7 @@ class Lanes:
                 size += len(items[-1].payload)
                 continue
             left = deadline - time.monotonic()
-            if left <= 0 or (self._ready() is not None and not urgent):
+            if left <= 0 or (not urgent and self._urgent_waiting()):
                 break  # a priority item arrived while waiting for more: go now
             self._arrived.clear()
             try:
