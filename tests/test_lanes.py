@@ -26,7 +26,13 @@ class FakeSession:
         return len(mids)
 
 
+STRAP = b'{"seq": 1, "t": 1.7e9, "event": "strap_open"}'
+
+
 def item(mid: int, lane: int, size: int = 10) -> Incoming:
+    """A fix on the main lane, a strap cut on the priority lane."""
+    if lane == URGENT:
+        return Incoming("tagwatch/v1/tags/T1/event", STRAP, 0.0, 1, mid, 1, lane)
     return Incoming("tagwatch/v1/tags/T1/fix", b"x" * size, 0.0, 1, mid, 1, lane)
 
 
@@ -134,3 +140,12 @@ def test_a_flood_on_the_priority_lane_does_not_stop_the_main_one() -> None:
     # priority first, then the lanes take turns while both wait, then what is left
     assert order[:6] == [URGENT, MAIN, URGENT, MAIN, URGENT, MAIN], order
     assert order.count(URGENT) == 6 and order.count(MAIN) == 3
+
+
+def test_the_priority_lane_takes_tamper_events_only_and_acks_the_rest_at_once() -> None:
+    ls, main, urgent = lanes()
+    battery = b'{"seq": 2, "t": 1.7e9, "event": "battery", "batt": 9}'
+    for mid, body in [(1, battery), (2, b"garbage"), (3, STRAP)]:
+        ls.put(Incoming("tagwatch/v1/tags/T1/event", body, 0.0, 1, mid, 1, URGENT))
+    assert urgent.acked == [1, 2] and ls.passed_over == 2  # the main lane brings them in order
+    assert ls.qsize() == 1 and main.acked == []

@@ -16,6 +16,10 @@ own session it arrives at once, and the processor takes it first.
   later copy is a duplicate (tag, seq) that the pipeline drops (docs/durability.md). If the
   priority lane cannot connect (an older broker configuration without that user), nothing
   is lost: events arrive in order on the main lane, and a warning says why.
+- Only tamper events (strap, case, body, power: open and restore) are taken from the
+  priority lane; any other event there is acknowledged at once and left to the main lane,
+  which brings it in order with its tag's fixes (a `no_gps` or `battery` event overtaking
+  the tag's fixes would change what no_location and battery decide; a test caught it).
 - A batch is priority items only or main items only; priority ones first. Tamper is decided
   when a record is admitted, before seq ordering (engine/core/health/tamper.py), so an
   event ahead of its tag's queued fixes opens its alert at once; the fixes fill the seq gap
@@ -30,9 +34,11 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from engine.core.health.tamper import TAMPER_OPEN, TAMPER_RESTORE
 from engine.mqtt.session import BrokerAddress, Incoming, MqttSession
 from engine.settings import Settings
 from engine.wire import topics
+from engine.wire.decode import event_name
 
 MAIN, URGENT = 0, 1
 URGENT_FILTERS = (f"{topics.TAGS}/+/event",)
@@ -40,6 +46,7 @@ URGENT_SUFFIX = "-urgent"
 # A batch also stops growing at this much payload (~10,000 single fixes): a batch of large
 # store-and-forward uploads must not hold the priority lane back for long
 BATCH_BYTES = 1 << 20
+TAMPER_EVENTS = frozenset(TAMPER_OPEN) | frozenset(TAMPER_RESTORE)  # what the lane takes
 
 
 def urgent_session(
@@ -73,9 +80,16 @@ class Lanes:
         self._arrived = asyncio.Event()
         self.received = dict.fromkeys(self.sessions, 0)
         self._urgent_last = False  # the last batch was the priority lane's
+        self.passed_over = 0  # priority-lane copies of non-tamper events (the main lane's)
 
     def put(self, item: Incoming) -> bool:
-        """Queue a received message; True when its lane is full (stop reading)."""
+        """Queue a received message; True when its lane is full (stop reading). A
+        priority-lane copy of anything but a tamper event is acknowledged and dropped: the
+        main lane brings the same message in order with its tag's fixes."""
+        if item.lane == URGENT and event_name(item.payload) not in TAMPER_EVENTS:
+            self.sessions[URGENT].ack([item])
+            self.passed_over += 1
+            return False
         q = self.queues[item.lane]
         q.put_nowait(item)
         self.received[item.lane] += 1

@@ -47,7 +47,7 @@ from engine.wire.replayline import fast_line, read_replay_line, validate_line
 from engine.wire.topics import parse_input
 from engine.wire.validate import slow_decode, validate_event, validate_fix, validate_owntracks
 
-__all__ = ["Limits", "Result", "decode_message", "decode_replay_line"]
+__all__ = ["Limits", "Result", "decode_message", "decode_replay_line", "event_name"]
 
 
 Gateways = Mapping[str, Collection[str]]  # gateway id -> the tags it may speak for
@@ -75,6 +75,16 @@ def decode_message(
     except Exception as exc:  # a bug, not bad input; still never raise into the engine
         reason = f"internal decode error: {type(exc).__name__}: {exc}"
         return [], [DeadLetter(str(topic), as_bytes(payload), reason)]
+
+
+def event_name(payload: bytes) -> str | None:
+    """A peek: the `event` field of an event payload, or None (not one, or not valid JSON).
+    What the priority lane takes is chosen by it; decoding proper comes later."""
+    try:
+        name = DEC_ONE.decode(payload).event
+    except Exception:
+        return None
+    return name if isinstance(name, str) else None
 
 
 def decode_replay_line(line: bytes, origin: str, limits: Limits = DEFAULT_LIMITS) -> Result:
