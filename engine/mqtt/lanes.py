@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
 from typing import Any
 
 from engine.core.health.tamper import TAMPER_OPEN, TAMPER_RESTORE
@@ -78,7 +77,6 @@ class Lanes:
         }
         self.maxsize = max(1, maxsize)
         self._arrived = asyncio.Event()
-        self.received = dict.fromkeys(self.sessions, 0)
         self._urgent_last = False  # the last batch was the priority lane's
         self.passed_over = 0  # priority-lane copies of non-tamper events (the main lane's)
 
@@ -92,7 +90,6 @@ class Lanes:
             return False
         q = self.queues[item.lane]
         q.put_nowait(item)
-        self.received[item.lane] += 1
         self._arrived.set()
         return q.qsize() >= self.maxsize
 
@@ -151,11 +148,9 @@ class Lanes:
                 break
         return items
 
-    def done(self, items: Iterable[Incoming]) -> None:
-        """These were processed: a lane whose session paused reading has room again once
+    def done(self) -> None:
+        """A batch was processed: a lane whose session paused reading has room again once
         its queue is under half its high-water mark."""
-        for it in items:
-            self.queues[it.lane].task_done()
         for lane, q in self.queues.items():
             if q.qsize() < self.maxsize // 2 + 1:
                 self.sessions[lane].resume()

@@ -43,7 +43,7 @@ from engine.errors import StoreError
 from engine.mqtt import reload
 from engine.mqtt.checkpoint import CheckpointPublisher
 from engine.mqtt.hostclock import HostClock
-from engine.mqtt.lanes import Lanes, quiet, urgent_session
+from engine.mqtt.lanes import MAIN, Lanes, quiet, urgent_session
 from engine.mqtt.outbox import Outbox
 from engine.mqtt.session import BrokerAddress, Incoming, MqttSession
 from engine.settings import Settings
@@ -366,13 +366,13 @@ class Engine:
             await asyncio.to_thread(self._decide, items)
             fresh = await self._commit()
             if fresh is None:
-                self.lanes.done(items)
+                self.lanes.done()
                 return
             await self._after_commit(fresh, items)
             self.counters.processed += len(items)
             self.counters.batches += 1
-            self.lanes.done(items)
-            if items[0].lane == 0:
+            self.lanes.done()
+            if items[0].lane == MAIN:
                 await self._lag(time.monotonic() - items[0].received)
             await self._send_commands()
 
