@@ -194,8 +194,7 @@ def _fixes(topic: str, payload: bytes, tag: str, limits: Limits) -> Result:
 
 
 _MSGPACK_ARRAY = frozenset([*range(0x90, 0xA0), 0xDC, 0xDD])  # fixarray, array 16, array 32
-GW_JSON = msgspec.json.Decoder(list[_In])
-GW_MSGPACK = msgspec.msgpack.Decoder(list[_In])
+GW_MSGPACK = msgspec.msgpack.Decoder(list[_In])  # the JSON form decodes with DEC_MANY
 
 
 def _gateway(
@@ -211,14 +210,14 @@ def _gateway(
         return dead(topic, payload, reason)
     head = payload.lstrip()[:1]
     if head == b"[":
-        dec: Any = GW_JSON
+        dec: Any = DEC_MANY
     elif payload[:1] and payload[0] in _MSGPACK_ARRAY:
         dec = GW_MSGPACK
     else:
         why = "gateway payload must be a JSON array or a msgpack array of fixes and events"
         return dead(topic, payload, f"{why}, each with its tag; got {show(payload[:16])}")
     try:
-        items = None if dec is GW_JSON and fast_unsafe(payload) else dec.decode(payload)
+        items = None if dec is DEC_MANY and fast_unsafe(payload) else dec.decode(payload)
     except Exception:
         items = None
     if items is not None:
