@@ -328,11 +328,13 @@ class TopicWatcher:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def statuses(self, since: float = 0.0, until: float = float("inf")) -> list[dict[str, Any]]:
+    def statuses(
+        self, since: float = 0.0, until: float = float("inf"), topic: str = STATUS
+    ) -> list[dict[str, Any]]:
         """Engine status payloads seen in [since, until], decoded ({} when not JSON)."""
         out = []
-        for t, topic, payload in list(self.records):
-            if topic == STATUS and since <= t <= until:
+        for t, tp, payload in list(self.records):
+            if tp == topic and since <= t <= until:
                 try:
                     out.append(json.loads(payload))
                 except ValueError:
@@ -348,12 +350,15 @@ class TopicWatcher:
         return out
 
 
-def retained_status(host: str, port: int, timeout: float = 5.0) -> dict[str, Any] | None:
-    """The retained engine status on the broker right now (None if there is none)."""
-    with TopicWatcher(host, port) as w:
+def retained_status(
+    host: str, port: int, timeout: float = 5.0, topic: str = STATUS
+) -> dict[str, Any] | None:
+    """The retained engine status on the broker right now (None if there is none); a
+    shard's on its own `topic`."""
+    with TopicWatcher(host, port, (topic,)) as w:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            got = w.statuses()
+            got = w.statuses(topic=topic)
             if got:
                 return got[-1]
             time.sleep(0.05)
@@ -374,9 +379,15 @@ def _has_table(con: sqlite3.Connection, name: str) -> bool:
     return row.fetchone() is not None
 
 
-def ledger_keys(db: Path) -> set[Key] | None:
+Dbs = Path | Sequence[Path]  # one engine's database, or each shard's (serve --shard)
+
+
+def ledger_keys(db: Dbs) -> set[Key] | None:
     """Distinct (device, seq) of the fixes and events in the ledger; None when the
     database has no ledger table (an engine that keeps no evidence ledger)."""
+    if not isinstance(db, Path):
+        each = [ledger_keys(d) for d in db]
+        return None if any(k is None for k in each) else set().union(*each)  # type: ignore[arg-type]
     if not db.exists():
         return None
     con = _connect(db)
@@ -391,8 +402,11 @@ def ledger_keys(db: Path) -> set[Key] | None:
         con.close()
 
 
-def ledger_rows(db: Path) -> int | None:
+def ledger_rows(db: Dbs) -> int | None:
     """Number of fix/event rows in the ledger (duplicates included); None without a ledger."""
+    if not isinstance(db, Path):
+        each = [ledger_rows(d) for d in db]
+        return None if any(n is None for n in each) else sum(each)  # type: ignore[arg-type]
     if not db.exists():
         return None
     con = _connect(db)
@@ -417,8 +431,10 @@ class LogRow:
         return decode_alert(self.record)
 
 
-def alert_log_rows(db: Path) -> list[LogRow]:
-    """Every alert_log row, in the order written."""
+def alert_log_rows(db: Dbs) -> list[LogRow]:
+    """Every alert_log row, in the order written (shards' one after another)."""
+    if not isinstance(db, Path):
+        return [r for d in db for r in alert_log_rows(d)]
     if not db.exists():
         return []
     con = _connect(db)
@@ -431,8 +447,10 @@ def alert_log_rows(db: Path) -> list[LogRow]:
         con.close()
 
 
-def dead_letter_reasons(db: Path) -> Counter[str]:
+def dead_letter_reasons(db: Dbs) -> Counter[str]:
     """Dead letters in the database, counted by reason."""
+    if not isinstance(db, Path):
+        return sum((dead_letter_reasons(d) for d in db), Counter())
     if not db.exists():
         return Counter()
     con = _connect(db)
@@ -547,7 +565,7 @@ class CatchUp:
 
 
 def wait_caught_up(
-    db: Path,
+    db: Dbs,
     expected: frozenset[Key] | set[Key],
     alive: Callable[[], bool],
     *,
@@ -632,7 +650,7 @@ def _sample(items: Iterable[Any], n: int = 8) -> str:
     return ", ".join(map(str, items[:n])) + more
 
 
-def judge(name: str, stream: Stream, pub: StreamPublisher, db: Path, **figures: Any) -> Outcome:
+def judge(name: str, stream: Stream, pub: StreamPublisher, db: Dbs, **figures: Any) -> Outcome:
     """The four checks every fault test makes, all evaluated (one failing does not hide the
     others): (a) no fix/event lost, (b) every reference breach opened exactly once,
     (c) no alert record written twice, (d) no breach the reference lacks."""
@@ -663,8 +681,9 @@ def judge(name: str, stream: Stream, pub: StreamPublisher, db: Path, **figures: 
     )  # fmt: skip
     # (a) no fix or event lost
     if keys is None:
+        where = db.name if isinstance(db, Path) else "a shard's database"
         out.fail(
-            f"(a) no `ledger` table in {db.name}: the engine keeps no evidence of the "
+            f"(a) no `ledger` table in {where}: the engine keeps no evidence of the "
             f"{len(expected)} fixes/events it was sent, so none can be shown to be kept"
         )
     elif lost:

@@ -178,14 +178,17 @@ def _copy_stream(src: IO[bytes] | None, path: Path) -> None:
     src.close()
 
 
-async def wait_online(host: str, port: int, timeout: float = 60.0) -> None:
-    """Wait until the engine has (re)subscribed: it publishes a retained status."""
+async def wait_online(
+    host: str, port: int, timeout: float = 60.0, topic: str = "tagwatch/v1/engine/status"
+) -> None:
+    """Wait until the engine has (re)subscribed: it publishes a retained status (a
+    shard's on its own `topic`)."""
 
     async def go() -> None:
         while True:
             try:
                 async with aiomqtt.Client(host, port) as c:
-                    await c.subscribe("tagwatch/v1/engine/status", qos=1)
+                    await c.subscribe(topic, qos=1)
                     async for m in c.messages:
                         if isinstance(m.payload, bytes) and b'"online"' in m.payload:
                             return

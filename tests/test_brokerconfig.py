@@ -152,7 +152,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     root = tmp_path_factory.mktemp("brokerconfig")
     (root / "subjects.toml").write_text(SUBJECTS)
     port = free_port()
-    assert _generate(root / "subjects.toml", root / "broker", port) == 0
+    assert _generate(root / "subjects.toml", root / "broker", port, "--shards", "2") == 0
     with running(root / "broker", port) as s:
         yield s
 
@@ -273,6 +273,31 @@ def test_the_engines_priority_lane_logs_in_with_its_password_and_reads_events_on
     assert lane.publish("tagwatch/v1/alerts/S1", b"forged").value == NOT_AUTHORIZED
     assert lane.publish("tagwatch/v1/engine/status", b"forged").value == NOT_AUTHORIZED
     assert "engine-urgent" in (site.out / "credentials.toml").read_text()
+
+
+def test_engine_shards_log_in_with_the_engines_password_and_own_their_status(
+    site: Site, peers: Callable[..., Peer]
+) -> None:
+    """broker-config --shards 2: engine-1-of-2 (and its lane) log in with the engine's
+    password, read tags' input and write their own status and checkpoint only; a monitor
+    reads every shard's status."""
+    shard = peers("engine-1-of-2", site.password("engine")).ok()
+    shard.subscribe(fix("+"))
+    assert peers("engine-1-of-2-urgent", site.password("engine")).ok()
+    t1 = peers("T1").ok()
+    assert t1.publish(fix("T1"), b"a fix").value == 0
+    assert shard.receive_until(fix("T1"), b"a fix") == [(fix("T1"), b"a fix")]
+    own = "tagwatch/v1/engine/status/1-of-2"
+    assert shard.publish(own, b"online").value < 0x80  # 16: accepted, nobody listening
+    for other in ("tagwatch/v1/engine/status", "tagwatch/v1/engine/status/0-of-2"):
+        assert shard.publish(other, b"forged").value == NOT_AUTHORIZED
+    assert shard.publish("tagwatch/v1/engine/checkpoint/1-of-2", b"cp").value < 0x80
+    monitor = peers("monitor").ok()
+    monitor.subscribe("tagwatch/v1/engine/status/+")
+    assert shard.publish(own, b"again").value == 0
+    assert (own, b"again") in monitor.receive_until(own, b"again")
+    text = (site.out / "credentials.toml").read_text()
+    assert "engine-0-of-2" in text and "engine-1-of-2-urgent" in text
 
 
 def test_a_gateway_publishes_on_its_own_batch_topic_only(peers: Callable[..., Peer]) -> None:

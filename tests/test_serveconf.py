@@ -114,3 +114,14 @@ def test_the_shipped_config_and_unit_fit_together() -> None:
     from engine.settings import Settings
 
     assert Settings.from_toml(args.settings).snapshot_every_s == 30.0
+
+
+def test_the_shard_template_unit_names_its_shard_and_store() -> None:
+    root = Path(__file__).resolve().parent.parent
+    unit = (root / "deploy/systemd/tagwatch@.service").read_text()
+    start = next(ln for ln in unit.splitlines() if ln.startswith("ExecStart="))
+    cmd = start.split("=", 1)[1].replace("%i", "1-of-2").split()
+    argv = _expand([*cmd[1:3], str(root / "deploy/tagwatch.toml"), *cmd[4:]])
+    args = build_parser().parse_args(argv)
+    assert str(args.shard) == "1/2" and args.db == "/var/lib/tagwatch/tagwatch-1-of-2.db"
+    assert "ExecReload=/bin/kill -HUP $MAINPID" in unit

@@ -97,3 +97,5 @@ class ZoneSet:
     subjects: tuple[Subject, ...]
     sources: tuple[str, ...] = field(default=())
     gateways: tuple[Gateway, ...] = field(default=())
+    # Devices of subjects another shard owns (zones/shard.py): their input is not ours
+    elsewhere: frozenset[str] = field(default=frozenset())

@@ -34,7 +34,6 @@ from engine.broker.credentials import (
 )
 from engine.broker.mosquitto_conf import mosquitto_conf_text
 from engine.broker.users import (
-    ENGINE_URGENT_USER,
     ENGINE_USER,
     GROUPS,
     MONITOR_USER,
@@ -182,6 +181,7 @@ def generate(
     force: bool = False,
     rotate: Sequence[str] = (),
     rotate_all: bool = False,
+    shards: int = 0,
 ) -> Summary:
     """Write the broker directory for a subjects file (see the module docstring).
 
@@ -202,8 +202,10 @@ def generate(
     monitors = monitors or list(was.passwords.get("monitor", {})) or [MONITOR_USER]
     if not 1 <= port <= 65535:
         raise ConfigError(f"--port {port} is not a TCP port (1-65535)")
+    if not 0 <= shards <= 4096:
+        raise ConfigError(f"--shards {shards}: give the number of engine shards, 1 to 4096")
     bind = tlscerts.check_host(bind, "--bind") if bind is not None else None
-    users = principals(subjects, monitors, gateways)
+    users = principals(subjects, monitors, gateways, shards)
     names = [p.username for p in users]
     if unknown := [u for u in rotate if u not in names]:
         raise ConfigError(f"--rotate: no broker user {', '.join(map(repr, unknown))}")
@@ -224,8 +226,11 @@ def generate(
         else:
             passwords[name] = secrets.token_urlsafe(24)
             summary.new_users.append(name)
-    # The priority lane logs in as engine-urgent with the engine's own password (one secret)
-    passwords[ENGINE_URGENT_USER] = passwords[ENGINE_USER]
+    # The priority lane logs in as engine-urgent, a shard as engine-<i>-of-<N>, all with
+    # the engine's own password (one secret)
+    for p in users:
+        if p.group == "engine":
+            passwords[p.username] = passwords[ENGINE_USER]
     retired = {u: pw for u, pw in old.items() if u not in passwords}
     summary.removed_users = sorted(set(retired) - set(was.passwords.get(RETIRED, {})))
 
@@ -272,6 +277,7 @@ def cmd_broker_config(args: argparse.Namespace) -> int:
         force=args.force,
         rotate=args.rotate,
         rotate_all=args.rotate_all,
+        shards=args.shards,
     )
     print(summary.render())
     return 0
@@ -320,6 +326,11 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     sp.add_argument(
         "--rotate-all", action="store_true",
         help="with --force: issue a new password to every user (the CA stays)",
+    )  # fmt: skip
+    sp.add_argument(
+        "--shards", type=int, default=0, metavar="N",
+        help="also users engine-<i>-of-<N> for `tagwatch serve --shard i/N` (the engine's"
+        " password; docs/deployment.md)",
     )  # fmt: skip
     sp.set_defaults(func=cmd_broker_config)
     return sp

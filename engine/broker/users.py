@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from engine.errors import ConfigError
 from engine.wire import topics
+from zones.shard import Shard
 
 if TYPE_CHECKING:
     from zones.model import Gateway, Subject
@@ -17,7 +18,8 @@ if TYPE_CHECKING:
 ENGINE_USER = "engine"
 # The engine's priority lane (engine/mqtt/lanes.py): a second session, so a second username
 # where the broker takes client ids from usernames; it shares the engine's password
-ENGINE_URGENT_USER = ENGINE_USER + "-urgent"
+URGENT = "-urgent"
+ENGINE_URGENT_USER = ENGINE_USER + URGENT
 MONITOR_USER = "monitor"
 GROUPS = ("engine", "monitor", "tags", "units", "phones", "gateways")  # credentials.toml order
 ALERTS = f"{topics.ALERTS}/#"  # every subject's alerts
@@ -57,9 +59,30 @@ ENGINE_URGENT = Principal(
 )
 
 
+# Every engine's status and checkpoint: the one engine's, and each shard's below them
+ENGINE_STATES = (topics.STATUS, topics.CHECKPOINT, f"{topics.STATUS}/+", f"{topics.CHECKPOINT}/+")
+
+
+def shard_users(count: int) -> tuple[Principal, ...]:
+    """The users of `serve --shard i/N` for N = `count` (0: none): `engine-<i>-of-<N>` and
+    its priority lane's `engine-<i>-of-<N>-urgent`, each with the engine's password (the
+    engine adds the suffix to its username) and the engine's topics, but its own status
+    and checkpoint."""
+    out: list[Principal] = []
+    for i in range(count):
+        label = Shard(i, count).label
+        out.append(replace(
+            ENGINE, username=f"{ENGINE_USER}-{label}", about=f"engine shard {i}/{count}",
+            readwrite=(topics.status(label), topics.checkpoint(label)),
+        ))  # fmt: skip
+        out.append(replace(ENGINE_URGENT, username=f"{ENGINE_USER}-{label}{URGENT}",
+                           about=f"engine shard {i}/{count}'s priority lane"))  # fmt: skip
+    return tuple(out)
+
+
 def _monitor(username: str) -> Principal:
     about = "a monitoring console (tagwatch watch): alerts, engine status and checkpoint only"
-    return Principal(username, "monitor", about, read=(ALERTS, topics.STATUS, topics.CHECKPOINT))
+    return Principal(username, "monitor", about, read=(ALERTS, *ENGINE_STATES))
 
 
 def _device_principal(username: str, group: str, about: str) -> Principal:
@@ -91,6 +114,7 @@ def principals(
     subjects: Sequence[Subject],
     monitors: Sequence[str] = (MONITOR_USER,),
     gateways: Sequence[Gateway] = (),
+    shards: int = 0,
 ) -> tuple[Principal, ...]:
     """Every broker user: the engine, `monitors`, the subjects' tags, units and phones, and
     the gateways (each may publish on its own batch topic only; which tags it may speak
@@ -101,7 +125,8 @@ def principals(
     one line naming every offending id, when an id cannot be a username or two collide.
     """
     problems: list[str] = []
-    owner = {ENGINE_USER: "the engine's user", ENGINE_URGENT_USER: "the engine's priority lane"}
+    engines = (ENGINE, ENGINE_URGENT, *shard_users(shards))
+    owner = {p.username: f"the engine's user {p.username!r}" for p in engines}
 
     def claim(username: str, what: str) -> bool:
         if username in owner:
@@ -154,7 +179,7 @@ def principals(
             gws.append(Principal(gw.id, "gateways", about, write=(topics.gateway(gw.id),)))
     if problems:
         raise ConfigError("cannot make broker users: " + "; ".join(problems))
-    out = [ENGINE, ENGINE_URGENT, *people, *tags]
+    out = [*engines, *people, *tags]
     for unit, subject_ids in units.items():
         about = f"protected device of subject {', '.join(subject_ids)} (tag topics)"
         unit_p = _device_principal(unit, "units", about)

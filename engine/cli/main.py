@@ -15,6 +15,7 @@ from engine.errors import TagwatchError
 from engine.mqtt import auth as mqttauth
 from engine.mqtt.auth import MqttAuth
 from engine.settings import Settings
+from zones.shard import Shard
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -54,6 +55,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from engine.replay import replay
 
     zs = _load_zones(args)
+    if args.shard is not None:  # what that shard's engine decides (the rest: elsewhere)
+        zs = args.shard.split(zs)
     settings = _settings(args)
     store = _store(args.db, settings) if args.db else None
     out_path = Path(args.out)
@@ -89,7 +92,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     sock = _http_socket(args)  # bound first: a port in use fails before anything starts
     # What was hashed is what is used: the pipeline is built from the texts read here,
     # and SIGHUP re-reads the same paths (docs/configuration.md).
-    config = ConfigFiles.read(args.zones, args.subjects)
+    if args.db is None:
+        args.db = "tagwatch.db" if args.shard is None else f"tagwatch-{args.shard.label}.db"
+    config = ConfigFiles.read(args.zones, args.subjects, args.shard)
     zs = config.zoneset()
     settings = _settings(args)
     pipeline = Pipeline(zs, settings)
@@ -97,8 +102,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     store = _store(args.db, settings, signing_key=key)
     log = logging.getLogger("tagwatch.serve")
     log.info(
-        "serving %d subjects, %d zones, %d devices; broker %s; store %s",
-        len(zs.subjects), len(zs.zones), pipeline.registry.n_slots, args.broker, args.db,
+        "serving %d subjects, %d zones, %d devices%s; broker %s; store %s",
+        len(zs.subjects), len(zs.zones), pipeline.registry.n_slots,
+        "" if args.shard is None else f" (shard {args.shard}: {len(zs.elsewhere)} devices"
+        " are other shards')", args.broker, args.db,
     )  # fmt: skip
 
     async def main() -> None:
@@ -162,7 +169,12 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
     from engine.mqtt.checkpoint import retained_checkpoint
 
     auth = MqttAuth.from_args(args)
-    cp = asyncio.run(retained_checkpoint(args.broker, args.timeout, client_kwargs=auth.kwargs()))
+    from engine.wire import topics
+
+    topic = topics.checkpoint(None if args.shard is None else args.shard.label)
+    cp = asyncio.run(
+        retained_checkpoint(args.broker, args.timeout, client_kwargs=auth.kwargs(), topic=topic)
+    )
     if args.out == "-":
         print(cp.decode())
         return 0
@@ -208,6 +220,13 @@ def _store(
     )
 
 
+def _shard(text: str) -> Shard:
+    try:
+        return Shard.parse(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _demo_broker(text: str) -> str:
     """The demo's --broker: "mosquitto" (start one here) or a running broker's HOST:PORT."""
     host, _, port = text.rpartition(":")
@@ -251,7 +270,14 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     sp.add_argument("--broker", default="127.0.0.1:1883", help="HOST:PORT (default %(default)s)")
     zone_args(sp)
-    sp.add_argument("--db", default="tagwatch.db", help="SQLite alert store (default %(default)s)")
+    sp.add_argument(
+        "--db", help="SQLite alert store (default tagwatch.db; with --shard i/N"
+        " tagwatch-i-of-N.db)",
+    )  # fmt: skip
+    sp.add_argument(
+        "--shard", metavar="I/N", type=_shard, help="serve only the subjects whose stable hash"
+        " falls in part I of N (from 0), on their own devices' topics (docs/deployment.md)",
+    )  # fmt: skip
     sp.add_argument(
         "--key",
         help="Ed25519 key that signs the ledger's checkpoints (default DB.key; created 0600)",
@@ -284,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", required=True, help="alerts JSON Lines to write")
     sp.add_argument("--db", help="also write alerts and dead letters to this SQLite store")
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress or summary")
+    sp.add_argument("--shard", metavar="I/N", type=_shard, help="decide only the subjects"
+                    " `serve --shard I/N` would (the others' records are skipped)")  # fmt: skip
     sp.set_defaults(func=cmd_replay)
 
     sp = sub.add_parser("zones", help="zone file tools")
@@ -300,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--broker", default="127.0.0.1:1883")
     sp.add_argument("--out", default="-", help="file to write (default: print it)")
     sp.add_argument("--timeout", type=float, default=10.0, help="give up after N seconds")
+    sp.add_argument("--shard", metavar="I/N", type=_shard, help="that shard's checkpoint")
     mqttauth.add_arguments(sp)
     sp.set_defaults(func=cmd_checkpoint)
 

@@ -54,6 +54,7 @@ class BatchResult:
     events: int = 0
     duplicates: int = 0
     late: int = 0
+    elsewhere: int = 0  # records of devices another shard owns (zones/shard.py), dropped
     # Records refused without changing any state (unknown device; over the rate limit,
     # out of time: admission.TRACELESS), as indices into the batch: a step stored without
     # them replays to the same state, so they cost the evidence ledger nothing
@@ -242,7 +243,10 @@ class Pipeline:
         for i, r in enumerate(records):
             s = reg.slot(r.device)
             if s < 0:
-                res.dead.append(_unknown(r, origin))
+                if r.device in self.zoneset.elsewhere:  # another shard's: not bad input
+                    res.elsewhere += 1
+                else:
+                    res.dead.append(_unknown(r, origin))
                 res.traceless.append(i)
                 continue
             rows.append(i)

@@ -23,9 +23,10 @@ log = logging.getLogger("tagwatch.serve")
 class CheckpointPublisher:
     """Publishes the store's newest signed checkpoint, retained (QoS 1), once each."""
 
-    def __init__(self, store: Store, session: MqttSession) -> None:
+    def __init__(self, store: Store, session: MqttSession, topic: str = topics.CHECKPOINT) -> None:
         self.store = store
         self.session = session
+        self.topic = topic  # a shard's is its own (topics.checkpoint)
         self.sent: bytes | None = None  # the last one the broker confirmed
         self._wanted = False
         self._task: asyncio.Task[None] | None = None
@@ -55,7 +56,7 @@ class CheckpointPublisher:
         if client is None or cp is None or cp == self.sent:
             return
         try:
-            await client.publish(topics.CHECKPOINT, cp, qos=1, retain=True)
+            await client.publish(self.topic, cp, qos=1, retain=True)
         except aiomqtt.MqttError as e:
             log.warning("ledger checkpoint publish failed (sent again later): %s", e)
             return
@@ -63,15 +64,20 @@ class CheckpointPublisher:
 
 
 async def retained_checkpoint(
-    broker: str, timeout: float = 10.0, *, client_kwargs: dict[str, Any] | None = None
+    broker: str,
+    timeout: float = 10.0,
+    *,
+    client_kwargs: dict[str, Any] | None = None,
+    topic: str = topics.CHECKPOINT,
 ) -> bytes:
-    """The payload retained on tagwatch/v1/engine/checkpoint, checked to be a checkpoint.
-    TagwatchError when the broker holds none within `timeout` seconds or cannot be reached."""
+    """The payload retained on tagwatch/v1/engine/checkpoint (a shard's: below it), checked
+    to be a checkpoint. TagwatchError when the broker holds none within `timeout` seconds or
+    cannot be reached."""
     addr = BrokerAddress.parse(broker)
 
     async def fetch() -> bytes:
         async with aiomqtt.Client(addr.host, addr.port, **(client_kwargs or {})) as client:
-            await client.subscribe(topics.CHECKPOINT, qos=1)
+            await client.subscribe(topic, qos=1)
             async for msg in client.messages:
                 if isinstance(msg.payload, bytes):
                     decode_checkpoint(msg.payload)  # DecodeError: not one
@@ -82,7 +88,7 @@ async def retained_checkpoint(
         return await asyncio.wait_for(fetch(), timeout)
     except TimeoutError:
         raise TagwatchError(
-            f"no checkpoint retained on {topics.CHECKPOINT} at {broker} within {timeout:g} s"
+            f"no checkpoint retained on {topic} at {broker} within {timeout:g} s"
             " (is the engine signing: tagwatch serve --key?)"
         ) from None
     except aiomqtt.MqttError as e:

@@ -49,7 +49,11 @@ TAMPER_EVENTS = frozenset(TAMPER_OPEN) | frozenset(TAMPER_RESTORE)  # what the l
 
 
 def urgent_session(
-    broker: BrokerAddress, settings: Settings, client_id: str, client_kwargs: dict[str, Any]
+    broker: BrokerAddress,
+    settings: Settings,
+    client_id: str,
+    client_kwargs: dict[str, Any],
+    filters: tuple[str, ...] = URGENT_FILTERS,
 ) -> MqttSession:
     """The priority lane's session: events only, its own client id (and username)."""
     kwargs = dict(client_kwargs)
@@ -57,7 +61,7 @@ def urgent_session(
         kwargs["username"] = f"{kwargs['username']}{URGENT_SUFFIX}"
     return MqttSession(
         broker, settings, client_id=client_id + URGENT_SUFFIX, client_kwargs=kwargs,
-        filters=URGENT_FILTERS, speaks=False, lane=URGENT, name="priority lane",
+        filters=filters, speaks=False, lane=URGENT, name="priority lane",
     )  # fmt: skip
 
 

@@ -12,7 +12,7 @@ from engine.store.config import ConfigError, ConfigFiles
 def prepare(current: ConfigFiles, settings: Settings) -> tuple[ConfigFiles, Pipeline]:
     """Re-read the files `current` came from; their pipeline, not yet holding any state
     (a worker thread: the live pipeline is untouched). ConfigError on any problem."""
-    files = ConfigFiles.read(current.zones_path, current.subjects_path)
+    files = ConfigFiles.read(current.zones_path, current.subjects_path, current.shard)
     zs = files.zoneset()
     try:
         return files, Pipeline(zs, settings)

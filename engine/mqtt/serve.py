@@ -46,8 +46,9 @@ from engine.mqtt.hostclock import HostClock
 from engine.mqtt.lanes import MAIN, Lanes, quiet, urgent_session
 from engine.mqtt.outbox import Outbox
 from engine.mqtt.session import BrokerAddress, Incoming, MqttSession
+from engine.mqtt.shards import Routing, check_store
 from engine.settings import Settings
-from engine.store import recovery
+from engine.store import recovery, retention
 from engine.store.base import OutboxItem, Store
 from engine.store.config import ConfigError, ConfigFiles
 from engine.store.ledger import Step
@@ -70,6 +71,7 @@ class Counters:
     fixes: int = 0
     events: int = 0
     duplicates: int = 0
+    elsewhere: int = 0  # another shard's devices' records (a gateway's batch), dropped
     dead: int = 0
     alerts: int = 0
     batches: int = 0
@@ -114,12 +116,17 @@ class Engine:
         self.store = store
         self.settings = settings or pipeline.settings
         self.stats_every_s = stats_every_s
+        self.shard = config.shard if config is not None else None
+        self.routing = rt = Routing.of(self.shard, pipeline.zoneset)
+        client_id, client_kwargs = client_id + rt.suffix, rt.login(client_kwargs)
         self.session = MqttSession(
-            broker, self.settings, client_id=client_id, client_kwargs=client_kwargs
-        )
+            broker, self.settings, client_id=client_id, client_kwargs=client_kwargs,
+            filters=rt.filters, status_topic=rt.status,
+        )  # fmt: skip
         self.urgent = None
         if self.settings.urgent_lane:
-            self.urgent = urgent_session(broker, self.settings, client_id, client_kwargs or {})
+            self.urgent = urgent_session(broker, self.settings, client_id, client_kwargs,
+                                         rt.urgent_filters)  # fmt: skip
         self.lanes = Lanes(self.session, self.urgent, self.settings.queue_max)
         self.outbox = Outbox(store, self.session, self.settings)
         self.limits = Limits()
@@ -131,7 +138,7 @@ class Engine:
         self._last_snapshot = 0.0
         self._last_prune = 0.0
         self._state_ahead = False  # the pipeline holds steps the ledger lacks: never snapshot it
-        self.checkpoints = CheckpointPublisher(store, self.session)
+        self.checkpoints = CheckpointPublisher(store, self.session, rt.checkpoint)
         # Reporting-rate commands decided but not yet sent: (tag, rate_s)
         self.commands: list[tuple[str, float]] = []
 
@@ -153,6 +160,7 @@ class Engine:
         """Before connecting: rebuild the pipeline's state from the store, credit the
         downtime, and commit that as a resume step. Raises StoreError if it can't."""
         start = self.pipeline
+        check_store(self.store, self.shard, str(getattr(self.store, "path", "")))
         rec = recovery.recover(start, self.store, self.config)
         assert rec.pipeline is not None
         self.pipeline = rec.pipeline
@@ -265,6 +273,8 @@ class Engine:
         for it in items:
             r, d = decode_message(it.topic, it.payload, self.limits, self.pipeline.gateways)
             recs.extend(r)
+            if d and self.shard is not None and not self.routing.speaks_for(it.topic):
+                continue  # a gateway's bad batch: the shard that owns the gateway keeps it
             dead.extend(d)
         step = Step("batch", self.clock(), recs)
         res = recovery.apply(self.pipeline, step)
@@ -276,6 +286,7 @@ class Engine:
         c.fixes += res.fixes
         c.events += res.events
         c.duplicates += res.duplicates
+        c.elsewhere += res.elsewhere
         c.dead += len(dead)
         for letter in dead[:_LOG_DEAD_MAX]:
             log.info("dead letter from %s: %s", letter.origin, letter.reason)
@@ -387,7 +398,9 @@ class Engine:
             await asyncio.to_thread(self._snapshot)
         if now - self._last_prune >= 3600.0:
             self._last_prune = now
-            await asyncio.to_thread(self._prune, self.hostclock.retention())
+            st = self.settings
+            await asyncio.to_thread(retention.prune_due, self.store, st.evidence_retention_days,
+                                    st.dead_letter_retention_days, self.hostclock.retention())  # fmt: skip
 
     async def _lag(self, lag_s: float) -> None:
         """How long the main lane's input waited: the status says the engine lags while it
@@ -432,6 +445,11 @@ class Engine:
                 return False
             await self._after_commit(fresh, [])
             await asyncio.to_thread(self._snapshot)
+            if self.shard is not None:  # its subjects may have changed: so do its topics
+                rt = self.routing = Routing.of(self.shard, new.zoneset)
+                await self.session.refilter(rt.filters)
+                if self.urgent is not None:
+                    await self.urgent.refilter(rt.urgent_filters)
         log.info("%s", reload.line(files, old, new, time.time() - t0))
         outcome = "unchanged" if files.hashes == old.hashes else "reloaded"
         await self.session.set_config_status(reload.status(outcome, files, t0))
@@ -449,23 +467,6 @@ class Engine:
             self.store.save_snapshot(self._fingerprint, self._now, data)
         except StoreError as e:
             log.warning("%s; a restart replays more of the ledger", e)
-
-    def _prune(self, now: float) -> None:
-        st = self.settings
-        try:
-            n = 0
-            if st.evidence_retention_days > 0:
-                n = self.store.prune(now - st.evidence_retention_days * 86400.0)
-            d = 0
-            if st.dead_letter_retention_days > 0:
-                d = self.store.prune_dead_letters(now - st.dead_letter_retention_days * 86400.0)
-        except StoreError as e:
-            log.warning("%s", e)
-            return
-        if n:
-            log.info("retention: %d evidence ledger rows older than the retention deleted", n)
-        if d:
-            log.info("retention: %d dead letters older than the retention deleted", d)
 
     # -- commands and stats ----------------------------------------------------------------
     async def _send_commands(self) -> None:

@@ -128,9 +128,11 @@ class MqttSession:
         speaks: bool = True,
         lane: int = 0,
         name: str = "broker",
+        status_topic: str = topics.STATUS,
     ) -> None:
         self.broker = broker
         self.filters = filters  # what it subscribes to
+        self.status_topic = status_topic  # a shard's is its own (topics.status)
         self.speaks = speaks  # it sets the engine's will and status (one session does)
         self.lane = lane
         self.name = name
@@ -157,7 +159,7 @@ class MqttSession:
         return props
 
     def _new_client(self) -> aiomqtt.Client:
-        will = aiomqtt.Will(topics.STATUS, OFFLINE_STATUS, qos=1, retain=True)
+        will = aiomqtt.Will(self.status_topic, OFFLINE_STATUS, qos=1, retain=True)
         common: dict[str, Any] = dict(
             identifier=self.client_id, will=will if self.speaks else None, keepalive=15,
             # paho holds back QoS 1 publishes beyond 20 unconfirmed (its default): under a
@@ -259,8 +261,7 @@ class MqttSession:
             try:
                 async with self._new_client() as client:
                     client.pending_calls_threshold = 10_000
-                    for topic in self.filters:
-                        await client.subscribe(topic, qos=1)
+                    await _subscribe(client, self.filters)
                     self.gen += 1  # the number _receive_directly gave this connection
                     self.client = client
                     self.connected.set()
@@ -295,6 +296,24 @@ class MqttSession:
                 )  # fmt: skip
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, longest)
+
+    async def refilter(self, filters: tuple[str, ...]) -> None:
+        """Subscribe to `filters` instead (a shard's subjects changed on reload): the new
+        ones now, the old ones dropped; while disconnected the next connection does it.
+        A filter left behind (a failed unsubscribe) only brings messages the pipeline
+        drops as another shard's or dead-letters as an unknown device."""
+        old, self.filters = set(self.filters), filters
+        client = self.client
+        if client is None:
+            return
+        new = set(filters)
+        try:
+            await _subscribe(client, tuple(f for f in filters if f not in old))
+            gone = sorted(old - new)
+            for i in range(0, len(gone), _FILTERS_PER_PACKET):
+                await client.unsubscribe(gone[i : i + _FILTERS_PER_PACKET])
+        except aiomqtt.MqttError as e:
+            log.warning("%s: subscriptions not yet changed (%s): on reconnect", self.name, e)
 
     # -- acknowledging -------------------------------------------------------------------
     def ack(self, items: Iterable[Incoming]) -> int:
@@ -363,7 +382,9 @@ class MqttSession:
     async def _announce(self) -> None:
         """The retained status: online, or degraded with the reason."""
         if self.speaks:
-            self.send(topics.STATUS, encode_status(self.degraded, self.config_status), retain=True)
+            self.send(
+                self.status_topic, encode_status(self.degraded, self.config_status), retain=True
+            )
 
     def send(self, topic: str, payload: bytes, retain: bool = False) -> bool:
         """Publish QoS 1 without waiting for the PUBACK (statuses, rate commands: the next
@@ -375,6 +396,19 @@ class MqttSession:
             return False
         info = client._client.publish(topic, payload, qos=1, retain=retain)
         return info.rc == mqtt.MQTT_ERR_SUCCESS
+
+
+# A shard subscribes to three filters a tag: many to a SUBSCRIBE packet, not one each
+_FILTERS_PER_PACKET = 500
+
+
+async def _subscribe(client: aiomqtt.Client, filters: tuple[str, ...]) -> None:
+    for i in range(0, len(filters), _FILTERS_PER_PACKET):
+        chunk = filters[i : i + _FILTERS_PER_PACKET]
+        if len(chunk) == 1:
+            await client.subscribe(chunk[0], qos=1)
+        else:
+            await client.subscribe([(f, 1) for f in chunk])
 
 
 def _unsupported_protocol(e: aiomqtt.MqttError) -> bool:

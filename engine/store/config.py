@@ -14,6 +14,7 @@ from typing import Any
 from zones.errors import ZoneError
 from zones.load import load
 from zones.model import ZoneSet
+from zones.shard import Shard
 
 
 class ConfigError(ZoneError):
@@ -26,6 +27,9 @@ class ConfigFiles:
     zones: str
     subjects_path: str
     subjects: str
+    # An engine serving one shard (`serve --shard i/N`) takes its part of the files; the
+    # files and their hashes stay whole, and the ledger's config step names the shard
+    shard: Shard | None = None
 
     @property
     def hashes(self) -> tuple[str, str]:
@@ -36,7 +40,9 @@ class ConfigFiles:
         )
 
     @classmethod
-    def read(cls, zones_path: str | Path, subjects_path: str | Path) -> ConfigFiles:
+    def read(
+        cls, zones_path: str | Path, subjects_path: str | Path, shard: Shard | None = None
+    ) -> ConfigFiles:
         texts = []
         for p in (zones_path, subjects_path):
             try:
@@ -45,7 +51,7 @@ class ConfigFiles:
                 raise ConfigError(f"cannot read {p}: {e.strerror or e}") from None
             except UnicodeDecodeError as e:
                 raise ConfigError(f"{p} is not UTF-8 text: {e}") from None
-        return cls(str(zones_path), texts[0], str(subjects_path), texts[1])
+        return cls(str(zones_path), texts[0], str(subjects_path), texts[1], shard)
 
     def zoneset(self) -> ZoneSet:
         """The validated ZoneSet (ConfigError listing every problem). Loaded from the
@@ -62,15 +68,19 @@ class ConfigFiles:
             except ZoneError as e:
                 msg = str(e).replace(str(zp), self.zones_path).replace(str(sp), self.subjects_path)
                 raise ConfigError(msg, e.problems) from None
-        return dataclasses.replace(zs, sources=(self.zones_path, self.subjects_path))
+        zs = dataclasses.replace(zs, sources=(self.zones_path, self.subjects_path))
+        return zs if self.shard is None else self.shard.split(zs)
 
     def summary(self) -> dict[str, Any]:
         """Names and hashes (the engine status, logs)."""
         hz, hs = self.hashes
-        return {
+        d: dict[str, Any] = {
             "zones": {"file": self.zones_path, "sha256": hz},
             "subjects": {"file": self.subjects_path, "sha256": hs},
         }
+        if self.shard is not None:
+            d["shard"] = str(self.shard)
+        return d
 
     def data(self) -> dict[str, Any]:
         """What a config step records: names, hashes and the full texts."""
@@ -85,8 +95,9 @@ class ConfigFiles:
             got = cls(
                 str(d["zones"]["file"]), str(d["zones"]["text"]),
                 str(d["subjects"]["file"]), str(d["subjects"]["text"]),
+                Shard.parse(str(d["shard"])) if d.get("shard") is not None else None,
             )  # fmt: skip
-        except (KeyError, TypeError) as e:
+        except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"config step malformed: {e!r}") from None
         if list(got.hashes) != [d["zones"].get("sha256"), d["subjects"].get("sha256")]:
             raise ConfigError("config step texts do not match their recorded sha256")

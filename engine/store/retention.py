@@ -8,14 +8,22 @@ store (engine/store/sqlite.py), on its thread."""
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import msgspec
 
+from engine.errors import StoreError
 from engine.store import ledger
 from engine.store.ledger import LedgerWriter
 from engine.wire.checkpoint import Checkpoint
+
+if TYPE_CHECKING:  # base.py imports this module's neighbours: only for the annotation
+    from engine.store.base import Store
+
+log = logging.getLogger("tagwatch.serve")
 
 
 def prune_front(
@@ -77,3 +85,22 @@ def _prune_alerts(db: sqlite3.Connection, upto_seq: int) -> None:
     )
     db.execute(f"DELETE FROM alert_log WHERE alert_id IN ({old})", (upto_seq,))
     db.execute(f"DELETE FROM alerts WHERE id IN ({old})", (upto_seq,))
+
+
+def prune_due(store: Store, evidence_days: float, dead_letter_days: float, now: float) -> None:
+    """The serve loop's hourly retention (0 days: keep forever); a store error is logged,
+    not raised (retention tries again next hour)."""
+    try:
+        n = store.prune(now - evidence_days * 86400.0) if evidence_days > 0 else 0
+        d = (
+            store.prune_dead_letters(now - dead_letter_days * 86400.0)
+            if dead_letter_days > 0
+            else 0
+        )
+    except StoreError as e:
+        log.warning("%s", e)
+        return
+    if n:
+        log.info("retention: %d evidence ledger rows older than the retention deleted", n)
+    if d:
+        log.info("retention: %d dead letters older than the retention deleted", d)

@@ -5,6 +5,8 @@ Names a topic or a subscription filter, and parses an input topic into (kind, de
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from engine.wire.reasons import SURROGATE, show, show_topic
 
 TAGS = "tagwatch/v1/tags"  # tagwatch/v1/tags/{tag}/fix | fixes | event | cmd
@@ -31,6 +33,31 @@ ALERTS_FILTER = f"{ALERTS}/+"  # every subject's alerts (one level: subject ids 
 CMD_FILTER = f"{TAGS}/+/cmd"  # every tag's reporting-rate commands
 WARNING_FILTER = f"{PROTECTED}/+/warning"  # warnings to protected units (docs/notifications.md)
 OWNTRACKS_CMD_FILTER = f"{OWNTRACKS}/+/+/cmd"  # OwnTracks cmd messages (warnings to phones)
+
+
+def status(shard: str | None = None) -> str:
+    """The engine's retained status; a shard's (`serve --shard`) below it:
+    tagwatch/v1/engine/status/{i}-of-{N}, so `tagwatch/v1/engine/status/#` sees them all."""
+    return STATUS if shard is None else f"{STATUS}/{shard}"
+
+
+def checkpoint(shard: str | None = None) -> str:
+    """The retained signed ledger checkpoint; a shard's below it, like status()."""
+    return CHECKPOINT if shard is None else f"{CHECKPOINT}/{shard}"
+
+
+def device_filters(tags: Iterable[str], protected: Iterable[str]) -> tuple[str, ...]:
+    """A shard's subscriptions: its own tags' input topics (not the wildcards), its
+    protected devices' (OwnTracks phones and units publishing on the tag topics), and
+    every gateway's batches (a shard takes the elements for its own tags)."""
+    out = [f"{TAGS}/{t}/{kind}" for t in tags for kind in TAG_KINDS]
+    for d in protected:
+        if "/" in d:
+            out.append(owntracks(d))
+        else:
+            out.extend(f"{TAGS}/{d}/{kind}" for kind in TAG_KINDS)
+    out.append(f"{GATEWAY}/+/fixes")
+    return tuple(out)
 
 
 def fix(tag: str) -> str:
