@@ -175,6 +175,18 @@ def test_status_line_says_what_the_engine_says() -> None:
     assert st.link == "reconnecting"
 
 
+def test_status_line_with_shards_names_the_shard_that_is_wrong() -> None:
+    st = Status()
+    st.heard_engine("0-of-2", {"state": "online"})
+    st.heard_engine("1-of-2", {"state": "online"})
+    assert st.engine_text(NOW) == ("engine: 2 shards online", False)
+    st.heard_engine("1-of-2", {"state": "offline"})
+    assert st.engine_text(NOW) == ("shard 1-of-2 offline", True)
+    st.heard_engine("0-of-2", {"state": "degraded", "reason": "lagging: input waits 12 s"})
+    text, bad = st.engine_text(NOW)
+    assert bad and text == "shard 0-of-2 degraded: lagging: input waits 12 s; shard 1-of-2 offline"
+
+
 def _draw(board: Board, max_rows: int) -> list[str]:
     out = io.StringIO()
     Console(file=out, width=160, force_terminal=False).print(render(board, Status(), NOW, max_rows))

@@ -20,7 +20,7 @@ below are tested without either; `engine/cli/live.py` draws the rows with rich.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -220,33 +220,52 @@ class Status:
     link: str = "connecting"  # connecting | connected | reconnecting
     link_note: str = ""  # the broker's address, or why the link went down
     engine: dict[str, str] | None = None  # the decoded retained engine status, once heard
+    # engine shards' statuses (serve --shard), by shard label ("0-of-2")
+    shards: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def heard_link(self, connected: bool, note: str) -> None:
         self.link = "connected" if connected else "reconnecting"
         self.link_note = note
 
+    def heard_engine(self, shard: str | None, status: dict[str, str]) -> None:
+        if shard is None:
+            self.engine = status
+        else:
+            self.shards[shard] = status
+
     def engine_text(self, now: float) -> tuple[str, bool]:
-        """What the engine says, and whether it is a problem (degraded, offline, a refused
-        configuration reload)."""
-        e = self.engine
-        if e is None:
-            return "engine: no status yet", False
-        state = e.get("state", "?")
-        text, bad = f"engine {state}", state != "online"
-        if state == "degraded" and e.get("reason"):
-            text += f": {e['reason']}"
-        config = e.get("config")
-        if config:
-            try:
-                at = f" at {fmt_local(float(e.get('config_at', '')), now)}"
-            except ValueError:
-                at = ""
-            text += f"; config {config}{at}"
-            if config == "refused":
-                bad = True
-                if e.get("config_reason"):
-                    text += f": {e['config_reason']}"
-        return text, bad
+        """What the engine says (or what each shard says, when some is wrong), and whether
+        it is a problem (degraded, offline, a refused configuration reload)."""
+        if not self.shards:
+            return _engine_text(self.engine, "engine", now)
+        said = [_engine_text(e, f"shard {k}", now) for k, e in sorted(self.shards.items())]
+        if self.engine is not None:
+            said.insert(0, _engine_text(self.engine, "engine", now))
+        wrong = [(t, b) for t, b in said if b]
+        if not wrong:
+            return f"engine: {len(self.shards)} shards online", False
+        return "; ".join(t for t, _ in wrong), True
+
+
+def _engine_text(e: dict[str, str] | None, who: str, now: float) -> tuple[str, bool]:
+    if e is None:
+        return f"{who}: no status yet", False
+    state = e.get("state", "?")
+    text, bad = f"{who} {state}", state != "online"
+    if state == "degraded" and e.get("reason"):
+        text += f": {e['reason']}"
+    config = e.get("config")
+    if config:
+        try:
+            at = f" at {fmt_local(float(e.get('config_at', '')), now)}"
+        except ValueError:
+            at = ""
+        text += f"; config {config}{at}"
+        if config == "refused":
+            bad = True
+            if e.get("config_reason"):
+                text += f": {e['config_reason']}"
+    return text, bad
 
 
 def counts_text(counts: Mapping[str, int]) -> str:

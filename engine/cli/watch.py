@@ -74,7 +74,7 @@ class _Follow:
     async def run(
         self,
         said: Callable[[bool, str], None],
-        on_status: Callable[[dict[str, str]], None] | None = None,
+        on_status: Callable[[str | None, dict[str, str]], None] | None = None,
     ) -> None:
         from engine.mqtt.watch import alert_records
 
@@ -153,8 +153,8 @@ def _live(args: argparse.Namespace) -> int:
             status.heard_link(connected, what)
             view.touch()
 
-        def heard(engine: dict[str, str]) -> None:
-            status.engine = engine
+        def heard(shard: str | None, engine: dict[str, str]) -> None:
+            status.heard_engine(shard, engine)
             view.touch()
 
         async def run() -> None:

@@ -36,7 +36,7 @@ async def alert_records(
     client_id: str | None = None,
     session_expiry_s: int = 86_400,
     said: Callable[[bool, str], None] | None = None,
-    on_status: Callable[[dict[str, str]], None] | None = None,
+    on_status: Callable[[str | None, dict[str, str]], None] | None = None,
 ) -> AsyncGenerator[Alert, None]:
     """Alert records as the broker delivers them (QoS 1), for one subject or all ("+").
 
@@ -44,8 +44,9 @@ async def alert_records(
     MqttError is raised, or with `reconnect_s` the stream reconnects, backing off from
     that many seconds to 10. `client_id`: a persistent session under that id (see above).
     `said` hears each connect (True, the address) and disconnect (False, why), for a
-    console to show. `on_status`: also follow the engine's retained status topic and hear
-    each status (decoded; one that does not decode is skipped). Close the stream
+    console to show. `on_status`: also follow the engine's retained status topics and hear
+    each status (the shard's label or None, and the status decoded; one that does not
+    decode is skipped). Close the stream
     (contextlib.aclosing) to disconnect before its end.
     """
     addr = BrokerAddress.parse(broker)
@@ -62,18 +63,20 @@ async def alert_records(
         try:
             async with aiomqtt.Client(addr.host, addr.port, **kwargs) as client:
                 await client.subscribe(topics.alerts(subject), qos=1)
-                if on_status is not None:
-                    await client.subscribe(topics.STATUS, qos=1)
+                if on_status is not None:  # the engine's, and each shard's below it
+                    await client.subscribe([(topics.STATUS, 1), (f"{topics.STATUS}/+", 1)])
                 if said is not None:
                     said(True, f"connected to {addr.host}:{addr.port}")
                 backoff = reconnect_s
                 async for msg in client.messages:
                     if not isinstance(msg.payload, bytes):
                         continue
-                    if msg.topic.value == topics.STATUS:
+                    topic = msg.topic.value
+                    if topic == topics.STATUS or topic.startswith(_SHARD_STATUS):
                         if on_status is not None:
+                            shard = topic[len(_SHARD_STATUS) :] or None
                             with contextlib.suppress(DecodeError, ValueError):
-                                on_status(decode_status(msg.payload))
+                                on_status(shard, decode_status(msg.payload))
                         continue
                     try:
                         alert = decode_alert(msg.payload)
@@ -87,6 +90,9 @@ async def alert_records(
                 said(False, f"broker {addr.host}:{addr.port}: {e}; reconnecting in {backoff:.1f} s")
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, max(10.0, reconnect_s))
+
+
+_SHARD_STATUS = topics.STATUS + "/"
 
 
 async def wait_online(broker: str, timeout: float) -> None:
