@@ -27,7 +27,9 @@ whose QoS 1 messages are acknowledged only when the engine says they are durable
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -214,6 +216,7 @@ class MqttSession:
 
         def on_socket_open(c: Any, userdata: Any, sock: Any) -> None:
             self._sock = sock  # (paho calls this from the thread it connects in)
+            _no_delay(sock)
             aiomqtt_open(c, userdata, sock)
 
         paho.on_message = on_message
@@ -396,6 +399,15 @@ class MqttSession:
             return False
         info = client._client.publish(topic, payload, qos=1, retain=retain)
         return info.rc == mqtt.MQTT_ERR_SUCCESS
+
+
+def _no_delay(sock: Any) -> None:
+    """TCP_NODELAY (paho leaves Nagle on): an alert record published right after the
+    batch's PUBACKs would otherwise wait for the broker's delayed ACK of them (measured:
+    a breach alert p50 71 ms after its fix on an idle engine, 27 ms with it: bench.latency)."""
+    with contextlib.suppress(OSError, AttributeError):
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 # A shard subscribes to three filters a tag: many to a SUBSCRIBE packet, not one each
