@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import sqlite3
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +22,7 @@ from engine.errors import DecodeError, StoreError, TagwatchError
 from engine.store.reading import evidence_row, open_ro
 from engine.store.schema import advice
 from engine.store.signing import Checkpoint, load_public_key
+from engine.store.sql.conn import DB_ERRORS
 from engine.store.verify import verify
 from engine.wire.checkpoint import decode_checkpoint
 
@@ -34,7 +34,7 @@ def _reading(cmd: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Nam
     def run(args: argparse.Namespace) -> int:
         try:
             return cmd(args)
-        except sqlite3.Error as e:
+        except DB_ERRORS as e:
             raise StoreError(f"{args.db}: cannot read the alert store: {e}{advice(e)}") from e
 
     return run

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sqlite3
 from pathlib import Path
 
 import msgspec
@@ -22,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from engine.errors import StoreError
 from engine.store.ledger import Head, read_anchor
+from engine.store.sql.conn import Conn
 from engine.wire.checkpoint import Checkpoint
 
 __all__ = ["Checkpoint", "load_or_create_key", "load_public_key", "sign", "signature_problem"]
@@ -105,7 +105,7 @@ def signature_problem(cp: Checkpoint, trusted: Ed25519PublicKey | None) -> str |
     return None
 
 
-def read_mark(db: sqlite3.Connection, head: Head) -> Checkpoint:
+def read_mark(db: Conn, head: Head) -> Checkpoint:
     """The unsigned checkpoint of a store whose chain ends at `head`: the anchor, the last
     alert_log seq the ledger names, the engine clock of the last step."""
     anchor = read_anchor(db) or Head()
@@ -120,9 +120,11 @@ def read_mark(db: sqlite3.Connection, head: Head) -> Checkpoint:
     )  # fmt: skip
 
 
-def store_signed(db: sqlite3.Connection, mark: Checkpoint, key: Ed25519PrivateKey) -> None:
+def store_signed(db: Conn, mark: Checkpoint, key: Ed25519PrivateKey) -> None:
     """Keep `mark`, signed, in `meta` (inside the caller's transaction)."""
     cp = sign(mark, key)
     db.execute(
-        "INSERT OR REPLACE INTO meta(key, value) VALUES ('checkpoint', ?)", (cp.encode().decode(),)
+        "INSERT INTO meta(key, value) VALUES ('checkpoint', ?)"
+        " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        (cp.encode().decode(),),
     )
