@@ -19,7 +19,7 @@ from engine.settings import Settings
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from engine.store.sqlite import SqliteStore
+    from engine.store.sql.store import SqlStore
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -98,7 +98,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     log = logging.getLogger("tagwatch.serve")
     log.info(
         "serving %d subjects, %d zones, %d devices; broker %s; store %s",
-        len(zs.subjects), len(zs.zones), pipeline.registry.n_slots, args.broker, args.db,
+        len(zs.subjects), len(zs.zones), pipeline.registry.n_slots, args.broker, store.name,
     )  # fmt: skip
 
     async def main() -> None:
@@ -119,7 +119,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from engine.notify.notifier import Notifier
 
         # Webhooks and protected-device warnings follow the alert log (docs/notifications.md)
-        notifier = Notifier.open(args.db, webhooks, ServeView(engine).subjects,
+        notifier = Notifier.open(store.target, webhooks, ServeView(engine).subjects,
                                  engine.session.publish_confirmed, store.note)  # fmt: skip
         async with asyncio.TaskGroup() as tg:  # these stop when the engine does
             if notifier is not None:
@@ -176,11 +176,10 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
 
 def cmd_alerts(args: argparse.Namespace) -> int:
     from engine.cli.console import AlertPrinter
-    from engine.store.sqlite import SqliteStore
+    from engine.store.casework.reader import open_reader
 
-    if not Path(args.db).exists():
-        raise TagwatchError(f"no alert store at {args.db}")
-    with SqliteStore(args.db, read_only=True) as store:  # reading never writes
+    # reading never writes; a PostgreSQL URL naming no schema: every shard's alerts
+    with open_reader(args.db) as store:
         printer = AlertPrinter()
         alerts = store.alert_log() if args.log else store.current_alerts(args.state)
         for a in alerts:
@@ -192,14 +191,12 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     return 0
 
 
-def _store(
-    path: str, settings: Settings, signing_key: Ed25519PrivateKey | None = None
-) -> SqliteStore:
-    """The engine's store with the settings' dead-letter limits (and, for serve, the key
-    that signs its ledger checkpoints)."""
-    from engine.store.sqlite import SqliteStore
+def _store(path: str, settings: Settings, signing_key: Ed25519PrivateKey | None = None) -> SqlStore:
+    """The engine's store (a SQLite file or a PostgreSQL URL) with the settings'
+    dead-letter limits (and, for serve, the key that signs its ledger checkpoints)."""
+    from engine.store.sql.open import open_store
 
-    return SqliteStore(
+    return open_store(
         path,
         dead_letter_max_bytes=settings.dead_letter_max_bytes,
         dead_letter_budget=settings.dead_letter_budget,
@@ -251,7 +248,12 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     sp.add_argument("--broker", default="127.0.0.1:1883", help="HOST:PORT (default %(default)s)")
     zone_args(sp)
-    sp.add_argument("--db", default="tagwatch.db", help="SQLite alert store (default %(default)s)")
+    sp.add_argument(
+        "--db",
+        default="tagwatch.db",
+        help="alert store: a SQLite file, or a postgresql://USER:PASS@HOST/DB URL"
+        " (?schema=NAME: its schema, default tagwatch) (default %(default)s)",
+    )
     sp.add_argument(
         "--key",
         help="Ed25519 key that signs the ledger's checkpoints (default DB.key; created 0600)",

@@ -2,8 +2,9 @@
 signs the chain's checkpoint in every commit, so rows appended, cut off or rewritten by
 someone without the key no longer match a valid signature.
 
-    key file      PEM PKCS#8, created 0600 beside the store (`tagwatch.db.key`) unless
-                  `tagwatch serve --key PATH`; its public half is written to PATH.pub
+    key file      PEM PKCS#8, created 0600 beside the store (`tagwatch.db.key`; PostgreSQL:
+                  `tagwatch.key` in the working folder) unless `tagwatch serve --key
+                  PATH`; its public half is written to PATH.pub
     checkpoint    `Checkpoint` with `key` (public key, hex) and `sig` (Ed25519 over the
                   checkpoint's JSON with `sig` empty), kept in `meta` (key `checkpoint`),
                   checked and printed in full by `tagwatch audit verify`"""
@@ -21,14 +22,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from engine.errors import StoreError
 from engine.store.ledger import Head, read_anchor
-from engine.store.sql.conn import Conn
+from engine.store.sql.conn import Conn, is_url
 from engine.wire.checkpoint import Checkpoint
 
 __all__ = ["Checkpoint", "load_or_create_key", "load_public_key", "sign", "signature_problem"]
 
 
 def default_key_path(db: str | Path) -> Path:
-    return Path(f"{db}.key")
+    """Beside a SQLite file (`DB.key`); for PostgreSQL, `tagwatch.key` in the working
+    folder: every shard of a deployment signs with the same key (engine/store/sql/pgstore.py)."""
+    return Path("tagwatch.key") if is_url(db) else Path(f"{db}.key")
 
 
 def _raw(pub: Ed25519PublicKey) -> bytes:

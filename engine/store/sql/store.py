@@ -31,7 +31,7 @@ from engine.store.casework.workflow import Action, UnknownAlert, Workflow
 from engine.store.deadletters import DeadLetterBudget, DeadLetterRow
 from engine.store.ledger import LedgerWriter, Step
 from engine.store.owner import OwnedResource, own
-from engine.store.schema import ADDED, SCHEMA, SCHEMA_VERSION, advice
+from engine.store.schema import ADDED, SCHEMA, advice, check_version
 from engine.store.signing import Checkpoint
 from engine.store.sql.conn import DB_ERRORS, Conn, describe
 from engine.store.verify import VerifyReport, verify
@@ -75,6 +75,11 @@ class SqlStore(OwnedResource):
         self.commit_times = CommitTimes()  # /metrics: tagwatch_commit_seconds
         self._start("tagwatch-store", f"{self._kind} {self.name}")
 
+    @property
+    def target(self) -> str:
+        """What names this store for another connection to it (the notifiers')."""
+        return self.path
+
     def _connect(self) -> Conn:
         raise NotImplementedError
 
@@ -86,9 +91,11 @@ class SqlStore(OwnedResource):
             self._db = self._connect()
             if not self.read_only:
                 self._db.executescript(SCHEMA + ledger.SCHEMA)
-            self._check_version()
+            check_version(self._db, self.name, self.read_only)
             if not self.read_only:
-                self._add_columns()
+                for table, column, decl in ADDED:
+                    if column not in self._columns(table):
+                        self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
             self._reread_head()
         except _OPEN_ERRORS as e:
             raise StoreError(f"cannot open {self._kind} {self.name}: {e}{advice(e)}") from e
@@ -136,24 +143,6 @@ class SqlStore(OwnedResource):
         except DB_ERRORS as e:
             self._fail(f"cannot read {what}", e)
 
-    def _check_version(self) -> None:
-        row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-        if self.read_only and (row is None or int(row[0]) in (1, SCHEMA_VERSION)):
-            return  # readers read what is there; the engine upgrades
-        if row is None:
-            self._db.execute(
-                "INSERT INTO meta(key, value) VALUES('schema', ?)", (str(SCHEMA_VERSION),)
-            )
-        elif int(row[0]) == 1:  # version 2 only added tables (ledger, snapshots)
-            self._db.execute(
-                "UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),)
-            )
-        elif int(row[0]) != SCHEMA_VERSION:
-            raise StoreError(
-                f"{self.name} has schema version {row[0]}, this tagwatch expects"
-                f" {SCHEMA_VERSION}: use the tagwatch that wrote it, or another --db"
-            )
-
     def _sign(self, mark: Checkpoint) -> None:
         """Store the signed checkpoint, inside the caller's transaction."""
         if self.signing_key is not None:
@@ -170,11 +159,6 @@ class SqlStore(OwnedResource):
         if self._signed is None or self._signed[0] is not mark:
             self._signed = (mark, signing.sign(mark, key).encode())
         return self._signed[1]
-
-    def _add_columns(self) -> None:
-        for table, column, decl in ADDED:
-            if column not in self._columns(table):
-                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
     # -- writing -----------------------------------------------------------------------
     def commit(
