@@ -363,21 +363,38 @@ def retained_status(host: str, port: int, timeout: float = 5.0) -> dict[str, Any
 # -- the engine's database ---------------------------------------------------------------
 
 
-def _connect(db: Path) -> sqlite3.Connection:
+def _is_url(db: Path | str) -> bool:
+    return isinstance(db, str) and "://" in db
+
+
+def _exists(db: Path | str) -> bool:
+    """A SQLite file that exists, or a PostgreSQL URL (its tables are looked for)."""
+    return _is_url(db) or Path(db).exists()
+
+
+def _connect(db: Path | str) -> Any:
+    """A connection of the test's own: sqlite3's, or the engine's PostgreSQL adapter."""
+    if _is_url(db):
+        from engine.store.sql.open import connect
+
+        return connect(str(db), busy_timeout_s=10.0)
     con = sqlite3.connect(str(db), timeout=10.0, isolation_level=None)
     con.execute("PRAGMA busy_timeout=10000")
     return con
 
 
-def _has_table(con: sqlite3.Connection, name: str) -> bool:
+def _has_table(con: Any, name: str) -> bool:
+    if getattr(con, "dialect", "sqlite") == "postgresql":
+        sql = "SELECT 1 FROM information_schema.tables WHERE table_schema = ? AND table_name = ?"
+        return con.execute(sql, (con.schema, name)).fetchone() is not None
     row = con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,))
     return row.fetchone() is not None
 
 
-def ledger_keys(db: Path) -> set[Key] | None:
+def ledger_keys(db: Path | str) -> set[Key] | None:
     """Distinct (device, seq) of the fixes and events in the ledger; None when the
     database has no ledger table (an engine that keeps no evidence ledger)."""
-    if not db.exists():
+    if not _exists(db):
         return None
     con = _connect(db)
     try:
@@ -391,9 +408,9 @@ def ledger_keys(db: Path) -> set[Key] | None:
         con.close()
 
 
-def ledger_rows(db: Path) -> int | None:
+def ledger_rows(db: Path | str) -> int | None:
     """Number of fix/event rows in the ledger (duplicates included); None without a ledger."""
-    if not db.exists():
+    if not _exists(db):
         return None
     con = _connect(db)
     try:
@@ -417,9 +434,9 @@ class LogRow:
         return decode_alert(self.record)
 
 
-def alert_log_rows(db: Path) -> list[LogRow]:
+def alert_log_rows(db: Path | str) -> list[LogRow]:
     """Every alert_log row, in the order written."""
-    if not db.exists():
+    if not _exists(db):
         return []
     con = _connect(db)
     try:
@@ -431,9 +448,9 @@ def alert_log_rows(db: Path) -> list[LogRow]:
         con.close()
 
 
-def dead_letter_reasons(db: Path) -> Counter[str]:
+def dead_letter_reasons(db: Path | str) -> Counter[str]:
     """Dead letters in the database, counted by reason."""
-    if not db.exists():
+    if not _exists(db):
         return Counter()
     con = _connect(db)
     try:
@@ -547,7 +564,7 @@ class CatchUp:
 
 
 def wait_caught_up(
-    db: Path,
+    db: Path | str,
     expected: frozenset[Key] | set[Key],
     alive: Callable[[], bool],
     *,
@@ -632,7 +649,9 @@ def _sample(items: Iterable[Any], n: int = 8) -> str:
     return ", ".join(map(str, items[:n])) + more
 
 
-def judge(name: str, stream: Stream, pub: StreamPublisher, db: Path, **figures: Any) -> Outcome:
+def judge(
+    name: str, stream: Stream, pub: StreamPublisher, db: Path | str, **figures: Any
+) -> Outcome:
     """The four checks every fault test makes, all evaluated (one failing does not hide the
     others): (a) no fix/event lost, (b) every reference breach opened exactly once,
     (c) no alert record written twice, (d) no breach the reference lacks."""
