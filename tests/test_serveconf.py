@@ -43,6 +43,13 @@ def test_the_files_options_come_first_with_paths_relative_to_it(tmp_path: Path) 
     assert len(args.webhook) == 2
 
 
+def test_a_postgresql_url_as_db_is_taken_as_it_is(tmp_path: Path) -> None:
+    cfg = tmp_path / "tagwatch.toml"
+    cfg.write_text('db = "postgresql://tagwatch@db.internal/tagwatch?sslmode=require"\n')
+    argv = _expand(["serve", "--config", str(cfg)])
+    assert argv == ["serve", "--db", "postgresql://tagwatch@db.internal/tagwatch?sslmode=require"]
+
+
 @pytest.mark.parametrize(
     ("text", "says"),
     [
