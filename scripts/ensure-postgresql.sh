@@ -11,22 +11,14 @@ set -u
 for p in /usr/lib/postgresql/*/bin/initdb; do
   if [ -x "$p" ] && [ -x "$(dirname "$p")/pg_ctl" ]; then exit 0; fi
 done
-if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
-  echo "PostgreSQL not found: installing Debian's postgresql package (log: /tmp/tagwatch-apt.log)"
-  export DEBIAN_FRONTEND=noninteractive
-  if [ ! -e /etc/postgresql-common/createcluster.conf ]; then
-    mkdir -p /etc/postgresql-common
-    echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.conf
-  fi
-  if apt-get update >/tmp/tagwatch-apt.log 2>&1 &&
-     apt-get install -y --no-install-recommends postgresql >>/tmp/tagwatch-apt.log 2>&1; then
-    echo "PostgreSQL installed: $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | tail -1)"
-    exit 0
-  fi
-  echo "warning: could not install postgresql (see /tmp/tagwatch-apt.log)" >&2
+if [ "$(id -u)" = "0" ] && [ ! -e /etc/postgresql-common/createcluster.conf ]; then
+  mkdir -p /etc/postgresql-common
+  echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.conf
+fi
+. "$(dirname "$0")/apt-install.sh"
+if apt_install postgresql PostgreSQL; then
+  echo "PostgreSQL installed: $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | tail -1)"
 else
-  echo "warning: PostgreSQL is not installed, and installing it here needs root and apt-get:" >&2
-  echo "         run 'sudo apt-get install postgresql' (or 'sudo make postgresql')." >&2
   echo "         Until then the PostgreSQL tests skip (and fail under CI=true)." >&2
 fi
 exit 0
