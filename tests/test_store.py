@@ -174,3 +174,15 @@ def test_a_url_names_its_schema_and_a_file_has_none(tmp_path: Path) -> None:
         with_schema(url, "Robert'); DROP TABLE")
     with pytest.raises(StoreError, match="schema goes with a PostgreSQL URL"):
         open_store(tmp_path / "a.db", schema="tagwatch_shard_0")
+
+
+def test_a_nul_in_a_dead_letters_text_cannot_fail_the_commit(store_target: str) -> None:
+    """A device id or reason with a NUL byte (PostgreSQL's text refuses it) is stored,
+    escaped there, and the batch with it commits."""
+    with open_store(store_target) as st:
+        st.commit(
+            [_alert()], [DeadLetter("t/x", b"\x00", "unknown device T\x00x", device="T\x00x")]
+        )
+        row = st.dead_letters()[0]
+        assert row.payload == b"\x00" and len(st.alert_log()) == 1
+        assert row.device in ("T\x00x", "T\\x00x") and row.reason.endswith(row.device)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -57,6 +57,21 @@ class Conn(Protocol):
 def dialect(db: Conn) -> str:
     """ "sqlite" or "postgresql"."""
     return str(getattr(db, "dialect", "sqlite"))
+
+
+def _no_nul(text: Any) -> Any:
+    return text.replace("\x00", "\\x00") if isinstance(text, str) and "\x00" in text else text
+
+
+def _same(text: Any) -> Any:
+    return text
+
+
+def text_for(db: Conn) -> Callable[[Any], Any]:
+    """How untrusted text (a dead letter's device, origin, reason) is stored: as it is, but
+    on PostgreSQL, whose text type refuses NUL, with a NUL written as the 4 characters
+    \\x00 (a device cannot make a commit fail, and so wedge the engine, with one byte)."""
+    return _no_nul if dialect(db) == "postgresql" else _same
 
 
 def is_url(target: object) -> bool:

@@ -33,7 +33,7 @@ from engine.store.ledger import LedgerWriter, Step
 from engine.store.owner import OwnedResource, own
 from engine.store.schema import ADDED, SCHEMA, advice, check_version
 from engine.store.signing import Checkpoint
-from engine.store.sql.conn import DB_ERRORS, Conn, describe
+from engine.store.sql.conn import DB_ERRORS, Conn, describe, text_for
 from engine.store.verify import VerifyReport, verify
 from engine.wire.alerts import Alert, decode_alert, encode_alert
 from engine.wire.records import DeadLetter
@@ -258,12 +258,14 @@ class SqlStore(OwnedResource):
         return self.commit([record], [], now)[0]
 
     def _insert_dead(self, dead: Sequence[DeadLetter], now: float) -> None:
+        """Their text is what a device sent: PostgreSQL's text refuses NUL (shown as \\x00)."""
+        txt = text_for(self._db)
         self._db.executemany(
             "INSERT INTO dead_letters(received_at, origin, reason, size, payload, sha256,"
             " device, count) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [
-                (now, d.origin, d.reason, d.size, d.payload[: self.dead_letter_max_bytes],
-                 d.sha256 or None, d.device, d.count)
+                (now, txt(d.origin), txt(d.reason), d.size,
+                 d.payload[: self.dead_letter_max_bytes], d.sha256 or None, txt(d.device), d.count)
                 for d in dead
             ],
         )  # fmt: skip
