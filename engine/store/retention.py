@@ -4,7 +4,7 @@ The last deleted row becomes the chain's anchor (kept in `meta`), and a prune ro
 to the chain records it, so an anchor rewritten in `meta` no longer matches. Never past the
 newest snapshot (recovery starts there). Closed alerts whose records were all written
 before the anchor (and published) leave alert_log and alerts with it. Runs inside the
-store (engine/store/sqlite.py), on its thread."""
+store (engine/store/sql/store.py), on its thread."""
 
 from __future__ import annotations
 
