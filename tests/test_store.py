@@ -12,7 +12,7 @@ import pytest
 from engine.errors import StoreError
 from engine.store.base import Store
 from engine.store.sql.conn import DB_ERRORS, dialect
-from engine.store.sql.open import connect, open_store
+from engine.store.sql.open import connect, open_store, shard_target
 from engine.store.sqlite import SqliteStore
 from engine.wire.alerts import Alert, alert_id, decode_alert
 from engine.wire.records import DeadLetter
@@ -172,6 +172,11 @@ def test_a_url_names_its_schema_and_a_file_has_none(tmp_path: Path) -> None:
         shard_schema(4, 4)
     with pytest.raises(ValueError, match="lower case"):
         with_schema(url, "Robert'); DROP TABLE")
+    assert shard_target(url, 1, 4) == named
+    assert (
+        shard_target("/var/lib/tagwatch/tagwatch.db", 2, 4)
+        == "/var/lib/tagwatch/tagwatch.shard2.db"
+    )
     with pytest.raises(StoreError, match="schema goes with a PostgreSQL URL"):
         open_store(tmp_path / "a.db", schema="tagwatch_shard_0")
 

@@ -5,6 +5,7 @@ that opens a store, a reader or a raw connection asks here, so the choice is mad
 
     open_store(target, schema=None, **settings)   the engine's store (engine/store/base.py)
     connect(target, ...)                          a raw connection (audit, notifications)
+    shard_target(target, i, n)                    where shard i of n keeps its store
     store_targets(target)                         one target per store a reader reads:
                                                   the file, or every store schema of the
                                                   database (`tagwatch`, `tagwatch_shard_*`)"""
@@ -57,6 +58,19 @@ def connect(
     if read_only and not Path(target).is_file():
         raise StoreError(f"no alert store at {target}")
     return connect_file(target, read_only=read_only, busy_timeout_s=busy_timeout_s)
+
+
+def shard_target(target: str, i: int, n: int) -> str:
+    """Where the engine of shard `i` of `n` keeps its store: on PostgreSQL the URL naming
+    schema `shard_schema(i, n)` (readers of the bare URL see every shard); a SQLite file
+    gets a file of its own beside it (`tagwatch.shard0.db`: readers see one shard only)."""
+    from engine.store.sql import pg
+
+    schema = pg.shard_schema(i, n)
+    if is_url(target):
+        return with_schema(target, schema)
+    p = Path(target)
+    return str(p.with_name(f"{p.stem}.shard{i}{p.suffix}"))
 
 
 def store_targets(target: str) -> list[str]:
