@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.tagwatch-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint format typecheck bench bench-all fuzz mosquitto chromium clean help lock
+.PHONY: demo test lint format typecheck bench bench-all fuzz mosquitto postgresql chromium clean help lock
 
 help:
 	@echo "make demo      broker + engine + simulated fleet, live alerts (Ctrl-C stops)"
@@ -15,6 +15,7 @@ help:
 	@echo "make lint      ruff check + format check"
 	@echo "make lock      pin the installed versions in constraints.txt (after make test)"
 	@echo "make mosquitto install Debian's mosquitto if it is missing (as root)"
+	@echo "make postgresql install Debian's postgresql (the store's PostgreSQL tests) if missing (as root)"
 	@echo "make chromium  install Debian's chromium (the console's browser tests) if missing (as root)"
 	@echo "make clean     remove the venv, caches and run/"
 
@@ -33,6 +34,9 @@ lock: $(STAMP)
 mosquitto:
 	@bash scripts/ensure-mosquitto.sh
 
+postgresql:
+	@bash scripts/ensure-postgresql.sh
+
 chromium:
 	@bash scripts/ensure-chromium.sh
 
@@ -50,7 +54,7 @@ format: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy engine zones devices
 
-test: $(STAMP) mosquitto chromium
+test: $(STAMP) mosquitto postgresql chromium
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -W error::pytest.PytestUnraisableExceptionWarning $(PYTEST_ARGS)

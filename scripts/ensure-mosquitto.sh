@@ -8,18 +8,10 @@ set -u
 for p in "$(command -v mosquitto 2>/dev/null)" /usr/sbin/mosquitto /usr/local/sbin/mosquitto; do
   if [ -n "$p" ] && [ -x "$p" ]; then exit 0; fi
 done
-if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
-  echo "mosquitto not found: installing Debian's mosquitto package (log: /tmp/tagwatch-apt.log)"
-  export DEBIAN_FRONTEND=noninteractive
-  if apt-get update >/tmp/tagwatch-apt.log 2>&1 &&
-     apt-get install -y --no-install-recommends mosquitto >>/tmp/tagwatch-apt.log 2>&1; then
-    echo "mosquitto installed: $(/usr/sbin/mosquitto -h 2>/dev/null | head -1)"
-    exit 0
-  fi
-  echo "warning: could not install mosquitto (see /tmp/tagwatch-apt.log)" >&2
+. "$(dirname "$0")/apt-install.sh"
+if apt_install mosquitto mosquitto; then
+  echo "mosquitto installed: $(/usr/sbin/mosquitto -h 2>/dev/null | head -1)"
 else
-  echo "warning: mosquitto is not installed, and installing it here needs root and apt-get:" >&2
-  echo "         run 'sudo apt-get install mosquitto' (or 'sudo make mosquitto')." >&2
   echo "         Until then the demo stops (or use a broker you run: tagwatch demo --broker" >&2
   echo "         HOST:PORT) and the MQTT tests skip." >&2
 fi

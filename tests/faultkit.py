@@ -368,27 +368,45 @@ def retained_status(
 # -- the engine's database ---------------------------------------------------------------
 
 
-def _connect(db: Path) -> sqlite3.Connection:
+def _is_url(db: Path | str) -> bool:
+    return isinstance(db, str) and "://" in db
+
+
+def _exists(db: Path | str) -> bool:
+    """A SQLite file that exists, or a PostgreSQL URL (its tables are looked for)."""
+    return _is_url(db) or Path(db).exists()
+
+
+def _connect(db: Path | str) -> Any:
+    """A connection of the test's own: sqlite3's, or the engine's PostgreSQL adapter."""
+    if _is_url(db):
+        from engine.store.sql.open import connect
+
+        return connect(str(db), busy_timeout_s=10.0)
     con = sqlite3.connect(str(db), timeout=10.0, isolation_level=None)
     con.execute("PRAGMA busy_timeout=10000")
     return con
 
 
-def _has_table(con: sqlite3.Connection, name: str) -> bool:
+def _has_table(con: Any, name: str) -> bool:
+    if getattr(con, "dialect", "sqlite") == "postgresql":
+        sql = "SELECT 1 FROM information_schema.tables WHERE table_schema = ? AND table_name = ?"
+        return con.execute(sql, (con.schema, name)).fetchone() is not None
     row = con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,))
     return row.fetchone() is not None
 
 
-Dbs = Path | Sequence[Path]  # one engine's database, or each shard's (serve --shard)
+Db = Path | str  # a SQLite file, or a PostgreSQL URL naming its schema
+Dbs = Db | list[Db]  # one engine's database, or each shard's (serve --shard)
 
 
 def ledger_keys(db: Dbs) -> set[Key] | None:
     """Distinct (device, seq) of the fixes and events in the ledger; None when the
     database has no ledger table (an engine that keeps no evidence ledger)."""
-    if not isinstance(db, Path):
+    if isinstance(db, list):
         each = [ledger_keys(d) for d in db]
         return None if any(k is None for k in each) else set().union(*each)  # type: ignore[arg-type]
-    if not db.exists():
+    if not _exists(db):
         return None
     con = _connect(db)
     try:
@@ -404,10 +422,10 @@ def ledger_keys(db: Dbs) -> set[Key] | None:
 
 def ledger_rows(db: Dbs) -> int | None:
     """Number of fix/event rows in the ledger (duplicates included); None without a ledger."""
-    if not isinstance(db, Path):
+    if isinstance(db, list):
         each = [ledger_rows(d) for d in db]
         return None if any(n is None for n in each) else sum(each)  # type: ignore[arg-type]
-    if not db.exists():
+    if not _exists(db):
         return None
     con = _connect(db)
     try:
@@ -433,9 +451,9 @@ class LogRow:
 
 def alert_log_rows(db: Dbs) -> list[LogRow]:
     """Every alert_log row, in the order written (shards' one after another)."""
-    if not isinstance(db, Path):
+    if isinstance(db, list):
         return [r for d in db for r in alert_log_rows(d)]
-    if not db.exists():
+    if not _exists(db):
         return []
     con = _connect(db)
     try:
@@ -449,9 +467,9 @@ def alert_log_rows(db: Dbs) -> list[LogRow]:
 
 def dead_letter_reasons(db: Dbs) -> Counter[str]:
     """Dead letters in the database, counted by reason."""
-    if not isinstance(db, Path):
+    if isinstance(db, list):
         return sum((dead_letter_reasons(d) for d in db), Counter())
-    if not db.exists():
+    if not _exists(db):
         return Counter()
     con = _connect(db)
     try:
@@ -681,7 +699,10 @@ def judge(name: str, stream: Stream, pub: StreamPublisher, db: Dbs, **figures: A
     )  # fmt: skip
     # (a) no fix or event lost
     if keys is None:
-        where = db.name if isinstance(db, Path) else "a shard's database"
+        where = (
+            db.name if isinstance(db, Path)
+            else "a shard's database" if isinstance(db, list) else "the PostgreSQL schema"
+        )  # fmt: skip
         out.fail(
             f"(a) no `ledger` table in {where}: the engine keeps no evidence of the "
             f"{len(expected)} fixes/events it was sent, so none can be shown to be kept"

@@ -67,7 +67,7 @@ class EngineProcess:
     """`tagwatch serve` as a real subprocess (the public entry point), stopped by SIGTERM."""
 
     def __init__(
-        self, host: str, port: int, zones: Path, subjects: Path, db: Path,
+        self, host: str, port: int, zones: Path, subjects: Path, db: Path | str,
         settings: Path | None = None, *, extra_args: Sequence[str] = (),
         env: Mapping[str, str] | None = None, preexec_fn: Callable[[], None] | None = None,
         log_via_pipe: bool = False,
@@ -75,8 +75,10 @@ class EngineProcess:
         """`extra_args` go after the usual ones; `env` is added to os.environ; `preexec_fn`
         runs in the child before exec (e.g. setrlimit). With `log_via_pipe` stderr goes
         through a pipe that this process copies to the log file, so the engine itself
-        writes no log file (a file-size limit set on it then only hits its database)."""
-        self.log = db.with_suffix(".log")
+        writes no log file (a file-size limit set on it then only hits its database).
+        `db` a PostgreSQL URL: the log and the signing key go beside `zones`."""
+        url = isinstance(db, str) and "://" in db
+        self.log = zones.with_name("engine.log") if url else Path(db).with_suffix(".log")
         self.args = [
             sys.executable, "-m", "engine.cli", "serve", "--broker", f"{host}:{port}",
             "--zones", str(zones), "--subjects", str(subjects), "--db", str(db),
@@ -84,6 +86,8 @@ class EngineProcess:
         ]  # fmt: skip
         if settings is not None:
             self.args += ["--settings", str(settings)]
+        if url and "--key" not in extra_args:
+            self.args += ["--key", str(zones.with_name("tagwatch.key"))]
         self.args += list(extra_args)
         self.env = dict(env or {})
         self.preexec_fn = preexec_fn

@@ -15,6 +15,7 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -63,10 +64,11 @@ def wait_healthy(http: httpx.Client, eng: EngineProcess, timeout: float = 60.0) 
 
 @pytest.fixture
 def console(
-    mosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+    mosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, store_target: str
 ) -> Iterator[tuple[httpx.Client, EngineProcess, Path, str]]:
+    """The console on a SQLite file, and on PostgreSQL."""
     zones, subjects = write_world(tmp_path, subjects_toml=SUBJECTS)
-    db = tmp_path / "tw.db"
+    db: Any = store_target if "://" in store_target else Path(store_target)
     add_user(monkeypatch, db, "alice", "monitor")
     add_user(monkeypatch, db, "bob", "monitor")
     add_user(monkeypatch, db, "bot", "supervisor")

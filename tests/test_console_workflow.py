@@ -116,9 +116,12 @@ class Browser:
 
 
 @pytest.fixture
-def world(mosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+def world(
+    mosquitto, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store_target: str
+) -> Iterator[dict[str, Any]]:
+    """The console on a SQLite file, and on PostgreSQL."""
     zones, subjects = write_world(tmp_path, ZONES, SUBJECTS)
-    db = tmp_path / "tw.db"
+    db: Any = store_target if "://" in store_target else Path(store_target)
     for name, role, team in (("alice", "monitor", "north"), ("carol", "monitor", "south"),
                              ("sue", "supervisor", "north"), ("ada", "admin", "north")):  # fmt: skip
         add_user(monkeypatch, db, name, role, team)

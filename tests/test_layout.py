@@ -150,9 +150,9 @@ RULES: list[tuple[str, object, object]] = [
         lambda m: _is(m, "aiomqtt", "paho"),
     ),
     (
-        "sqlite3 only in engine/store/",
+        "sqlite3 and psycopg only in engine/store/",
         lambda rel: not _in(rel, "engine/store"),
-        lambda m: _is(m, "sqlite3"),
+        lambda m: _is(m, "sqlite3", "psycopg"),
     ),
     (
         "devices/ speaks the contract through engine.wire: no other engine module",

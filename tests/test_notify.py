@@ -87,12 +87,15 @@ def receiver() -> Iterator[Receiver]:
     r.close()
 
 
-def log_rows(db: Path) -> list[tuple[int, bytes]]:
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
-        return [
-            (int(s), bytes(r))
-            for s, r in c.execute("SELECT seq, record FROM alert_log ORDER BY seq")
-        ]
+def log_rows(db: Path | str) -> list[tuple[int, bytes]]:
+    from engine.store.sql.open import connect
+
+    c = connect(str(db), read_only=True)
+    try:
+        rows = c.execute("SELECT seq, record FROM alert_log ORDER BY seq").fetchall()
+        return [(int(s), bytes(r)) for s, r in rows]
+    finally:
+        c.close()
 
 
 def wait_until(pred: Any, eng: EngineProcess, timeout: float = 40.0, what: str = "") -> None:
@@ -138,14 +141,15 @@ def check_signed(r: dict[str, Any]) -> None:
 @pytest.mark.mqtt
 @pytest.mark.timeout(180)
 def test_a_webhook_gets_every_record_once_signed_in_order_across_failures_and_a_restart(
-    mosquitto: Any, tmp_path: Path, receiver: Receiver
+    mosquitto: Any, tmp_path: Path, receiver: Receiver, store_target: str
 ) -> None:
+    """On a SQLite file, and on PostgreSQL (the feed and its cursors in the engine's schema)."""
     zones, subjects = world(
         tmp_path, '[[subjects]]\nid = "S1"\ntags = ["T1"]\n', [zone("Z1", "S1")]
     )
     secret = tmp_path / "webhook.secret"
     secret.write_bytes(SECRET + b"\n")  # a trailing newline is not part of the secret
-    db = tmp_path / "tw.db"
+    db: Any = store_target if "://" in store_target else Path(store_target)
     args = ["--webhook", f"cms={receiver.url}", "--webhook-secret-file", str(secret)]
     receiver.failing = 2  # down at first: 500, 500, then 200
     t0 = float(int(time.time()) - 3600)
@@ -379,7 +383,7 @@ def test_a_receiver_answer_decides_how_soon_the_record_is_tried_again() -> None:
 
 
 def test_a_warning_is_recorded_once_per_record_and_once_per_alert_per_repeat(
-    tmp_path: Path,
+    tmp_path: Path, store_target: str
 ) -> None:
     """What the warner decides and the warnings table keeps: an escalation inside the
     repeat window warns no one again, after it it does; a record read twice (a restart)
@@ -387,13 +391,13 @@ def test_a_warning_is_recorded_once_per_record_and_once_per_alert_per_repeat(
     not opt in warn no one."""
     from engine.notify.protected import plan
     from engine.store.notify.feed import LogRow, NotifyStore
-    from engine.store.sqlite import SqliteStore
+    from engine.store.sql.open import open_store
     from zones.subjects import read_subjects
 
     subj = tmp_path / "s.toml"
     subj.write_text(WARN_SUBJECTS)
     subjects = {s.id: s for s in read_subjects(subj)[0]}
-    SqliteStore(tmp_path / "tw.db").close()
+    open_store(store_target).close()
 
     def row(seq: int, **rec: Any) -> LogRow:
         base = {"id": "A1", "kind": "zone_breach", "state": "open", "subject": "S1", "zone": "Z1",
@@ -411,7 +415,7 @@ def test_a_warning_is_recorded_once_per_record_and_once_per_alert_per_repeat(
     assert plan(row(6, kind="curfew_breach"), subjects) == []
     assert plan(row(7, subject="S2"), subjects) == []  # S2 did not opt in
 
-    with NotifyStore(tmp_path / "tw.db") as store:
+    with NotifyStore(store_target) as store:
         first = store.add_warnings(plan(row(10), subjects), 10, repeat_s=600, now=1000.0)
         assert [w.device for w in first] == ["alice/phone", "U1"]
         again = store.add_warnings(plan(row(10), subjects), 10, repeat_s=600, now=5000.0)

@@ -6,7 +6,6 @@ And the ledger's hash chain: intact it verifies, changed anywhere it says where.
 from __future__ import annotations
 
 import random
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,9 @@ from engine.core.pipeline import Pipeline
 from engine.settings import Settings
 from engine.store import recovery
 from engine.store.ledger import Step, decode_record
-from engine.store.sqlite import SqliteStore
+from engine.store.sql.conn import dialect
+from engine.store.sql.open import connect, open_store
+from engine.store.sql.store import SqlStore
 from engine.wire.alerts import encode_alert
 from engine.wire.decode import decode_replay_line
 from engine.wire.records import EVENT_NAMES, EventRecord, FixRecord, Record
@@ -68,7 +69,7 @@ def _live_steps(recs: list[Record], seed: int) -> list[Step]:
 
 
 def _drive(
-    p: Pipeline, store: SqliteStore | None, steps: list[Step], rng: random.Random
+    p: Pipeline, store: SqlStore | None, steps: list[Step], rng: random.Random
 ) -> list[bytes]:
     out: list[bytes] = []
     for step in steps:
@@ -91,20 +92,20 @@ def _assert_same_future(a: Pipeline, b: Pipeline, future: list[Step]) -> None:
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_recovered_pipeline_decides_exactly_as_the_uninterrupted_one(
-    world: Path, tmp_path: Path, seed: int
+    world: Path, store_target: str, seed: int
 ) -> None:
     zs = load(world / "zones.geojson", world / "subjects.toml")
     steps = _live_steps(_records(world), seed)
     rng = random.Random(seed)
     crash = rng.randrange(len(steps) // 4, 3 * len(steps) // 4)
-    db = tmp_path / "a.db"
+    db = store_target
     a = Pipeline(zs, Settings())
-    with SqliteStore(db) as store:
+    with open_store(db) as store:
         before = _drive(a, store, steps[:crash], rng)
     assert before, "the stream should raise alerts before the crash"
 
     b = Pipeline(zs, Settings())
-    with SqliteStore(db) as store:
+    with open_store(db) as store:
         rec = recovery.recover(b, store)
         assert rec.alerts == []  # everything re-decided was already stored, byte for byte
         assert (rec.steps > 0 or rec.from_snapshot) and rec.last_now == steps[crash - 1].now
@@ -117,18 +118,20 @@ def test_recovered_pipeline_decides_exactly_as_the_uninterrupted_one(
     assert [encode_alert(x) for x in a.finish()] == [encode_alert(x) for x in b.finish()]
 
 
-def test_recovery_without_a_snapshot_replays_the_whole_ledger(world: Path, tmp_path: Path) -> None:
+def test_recovery_without_a_snapshot_replays_the_whole_ledger(
+    world: Path, store_target: str
+) -> None:
     zs = load(world / "zones.geojson", world / "subjects.toml")
     all_steps = _live_steps(_records(world), 9)
     steps, future = all_steps[: len(all_steps) // 2], all_steps[len(all_steps) // 2 :]
     a = Pipeline(zs)
-    with SqliteStore(tmp_path / "a.db") as store:
+    with open_store(store_target) as store:
         for step in steps:
             res = recovery.apply(a, step)
             store.commit(res.alerts, res.dead, step.now, steps=[step])
         assert store.latest_snapshot() is None
     b = Pipeline(zs)
-    with SqliteStore(tmp_path / "a.db") as store:
+    with open_store(store_target) as store:
         rec = recovery.recover(b, store)
     assert not rec.from_snapshot and rec.steps == len(steps) and rec.alerts == []
     _assert_same_future(a, b, future)
@@ -181,51 +184,60 @@ def test_ledger_rows_give_back_the_exact_record(r: Record) -> None:
     assert decode_record(encode_record(r)) == r
 
 
-def _store_with_history(world: Path, db: Path) -> None:
+def _store_with_history(world: Path, db: str) -> None:
     zs = load(world / "zones.geojson", world / "subjects.toml")
     p = Pipeline(zs)
-    with SqliteStore(db) as store:
+    with open_store(db) as store:
         for step in _live_steps(_records(world), 4)[:600]:
             res = recovery.apply(p, step)
             store.commit(res.alerts, res.dead, step.now, steps=[step])
 
 
-def _verify(db: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+def _verify(db: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     rc = main(["audit", "verify", "--db", str(db)])
     cap = capsys.readouterr()
     return rc, cap.out + cap.err
 
 
-@pytest.mark.parametrize(
-    ("change", "says"),
-    [
-        ("UPDATE ledger SET body = replace(body, '\"acc\":', '\"acc\":1') WHERE n = 77", "row 77"),
-        ("DELETE FROM ledger WHERE n = 120", "row 120 is missing"),
-        ("UPDATE ledger SET t = t + 1 WHERE n = (SELECT MIN(n) FROM ledger WHERE kind='fix')", "does not match"),
-        ("UPDATE alert_log SET record = X'7b7d' WHERE seq = 3", "alert_log record 3"),
-    ],
-)  # fmt: skip
+# (SQLite's words, PostgreSQL's words, what verify says)
+CHANGES = [
+    ("UPDATE ledger SET body = replace(body, '\"acc\":', '\"acc\":1') WHERE n = 77",
+     "UPDATE ledger SET body = convert_to(replace(convert_from(body, 'UTF8'), '\"acc\":',"
+     " '\"acc\":1'), 'UTF8') WHERE n = 77", "row 77"),
+    ("DELETE FROM ledger WHERE n = 120", "DELETE FROM ledger WHERE n = 120", "row 120 is missing"),
+    ("UPDATE ledger SET t = t + 1 WHERE n = (SELECT MIN(n) FROM ledger WHERE kind='fix')",
+     "UPDATE ledger SET t = t + 1 WHERE n = (SELECT MIN(n) FROM ledger WHERE kind='fix')",
+     "does not match"),
+    ("UPDATE alert_log SET record = X'7b7d' WHERE seq = 3",
+     "UPDATE alert_log SET record = '\\x7b7d'::bytea WHERE seq = 3", "alert_log record 3"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("lite", "pg", "says"), CHANGES)
 def test_audit_verify_finds_any_change(
-    world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], change: str, says: str
-) -> None:
-    db = tmp_path / "t.db"
+    world: Path, store_target: str, capsys: pytest.CaptureFixture[str], lite: str, pg: str,
+    says: str,
+) -> None:  # fmt: skip
+    db = store_target
     _store_with_history(world, db)
     rc, text = _verify(db, capsys)
     assert rc == 0 and text.startswith("ok: "), text
-    con = sqlite3.connect(db)
-    assert con.execute(change).rowcount == 1
-    con.commit()
-    con.close()
+    con = connect(db)
+    try:
+        assert con.execute(lite if dialect(con) == "sqlite" else pg).rowcount == 1
+    finally:
+        con.close()
     rc, text = _verify(db, capsys)
     assert rc == 1 and "BROKEN" in text and says in text, text
+    assert ":s3cret-pw@" not in text  # a URL's password is never printed
 
 
-def test_retention_keeps_a_verifiable_chain_and_recovery(world: Path, tmp_path: Path) -> None:
+def test_retention_keeps_a_verifiable_chain_and_recovery(world: Path, store_target: str) -> None:
     zs = load(world / "zones.geojson", world / "subjects.toml")
     steps = _live_steps(_records(world), 5)
     a = Pipeline(zs)
-    db = tmp_path / "r.db"
-    with SqliteStore(db) as store:
+    db = store_target
+    with open_store(db) as store:
         half = len(steps) // 2
         for step in steps[:half]:
             res = recovery.apply(a, step)
@@ -240,7 +252,7 @@ def test_retention_keeps_a_verifiable_chain_and_recovery(world: Path, tmp_path: 
         assert 0 < deleted < total
         assert store.verify().ok
     b = Pipeline(zs)
-    with SqliteStore(db) as store:
+    with open_store(db) as store:
         rec = recovery.recover(b, store)
     assert rec.from_snapshot and rec.alerts == []
     more = _live_steps(_records(world), 6)
@@ -249,11 +261,11 @@ def test_retention_keeps_a_verifiable_chain_and_recovery(world: Path, tmp_path: 
 
 
 def test_audit_alert_and_export_reconstruct_an_alert(
-    world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    world: Path, tmp_path: Path, store_target: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    db = tmp_path / "t.db"
+    db = store_target
     _store_with_history(world, db)
-    with SqliteStore(db) as store:
+    with open_store(db) as store:
         alert = next(a for a in store.alert_log() if a.kind == "zone_breach")
     assert main(["audit", "alert", alert.id, "--db", str(db)]) == 0
     out = capsys.readouterr().out
@@ -269,7 +281,7 @@ def test_audit_alert_and_export_reconstruct_an_alert(
 
 
 def test_a_changed_subjects_file_maps_the_snapshot_by_ids_without_a_rebuild(
-    world: Path, tmp_path: Path
+    world: Path, tmp_path: Path, store_target: str
 ) -> None:
     """A subject added between runs changes the state's shape; the snapshot is keyed by
     ids, so it is mapped onto the new configuration (the new tag starts empty) instead of
@@ -279,8 +291,8 @@ def test_a_changed_subjects_file_maps_the_snapshot_by_ids_without_a_rebuild(
     steps = _live_steps(_records(world), 8)
     half = len(steps) // 2
     a = Pipeline(zs)
-    db = tmp_path / "c.db"
-    with SqliteStore(db) as store:
+    db = store_target
+    with open_store(db) as store:
         _drive(a, store, steps[:half], random.Random(1))
         store.save_snapshot(recovery.fingerprint(a), steps[half - 1].now, recovery.snapshot(a))
     more = tmp_path / "subjects.toml"
@@ -289,16 +301,16 @@ def test_a_changed_subjects_file_maps_the_snapshot_by_ids_without_a_rebuild(
     )
     b = Pipeline(load(world / "zones.geojson", more))
     assert recovery.fingerprint(b) != recovery.fingerprint(a)
-    with SqliteStore(db) as store:
+    with open_store(db) as store:
         rec = recovery.recover(b, store)
     assert rec.from_snapshot and rec.remapped and not rec.rebuilt and rec.steps == 0
     assert rec.alerts == [] and rec.pipeline is b
     _assert_same_future(a, b, steps[half:])
 
 
-def _count(db: Path, sql: str) -> int:
+def _count(db: str, sql: str) -> int:
     """A count read by a connection of the test's own (the store's stays on its thread)."""
-    con = sqlite3.connect(db)
+    con = connect(db)
     try:
         return int(con.execute(sql).fetchone()[0])
     finally:

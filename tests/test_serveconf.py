@@ -43,6 +43,13 @@ def test_the_files_options_come_first_with_paths_relative_to_it(tmp_path: Path) 
     assert len(args.webhook) == 2
 
 
+def test_a_postgresql_url_as_db_is_taken_as_it_is(tmp_path: Path) -> None:
+    cfg = tmp_path / "tagwatch.toml"
+    cfg.write_text('db = "postgresql://tagwatch@db.internal/tagwatch?sslmode=require"\n')
+    argv = _expand(["serve", "--config", str(cfg)])
+    assert argv == ["serve", "--db", "postgresql://tagwatch@db.internal/tagwatch?sslmode=require"]
+
+
 @pytest.mark.parametrize(
     ("text", "says"),
     [
@@ -123,5 +130,5 @@ def test_the_shard_template_unit_names_its_shard_and_store() -> None:
     cmd = start.split("=", 1)[1].replace("%i", "1-of-2").split()
     argv = _expand([*cmd[1:3], str(root / "deploy/tagwatch.toml"), *cmd[4:]])
     args = build_parser().parse_args(argv)
-    assert str(args.shard) == "1/2" and args.db == "/var/lib/tagwatch/tagwatch-1-of-2.db"
+    assert str(args.shard) == "1/2" and args.db == "/var/lib/tagwatch/tagwatch.db"
     assert "ExecReload=/bin/kill -HUP $MAINPID" in unit

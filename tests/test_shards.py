@@ -22,6 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.broker.process import MosquittoProcess
+from engine.store.sql.open import shard_target
 from engine.wire import topics
 from tests.faultkit import (
     Stream,
@@ -125,13 +126,15 @@ def test_a_bad_shard_is_refused_by_the_cli(stream: Stream) -> None:
 
 
 def _shards(
-    stack: ExitStack, broker: MosquittoProcess, stream: Stream, tmp_path: Path, n: int
-) -> tuple[list[EngineProcess], list[Path]]:
-    dbs = [tmp_path / f"shard-{i}.db" for i in range(n)]
+    stack: ExitStack, broker: MosquittoProcess, stream: Stream, db: str, n: int
+) -> tuple[list[EngineProcess], list[Path | str]]:
+    """n shard engines given the same --db (each keeps its store beside it: a schema of
+    its own on PostgreSQL, a file of its own for SQLite); their stores' targets."""
     engines = []
-    for i, db in enumerate(dbs):
-        eng = EngineProcess(broker.host, broker.port, stream.zones, stream.subjects, db,
-                            extra_args=["--shard", f"{i}/{n}"])  # fmt: skip
+    for i in range(n):
+        log = Path(str(stream.zones.parent.parent)) / f"log-{id(stack):x}-{i}.db"
+        eng = EngineProcess(broker.host, broker.port, stream.zones, stream.subjects, log,
+                            extra_args=["--shard", f"{i}/{n}", "--db", db])  # fmt: skip
         stack.push(eng.__exit__)
         eng.start()
         engines.append(eng)
@@ -143,25 +146,28 @@ def _shards(
             raise AssertionError(
                 f"shard {i} never came online:\n{eng.log_text()[-3000:]}"
             ) from None
-    return engines, dbs
+    targets = [shard_target(db, i, n) for i in range(n)]
+    return engines, [t if "://" in t else Path(t) for t in targets]
 
 
 @pytest.mark.mqtt
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_two_shards_decide_what_one_engine_does_and_survive_kill_9(
-    mosquitto_persistent: MosquittoProcess, stream: Stream, tmp_path: Path
+    mosquitto_persistent: MosquittoProcess, stream: Stream, tmp_path: Path, store_target: str
 ) -> None:
-    """Two shards, each with its own SQLite store, the fleet's stream published at 600
-    messages/s; shard 1 is SIGKILLed twice mid-stream and restarted. Then: nothing the
-    broker acknowledged is missing from the shards' ledgers, every breach of the one-engine
-    reference is opened exactly once, no record twice, none extra; each shard's ledger
-    holds only its own subjects' devices; each announced its own retained status."""
+    """Two shards on one --db (SQLite: a file each; PostgreSQL: a schema each), the fleet's
+    stream published at 600 messages/s; shard 1 is SIGKILLed twice mid-stream and
+    restarted. Then: nothing the broker acknowledged is missing from the shards' ledgers,
+    every breach of the one-engine reference is opened exactly once, no record twice, none
+    extra; each shard's ledger holds only its own subjects' devices; each announced its own
+    retained status and signed its own chain; on PostgreSQL `tagwatch alerts` on the bare
+    URL lists both shards' alerts."""
     n = 2
     rng = random.Random(SEED)
     zs = load(stream.zones, stream.subjects)
     with ExitStack() as stack:
-        engines, dbs = _shards(stack, mosquitto_persistent, stream, tmp_path, n)
+        engines, dbs = _shards(stack, mosquitto_persistent, stream, store_target, n)
         pub = stack.enter_context(StreamPublisher(mosquitto_persistent.host,
                                                   mosquitto_persistent.port, stream.messages,
                                                   rate=600.0))  # fmt: skip
@@ -193,6 +199,12 @@ def test_two_shards_decide_what_one_engine_does_and_survive_kill_9(
             assert r.returncode == 0, r.stdout + r.stderr
             other = _cli("audit", "verify", "--db", str(dbs[1 - i]), "--checkpoint", str(cp))
             assert other.returncode != 0, "a shard's checkpoint verified another shard's chain"
+        if "://" in store_target:  # readers of the bare URL see every shard's alerts
+            r = _cli("alerts", "--db", store_target)
+            assert r.returncode == 0, r.stderr
+            for db in dbs:  # current alerts of both shards, named by subject
+                subjects = {row.alert.subject for row in alert_log_rows(db)}
+                assert subjects and all(sid in r.stdout for sid in subjects), r.stdout[-2000:]
     out = judge("2 shards, kill -9", stream, pub, dbs, kills_at=kills)
     print("\n" + out.report())
     assert cu.complete, f"{cu.why}\n{engines[1].log_text()[-3000:]}"
@@ -212,20 +224,24 @@ def test_two_shards_decide_what_one_engine_does_and_survive_kill_9(
 
 
 @pytest.mark.mqtt
-def test_a_store_of_another_shard_is_refused(
+def test_a_store_of_another_layout_is_refused(
     mosquitto: MosquittoProcess, stream: Stream, tmp_path: Path
 ) -> None:
-    db = tmp_path / "shard.db"
+    """Shard 0 of 2 wrote tw.shard0.db; shard 0 of 3 would continue it (same file), but its
+    subjects differ: refused, saying why. So is an engine without --shard on a shard's
+    store."""
+    db = str(tmp_path / "tw.db")
     with ExitStack() as stack:
-        engines, _ = _shards(stack, mosquitto, stream, tmp_path, 1)
+        engines, dbs = _shards(stack, mosquitto, stream, db, 2)
         assert engines[0].stop() == 0
-    moved = tmp_path / "shard-0.db"
-    r = _cli("serve", "--broker", f"{mosquitto.host}:{mosquitto.port}", "--zones",
-             str(stream.zones), "--subjects", str(stream.subjects), "--db", str(moved),
-             "--shard", "1/2")  # fmt: skip
+    broker = f"{mosquitto.host}:{mosquitto.port}"
+    common = ["serve", "--broker", broker, "--zones", str(stream.zones), "--subjects",
+              str(stream.subjects)]  # fmt: skip
+    r = _cli(*common, "--db", db, "--shard", "0/3")
     assert r.returncode != 0
-    assert "written by shard 0/1" in r.stderr and "started as shard 1/2" in r.stderr, r.stderr
-    assert not db.exists()
+    assert "written by shard 0/2" in r.stderr and "started as shard 0/3" in r.stderr, r.stderr
+    r = _cli(*common, "--db", str(dbs[0]))
+    assert r.returncode != 0 and "started without --shard" in r.stderr, r.stderr
 
 
 def _owned(shard: Shard, k: int, prefix: str = "S") -> list[str]:
@@ -303,3 +319,29 @@ def test_a_shard_hears_its_own_tags_only_and_follows_a_reload(
         assert eng.stop() == 0
     assert {q for d, q in ledger_keys(db) or set() if d == f"T{a}"} == {1, 2, 3}
     assert not dead_letter_reasons(db), dead_letter_reasons(db)
+
+
+def test_shards_starting_together_share_one_signing_key(tmp_path: Path) -> None:
+    """Several processes creating the deployment's key at once all end with the same one."""
+    import multiprocessing
+
+    from engine.store.signing import load_or_create_key
+
+    key = tmp_path / "keys" / "tagwatch.key"
+    with multiprocessing.Pool(4) as pool:
+        raws = pool.map(_key_raw, [str(key)] * 16)
+    assert len(set(raws)) == 1
+    assert _key_raw(str(key)) == raws[0] and load_or_create_key(key) is not None
+    assert not [p for p in key.parent.iterdir() if p.name.endswith(".new")]
+
+
+def _key_raw(path: str) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    from engine.store.signing import load_or_create_key
+
+    return (
+        load_or_create_key(path)
+        .public_key()
+        .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    )

@@ -1,6 +1,6 @@
 """The store used from several threads, as the serve loop does (the processor commits, the
 outbox reads and marks, snapshots and retention run beside them): one thread owns the
-SQLite connection, so no caller sees another's transaction, and one caller's failure never
+connection (SQLite or PostgreSQL), so no caller sees another's transaction, and one caller's failure never
 rolls back another's work.
 
 A commit is held open at a known point (inside its transaction, when it signs the ledger
@@ -12,7 +12,6 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +19,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from engine.errors import StoreError
 from engine.store.ledger import Step
-from engine.store.sqlite import SqliteStore
+from engine.store.sql.open import open_store
+from engine.store.sql.store import SqlStore
 from engine.wire.alerts import Alert, alert_id
 
 GRACE_S = 2.0  # how long the other thread is given to finish while the commit is held
@@ -74,7 +74,7 @@ class Run(threading.Thread):
             self.done.set()
 
 
-def _held_commit(store: SqliteStore, key: HeldKey) -> Run:
+def _held_commit(store: SqlStore, key: HeldKey) -> Run:
     commit = Run(lambda: store.commit([_alert()], [], 100.0, steps=[Step("tick", 100.0)]))
     commit.start()
     assert key.reached.wait(30), "the commit never reached its checkpoint"
@@ -82,12 +82,12 @@ def _held_commit(store: SqliteStore, key: HeldKey) -> Run:
 
 
 def test_a_reader_never_sees_rows_of_a_transaction_that_is_not_committed(
-    tmp_path: Path,
+    store_target: str,
 ) -> None:
     """While a commit is open (and then fails), the outbox's read must not return its
     alert record: published, it would be an alert the store does not hold."""
     key = HeldKey(fail=True)
-    store = SqliteStore(tmp_path / "tw.db", signing_key=key)  # type: ignore[arg-type]
+    store = open_store(store_target, signing_key=key)  # type: ignore[arg-type]
     commit = _held_commit(store, key)
     reader = Run(store.unpublished)
     reader.start()
@@ -102,11 +102,11 @@ def test_a_reader_never_sees_rows_of_a_transaction_that_is_not_committed(
     store.close()
 
 
-def test_a_failing_mark_published_never_rolls_back_a_concurrent_commit(tmp_path: Path) -> None:
+def test_a_failing_mark_published_never_rolls_back_a_concurrent_commit(store_target: str) -> None:
     """The outbox's mark_published fails while the processor's commit is open: the commit
     must still go through whole, and the chain still verify."""
     key = HeldKey()
-    store = SqliteStore(tmp_path / "tw.db", signing_key=key)  # type: ignore[arg-type]
+    store = open_store(store_target, signing_key=key)  # type: ignore[arg-type]
     commit = _held_commit(store, key)
     marker = Run(lambda: store.mark_published([object()]))  # type: ignore[list-item]
     marker.start()
@@ -122,10 +122,10 @@ def test_a_failing_mark_published_never_rolls_back_a_concurrent_commit(tmp_path:
     store.close()
 
 
-def test_the_connection_is_used_by_one_thread_only(tmp_path: Path) -> None:
+def test_the_connection_is_used_by_one_thread_only(store_target: str) -> None:
     """Every public method runs on the store's own thread; a call from any other thread,
     the constructor's included, is handed over to it and its errors come back."""
-    store = SqliteStore(tmp_path / "tw.db")
+    store = open_store(store_target)
     seen: set[str] = set()
     errors: list[BaseException] = []
 

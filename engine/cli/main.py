@@ -20,7 +20,7 @@ from zones.shard import Shard
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from engine.store.sqlite import SqliteStore
+    from engine.store.sql.store import SqlStore
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -86,26 +86,33 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from engine.notify.webhook import parse_webhooks
     from engine.store.config import ConfigFiles
     from engine.store.signing import default_key_path, load_or_create_key
+    from engine.store.sql.conn import is_url
+    from engine.store.sql.open import shard_target
 
     auth = MqttAuth.from_args(args)
     webhooks = parse_webhooks(args.webhook, args.webhook_secret_file)  # before anything starts
     sock = _http_socket(args)  # bound first: a port in use fails before anything starts
     # What was hashed is what is used: the pipeline is built from the texts read here,
     # and SIGHUP re-reads the same paths (docs/configuration.md).
-    if args.db is None:
-        args.db = "tagwatch.db" if args.shard is None else f"tagwatch-{args.shard.label}.db"
     config = ConfigFiles.read(args.zones, args.subjects, args.shard)
     zs = config.zoneset()
     settings = _settings(args)
     pipeline = Pipeline(zs, settings)
+    # Every shard signs with the deployment's key (an action on another shard's alert is
+    # written into that shard's chain); each keeps its store beside the --db named
     key = load_or_create_key(args.key or default_key_path(args.db))
-    store = _store(args.db, settings, signing_key=key)
+    own = (
+        args.db if args.shard is None else shard_target(args.db, args.shard.index, args.shard.count)
+    )
+    store = _store(own, settings, signing_key=key)
+    # The console reads every shard of a PostgreSQL database; of SQLite files, its own
+    console_db = args.db if is_url(args.db) else own
     log = logging.getLogger("tagwatch.serve")
     log.info(
         "serving %d subjects, %d zones, %d devices%s; broker %s; store %s",
         len(zs.subjects), len(zs.zones), pipeline.registry.n_slots,
         "" if args.shard is None else f" (shard {args.shard}: {len(zs.elsewhere)} devices"
-        " are other shards')", args.broker, args.db,
+        " are other shards')", args.broker, store.name,
     )  # fmt: skip
 
     async def main() -> None:
@@ -126,7 +133,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from engine.notify.notifier import Notifier
 
         # Webhooks and protected-device warnings follow the alert log (docs/notifications.md)
-        notifier = Notifier.open(args.db, webhooks, ServeView(engine).subjects,
+        notifier = Notifier.open(store.target, webhooks, ServeView(engine).subjects,
                                  engine.session.publish_confirmed, store.note)  # fmt: skip
         async with asyncio.TaskGroup() as tg:  # these stop when the engine does
             if notifier is not None:
@@ -135,7 +142,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 from engine.console.server import ConsoleServer
 
                 console = ConsoleServer(
-                    sock, args.db,
+                    sock, console_db,
                     ServeView(engine, notifier.counts if notifier is not None else None), settings,
                     certfile=args.http_cert, keyfile=args.http_key, tiles=args.http_tiles,
                 )  # fmt: skip
@@ -188,11 +195,10 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
 
 def cmd_alerts(args: argparse.Namespace) -> int:
     from engine.cli.console import AlertPrinter
-    from engine.store.sqlite import SqliteStore
+    from engine.store.casework.reader import open_reader
 
-    if not Path(args.db).exists():
-        raise TagwatchError(f"no alert store at {args.db}")
-    with SqliteStore(args.db, read_only=True) as store:  # reading never writes
+    # reading never writes; a PostgreSQL URL naming no schema: every shard's alerts
+    with open_reader(args.db) as store:
         printer = AlertPrinter()
         alerts = store.alert_log() if args.log else store.current_alerts(args.state)
         for a in alerts:
@@ -204,14 +210,12 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     return 0
 
 
-def _store(
-    path: str, settings: Settings, signing_key: Ed25519PrivateKey | None = None
-) -> SqliteStore:
-    """The engine's store with the settings' dead-letter limits (and, for serve, the key
-    that signs its ledger checkpoints)."""
-    from engine.store.sqlite import SqliteStore
+def _store(path: str, settings: Settings, signing_key: Ed25519PrivateKey | None = None) -> SqlStore:
+    """The engine's store (a SQLite file or a PostgreSQL URL) with the settings'
+    dead-letter limits (and, for serve, the key that signs its ledger checkpoints)."""
+    from engine.store.sql.open import open_store
 
-    return SqliteStore(
+    return open_store(
         path,
         dead_letter_max_bytes=settings.dead_letter_max_bytes,
         dead_letter_budget=settings.dead_letter_budget,
@@ -271,9 +275,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--broker", default="127.0.0.1:1883", help="HOST:PORT (default %(default)s)")
     zone_args(sp)
     sp.add_argument(
-        "--db", help="SQLite alert store (default tagwatch.db; with --shard i/N"
-        " tagwatch-i-of-N.db)",
-    )  # fmt: skip
+        "--db",
+        default="tagwatch.db",
+        help="alert store: a SQLite file, or a postgresql://USER:PASS@HOST/DB URL"
+        " (?schema=NAME: its schema, default tagwatch) (default %(default)s); with --shard,"
+        " the shard's store is beside it (FILE.shardI.db, or schema tagwatch_shard_I)",
+    )
     sp.add_argument(
         "--shard", metavar="I/N", type=_shard, help="serve only the subjects whose stable hash"
         " falls in part I of N (from 0), on their own devices' topics (docs/deployment.md)",

@@ -4,7 +4,7 @@ file stays one short line (deploy/, docs/deployment.md).
     broker = "127.0.0.1:8883"
     zones = "zones.geojson"            # relative paths are relative to this file
     subjects = "subjects.toml"
-    db = "/var/lib/tagwatch/tagwatch.db"
+    db = "/var/lib/tagwatch/tagwatch.db"   # or "postgresql://tagwatch@db.internal/tagwatch"
     username = "engine"
     password-file = "/etc/tagwatch/engine.password"
     cafile = "/etc/tagwatch/broker/ca.crt"
@@ -28,7 +28,8 @@ from typing import Any
 
 from engine.errors import ConfigError
 
-# Options naming a file or directory: relative to the config file's directory
+# Options naming a file or directory: relative to the config file's directory (a URL,
+# db = "postgresql://...", is taken as it is)
 PATH_KEYS = frozenset({
     "zones", "subjects", "settings", "db", "key", "http-cert", "http-key", "password-file",
     "cafile", "webhook-secret-file",
@@ -95,7 +96,7 @@ def _args(
             want = "a string or a number" + (", or a list of them" if repeatable else "")
             raise ConfigError(f"{path}: {raw} must be {want}, not {v!r}")
         text = str(v)
-        if key in PATH_KEYS and not Path(text).is_absolute():
+        if key in PATH_KEYS and not Path(text).is_absolute() and "://" not in text:
             text = str(base / text)
         out += [flag, text]
     return out

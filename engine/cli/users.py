@@ -24,6 +24,7 @@ from engine.store.access.credentials import (
     sha256,
 )
 from engine.store.access.schema import ROLES
+from engine.store.sql.conn import describe
 from zones.subjects import TEAM_MAX, team_ok
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
@@ -62,14 +63,14 @@ def cmd_add(args: argparse.Namespace) -> int:
     with AccountStore(args.db) as store:
         user = store.add_user(args.name, args.role, args.team, hash_password(password))
     team = f", team {user.team}" if user.team else ""
-    print(f"user {user.name} added ({user.role}{team}) to {args.db}")
+    print(f"user {user.name} added ({user.role}{team}) to {describe(args.db)}")
     return 0
 
 
 def cmd_passwd(args: argparse.Namespace) -> int:
     with AccountStore(args.db) as store:
         if not any(u.name == args.name for u in store.users()):
-            raise AccountError(f"no user {args.name!r} in {args.db}")
+            raise AccountError(f"no user {args.name!r} in {describe(args.db)}")
         store.set_password(args.name, hash_password(_password(args.name)))
     print(f"password of {args.name} changed; their console sessions have ended")
     return 0
@@ -102,7 +103,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         state = " (disabled)" if u.disabled else ""
         print(f"{u.name}\t{u.role}\t{u.team or '-'}{state}")
     if not users:
-        print(f"no users in {args.db}: add one with `tagwatch users add`", file=sys.stderr)
+        print(
+            f"no users in {describe(args.db)}: add one with `tagwatch users add`", file=sys.stderr
+        )
     return 0
 
 
@@ -114,7 +117,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         p = usub.add_parser(name, help=help)
         if name != "list":
             p.add_argument("name", type=_name, help="user name")
-        p.add_argument("--db", default="tagwatch.db", help="alert store (default %(default)s)")
+        p.add_argument(
+            "--db",
+            default="tagwatch.db",
+            help="alert store: a file or a postgresql:// URL (default %(default)s)",
+        )
         return p
 
     a = one("add", "add a user; the password is read from stdin")

@@ -17,7 +17,6 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Coroutine
-from pathlib import Path
 from typing import Any
 
 from engine.errors import TagwatchError
@@ -38,11 +37,9 @@ def default_watch_id(subject: str = "+") -> str:
 
 def _store_alerts(args: argparse.Namespace, states: tuple[str, ...]) -> list[Alert]:
     """The store's current alerts in `states`, for --subject (read-only)."""
-    from engine.store.sqlite import SqliteStore
+    from engine.store.casework.reader import open_reader
 
-    if not Path(args.db).exists():
-        raise TagwatchError(f"no alert store at {args.db}")
-    with SqliteStore(args.db, read_only=True) as store:
+    with open_reader(args.db) as store:  # PostgreSQL: every shard's schema
         return [
             a
             for a in store.current_alerts()
@@ -122,7 +119,9 @@ def _plain(args: argparse.Namespace) -> int:
     follow = _Follow(args, printer.print)
     if args.db is not None:
         opened = _store_alerts(args, ("open",))
-        print(f"open alerts in {args.db}: {len(opened)}", flush=True)
+        from engine.store.sql.conn import describe
+
+        print(f"open alerts in {describe(args.db)}: {len(opened)}", flush=True)
         for a in opened:
             printer.print(a)
         follow.already(opened)

@@ -33,7 +33,7 @@ from engine.console.queue import STATES, WORKFLOWS, queue
 from engine.console.view import EngineView
 from engine.settings import Settings
 from engine.store.access.accounts import AccountStore
-from engine.store.casework.reader import CaseReader
+from engine.store.casework.reader import CaseReads
 
 Handler = Callable[[Request, Principal], Awaitable[Response]]
 
@@ -44,7 +44,7 @@ class Console:
     feed (the alert board) and the access log."""
 
     accounts: AccountStore
-    reader: CaseReader
+    reader: CaseReads  # or casework/shards.py ShardedReader: the same reads
     engine: EngineView
     settings: Settings
     tls: bool = False

@@ -196,7 +196,7 @@ def routes(console: Console, guarded: Guard) -> list[Route]:
                                     alert=aid, reason=reason)  # fmt: skip
         async with console.exports:  # each pack is CPU work: one at a time
             try:
-                pack = await run_in_threadpool(build_pack, reader.path, aid)
+                pack = await run_in_threadpool(build_pack, reader.target_of(aid), aid)
                 body = await run_in_threadpool(pack.zip)
             except TagwatchError as e:
                 return error(404, str(e))

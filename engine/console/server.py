@@ -27,7 +27,7 @@ from engine.console.view import EngineView
 from engine.errors import ConfigError
 from engine.settings import Settings
 from engine.store.access.accounts import AccountStore
-from engine.store.casework.reader import CaseReader
+from engine.store.casework.reader import open_reader
 
 log = logging.getLogger("tagwatch.console")
 # uvicorn's own INFO lines ("Started server process") say less than ours; its errors stay
@@ -87,7 +87,11 @@ class ConsoleServer:
         """`tiles`: a directory of Z/X/Y.png map tiles or a tile URL template (pages.py)."""
         self.sock = sock
         self.accounts = AccountStore(db)
-        self.reader = CaseReader(db)
+        try:  # a PostgreSQL URL naming no schema: every shard's alerts
+            self.reader = open_reader(db)
+        except BaseException:
+            self.accounts.close()
+            raise
         self.console = Console(
             self.accounts, self.reader, engine, settings, tls=bool(certfile),
             tiles=Tiles.parse(tiles),

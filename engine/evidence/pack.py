@@ -29,6 +29,7 @@ from engine.errors import TagwatchError
 from engine.store.ledger import Head
 from engine.store.reading import LedgerReader, LedgerRow
 from engine.store.signing import Checkpoint, signature_problem
+from engine.store.sql.conn import describe, is_url
 
 TRACK_MARGIN_S = 1800.0  # the track shown around the episode, each side
 _enc = msgspec.json.Encoder()
@@ -239,7 +240,7 @@ def collect(db_path: str, alert_id: str, zones: str | None = None) -> Evidence:
                 continue
         records = [(r, d) for r, d in records if isinstance(d, dict) and "raised_t" in d]
         if not records:
-            raise TagwatchError(f"no alert {alert_id} in the ledger of {db_path}")
+            raise TagwatchError(f"no alert {alert_id} in the ledger of {describe(db_path)}")
         latest = records[-1][1]
         tag = latest.get("tag")
         cited: list[Cited] = []
@@ -277,7 +278,7 @@ def collect(db_path: str, alert_id: str, zones: str | None = None) -> Evidence:
     if not track:
         notes.append("no fixes of the tag in the ledger over the window")
     return Evidence(
-        alert_id, Path(db_path).name, records, cited, track, window, zone, zone_source,
+        alert_id, describe(db_path) if is_url(db_path) else Path(db_path).name, records, cited, track, window, zone, zone_source,
         config_row, cp, signed, signature, head, notes,
     )  # fmt: skip
 

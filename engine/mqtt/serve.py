@@ -160,7 +160,7 @@ class Engine:
         """Before connecting: rebuild the pipeline's state from the store, credit the
         downtime, and commit that as a resume step. Raises StoreError if it can't."""
         start = self.pipeline
-        check_store(self.store, self.shard, str(getattr(self.store, "path", "")))
+        check_store(self.store, self.shard, str(getattr(self.store, "name", "")))
         rec = recovery.recover(start, self.store, self.config)
         assert rec.pipeline is not None
         self.pipeline = rec.pipeline

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import sqlite3
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +21,8 @@ import msgspec
 from engine.errors import DecodeError, StoreError, TagwatchError
 from engine.store.reading import evidence_row, open_ro
 from engine.store.schema import advice
-from engine.store.signing import Checkpoint, load_public_key
+from engine.store.signing import Checkpoint, default_key_path, load_public_key
+from engine.store.sql.conn import DB_ERRORS, describe
 from engine.store.verify import verify
 from engine.wire.checkpoint import decode_checkpoint
 
@@ -34,8 +34,10 @@ def _reading(cmd: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Nam
     def run(args: argparse.Namespace) -> int:
         try:
             return cmd(args)
-        except sqlite3.Error as e:
-            raise StoreError(f"{args.db}: cannot read the alert store: {e}{advice(e)}") from e
+        except DB_ERRORS as e:
+            raise StoreError(
+                f"{describe(args.db)}: cannot read the alert store: {e}{advice(e)}"
+            ) from e
 
     return run
 
@@ -56,15 +58,14 @@ def _read_checkpoint(path: str) -> Checkpoint:
 @_reading
 def cmd_verify(args: argparse.Namespace) -> int:
     pin = _read_checkpoint(args.checkpoint) if args.checkpoint else None
-    key = args.key or next(
-        (p for p in (f"{args.db}.key.pub", f"{args.db}.key") if Path(p).is_file()), None
-    )
+    near = default_key_path(args.db)
+    key = args.key or next((p for p in (f"{near}.pub", str(near)) if Path(p).is_file()), None)
     trusted = load_public_key(key) if key else None
     db = open_ro(args.db)
     rep = verify(db, pin=pin, trusted=trusted)
     counts = ", ".join(f"{k} {v}" for k, v in sorted(rep.counts.items())) or "empty"
     if not rep.ok:
-        print(f"BROKEN: {args.db}: {rep.problem}", file=sys.stderr)
+        print(f"BROKEN: {describe(args.db)}: {rep.problem}", file=sys.stderr)
         print(f"  {rep.rows} rows verified before it ({counts})", file=sys.stderr)
         if pin is not None:
             print(f"  against checkpoint: {pin.encode().decode()}", file=sys.stderr)
@@ -96,7 +97,7 @@ def cmd_alert(args: argparse.Namespace) -> int:
         "SELECT n, body FROM ledger WHERE kind = 'alert' AND device = ? ORDER BY n", (args.id,)
     ).fetchall()
     if not recs:
-        raise TagwatchError(f"no alert {args.id} in the ledger of {args.db}")
+        raise TagwatchError(f"no alert {args.id} in the ledger of {describe(args.db)}")
     seen: set[tuple[object, ...]] = set()
     spaces: dict[str, dict[tuple[int, int], int]] = {}
     for n, body in recs:

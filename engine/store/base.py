@@ -1,7 +1,8 @@
 """What the engine asks of a durable store: the `Store` protocol and the outbox item.
 
 The live engine (engine/mqtt/), replay and restart recovery are written against this
-protocol, not against SQLite (engine/store/sqlite.py is the implementation). Every method
+protocol, not against a database (engine/store/sql/store.py is the implementation, on
+SQLite: sqlite.py, or PostgreSQL: sql/pgstore.py). Every method
 that fails raises `engine.errors.StoreError`, whose message says what to do; nothing else
 from the storage layer escapes."""
 

@@ -39,13 +39,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
+from engine.store.sql.conn import Conn
 from engine.wire.decode import decode_replay_line
 from engine.wire.records import FixRecord, Record
 from engine.wire.replayline import encode_record
@@ -233,7 +233,7 @@ class LedgerWriter:
 INSERT = "INSERT INTO ledger(n, kind, step, device, seq, t, body, hash) VALUES (?,?,?,?,?,?,?,?)"
 
 
-def read_head(db: sqlite3.Connection) -> Head:
+def read_head(db: Conn) -> Head:
     row = db.execute("SELECT n, step, hash FROM ledger ORDER BY n DESC LIMIT 1").fetchone()
     if row is not None:
         return Head(int(row[0]), int(row[1]), bytes(row[2]))
@@ -241,7 +241,7 @@ def read_head(db: sqlite3.Connection) -> Head:
     return anchor if anchor is not None else Head()
 
 
-def read_anchor(db: sqlite3.Connection) -> Head | None:
+def read_anchor(db: Conn) -> Head | None:
     """The last row retention deleted (the chain starts after it), or None."""
     got = dict(db.execute("SELECT key, value FROM meta WHERE key LIKE 'anchor_%'").fetchall())
     if "anchor_n" not in got:
@@ -249,24 +249,32 @@ def read_anchor(db: sqlite3.Connection) -> Head | None:
     return Head(int(got["anchor_n"]), int(got["anchor_step"]), bytes.fromhex(got["anchor_hash"]))
 
 
-def replay_steps(db: sqlite3.Connection, after_n: int) -> Iterator[Step]:
-    """The steps recorded after ledger row `after_n`, with their records, in order."""
-    cur = db.execute(
-        "SELECT kind, body FROM ledger WHERE n > ? AND kind IN ('step', 'fix', 'event') ORDER BY n",
-        (after_n,),
-    )
+def replay_steps(db: Conn, after_n: int, page: int = 20_000) -> Iterator[Step]:
+    """The steps recorded after ledger row `after_n`, with their records, in order. Read a
+    page of rows at a time (by n): a long ledger never sits in memory whole, on a database
+    whose driver fetches a query's every row at once as on one that streams them."""
     head: _StepHead | None = None
     recs: list[Record] = []
-    for kind, body in cur:
-        if kind == "step":
-            if head is not None:
-                yield Step(head.step, head.now, recs, head.credit, head.refused, head.config)
-            head, recs = msgspec.json.decode(bytes(body), type=_StepHead), []
-        elif head is not None:  # records before the first step: cut off by retention
-            try:
-                recs.append(decode_record(bytes(body)))
-            except ValueError as e:  # never stop a restart; say what could not be read
-                log.error("ledger: %s; recovery continues without it", e)
+    last = after_n
+    while True:
+        rows = db.execute(
+            "SELECT n, kind, body FROM ledger WHERE n > ? AND kind IN ('step', 'fix', 'event')"
+            " ORDER BY n LIMIT ?",
+            (last, page),
+        ).fetchall()
+        for _, kind, body in rows:
+            if kind == "step":
+                if head is not None:
+                    yield Step(head.step, head.now, recs, head.credit, head.refused, head.config)
+                head, recs = msgspec.json.decode(bytes(body), type=_StepHead), []
+            elif head is not None:  # records before the first step: cut off by retention
+                try:
+                    recs.append(decode_record(bytes(body)))
+                except ValueError as e:  # never stop a restart; say what could not be read
+                    log.error("ledger: %s; recovery continues without it", e)
+        if len(rows) < page:
+            break
+        last = int(rows[-1][0])
     if head is not None:
         yield Step(head.step, head.now, recs, head.credit, head.refused, head.config)
 
@@ -277,7 +285,7 @@ class _SnapRow(msgspec.Struct):
     bytes: int = -1
 
 
-def snapshot_hash(db: sqlite3.Connection, n: int) -> str | None:
+def snapshot_hash(db: Conn, n: int) -> str | None:
     """The sha256 the ledger records for the snapshot taken after row `n` (None: none)."""
     for (body,) in db.execute(
         "SELECT body FROM ledger WHERE kind = 'snapshot' AND n > ? ORDER BY n", (n,)
@@ -291,7 +299,7 @@ def snapshot_hash(db: sqlite3.Connection, n: int) -> str | None:
     return None
 
 
-def config_steps(db: sqlite3.Connection) -> Iterator[tuple[int, dict[str, Any]]]:
+def config_steps(db: Conn) -> Iterator[tuple[int, dict[str, Any]]]:
     """(ledger n, config) of every config step retained, newest first."""
     cur = db.execute(
         "SELECT n, body FROM ledger WHERE kind = 'step' AND CAST(body AS TEXT) LIKE ?"

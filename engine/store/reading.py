@@ -3,14 +3,13 @@
 seq-space rules), a tag's fixes over a time window, the configuration in force at a row,
 the store's signed checkpoint and the chain's head.
 
-Opened with SQLite's `mode=ro`: reading evidence never changes what it reads."""
+Opened read-only (SQLite's `mode=ro`, PostgreSQL's read-only transactions): reading
+evidence never changes what it reads."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -22,23 +21,25 @@ from engine.settings import Settings
 from engine.store.ledger import GENESIS, Head, config_steps, read_anchor, read_head
 from engine.store.schema import advice
 from engine.store.signing import Checkpoint, read_mark
+from engine.store.sql.conn import DB_ERRORS, Conn, describe
+from engine.store.sql.open import connect
 
 
-def open_ro(path: str) -> sqlite3.Connection:
-    """The store at `path`, read-only; StoreError when it is missing or has no ledger."""
-    p = Path(path)
-    if not p.exists():
-        raise StoreError(f"no alert store at {path}")
+def open_ro(path: str) -> Conn:
+    """The store at `path` (a file, or a PostgreSQL URL naming its schema), read-only;
+    StoreError when it is missing or has no ledger."""
     try:
-        db = sqlite3.connect(f"{p.resolve().as_uri()}?mode=ro", uri=True)
+        db = connect(path, read_only=True)
         db.execute("SELECT 1 FROM ledger LIMIT 1")
-    except sqlite3.Error as e:
-        raise StoreError(f"{path}: not a tagwatch store with an evidence ledger ({e})") from e
+    except DB_ERRORS as e:
+        raise StoreError(
+            f"{describe(path)}: not a tagwatch store with an evidence ledger ({e})"
+        ) from e
     return db
 
 
 def evidence_row(
-    db: sqlite3.Connection,
+    db: Conn,
     tag: str,
     seq: int,
     boot: int | None,
@@ -65,7 +66,7 @@ def evidence_row(
     return None
 
 
-def _space_of_rows(db: sqlite3.Connection, tag: str) -> dict[tuple[int, int], int]:
+def _space_of_rows(db: Conn, tag: str) -> dict[tuple[int, int], int]:
     """(ledger row, seq) -> seq-space index for every fix and event of `tag`."""
     recs = db.execute(
         "SELECT n, seq, t, body FROM ledger WHERE device = ? AND kind IN ('fix', 'event') ORDER BY n",
@@ -125,8 +126,10 @@ class LedgerReader:
     def _q(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
         try:
             return self._db.execute(sql, params).fetchall()
-        except sqlite3.Error as e:
-            raise StoreError(f"{self.path}: cannot read the alert store: {e}{advice(e)}") from e
+        except DB_ERRORS as e:
+            raise StoreError(
+                f"{describe(self.path)}: cannot read the alert store: {e}{advice(e)}"
+            ) from e
 
     def _rows(self, where: str, params: Sequence[object]) -> list[LedgerRow]:
         got = self._q(f"SELECT {_COLS} FROM ledger WHERE {where} ORDER BY n", params)
@@ -156,8 +159,10 @@ class LedgerReader:
         """The row evidence (tag, seq[, boot]) cites (the lookup `audit alert` prints)."""
         try:
             hit = evidence_row(self._db, tag, seq, boot, self._spaces)
-        except sqlite3.Error as e:
-            raise StoreError(f"{self.path}: cannot read the alert store: {e}{advice(e)}") from e
+        except DB_ERRORS as e:
+            raise StoreError(
+                f"{describe(self.path)}: cannot read the alert store: {e}{advice(e)}"
+            ) from e
         return None if hit is None else self.row(hit[0])
 
     def fixes(self, device: str, t0: float, t1: float) -> list[LedgerRow]:
@@ -169,8 +174,10 @@ class LedgerReader:
         (a store whose earlier config steps retention cut off) the oldest retained one."""
         try:
             steps = list(config_steps(self._db))
-        except sqlite3.Error as e:
-            raise StoreError(f"{self.path}: cannot read the alert store: {e}{advice(e)}") from e
+        except DB_ERRORS as e:
+            raise StoreError(
+                f"{describe(self.path)}: cannot read the alert store: {e}{advice(e)}"
+            ) from e
         before = [s for s in steps if s[0] < n]
         if before:
             return before[0]
@@ -190,17 +197,23 @@ class LedgerReader:
         """The unsigned checkpoint of the chain's end (a store kept without a key)."""
         try:
             return read_mark(self._db, read_head(self._db))
-        except sqlite3.Error as e:
-            raise StoreError(f"{self.path}: cannot read the alert store: {e}{advice(e)}") from e
+        except DB_ERRORS as e:
+            raise StoreError(
+                f"{describe(self.path)}: cannot read the alert store: {e}{advice(e)}"
+            ) from e
 
     def head(self) -> Head:
         try:
             return read_head(self._db)
-        except sqlite3.Error as e:
-            raise StoreError(f"{self.path}: cannot read the alert store: {e}{advice(e)}") from e
+        except DB_ERRORS as e:
+            raise StoreError(
+                f"{describe(self.path)}: cannot read the alert store: {e}{advice(e)}"
+            ) from e
 
     def anchor(self) -> Head | None:
         try:
             return read_anchor(self._db)
-        except sqlite3.Error as e:
-            raise StoreError(f"{self.path}: cannot read the alert store: {e}{advice(e)}") from e
+        except DB_ERRORS as e:
+            raise StoreError(
+                f"{describe(self.path)}: cannot read the alert store: {e}{advice(e)}"
+            ) from e

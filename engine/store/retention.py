@@ -4,12 +4,11 @@ The last deleted row becomes the chain's anchor (kept in `meta`), and a prune ro
 to the chain records it, so an anchor rewritten in `meta` no longer matches. Never past the
 newest snapshot (recovery starts there). Closed alerts whose records were all written
 before the anchor (and published) leave alert_log and alerts with it. Runs inside the
-store (engine/store/sqlite.py), on its thread."""
+store (engine/store/sql/store.py), on its thread."""
 
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -18,6 +17,7 @@ import msgspec
 from engine.errors import StoreError
 from engine.store import ledger
 from engine.store.ledger import LedgerWriter
+from engine.store.sql.conn import Conn
 from engine.wire.checkpoint import Checkpoint
 
 if TYPE_CHECKING:  # base.py imports this module's neighbours: only for the annotation
@@ -27,12 +27,12 @@ log = logging.getLogger("tagwatch.serve")
 
 
 def prune_front(
-    db: sqlite3.Connection, before: float, chunk: int, mark: Checkpoint,
+    db: Conn, before: float, chunk: int, mark: Checkpoint,
     sign: Callable[[Checkpoint], None],
 ) -> tuple[int, ledger.Head, Checkpoint] | None:  # fmt: skip
     """Delete ledger rows whose step ran before `before` (one chunk at most) in one
     transaction, signing the new end with `sign`: (rows deleted, new head, new checkpoint),
-    or None when nothing is old enough. sqlite3.Error propagates (rolled back by the caller)."""
+    or None when nothing is old enough. a database error (DB_ERRORS) propagates (rolled back by the caller)."""
     snap = db.execute("SELECT MAX(n) FROM snapshots").fetchone()[0]
     if snap is None:
         return None
@@ -61,7 +61,8 @@ def prune_front(
     cur = db.execute("DELETE FROM ledger WHERE n <= ?", (limit,))
     _prune_alerts(db, aseq)
     db.executemany(
-        "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+        "INSERT INTO meta(key, value) VALUES (?, ?)"
+        " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
         [("anchor_n", str(n)), ("anchor_step", str(step)),
          ("anchor_hash", bytes(h).hex()), ("anchor_alert_seq", str(aseq))],
     )  # fmt: skip
@@ -74,7 +75,7 @@ def prune_front(
     return int(cur.rowcount), LedgerWriter.after([prune_row], head), cp
 
 
-def _prune_alerts(db: sqlite3.Connection, upto_seq: int) -> None:
+def _prune_alerts(db: Conn, upto_seq: int) -> None:
     """Closed alerts whose every record's ledger row went with retention (alert_log seq up
     to `upto_seq`) and was published: recovery never decides them again, so they go too.
     By seq, not time, so `audit verify` (which checks the log against the ledger above the

@@ -1,11 +1,15 @@
 """The store's tables (besides the ledger's), their version and additive columns, how the
-database file is created (private), and what a user can do about a storage error."""
+database file is created (private), and what a user can do about a storage error (SQLite's
+or PostgreSQL's)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 from pathlib import Path
+
+from engine.errors import StoreError
+from engine.store.sql.conn import Conn
 
 SCHEMA_VERSION = 2
 
@@ -62,8 +66,19 @@ ADDED = (
 
 # What a user can do about a storage error, by the words of its message.
 _ADVICE = (
-    (("locked", "busy"), "another process holds a lock on it (a second engine, a backup, a"
-     " sqlite3 shell): stop it or let it finish"),
+    (("locked", "busy", "lock timeout"), "another process holds a lock on it (a second"
+     " engine, a backup, a sqlite3 or psql shell): stop it or let it finish"),
+    (("could not connect", "connection refused", "connection failed", "timeout expired",
+      "server closed the connection", "terminating connection", "could not translate host"),
+     "the PostgreSQL server is not reachable: check that it runs, the URL's host and port,"
+     " and the network"),
+    (("password authentication failed", "no pg_hba.conf entry", "role \"",),
+     "check the URL's user and password, and the server's pg_hba.conf"),
+    (("database \"",), "check the URL's database name (create it first:"
+     " createdb), or the --db path"),
+    (("deadlock", "could not serialize"), "another writer got in the way: it is retried"),
+    (("read-only transaction",), "the server is a read-only replica: point --db at the"
+     " primary"),
     (("full", "too large", "quota", "no space"), "free space on its disk, or raise the"
      " file size limit or quota"),
     (("readonly", "read-only", "permission", "unable to open"), "make the file and its"
@@ -74,6 +89,23 @@ _ADVICE = (
     (("not a directory", "no such file"), "check the path: its folder must exist or be"
      " creatable by this user"),
 )  # fmt: skip
+
+
+def check_version(db: Conn, name: str, read_only: bool) -> None:
+    """Record the schema version in a new store, upgrade a version 1 store (version 2 only
+    added tables: the ledger, snapshots), refuse any other. Readers read what is there."""
+    row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+    if read_only and (row is None or int(row[0]) in (1, SCHEMA_VERSION)):
+        return  # readers read what is there; the engine upgrades
+    if row is None:
+        db.execute("INSERT INTO meta(key, value) VALUES('schema', ?)", (str(SCHEMA_VERSION),))
+    elif int(row[0]) == 1:
+        db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),))
+    elif int(row[0]) != SCHEMA_VERSION:
+        raise StoreError(
+            f"{name} has schema version {row[0]}, this tagwatch expects"
+            f" {SCHEMA_VERSION}: use the tagwatch that wrote it, or another --db"
+        )
 
 
 def create_private(path: Path) -> None:

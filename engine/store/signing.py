@@ -2,8 +2,9 @@
 signs the chain's checkpoint in every commit, so rows appended, cut off or rewritten by
 someone without the key no longer match a valid signature.
 
-    key file      PEM PKCS#8, created 0600 beside the store (`tagwatch.db.key`) unless
-                  `tagwatch serve --key PATH`; its public half is written to PATH.pub
+    key file      PEM PKCS#8, created 0600 beside the store (`tagwatch.db.key`; PostgreSQL:
+                  `tagwatch.key` in the working folder) unless `tagwatch serve --key
+                  PATH`; its public half is written to PATH.pub
     checkpoint    `Checkpoint` with `key` (public key, hex) and `sig` (Ed25519 over the
                   checkpoint's JSON with `sig` empty), kept in `meta` (key `checkpoint`),
                   checked and printed in full by `tagwatch audit verify`"""
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sqlite3
 from pathlib import Path
 
 import msgspec
@@ -22,13 +22,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from engine.errors import StoreError
 from engine.store.ledger import Head, read_anchor
+from engine.store.sql.conn import Conn, is_url
 from engine.wire.checkpoint import Checkpoint
 
 __all__ = ["Checkpoint", "load_or_create_key", "load_public_key", "sign", "signature_problem"]
 
 
 def default_key_path(db: str | Path) -> Path:
-    return Path(f"{db}.key")
+    """Beside a SQLite file (`DB.key`); for PostgreSQL, `tagwatch.key` in the working
+    folder: every shard of a deployment signs with the same key (engine/store/sql/pgstore.py)."""
+    return Path("tagwatch.key") if is_url(db) else Path(f"{db}.key")
 
 
 def _raw(pub: Ed25519PublicKey) -> bytes:
@@ -36,7 +39,9 @@ def _raw(pub: Ed25519PublicKey) -> bytes:
 
 
 def load_or_create_key(path: str | Path) -> Ed25519PrivateKey:
-    """The signing key at `path`; a new one (mode 0600, and PATH.pub) if there is none."""
+    """The signing key at `path`; a new one (mode 0600, and PATH.pub) if there is none.
+    Shards starting together may race to create it: the key appears whole or not at all
+    (written aside, then linked into place), and the loser takes the winner's."""
     p = Path(path)
     try:
         if not p.exists():
@@ -47,14 +52,25 @@ def load_or_create_key(path: str | Path) -> Ed25519PrivateKey:
                 serialization.NoEncryption(),
             )
             p.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            aside = p.with_name(f".{p.name}.{os.getpid()}.new")
+            fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "wb") as f:
                 f.write(pem)
-            pub = key.public_key().public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-            )
-            Path(f"{p}.pub").write_bytes(pub)
-            return key
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(aside, p)  # fails if another process's key got there first
+                made = True
+            except FileExistsError:
+                made = False
+            finally:
+                aside.unlink(missing_ok=True)
+            if made:
+                pub = key.public_key().public_bytes(
+                    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+                )
+                Path(f"{p}.pub").write_bytes(pub)
+                return key
         if os.stat(p).st_mode & 0o077:
             raise StoreError(f"signing key {p} is readable by others: chmod 600 {p}")
         loaded = serialization.load_pem_private_key(p.read_bytes(), password=None)
@@ -105,7 +121,7 @@ def signature_problem(cp: Checkpoint, trusted: Ed25519PublicKey | None) -> str |
     return None
 
 
-def read_mark(db: sqlite3.Connection, head: Head) -> Checkpoint:
+def read_mark(db: Conn, head: Head) -> Checkpoint:
     """The unsigned checkpoint of a store whose chain ends at `head`: the anchor, the last
     alert_log seq the ledger names, the engine clock of the last step."""
     anchor = read_anchor(db) or Head()
@@ -120,9 +136,11 @@ def read_mark(db: sqlite3.Connection, head: Head) -> Checkpoint:
     )  # fmt: skip
 
 
-def store_signed(db: sqlite3.Connection, mark: Checkpoint, key: Ed25519PrivateKey) -> None:
+def store_signed(db: Conn, mark: Checkpoint, key: Ed25519PrivateKey) -> None:
     """Keep `mark`, signed, in `meta` (inside the caller's transaction)."""
     cp = sign(mark, key)
     db.execute(
-        "INSERT OR REPLACE INTO meta(key, value) VALUES ('checkpoint', ?)", (cp.encode().decode(),)
+        "INSERT INTO meta(key, value) VALUES ('checkpoint', ?)"
+        " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        (cp.encode().decode(),),
     )

@@ -1,499 +1,61 @@
-"""Durable store (SQLite, WAL): alert lifecycle records, current alert state, dead letters,
-the publish outbox, the hash-chained evidence ledger (engine/store/ledger.py) and the pipeline
-snapshots restart recovery starts from. Everything one batch produces is committed in one
-transaction; the engine acknowledges the batch's messages only after that commit.
-
-One connection, one thread: the connection lives on the store's own thread
-(engine/store/owner.py) and every public method runs there, whole, one after another,
-whoever calls it: the outbox never reads a batch's rows before its commit, a failing
-`mark_published` rolls back only itself, two writers never interleave ledger rows.
-sqlite3's `check_same_thread` stays on: any other use of the connection is refused."""
+"""The embedded store: SQLite (WAL, synchronous=FULL) in one file, created private (0600).
+The store's logic is engine/store/sql/store.py, the same on PostgreSQL; this says how to
+open the file: writable (creating it and its folder), or read-only with SQLite's mode=ro
+(a reader can write nothing, not even a schema upgrade). ':memory:' gives a throwaway
+store (replay, tests)."""
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import itertools
 import sqlite3
-import time
-from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
-
-import msgspec
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from engine.errors import StoreError
-from engine.store import ledger, retention, signing
-from engine.store.base import CommitTimes, OutboxItem
-from engine.store.casework.workflow import Action, UnknownAlert, Workflow
-from engine.store.deadletters import DeadLetterBudget, DeadLetterRow
-from engine.store.ledger import LedgerWriter, Step
-from engine.store.owner import OwnedResource, own
-from engine.store.schema import ADDED, SCHEMA, SCHEMA_VERSION, advice, create_private
-from engine.store.signing import Checkpoint
-from engine.store.verify import VerifyReport, verify
-from engine.wire.alerts import Alert, decode_alert, encode_alert
-from engine.wire.records import DeadLetter
+from engine.store.schema import advice, create_private
+from engine.store.sql.store import SqlStore
 
 
-class SqliteStore(OwnedResource):
-    """The embedded store. `path` ':memory:' gives a throwaway store (replay, tests)."""
+def connect_file(path: str, *, read_only: bool, busy_timeout_s: float) -> sqlite3.Connection:
+    """A connection to the store file at `path` (autocommit: the store's SQL opens its
+    transactions itself); WAL and synchronous=FULL unless read-only. sqlite3.Error."""
+    ms = int(busy_timeout_s * 1000)
+    if read_only:
+        db = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
+        db.execute(f"PRAGMA busy_timeout={ms}")
+        return db
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute(f"PRAGMA busy_timeout={ms}")
+    if path != ":memory:":
+        mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StoreError(f"{path}: could not switch SQLite to WAL ({mode})")
+    # FULL: a commit survives power loss, not just a process crash. Alerts are never
+    # lost, so we pay the fsync per batch (batches amortise it).
+    db.execute("PRAGMA synchronous=FULL")
+    return db
 
-    _signed: tuple[Checkpoint, bytes] | None = None  # signed_checkpoint()'s last answer
 
-    def __init__(
-        self,
-        path: str | Path,
-        *,
-        dead_letter_max_bytes: int = 512,
-        dead_letter_budget: int = 50,
-        dead_letter_window_s: float = 600.0,
-        busy_timeout_s: float = 2.0,
-        read_only: bool = False,
-        signing_key: Ed25519PrivateKey | None = None,
-    ) -> None:
-        """`read_only`: open an existing store with SQLite's mode=ro (a reader such as
-        `tagwatch alerts` can then write nothing, not even a schema upgrade).
-        `signing_key`: every commit also stores the chain's checkpoint signed with it
-        (engine/store/signing.py), so `audit verify` shows a cut or rewritten end."""
-        self.path = str(path)
-        self.signing_key = signing_key
-        self.dead_letter_max_bytes = dead_letter_max_bytes
-        self.budget = DeadLetterBudget(dead_letter_budget, dead_letter_window_s)
-        self.busy_timeout_s = busy_timeout_s
-        self.read_only = read_only
-        self.commit_times = CommitTimes()  # /metrics: tagwatch_commit_seconds
-        self._start("tagwatch-store", f"alert store {self.path}")
+def create_file(path: str) -> None:
+    """The store's file, empty and private, and its folder (OSError)."""
+    if path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        create_private(Path(path))
+
+
+class SqliteStore(SqlStore):
+    """The store in the SQLite file at `path`."""
 
     def _open(self) -> None:
-        read_only = self.read_only
-        try:
-            if read_only and not Path(self.path).is_file():
-                raise StoreError(f"no alert store at {self.path}")
-            if self.path != ":memory:" and not read_only:
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-                create_private(Path(self.path))
-            self._db = self._connect()
-            if not read_only:
-                self._db.executescript(SCHEMA + ledger.SCHEMA)
-            self._check_version()
-            if not read_only:
-                self._add_columns()
-            self.head = ledger.read_head(self._db)
-            self._mark = signing.read_mark(self._db, self.head)
-        except (sqlite3.Error, OSError) as e:
-            raise StoreError(f"cannot open alert store {self.path}: {e}{advice(e)}") from e
+        if self.read_only and not Path(self.path).is_file():
+            raise StoreError(f"no alert store at {self.path}")
+        if not self.read_only:
+            try:
+                create_file(self.path)
+            except OSError as e:
+                raise StoreError(f"cannot open alert store {self.path}: {e}{advice(e)}") from e
+        super()._open()
 
     def _connect(self) -> sqlite3.Connection:
-        if self.read_only:
-            uri = f"{Path(self.path).resolve().as_uri()}?mode=ro"
-            db = sqlite3.connect(uri, uri=True)
-            db.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
-            return db
-        db = sqlite3.connect(self.path, isolation_level=None)
-        db.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
-        if self.path != ":memory:":
-            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise StoreError(f"{self.path}: could not switch SQLite to WAL ({mode})")
-        # FULL: a commit survives power loss, not just a process crash. Alerts are never
-        # lost, so we pay the fsync per batch (batches amortise it).
-        db.execute("PRAGMA synchronous=FULL")
-        return db
+        return connect_file(self.path, read_only=self.read_only, busy_timeout_s=self.busy_timeout_s)
 
-    def _after_failure(self) -> None:
-        """A write failed (locked, disk full, I/O error): roll back, and if the connection
-        itself is unusable open a new one. The ledger head is re-read from the file: it is
-        the truth about what committed."""
-        try:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            self.head = ledger.read_head(self._db)
-            self._mark = signing.read_mark(self._db, self.head)
-            return
-        except sqlite3.Error:
-            if self.path == ":memory:":
-                return
-        with contextlib.suppress(sqlite3.Error):
-            self._db.close()
-        try:
-            self._db = self._connect()
-            self.head = ledger.read_head(self._db)
-            self._mark = signing.read_mark(self._db, self.head)
-        except (sqlite3.Error, StoreError):
-            pass  # the next commit fails again and says why
-
-    def _fail(self, doing: str, e: sqlite3.Error) -> NoReturn:
-        raise StoreError(f"alert store {self.path}: {doing}: {e}{advice(e)}") from e
-
-    @contextlib.contextmanager
-    def _reading(self, what: str) -> Iterator[sqlite3.Connection]:
-        """A read outside any transaction: a failure leaves nothing to roll back."""
-        try:
-            yield self._db
-        except sqlite3.Error as e:
-            self._fail(f"cannot read {what}", e)
-
-    def _check_version(self) -> None:
-        row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-        if self.read_only and (row is None or int(row[0]) in (1, SCHEMA_VERSION)):
-            return  # readers read what is there; the engine upgrades
-        if row is None:
-            self._db.execute(
-                "INSERT INTO meta(key, value) VALUES('schema', ?)", (str(SCHEMA_VERSION),)
-            )
-        elif int(row[0]) == 1:  # version 2 only added tables (ledger, snapshots)
-            self._db.execute(
-                "UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),)
-            )
-        elif int(row[0]) != SCHEMA_VERSION:
-            raise StoreError(
-                f"{self.path} has schema version {row[0]}, this tagwatch expects"
-                f" {SCHEMA_VERSION}: use the tagwatch that wrote it, or another --db"
-            )
-
-    def _sign(self, mark: Checkpoint) -> None:
-        """Store the signed checkpoint, inside the caller's transaction."""
-        if self.signing_key is not None:
-            signing.store_signed(self._db, mark, self.signing_key)
-
-    def signed_checkpoint(self) -> bytes | None:
-        """The checkpoint of the last commit, signed: the bytes `meta` holds (Ed25519
-        signatures are deterministic). None without a signing key or an empty ledger.
-        Not sent to the store's thread: it reads one attribute and touches no connection,
-        and the serve loop calls it from the event loop, which must not wait on a commit."""
-        key, mark = self.signing_key, self._mark
-        if key is None or self.head.n == 0:
-            return None
-        if self._signed is None or self._signed[0] is not mark:
-            self._signed = (mark, signing.sign(mark, key).encode())
-        return self._signed[1]
-
-    def _add_columns(self) -> None:
-        for table, column, decl in ADDED:
-            have = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
-            if column not in have:
-                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
-
-    # -- writing -----------------------------------------------------------------------
-    def commit(
-        self,
-        alerts: Sequence[Alert],
-        dead: Sequence[DeadLetter],
-        now: float | None = None,
-        *,
-        steps: Sequence[Step] = (),
-    ) -> list[OutboxItem]:
-        """Write one batch in one transaction: the pipeline steps and the records they
-        took (evidence ledger), the alert records they decided (ledger, log, current
-        state, outbox) and the dead letters.
-
-        Returns the outbox items to publish; they are durable when this returns. Raises
-        StoreError when nothing was written (the caller keeps everything and retries)."""
-        now = time.time() if now is None else now
-        out: list[OutboxItem] = []
-        plan = self.budget.plan(dead, now)
-        dead = plan.rows
-        if not alerts and not dead and not steps:
-            self.budget.apply(plan)
-            return out
-        db, t0 = self._db, time.perf_counter()
-        payloads = [encode_alert(a) for a in alerts]
-        rows: list[ledger.Row] = []
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            for a, payload in zip(alerts, payloads, strict=True):
-                cur = db.execute(
-                    "INSERT INTO alert_log(alert_id, state, subject, record, written_at)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    (a.id, a.state, a.subject, payload, now),
-                )
-                out.append(OutboxItem(int(cur.lastrowid or 0), a.subject, payload))
-                db.execute(
-                    "INSERT INTO alerts(id, kind, state, subject, tag, zone, severity,"
-                    " confidence, opened_t, raised_t, closed_t, evidence, updated_at)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
-                    " ON CONFLICT(id) DO UPDATE SET state=excluded.state,"
-                    " severity=excluded.severity, confidence=excluded.confidence,"
-                    " closed_t=excluded.closed_t, evidence=excluded.evidence,"
-                    " updated_at=excluded.updated_at",
-                    (
-                        a.id, a.kind, a.state, a.subject, a.tag, a.zone, a.severity,
-                        a.confidence, a.opened_t, a.raised_t, a.closed_t,
-                        _evidence_json(a), now,
-                    ),
-                )  # fmt: skip
-            # Each alert row of the ledger names its alert_log seq: the chain then
-            # covers the log, so a deleted, inserted or changed log row shows.
-            rows = LedgerWriter(self.head).rows(
-                steps,
-                [
-                    (a.id, a.raised_t, p, o.seq)
-                    for a, p, o in zip(alerts, payloads, out, strict=True)
-                ],
-            )
-            if rows:
-                db.executemany(ledger.INSERT, rows)
-                end = LedgerWriter.after(rows, self.head)
-                mark = msgspec.structs.replace(
-                    self._mark, n=end.n, step=end.step, hash=end.hash.hex(),
-                    alert_seq=out[-1].seq if out else self._mark.alert_seq,
-                    now=steps[-1].now if steps else self._mark.now,
-                )  # fmt: skip
-                self._sign(mark)
-            if dead:
-                self._insert_dead(dead, now)
-            db.execute("COMMIT")
-        except sqlite3.Error as e:
-            expected = LedgerWriter.after(rows, self.head)
-            self._after_failure()
-            if rows and self.head == expected:
-                # COMMIT failed after the data was durable: it is in; the outbox
-                # flush publishes its alerts.
-                self.budget.apply(plan)
-                return []
-            self._fail("write failed", e)
-        self.commit_times.observe(time.perf_counter() - t0)
-        if rows:
-            self.head, self._mark = LedgerWriter.after(rows, self.head), mark
-        self.budget.apply(plan)
-        return out
-
-    def act(self, alert_id: str, action: Action, now: float | None = None) -> OutboxItem:
-        """A monitor's action: its record (casework/workflow.py) written like a decided one
-        (alert log, ledger, outbox); the item to publish. UnknownAlert, ActionRefused."""
-        with self._reading("the alert log") as db:
-            rows = db.execute(
-                "SELECT record FROM alert_log WHERE alert_id = ? ORDER BY seq", (alert_id,)
-            ).fetchall()
-        if not rows:
-            raise UnknownAlert(f"no alert {alert_id}")
-        records = [decode_alert(bytes(r[0])) for r in rows]
-        record = Workflow.of(records).after(action).record(records[-1])
-        return self.commit([record], [], now)[0]
-
-    def _insert_dead(self, dead: Sequence[DeadLetter], now: float) -> None:
-        self._db.executemany(
-            "INSERT INTO dead_letters(received_at, origin, reason, size, payload, sha256,"
-            " device, count) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (now, d.origin, d.reason, d.size, d.payload[: self.dead_letter_max_bytes],
-                 d.sha256 or None, d.device, d.count)
-                for d in dead
-            ],
-        )  # fmt: skip
-
-    def flush_dead_letters(self, now: float | None = None) -> None:
-        """Write the summaries of dead letters held over budget (on close; best effort)."""
-        now = time.time() if now is None else now
-        rows = self.budget.drain(now)
-        if not rows:
-            return
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-            self._insert_dead(rows, now)
-            self._db.execute("COMMIT")
-        except sqlite3.Error as e:
-            self._after_failure()
-            self._fail("cannot write the dead-letter summaries", e)
-
-    def missing(self, alerts: Sequence[Alert]) -> list[Alert]:
-        """The alert records not already in the log, byte for byte (restart recovery
-        re-decides what was committed before the crash: those are not new)."""
-        out = []
-        with self._reading("the alert log") as db:
-            for a in alerts:
-                row = db.execute(
-                    "SELECT 1 FROM alert_log WHERE alert_id = ? AND record = ? LIMIT 1",
-                    (a.id, encode_alert(a)),
-                ).fetchone()
-                if row is None:
-                    out.append(a)
-        return out
-
-    # -- snapshots and retention -------------------------------------------------------
-    def save_snapshot(self, fingerprint: str, now: float, state: bytes, keep: int = 2) -> None:
-        """Pipeline state as of the ledger head (the last committed step), and a ledger
-        row with its sha256 (recovery uses a snapshot only when the two agree)."""
-        db = self._db
-        head = self.head
-        mark_row = LedgerWriter(head).snapshot_row(
-            head.n, hashlib.sha256(state).hexdigest(), len(state)
-        )
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            db.execute(
-                "INSERT OR REPLACE INTO snapshots(n, step, now, fingerprint, created_at, state)"
-                " VALUES (?,?,?,?,?,?)",
-                (head.n, head.step, now, fingerprint, time.time(), state),
-            )
-            db.execute(
-                "DELETE FROM snapshots WHERE n NOT IN"
-                " (SELECT n FROM snapshots ORDER BY n DESC LIMIT ?)",
-                (keep,),
-            )
-            end, mark = self._append(mark_row)
-            db.execute("COMMIT")
-        except sqlite3.Error as e:
-            self._after_failure()
-            self._fail("cannot save snapshot", e)
-        self.head, self._mark = end, mark
-
-    def _append(self, row: ledger.Row) -> tuple[ledger.Head, Checkpoint]:
-        """Insert one ledger row after the head, and sign the new end (in a transaction)."""
-        self._db.execute(ledger.INSERT, row)
-        end = LedgerWriter.after([row], self.head)
-        mark = msgspec.structs.replace(self._mark, n=end.n, step=end.step, hash=end.hash.hex())
-        self._sign(mark)
-        return end, mark
-
-    def note(self, kind: str, device: str, seq: int | None, t: float, body: bytes) -> int:
-        """Append a `kind` row (ledger.py: `warning`) to the evidence ledger; its n."""
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
-            end, mark = self._append(LedgerWriter(self.head).note_row(kind, device, seq, t, body))
-            self._db.execute("COMMIT")
-        except sqlite3.Error as e:
-            self._after_failure()
-            self._fail("cannot write to the evidence ledger", e)
-        self.head, self._mark = end, mark
-        return end.n
-
-    def snapshot_hash(self, n: int) -> str | None:
-        """The sha256 the evidence ledger records for the snapshot taken after row n."""
-        with self._reading("the evidence ledger") as db:
-            return ledger.snapshot_hash(db, n)
-
-    def config_steps(self) -> list[tuple[int, dict[str, Any]]]:
-        """(ledger n, config) of the retained config steps, newest first."""
-        with self._reading("the evidence ledger") as db:
-            return list(ledger.config_steps(db))
-
-    def latest_snapshot(self) -> tuple[int, float, str, bytes] | None:
-        """(ledger n, engine clock, fingerprint, state) of the newest snapshot."""
-        with self._reading("the snapshots") as db:
-            row = db.execute(
-                "SELECT n, now, fingerprint, state FROM snapshots ORDER BY n DESC LIMIT 1"
-            ).fetchone()
-        return None if row is None else (int(row[0]), float(row[1]), str(row[2]), bytes(row[3]))
-
-    def steps_after(self, n: int, chunk: int = 256) -> Iterator[Step]:
-        """Streamed: a long ledger (no snapshot yet, or a rebuild) never sits in memory.
-        The cursor stays on the store's thread; the steps come over `chunk` at a time."""
-        steps = iter(self._owner.call(ledger.replay_steps, self._db, n))
-        try:
-            while got := self._owner.call(self._next_steps, steps, chunk):
-                yield from got
-        finally:
-            if close := getattr(steps, "close", None):  # the cursor goes on its own thread
-                with contextlib.suppress(StoreError):
-                    self._owner.call(close)
-
-    def _next_steps(self, steps: Iterator[Step], chunk: int) -> list[Step]:
-        with self._reading("the evidence ledger"):
-            return list(itertools.islice(steps, chunk))
-
-    def last_step_now(self) -> float | None:
-        with self._reading("the evidence ledger") as db:
-            row = db.execute(
-                "SELECT t FROM ledger WHERE kind = 'step' ORDER BY n DESC LIMIT 1"
-            ).fetchone()
-        return None if row is None else float(row[0])
-
-    def prune(self, before: float, chunk: int = 50_000) -> int:
-        """Retention: delete ledger rows from the front whose step ran before `before`
-        (engine clock), never past the newest snapshot (engine/store/retention.py).
-        Returns ledger rows deleted (one chunk at most)."""
-        try:
-            done = retention.prune_front(self._db, before, chunk, self._mark, self._sign)
-        except sqlite3.Error as e:
-            self._after_failure()
-            self._fail("retention failed", e)
-        if done is None:
-            return 0
-        deleted, self.head, self._mark = done
-        return deleted
-
-    def prune_dead_letters(self, before: float, chunk: int = 50_000) -> int:
-        """Retention: delete dead letters received before `before` (one chunk at most)."""
-        try:
-            cur = self._db.execute(
-                "DELETE FROM dead_letters WHERE seq IN (SELECT seq FROM dead_letters"
-                " WHERE received_at < ? ORDER BY seq LIMIT ?)",
-                (before, chunk),
-            )
-        except sqlite3.Error as e:
-            self._after_failure()
-            self._fail("dead-letter retention failed", e)
-        return int(cur.rowcount)
-
-    def verify(self) -> VerifyReport:
-        with self._reading("the evidence ledger") as db:
-            return verify(db)
-
-    def mark_published(self, seqs: Iterable[int], now: float | None = None) -> None:
-        now = time.time() if now is None else now
-        rows = [(now, s) for s in seqs]
-        if not rows:
-            return
-        try:
-            self._db.executemany("UPDATE alert_log SET published_at=? WHERE seq=?", rows)
-        except sqlite3.Error as e:
-            self._after_failure()
-            self._fail("cannot mark published", e)
-
-    # -- reading -----------------------------------------------------------------------
-    def unpublished(self, limit: int = 10_000) -> list[OutboxItem]:
-        with self._reading("the outbox") as db:
-            rows = db.execute(
-                "SELECT seq, subject, record FROM alert_log WHERE published_at IS NULL"
-                " ORDER BY seq LIMIT ?",
-                (limit,),
-            ).fetchall()
-        return [OutboxItem(int(s), str(sub), bytes(r)) for s, sub, r in rows]
-
-    def alert_log(self) -> list[Alert]:
-        with self._reading("the alert log") as db:
-            rows = db.execute("SELECT record FROM alert_log ORDER BY seq").fetchall()
-        return [decode_alert(bytes(r[0])) for r in rows]
-
-    def current_alerts(self, state: str | None = None) -> list[Alert]:
-        sql = "SELECT record FROM alert_log WHERE seq IN (SELECT MAX(seq) FROM alert_log GROUP BY alert_id)"
-        with self._reading("the alert log") as db:
-            rows = db.execute(sql + " ORDER BY seq").fetchall()
-        alerts = [decode_alert(bytes(r[0])) for r in rows]
-        return [a for a in alerts if state is None or a.state == state]
-
-    def dead_letters(self, limit: int | None = None) -> list[DeadLetterRow]:
-        sql = (
-            "SELECT seq, received_at, origin, reason, size, payload, sha256, device, count"
-            " FROM dead_letters ORDER BY seq"
-        )
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
-        with self._reading("the dead letters") as db:
-            rows = db.execute(sql).fetchall()
-        return [
-            DeadLetterRow(int(a), float(b), str(c), str(d), int(e), bytes(f), g, h, int(i))
-            for a, b, c, d, e, f, g, h, i in rows
-        ]
-
-    def _close(self) -> None:
-        with contextlib.suppress(StoreError):
-            self.flush_dead_letters()
-        with contextlib.suppress(sqlite3.Error):
-            self._db.close()
-
-
-# Run on the store's thread (engine/store/owner.py), whichever thread calls them.
-own(SqliteStore, (
-    "commit", "flush_dead_letters", "missing", "save_snapshot", "latest_snapshot",
-    "snapshot_hash", "config_steps",
-    "last_step_now", "prune", "prune_dead_letters", "verify", "mark_published",
-    "unpublished", "alert_log", "current_alerts", "dead_letters", "act", "note",
-))  # fmt: skip
-
-
-def _evidence_json(a: Alert) -> str:
-    return msgspec.json.encode(a.evidence).decode()
+    def _columns(self, table: str) -> set[str]:
+        return {str(r[1]) for r in self._db.execute(f"PRAGMA table_info({table})")}

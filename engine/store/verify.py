@@ -9,7 +9,6 @@ whose newest rows were deleted, or whose chain was rewritten, no longer contains
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 from dataclasses import dataclass, field
 
 import msgspec
@@ -17,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from engine.store.ledger import GENESIS, Head, read_anchor, row_hash
 from engine.store.signing import Checkpoint, signature_problem
+from engine.store.sql.conn import Conn
 
 
 class _Prune(msgspec.Struct):
@@ -59,7 +59,7 @@ class _Chain:
 
 
 def verify(
-    db: sqlite3.Connection,
+    db: Conn,
     *,
     pin: Checkpoint | None = None,
     trusted: Ed25519PublicKey | None = None,
@@ -110,7 +110,7 @@ def _signed_problem(cp: Checkpoint, anchor: Head, ch: _Chain, rep: VerifyReport)
 
 
 def _chain(
-    db: sqlite3.Connection,
+    db: Conn,
     anchor: Head,
     ch: _Chain,
     rep: VerifyReport,
@@ -154,9 +154,7 @@ def _chain(
     rep.last_n, rep.head = last, prev
 
 
-def _anchor_problem(
-    db: sqlite3.Connection, anchor: Head, ch: _Chain, rep: VerifyReport
-) -> str | None:
+def _anchor_problem(db: Conn, anchor: Head, ch: _Chain, rep: VerifyReport) -> str | None:
     if anchor.n == 0 and ch.prune is None:
         return None
     if ch.prune is None:
@@ -173,9 +171,7 @@ def _anchor_problem(
     return None
 
 
-def _alert_log_problem(
-    db: sqlite3.Connection, anchor: Head, ch: _Chain, rep: VerifyReport
-) -> str | None:
+def _alert_log_problem(db: Conn, anchor: Head, ch: _Chain, rep: VerifyReport) -> str | None:
     """Every alert_log row after retention's cut is the ledger's alert row naming its seq,
     byte for byte, and every such ledger row has its alert_log row."""
     cut = ch.prune.alert_seq if ch.prune else 0

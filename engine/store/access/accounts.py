@@ -1,5 +1,6 @@
 """The account store: users, API tokens, console sessions and the access log, in the alert
-store's SQLite file on a connection of its own.
+store's SQLite file on a connection of its own, or on PostgreSQL in the common schema
+(`tagwatch`, whatever schema the URL names: one set of accounts for every shard).
 
 Ownership: like the alert store (engine/store/owner.py), this connection lives on one
 thread of its own and every public method runs there, whole. It is a second connection to
@@ -14,7 +15,6 @@ evidence ledger's hash chain: the chain's head belongs to the engine's store thr
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,9 +22,14 @@ from pathlib import Path
 from typing import NoReturn
 
 from engine.errors import StoreError, TagwatchError
-from engine.store.access.schema import ROLES, SCHEMA
+from engine.store.access.schema import APPEND_ONLY, ROLES, SCHEMA
 from engine.store.owner import OwnedResource, own
-from engine.store.schema import advice, create_private
+from engine.store.schema import advice
+from engine.store.sql.conn import DB_ERRORS, DEFAULT_SCHEMA, Conn, describe, dialect, is_url
+from engine.store.sql.open import connect
+from engine.store.sqlite import create_file
+
+_OPEN_ERRORS: tuple[type[Exception], ...] = (*DB_ERRORS, OSError)
 
 
 class AccountError(TagwatchError):
@@ -69,58 +74,55 @@ class AccountStore(OwnedResource):
 
     def __init__(self, path: str | Path, *, busy_timeout_s: float = 5.0) -> None:
         self.path = str(path)
+        self.name = describe(self.path)
         self.busy_timeout_s = busy_timeout_s
-        self._start("tagwatch-accounts", f"account store {self.path}")
+        self._start("tagwatch-accounts", f"account store {self.name}")
 
     def _open(self) -> None:
         try:
-            if self.path != ":memory:":
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-                create_private(Path(self.path))
-            self._db = sqlite3.connect(self.path, isolation_level=None)
-            self._db.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
-            if self.path != ":memory:":
-                self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")  # the access log is evidence
-            self._db.executescript(SCHEMA)
-        except (sqlite3.Error, OSError) as e:
-            raise StoreError(f"cannot open account store {self.path}: {e}{advice(e)}") from e
+            if not is_url(self.path):
+                create_file(self.path)
+            # SQLite: WAL, synchronous=FULL (the access log is evidence), as the engine's
+            self._db = connect(self.path, busy_timeout_s=self.busy_timeout_s, schema=DEFAULT_SCHEMA)
+            self._db.executescript(SCHEMA + APPEND_ONLY[dialect(self._db)])
+        except _OPEN_ERRORS as e:
+            raise StoreError(f"cannot open account store {self.name}: {e}{advice(e)}") from e
 
-    def _fail(self, doing: str, e: sqlite3.Error) -> NoReturn:
-        raise StoreError(f"account store {self.path}: {doing}: {e}{advice(e)}") from e
+    def _fail(self, doing: str, e: BaseException) -> NoReturn:
+        raise StoreError(f"account store {self.name}: {doing}: {e}{advice(e)}") from e
 
     @contextlib.contextmanager
-    def _write(self, doing: str) -> Iterator[sqlite3.Connection]:
+    def _write(self, doing: str) -> Iterator[Conn]:
         """One transaction; rolled back and a StoreError on failure."""
         try:
             self._db.execute("BEGIN IMMEDIATE")
             yield self._db
             self._db.execute("COMMIT")
-        except sqlite3.Error as e:
-            with contextlib.suppress(sqlite3.Error):
+        except DB_ERRORS as e:
+            with contextlib.suppress(*DB_ERRORS):
                 self._db.execute("ROLLBACK")
             self._fail(doing, e)
         except BaseException:
-            with contextlib.suppress(sqlite3.Error):
+            with contextlib.suppress(*DB_ERRORS):
                 self._db.execute("ROLLBACK")
             raise
 
     def _read(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
         try:
             return list(self._db.execute(sql, params).fetchall())
-        except sqlite3.Error as e:
+        except DB_ERRORS as e:
             self._fail("cannot read", e)
 
     @staticmethod
-    def _log(db: sqlite3.Connection, user: str, client: str, action: str, detail: str) -> None:
+    def _log(db: Conn, user: str, client: str, action: str, detail: str) -> None:
         db.execute(
-            "INSERT INTO access_log(t, user, client, action, detail) VALUES (?,?,?,?,?)",
+            'INSERT INTO access_log(t, "user", client, action, detail) VALUES (?,?,?,?,?)',
             (time.time(), user, client, action, detail),
         )
 
-    def _need(self, db: sqlite3.Connection, name: str) -> None:
+    def _need(self, db: Conn, name: str) -> None:
         if db.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone() is None:
-            raise AccountError(f"no user {name!r} in {self.path}")
+            raise AccountError(f"no user {name!r} in {self.name}")
 
     # -- accounts (the command line: `tagwatch users ...`) --------------------------------
     def add_user(self, name: str, role: str, team: str | None, password_hash: str) -> User:
@@ -129,7 +131,7 @@ class AccountStore(OwnedResource):
         now = time.time()
         with self._write("cannot add the user") as db:
             if db.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone():
-                raise AccountError(f"user {name!r} already exists in {self.path}")
+                raise AccountError(f"user {name!r} already exists in {self.name}")
             db.execute(
                 "INSERT INTO users(name, role, team, password, created_at, changed_at)"
                 " VALUES (?,?,?,?,?,?)",
@@ -146,14 +148,14 @@ class AccountStore(OwnedResource):
                 "UPDATE users SET password = ?, changed_at = ? WHERE name = ?",
                 (password_hash, time.time(), name),
             )
-            db.execute("DELETE FROM sessions WHERE user = ?", (name,))
+            db.execute('DELETE FROM sessions WHERE "user" = ?', (name,))
             self._log(db, name, "cli", "user_passwd", "")
 
     def add_token(self, name: str, token_sha256: str) -> None:
         with self._write("cannot store the token") as db:
             self._need(db, name)
             db.execute(
-                "INSERT INTO api_tokens(sha256, user, created_at) VALUES (?,?,?)",
+                'INSERT INTO api_tokens(sha256, "user", created_at) VALUES (?,?,?)',
                 (token_sha256, name, time.time()),
             )
             self._log(db, name, "cli", "token_add", token_sha256[:12])
@@ -164,8 +166,8 @@ class AccountStore(OwnedResource):
             self._need(db, name)
             db.execute("UPDATE users SET disabled = 1, changed_at = ? WHERE name = ?",
                        (time.time(), name))  # fmt: skip
-            db.execute("DELETE FROM sessions WHERE user = ?", (name,))
-            db.execute("DELETE FROM api_tokens WHERE user = ?", (name,))
+            db.execute('DELETE FROM sessions WHERE "user" = ?', (name,))
+            db.execute('DELETE FROM api_tokens WHERE "user" = ?', (name,))
             self._log(db, name, "cli", "user_disable", "")
 
     def users(self) -> list[User]:
@@ -183,7 +185,8 @@ class AccountStore(OwnedResource):
 
     def by_token(self, token_sha256: str) -> User | None:
         rows = self._read(
-            _USER + " WHERE disabled = 0 AND name = (SELECT user FROM api_tokens WHERE sha256 = ?)",
+            _USER
+            + ' WHERE disabled = 0 AND name = (SELECT "user" FROM api_tokens WHERE sha256 = ?)',
             (token_sha256,),
         )
         return _user(rows[0]) if rows else None
@@ -196,7 +199,7 @@ class AccountStore(OwnedResource):
         with self._write("cannot open a session") as db:
             db.execute("DELETE FROM sessions WHERE expires_at < ?", (now,))
             db.execute(
-                "INSERT INTO sessions(sha256, user, csrf, client, created_at, expires_at)"
+                'INSERT INTO sessions(sha256, "user", csrf, client, created_at, expires_at)'
                 " VALUES (?,?,?,?,?,?)",
                 (sid_sha256, user.name, csrf, client, now, now + max_age_s),
             )
@@ -207,7 +210,7 @@ class AccountStore(OwnedResource):
         """The live session with this id (an enabled user's, not expired), or None."""
         rows = self._read(
             "SELECT u.name, u.role, u.team, u.disabled, s.csrf, s.expires_at FROM sessions s"
-            " JOIN users u ON u.name = s.user WHERE s.sha256 = ? AND u.disabled = 0"
+            ' JOIN users u ON u.name = s."user" WHERE s.sha256 = ? AND u.disabled = 0'
             " AND s.expires_at > ?",
             (sid_sha256, time.time()),
         )
@@ -230,7 +233,7 @@ class AccountStore(OwnedResource):
         """The newest `limit` rows (of one `action` only, if given), oldest first."""
         where, params = ("WHERE action = ?", (action,)) if action else ("", ())
         rows = self._read(
-            f"SELECT seq, t, user, client, action, detail FROM access_log {where}"
+            f'SELECT seq, t, "user", client, action, detail FROM access_log {where}'
             " ORDER BY seq DESC LIMIT ?",
             (*params, limit),
         )

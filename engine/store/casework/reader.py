@@ -1,8 +1,9 @@
-"""What the console reads from the store, on a read-only connection of its own (WAL: a
-reader never holds up the engine's commits): the alerts as they stand with their
-workflow, the alert log after a point (the live feed), an alert's records, and positions
-from the evidence ledger (a tag's track, the fixes an alert cites, a protected device's
-positions around an alert)."""
+"""What the console reads from the store, on a read-only connection of its own (SQLite's
+WAL, PostgreSQL's MVCC: a reader never holds up the engine's commits): the alerts as they
+stand with their workflow, the alert log after a point (the live feed), an alert's
+records, and positions from the evidence ledger (a tag's track, the fixes an alert cites,
+a protected device's positions around an alert). `open_reader` picks the database; a
+PostgreSQL database with several shards' schemas is read through casework/shards.py."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ import msgspec
 
 from engine.store.casework.workflow import Workflow
 from engine.store.owner import own
+from engine.store.sql.conn import is_url
+from engine.store.sql.open import store_targets
+from engine.store.sql.store import SqlStore
 from engine.store.sqlite import SqliteStore
 from engine.wire.alerts import Alert, decode_alert
 
@@ -48,11 +52,15 @@ class _Body(msgspec.Struct):
 _body = msgspec.json.Decoder(_Body)
 
 
-class CaseReader(SqliteStore):
-    """A read-only view of an alert store for the console."""
+class CaseReads(SqlStore):
+    """A read-only view of one alert store for the console."""
 
-    def __init__(self, path: str | Path) -> None:
-        super().__init__(path, read_only=True)
+    def __init__(self, path: str | Path, **kw: Any) -> None:
+        super().__init__(path, read_only=True, **kw)
+
+    def target_of(self, alert_id: str) -> str:
+        """The store that holds `alert_id` (an evidence pack is read from it)."""
+        return self.path
 
     def current(self) -> list[tuple[int, Alert, Workflow]]:
         """Every alert's latest record (with its alert_log seq) and its workflow."""
@@ -148,4 +156,20 @@ def _position(device: str, seq: int, body: bytes) -> Position:
     return Position(device, int(seq), b.t, b.lat, b.lon, b.acc, b.batt)
 
 
-own(CaseReader, ("current", "log_after", "last_seq", "records", "positions", "cited", "last_seen"))
+own(CaseReads, ("current", "log_after", "last_seq", "records", "positions", "cited", "last_seen"))
+
+
+class CaseReader(CaseReads, SqliteStore):
+    """The console's view of a SQLite store."""
+
+
+def open_reader(target: str) -> Any:
+    """The console's reader of `target`: a file, one PostgreSQL schema, or (a URL naming
+    no schema, whose database holds several stores: shards) all of them at once.
+    StoreError when there is no store there."""
+    if not is_url(target):
+        return CaseReader(target)
+    from engine.store.casework.shards import PgCaseReader, ShardedReader
+
+    targets = store_targets(target)
+    return PgCaseReader(targets[0]) if len(targets) == 1 else ShardedReader(target, targets)

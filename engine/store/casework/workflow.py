@@ -8,7 +8,7 @@ also after). Each action becomes one alert record: a copy of the alert's latest 
 `workflow` and every action so far in `actions`, and state `acknowledged` while the engine
 still has the alert open and someone has taken it (the contract's state; the engine's
 own records say `open` or `closed`). The store writes that record like any decided one:
-alert log, ledger row, outbox (engine/store/sqlite.py `act`).
+alert log, ledger row, outbox (engine/store/sql/store.py `act`).
 
 Who may do what (roles, teams) is the console's business (engine/console/access.py): this
 module knows only the order of things."""

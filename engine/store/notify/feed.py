@@ -21,7 +21,6 @@ Tables (additive, created on first use):
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -31,6 +30,8 @@ from typing import NoReturn
 from engine.errors import StoreError
 from engine.store.owner import OwnedResource, own
 from engine.store.schema import advice
+from engine.store.sql.conn import DB_ERRORS, Conn, describe
+from engine.store.sql.open import connect
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS webhook_cursor (
@@ -92,49 +93,46 @@ class NotifyStore(OwnedResource):
     exist: the engine creates it)."""
 
     def __init__(self, path: str | Path, *, busy_timeout_s: float = 5.0) -> None:
+        """`path`: the store's file, or a PostgreSQL URL (its schema: the engine's)."""
         self.path = str(path)
+        self.name = describe(self.path)
         self.busy_timeout_s = busy_timeout_s
-        self._start("tagwatch-notify", f"notification store {self.path}")
+        self._start("tagwatch-notify", f"notification store {self.name}")
 
     def _open(self) -> None:
         try:
-            if not Path(self.path).is_file():
-                raise StoreError(f"no alert store at {self.path}")
-            ms = int(self.busy_timeout_s * 1000)
-            self._rw = sqlite3.connect(self.path, isolation_level=None)
-            self._rw.execute(f"PRAGMA busy_timeout={ms}")
-            self._rw.execute("PRAGMA synchronous=FULL")  # a warning sent is evidence
+            # the file (or schema) must exist: the engine creates it
+            self._ro = connect(self.path, read_only=True, busy_timeout_s=self.busy_timeout_s)
+            # SQLite: synchronous=FULL, as the engine's (a warning sent is evidence)
+            self._rw = connect(self.path, busy_timeout_s=self.busy_timeout_s)
             self._rw.executescript(SCHEMA)
-            uri = f"{Path(self.path).resolve().as_uri()}?mode=ro"
-            self._ro = sqlite3.connect(uri, uri=True)
-            self._ro.execute(f"PRAGMA busy_timeout={ms}")
-        except sqlite3.Error as e:
-            raise StoreError(f"cannot open {self.path} for notifications: {e}{advice(e)}") from e
+        except DB_ERRORS as e:
+            raise StoreError(f"cannot open {self.name} for notifications: {e}{advice(e)}") from e
 
     def _close(self) -> None:
         for db in (getattr(self, "_ro", None), getattr(self, "_rw", None)):
             if db is not None:
-                with contextlib.suppress(sqlite3.Error):
+                with contextlib.suppress(*DB_ERRORS):
                     db.close()
 
-    def _fail(self, doing: str, e: sqlite3.Error) -> NoReturn:
-        raise StoreError(f"notification store {self.path}: {doing}: {e}{advice(e)}") from e
+    def _fail(self, doing: str, e: BaseException) -> NoReturn:
+        raise StoreError(f"notification store {self.name}: {doing}: {e}{advice(e)}") from e
 
     @contextlib.contextmanager
-    def _write(self, doing: str) -> Iterator[sqlite3.Connection]:
+    def _write(self, doing: str) -> Iterator[Conn]:
         try:
             self._rw.execute("BEGIN IMMEDIATE")
             yield self._rw
             self._rw.execute("COMMIT")
-        except sqlite3.Error as e:
-            with contextlib.suppress(sqlite3.Error):
+        except DB_ERRORS as e:
+            with contextlib.suppress(*DB_ERRORS):
                 self._rw.execute("ROLLBACK")
             self._fail(doing, e)
 
-    def _read(self, db: sqlite3.Connection, sql: str, params: tuple[object, ...] = ()) -> list:  # type: ignore[type-arg]
+    def _read(self, db: Conn, sql: str, params: tuple[object, ...] = ()) -> list:  # type: ignore[type-arg]
         try:
             return db.execute(sql, params).fetchall()
-        except sqlite3.Error as e:
+        except DB_ERRORS as e:
             self._fail("cannot read", e)
 
     # -- the feed ------------------------------------------------------------------------
@@ -179,7 +177,7 @@ class NotifyStore(OwnedResource):
             self._cursor(db, name, seq)
 
     @staticmethod
-    def _cursor(db: sqlite3.Connection, name: str, seq: int) -> None:
+    def _cursor(db: Conn, name: str, seq: int) -> None:
         db.execute(
             "INSERT INTO warning_cursor(name, seq, updated_at) VALUES (?,?,?)"
             " ON CONFLICT(name) DO UPDATE SET seq=excluded.seq, updated_at=excluded.updated_at",
@@ -204,13 +202,13 @@ class NotifyStore(OwnedResource):
                 ).fetchone()
                 if recent:
                     continue
-                cur = db.execute(
+                (row_id,) = db.execute(
                     "INSERT INTO warnings(alert_seq, alert_id, device, topic, payload,"
-                    " created_at) VALUES (?,?,?,?,?,?)",
+                    " created_at) VALUES (?,?,?,?,?,?) RETURNING id",
                     (w.alert_seq, w.alert_id, w.device, w.topic, w.payload, now),
-                )
+                ).fetchone()
                 out.append(Warning(w.alert_seq, w.alert_id, w.device, w.topic, w.payload,
-                                   int(cur.lastrowid or 0), now))  # fmt: skip
+                                   int(row_id), now))  # fmt: skip
             self._cursor(db, "warnings", seq)
         return out
 
