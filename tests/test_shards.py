@@ -275,7 +275,8 @@ def test_a_shard_hears_its_own_tags_only_and_follows_a_reload(
         "type": "Feature", "properties": {"id": "ZB", "subject": b, "kind": "exclusion"},
         "geometry": {"type": "Polygon", "coordinates": [square(100.0)]},
     }], subjects_toml=_subjects_toml([a, b]))  # fmt: skip
-    db = tmp_path / "s0.db"
+    base = str(tmp_path / "s0.db")
+    db = Path(shard_target(base, 0, 2))  # where shard 0 keeps its store
     host, port = mosquitto.host, mosquitto.port
 
     def devices_in_ledger(want: set[str]) -> set[str]:
@@ -297,7 +298,8 @@ def test_a_shard_hears_its_own_tags_only_and_follows_a_reload(
             assert time.monotonic() < deadline, eng.log_text()[-2000:]
             time.sleep(0.1)
 
-    with EngineProcess(host, port, zones, subjects, db, extra_args=["--shard", "0/2"]) as eng:
+    extra = ["--shard", "0/2", "--db", base]
+    with EngineProcess(host, port, zones, subjects, db, extra_args=extra) as eng:
         asyncio.run(wait_online(host, port, 60.0, topics.status(shard.label)))
         asyncio.run(publish(host, port, _fixes(f"T{b}", range(1, 4)) + _fixes(f"T{c}", range(1, 4))
                             + _fixes(f"T{a}", range(1, 4))))  # fmt: skip
