@@ -13,6 +13,7 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -125,16 +126,23 @@ def test_a_bad_shard_is_refused_by_the_cli(stream: Stream) -> None:
 # -- live: two shards on one mosquitto -----------------------------------------------------
 
 
+def _key(stream: Stream) -> Path:
+    """The deployment's one signing key (a URL's default would be in the working folder)."""
+    return stream.zones.parent.parent / "shards.key"
+
+
 def _shards(
     stack: ExitStack, broker: MosquittoProcess, stream: Stream, db: str, n: int
 ) -> tuple[list[EngineProcess], list[Path | str]]:
     """n shard engines given the same --db (each keeps its store beside it: a schema of
     its own on PostgreSQL, a file of its own for SQLite); their stores' targets."""
     engines = []
+    run = Path(tempfile.mkdtemp(prefix="shards-", dir=stream.zones.parent.parent))
+    key = _key(stream)
     for i in range(n):
-        log = Path(str(stream.zones.parent.parent)) / f"log-{id(stack):x}-{i}.db"
-        eng = EngineProcess(broker.host, broker.port, stream.zones, stream.subjects, log,
-                            extra_args=["--shard", f"{i}/{n}", "--db", db])  # fmt: skip
+        eng = EngineProcess(broker.host, broker.port, stream.zones, stream.subjects,
+                            run / f"shard-{i}.db",
+                            extra_args=["--shard", f"{i}/{n}", "--db", db, "--key", str(key)])  # fmt: skip
         stack.push(eng.__exit__)
         eng.start()
         engines.append(eng)
@@ -195,9 +203,12 @@ def test_two_shards_decide_what_one_engine_does_and_survive_kill_9(
             cp = tmp_path / f"cp-{i}.json"
             r = _cli("checkpoint", "--broker", broker, "--shard", f"{i}/{n}", "--out", str(cp))
             assert r.returncode == 0, r.stderr
-            r = _cli("audit", "verify", "--db", str(db), "--checkpoint", str(cp))
+            trust = ["--key", f"{_key(stream)}.pub"]
+            r = _cli("audit", "verify", "--db", str(db), "--checkpoint", str(cp), *trust)
             assert r.returncode == 0, r.stdout + r.stderr
-            other = _cli("audit", "verify", "--db", str(dbs[1 - i]), "--checkpoint", str(cp))
+            assert "signed" in r.stdout and "unsigned" not in r.stdout, r.stdout
+            other = _cli("audit", "verify", "--db", str(dbs[1 - i]), "--checkpoint", str(cp),
+                         *trust)  # fmt: skip
             assert other.returncode != 0, "a shard's checkpoint verified another shard's chain"
         if "://" in store_target:  # readers of the bare URL see every shard's alerts
             r = _cli("alerts", "--db", store_target)
