@@ -4,7 +4,7 @@
 
 A private mosquitto and `tagwatch serve` (subprocesses; with `--shards 2`, two engines run
 as `--shard 0/2` and `1/2`). Background: `--tags` tags far from every zone publish single
-fixes at QoS 1, `rate` a second in all, paced every 10 ms. Probes, one every 0.25 s,
+fixes at QoS 1, `rate` a second in all, paced every 10 ms. Probes, one every 0.25 s (`--every`),
 alternate between
 - a walk-in: a probe tag, its own subject and zone, sends three fixes deep inside its zone
   at once (event times 15 s apart): the latency is from publishing the fix the breach
@@ -121,7 +121,9 @@ def _load(host: str, port: int, tags: int, rate: int, stop: Any, sent: Any) -> N
     c.loop_stop()
 
 
-async def _probe(host: str, port: int, fig: LatencyFigures, seconds: float) -> None:
+async def _probe(
+    host: str, port: int, fig: LatencyFigures, seconds: float, every: float = 0.25
+) -> None:
     sent: dict[tuple[str, int], float] = {}  # (device, seq) -> when published
     got: dict[str, float] = {}
 
@@ -160,14 +162,15 @@ async def _probe(host: str, port: int, fig: LatencyFigures, seconds: float) -> N
                     sent[(f"E{k}", 1)] = time.monotonic()
                     await pub.publish(topics.event(f"E{k}"), body, qos=1)
                 i += 1
-                await asyncio.sleep(0.25)
+                await asyncio.sleep(every)
         await asyncio.sleep(3.0)  # the last probes' alerts
         watcher.cancel()
 
 
 def run_latency(rate: int, shards: int = 1, tags: int = 5000, seconds: float = 30.0,
-                workdir: Path | None = None, settings: str = "") -> LatencyFigures:  # fmt: skip
-    """`settings`: engine settings (TOML lines) for the run."""
+                workdir: Path | None = None, settings: str = "",
+                every: float = 0.25) -> LatencyFigures:  # fmt: skip
+    """`settings`: engine settings (TOML lines) for the run; a probe every `every` s."""
     fig = LatencyFigures(rate, shards)
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         d = Path(tmp)
@@ -192,7 +195,7 @@ def run_latency(rate: int, shards: int = 1, tags: int = 5000, seconds: float = 3
                 load.start()
                 time.sleep(3.0)  # steady state before the probes
                 t0, n0 = time.monotonic(), sent.value
-                asyncio.run(_probe(host, port, fig, seconds))
+                asyncio.run(_probe(host, port, fig, seconds, every))
                 fig.seconds, fig.sent = time.monotonic() - t0, sent.value - n0
                 stop.set()
                 load.join(10)
@@ -208,11 +211,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--shards", default="1,2")
     ap.add_argument("--tags", type=int, default=5000)
     ap.add_argument("--seconds", type=float, default=30.0)
-    ap.add_argument("--settings", default="", help="engine settings, TOML lines")
+    ap.add_argument("--settings", default="", help="engine settings, TOML lines (; between)")
+    ap.add_argument("--every", type=float, default=0.25, help="seconds between probes")
     a = ap.parse_args(argv)
     for rate in (int(r) for r in a.rates.split(",")):
         for n in (int(s) for s in a.shards.split(",")):
-            fig = run_latency(rate, n, a.tags, a.seconds, settings=a.settings.replace(";", "\n"))
+            fig = run_latency(rate, n, a.tags, a.seconds, settings=a.settings.replace(";", "\n"),
+                              every=a.every)  # fmt: skip
             print(fig.line(), flush=True)
 
 

@@ -21,10 +21,12 @@ class Settings:
 
     # --- ingest -----------------------------------------------------------------------
     # Largest micro-batch handed to the pipeline (replay: lines read per call), and the
-    # longest a live record waits for one to fill: 20 ms keeps p99 fix->alert latency well
-    # under 50 ms
+    # longest a live record waits for one to fill. Under load batches fill while the one
+    # before is decided and committed anyway, so a long wait only adds latency: at 5,000
+    # fixes/s 5 ms gave breach p50 17-20 ms, p99 54-60 ms; 20 ms gave 26-35 / 56-98 ms
+    # (bench/latency.py)
     batch_max: int = 5000
-    batch_wait_s: float = 0.02
+    batch_wait_s: float = 0.005
     # Live, a batch is at most this many messages: 2000 drains a backlog faster than 5000
     # and keeps a tamper event's wait for the batch in progress short (bench/backlog.py)
     live_batch_max: int = 2000
