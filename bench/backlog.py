@@ -141,14 +141,20 @@ def _backlog(tags: int, fixes: int, now: float) -> list[tuple[str, bytes]]:
     return msgs
 
 
-def publish_fast(host: str, port: int, msgs: list[tuple[str, bytes]]) -> None:
-    """QoS 1 in order with many in flight (paho in a thread of its own)."""
-    c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="bench-backlog",
-                    protocol=paho.MQTTv5)  # fmt: skip
-    c.max_inflight_messages_set(500)
+def publisher(host: str, port: int, client_id: str, inflight: int) -> paho.Client:
+    """A connected MQTT 5 paho client with `inflight` QoS 1 publishes in flight and no queue
+    limit, its network loop in a thread of its own."""
+    c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
+    c.max_inflight_messages_set(inflight)
     c.max_queued_messages_set(0)
     c.connect(host, port)
     c.loop_start()
+    return c
+
+
+def publish_fast(host: str, port: int, msgs: list[tuple[str, bytes]]) -> None:
+    """QoS 1 in order with many in flight (paho in a thread of its own)."""
+    c = publisher(host, port, "bench-backlog", 500)
     try:
         infos = [c.publish(topic, body, qos=1) for topic, body in msgs]
         for info in infos:

@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
-import paho.mqtt.client as paho
 
+from bench.backlog import publisher
 from engine.broker.process import MosquittoProcess
 from engine.wire import topics
 from engine.wire.alerts import decode_alert
@@ -98,12 +98,7 @@ def _fix(seq: int, t: float, dx: float, dy: float) -> bytes:
 def _load(host: str, port: int, tags: int, rate: int, stop: Any, sent: Any) -> None:
     """`rate` single fixes a second from `tags` tags far from every zone, QoS 1, until
     `stop` is set; a process of its own, so the probes' timing does not share its GIL."""
-    c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="bench-load",
-                    protocol=paho.MQTTv5)  # fmt: skip
-    c.max_inflight_messages_set(1000)
-    c.max_queued_messages_set(0)
-    c.connect(host, port)
-    c.loop_start()
+    c = publisher(host, port, "bench-load", 1000)
     seqs = [0] * tags
     t0 = time.monotonic()
     n = 0
