@@ -6,13 +6,14 @@ and raises one ZoneError naming every problem (how a problem is worded: `zones.p
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from zones.errors import ZoneError
-from zones.geojson import SubjectRef, read_zones
+from zones.geojson import SubjectRef
 from zones.model import Subject, Zone, ZoneSet
 from zones.problems import StrPath
 from zones.subjects import read_subjects, read_subjects_file
+from zones.typed import read_zones
 
 MESSAGE_MAX_PROBLEMS = 50  # the exception text lists this many; `.problems` has them all
 
@@ -35,9 +36,9 @@ def load_subjects(path: StrPath) -> tuple[Subject, ...]:
 
 def load_zones(
     path: StrPath, subjects: Iterable[Subject], subjects_file: str = "the subjects file"
-) -> tuple[Zone, ...]:
-    """The zones GeoJSON as Zones in feature order, each bound to one of `subjects`;
-    ZoneError listing every problem."""
+) -> Sequence[Zone]:
+    """The zones GeoJSON as Zones in feature order (a `zones.rows.ZoneRows`), each bound to
+    one of `subjects`; ZoneError listing every problem."""
     zones, problems = read_zones(path, SubjectRef(subjects_file, {s.id for s in subjects}))
     if problems:
         _raise(problems, [path])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -91,9 +92,10 @@ class Gateway:
 
 @dataclass(frozen=True)
 class ZoneSet:
-    """Everything loaded from one zones file and one subjects file."""
+    """Everything loaded from one zones file and one subjects file. Loaded from files,
+    `zones` is a `zones.rows.ZoneRows` (columns; a Zone is made when one is read)."""
 
-    zones: tuple[Zone, ...]
+    zones: Sequence[Zone]
     subjects: tuple[Subject, ...]
     sources: tuple[str, ...] = field(default=())
     gateways: tuple[Gateway, ...] = field(default=())
