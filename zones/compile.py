@@ -184,7 +184,7 @@ def _rows_ok(rows: ZoneRows, subj_slot: dict[str, int]) -> bool:
     r = rows.radius[rows.is_circle]
     vf, vu = rows.valid_from, rows.valid_until
     return (
-        all(s in subj_slot for s in rows.subject_ids)
+        all(map(subj_slot.__contains__, rows.subject_ids))
         and bool(np.isin(rows.kind, (0, 1)).all())
         and bool((np.isfinite(rows.warn_m) & (rows.warn_m >= 0.0)).all())
         and bool((np.isfinite(lon) & (np.abs(lat) < 90.0)).all())
@@ -204,9 +204,12 @@ def _validity(
     """(from, until) per zone: each zone's own validity narrowed to its subject's tagging
     period (`subject`: each zone's slot of the m subjects)."""
     s_from, s_until = np.full(m, -np.inf), np.full(m, np.inf)
-    for i, s in enumerate(subjects or ()):
-        if not isinstance(s, str):
-            s_from[i], s_until[i] = s.valid_from, s.valid_until
+    # Whole arrays, and no object per subject: 500k subjects make numpy scalar writes slow
+    known = [s for s in subjects or () if not isinstance(s, str)]
+    if known:
+        at = np.flatnonzero([not isinstance(s, str) for s in subjects or ()])
+        s_from[at] = np.fromiter((s.valid_from for s in known), np.float64, len(known))
+        s_until[at] = np.fromiter((s.valid_until for s in known), np.float64, len(known))
     return np.maximum(rows.valid_from, s_from[subject]), np.minimum(
         rows.valid_until, s_until[subject]
     )
@@ -256,7 +259,9 @@ def _compile(
     n = len(rows)
     is_circle = rows.is_circle
     kind = rows.kind
-    slot_of_row_subject = np.array([subj_slot[s] for s in rows.subject_ids], dtype=np.int32)
+    slot_of_row_subject = np.fromiter(
+        map(subj_slot.__getitem__, rows.subject_ids), np.int32, len(rows.subject_ids)
+    )
     subject = slot_of_row_subject[rows.subject] if n else np.zeros(0, dtype=np.int32)
     warn_m = rows.warn_m
     radius = np.zeros(n, dtype=np.float64)
