@@ -100,6 +100,7 @@ def _read_both(path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any]:
     with monkeypatch.context() as m:
         m.setattr(subjects_mod, "plain_toml", lambda text: None)
         m.setattr(subjects_mod, "_plain_subject", lambda raw: None)
+        m.setattr(subjects_mod, "_nothing_to_cross", lambda raw: False)
         slow = read_subjects_file(path)
     return fast, slow
 
@@ -164,3 +165,27 @@ def test_a_plain_subject_is_one_the_full_check_passes(
         full = subjects_mod._subject("s.toml", 0, raw, out)
     if plain is not None:
         assert out == [] and full == (plain, plain.id)
+
+
+table = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": st.sampled_from(["S1", "S2", "S3"]) | st.integers(0, 1),
+        "tags": st.lists(st.sampled_from(["T1", "T2", "T3", "P1"]) | st.just(1), max_size=2),
+        "protected": st.lists(
+            st.fixed_dictionaries({}, optional={"device": st.sampled_from(["P1", "T1", 2])})
+            | st.just(3),
+            max_size=2,
+        )
+        | st.just("P1"),
+    },
+)
+
+
+@FUZZ
+@given(raw=st.lists(table | st.just([]), max_size=4))
+def test_nothing_to_cross_means_the_cross_check_finds_nothing(raw: list[Any]) -> None:
+    out: list[str] = []
+    if subjects_mod._nothing_to_cross(raw):
+        subjects_mod._cross_check_all("s.toml", raw, out)
+        assert out == []

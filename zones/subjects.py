@@ -153,8 +153,32 @@ def _wearer(i: int, sid: object) -> str:
     return f"subject {i} (id {sid!r})"
 
 
+def _nothing_to_cross(raw: list[Any]) -> bool:
+    """Whether `_cross_check_subjects` would find nothing, judged with sets (most files):
+    string ids all distinct, string tags never on two subjects (nor twice on one), no
+    protected device a tag."""
+    if not all(type(e) is dict and type(e.get("tags")) is list for e in raw):
+        return False
+    sids = [e.get("id") for e in raw]
+    tags = [t for e in raw for t in e["tags"]]
+    if not all(type(v) is str for v in sids) or not all(type(t) is str for t in tags):
+        return False
+    worn = set(tags)
+    if len(set(sids)) != len(sids) or len(worn) != len(tags):
+        return False
+    tables = [e["protected"] for e in raw if type(e.get("protected")) is list]
+    devices = [p.get("device") for ps in tables for p in ps if type(p) is dict]
+    return not any(type(d) is str and d in worn for d in devices)
+
+
 def _cross_check_subjects(name: str, raw: list[Any], out: list[str]) -> None:
     """Ids unique, each tag worn by one subject, no protected device that is also a tag."""
+    if not _nothing_to_cross(raw):
+        _cross_check_all(name, raw, out)
+
+
+def _cross_check_all(name: str, raw: list[Any], out: list[str]) -> None:
+    """`_cross_check_subjects`, every entry looked at and every problem worded."""
     first_by_id: dict[str, int] = {}
     owner: dict[str, tuple[int, object]] = {}  # tag -> (subject index, its id)
     for i, entry in enumerate(raw):
@@ -247,23 +271,27 @@ def _gateways(
 _STR = r'"[^"\\\x00-\x08\x0a-\x1f\x7f]*"'
 _INT = r"-?(?:0|[1-9][0-9]{0,17})"
 _ITEM = re.compile(rf"({_STR})|({_INT})")
-_KEY_VALUE = re.compile(r"[ \t]*([A-Za-z0-9_-]+)[ \t]*=[ \t]*(.*?)[ \t]*")
-_SCALAR = re.compile(rf"({_STR})|({_INT})|({_INT}\.[0-9]+)|(true)|(false)")
-_ARRAY = re.compile(rf"\[[ \t]*(?:(?:{_STR}|{_INT})[ \t]*,[ \t]*)*(?:(?:{_STR}|{_INT})[ \t]*)?\]")
+_ARRAY = rf"\[[ \t]*(?:(?:{_STR}|{_INT})[ \t]*,[ \t]*)*(?:(?:{_STR}|{_INT})[ \t]*)?\]"
+# key = value: one of a string, whole number, decimal, boolean or array (its own group)
+_KEY_VALUE = re.compile(
+    rf"[ \t]*([A-Za-z0-9_-]+)[ \t]*=[ \t]*"
+    rf"(?:({_STR})|({_INT})|({_INT}\.[0-9]+)|(true)|(false)|({_ARRAY}))[ \t]*"
+)
 _COMMENT = re.compile(r"#[^\x00-\x08\x0a-\x1f\x7f]*")
-_NO = object()
 
 
-def _plain_value(raw: str) -> Any:
-    m = _SCALAR.fullmatch(raw)
-    if m is not None:
-        s, i, f, t, _ = m.groups()
-        if s is not None:
-            return s[1:-1]
-        return int(i) if i is not None else float(f) if f is not None else t is not None
-    if _ARRAY.fullmatch(raw) is None:
-        return _NO
-    return [s[1:-1] if s else int(i) for s, i in _ITEM.findall(raw[1:-1])]
+def _plain_value(m: re.Match[str]) -> Any:
+    """The value of a `_KEY_VALUE` match, as tomllib reads it."""
+    _, s, i, f, t, _, a = m.groups()
+    if s is not None:
+        return s[1:-1]
+    if i is not None:
+        return int(i)
+    if f is not None:
+        return float(f)
+    if a is not None:
+        return [s[1:-1] if s else int(i) for s, i in _ITEM.findall(a[1:-1])]
+    return t is not None
 
 
 def plain_toml(text: str) -> dict[str, Any] | None:
@@ -302,10 +330,7 @@ def plain_toml(text: str) -> dict[str, Any] | None:
         m = _KEY_VALUE.fullmatch(line)
         if m is None or table is None or m[1] in table:
             return None
-        value = _plain_value(m[2])
-        if value is _NO:
-            return None
-        table[m[1]] = value
+        table[m[1]] = _plain_value(m)
     if not subjects:
         return None
     return {"subjects": subjects, "gateways": gateways} if gateways else {"subjects": subjects}
