@@ -72,6 +72,8 @@ def test_typed_read_gives_what_the_checked_read_gives(tmp_path: Path, doc: Any) 
     assert [z.index for z in rows] == [z.index for z in zones]
     typed = read_typed(path, REF)
     assert typed is None or (not expected and typed == zones)
+    shard = {"S2"}  # one shard's subjects: the same zones, in file order, made or not
+    assert rows.only(shard) == tuple(z for z in zones if z.subject in shard)
     if expected:
         return
     try:
@@ -138,6 +140,11 @@ def test_many_circles_load_as_rows_and_compile(tmp_path: Path) -> None:
     assert zs.zones[4].name is None and zs.zones[3].name == "home"
     objects = ZoneSet(tuple(zs.zones), zs.subjects)
     _same_table(compile_zones(zs), compile_zones(objects))
+    mine = zs.subjects[1::7]
+    shard = zs.zones.only({s.id for s in mine})
+    assert len(shard) == 3 * len(mine) and shard[0].index == 3
+    wanted = tuple(z for z in zs.zones if z.subject in {s.id for s in mine})
+    _same_table(compile_zones(shard, mine), compile_zones(wanted, mine))
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ ids distinct, kinds known, circles with a centre and radius, polygons with a geo
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import overload
 
@@ -90,6 +90,32 @@ class ZoneRows(Sequence[Zone]):
             schedule=self.schedule.get(r, ()),
             valid_from=float(self.valid_from[r]),
             valid_until=float(self.valid_until[r]),
+        )
+
+    def only(self, subject_ids: Collection[str]) -> ZoneRows:
+        """The rows of these subjects' zones, in file order, with no Zone made (e.g. the
+        zones of one shard's subjects); `Zone.index` still counts features in the file."""
+        keep = np.fromiter((s in subject_ids for s in self.subject_ids), np.bool_)
+        rows = np.flatnonzero(keep[self.subject])
+        kept = np.flatnonzero(keep)
+        slot = np.full(len(self.subject_ids), -1, dtype=np.int32)
+        slot[kept] = np.arange(kept.shape[0], dtype=np.int32)
+        new = {int(r): k for k, r in enumerate(rows)}
+        return ZoneRows(
+            ids=tuple(self.ids[r] for r in new),
+            subject_ids=tuple(self.subject_ids[i] for i in kept),
+            subject=slot[self.subject[rows]],
+            kind=self.kind[rows],
+            feature=self.feature[rows],
+            is_circle=self.is_circle[rows],
+            center=self.center[rows],
+            radius=self.radius[rows],
+            warn_m=self.warn_m[rows],
+            valid_from=self.valid_from[rows],
+            valid_until=self.valid_until[rows],
+            geometry={new[r]: g for r, g in self.geometry.items() if r in new},
+            name={new[r]: v for r, v in self.name.items() if r in new},
+            schedule={new[r]: w for r, w in self.schedule.items() if r in new},
         )
 
     @classmethod
