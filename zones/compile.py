@@ -16,6 +16,7 @@ from zones.errors import ZoneError
 from zones.kernels.arrays import CHUNK, Rings, ZoneArrays
 from zones.kernels.frame import EARTH_R, project, wrap180
 from zones.model import Subject, Zone, ZoneSet
+from zones.rows import ZoneRows, zone_rows
 
 KIND_CODE = {"exclusion": 0, "inclusion": 1}
 
@@ -176,21 +177,42 @@ def _check(zones: Sequence[Zone], subj_slot: dict[str, int]) -> list[str]:
     return problems
 
 
+def _rows_ok(rows: ZoneRows, subj_slot: dict[str, int]) -> bool:
+    """Whether rows pass `_check` (vectorized; rows hold distinct ids by construction)."""
+    lat = rows.center[rows.is_circle, 1]
+    lon = rows.center[rows.is_circle, 0]
+    r = rows.radius[rows.is_circle]
+    vf, vu = rows.valid_from, rows.valid_until
+    return (
+        all(map(subj_slot.__contains__, rows.subject_ids))
+        and bool(np.isin(rows.kind, (0, 1)).all())
+        and bool((np.isfinite(rows.warn_m) & (rows.warn_m >= 0.0)).all())
+        and bool((np.isfinite(lon) & (np.abs(lat) < 90.0)).all())
+        and bool((np.isfinite(r) & (r > 0.0)).all())
+        and len(rows.geometry) == int((~rows.is_circle).sum())
+        and all(
+            g.geom_type in ("Polygon", "MultiPolygon") and not g.is_empty
+            for g in rows.geometry.values()
+        )
+        and bool(((vf < vu) & (vf < math.inf)).all())
+    )
+
+
 def _validity(
-    zones: Sequence[Zone], subjects: Sequence[Subject | str] | None, subject_ids: tuple[str, ...]
+    rows: ZoneRows, subjects: Sequence[Subject | str] | None, subject: np.ndarray, m: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """(from, until) per zone: each zone's own validity narrowed to its subject's tagging
-    period."""
-    n, m = len(zones), len(subject_ids)
+    period (`subject`: each zone's slot of the m subjects)."""
     s_from, s_until = np.full(m, -np.inf), np.full(m, np.inf)
-    for i, s in enumerate(subjects or ()):
-        if not isinstance(s, str):
-            s_from[i], s_until[i] = s.valid_from, s.valid_until
-    slot = {sid: i for i, sid in enumerate(subject_ids)}
-    subj = np.fromiter((slot[z.subject] for z in zones), dtype=np.int64, count=n)
-    z_from = np.fromiter((z.valid_from for z in zones), dtype=np.float64, count=n)
-    z_until = np.fromiter((z.valid_until for z in zones), dtype=np.float64, count=n)
-    return np.maximum(z_from, s_from[subj]), np.minimum(z_until, s_until[subj])
+    # Whole arrays, and no object per subject: 500k subjects make numpy scalar writes slow
+    known = [s for s in subjects or () if not isinstance(s, str)]
+    if known:
+        at = np.flatnonzero([not isinstance(s, str) for s in subjects or ()])
+        s_from[at] = np.fromiter((s.valid_from for s in known), np.float64, len(known))
+        s_until[at] = np.fromiter((s.valid_until for s in known), np.float64, len(known))
+    return np.maximum(rows.valid_from, s_from[subject]), np.minimum(
+        rows.valid_until, s_until[subject]
+    )
 
 
 def compile_zones(
@@ -201,28 +223,47 @@ def compile_zones(
     ids), else the ZoneSet's subjects, else the order subjects first appear in the zones.
     Raises ZoneError listing every problem found."""
     if isinstance(zoneset_or_zones, ZoneSet):
-        zones = tuple(zoneset_or_zones.zones)
+        zones = zoneset_or_zones.zones
         if subjects is None:
             subjects = zoneset_or_zones.subjects
     else:
-        zones = tuple(zoneset_or_zones)
+        zones = zoneset_or_zones
+    if not isinstance(zones, ZoneRows):
+        zones = tuple(zones)
     if subjects is None:
-        subject_ids = tuple(dict.fromkeys(z.subject for z in zones))
+        subject_ids = (
+            zones.subject_ids
+            if isinstance(zones, ZoneRows)
+            else tuple(dict.fromkeys(z.subject for z in zones))
+        )
     else:
         subject_ids = tuple(s if isinstance(s, str) else s.id for s in subjects)
     subj_slot = {s: i for i, s in enumerate(subject_ids)}
-    problems = _check(zones, subj_slot)
+    problems: list[str] = []
+    if not (isinstance(zones, ZoneRows) and _rows_ok(zones, subj_slot)):
+        problems = _check(tuple(zones), subj_slot)  # each problem in words
     if len(subj_slot) != len(subject_ids):
         dups = sorted(s for s, c in Counter(subject_ids).items() if c > 1)
         problems.append(f"duplicate subject ids: {', '.join(dups)}")
     if problems:
         raise ZoneError(f"{len(problems)} problem(s) in zones: {problems[0]}", problems)
+    return _compile(zone_rows(zones), subjects, subject_ids, subj_slot)
 
-    n = len(zones)
-    is_circle = np.fromiter((z.is_circle for z in zones), dtype=np.bool_, count=n)
-    kind = np.fromiter((KIND_CODE[z.kind] for z in zones), dtype=np.int8, count=n)
-    subject = np.fromiter((subj_slot[z.subject] for z in zones), dtype=np.int32, count=n)
-    warn_m = np.fromiter((z.warn_m for z in zones), dtype=np.float64, count=n)
+
+def _compile(
+    rows: ZoneRows,
+    subjects: Sequence[Subject | str] | None,
+    subject_ids: tuple[str, ...],
+    subj_slot: dict[str, int],
+) -> ZoneTable:
+    n = len(rows)
+    is_circle = rows.is_circle
+    kind = rows.kind
+    slot_of_row_subject = np.fromiter(
+        map(subj_slot.__getitem__, rows.subject_ids), np.int32, len(rows.subject_ids)
+    )
+    subject = slot_of_row_subject[rows.subject] if n else np.zeros(0, dtype=np.int32)
+    warn_m = rows.warn_m
     radius = np.zeros(n, dtype=np.float64)
     origin_lat = np.zeros(n, dtype=np.float64)
     origin_lon = np.zeros(n, dtype=np.float64)
@@ -231,8 +272,8 @@ def compile_zones(
 
     circ = np.flatnonzero(is_circle)
     if circ.shape[0]:
-        centre = np.array([zones[i].center for i in circ], dtype=np.float64)
-        r = np.array([zones[i].radius_m for i in circ], dtype=np.float64)
+        centre = rows.center[circ]
+        r = rows.radius[circ]
         radius[circ] = r
         origin_lon[circ] = wrap180(centre[:, 0])
         origin_lat[circ] = centre[:, 1]
@@ -242,14 +283,14 @@ def compile_zones(
     vx = vy = np.zeros(0, dtype=np.float64)
     ring_vert_start = np.zeros(1, dtype=np.int64)
     if poly.shape[0]:
-        geoms = [zones[i].geometry for i in poly]
+        geoms = [rows.geometry[int(i)] for i in poly]
         b = shapely.bounds(np.asarray(geoms, dtype=object))
         for k in np.flatnonzero(b[:, 2] - b[:, 0] > 180.0):
             geoms[k] = _unwrap_antimeridian(geoms[k])
         bad = np.flatnonzero(~shapely.is_valid(np.asarray(geoms, dtype=object)))
         if bad.shape[0]:
             problems = [
-                f"{_label(zones[poly[k]])}: invalid geometry: {shapely.is_valid_reason(geoms[k])}"
+                f"{_label(rows[int(poly[k])])}: invalid geometry: {shapely.is_valid_reason(geoms[k])}"
                 for k in bad
             ]
             raise ZoneError(f"{len(problems)} problem(s) in zones: {problems[0]}", problems)
@@ -276,12 +317,12 @@ def compile_zones(
 
     zone_ring_start = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(ring_count, out=zone_ring_start[1:])
-    valid_from, valid_until = _validity(zones, subjects, subject_ids)
+    valid_from, valid_until = _validity(rows, subjects, subject, len(subject_ids))
     order = np.argsort(subject, kind="stable").astype(np.int32)
     subject_zone_start = np.zeros(len(subject_ids) + 1, dtype=np.int64)
     np.cumsum(np.bincount(subject, minlength=len(subject_ids)), out=subject_zone_start[1:])
     return ZoneTable(
-        zone_ids=tuple(z.id for z in zones),
+        zone_ids=rows.ids,
         kind=kind,
         subject=subject,
         warn_m=warn_m,

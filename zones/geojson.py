@@ -121,7 +121,7 @@ def _validity(geom: BaseGeometry) -> tuple[str, str] | None:
     return m["reason"], f" at ({_fmt(float(m['x']))}, {_fmt(float(m['y']))})"
 
 
-def _polygon(raw: Any, label: str, report: Report) -> Polygon | None:
+def polygon(raw: Any, label: str, report: Report) -> Polygon | None:
     """Polygon coordinates (outer ring, then holes) -> a valid shapely Polygon or None."""
     if not isinstance(raw, list) or not raw:
         report(f"{label}coordinates must be a non-empty list of rings, got {short(raw)}")
@@ -158,11 +158,11 @@ def _polygon(raw: Any, label: str, report: Report) -> Polygon | None:
     return poly
 
 
-def _multipolygon(raw: Any, report: Report) -> MultiPolygon | None:
+def multipolygon(raw: Any, report: Report) -> MultiPolygon | None:
     if not isinstance(raw, list) or not raw:
         report(f"MultiPolygon coordinates must be a non-empty list of polygons, got {short(raw)}")
         return None
-    parts = [_polygon(p, f"polygon {k} ", report) for k, p in enumerate(raw)]
+    parts = [polygon(p, f"polygon {k} ", report) for k, p in enumerate(raw)]
     if any(p is None for p in parts):
         return None
     multi = MultiPolygon(parts)
@@ -198,9 +198,9 @@ def _geometry(raw: Any, report: Report) -> _Shape | None:
             report(what)
         return _Shape(center=center, first=center) if center else None
     if gtype == "Polygon":
-        geom: BaseGeometry | None = _polygon(coords, "", report)
+        geom: BaseGeometry | None = polygon(coords, "", report)
     elif gtype == "MultiPolygon":
-        geom = _multipolygon(coords, report)
+        geom = multipolygon(coords, report)
     else:
         report(f"geometry type {gtype!r} is not supported ({GEOMETRY_HINT})")
         return None
@@ -213,7 +213,7 @@ def _geometry(raw: Any, report: Report) -> _Shape | None:
 # -- features ------------------------------------------------------------------------------
 
 
-def _schedule(raw: Any, report: Report) -> tuple[Window, ...]:
+def schedule_windows(raw: Any, report: Report) -> tuple[Window, ...]:
     if raw is None:
         return ()
     example = '[{"days": "Mon-Sun", "start": "19:00", "end": "07:00", "tz": "Europe/London"}]'
@@ -301,7 +301,7 @@ def _feature(
         report("Point geometry needs radius_m > 0 (the circle's radius in metres)")
     if props.get("warn_m") is not None:
         warn = number(props, "warn_m", report, positive=False)
-    schedule = _schedule(props.get("schedule"), report)
+    schedule = schedule_windows(props.get("schedule"), report)
     valid_from, valid_until = read_validity(props, report)
     if not report.clean or shape is None or not isinstance(zid, str):
         return None, shape, report.where
@@ -322,21 +322,26 @@ def _feature(
     return zone, shape, report.where
 
 
-def _swapped_outliers(shapes: dict[str, _Shape], out: list[str]) -> None:
-    """A feature far from the bulk of the file that would sit among the others with lon and
-    lat swapped was almost certainly written [lat, lon] (in range, so nothing else sees it)."""
-    wheres = [w for w, s in shapes.items() if s.first is not None]
-    if len(wheres) < 3:
-        return
-    pts = np.array([shapes[w].first for w in wheres])  # (n, 2) lon, lat
+def swapped_rows(pts: NDArray[np.float64]) -> NDArray[np.intp]:
+    """Rows of `pts` ((n, 2) lon, lat: where each feature is) far from the bulk of the file
+    that would sit among the others with lon and lat swapped: almost certainly written
+    [lat, lon] (in range, so nothing else sees it)."""
+    none = np.zeros(0, dtype=np.intp)
+    if pts.shape[0] < 3:
+        return none
     dist = np.abs(pts - np.median(pts, axis=0)).max(axis=1)  # degrees, Chebyshev
     far = dist > max(10.0, 3.0 * float(np.median(dist)))
     if not far.any() or far.all():
-        return
+        return none
     lo, hi = pts[~far].min(axis=0) - 0.5, pts[~far].max(axis=0) + 0.5
     swapped = pts[:, ::-1]
-    joins = far & np.all((swapped >= lo) & (swapped <= hi), axis=1)
-    for k in np.flatnonzero(joins):
+    return np.flatnonzero(far & np.all((swapped >= lo) & (swapped <= hi), axis=1))
+
+
+def _swapped_outliers(shapes: dict[str, _Shape], out: list[str]) -> None:
+    wheres = [w for w, s in shapes.items() if s.first is not None]
+    pts = np.array([shapes[w].first for w in wheres]).reshape(-1, 2)  # (n, 2) lon, lat
+    for k in swapped_rows(pts):
         lon, lat = (float(v) for v in pts[k])
         out.append(
             f"{wheres[k]}: first position [{_fmt(lon)}, {_fmt(lat)}] is far from the file's "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -12,7 +13,7 @@ ZoneKind = Literal["exclusion", "inclusion"]
 DAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Window:
     """One schedule window: starts on `days` (0=Mon..6=Sun) at `start_min` local minutes
     after midnight and ends at `end_min`; end <= start means it runs past midnight."""
@@ -23,7 +24,7 @@ class Window:
     tz: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Zone:
     """One zone feature. Polygons keep their lon/lat shapely geometry; circles keep
     `center` (lon, lat) and `radius_m` and have `geometry` None."""
@@ -47,7 +48,7 @@ class Zone:
         return self.center is not None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Protected:
     """A protected device (victim phone or unit) with a mobile exclusion radius. `warn`:
     whether the device itself is warned of the subject's approaches and breaches (None:
@@ -59,7 +60,7 @@ class Protected:
     warn: bool | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Subject:
     """A monitored person: the tags they wear, a risk weight, protected devices, the
     tagging period [valid_from, valid_until) in which they are monitored, and the team of
@@ -80,7 +81,7 @@ class Subject:
         return tuple(p.device for p in self.protected if (on if p.warn is None else p.warn))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Gateway:
     """A gateway publishing many tags' fixes in one message (tagwatch/v1/gateway/{id}/fixes),
     allowed to speak for `tags` only (the subjects file's [[gateways]] tables)."""
@@ -89,11 +90,12 @@ class Gateway:
     tags: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ZoneSet:
-    """Everything loaded from one zones file and one subjects file."""
+    """Everything loaded from one zones file and one subjects file. Loaded from files,
+    `zones` is a `zones.rows.ZoneRows` (columns; a Zone is made when one is read)."""
 
-    zones: tuple[Zone, ...]
+    zones: Sequence[Zone]
     subjects: tuple[Subject, ...]
     sources: tuple[str, ...] = field(default=())
     gateways: tuple[Gateway, ...] = field(default=())

@@ -6,6 +6,7 @@ without any zones); `zones.load` pairs it with the zones GeoJSON (`zones.geojson
 
 from __future__ import annotations
 
+import re
 import tomllib
 from typing import Any
 
@@ -83,8 +84,30 @@ def _tags(raw: dict[str, Any], report: Report) -> tuple[str, ...]:
     return tuple(tags)
 
 
+_UNSAFE_ID = re.compile("[+#\x00/]")  # _topic_unsafe(id, "/") in one pass
+
+
+def _clean_id(v: object) -> bool:
+    return type(v) is str and bool(v.strip()) and _UNSAFE_ID.search(v) is None
+
+
+def _plain_subject(raw: Any) -> Subject | None:
+    """The Subject of a table of id, tags and perhaps risk that `_subject` finds nothing
+    wrong with (most of a large file), without wording anything; None: ask `_subject`."""
+    if type(raw) is not dict or not raw.keys() <= {"id", "tags", "risk"}:
+        return None
+    sid, tags, risk = raw.get("id"), raw.get("tags"), raw.get("risk", 1)
+    if not (_clean_id(sid) and type(tags) is list and tags and type(risk) is int and risk >= 1):
+        return None
+    if not all(_clean_id(t) for t in tags) or len(set(tags)) != len(tags):
+        return None
+    return Subject(sid, tuple(tags), risk)  # type: ignore[arg-type]
+
+
 def _subject(name: str, i: int, raw: Any, out: list[str]) -> tuple[Subject | None, str | None]:
     """One [[subjects]] table -> (Subject or None, its id if it has a usable one)."""
+    if (plain := _plain_subject(raw)) is not None:
+        return plain, plain.id
     sid = raw.get("id") if isinstance(raw, dict) else None
     sid = sid if non_empty_str(sid) else None
     where = f"{name} subject {i} ({'id ' + repr(sid) if sid else 'no id'})"
@@ -126,29 +149,59 @@ def _subject(name: str, i: int, raw: Any, out: list[str]) -> tuple[Subject | Non
     return subject, sid
 
 
+def _wearer(i: int, sid: object) -> str:
+    return f"subject {i} (id {sid!r})"
+
+
+def _nothing_to_cross(raw: list[Any]) -> bool:
+    """Whether `_cross_check_subjects` would find nothing, judged with sets (most files):
+    string ids all distinct, string tags never on two subjects (nor twice on one), no
+    protected device a tag."""
+    if not all(type(e) is dict and type(e.get("tags")) is list for e in raw):
+        return False
+    sids = [e.get("id") for e in raw]
+    tags = [t for e in raw for t in e["tags"]]
+    if not all(type(v) is str for v in sids) or not all(type(t) is str for t in tags):
+        return False
+    worn = set(tags)
+    if len(set(sids)) != len(sids) or len(worn) != len(tags):
+        return False
+    tables = [e["protected"] for e in raw if type(e.get("protected")) is list]
+    devices = [p.get("device") for ps in tables for p in ps if type(p) is dict]
+    return not any(type(d) is str and d in worn for d in devices)
+
+
 def _cross_check_subjects(name: str, raw: list[Any], out: list[str]) -> None:
     """Ids unique, each tag worn by one subject, no protected device that is also a tag."""
+    if not _nothing_to_cross(raw):
+        _cross_check_all(name, raw, out)
+
+
+def _cross_check_all(name: str, raw: list[Any], out: list[str]) -> None:
+    """`_cross_check_subjects`, every entry looked at and every problem worded."""
     first_by_id: dict[str, int] = {}
-    owner: dict[str, str] = {}
+    owner: dict[str, tuple[int, object]] = {}  # tag -> (subject index, its id)
     for i, entry in enumerate(raw):
         if not isinstance(entry, dict):
             continue
         sid = entry.get("id")
-        where = f"{name} subject {i} (id {sid!r})"
         if isinstance(sid, str):
             if sid in first_by_id:
-                out.append(f"{where}: duplicate subject id (also subject {first_by_id[sid]})")
+                out.append(
+                    f"{name} subject {i} (id {sid!r}): duplicate subject id (also subject "
+                    f"{first_by_id[sid]})"
+                )
             first_by_id.setdefault(sid, i)
         tags = entry.get("tags")
         mine = [t for t in tags if isinstance(t, str)] if isinstance(tags, list) else []
         for tag in dict.fromkeys(mine):
             if tag in owner:
                 out.append(
-                    f"{where}: tag {tag!r} is also worn by {owner[tag]}; a tag "
-                    "belongs to exactly one subject"
+                    f"{name} subject {i} (id {sid!r}): tag {tag!r} is also worn by "
+                    f"{_wearer(*owner[tag])}; a tag belongs to exactly one subject"
                 )
             else:
-                owner[tag] = f"subject {i} (id {sid!r})"
+                owner[tag] = (i, sid)  # worded only when a second subject wears it
     for i, entry in enumerate(raw):
         prot = entry.get("protected") if isinstance(entry, dict) else None
         for j, p in enumerate(prot if isinstance(prot, list) else ()):
@@ -156,7 +209,7 @@ def _cross_check_subjects(name: str, raw: list[Any], out: list[str]) -> None:
             if isinstance(dev, str) and dev in owner:
                 out.append(
                     f"{name} subject {i} (id {entry.get('id')!r}) protected {j} "
-                    f"(device {dev!r}): device id is also a tag worn by {owner[dev]}; "
+                    f"(device {dev!r}): device id is also a tag worn by {_wearer(*owner[dev])}; "
                     "a protected device must not be a subject's tag"
                 )
 
@@ -209,6 +262,80 @@ def _gateways(
     return tuple(found)
 
 
+# -- the plain TOML of a large subjects file -----------------------------------------------
+# tomllib is pure Python: 500,000 subjects take it 5-10 s. A file written the plain way
+# (`[[subjects]]` / `[[subjects.protected]]` / `[[gateways]]` headers, `key = value` lines
+# with basic strings without escapes, whole numbers, decimals, booleans and one-line arrays
+# of strings and whole numbers, comment lines) is read here into the very dicts tomllib
+# gives; on any other line `plain_toml` gives up (None) and tomllib reads the file.
+_STR = r'"[^"\\\x00-\x08\x0a-\x1f\x7f]*"'
+_INT = r"-?(?:0|[1-9][0-9]{0,17})"
+_ITEM = re.compile(rf"({_STR})|({_INT})")
+_ARRAY = rf"\[[ \t]*(?:(?:{_STR}|{_INT})[ \t]*,[ \t]*)*(?:(?:{_STR}|{_INT})[ \t]*)?\]"
+# key = value: one of a string, whole number, decimal, boolean or array (its own group)
+_KEY_VALUE = re.compile(
+    rf"[ \t]*([A-Za-z0-9_-]+)[ \t]*=[ \t]*"
+    rf"(?:({_STR})|({_INT})|({_INT}\.[0-9]+)|(true)|(false)|({_ARRAY}))[ \t]*"
+)
+_COMMENT = re.compile(r"#[^\x00-\x08\x0a-\x1f\x7f]*")
+
+
+def _plain_value(m: re.Match[str]) -> Any:
+    """The value of a `_KEY_VALUE` match, as tomllib reads it."""
+    _, s, i, f, t, _, a = m.groups()
+    if s is not None:
+        return s[1:-1]
+    if i is not None:
+        return int(i)
+    if f is not None:
+        return float(f)
+    if a is not None:
+        return [s[1:-1] if s else int(i) for s, i in _ITEM.findall(a[1:-1])]
+    return t is not None
+
+
+def plain_toml(text: str) -> dict[str, Any] | None:
+    """The document tomllib would read from `text`, when it is written the plain way;
+    None otherwise (then only tomllib may say what it holds, or what is wrong)."""
+    subjects: list[dict[str, Any]] = []
+    gateways: list[dict[str, Any]] = []
+    arrays: set[int] = set()  # ids of the [[subjects.protected]] lists headers made
+    table: dict[str, Any] | None = None
+    if text.endswith("\r"):
+        return None  # a carriage return not ending a line
+    for line in text.split("\n"):
+        line = line.removesuffix("\r")
+        bare = line.strip(" \t")
+        if not bare or bare[0] == "#":
+            if bare and _COMMENT.fullmatch(bare) is None:
+                return None
+            continue
+        if bare[0] == "[":
+            table = {}
+            if bare == "[[subjects]]":
+                subjects.append(table)
+            elif bare == "[[gateways]]":
+                gateways.append(table)
+            elif bare == "[[subjects.protected]]" and subjects:
+                tables = subjects[-1].get("protected")
+                if tables is None:
+                    tables = subjects[-1]["protected"] = []
+                    arrays.add(id(tables))
+                elif id(tables) not in arrays:
+                    return None  # protected = ... written as a value as well
+                tables.append(table)
+            else:
+                return None
+            continue
+        m = _KEY_VALUE.fullmatch(line)
+        if m is None or table is None or m[1] in table:
+            return None
+        table[m[1]] = _plain_value(m)
+    if not subjects:
+        return None
+    return {"subjects": subjects, "gateways": gateways} if gateways else {"subjects": subjects}
+
+
 def read_subjects_file(
     path: StrPath,
 ) -> tuple[tuple[Subject, ...], set[str] | None, tuple[Gateway, ...], list[str]]:
@@ -219,7 +346,7 @@ def read_subjects_file(
     if text is None:
         return (), None, (), out
     try:
-        doc = tomllib.loads(text)
+        doc = plain_toml(text) or tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         return (), None, (), [f"{name}: not valid TOML: {e}"]
     except RecursionError:  # a fuzzing find: it escaped as a RecursionError, not ZoneError

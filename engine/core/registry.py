@@ -32,17 +32,17 @@ class Registry:
         # theirs raises an alert (-inf / +inf: open)
         self.subject_from = np.full(len(subject_ids), -np.inf)
         self.subject_until = np.full(len(subject_ids), np.inf)
-        self.device_ids: list[str] = []
-        self.slot_of: dict[str, int] = {}
-        subject_of_slot: list[int] = []
-        for s in zoneset.subjects:
-            self.subject_risk[subj_slot[s.id]] = s.risk
-            self.subject_from[subj_slot[s.id]] = s.valid_from
-            self.subject_until[subj_slot[s.id]] = s.valid_until
-            for tag in s.tags:
-                self.slot_of[tag] = len(self.device_ids)
-                self.device_ids.append(tag)
-                subject_of_slot.append(subj_slot[s.id])
+        subjects = zoneset.subjects
+        # Per-subject facts as whole arrays (500k subjects: no numpy scalar writes)
+        slots = np.fromiter((subj_slot[s.id] for s in subjects), np.int64, len(subjects))
+        self.subject_risk[slots] = np.fromiter((s.risk for s in subjects), np.int32, len(slots))
+        self.subject_from[slots] = np.fromiter((s.valid_from for s in subjects), np.float64)
+        self.subject_until[slots] = np.fromiter((s.valid_until for s in subjects), np.float64)
+        self.device_ids: list[str] = [tag for s in subjects for tag in s.tags]
+        self.slot_of: dict[str, int] = {tag: k for k, tag in enumerate(self.device_ids)}
+        subject_of_slot = np.repeat(
+            slots, np.fromiter((len(s.tags) for s in subjects), np.int64, len(slots))
+        ).tolist()
         self.n_tags = len(self.device_ids)
         pairs: list[ProximityPair] = []
         for s in zoneset.subjects:

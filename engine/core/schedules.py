@@ -15,6 +15,7 @@ from engine.core.episodes import TrackerKey, TrackerKind
 from engine.core.registry import Registry
 from zones.compile import ZoneTable
 from zones.model import Window, ZoneSet
+from zones.rows import zone_rows
 from zones.schedule import active_intervals
 
 SPAN_S = 8 * 86400.0  # how far ahead schedule intervals are expanded at a time
@@ -41,7 +42,8 @@ class Schedules:
     is active in exactly [valid_from, valid_until))."""
 
     def __init__(self, zoneset: ZoneSet, table: ZoneTable, registry: Registry) -> None:
-        self.schedule = {table.zone_index(z.id): z.schedule for z in zoneset.zones if z.schedule}
+        # Row z of the zone set is row z of its table (compile_zones keeps the order)
+        self.schedule = dict(zone_rows(zoneset.zones).schedule)
         self.cache: dict[tuple[Window, ...], tuple[float, float, np.ndarray]] = {}
         self.table = table
         self.registry = registry
