@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from zones.model import Window
@@ -329,9 +329,16 @@ def _ambiguous_somewhere(sched: tuple[Window, ...], t: float) -> bool:
 
 @settings(max_examples=500, deadline=None)
 @given(schedules, times)
+@example(  # half a microsecond before midnight: see below
+    (Window(frozenset({0, 1, 2, 3, 5}), 0, 0, "Europe/London"),), 2366841599.9999995
+)
 def test_is_active_matches_the_wall_clock_reading(sched: tuple[Window, ...], t: float) -> None:
     # Where the local time is unambiguous, the instant rules (gap -> first instant after,
     # fold -> first occurrence for starts, second for ends) agree with reading the wall
     # clock; in the repeated hour the wall clock alone cannot tell, so those are skipped.
+    # Times to the millisecond: the oracle's datetime rounds to microseconds, which moves
+    # an instant half a microsecond before midnight onto midnight (t=2366841599.9999995,
+    # a Window ending at 00:00, found by hypothesis): the oracle's limit, not the engine's.
+    t = round(t, 3)
     assume(not _ambiguous_somewhere(sched, t))
     assert is_active(sched, t) == _wall_clock_active(sched, t)

@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 
 from zones.model import ZoneSet
+from zones.rows import zone_rows
 
 _SPEC = re.compile(r"(\d{1,4})(?:/|-of-)(\d{1,4})")  # 0/2, or 0-of-2 (a systemd instance)
 
@@ -70,7 +71,7 @@ class Shard:
         )
         return dataclasses.replace(
             zs,
-            zones=tuple(z for z in zs.zones if z.subject in ids),
+            zones=zone_rows(zs.zones).only(ids),  # as columns: no Zone object made per zone
             subjects=mine,
             elsewhere=others
             - {d for s in mine for d in (*s.tags, *(p.device for p in s.protected))},
