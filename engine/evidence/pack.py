@@ -18,6 +18,7 @@ import io
 import json
 import math
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +27,7 @@ from typing import Any
 import msgspec
 
 from engine.errors import TagwatchError
+from engine.store.config import section_text
 from engine.store.ledger import Head
 from engine.store.reading import LedgerReader, LedgerRow
 from engine.store.signing import Checkpoint, signature_problem
@@ -180,7 +182,11 @@ def _zone(
         return None, "no config step in the ledger: give --zones FILE for the zone", None
     n, cfg = got
     z = cfg.get("zones") or {}
-    feat = _zone_feature(str(z.get("text", "")), zone_id)
+    try:
+        text = section_text(z)
+    except (KeyError, ValueError, zlib.error):
+        text = ""
+    feat = _zone_feature(text, zone_id)
     src = f"ledger row {n} (config step): zones file {z.get('file')} sha256 {z.get('sha256')}"
     if feat is None or not drawable(feat):
         return None, f"zone {zone_id} is not in the zones file of ledger row {n}", row

@@ -4,9 +4,11 @@ replays a reload with exactly the files it took), and the ZoneSet they give."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,22 +85,49 @@ class ConfigFiles:
         return d
 
     def data(self) -> dict[str, Any]:
-        """What a config step records: names, hashes and the full texts."""
+        """What a config step records: names, hashes and the full texts; a text over
+        PACK_OVER characters as `zlib` (base64 of its zlib-compressed UTF-8) instead of
+        `text`, so a national zones file (300 MB at 500,000 subjects) is not written and
+        held as JSON whole (`section_text` reads either)."""
         d = self.summary()
-        d["zones"]["text"] = self.zones
-        d["subjects"]["text"] = self.subjects
+        for name, text in (("zones", self.zones), ("subjects", self.subjects)):
+            if len(text) > PACK_OVER:
+                d[name]["zlib"] = _pack(text)
+            else:
+                d[name]["text"] = text
         return d
 
     @classmethod
     def from_data(cls, d: dict[str, Any]) -> ConfigFiles:
         try:
             got = cls(
-                str(d["zones"]["file"]), str(d["zones"]["text"]),
-                str(d["subjects"]["file"]), str(d["subjects"]["text"]),
+                str(d["zones"]["file"]), section_text(d["zones"]),
+                str(d["subjects"]["file"]), section_text(d["subjects"]),
                 Shard.parse(str(d["shard"])) if d.get("shard") is not None else None,
             )  # fmt: skip
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, zlib.error) as e:
             raise ConfigError(f"config step malformed: {e!r}") from None
         if list(got.hashes) != [d["zones"].get("sha256"), d["subjects"].get("sha256")]:
             raise ConfigError("config step texts do not match their recorded sha256")
         return got
+
+
+PACK_OVER = 1 << 20  # characters: a config text longer than this is stored compressed
+_CHUNK = 1 << 20
+
+
+def _pack(text: str) -> str:
+    """base64 of the zlib-compressed UTF-8 of `text`, encoded a chunk at a time (no whole
+    UTF-8 copy of a 300 MB text next to the text itself)."""
+    z = zlib.compressobj(6)
+    parts = [z.compress(text[i : i + _CHUNK].encode()) for i in range(0, len(text), _CHUNK)]
+    parts.append(z.flush())
+    return base64.b64encode(b"".join(parts)).decode("ascii")
+
+
+def section_text(section: dict[str, Any]) -> str:
+    """A config step section's file text: `text`, or `zlib` unpacked (KeyError: neither;
+    ValueError or zlib.error: not base64 zlib UTF-8)."""
+    if "text" in section:
+        return str(section["text"])
+    return zlib.decompress(base64.b64decode(section["zlib"], validate=True)).decode("utf-8")
