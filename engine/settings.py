@@ -23,8 +23,7 @@ class Settings:
     # Largest micro-batch handed to the pipeline (replay: lines read per call), and the
     # longest a live record waits for one to fill. Under load batches fill while the one
     # before is decided and committed anyway, so a long wait only adds latency: at 5,000
-    # fixes/s 5 ms gave breach p50 17-20 ms, p99 54-60 ms; 20 ms gave 26-35 / 56-98 ms
-    # (bench/latency.py)
+    # fixes/s 5 ms gave breach p50 10 ms, p99 20 ms; 20 ms gave 14 / 35 ms (bench/latency.py)
     batch_max: int = 5000
     batch_wait_s: float = 0.005
     # Live, a batch is at most this many messages: 2000 drains a backlog faster than 5000
