@@ -96,11 +96,12 @@ def encode(state: dict[str, Any], meta: dict[str, Any] | None = None) -> bytes:
 
 
 def decode(blob: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(state, meta). SnapshotError on anything else. Reads the compressed form and the
-    plain one earlier versions wrote."""
+    """(state, meta). SnapshotError on anything else. Reads the compressed form (each array
+    inflated straight into its own memory: no whole inflated copy) and the plain one
+    earlier versions wrote."""
     if blob.startswith(ZMAGIC):
         try:
-            blob = zlib.decompress(memoryview(blob)[len(ZMAGIC) :])
+            return _decode_stream(_Inflow(memoryview(blob)[len(ZMAGIC) :]))
         except zlib.error as e:
             raise SnapshotError(f"compressed snapshot damaged: {e}") from None
     if not blob.startswith(MAGIC) or len(blob) < len(MAGIC) + 8:
@@ -110,15 +111,88 @@ def decode(blob: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
     at += 8
     if n > _HEADER_MAX or at + n > len(blob):
         raise SnapshotError("snapshot header length runs past its end")
+    head = _head(blob[at : at + n])
+    body = memoryview(blob)[at + n :]
+    arrays = []
+    for spec in _list(head.get("arrays")):
+        dt, shape, off, nb = _spec(spec)
+        if off < 0 or off + nb > len(body):
+            raise SnapshotError("snapshot array runs past the end")
+        arrays.append(np.frombuffer(body[off : off + nb], dtype=dt).reshape(shape).copy())
+    return _tree(head, arrays)
+
+
+class _Inflow:
+    """A zlib stream read a piece at a time into the caller's memory."""
+
+    def __init__(self, data: memoryview) -> None:
+        self.z = zlib.decompressobj()
+        self.data, self.at = data, 0
+        self.left = memoryview(b"")
+
+    def _more(self) -> None:
+        tail = self.z.unconsumed_tail
+        if tail:
+            chunk: bytes | memoryview = tail
+        elif self.at < len(self.data):
+            chunk, self.at = self.data[self.at : self.at + _CHUNK], self.at + _CHUNK
+        else:
+            raise SnapshotError("compressed snapshot damaged: it ends early")
+        self.left = memoryview(self.z.decompress(chunk, _CHUNK))
+
+    def read_into(self, out: memoryview) -> None:
+        n = 0
+        while n < len(out):
+            if not self.left:
+                self._more()
+                continue
+            k = min(len(self.left), len(out) - n)
+            out[n : n + k] = self.left[:k]
+            self.left, n = self.left[k:], n + k
+
+    def read(self, n: int) -> bytes:
+        b = bytearray(n)
+        self.read_into(memoryview(b))
+        return bytes(b)
+
+    def at_end(self) -> bool:
+        """Nothing follows, and the stream's checksum holds (zlib.error if it does not)."""
+        rest = self.z.decompress(self.z.unconsumed_tail + bytes(self.data[self.at :]))
+        return not self.left and not rest and not self.z.flush() and self.z.eof
+
+
+def _decode_stream(src: _Inflow) -> tuple[dict[str, Any], dict[str, Any]]:
+    if src.read(len(MAGIC)) != MAGIC:
+        raise SnapshotError("not a tagwatch data snapshot (no TWSNAP1 header)")
+    n = int.from_bytes(src.read(8), "big")
+    if n > _HEADER_MAX:
+        raise SnapshotError("snapshot header length runs past its end")
+    head = _head(src.read(n))
+    arrays, pos = [], 0
+    for spec in _list(head.get("arrays")):
+        dt, shape, off, nb = _spec(spec)
+        if off != pos:
+            raise SnapshotError("snapshot arrays out of order")
+        a = np.empty(shape, dtype=dt)
+        src.read_into(a.reshape(-1).view(np.uint8).data)
+        arrays.append(a)
+        pos += nb
+    if not src.at_end():
+        raise SnapshotError("compressed snapshot damaged: its end is missing or does not check")
+    return _tree(head, arrays)
+
+
+def _head(raw: bytes) -> dict[str, Any]:
     try:
-        head = msgspec.json.decode(blob[at : at + n])
+        head = msgspec.json.decode(raw)
     except msgspec.DecodeError as e:
         raise SnapshotError(f"snapshot header is not JSON: {e}") from None
     if not isinstance(head, dict) or head.get("version") != VERSION:
         raise SnapshotError("snapshot header of an unknown version")
-    body = memoryview(blob)[at + n :]
-    arrays = [_array(spec, body) for spec in _list(head.get("arrays"))]
+    return head
 
+
+def _tree(head: dict[str, Any], arrays: list[np.ndarray]) -> tuple[dict[str, Any], dict[str, Any]]:
     def walk(x: Any) -> Any:
         if isinstance(x, list):
             return [walk(v) for v in x]
@@ -165,7 +239,8 @@ def _tuples(d: Any) -> Any:
     return d
 
 
-def _array(spec: Any, body: memoryview) -> np.ndarray:
+def _spec(spec: Any) -> tuple[np.dtype, tuple[int, ...], int, int]:
+    """(dtype, shape, offset, nbytes) of an array's description, checked."""
     try:
         dt = np.lib.format.descr_to_dtype(_tuples(spec["dtype"]))
         shape = tuple(int(s) for s in spec["shape"])
@@ -176,6 +251,4 @@ def _array(spec: Any, body: memoryview) -> np.ndarray:
         raise SnapshotError("snapshot array of Python objects refused")
     if any(s < 0 for s in shape) or nb != math.prod(shape) * dt.itemsize:
         raise SnapshotError("snapshot array size does not match its shape")
-    if off < 0 or off + nb > len(body):
-        raise SnapshotError("snapshot array runs past the end")
-    return np.frombuffer(body[off : off + nb], dtype=dt).reshape(shape).copy()
+    return dt, shape, off, nb
