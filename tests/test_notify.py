@@ -469,7 +469,15 @@ def test_a_workflow_action_reaches_the_webhook_and_metrics_count_deliveries(
         acked = decode_alert(got[-1]["body"])
         assert (acked.id, acked.workflow, acked.actions[0]["user"]) == (aid, "acknowledged", "bot")  # type: ignore[index]
         assert [r["delivery"] for r in got] == sorted({r["delivery"] for r in got})
-        text = http.get("/metrics").text
-        assert metric(text, "tagwatch_webhook_deliveries_total", result="ok") == len(got)
+        # The receiver holds a delivery before the notifier has read its answer and
+        # counted it: wait for the count (a CI run read /metrics in between)
+        deadline = time.monotonic() + 10
+        while True:
+            text = http.get("/metrics").text
+            ok = metric(text, "tagwatch_webhook_deliveries_total", result="ok")
+            if ok == len(got) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert ok == len(got)
         assert metric(text, "tagwatch_protected_warnings_total", result="sent") == 0
         assert eng.stop() == 0, eng.log_text()
