@@ -15,7 +15,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from zones.model import ZoneSet
+from zones.model import Subject, ZoneSet
 from zones.rows import zone_rows
 
 _SPEC = re.compile(r"(\d{1,4})(?:/|-of-)(\d{1,4})")  # 0/2, or 0-of-2 (a systemd instance)
@@ -61,20 +61,23 @@ class Shard:
     def split(self, zs: ZoneSet) -> ZoneSet:
         """This shard's part of `zs`: its subjects and their zones, every gateway, and
         in `elsewhere` the devices of the subjects it does not own."""
-        mine = tuple(s for s in zs.subjects if self.owns(s.id))
-        ids = {s.id for s in mine}
-        others = frozenset(
-            d
-            for s in zs.subjects
-            if s.id not in ids
-            for d in (*s.tags, *(p.device for p in s.protected))
-        )
+        mine: list[Subject] = []
+        ids: set[str] = set()
+        kept: set[str] = set()
+        others: set[str] = set()
+        for s in zs.subjects:  # one pass, one hash a subject
+            devs = (*s.tags, *(p.device for p in s.protected))
+            if self.owns(s.id):
+                mine.append(s)
+                ids.add(s.id)
+                kept.update(devs)
+            else:
+                others.update(devs)
         return dataclasses.replace(
             zs,
             zones=zone_rows(zs.zones).only(ids),  # as columns: no Zone object made per zone
-            subjects=mine,
-            elsewhere=others
-            - {d for s in mine for d in (*s.tags, *(p.device for p in s.protected))},
+            subjects=tuple(mine),
+            elsewhere=frozenset(others - kept),  # a device two subjects share stays ours
         )
 
 

@@ -60,7 +60,7 @@ ENGINE_URGENT = Principal(
 
 
 # Every engine's status and checkpoint: the one engine's, and each shard's below them
-ENGINE_STATES = (topics.STATUS, topics.CHECKPOINT, f"{topics.STATUS}/+", f"{topics.CHECKPOINT}/+")
+ENGINE_STATES = (*topics.STATUS_FILTERS, *topics.CHECKPOINT_FILTERS)
 
 
 def shard_users(count: int) -> tuple[Principal, ...]:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.errors import TagwatchError
+from engine.mqtt.lanes import URGENT_FILTERS
 from engine.store.base import Store
 from engine.wire import topics
 from zones.model import ZoneSet
@@ -20,11 +21,25 @@ class Routing:
     """One engine's topics and client id."""
 
     filters: tuple[str, ...] = topics.INPUT_FILTERS
-    urgent_filters: tuple[str, ...] = (f"{topics.TAGS}/+/event",)
-    status: str = topics.STATUS
-    checkpoint: str = topics.CHECKPOINT
-    suffix: str = ""  # appended to the client id (and the priority lane's)
+    urgent_filters: tuple[str, ...] = URGENT_FILTERS
     shard: Shard | None = None
+
+    @property
+    def _label(self) -> str | None:
+        return None if self.shard is None else self.shard.label
+
+    @property
+    def status(self) -> str:
+        return topics.status(self._label)
+
+    @property
+    def checkpoint(self) -> str:
+        return topics.checkpoint(self._label)
+
+    @property
+    def suffix(self) -> str:
+        """Appended to the client id (and the priority lane's), and to the username."""
+        return "" if self.shard is None else f"-{self.shard.label}"
 
     def login(self, client_kwargs: dict[str, Any] | None) -> dict[str, Any]:
         """The connection's keyword arguments: a shard logs in as `<username>-<i>-of-<N>`
@@ -51,9 +66,6 @@ class Routing:
         return cls(
             filters=topics.device_filters(tags, protected),
             urgent_filters=tuple(topics.event(t) for t in tags),
-            status=topics.status(shard.label),
-            checkpoint=topics.checkpoint(shard.label),
-            suffix=f"-{shard.label}",
             shard=shard,
         )
 

@@ -64,19 +64,18 @@ async def alert_records(
             async with aiomqtt.Client(addr.host, addr.port, **kwargs) as client:
                 await client.subscribe(topics.alerts(subject), qos=1)
                 if on_status is not None:  # the engine's, and each shard's below it
-                    await client.subscribe([(topics.STATUS, 1), (f"{topics.STATUS}/+", 1)])
+                    await client.subscribe([(f, 1) for f in topics.STATUS_FILTERS])
                 if said is not None:
                     said(True, f"connected to {addr.host}:{addr.port}")
                 backoff = reconnect_s
                 async for msg in client.messages:
                     if not isinstance(msg.payload, bytes):
                         continue
-                    topic = msg.topic.value
-                    if topic == topics.STATUS or topic.startswith(_SHARD_STATUS):
+                    source = topics.status_source(msg.topic.value)
+                    if source is not None:
                         if on_status is not None:
-                            shard = topic[len(_SHARD_STATUS) :] or None
                             with contextlib.suppress(DecodeError, ValueError):
-                                on_status(shard, decode_status(msg.payload))
+                                on_status(source or None, decode_status(msg.payload))
                         continue
                     try:
                         alert = decode_alert(msg.payload)
@@ -90,9 +89,6 @@ async def alert_records(
                 said(False, f"broker {addr.host}:{addr.port}: {e}; reconnecting in {backoff:.1f} s")
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, max(10.0, reconnect_s))
-
-
-_SHARD_STATUS = topics.STATUS + "/"
 
 
 async def wait_online(broker: str, timeout: float) -> None:

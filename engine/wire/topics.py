@@ -35,6 +35,22 @@ WARNING_FILTER = f"{PROTECTED}/+/warning"  # warnings to protected units (docs/n
 OWNTRACKS_CMD_FILTER = f"{OWNTRACKS}/+/+/cmd"  # OwnTracks cmd messages (warnings to phones)
 
 
+# The one engine's status / checkpoint, and each shard's below it
+STATUS_FILTERS = (STATUS, f"{STATUS}/+")
+CHECKPOINT_FILTERS = (CHECKPOINT, f"{CHECKPOINT}/+")
+_STATUS_BELOW = STATUS + "/"
+
+
+def status_source(topic: str) -> str | None:
+    """Whose status a topic carries: "" the one engine's, a shard's label ("0-of-2") for
+    a shard's, None for a topic that is no engine status."""
+    if topic == STATUS:
+        return ""
+    if topic.startswith(_STATUS_BELOW) and "/" not in topic[len(_STATUS_BELOW) :]:
+        return topic[len(_STATUS_BELOW) :]
+    return None
+
+
 def status(shard: str | None = None) -> str:
     """The engine's retained status; a shard's (`serve --shard`) below it:
     tagwatch/v1/engine/status/{i}-of-{N}, so `tagwatch/v1/engine/status/#` sees them all."""
