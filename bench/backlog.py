@@ -156,9 +156,14 @@ def publish_fast(host: str, port: int, msgs: list[tuple[str, bytes]]) -> None:
     """QoS 1 in order with many in flight (paho in a thread of its own)."""
     c = publisher(host, port, "bench-backlog", 500)
     try:
-        infos = [c.publish(topic, body, qos=1) for topic, body in msgs]
-        for info in infos:
-            info.wait_for_publish(120)
+        infos = []
+        # paho numbers QoS 1 messages with 16-bit ids: more than 65,535 unacknowledged at
+        # once collide (ERR_QUEUE_SIZE), so publish in chunks and let each drain
+        for k in range(0, len(msgs), 50_000):
+            chunk = [c.publish(topic, body, qos=1) for topic, body in msgs[k : k + 50_000]]
+            for info in chunk:
+                info.wait_for_publish(120)
+            infos += chunk
     finally:
         c.disconnect()
         c.loop_stop()
