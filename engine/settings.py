@@ -300,6 +300,9 @@ class Settings:
     # The retained status says the engine lags (degraded, by how much) while the input it
     # processes was received more than this long before; online again once caught up
     lag_status_s: float = 10.0
+    # One engine per store (engine/store/sql/enginelock.py): a start that finds another
+    # engine serving the store waits this long for it to go, then refuses
+    engine_lock_wait_s: float = 10.0
     # Pipeline state is snapshotted this often; a restart replays the evidence after it.
     # 30 s: replaying 30 s of a 1000 records/s fleet takes ~8 s on 2 cores (make bench),
     # a snapshot of 2000 subjects ~0.5 s

@@ -86,6 +86,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from engine.notify.webhook import parse_webhooks
     from engine.store.config import ConfigFiles
     from engine.store.signing import default_key_path, load_or_create_key
+    from engine.store.sql import enginelock
     from engine.store.sql.conn import is_url
     from engine.store.sql.open import shard_target
 
@@ -105,6 +106,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         args.db if args.shard is None else shard_target(args.db, args.shard.index, args.shard.count)
     )
     store = _store(own, settings, signing_key=key)
+    try:  # one engine per store (engine/store/sql/enginelock.py)
+        lock = enginelock.hold(store.target, settings.engine_lock_wait_s)
+    except BaseException:
+        store.close()
+        raise
     # The console reads every shard of a PostgreSQL database; of SQLite files, its own
     console_db = args.db if is_url(args.db) else own
     log = logging.getLogger("tagwatch.serve")
@@ -153,6 +159,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         asyncio.run(main())
     finally:
         store.close()
+        lock.release()
     return 0
 
 
