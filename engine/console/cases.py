@@ -160,7 +160,7 @@ def routes(console: Console, guarded: Guard) -> list[Route]:
         if not ok:
             return _need_reason()
         await console.access.viewed(request, who, "view_subject", subject, reason=reason)
-        zones = [z for z in engine.zones().values() if z.subject == sid]
+        zones = engine.zones_of(sid)
         health, track = [], []
         for tag in subject.tags:
             seen = await run_in_threadpool(reader.last_seen, tag)

@@ -70,6 +70,10 @@ class EngineView(Protocol):
         """The zones in force, by id."""
         ...
 
+    def zones_of(self, subject_id: str) -> list[Zone]:
+        """The zones in force of one subject (without going through every zone)."""
+        ...
+
     async def act(self, alert_id: str, action: Action) -> OutboxItem:
         """Do a monitor's action: written by the engine's store (ledger, alert log,
         outbox) and published like a decided record. Raises UnknownAlert,
