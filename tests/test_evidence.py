@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 import json
 import os
+import shutil
 import sqlite3
 import stat
 from pathlib import Path
@@ -21,7 +22,13 @@ from engine.cli.main import main
 from engine.core.pipeline import Pipeline
 from engine.store import recovery
 from engine.store.ledger import row_hash
-from engine.store.signing import Checkpoint, default_key_path, load_or_create_key, sign
+from engine.store.signing import (
+    Checkpoint,
+    default_key_path,
+    key_candidates,
+    load_or_create_key,
+    sign,
+)
 from engine.store.sqlite import SqliteStore
 from engine.wire.records import DeadLetter
 from tests.helpers import AlertCollector, EngineProcess, publish, wait_online, write_world
@@ -235,6 +242,25 @@ def test_the_signing_key_is_private_and_a_signed_store_verifies(
     assert cp["sig"] and cp["key"] and cp["anchor_n"], cp
     rc, text = _verify(signed, capsys, "--key", f"{signed}.key.pub")
     assert rc == 0 and "signed by the trusted key" in text, text
+
+
+def test_a_shard_file_finds_the_key_beside_its_base(
+    signed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`serve --shard 1/2 --db D/tw.db` keeps its store in D/tw.shard1.db and signs with
+    D/tw.db.key: `audit verify --db D/tw.shard1.db` finds that key by itself."""
+    shard = tmp_path / "tw.shard1.db"
+    shutil.copyfile(signed, shard)
+    rc, text = _verify(shard, capsys)
+    assert "signed by the trusted key" not in text, text  # no key beside it yet
+    shutil.copyfile(f"{signed}.key.pub", tmp_path / "tw.db.key.pub")
+    rc, text = _verify(shard, capsys)
+    assert rc == 0 and "signed by the trusted key" in text, text
+    assert key_candidates(shard)[:2] == [
+        tmp_path / "tw.shard1.db.key.pub",
+        tmp_path / "tw.shard1.db.key",
+    ]
+    assert key_candidates("postgresql://h/d") == [Path("tagwatch.key.pub"), Path("tagwatch.key")]
 
 
 def _forge_row(db: Path) -> str:

@@ -21,7 +21,7 @@ import msgspec
 from engine.errors import DecodeError, StoreError, TagwatchError
 from engine.store.reading import evidence_row, open_ro
 from engine.store.schema import advice
-from engine.store.signing import Checkpoint, default_key_path, load_public_key
+from engine.store.signing import Checkpoint, key_candidates, load_public_key
 from engine.store.sql.conn import DB_ERRORS, describe
 from engine.store.verify import verify
 from engine.wire.checkpoint import decode_checkpoint
@@ -58,8 +58,7 @@ def _read_checkpoint(path: str) -> Checkpoint:
 @_reading
 def cmd_verify(args: argparse.Namespace) -> int:
     pin = _read_checkpoint(args.checkpoint) if args.checkpoint else None
-    near = default_key_path(args.db)
-    key = args.key or next((p for p in (f"{near}.pub", str(near)) if Path(p).is_file()), None)
+    key = args.key or next((str(p) for p in key_candidates(args.db) if p.is_file()), None)
     trusted = load_public_key(key) if key else None
     db = open_ro(args.db)
     rep = verify(db, pin=pin, trusted=trusted)
@@ -175,7 +174,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--key",
         metavar="PEM",
         help="the engine's public key (or its key) to trust for signed checkpoints"
-        " (default DB.key.pub or DB.key beside the store, if there)",
+        " (default DB.key.pub or DB.key beside the store, or beside the --db a shard's file was"
+        " made from: tagwatch.db.key for tagwatch.shard0.db; if there)",
     )
     v.set_defaults(func=cmd_verify)
     a = asub.add_parser("alert", help="an alert's lifecycle records and the evidence they cite")

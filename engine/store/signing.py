@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from pathlib import Path
 
 import msgspec
@@ -32,6 +33,19 @@ def default_key_path(db: str | Path) -> Path:
     """Beside a SQLite file (`DB.key`); for PostgreSQL, `tagwatch.key` in the working
     folder: every shard of a deployment signs with the same key (engine/store/sql/pgstore.py)."""
     return Path("tagwatch.key") if is_url(db) else Path(f"{db}.key")
+
+
+def key_candidates(db: str | Path) -> list[Path]:
+    """Where `audit verify` looks for the key that signed the store at `db`, public key
+    first: beside it, and for a shard's SQLite file (`tagwatch.shard0.db`, beside the
+    `--db` its engine was given) beside that base file too."""
+    near = [default_key_path(db)]
+    if not is_url(db):
+        p = Path(db)
+        m = re.fullmatch(r"(.+)\.shard\d+", p.stem)
+        if m:
+            near.append(default_key_path(p.with_name(m.group(1) + p.suffix)))
+    return [c for k in near for c in (Path(f"{k}.pub"), k)]
 
 
 def _raw(pub: Ed25519PublicKey) -> bytes:
