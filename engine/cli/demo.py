@@ -21,6 +21,7 @@ from engine.cli.console import AlertPrinter
 from engine.errors import BrokerError
 from engine.mqtt.serve import BrokerAddress
 from engine.mqtt.watch import alert_records, wait_online
+from engine.store.sql import enginelock
 
 PRIVATE = "mosquitto"  # --broker: start a private mosquitto; anything else is HOST:PORT
 # Not the engine's usual id: on a broker you run, the demo must not take over the session
@@ -100,6 +101,8 @@ def run_demo(
 
     run_dir.mkdir(parents=True, exist_ok=True)
     db = run_dir / "tagwatch.db"
+    # An engine still serving this folder's store (another demo): say so, delete nothing
+    enginelock.hold(str(db), 0.0).release()
     for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
         p.unlink(missing_ok=True)  # each demo starts from a clean store
     url, stop_broker = _start_broker(broker)
