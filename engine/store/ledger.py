@@ -239,7 +239,9 @@ class LedgerWriter:
         return Head(last[0], last[2], last[7])
 
 
-INSERT = "INSERT INTO ledger(n, kind, step, device, seq, t, body, hash) VALUES (?,?,?,?,?,?,?,?)"
+COLUMNS = ("n", "kind", "step", "device", "seq", "t", "body", "hash")
+PG_TYPES = ("int8", "text", "int8", "text", "int8", "float8", "bytea", "bytea")  # a COPY's
+INSERT = f"INSERT INTO ledger({', '.join(COLUMNS)}) VALUES (?,?,?,?,?,?,?,?)"
 
 
 def read_head(db: Conn) -> Head:

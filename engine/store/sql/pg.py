@@ -103,6 +103,21 @@ class PgConn:
         except psycopg.Error as e:
             raise self._wrap(e) from e
 
+    def copy_rows(
+        self, table: str, columns: Sequence[str], types: Sequence[str], rows: Sequence[Any]
+    ) -> None:
+        """conn.insert_rows on PostgreSQL: COPY ... FROM STDIN in the binary format."""
+        import psycopg
+
+        sql = f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
+        try:
+            with self.raw.cursor() as cur, cur.copy(sql) as cp:
+                cp.set_types(list(types))
+                for row in rows:
+                    cp.write_row(row)
+        except psycopg.Error as e:
+            raise self._wrap(e) from e
+
     def executescript(self, sql: str, /) -> Any:
         """DDL (several statements, no parameters), translated."""
         import psycopg

@@ -33,7 +33,7 @@ from engine.store.ledger import LedgerWriter, Step
 from engine.store.owner import OwnedResource, own
 from engine.store.schema import ADDED, SCHEMA, advice, check_version
 from engine.store.signing import Checkpoint
-from engine.store.sql.conn import DB_ERRORS, Conn, describe, text_for
+from engine.store.sql.conn import DB_ERRORS, Conn, describe, insert_rows, text_for
 from engine.store.verify import VerifyReport, verify
 from engine.wire.alerts import Alert, decode_alert, encode_alert
 from engine.wire.records import DeadLetter
@@ -218,7 +218,7 @@ class SqlStore(OwnedResource):
                 ],
             )
             if rows:
-                db.executemany(ledger.INSERT, rows)
+                insert_rows(db, "ledger", ledger.COLUMNS, ledger.PG_TYPES, rows)
                 end = LedgerWriter.after(rows, self.head)
                 mark = msgspec.structs.replace(
                     self._mark, n=end.n, step=end.step, hash=end.hash.hex(),
