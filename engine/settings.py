@@ -29,6 +29,10 @@ class Settings:
     # Live, a batch is at most this many messages: 2000 drains a backlog faster than 5000
     # and keeps a tamper event's wait for the batch in progress short (bench/backlog.py)
     live_batch_max: int = 2000
+    # A live main batch is decided in chunks of this many messages; a priority item (a
+    # strap cut) that arrives meanwhile is decided after the chunk in progress and
+    # committed with the chunks before it, instead of after the whole batch
+    live_chunk: int = 500
     # Bound on received-but-unprocessed messages per lane; beyond it the session stops
     # reading its socket (TCP back-pressure: the broker holds the rest) until half drained
     queue_max: int = 50_000
@@ -328,6 +332,9 @@ class Settings:
     login_failure_window_s: float = 300.0
 
     def __post_init__(self) -> None:
+        for key in ("batch_max", "live_batch_max", "live_chunk", "queue_max"):
+            if getattr(self, key) < 1:  # a batch of nothing would never move
+                raise ConfigError(f"setting '{key}' must be >= 1, got {getattr(self, key)!r}")
         if self.live_clock not in LIVE_CLOCKS:
             raise ConfigError(
                 f"setting 'live_clock' must be one of {', '.join(LIVE_CLOCKS)}, "

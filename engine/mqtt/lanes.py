@@ -114,9 +114,20 @@ class Lanes:
                 return q
         return None
 
-    def _urgent_waiting(self) -> bool:
+    def urgent_waiting(self) -> bool:
         q = self.queues.get(URGENT)
         return q is not None and not q.empty()
+
+    def take_urgent(self, batch_max: int) -> list[Incoming]:
+        """The priority items waiting now (up to batch_max), without waiting for more: the
+        serve loop decides them between two chunks of a main batch. The next batch is then
+        the main lane's, as after any priority batch."""
+        q = self.queues[URGENT]
+        items: list[Incoming] = []
+        while len(items) < batch_max and not q.empty():
+            items.append(q.get_nowait())
+        self._urgent_last = True
+        return items
 
     async def next_batch(self, batch_max: int, batch_wait_s: float) -> list[Incoming]:
         """Up to batch_max items (BATCH_BYTES of payload) of one lane, priority first.
@@ -143,7 +154,7 @@ class Lanes:
                 size += len(items[-1].payload)
                 continue
             left = deadline - time.monotonic()
-            if left <= 0 or (not urgent and self._urgent_waiting()):
+            if left <= 0 or (not urgent and self.urgent_waiting()):
                 break  # a priority item arrived while waiting for more: go now
             self._arrived.clear()
             try:

@@ -42,6 +42,7 @@ from engine.core.pipeline import BatchResult, Pipeline
 from engine.errors import StoreError
 from engine.mqtt import reload
 from engine.mqtt.checkpoint import CheckpointPublisher
+from engine.mqtt.counters import Counters
 from engine.mqtt.hostclock import HostClock
 from engine.mqtt.lanes import MAIN, Lanes, quiet, urgent_session
 from engine.mqtt.outbox import Outbox
@@ -60,27 +61,6 @@ from engine.wire.records import DeadLetter, Record
 
 log = logging.getLogger("tagwatch.serve")
 _LOG_DEAD_MAX = 10  # dead letters logged one by one per batch; the rest in one line
-
-
-@dataclass
-class Counters:
-    """Live counters of the serve loop, logged periodically and readable by tests."""
-
-    received: int = 0
-    processed: int = 0
-    fixes: int = 0
-    events: int = 0
-    duplicates: int = 0
-    elsewhere: int = 0  # another shard's devices' records (a gateway's batch), dropped
-    dead: int = 0
-    alerts: int = 0
-    batches: int = 0
-    commands: int = 0
-    acked: int = 0
-    connects: int = 0
-    store_errors: int = 0
-    lag_s: float = 0.0
-    extra: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -366,26 +346,43 @@ class Engine:
                 return
             items = await self.lanes.next_batch(st.live_batch_max, st.batch_wait_s)
             if not items:
-                decided = await asyncio.to_thread(self._tick)
-                if decided or len(self._pending.steps) >= 60:
+                ticked = await asyncio.to_thread(self._tick)
+                if ticked or len(self._pending.steps) >= 60:
                     fresh = await self._commit()
                     if fresh is None:
                         return
                     await self._after_commit(fresh, [])
                 await self._send_commands()
                 continue
-            await asyncio.to_thread(self._decide, items)
-            fresh = await self._commit()
-            if fresh is None:
-                self.lanes.done()
-                return
-            await self._after_commit(fresh, items)
-            self.counters.processed += len(items)
-            self.counters.batches += 1
+            decided: list[Incoming] = []
+            while items:  # a main batch in chunks: a priority item waits for one at most
+                chunk, items = items[: st.live_chunk], items[st.live_chunk :]
+                await asyncio.to_thread(self._decide, chunk)
+                decided += chunk
+                if items and not self.lanes.urgent_waiting():
+                    continue  # committed with the rest of the batch
+                if items:  # decided now, committed with the chunks before it
+                    urgent = self.lanes.take_urgent(st.live_batch_max)
+                    await asyncio.to_thread(self._decide, urgent)
+                    decided += urgent
+                if not await self._settle(decided):
+                    self.lanes.done()
+                    return
+                decided = []
             self.lanes.done()
-            if items[0].lane == MAIN:
-                await self._lag(time.monotonic() - items[0].received)
             await self._send_commands()
+
+    async def _settle(self, decided: list[Incoming]) -> bool:
+        """Commit what was decided, then acknowledge it; False when asked to stop first."""
+        fresh = await self._commit()
+        if fresh is None:
+            return False
+        await self._after_commit(fresh, decided)
+        self.counters.processed += len(decided)
+        self.counters.batches += 1
+        if decided[0].lane == MAIN:
+            await self._lag(time.monotonic() - decided[0].received)
+        return True
 
     async def _after_commit(self, fresh: list[OutboxItem], items: list[Incoming]) -> None:
         self._ack(items)
