@@ -64,9 +64,9 @@ STRAP = Incoming(
 )  # fmt: skip
 
 
-def _run(eng: Engine, batch: list[Incoming]) -> tuple[list[list[int]], list[int]]:
+def _run(eng: Engine, batch: list[Incoming], cut: bool = True) -> tuple[list[list[int]], list[int]]:
     """Process `batch` (one main batch), putting the strap cut on the priority lane once
-    the first chunk is decided. Returns the mids committed together, commit by commit, and
+    the first chunk is decided (unless not `cut`). Returns the mids committed together, commit by commit, and
     the mids acknowledged, in order."""
     commits: list[list[int]] = []
     acked: list[int] = []
@@ -76,7 +76,7 @@ def _run(eng: Engine, batch: list[Incoming]) -> tuple[list[list[int]], list[int]
     def decide_then_cut(items: list[Incoming]) -> None:
         decide(items)
         calls[0] += 1
-        if calls[0] == 1:
+        if calls[0] == 1 and cut:
             eng.lanes.queues[URGENT].put_nowait(STRAP)
 
     async def settle_recorded(decided: list[Incoming]) -> bool:
@@ -138,28 +138,6 @@ def test_without_a_waiting_strap_cut_a_batch_is_one_commit(tmp_path: Path) -> No
     """The control: the chunks of a batch with nothing waiting go in one commit (chunks
     cost no extra fsync), and a batch no larger than a chunk is one step."""
     eng, store = _engine(tmp_path, live_batch_max=1000, live_chunk=100, batch_wait_s=0.0)
-    eng.lanes.queues.pop(URGENT)  # no priority lane: nothing can be waiting
-    commits, _ = _run_plain(eng, _fixes(1000))
+    commits, _ = _run(eng, _fixes(1000), cut=False)
     assert [len(c) for c in commits] == [1000]
     store.close()
-
-
-def _run_plain(eng: Engine, batch: list[Incoming]) -> tuple[list[list[int]], list[int]]:
-    commits: list[list[int]] = []
-    settle = eng._settle
-
-    async def settle_recorded(decided: list[Incoming]) -> bool:
-        commits.append([it.mid for it in decided])
-        return await settle(decided)
-
-    eng._settle = settle_recorded  # type: ignore[method-assign]
-    eng.lanes.ack = lambda items: len(items)  # type: ignore[method-assign]
-
-    async def go() -> None:
-        for it in batch:
-            eng.lanes.queues[MAIN].put_nowait(it)
-        eng.stopping.set()
-        await eng._processor()
-
-    asyncio.run(go())
-    return commits, []
