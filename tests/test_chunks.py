@@ -64,10 +64,12 @@ STRAP = Incoming(
 )  # fmt: skip
 
 
-def _run(eng: Engine, batch: list[Incoming], cut: bool = True) -> tuple[list[list[int]], list[int]]:
-    """Process `batch` (one main batch), putting the strap cut on the priority lane once
-    the first chunk is decided (unless not `cut`). Returns the mids committed together, commit by commit, and
-    the mids acknowledged, in order."""
+def _run(
+    eng: Engine, batch: list[Incoming], cut: bool = True, cuts: list[Incoming] | None = None
+) -> tuple[list[list[int]], list[int]]:
+    """Process `batch` (one main batch), putting the strap cut (or `cuts`) on the priority
+    lane once the first chunk is decided (unless not `cut`). Returns the mids committed
+    together, commit by commit, and the mids acknowledged, in order."""
     commits: list[list[int]] = []
     acked: list[int] = []
     decide, settle = eng._decide, eng._settle
@@ -77,7 +79,8 @@ def _run(eng: Engine, batch: list[Incoming], cut: bool = True) -> tuple[list[lis
         decide(items)
         calls[0] += 1
         if calls[0] == 1 and cut:
-            eng.lanes.queues[URGENT].put_nowait(STRAP)
+            for it in cuts or [STRAP]:
+                eng.lanes.queues[URGENT].put_nowait(it)
 
     async def settle_recorded(decided: list[Incoming]) -> bool:
         commits.append([it.mid for it in decided])
@@ -140,4 +143,21 @@ def test_without_a_waiting_strap_cut_a_batch_is_one_commit(tmp_path: Path) -> No
     eng, store = _engine(tmp_path, live_batch_max=1000, live_chunk=100, batch_wait_s=0.0)
     commits, _ = _run(eng, _fixes(1000), cut=False)
     assert [len(c) for c in commits] == [1000]
+    store.close()
+
+
+def test_a_flood_of_events_takes_a_chunk_at_a_time(tmp_path: Path) -> None:
+    """A device flooding the priority lane: between two main chunks the loop takes at
+    most a chunk of its items, so the main lane still moves at half its pace or better."""
+    eng, store = _engine(tmp_path, live_batch_max=1000, live_chunk=100, batch_wait_s=0.0)
+    flood = [
+        Incoming("tagwatch/v1/tags/T1/event",
+                 json.dumps({"seq": 10 + i, "t": T0 + 10 + i, "event": "strap_open"}).encode(),
+                 0.0, 1, 20_000 + i, 1, URGENT)
+        for i in range(350)
+    ]  # fmt: skip
+    commits, _ = _run(eng, _fixes(1000), cuts=flood)
+    sizes = [(sum(m < 20_000 for m in c), sum(m >= 20_000 for m in c)) for c in commits]
+    # (main, priority) per commit: a chunk and at most a chunk of the flood, until it is gone
+    assert sizes == [(100, 100), (100, 100), (100, 100), (100, 50), (600, 0)], sizes
     store.close()

@@ -361,8 +361,9 @@ class Engine:
                 decided += chunk
                 if items and not self.lanes.urgent_waiting():
                     continue  # committed with the rest of the batch
-                if items:  # decided now, committed with the chunks before it
-                    urgent = self.lanes.take_urgent(st.live_batch_max)
+                if items:  # decided now, committed with the chunks before it; no more
+                    # than a chunk of them, so a flood of events halves the main pace at worst
+                    urgent = self.lanes.take_urgent(st.live_chunk)
                     await asyncio.to_thread(self._decide, urgent)
                     decided += urgent
                 if not await self._settle(decided):
