@@ -111,7 +111,7 @@ def decode(blob: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
     at += 8
     if n > _HEADER_MAX or at + n > len(blob):
         raise SnapshotError("snapshot header length runs past its end")
-    head = _head(blob[at : at + n])
+    head = _head(memoryview(blob)[at : at + n])
     body = memoryview(blob)[at + n :]
     arrays = []
     for spec in _list(head.get("arrays")):
@@ -150,10 +150,10 @@ class _Inflow:
             out[n : n + k] = self.left[:k]
             self.left, n = self.left[k:], n + k
 
-    def read(self, n: int) -> bytes:
-        b = bytearray(n)
+    def read(self, n: int) -> bytearray:
+        b = bytearray(n)  # not copied again into bytes: the header can be tens of MB
         self.read_into(memoryview(b))
-        return bytes(b)
+        return b
 
     def at_end(self) -> bool:
         """Nothing follows, and the stream's checksum holds (zlib.error if it does not)."""
@@ -182,7 +182,7 @@ def _decode_stream(src: _Inflow) -> tuple[dict[str, Any], dict[str, Any]]:
     return _tree(head, arrays)
 
 
-def _head(raw: bytes) -> dict[str, Any]:
+def _head(raw: bytes | bytearray | memoryview) -> dict[str, Any]:
     try:
         head = msgspec.json.decode(raw)
     except msgspec.DecodeError as e:
