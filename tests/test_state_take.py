@@ -2,7 +2,8 @@
 copying them (engine/core/remap.py: `Remap(..., take=True)`): at 500,000 subjects a copy
 held the ~250 MB state twice at the peak of a restart. Taking must never let two pipelines,
 or a pipeline and its source, share an array one of them goes on mutating; a restart onto
-another configuration still copies row by row."""
+another configuration still copies row by row; snapshots of earlier versions (ids as
+plain lists) still load."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 
 from engine.cli.main import main
 from engine.core.pipeline import Pipeline
+from engine.core.remap import Ids, Remap
 from engine.settings import Settings
 from engine.store import recovery
 from engine.store import snapshot as snapfmt
@@ -184,3 +186,27 @@ def test_a_restart_onto_another_configuration_copies_row_by_row(
         np.testing.assert_array_equal(b.dedupe.bits[t], a.dedupe.bits[s])
     assert not _shared(a, b)
     assert _drive(b, future) == _drive(a, future)
+
+
+def test_snapshot_ids_are_packed_and_the_earlier_plain_lists_still_load(world: Path) -> None:
+    blob, future, a = _snapshot_midway(world)
+    state, _ = snapfmt.decode(blob)
+    ids = a.ids()
+    assert all(isinstance(state["ids"][k], str) for k in ("devices", "zones", "pairs"))
+    assert Ids.from_data(state["ids"]) == ids and ids.matches(state["ids"])
+    # what versions before packing wrote
+    plain = {
+        "devices": list(ids.devices), "n_tags": ids.n_tags, "subjects": list(ids.subjects),
+        "zones": list(ids.zones), "zone_subject": list(ids.zone_subject),
+        "zone_kind": list(ids.zone_kind), "pairs": [list(p) for p in ids.pairs],
+    }  # fmt: skip
+    assert not ids.matches(plain) and Ids.from_data(plain) == ids
+    assert Remap.of(plain, ids).identity
+    state["ids"] = plain
+    old, _ = snapfmt.decode(snapfmt.encode(state))
+    b = Pipeline(_zs(world), Settings())
+    assert b.import_state(old, take=True).identity
+    assert _drive(b, future) == _drive(a, future)
+    for bad in ({**state["ids"], "devices": '["a", 1]'}, {**state["ids"], "zones": "[oops"}):
+        with pytest.raises(ValueError, match="ids malformed"):
+            Ids.from_data(bad)

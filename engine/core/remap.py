@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import cached_property
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from engine.core.episodes import TrackerKey, TrackerKind
@@ -53,30 +54,37 @@ class Ids:
     pairs: tuple[tuple[str, str], ...]  # (subject id, protected device id) by pair index
 
     def data(self) -> dict[str, Any]:
-        return {
-            "devices": list(self.devices),
-            "n_tags": self.n_tags,
-            "subjects": list(self.subjects),
-            "zones": list(self.zones),
-            "zone_subject": list(self.zone_subject),
-            "zone_kind": list(self.zone_kind),
-            "pairs": [list(p) for p in self.pairs],
-        }
+        """Each id list packed into one JSON text: a snapshot header holds a few strings,
+        not millions of them (500,000 subjects x 3 zones are 4 million ids)."""
+        d: dict[str, Any] = {name: _pack(getattr(self, name)) for name in _LISTS}
+        d["n_tags"] = self.n_tags
+        return d
+
+    def matches(self, d: Any) -> bool:
+        """Whether `data` of some ids is these ids, found by comparing the packed texts
+        (no tuples of every id built); False for the list form of earlier versions."""
+        return (
+            isinstance(d, dict)
+            and type(d.get("n_tags")) is int
+            and d["n_tags"] == self.n_tags
+            and all(isinstance(d.get(k), str) and d[k] == _pack(getattr(self, k)) for k in _LISTS)
+        )
 
     @classmethod
     def from_data(cls, d: dict[str, Any]) -> Ids:
-        """ValueError on anything that is not the shape `data` writes."""
+        """ValueError on anything that is not the shape `data` writes (packed texts, or the
+        plain lists earlier versions wrote)."""
         try:
             ids = cls(
-                tuple(_strs(d["devices"])),
+                tuple(_strs(_unpack(d["devices"]))),
                 int(d["n_tags"]),
-                tuple(_strs(d["subjects"])),
-                tuple(_strs(d["zones"])),
-                tuple(_strs(d["zone_subject"])),
-                tuple(int(k) for k in d["zone_kind"]),
-                tuple((str(p[0]), str(p[1])) for p in d["pairs"]),
+                tuple(_strs(_unpack(d["subjects"]))),
+                tuple(_strs(_unpack(d["zones"]))),
+                tuple(_strs(_unpack(d["zone_subject"]))),
+                tuple(int(k) for k in _unpack(d["zone_kind"])),
+                tuple((str(p[0]), str(p[1])) for p in _unpack(d["pairs"])),
             )
-        except (KeyError, TypeError, IndexError) as e:
+        except (KeyError, TypeError, IndexError, msgspec.DecodeError) as e:
             raise ValueError(f"snapshot ids malformed: {e!r}") from None
         if not 0 <= ids.n_tags <= len(ids.devices) or len(ids.zone_subject) != len(ids.zones):
             raise ValueError("snapshot ids inconsistent")
@@ -93,10 +101,25 @@ class Ids:
         return [k.name, self.devices[i]]
 
 
-def _strs(xs: Sequence[Any]) -> list[str]:
+_LISTS = tuple(f.name for f in fields(Ids) if f.name != "n_tags")
+
+
+def _pack(xs: Sequence[Any]) -> str:
+    return msgspec.json.encode(xs).decode()
+
+
+def _unpack(x: Any) -> Any:
+    if isinstance(x, str):
+        x = msgspec.json.decode(x)
+    if not isinstance(x, list):
+        raise TypeError("ids are not a list")
+    return x
+
+
+def _strs(xs: list[Any]) -> list[str]:
     if not all(isinstance(x, str) for x in xs):
         raise TypeError("ids must be strings")
-    return list(xs)
+    return xs
 
 
 # Arrays some pipeline has taken over from a decoded snapshot (by id; an entry goes when its
@@ -145,8 +168,10 @@ class Remap:
 
     @classmethod
     def of(cls, data: Any, new: Ids, take: bool = False) -> Remap:
-        """From exported ids `data` onto `new`. ValueError when `data` is not ids."""
-        return cls(Ids.from_data(data), new, take)
+        """From exported ids `data` onto `new`; data that packs to the same texts is taken
+        for `new` itself, so no second set of id tuples is built. ValueError when `data`
+        is not ids."""
+        return cls(new if new.matches(data) else Ids.from_data(data), new, take)
 
     # Lookups by id, built when first asked (a restart with no episodes open needs none)
     @cached_property
