@@ -7,6 +7,7 @@ plain lists) still load."""
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -203,7 +204,12 @@ def test_snapshot_ids_are_packed_and_the_earlier_plain_lists_still_load(world: P
     assert not ids.matches(plain) and Ids.from_data(plain) == ids
     assert Remap.of(plain, ids).identity
     state["ids"] = plain
-    old, _ = snapfmt.decode(snapfmt.encode(state))
+    # a version 1 snapshot, as earlier versions wrote it (plain form, ids as lists)
+    v1 = zlib.decompress(snapfmt.encode(state)[len(snapfmt.ZMAGIC) :])
+    assert v1.count(b'{"version":2,') == 1
+    old, _ = snapfmt.decode(v1.replace(b'{"version":2,', b'{"version":1,'))
+    with pytest.raises(snapfmt.SnapshotError, match="unknown version"):
+        snapfmt.decode(v1.replace(b'{"version":2,', b'{"version":3,'))
     b = Pipeline(_zs(world), Settings())
     assert b.import_state(old, take=True).identity
     assert _drive(b, future) == _drive(a, future)
