@@ -11,7 +11,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.store.config import PACK_OVER, ConfigFiles, _pack, section_text
+from engine.store.config import _CHUNK, PACK_OVER, ConfigFiles, _pack, section_text
 from engine.store.ledger import Step
 from engine.store.sql.open import open_store
 from tests.helpers import square
@@ -56,3 +56,11 @@ def test_a_large_zones_file_is_recorded_packed_and_read_back_whole(tmp_path: Pat
 def test_pack_round_trips_any_text(text: str) -> None:
     assert section_text({"zlib": _pack(text)}) == text
     assert section_text({"text": text}) == text
+
+
+def test_hashes_are_the_sha256_of_the_whole_utf8_text() -> None:
+    """Hashed a chunk at a time (no whole UTF-8 copy of a 300 MB text), worked out once."""
+    text = "é" * (_CHUNK - 1) + "\U0001f600" * 3 + "z" * (_CHUNK + 5)  # chunks end mid-text
+    files = ConfigFiles("z.geojson", text, "s.toml", "")
+    want = (hashlib.sha256(text.encode()).hexdigest(), hashlib.sha256(b"").hexdigest())
+    assert files.hashes == want and files.hashes is files.hashes

@@ -208,11 +208,15 @@ class Pipeline:
             "fast": sorted(self.fast),
         }
 
-    def import_state(self, d: dict[str, Any]) -> Remap:
+    def import_state(self, d: dict[str, Any], take: bool = False) -> Remap:
         """Load exported state into this freshly built pipeline, mapped by ids onto its
         configuration (which may differ: devices, zones and pairs that are gone are dropped,
-        new ones start empty). ValueError or KeyError when `d` is not such state."""
-        m = Remap(Ids.from_data(d["ids"]), self.ids())
+        new ones start empty). ValueError or KeyError when `d` is not such state.
+
+        `take`: `d` was made for this call alone (a decoded snapshot) and nothing uses it
+        afterwards; on an unchanged configuration its arrays then become this pipeline's
+        own, each replacing (and freeing) the fresh one, instead of being copied into it."""
+        m = Remap.of(d["ids"], self.ids(), take)
         self.admission.import_state(d["admission"], m)
         self.spaces.import_state(d["spaces"], m)
         self.dedupe.import_state(d["dedupe"], m)

@@ -65,7 +65,7 @@ def restore(p: Pipeline, data: bytes) -> bool:
     is mapped by ids). True when the configuration was the snapshot's own. SnapshotError
     (a ValueError), KeyError or TypeError when `data` is not a snapshot's state."""
     state, _ = snapfmt.decode(data)
-    return p.import_state(state).identity
+    return p.import_state(state, take=True).identity  # the decoded arrays are p's alone
 
 
 def reconfigure(p: Pipeline, zoneset: ZoneSet) -> Pipeline:
@@ -175,7 +175,8 @@ def _from_snapshot(p: Pipeline, store: Store, files: ConfigFiles | None, out: Re
                 base = Pipeline(own.zoneset(), p.settings)
             else:
                 out.config = None
-        out.remapped = not base.import_state(state).identity
+        # The decoded arrays are the pipeline's alone: taken over, not copied
+        out.remapped = not base.import_state(state, take=True).identity
         out.pipeline = base
     except (ValueError, KeyError, TypeError, IndexError) as e:
         out.refused = f"unusable ({e})"

@@ -6,7 +6,7 @@ refused, and every array is rebuilt from an explicit dtype description and shape
 
 written compressed: b"TWSNAPZ\\n" and a zlib stream of the above (decode reads both).
 
-The header is `{"version": 1, "meta": {...}, "state": tree, "arrays": [{"dtype", "shape",
+The header is `{"version": 2, "meta": {...}, "state": tree, "arrays": [{"dtype", "shape",
 "offset", "nbytes"}]}`. In the tree, an array is `{"$a": index}`, a tuple `{"$t": [...]}`,
 a float that JSON cannot say `{"$f": "nan" | "inf" | "-inf"}`; a dict key that begins with
 "$" is written with one more "$". The whole blob's sha256 is recorded in the evidence
@@ -25,7 +25,11 @@ import numpy as np
 MAGIC = b"TWSNAP1\n"
 ZMAGIC = b"TWSNAPZ\n"  # then a zlib stream of the TWSNAP1 form
 _CHUNK = 1 << 20
-VERSION = 1
+# 2: the state's id lists are packed texts (engine/core/remap.py). Version 1 is still read;
+# a tagwatch that reads only 1 refuses a 2 and rebuilds from the ledger, where it would
+# have taken the packed texts for lists of one-character ids and dropped the state
+VERSION = 2
+_READS = (1, 2)
 _HEADER_MAX = 1 << 31
 _FLOATS = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 _TAGS = ("$a", "$t", "$f")
@@ -111,7 +115,7 @@ def decode(blob: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
     at += 8
     if n > _HEADER_MAX or at + n > len(blob):
         raise SnapshotError("snapshot header length runs past its end")
-    head = _head(blob[at : at + n])
+    head = _head(memoryview(blob)[at : at + n])
     body = memoryview(blob)[at + n :]
     arrays = []
     for spec in _list(head.get("arrays")):
@@ -150,10 +154,10 @@ class _Inflow:
             out[n : n + k] = self.left[:k]
             self.left, n = self.left[k:], n + k
 
-    def read(self, n: int) -> bytes:
-        b = bytearray(n)
+    def read(self, n: int) -> bytearray:
+        b = bytearray(n)  # not copied again into bytes: the header can be tens of MB
         self.read_into(memoryview(b))
-        return bytes(b)
+        return b
 
     def at_end(self) -> bool:
         """Nothing follows, and the stream's checksum holds (zlib.error if it does not)."""
@@ -182,12 +186,12 @@ def _decode_stream(src: _Inflow) -> tuple[dict[str, Any], dict[str, Any]]:
     return _tree(head, arrays)
 
 
-def _head(raw: bytes) -> dict[str, Any]:
+def _head(raw: bytes | bytearray | memoryview) -> dict[str, Any]:
     try:
         head = msgspec.json.decode(raw)
     except msgspec.DecodeError as e:
         raise SnapshotError(f"snapshot header is not JSON: {e}") from None
-    if not isinstance(head, dict) or head.get("version") != VERSION:
+    if not isinstance(head, dict) or head.get("version") not in _READS:
         raise SnapshotError("snapshot header of an unknown version")
     return head
 
