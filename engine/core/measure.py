@@ -56,7 +56,7 @@ class Measured:
     transit_rows: np.ndarray
     onward: dict[int, Onward]
     prox: np.ndarray
-    visit: np.ndarray  # rows that can change something, sorted
+    visit: np.ndarray  # rows that can change something but for proximity, sorted
 
     def step(self, i: int) -> Step:
         """Row i (a tag's fix) with its evidence."""
@@ -107,9 +107,10 @@ class Measure:
         prox = np.zeros(arr.shape[0], dtype=np.bool_)
         if reg.pairs_of_subject:
             prox[tag_rows] = np.isin(subj[tag_rows], list(reg.pairs_of_subject))
-        # Only rows that can change something are walked in Python, in time order.
+        # Only rows that can change something are walked in Python, in time order (the
+        # pipeline adds the `prox` rows whose proximity step is not quiet: victims.py)
         visit = np.union1d(
-            np.union1d(pair_row[near], pair_row[transit[0]]), np.flatnonzero(~is_tag | prox)
+            np.union1d(pair_row[near], pair_row[transit[0]]), np.flatnonzero(~is_tag)
         )
         if onward:
             visit = np.union1d(visit, tag_rows[list(onward)])

@@ -323,6 +323,11 @@ class Pipeline:
         m = self.measure.batch(arr)
         suspects = self.outliers.suspects
         visit = m.visit
+        prox = np.flatnonzero(m.prox)
+        if prox.shape[0]:  # fixes that may be near a protected device (or follow one that was)
+            busy = {sus.subject for sus in suspects.values()}
+            quiet = self.proximity.quiet(arr, prox, m.subj, m.sigma[m.tag_pos[prox]], busy)
+            visit = np.union1d(visit, prox[~quiet])
         if suspects:  # a tag with a suspect fix: its next fix settles it
             visit = np.union1d(visit, np.flatnonzero(np.isin(arr["slot"], list(suspects))))
         heap = visit.tolist()  # sorted: a valid heap; rows may be added while walking
