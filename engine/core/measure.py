@@ -5,6 +5,7 @@ one `Step` per fix that can change a decision, for the decisions to walk in time
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -58,21 +59,36 @@ class Measured:
     prox: np.ndarray
     visit: np.ndarray  # rows that can change something but for proximity, sorted
 
+    # Per-batch lists the steps are read from (made on the first step)
+    _lists: tuple[list[Any], ...] | None = field(default=None, init=False, repr=False)
+
+    def _read(self) -> tuple[list[Any], ...]:
+        """Per row: where its near pairs and its transits start (one more at the end);
+        per near pair: zone, distance; per transit: zone, depth, f_in, f_out; per tag
+        row: sigma; per row: subject, proximity."""
+        rows = np.arange(self.arr.shape[0] + 1)
+        pairs, depth, f_in, f_out = self.transit
+        self._lists = (
+            np.searchsorted(self.near_rows, rows).tolist(),
+            np.searchsorted(self.transit_rows, rows).tolist(),
+            self.zidx[self.near].tolist(), self.dist[self.near].tolist(),
+            self.zidx[pairs].tolist(), depth.tolist(), f_in.tolist(), f_out.tolist(),
+            self.sigma.tolist(), self.subj.tolist(), self.prox.tolist(), self.tag_pos.tolist(),
+        )  # fmt: skip
+        return self._lists
+
     def step(self, i: int) -> Step:
         """Row i (a tag's fix) with its evidence."""
-        zidx, dist = self.zidx, self.dist
-        k = int(self.tag_pos[i])
-        lo, hi = np.searchsorted(self.near_rows, [i, i + 1])
-        zone_pairs = [(int(zidx[p]), float(dist[p])) for p in self.near[lo:hi].tolist()]
-        lo, hi = np.searchsorted(self.transit_rows, [i, i + 1])
-        pairs, depth, f_in, f_out = self.transit
-        transits = [
-            (int(zidx[pairs[j]]), float(depth[j]), float(f_in[j]), float(f_out[j]))
-            for j in range(lo, hi)
-        ]
-        return Step(self.arr[i], int(self.subj[i]), float(self.sigma[k]), self.prev[k],
-                    self.pprev[k], zone_pairs, transits, bool(self.prox[i]),
-                    self.onward.get(k, []))  # fmt: skip
+        near_at, transit_at, nz, nd, tz, td, tin, tout, sigma, subj, prox, tag_pos = (
+            self._lists or self._read()
+        )
+        k = tag_pos[i]
+        lo, hi = near_at[i], near_at[i + 1]
+        zone_pairs = list(zip(nz[lo:hi], nd[lo:hi], strict=True))
+        lo, hi = transit_at[i], transit_at[i + 1]
+        transits = list(zip(tz[lo:hi], td[lo:hi], tin[lo:hi], tout[lo:hi], strict=True))
+        return Step(self.arr[i], subj[i], sigma[k], self.prev[k], self.pprev[k], zone_pairs,
+                    transits, prox[i], self.onward.get(k, []))  # fmt: skip
 
 
 @dataclass(eq=False)

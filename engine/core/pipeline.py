@@ -324,10 +324,12 @@ class Pipeline:
         suspects = self.outliers.suspects
         visit = m.visit
         prox = np.flatnonzero(m.prox)
+        quiet = np.zeros(arr.shape[0], dtype=np.bool_)  # proximity steps that change nothing
         if prox.shape[0]:  # fixes that may be near a protected device (or follow one that was)
             busy = {sus.subject for sus in suspects.values()}
-            quiet = self.proximity.quiet(arr, prox, m.subj, m.sigma[m.tag_pos[prox]], busy)
-            visit = np.union1d(visit, prox[~quiet])
+            q = self.proximity.quiet(arr, prox, m.subj, m.sigma[m.tag_pos[prox]], busy)
+            visit = np.union1d(visit, prox[~q])
+            quiet[prox[q]] = True
         if suspects:  # a tag with a suspect fix: its next fix settles it
             visit = np.union1d(visit, np.flatnonzero(np.isin(arr["slot"], list(suspects))))
         heap = visit.tolist()  # sorted: a valid heap; rows may be added while walking
@@ -352,6 +354,8 @@ class Pipeline:
                 if later.shape[0]:
                     heapq.heappush(heap, i + 1 + int(later[0]))
                 continue
+            if quiet[i]:  # walked for its zones; as of now (not held) no proximity step
+                step.prox = False
             self._apply(step)
         self.history.remember(m.tags)
 
