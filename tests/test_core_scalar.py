@@ -1,17 +1,27 @@
 """Scalar and per-batch shortcuts in the core against what they replace: the same bits.
-`history.dist_m` runs the haversine kernel's arithmetic in Python for one pair."""
+`history.dist_m` runs the haversine kernel's arithmetic in Python for one pair;
+`FixHistory.remember` and `Schedules.active_or_soon_pairs` do per batch what was done per
+row or per zone."""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from shapely.geometry import Polygon
 
 from engine.core.history import FixHistory, dist_m
+from engine.core.registry import Registry
+from engine.core.schedules import Schedules
 from engine.wire.records import FIX_DTYPE
+from tests.helpers import square
+from zones.compile import compile_zones
 from zones.geofence import point_distance_m
+from zones.model import Subject, Window, Zone, ZoneSet
+
+T0 = 1_774_710_000.0  # 2026-03-28 15:00 UTC
 
 LAT = st.floats(-100.0, 100.0, allow_nan=False)
 LON = st.floats(-400.0, 400.0, allow_nan=False)
@@ -76,3 +86,62 @@ def test_remember_keeps_what_the_row_by_row_walk_kept(
     _remember_oracle(want, tags)
     h.remember(tags)
     np.testing.assert_array_equal(h.fixes, want)
+
+
+def _schedules() -> Schedules:
+    night = Window(frozenset(range(7)), 19 * 60, 7 * 60, "Europe/London")
+    weekend = Window(frozenset({5, 6}), 10 * 60, 14 * 60, "America/New_York")
+    zones = []
+    for i in range(8):
+        sched = [(night,), (weekend,), (night, weekend), ()][i % 4]
+        lim = (T0 + 3 * 86400.0, T0 + 5 * 86400.0) if i in (1, 2, 3) else (-math.inf, math.inf)
+        zones.append(Zone(f"Z{i}", "S1", "inclusion", i, geometry=Polygon(square(50.0 + i)),
+                          schedule=sched, valid_from=lim[0], valid_until=lim[1]))  # fmt: skip
+    zs = ZoneSet(tuple(zones), (Subject("S1", ("T1",)),))
+    table = compile_zones(zs)
+    return Schedules(zs, table, Registry(zs, table.subject_ids))
+
+
+# Times on a quarter-hour grid about T0's midnight (and a second either side): windows
+# start and end on it, and a span ends on a midnight
+DAY0 = math.floor(T0 / 86400.0) * 86400.0
+GRID = st.builds(
+    lambda q, e: DAY0 - T0 + 900.0 * q + e,
+    st.integers(-3 * 96, 12 * 96),
+    st.sampled_from([0, -1, 1]),
+)
+# A first batch expands a span [start, start + 8 days); a second asks about a time 30 minutes
+# before its end: only the look ahead of active_or_soon expands it again
+SPAN_END = DAY0 - 86400.0 + 8 * 86400.0 - T0
+
+
+@settings(max_examples=300, deadline=None)
+@example([[(0, 0.0)], [(0, SPAN_END - 1800.0), (4, SPAN_END - 1800.0)]])
+@example([[(0, DAY0 + 2 * 86400.0 + 17 * 3600.0 - T0)]])  # an hour before 19:00 BST
+@given(
+    st.lists(
+        st.lists(
+            st.tuples(st.integers(0, 7), st.one_of(st.floats(-3 * 86400.0, 12 * 86400.0), GRID)),
+            min_size=1, max_size=25,
+        ),
+        min_size=1, max_size=5,
+    )
+)  # fmt: skip
+def test_active_or_soon_pairs_is_the_zone_by_zone_loop(
+    batches: list[list[tuple[int, float]]],
+) -> None:
+    """Same answers and the same cache (spans, order) after each batch: the cache is
+    state, and a schedule's window is read from it."""
+    one, many = _schedules(), _schedules()
+    for batch in batches:
+        zidx = np.array([z for z, _ in batch], dtype=np.int64)
+        t = np.array([T0 + dt for _, dt in batch])
+        want = np.ones(zidx.shape[0], dtype=np.bool_)
+        for z in np.unique(zidx):
+            m = zidx == z
+            want[m] = one.active_or_soon(int(z), t[m], 3600.0)
+        np.testing.assert_array_equal(many.active_or_soon_pairs(zidx, t, 3600.0), want)
+        assert list(many.cache) == list(one.cache)
+        for k, (a, b, iv) in one.cache.items():
+            assert many.cache[k][:2] == (a, b)
+            np.testing.assert_array_equal(many.cache[k][2], iv)

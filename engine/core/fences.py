@@ -74,9 +74,7 @@ class Fences:
         if limited:  # an exclusion zone counts only while it binds
             cand &= incl | self.schedules.binds_mask(zidx, t)
         if incl.any():
-            for z in np.unique(zidx[incl]):
-                m = zidx == z
-                cand[m] &= self.schedules.active_or_soon(int(z), t[m], 3600.0)
+            cand[incl] &= self.schedules.active_or_soon_pairs(zidx[incl], t[incl], 3600.0)
         # A zone touched anywhere in the batch, or already being tracked, is followed for
         # every fix of the batch: later far fixes are what closes its episode.
         zones = np.union1d(np.unique(zidx[cand]), np.flatnonzero(self.trackers.tracked))

@@ -105,6 +105,54 @@ class Schedules:
             res[ok] |= iv[k[ok], 0] - t[ok] <= ahead_s
         return res
 
+    def active_or_soon_pairs(self, zidx: np.ndarray, t: np.ndarray, ahead_s: float) -> np.ndarray:
+        """`active_or_soon` of each (zone, time) pair: the same answers, and the same cache
+        expansions in the same order, as calling it zone by zone in ascending zone order
+        with each zone's times, but computed per distinct (schedule, validity): an answer
+        depends only on the intervals about its time, which every span covering it holds
+        alike (spans clip at least a day away from any time asked about)."""
+        res = np.ones(zidx.shape[0], dtype=np.bool_)
+        if zidx.shape[0] == 0:
+            return res
+        order = np.argsort(zidx, kind="stable")
+        zs, tz = zidx[order], t[order]
+        first = np.flatnonzero(np.r_[True, zs[1:] != zs[:-1]])
+        lo_z = np.minimum.reduceat(tz, first).tolist()
+        hi_z = np.maximum.reduceat(tz, first).tolist()
+        groups: dict[tuple[Any, Any], list[int]] = {}  # (schedule, validity) -> zone runs
+        for r, z in enumerate(zs[first].tolist()):
+            sched, lim = self.schedule.get(z), self.bounds.get(z)
+            if sched is not None:  # the expansions active_or_soon makes, in its order
+                self._intervals(sched, lo_z[r], hi_z[r])
+                self._intervals(sched, lo_z[r], hi_z[r] + ahead_s)
+            if sched is not None or lim is not None:
+                groups.setdefault((sched, lim), []).append(r)
+        ends = np.r_[first[1:], zs.shape[0]]
+        for (sched, lim), runs in groups.items():
+            at = np.concatenate([order[first[r] : ends[r]] for r in runs])
+            tt = t[at]
+            lo, hi = min(lo_z[r] for r in runs), max(hi_z[r] for r in runs) + ahead_s
+            if sched is None:
+                iv = np.array([lim], dtype=np.float64)
+            else:
+                start, end, iv = self.cache[sched]
+                if lo < start or hi >= end:  # not one span: expand one for this, unkept
+                    start = math.floor(lo / 86400.0) * 86400.0 - 86400.0
+                    end = start + max(SPAN_S, math.ceil((hi - start) / 86400.0 + 1) * 86400.0)
+                    iv = active_intervals(sched, start, end)
+                if lim is not None:
+                    a, b = np.maximum(iv[:, 0], lim[0]), np.minimum(iv[:, 1], lim[1])
+                    iv = np.stack([a[a < b], b[a < b]], axis=1)
+            got = np.zeros(tt.shape, dtype=np.bool_)
+            if iv.shape[0]:
+                k = np.searchsorted(iv[:, 0], tt, side="right")
+                ok = k > 0
+                got[ok] = tt[ok] < iv[k[ok] - 1, 1]
+                ok = k < iv.shape[0]
+                got[ok] |= iv[k[ok], 0] - tt[ok] <= ahead_s
+            res[at] = got
+        return res
+
     def window(self, zone: int, t: float) -> tuple[float, float, bool]:
         """(start, end, active): the active interval containing t, or else the last one
         that ended before t (so a breach can be closed at the window's end)."""
