@@ -41,6 +41,11 @@ class Battery:
         self.book = book
         self.st = settings
         self.battery: dict[int, _Battery] = {}
+        self.levels: tuple[tuple[str, int, int, Severity], ...] = (
+            ("battery_low", settings.battery_low_pct, settings.battery_low_clear_pct, "medium"),
+            ("battery_critical", settings.battery_critical_pct,
+             settings.battery_critical_clear_pct, "high"),
+        )  # fmt: skip
 
     def observe(self, s: int, t: float, seq: int, b: int, code: int) -> None:
         """A record of slot s with battery level b (-1: none) or a charging event."""
@@ -64,12 +69,9 @@ class Battery:
             while len(bat.samples) > 2 and bat.samples[0][0] < cut:
                 bat.samples.pop(0)
         key = TrackerKey(TrackerKind.BATTERY, s)
-        levels: tuple[tuple[str, int, int, Severity], ...] = (
-            ("battery_low", st.battery_low_pct, st.battery_low_clear_pct, "medium"),
-            ("battery_critical", st.battery_critical_pct, st.battery_critical_clear_pct, "high"),
-        )
-        for kind, low, high, sev in levels:
-            ep = self.book.get(key, kind)
+        episodes = self.book.open
+        for kind, low, high, sev in self.levels:
+            ep = episodes.get((key, kind))  # self.book.get
             if ep is None and b <= low and self.reg.monitored(s, t):
                 subject, tag = self.reg.who(s)
                 self.book.open_episode(

@@ -98,19 +98,19 @@ class Health:
         """Tag rows in processing order (per tag in seq order): battery, charging,
         no_location and the reporting interval. `usable`: the row is a fix good enough to
         say where the tag is."""
-        is_fix = rows["event"] == 0
-        for i in range(rows.shape[0]):
-            row = rows[i]
-            s, t, seq = int(row["slot"]), float(row["t"]), int(row["seq"])
-            code = int(row["event"])
-            after = self.silence.after(s)
-            if is_fix[i]:
-                self.silence.fix(s, t, after)
-            b = int(row["batt"])
+        sil, bat, loc = self.silence, self.battery, self.location
+        factor, floor, interval = sil.st.silent_factor, sil.st.silent_min_s, sil.interval
+        seqs = rows["seq"].tolist()
+        for i, (s, t, code, b, use) in enumerate(
+            zip(rows["slot"].tolist(), rows["t"].tolist(), rows["event"].tolist(),
+                rows["batt"].tolist(), usable.tolist(), strict=True)
+        ):  # fmt: skip
+            after = max(factor * float(interval[s]), floor)  # sil.after(s)
+            if code == 0:
+                sil.fix(s, t, after)
             if b >= 0 or code in (CHARGING_ON, CHARGING_OFF):
-                self.battery.observe(s, t, seq, b, code)
-            bad = bool(is_fix[i]) or code == _NO_GPS
-            self.location.observe(s, t, seq, after, bool(usable[i]), bad)
+                bat.observe(s, t, seqs[i], b, code)
+            loc.observe(s, t, seqs[i], after, use, code == 0 or code == _NO_GPS)
 
     def check(self, now: float, last_fix: LastFix, context: Context) -> None:
         """Time has passed (a batch, or live a tick): close tamper episodes that have

@@ -341,12 +341,12 @@ class NoLocation:
             del self.bad_since[s]
         if not gap < 0.0:
             self.last_rec_t[s] = t
-        key = TrackerKey(TrackerKind.NO_LOCATION, s)
         if usable:
             if s in self.bad_since:
                 del self.bad_since[s]
-                self.book.close(key, "no_location", t)
+                self.book.close(TrackerKey(TrackerKind.NO_LOCATION, s), "no_location", t)
         elif bad:
+            key = TrackerKey(TrackerKind.NO_LOCATION, s)
             since = self.bad_since.get(s)
             if since is None:
                 self.bad_since[s] = since = (t, seq)
