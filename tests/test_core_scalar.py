@@ -12,7 +12,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from shapely.geometry import Polygon
 
-from engine.core.history import FixHistory, dist_m
+from engine.core.history import HISTORY, FixHistory, dist_m
 from engine.core.registry import Registry
 from engine.core.schedules import Schedules
 from engine.wire.records import FIX_DTYPE
@@ -145,3 +145,59 @@ def test_active_or_soon_pairs_is_the_zone_by_zone_loop(
         for k, (a, b, iv) in one.cache.items():
             assert many.cache[k][:2] == (a, b)
             np.testing.assert_array_equal(many.cache[k][2], iv)
+
+
+def _previous_oracle(fixes: np.ndarray, slot: np.ndarray, cur: np.ndarray) -> np.ndarray:
+    """FixHistory.previous as it was: row by row."""
+    out = np.full((cur.shape[0], HISTORY, 5), np.nan)
+    order = np.argsort(slot, kind="stable")
+    slots = slot[order].tolist()
+    run = 0
+    for k, i in enumerate(order.tolist()):
+        run = run + 1 if k and slots[k - 1] == slots[k] else 0
+        m = min(run, HISTORY)
+        for d in range(m):
+            out[i, d] = cur[order[k - 1 - d]]
+        out[i, m:] = fixes[slots[k], : HISTORY - m]
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(0, 4), max_size=30), st.integers(0, 2**32 - 1))
+def test_previous_is_the_row_by_row_walk(slots: list[int], seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    h = FixHistory(5)
+    h.fixes[:] = rng.normal(size=h.fixes.shape)
+    h.fixes[rng.random(5) < 0.4] = np.nan  # slots with nothing kept yet
+    slot = np.array(slots, dtype=np.int32)
+    cur = rng.normal(size=(slot.shape[0], 5))
+    want = _previous_oracle(h.fixes, slot, cur)
+    np.testing.assert_array_equal(h.previous(slot, cur), want)
+
+
+def _window_oracle(sch: Schedules, zone: int, t: float) -> tuple[float, float, bool]:
+    """Schedules.window as it was: a searchsorted on _active_iv's array."""
+    iv = sch._active_iv(zone, t, t)
+    if iv is None:
+        return -math.inf, math.inf, True
+    k = int(np.searchsorted(iv[:, 0], t, side="right")) - 1
+    if k < 0:
+        return -math.inf, -math.inf, False
+    w0, w1 = float(iv[k, 0]), float(iv[k, 1])
+    return w0, w1, t < w1
+
+
+@settings(max_examples=200, deadline=None)
+@example([(0, 0.0), (0, SPAN_END + 10.0), (1, SPAN_END), (2, -86400.0 * 2)])
+@given(st.lists(st.tuples(st.integers(0, 7), st.one_of(st.floats(-3e5, 1.1e6), GRID)), max_size=40))
+def test_window_is_the_array_lookup(calls: list[tuple[int, float]]) -> None:
+    """Same windows and the same cache, across expansions of the cache (which remake the
+    lists `window` keeps) and a cache restored from a snapshot."""
+    one, many = _schedules(), _schedules()
+    for n, (z, dt) in enumerate(calls):
+        assert many.window(z, T0 + dt) == _window_oracle(one, z, T0 + dt)
+        assert [(a, b) for a, b, _ in many.cache.values()] == [
+            (a, b) for a, b, _ in one.cache.values()
+        ]
+        if n == len(calls) // 2:
+            many.import_state(one.export_state())

@@ -87,11 +87,12 @@ class Fences:
         t, seq = float(row["t"]), int(row["seq"])
         s = int(table.subject[z])
         subject, zone_id = reg.subject_ids[s], table.zone_ids[z]
+        inclusion = self.is_inclusion[z]
         if self.schedules.limited and not self.schedules.binds(z, t):
             self.end_zone(z, t)
-            if not self.is_inclusion[z]:
+            if not inclusion:
                 return  # a licence condition not (or no longer) in force: no evidence
-        if self.is_inclusion[z]:
+        if inclusion:
             w0, w1, active = self.schedules.window(z, t)
             key = TrackerKey(TrackerKind.CURFEW, z)
             cur = trackers.curfew(key, subject, zone_id)

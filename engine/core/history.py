@@ -62,16 +62,21 @@ class FixHistory:
         """For each tag row: its HISTORY previous fixes of the same tag, newest first, from
         this batch or earlier ones, shape (rows, HISTORY, 5) (NaN when unknown). `cur`: the
         rows' own (t, lat, lon, acc, seq)."""
-        out = np.full((cur.shape[0], HISTORY, 5), np.nan)
+        n = cur.shape[0]
+        out = np.full((n, HISTORY, 5), np.nan)
+        if n == 0:
+            return out
         order = np.argsort(slot, kind="stable")
-        slots = slot[order].tolist()
-        run = 0  # rows of the same slot before this one in the batch
-        for k, i in enumerate(order.tolist()):
-            run = run + 1 if k and slots[k - 1] == slots[k] else 0
-            m = min(run, HISTORY)
-            for d in range(m):
-                out[i, d] = cur[order[k - 1 - d]]
-            out[i, m:] = self.fixes[slots[k], : HISTORY - m]
+        slots = slot[order]
+        k = np.arange(n)
+        first = np.ones(n, dtype=np.bool_)
+        first[1:] = slots[1:] != slots[:-1]
+        run = k - np.maximum.accumulate(np.where(first, k, 0))  # same-slot rows before
+        for d in range(HISTORY):
+            # the d-th previous fix: a row of the batch, or the slot's (d - run)-th kept one
+            own = run > d
+            out[order[own], d] = cur[order[k[own] - 1 - d]]
+            out[order[~own], d] = self.fixes[slots[~own], d - run[~own]]
         return out
 
     def remember(self, tags: np.ndarray) -> None:

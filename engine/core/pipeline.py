@@ -334,15 +334,16 @@ class Pipeline:
             visit = np.union1d(visit, np.flatnonzero(np.isin(arr["slot"], list(suspects))))
         heap = visit.tolist()  # sorted: a valid heap; rows may be added while walking
         seen: set[int] = set()
+        slots, subj = arr["slot"].tolist(), m.subj.tolist()
+        t, lat, lon, acc = (arr[f].tolist() for f in ("t", "lat", "lon", "acc"))
         while heap:
             i = heapq.heappop(heap)
             if i in seen:
                 continue
             seen.add(i)
-            row = arr[i]
-            slot = int(row["slot"])
-            if m.subj[i] < 0:
-                self.proximity.victim_fix(slot, row)
+            slot = slots[i]
+            if subj[i] < 0:  # Proximity.victim_fix
+                self.proximity.add_fix(slot, t[i], lat[i], lon[i], acc[i])
                 continue
             step = m.step(i)
             if slot in suspects and not self.outliers.settle(suspects.pop(slot), step, self._apply):

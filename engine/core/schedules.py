@@ -5,6 +5,7 @@ outlived."""
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterable
 from typing import Any
@@ -45,6 +46,9 @@ class Schedules:
         # Row z of the zone set is row z of its table (compile_zones keeps the order)
         self.schedule = dict(zone_rows(zoneset.zones).schedule)
         self.cache: dict[tuple[Window, ...], tuple[float, float, np.ndarray]] = {}
+        # `window`'s intervals by (schedule, validity), as lists, with the cached array
+        # they were made from (None: validity alone)
+        self._windows: dict[tuple[Any, Any], tuple[Any, list[float], list[float]]] = {}
         self.table = table
         self.registry = registry
         bounded = np.flatnonzero(np.isfinite(table.valid_from) | np.isfinite(table.valid_until))
@@ -75,12 +79,7 @@ class Schedules:
         lim = self.bounds.get(zone)
         if sched is None:
             return None if lim is None else np.array([lim], dtype=np.float64)
-        iv = self._intervals(sched, lo, hi)
-        if lim is None:
-            return iv
-        a, b = np.maximum(iv[:, 0], lim[0]), np.minimum(iv[:, 1], lim[1])
-        keep = a < b
-        return np.stack([a[keep], b[keep]], axis=1)
+        return _clip(self._intervals(sched, lo, hi), lim)
 
     def active(self, zone: int, t: np.ndarray) -> np.ndarray:
         iv = self._active_iv(zone, float(t.min()), float(t.max()))
@@ -140,9 +139,7 @@ class Schedules:
                     start = math.floor(lo / 86400.0) * 86400.0 - 86400.0
                     end = start + max(SPAN_S, math.ceil((hi - start) / 86400.0 + 1) * 86400.0)
                     iv = active_intervals(sched, start, end)
-                if lim is not None:
-                    a, b = np.maximum(iv[:, 0], lim[0]), np.minimum(iv[:, 1], lim[1])
-                    iv = np.stack([a[a < b], b[a < b]], axis=1)
+                iv = _clip(iv, lim)
             got = np.zeros(tt.shape, dtype=np.bool_)
             if iv.shape[0]:
                 k = np.searchsorted(iv[:, 0], tt, side="right")
@@ -156,13 +153,21 @@ class Schedules:
     def window(self, zone: int, t: float) -> tuple[float, float, bool]:
         """(start, end, active): the active interval containing t, or else the last one
         that ended before t (so a breach can be closed at the window's end)."""
-        iv = self._active_iv(zone, t, t)
-        if iv is None:
+        sched, lim = self.schedule.get(zone), self.bounds.get(zone)
+        if sched is None and lim is None:
             return -math.inf, math.inf, True
-        k = int(np.searchsorted(iv[:, 0], t, side="right")) - 1
+        # _active_iv(zone, t, t), as lists: remade only when the span the intervals come
+        # from is (the same expansion of the cache happens here as there)
+        raw = None if sched is None else self._intervals(sched, t, t)
+        got = self._windows.get((sched, lim))
+        if got is None or got[0] is not raw:
+            iv = self._active_iv(zone, t, t) if raw is None else _clip(raw, lim)
+            got = (raw, iv[:, 0].tolist(), iv[:, 1].tolist())  # type: ignore[index]
+            self._windows[(sched, lim)] = got
+        k = bisect.bisect_right(got[1], t) - 1
         if k < 0:
             return -math.inf, -math.inf, False
-        w0, w1 = float(iv[k, 0]), float(iv[k, 1])
+        w0, w1 = got[1][k], got[2][k]
         return w0, w1, t < w1
 
     # -- validity ------------------------------------------------------------------------
@@ -248,6 +253,15 @@ class Schedules:
             if sched is not None:
                 iv = np.asarray(e["iv"], dtype=np.float64).reshape(-1, 2).copy()
                 self.cache[sched] = (float(e["start"]), float(e["end"]), iv)
+
+
+def _clip(iv: np.ndarray, lim: tuple[float, float] | None) -> np.ndarray:
+    """Intervals `iv` within a zone's validity `lim` (None: unbounded)."""
+    if lim is None:
+        return iv
+    a, b = np.maximum(iv[:, 0], lim[0]), np.minimum(iv[:, 1], lim[1])
+    keep = a < b
+    return np.stack([a[keep], b[keep]], axis=1)
 
 
 def _windows_data(sched: tuple[Window, ...]) -> list[Any]:

@@ -87,8 +87,14 @@ class Proximity:
 
     def victim_fix(self, slot: int, row: np.void) -> None:
         """A fix of a protected device."""
-        track = self.victims.setdefault(slot, VictimTrack())
-        track.add(float(row["t"]), float(row["lat"]), float(row["lon"]), float(row["acc"]))
+        self.add_fix(slot, float(row["t"]), float(row["lat"]), float(row["lon"]), float(row["acc"]))
+
+    def add_fix(self, slot: int, t: float, lat: float, lon: float, acc: float) -> None:
+        """`victim_fix`, given the row's fields."""
+        track = self.victims.get(slot)
+        if track is None:
+            track = self.victims[slot] = VictimTrack()
+        track.add(t, lat, lon, acc)
 
     def step(self, s: int, row: np.void, sigma: float) -> None:
         """A fix of subject s against each protected device of theirs."""
@@ -157,11 +163,11 @@ class Proximity:
         reach: list[float] = []
         start = np.zeros(us.shape[0] + 1, dtype=np.int64)
         ok = np.ones(us.shape[0], dtype=np.bool_)
+        kinds = {kind for kind, _ in _PAIR_EPISODES}
+        tracked = {key.idx for key in live if key.kind in kinds}  # pairs with a tracker
         for u, s in enumerate(us.tolist()):
             ks = reg.pairs_of_subject[s]
-            if s in busy or any(
-                TrackerKey(kind, k) in live for k in ks for kind, _ in _PAIR_EPISODES
-            ):
+            if s in busy or any(k in tracked for k in ks):
                 ok[u] = False
             for k in ks:
                 pr = reg.pairs[k]
