@@ -7,6 +7,7 @@ pruning did spare something, so the comparison is not empty."""
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from shapely.geometry import Polygon
 
+import engine.core.fences as fences
+import engine.core.pipeline as pipeline
 import engine.core.victims as victims
 from devices.families.catalog import build_family, write_family
 from engine.core.pipeline import Pipeline
@@ -33,29 +36,37 @@ T0 = 1_774_710_000.0  # 2026-03-28 15:00 UTC
 EXAMPLES = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # (module, switch name) of every pruning the walk does
-SWITCHES = [(victims, "PRUNE")]
+SWITCHES = [(victims, "PRUNE"), (fences, "PRUNE")]
 
 
 @contextmanager
 def pruning(on: bool) -> Iterator[dict[str, int]]:
-    """Every switch set to `on`; counts how many proximity rows were found quiet."""
+    """Every switch set to `on`; counts the proximity rows found quiet and the rows whose
+    zone steps were found idle."""
     saved = [getattr(mod, name) for mod, name in SWITCHES]
     for mod, name in SWITCHES:
         setattr(mod, name, on)
-    counts = {"quiet": 0, "rows": 0}
-    orig = victims.Proximity.quiet
+    counts = {"quiet": 0, "rows": 0, "idle": 0}
+    quiet, idle = victims.Proximity.quiet, pipeline.Pipeline._idle
 
     def counting(self: victims.Proximity, *a: Any) -> np.ndarray:
-        got = orig(self, *a)
+        got = quiet(self, *a)
         counts["rows"] += got.shape[0]
         counts["quiet"] += int(got.sum())
         return got
 
+    def idling(self: pipeline.Pipeline, *a: Any) -> np.ndarray:
+        got = idle(self, *a)
+        counts["idle"] += int(got.sum())
+        return got
+
     victims.Proximity.quiet = counting  # type: ignore[method-assign,assignment]
+    pipeline.Pipeline._idle = idling  # type: ignore[method-assign,assignment]
     try:
         yield counts
     finally:
-        victims.Proximity.quiet = orig  # type: ignore[method-assign]
+        victims.Proximity.quiet = quiet  # type: ignore[method-assign]
+        pipeline.Pipeline._idle = idle  # type: ignore[method-assign]
         for (mod, name), v in zip(SWITCHES, saved, strict=True):
             setattr(mod, name, v)
 
@@ -100,12 +111,14 @@ def tracks(draw: st.DrawFn) -> tuple[ZoneSet, list[Record], list[int]]:
     for _ in range(n):
         t += draw(st.sampled_from([5.0, 20.0, 60.0, 400.0, 1000.0]))
         d = draw(st.sampled_from(devs))
-        move = draw(st.sampled_from(["step", "jump", "to_phone"]))
+        move = draw(st.sampled_from(["step", "jump", "to_phone", "home"]))
         if move == "step":
             pos[d][0] += draw(st.floats(-300, 300))
             pos[d][1] += draw(st.floats(-300, 300))
         elif move == "jump":
             pos[d] = [draw(st.floats(-4000, 4000)), draw(st.floats(-4000, 4000))]
+        elif move == "home":  # S2's curfew zone is a 120 m square about the origin
+            pos[d] = [draw(st.floats(-150, 150)), draw(st.floats(-150, 150))]
         elif d.startswith("T"):
             ph = pos[draw(st.sampled_from(["P1", "P2"]))]
             r = draw(st.sampled_from([100.0, 360.0, 700.0]))  # inside, at the edge, beyond
@@ -124,6 +137,8 @@ def tracks(draw: st.DrawFn) -> tuple[ZoneSet, list[Record], list[int]]:
     cuts = sorted(set(draw(st.lists(st.integers(1, n - 1), max_size=8))))
     a = draw(st.floats(T0 - 100, T0 + 40 * 60))
     period = (a, a + draw(st.sampled_from([600.0, 3600.0, 1e9])))
+    if draw(st.booleans()):
+        period = (-math.inf, math.inf)  # S2's curfew then has no validity bounds
     return _world(period, draw(st.booleans())), recs, cuts
 
 
@@ -159,6 +174,25 @@ def test_random_tracks_do_prune_and_do_alert() -> None:
     plain, pruned, counts = both(lambda: _feed(zs, recs, [50, 120, 250, 400], Settings()))
     assert pruned == plain and b'"proximity"' in plain
     assert 0 < counts["quiet"] < counts["rows"]
+
+
+def test_an_away_curfew_prunes_until_its_window_and_breaches() -> None:
+    """S2 is away before the 15:20 curfew window (the tracker saw it away: idle steps) but
+    for a moment at home (the tracker forgets it; the next fix away makes a new one), stays
+    away into the window (a breach from its start), comes home, and goes out again after
+    16:00; fixes of the window's first minutes arrive late, after later ones."""
+    zs = _world((-math.inf, math.inf), True)
+    recs: list[Record] = []
+    for i in range(150):
+        t = T0 + 30.0 * i + 7.0  # 15:00 to 16:15 (not on the window's start)
+        x = 0.0 if 100 <= i < 125 else min(250.0, 60.0 * abs(i - 30))  # home at 15:15
+        recs.append(FixRecord("T2", i, t, *offset(x, 0.0), 8.0))
+        recs.append(FixRecord("T3", i, t + 3, *offset(x + 15.0, 0.0), 8.0))
+    recs = recs[:70] + recs[90:110] + recs[70:90] + recs[110:]  # 15:17:30-15:22:30 late
+    for cuts in ([40, 95, 140, 200], [1, 2, 3, 60, 61, 250]):
+        plain, pruned, counts = both(lambda c=cuts: _feed(zs, recs, c, Settings()))  # type: ignore[misc]
+        assert pruned == plain and b'"curfew_breach"' in plain
+        assert counts["idle"] > 10
 
 
 def test_a_late_fix_joins_the_phone_where_it_was_then() -> None:

@@ -11,6 +11,7 @@ import numpy as np
 
 from engine.core.decide import BURST_FORGET_M, Obs, Trackers
 from engine.core.episodes import TrackerKey, TrackerKind, Where
+from engine.core.observe import CurfewTracker
 from engine.core.registry import Registry
 from engine.core.schedules import Schedules
 from engine.settings import Settings
@@ -18,6 +19,9 @@ from engine.wire.alerts import Severity
 from zones.compile import ZoneTable
 from zones.geofence import signed_distance_by_subject
 
+# Whether `Fences.idle_rows` may spare the walk the steps that provably change nothing
+# (off: every such step is taken; tests/test_prune.py compares the two)
+PRUNE = True
 # The episodes of one zone: (tracker kind, alert kind)
 _ZONE_EPISODES = (
     (TrackerKind.ZONE, "zone_breach"),
@@ -79,6 +83,49 @@ class Fences:
         # every fix of the batch: later far fixes are what closes its episode.
         zones = np.union1d(np.unique(zidx[cand]), np.flatnonzero(self.trackers.tracked))
         return np.flatnonzero(np.isin(zidx, zones))
+
+    def idle_rows(
+        self, tags: np.ndarray, pair_row: np.ndarray, zidx: np.ndarray, sd: np.ndarray,
+        sigma: np.ndarray,
+    ) -> np.ndarray:  # fmt: skip
+        """Of (fix, zone) pairs about to be stepped (`pair_row` increasing: each pair's fix
+        row of `tags`; `sigma`: each pair's fix's), those whose `step`, whenever the walk
+        reaches them, provably changes nothing but the schedule cache (`touch`): a curfew
+        zone with no validity bounds whose tracker lives with nothing open or gathered,
+        having seen the subject away (was_out), shown a fix away (sd >= 0, finite, sigma
+        finite > 0) outside the curfew's window, leaves it as it was (CurfewTracker.observe
+        sets was_out again, nothing else); so does every such pair of the zone until its
+        first pair that is not one (in row order; a suspect held and applied later within
+        the batch is one of these pairs too, or comes after one that is not)."""
+        out = np.zeros(zidx.shape[0], dtype=np.bool_)
+        if not PRUNE or zidx.shape[0] == 0:
+            return out
+        live, bounds = self.trackers.live, self.schedules.bounds
+        zs = np.unique(zidx[self.is_inclusion[zidx]]).tolist()
+        idle = [
+            z for z in zs if z not in bounds and _away(live.get(TrackerKey(TrackerKind.CURFEW, z)))
+        ]
+        if not idle:
+            return out
+        ok = np.isin(zidx, idle) & np.isfinite(sd) & (sd >= 0.0)
+        ok &= np.isfinite(sigma) & (sigma > 0.0)
+        at = np.flatnonzero(ok)
+        ok[at] = ~self.schedules.active_pairs(zidx[at], tags["t"][pair_row[at]])
+        # ...up to the zone's first pair that is not (pairs are in row order)
+        order = np.argsort(zidx, kind="stable")
+        bad = np.cumsum(~ok[order])  # pairs that are not, up to here (zone by zone)
+        start = np.ones(order.shape[0], dtype=np.bool_)
+        start[1:] = zidx[order][1:] != zidx[order][:-1]
+        before = np.maximum.accumulate(np.where(start, np.arange(order.shape[0]), 0))
+        out[order] = bad - bad[before] + ~ok[order][before] == 0
+        return out
+
+    def touch(self, z: int, t: float) -> None:
+        """What `step` of an idle pair (idle_rows) does: the schedule cache lookup of its
+        window (which may expand the cache, and the cache is state)."""
+        sched = self.schedules.schedule.get(z)
+        if sched is not None:
+            self.schedules._intervals(sched, t, t)
 
     def step(self, z: int, sd: float, sigma: float, row: np.void) -> None:
         """One fix `row` at signed distance `sd` from zone z (< 0 inside)."""
@@ -152,3 +199,8 @@ class Fences:
             elif d <= max(st.silent_near_m, float(self.warn[z])) and sev == "medium":
                 sev = "high"
         return sev, facts
+
+
+def _away(tr: object) -> bool:
+    """A curfew tracker with nothing open or gathered that last saw its subject away."""
+    return isinstance(tr, CurfewTracker) and tr.episode is None and not tr.away and tr.was_out

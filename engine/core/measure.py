@@ -77,6 +77,15 @@ class Measured:
         )  # fmt: skip
         return self._lists
 
+    def tags_onward(self) -> np.ndarray:
+        """The rows with a possible onward route."""
+        return np.flatnonzero(self.tag_pos >= 0)[list(self.onward)]
+
+    def zones_at(self, i: int) -> list[int]:
+        """The zones of row i's near pairs, in order."""
+        near_at, nz = (self._lists or self._read())[:3:2]
+        return nz[near_at[i] : near_at[i + 1]]  # type: ignore[no-any-return]
+
     def step(self, i: int) -> Step:
         """Row i (a tag's fix) with its evidence."""
         near_at, transit_at, nz, nd, tz, td, tin, tout, sigma, subj, prox, tag_pos = (

@@ -22,7 +22,7 @@ from engine.core.intake.admission import Admission
 from engine.core.intake.dedupe import SeqDeduper
 from engine.core.intake.ordering import Released, Reorderer
 from engine.core.intake.seqspace import Citer, SeqSpaces
-from engine.core.measure import Measure, Step
+from engine.core.measure import Measure, Measured, Step
 from engine.core.outliers import Outliers
 from engine.core.registry import Registry
 from engine.core.remap import Ids, Remap
@@ -235,13 +235,15 @@ class Pipeline:
         """Records -> fix rows of known devices that pass admission and are not duplicates;
         the rest become dead letters (or are counted as duplicates)."""
         reg = self.registry
-        arr = np.empty(len(records), dtype=FIX_DTYPE)
-        n = 0
+        slot_of = reg.slot_of
         nan = math.nan
         rows: list[int] = []  # index in `records` of each row
-        boot = np.full(len(records), -1, dtype=np.int64)
+        # The rows' fields, column by column (FIX_DTYPE's order), and each one's boot
+        cols: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [], [])
+        slots, seqs, ts, lats, lons, accs, batts, srcs, events = cols
+        boots: list[int] = []
         for i, r in enumerate(records):
-            s = reg.slot(r.device)
+            s = slot_of.get(r.device, -1)
             if s < 0:
                 if r.device in self.zoneset.elsewhere:  # another shard's: not bad input
                     res.elsewhere += 1
@@ -250,15 +252,28 @@ class Pipeline:
                 res.traceless.append(i)
                 continue
             rows.append(i)
-            batt = -1 if r.batt is None else r.batt
-            if r.boot is not None:
-                boot[n] = r.boot
+            slots.append(s)
+            seqs.append(r.seq)
+            ts.append(r.t)
+            batts.append(-1 if r.batt is None else r.batt)
+            boots.append(-1 if r.boot is None else r.boot)
             if isinstance(r, FixRecord):
-                arr[n] = (s, r.seq, r.t, r.lat, r.lon, r.acc, batt, SRC_CODE.get(r.src, 255), 0)
+                lats.append(r.lat)
+                lons.append(r.lon)
+                accs.append(r.acc)
+                srcs.append(SRC_CODE.get(r.src, 255))
+                events.append(0)
             else:
-                arr[n] = (s, r.seq, r.t, nan, nan, nan, batt, 255, EVENT_CODE.get(r.event, 255))
-            n += 1
-        arr, boot = arr[:n], boot[:n]
+                lats.append(nan)
+                lons.append(nan)
+                accs.append(nan)
+                srcs.append(255)
+                events.append(EVENT_CODE.get(r.event, 255))  # type: ignore[union-attr]
+        n = len(rows)
+        arr = np.empty(n, dtype=FIX_DTYPE)
+        for name, col in zip(FIX_DTYPE.names, cols, strict=True):  # type: ignore[arg-type]
+            arr[name] = col
+        boot = np.array(boots, dtype=np.int64)
         # Time and rate limits, before dedupe: a rejected record changes no state
         ok, why, traceless = self.admission.judge(arr, wall)
         timing = self.admission.verdict_of_time
@@ -325,13 +340,14 @@ class Pipeline:
         visit = m.visit
         prox = np.flatnonzero(m.prox)
         quiet = np.zeros(arr.shape[0], dtype=np.bool_)  # proximity steps that change nothing
+        busy = {sus.subject for sus in suspects.values()}  # with a fix held from before
         if prox.shape[0]:  # fixes that may be near a protected device (or follow one that was)
-            busy = {sus.subject for sus in suspects.values()}
             q = self.proximity.quiet(arr, prox, m.subj, m.sigma[m.tag_pos[prox]], busy)
             visit = np.union1d(visit, prox[~q])
             quiet[prox[q]] = True
         if suspects:  # a tag with a suspect fix: its next fix settles it
             visit = np.union1d(visit, np.flatnonzero(np.isin(arr["slot"], list(suspects))))
+        idle = self._idle(m, quiet, busy)
         heap = visit.tolist()  # sorted: a valid heap; rows may be added while walking
         seen: set[int] = set()
         slots, subj = arr["slot"].tolist(), m.subj.tolist()
@@ -344,6 +360,10 @@ class Pipeline:
             slot = slots[i]
             if subj[i] < 0:  # Proximity.victim_fix
                 self.proximity.add_fix(slot, t[i], lat[i], lon[i], acc[i])
+                continue
+            if idle[i] and slot not in suspects:  # its steps would change nothing but...
+                for z in m.zones_at(i):
+                    self.fences.touch(z, t[i])
                 continue
             step = m.step(i)
             if slot in suspects and not self.outliers.settle(suspects.pop(slot), step, self._apply):
@@ -359,6 +379,25 @@ class Pipeline:
                 step.prox = False
             self._apply(step)
         self.history.remember(m.tags)
+
+    def _idle(self, m: Measured, quiet: np.ndarray, busy: set[int]) -> np.ndarray:
+        """Rows whose walk changes nothing but the schedule cache: every zone pair of theirs
+        idle (Fences.idle_rows), no route, no proximity step (or a quiet one), and no
+        suspect of their subject held from before (it may step the same zones first)."""
+        n = m.arr.shape[0]
+        if m.near.shape[0] == 0:
+            return np.zeros(n, dtype=np.bool_)
+        rows = m.near_rows
+        pairs = self.fences.idle_rows(
+            m.arr, rows, m.zidx[m.near], m.dist[m.near], m.sigma[m.tag_pos[rows]]
+        )
+        idle = np.bincount(rows[pairs], minlength=n) == np.bincount(rows, minlength=n)
+        idle &= (np.bincount(rows, minlength=n) > 0) & (~m.prox | quiet)
+        idle[m.transit_rows] = False
+        idle[m.tags_onward()] = False
+        if busy:
+            idle &= ~np.isin(m.subj, list(busy))
+        return idle
 
     def _apply(self, st: Step) -> None:
         # The fix's own evidence first: a fix deep inside decides by itself; a straight-line

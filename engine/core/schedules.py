@@ -131,15 +131,7 @@ class Schedules:
             at = np.concatenate([order[first[r] : ends[r]] for r in runs])
             tt = t[at]
             lo, hi = min(lo_z[r] for r in runs), max(hi_z[r] for r in runs) + ahead_s
-            if sched is None:
-                iv = np.array([lim], dtype=np.float64)
-            else:
-                start, end, iv = self.cache[sched]
-                if lo < start or hi >= end:  # not one span: expand one for this, unkept
-                    start = math.floor(lo / 86400.0) * 86400.0 - 86400.0
-                    end = start + max(SPAN_S, math.ceil((hi - start) / 86400.0 + 1) * 86400.0)
-                    iv = active_intervals(sched, start, end)
-                iv = _clip(iv, lim)
+            iv = self._covering(sched, lim, lo, hi)
             got = np.zeros(tt.shape, dtype=np.bool_)
             if iv.shape[0]:
                 k = np.searchsorted(iv[:, 0], tt, side="right")
@@ -147,6 +139,39 @@ class Schedules:
                 got[ok] = tt[ok] < iv[k[ok] - 1, 1]
                 ok = k < iv.shape[0]
                 got[ok] |= iv[k[ok], 0] - tt[ok] <= ahead_s
+            res[at] = got
+        return res
+
+    def _covering(self, sched: Any, lim: Any, lo: float, hi: float) -> np.ndarray:
+        """The intervals of (schedule, validity) over a span holding [lo, hi]: the cached
+        one when it does, else one expanded for this and not kept (the cache untouched)."""
+        if sched is None:
+            return np.array([lim], dtype=np.float64)
+        cached = self.cache.get(sched)
+        if cached is not None and cached[0] <= lo and hi < cached[1]:
+            return _clip(cached[2], lim)
+        start = math.floor(lo / 86400.0) * 86400.0 - 86400.0
+        end = start + max(SPAN_S, math.ceil((hi - start) / 86400.0 + 1) * 86400.0)
+        return _clip(active_intervals(sched, start, end), lim)
+
+    def active_pairs(self, zidx: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """`active` of each (zone, time) pair, leaving the cache as it is (it is state:
+        for what only looks ahead, engine/core/fences.py)."""
+        res = np.ones(zidx.shape[0], dtype=np.bool_)
+        zs, inv = np.unique(zidx, return_inverse=True)
+        groups: dict[tuple[Any, Any], list[int]] = {}
+        for u, z in enumerate(zs.tolist()):
+            key = (self.schedule.get(z), self.bounds.get(z))
+            if key != (None, None):
+                groups.setdefault(key, []).append(u)
+        for key, us in groups.items():
+            at = np.flatnonzero(np.isin(inv, us))
+            tt = t[at]
+            iv = self._covering(*key, float(tt.min()), float(tt.max()))
+            k = np.searchsorted(iv[:, 0], tt, side="right")
+            got = np.zeros(tt.shape, dtype=np.bool_)
+            ok = k > 0
+            got[ok] = tt[ok] < iv[k[ok] - 1, 1]
             res[at] = got
         return res
 

@@ -50,7 +50,9 @@ class Battery:
     def observe(self, s: int, t: float, seq: int, b: int, code: int) -> None:
         """A record of slot s with battery level b (-1: none) or a charging event."""
         st = self.st
-        bat = self.battery.setdefault(s, _Battery())
+        bat = self.battery.get(s)
+        if bat is None:  # (setdefault would build a _Battery per call)
+            bat = self.battery[s] = _Battery()
         if code == CHARGING_ON:
             bat.charging, bat.last_charge_t = True, t
             bat.samples = []
