@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from shapely.geometry import Polygon
 
 import engine.core.fences as fences
+import engine.core.health.battery as battery
 import engine.core.pipeline as pipeline
 import engine.core.victims as victims
 from devices.families.catalog import build_family, write_family
@@ -27,7 +28,7 @@ from engine.core.pipeline import Pipeline
 from engine.replay import replay
 from engine.settings import Settings
 from engine.wire.alerts import encode_alert
-from engine.wire.records import FixRecord, Record
+from engine.wire.records import EventRecord, FixRecord, Record
 from tests.helpers import offset, square
 from zones.load import load
 from zones.model import Protected, Subject, Window, Zone, ZoneSet
@@ -36,7 +37,7 @@ T0 = 1_774_710_000.0  # 2026-03-28 15:00 UTC
 EXAMPLES = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # (module, switch name) of every pruning the walk does
-SWITCHES = [(victims, "PRUNE"), (fences, "PRUNE")]
+SWITCHES = [(victims, "PRUNE"), (fences, "PRUNE"), (battery, "SKIP")]
 
 
 @contextmanager
@@ -126,7 +127,12 @@ def tracks(draw: st.DrawFn) -> tuple[ZoneSet, list[Record], list[int]]:
         lat, lon = offset(*pos[d])
         acc = draw(st.sampled_from([3.0, 8.0, 30.0, 600.0]))
         seq[d] += draw(st.sampled_from([1, 1, 1, 2]))
-        recs.append(FixRecord(d, seq[d], t, lat, lon, acc))
+        batt = draw(st.sampled_from([None, 4, 9, 12, 18, 22, 27, 60, 100]))
+        if d.startswith("T") and draw(st.integers(0, 9)) == 0:  # charging, now and then
+            event = draw(st.sampled_from(["charging_on", "charging_off"]))
+            recs.append(EventRecord(d, seq[d], t, event, batt))
+            continue
+        recs.append(FixRecord(d, seq[d], t, lat, lon, acc, batt))
     # late and reordered delivery: some records move later in arrival order
     order = list(range(n))
     for _ in range(draw(st.integers(0, n // 4))):
@@ -235,10 +241,12 @@ def test_pruned_replay_of_families_is_identical(family: str, batch: int, tmp_pat
         assert counts["quiet"] > 0
 
 
-def test_pruned_replay_of_a_fleet_is_identical(tmp_path: Path) -> None:
+@pytest.mark.parametrize("health", [False, True])
+def test_pruned_replay_of_a_fleet_is_identical(health: bool, tmp_path: Path) -> None:
     from engine.cli.main import main
 
     args = ["simulate", "--subjects", "60", "--seed", "3", "--duration", "1h"]
+    args += ["--health", "--noise", "urban"] if health else []
     assert main([*args, "--out-dir", str(tmp_path)]) == 0
     d = {k: tmp_path / f"{k}.{e}" for k, e in
          (("zones", "geojson"), ("subjects", "toml"), ("replay", "jsonl"))}  # fmt: skip

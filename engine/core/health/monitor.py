@@ -98,9 +98,16 @@ class Health:
         """Tag rows in processing order (per tag in seq order): battery, charging,
         no_location and the reporting interval. `usable`: the row is a fix good enough to
         say where the tag is."""
+        self.battery.walk(True)
+        try:
+            self._ordered(rows, usable)
+        finally:
+            self.battery.walk(False)
+
+    def _ordered(self, rows: np.ndarray, usable: np.ndarray) -> None:
         sil, bat, loc = self.silence, self.battery, self.location
-        factor, floor, interval = sil.st.silent_factor, sil.st.silent_min_s, sil.interval
         seqs = rows["seq"].tolist()
+        factor, floor, interval = sil.st.silent_factor, sil.st.silent_min_s, sil.interval
         for i, (s, t, code, b, use) in enumerate(
             zip(rows["slot"].tolist(), rows["t"].tolist(), rows["event"].tolist(),
                 rows["batt"].tolist(), usable.tolist(), strict=True)
