@@ -153,7 +153,8 @@ class Proximity:
         tmin = float(t.min())
         vict = np.flatnonzero(subj < 0)
         vict = vict[np.argsort(arr["slot"][vict], kind="stable")]
-        vslots = arr["slot"][vict]
+        vslots, at = np.unique(arr["slot"][vict], return_index=True)
+        span = dict(zip(vslots.tolist(), zip(at.tolist(), [*at[1:].tolist(), vict.shape[0]])))
         vlat, vlon = arr["lat"][vict].tolist(), arr["lon"][vict].tolist()
         rs = subj[rows]
         us, u_of = np.unique(rs, return_inverse=True)
@@ -179,7 +180,7 @@ class Proximity:
                     lat += [f[0] for f in fixes]
                     lon += [f[1] for f in fixes]
                     reach += [r] * len(fixes)
-                lo, hi = np.searchsorted(vslots, [pr.device, pr.device + 1]).tolist()
+                lo, hi = span.get(pr.device, (0, 0))  # the batch's fixes of the device
                 lat += vlat[lo:hi]
                 lon += vlon[lo:hi]
                 reach += [r] * (hi - lo)
