@@ -154,7 +154,8 @@ class Proximity:
         vict = np.flatnonzero(subj < 0)
         vict = vict[np.argsort(arr["slot"][vict], kind="stable")]
         vslots, at = np.unique(arr["slot"][vict], return_index=True)
-        span = dict(zip(vslots.tolist(), zip(at.tolist(), [*at[1:].tolist(), vict.shape[0]])))
+        ends = np.append(at[1:], vict.shape[0])[: at.shape[0]]
+        span = dict(zip(vslots.tolist(), zip(at.tolist(), ends.tolist(), strict=True), strict=True))
         vlat, vlon = arr["lat"][vict].tolist(), arr["lon"][vict].tolist()
         rs = subj[rows]
         us, u_of = np.unique(rs, return_inverse=True)
