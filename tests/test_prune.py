@@ -21,6 +21,7 @@ from shapely.geometry import Polygon
 
 import engine.core.fences as fences
 import engine.core.health.battery as battery
+import engine.core.health.monitor as monitor
 import engine.core.pipeline as pipeline
 import engine.core.victims as victims
 from devices.families.catalog import build_family, write_family
@@ -37,7 +38,7 @@ T0 = 1_774_710_000.0  # 2026-03-28 15:00 UTC
 EXAMPLES = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # (module, switch name) of every pruning the walk does
-SWITCHES = [(victims, "PRUNE"), (fences, "PRUNE"), (battery, "SKIP")]
+SWITCHES = [(victims, "PRUNE"), (fences, "PRUNE"), (battery, "SKIP"), (monitor, "SKIP")]
 
 
 @contextmanager
@@ -129,7 +130,7 @@ def tracks(draw: st.DrawFn) -> tuple[ZoneSet, list[Record], list[int]]:
         seq[d] += draw(st.sampled_from([1, 1, 1, 2]))
         batt = draw(st.sampled_from([None, 4, 9, 12, 18, 22, 27, 60, 100]))
         if d.startswith("T") and draw(st.integers(0, 9)) == 0:  # charging, now and then
-            event = draw(st.sampled_from(["charging_on", "charging_off"]))
+            event = draw(st.sampled_from(["charging_on", "charging_off", "no_gps"]))
             recs.append(EventRecord(d, seq[d], t, event, batt))
             continue
         recs.append(FixRecord(d, seq[d], t, lat, lon, acc, batt))
@@ -199,6 +200,23 @@ def test_an_away_curfew_prunes_until_its_window_and_breaches() -> None:
         plain, pruned, counts = both(lambda c=cuts: _feed(zs, recs, c, Settings()))  # type: ignore[misc]
         assert pruned == plain and b'"curfew_breach"' in plain
         assert counts["idle"] > 10
+
+
+def test_no_location_opens_and_closes_within_a_batch_without_battery_levels() -> None:
+    """Coarse fixes and no_gps events for 40 minutes, then usable fixes, none with a
+    battery level: the health walk must not pass over the usable fix that closes it."""
+    zs = _world((-math.inf, math.inf), False)
+    recs: list[Record] = []
+    for i in range(60):
+        t = T0 + 60.0 * i
+        if i % 5 == 4 and i < 40:
+            recs.append(EventRecord("T4", i, t, "no_gps"))
+        else:
+            recs.append(FixRecord("T4", i, t, *offset(0.0, 0.0), 900.0 if i < 40 else 5.0))
+    for cuts in ([30, 45], [10, 20]):
+        plain, pruned, _ = both(lambda c=cuts: _feed(zs, recs, c, Settings()))  # type: ignore[misc]
+        assert pruned == plain
+        assert plain.count(b'"no_location"') == 2  # opened, closed
 
 
 def test_a_late_fix_joins_the_phone_where_it_was_then() -> None:
