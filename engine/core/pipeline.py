@@ -8,7 +8,7 @@ import heapq
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -242,7 +242,10 @@ class Pipeline:
         cols: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [], [])
         slots, seqs, ts, lats, lons, accs, batts, srcs, events = cols
         boots: list[int] = []
-        for i, r in enumerate(records):
+        usual = _usual(records, slot_of)
+        if usual is not None:
+            rows, cols, boots = usual
+        for i, r in enumerate(() if usual is not None else records):
             s = slot_of.get(r.device, -1)
             if s < 0:
                 if r.device in self.zoneset.elsewhere:  # another shard's: not bad input
@@ -429,6 +432,25 @@ class Pipeline:
             if fast != (tag in self.fast):
                 res.commands.append((tag, st.report_fast_s if fast else st.report_interval_s))
                 (self.fast.add if fast else self.fast.discard)(tag)
+
+
+def _usual(
+    records: Sequence[Record], slot_of: dict[str, int]
+) -> tuple[list[int], tuple[list[Any], ...], list[int]] | None:
+    """`_intake`'s rows, columns and boots when every record is a fix of a known device
+    (a replay's batches, mostly), column by column; None when not."""
+    slots = [slot_of.get(r.device, -1) for r in records]
+    if not slots or min(slots) < 0 or not all(r.__class__ is FixRecord for r in records):
+        return None
+    fixes = cast("Sequence[FixRecord]", records)
+    cols = (
+        slots, [r.seq for r in fixes], [r.t for r in fixes], [r.lat for r in fixes],
+        [r.lon for r in fixes], [r.acc for r in fixes],
+        [-1 if r.batt is None else r.batt for r in fixes],
+        [SRC_CODE.get(r.src, 255) for r in fixes], [0] * len(fixes),
+    )  # fmt: skip
+    boots = [-1 if r.boot is None else r.boot for r in fixes]
+    return list(range(len(fixes))), cols, boots
 
 
 def _unknown(r: Record, origin: str) -> DeadLetter:
