@@ -84,6 +84,7 @@ class Proximity:
         self.settings = settings
         self.trackers = trackers
         self.victims: dict[int, VictimTrack] = {}
+        self._reach: tuple[list[float], list[int]] | None = None  # quiet's, made once
 
     def victim_fix(self, slot: int, row: np.void) -> None:
         """A fix of a protected device."""
@@ -163,35 +164,38 @@ class Proximity:
         lat: list[float] = []
         lon: list[float] = []
         reach: list[float] = []
-        start = np.zeros(us.shape[0] + 1, dtype=np.int64)
-        ok = np.ones(us.shape[0], dtype=np.bool_)
+        start = [0]
+        bad: list[int] = []  # subjects with a pair tracker alive, or busy
         kinds = {kind for kind, _ in _PAIR_EPISODES}
         tracked = {key.idx for key in live if key.kind in kinds}  # pairs with a tracker
+        victims, of_subject, none = self.victims, reg.pairs_of_subject, (0, 0)
+        reach_of, device_of = self._pair_reach()
         for u, s in enumerate(us.tolist()):
-            ks = reg.pairs_of_subject[s]
+            ks = of_subject[s]
             if s in busy or any(k in tracked for k in ks):
-                ok[u] = False
+                bad.append(u)
             for k in ks:
-                pr = reg.pairs[k]
-                r = pr.radius_m + max(pr.warn_m, 0.0) + 1.0
-                track = self.victims.get(pr.device)
+                r, dev = reach_of[k], device_of[k]
+                track = victims.get(dev)
                 if track is not None and track.t:
-                    j = max(bisect.bisect_right(track.t, tmin) - 1, 0)
-                    fixes = track.fixes[j:]
+                    j = bisect.bisect_right(track.t, tmin) - 1
+                    fixes = track.fixes[j if j > 0 else 0 :]
                     lat += [f[0] for f in fixes]
                     lon += [f[1] for f in fixes]
                     reach += [r] * len(fixes)
-                lo, hi = span.get(pr.device, (0, 0))  # the batch's fixes of the device
+                lo, hi = span.get(dev, none)  # the batch's fixes of the device
                 lat += vlat[lo:hi]
                 lon += vlon[lo:hi]
                 reach += [r] * (hi - lo)
-            start[u + 1] = len(lat)
+            start.append(len(lat))
+        ok = np.ones(us.shape[0], dtype=np.bool_)
+        ok[bad] = False
         # Every (row, position) of the row's subject
-        n = start[1:] - start[:-1]
+        n = np.diff(start)
         per_row = n[u_of]
         rr = np.repeat(np.arange(rows.shape[0]), per_row)
         cc = np.arange(rr.shape[0]) - np.repeat(np.cumsum(per_row) - per_row, per_row)
-        cc += start[u_of][rr]
+        cc += np.asarray(start)[u_of][rr]
         clat, clon = np.asarray(lat, dtype=np.float64), np.asarray(lon, dtype=np.float64)
         rlat, rlon = arr["lat"][rows].astype(np.float64), arr["lon"][rows].astype(np.float64)
         d = haversine(rlat[rr], rlon[rr], clat[cc], clon[cc])
@@ -204,6 +208,16 @@ class Proximity:
         loud = np.flatnonzero(~quiet)
         np.minimum.at(first, u_of[loud], loud)
         return quiet & (np.arange(rows.shape[0]) < first[u_of])
+
+    def _pair_reach(self) -> tuple[list[float], list[int]]:
+        """Per proximity pair: radius + warn (+ 1 m for rounding), and its device's slot."""
+        if self._reach is None:
+            pairs = self.registry.pairs
+            self._reach = (
+                [p.radius_m + max(p.warn_m, 0.0) + 1.0 for p in pairs],
+                [p.device for p in pairs],
+            )
+        return self._reach
 
     def _end_period(self, s: int, t: float) -> None:
         """Close subject s's pair episodes once t is past their tagging period."""
