@@ -202,6 +202,22 @@ def test_an_away_curfew_prunes_until_its_window_and_breaches() -> None:
         assert counts["idle"] > 10
 
 
+def test_a_jump_into_home_is_still_checked_as_an_outlier() -> None:
+    """S2 5 km out until 14:19:30 (more than an hour before the 15:20 window: the zone is
+    not followed, no tracker), at home 30 s later, 5 km out again 30 s after that (the
+    window is within the hour: the zone is followed). The fix at home steps nothing (a
+    fresh tracker forgets it), but it is an outlier: it must still be held and refuted."""
+    zs = _world((-math.inf, math.inf), True)
+    recs: list[Record] = []
+    for i in range(40):
+        x = 0.0 if i == 20 else 5000.0 + 3.0 * i
+        recs.append(FixRecord("T2", i, T0 - 3000.0 + 30.0 * i, *offset(x, 0.0), 5.0))
+    for cuts in ([20], [20, 30], [5, 20, 25]):
+        plain, pruned, counts = both(lambda c=cuts: _feed(zs, recs, c, Settings()))  # type: ignore[misc]
+        assert pruned == plain and b'"implausible_fix"' in plain
+        assert counts["idle"] > 0
+
+
 def test_no_location_opens_and_closes_within_a_batch_without_battery_levels() -> None:
     """Coarse fixes and no_gps events for 40 minutes, then usable fixes, none with a
     battery level: the health walk must not pass over the usable fix that closes it."""

@@ -90,27 +90,38 @@ class Fences:
     ) -> np.ndarray:  # fmt: skip
         """Of (fix, zone) pairs about to be stepped (`pair_row` increasing: each pair's fix
         row of `tags`; `sigma`: each pair's fix's), those whose `step`, whenever the walk
-        reaches them, provably changes nothing but the schedule cache (`touch`): a curfew
-        zone with no validity bounds whose tracker lives with nothing open or gathered,
-        having seen the subject away (was_out), shown a fix away (sd >= 0, finite, sigma
-        finite > 0) outside the curfew's window, leaves it as it was (CurfewTracker.observe
-        sets was_out again, nothing else); so does every such pair of the zone until its
+        reaches them, provably changes nothing but the schedule cache (`touch`), in curfew
+        zones with no validity bounds:
+        - the zone's tracker lives with nothing open or gathered, having seen the subject
+          away (was_out), and the fix is away (sd >= 0, finite) outside the window: it
+          leaves the tracker as it was (CurfewTracker.observe sets was_out again); or
+        - the zone has no tracker, and the fix is inside (sd <= -1 µm, so P(away) < 0.5
+          whatever the window): a fresh tracker keeps nothing and is forgotten;
+        with sigma finite, > 0 and <= 1e6 m; and so for each pair of the zone until its
         first pair that is not one (in row order; a suspect held and applied later within
-        the batch is one of these pairs too, or comes after one that is not)."""
+        the batch is one of these pairs too, or comes after one that is not). The fix of
+        an inside pair may still be a suspect (Outliers.is_suspect): the walk asks."""
         out = np.zeros(zidx.shape[0], dtype=np.bool_)
         if not PRUNE or zidx.shape[0] == 0:
             return out
         live, bounds = self.trackers.live, self.schedules.bounds
         zs = np.unique(zidx[self.is_inclusion[zidx]]).tolist()
-        idle = [
-            z for z in zs if z not in bounds and _away(live.get(TrackerKey(TrackerKind.CURFEW, z)))
-        ]
-        if not idle:
+        away: list[int] = []
+        none: list[int] = []
+        for z in zs:
+            if z not in bounds:
+                tr = live.get(TrackerKey(TrackerKind.CURFEW, z))
+                if tr is None:
+                    none.append(z)
+                elif _away(tr):
+                    away.append(z)
+        if not (away or none):
             return out
-        ok = np.isin(zidx, idle) & np.isfinite(sd) & (sd >= 0.0)
-        ok &= np.isfinite(sigma) & (sigma > 0.0)
+        sane = np.isfinite(sigma) & (sigma > 0.0) & (sigma <= 1e6)
+        ok = np.isin(zidx, away) & np.isfinite(sd) & (sd >= 0.0) & sane
         at = np.flatnonzero(ok)
         ok[at] = ~self.schedules.active_pairs(zidx[at], tags["t"][pair_row[at]])
+        ok |= np.isin(zidx, none) & (sd <= -1e-6) & sane
         # ...up to the zone's first pair that is not (pairs are in row order)
         order = np.argsort(zidx, kind="stable")
         bad = np.cumsum(~ok[order])  # pairs that are not, up to here (zone by zone)

@@ -351,6 +351,9 @@ class Pipeline:
         if suspects:  # a tag with a suspect fix: its next fix settles it
             visit = np.union1d(visit, np.flatnonzero(np.isin(arr["slot"], list(suspects))))
         idle = self._idle(m, quiet, busy)
+        # rows with a zone pair inside: the outlier check may hold them as suspects
+        inside = np.zeros(arr.shape[0], dtype=np.bool_)
+        inside[m.near_rows[m.dist[m.near] < 0.0]] = True
         heap = visit.tolist()  # sorted: a valid heap; rows may be added while walking
         seen: set[int] = set()
         slots, subj = arr["slot"].tolist(), m.subj.tolist()
@@ -364,12 +367,13 @@ class Pipeline:
             if subj[i] < 0:  # Proximity.victim_fix
                 self.proximity.add_fix(slot, t[i], lat[i], lon[i], acc[i])
                 continue
-            if idle[i] and slot not in suspects:  # its steps would change nothing but...
-                for z in m.zones_at(i):
+            held = slot in suspects
+            if idle[i] and not held and not inside[i]:  # no suspect: its steps would
+                for z in m.zones_at(i):  # change nothing but the schedule cache
                     self.fences.touch(z, t[i])
                 continue
             step = m.step(i)
-            if slot in suspects and not self.outliers.settle(suspects.pop(slot), step, self._apply):
+            if held and not self.outliers.settle(suspects.pop(slot), step, self._apply):
                 step.transits = []  # its previous fix was an outlier: no segment from it
                 step.onward = []
             if self.outliers.is_suspect(step):
@@ -377,6 +381,10 @@ class Pipeline:
                 later = np.flatnonzero(arr["slot"][i + 1 :] == slot)
                 if later.shape[0]:
                     heapq.heappush(heap, i + 1 + int(later[0]))
+                continue
+            if idle[i] and not held:  # not a suspect after all
+                for z in m.zones_at(i):
+                    self.fences.touch(z, t[i])
                 continue
             if quiet[i]:  # walked for its zones; as of now (not held) no proximity step
                 step.prox = False
