@@ -17,7 +17,7 @@ from engine.settings import Settings
 from engine.store.base import Store
 from engine.wire.alerts import Alert, encode_alert
 from engine.wire.decode import Limits, decode_replay_line
-from engine.wire.fastpath import DEC_ONE
+from engine.wire.fastpath import DEC_ONE, fix_line
 from engine.wire.payloads import encode
 from engine.wire.records import DeadLetter, Record
 from engine.wire.replayline import fast_line
@@ -90,10 +90,16 @@ def _batches(
         if read <= most and line[-1:] == b"\n" and line[-2:-1] != b"\r":
             pos += read
             if not line.startswith(b"\xef\xbb\xbf"):
+                rec: Record | None
                 try:
-                    rec = fast_line(decode(line[:-1]), limits)
+                    rec = fix_line(line[:-1], limits.max_id_len)
                 except Exception:
                     rec = None
+                if rec is None:  # not a plain fix: an event, a timestamp, extra fields...
+                    try:
+                        rec = fast_line(decode(line[:-1]), limits)
+                    except Exception:
+                        rec = None
                 if rec is not None:
                     recs.append(rec)
                     if len(recs) >= batch:
