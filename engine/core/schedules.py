@@ -119,11 +119,15 @@ class Schedules:
         lo_z = np.minimum.reduceat(tz, first).tolist()
         hi_z = np.maximum.reduceat(tz, first).tolist()
         groups: dict[tuple[Any, Any], list[int]] = {}  # (schedule, validity) -> zone runs
+        cache = self.cache
         for r, z in enumerate(zs[first].tolist()):
             sched, lim = self.schedule.get(z), self.bounds.get(z)
             if sched is not None:  # the expansions active_or_soon makes, in its order
-                self._intervals(sched, lo_z[r], hi_z[r])
-                self._intervals(sched, lo_z[r], hi_z[r] + ahead_s)
+                lo, hi = lo_z[r], hi_z[r]
+                span = cache.get(sched)
+                if span is None or lo < span[0] or max(hi, hi + ahead_s) >= span[1]:
+                    self._intervals(sched, lo, hi)
+                    self._intervals(sched, lo, hi + ahead_s)
             if sched is not None or lim is not None:
                 groups.setdefault((sched, lim), []).append(r)
         ends = np.r_[first[1:], zs.shape[0]]
