@@ -17,12 +17,6 @@ import re
 import sys
 
 from engine.store.access.accounts import AccountError, AccountStore
-from engine.store.access.credentials import (
-    check_new_password,
-    hash_password,
-    new_token,
-    sha256,
-)
 from engine.store.access.schema import ROLES
 from engine.store.sql.conn import describe
 from zones.subjects import TEAM_MAX, team_ok
@@ -54,11 +48,19 @@ def _password(name: str) -> str:
         password = first
     else:
         password = sys.stdin.readline().rstrip("\r\n")
+    from engine.store.access.credentials import check_new_password
+
     check_new_password(name, password)
     return password
 
 
+# engine.store.access.credentials is imported where it is used: importing it hashes a
+# dummy password (Argon2id, ~0.1-0.2 s), which every other command would pay at start-up
+
+
 def cmd_add(args: argparse.Namespace) -> int:
+    from engine.store.access.credentials import hash_password
+
     password = _password(args.name)
     with AccountStore(args.db) as store:
         user = store.add_user(args.name, args.role, args.team, hash_password(password))
@@ -68,6 +70,8 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 
 def cmd_passwd(args: argparse.Namespace) -> int:
+    from engine.store.access.credentials import hash_password
+
     with AccountStore(args.db) as store:
         if not any(u.name == args.name for u in store.users()):
             raise AccountError(f"no user {args.name!r} in {describe(args.db)}")
@@ -77,6 +81,8 @@ def cmd_passwd(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
+    from engine.store.access.credentials import new_token, sha256
+
     token = new_token()
     with AccountStore(args.db) as store:
         store.add_token(args.name, sha256(token))

@@ -385,8 +385,12 @@ class Trackers:
         tr = self.live.get(key)
         if tr is not None and tr.idle:
             del self.live[key]
+            tr = None
         if z is not None:
-            self.tracked[z] = any(TrackerKey(k, z) in self.live for k in _ZONE_KINDS)
+            if tr is not None and key.idx == z and key.kind in _ZONE_KINDS:
+                self.tracked[z] = True  # `key` itself is one of the zone's and lives
+            else:
+                self.tracked[z] = any(TrackerKey(k, z) in self.live for k in _ZONE_KINDS)
 
     def approach(
         self, key: TrackerKey, kind: str, sev: Severity, subject: str, zone: str,

@@ -11,6 +11,7 @@ import numpy as np
 
 from engine.core.decide import BURST_FORGET_M, Obs, Trackers
 from engine.core.episodes import TrackerKey, TrackerKind, Where
+from engine.core.observe import CurfewTracker
 from engine.core.registry import Registry
 from engine.core.schedules import Schedules
 from engine.settings import Settings
@@ -18,6 +19,9 @@ from engine.wire.alerts import Severity
 from zones.compile import ZoneTable
 from zones.geofence import signed_distance_by_subject
 
+# Whether `Fences.idle_rows` may spare the walk the steps that provably change nothing
+# (off: every such step is taken; tests/test_prune.py compares the two)
+PRUNE = True
 # The episodes of one zone: (tracker kind, alert kind)
 _ZONE_EPISODES = (
     (TrackerKind.ZONE, "zone_breach"),
@@ -74,13 +78,65 @@ class Fences:
         if limited:  # an exclusion zone counts only while it binds
             cand &= incl | self.schedules.binds_mask(zidx, t)
         if incl.any():
-            for z in np.unique(zidx[incl]):
-                m = zidx == z
-                cand[m] &= self.schedules.active_or_soon(int(z), t[m], 3600.0)
+            cand[incl] &= self.schedules.active_or_soon_pairs(zidx[incl], t[incl], 3600.0)
         # A zone touched anywhere in the batch, or already being tracked, is followed for
         # every fix of the batch: later far fixes are what closes its episode.
         zones = np.union1d(np.unique(zidx[cand]), np.flatnonzero(self.trackers.tracked))
         return np.flatnonzero(np.isin(zidx, zones))
+
+    def idle_rows(
+        self, tags: np.ndarray, pair_row: np.ndarray, zidx: np.ndarray, sd: np.ndarray,
+        sigma: np.ndarray,
+    ) -> np.ndarray:  # fmt: skip
+        """Of (fix, zone) pairs about to be stepped (`pair_row` increasing: each pair's fix
+        row of `tags`; `sigma`: each pair's fix's), those whose `step`, whenever the walk
+        reaches them, provably changes nothing but the schedule cache (`touch`), in curfew
+        zones with no validity bounds:
+        - the zone's tracker lives with nothing open or gathered, having seen the subject
+          away (was_out), and the fix is away (sd >= 0, finite) outside the window: it
+          leaves the tracker as it was (CurfewTracker.observe sets was_out again); or
+        - the zone has no tracker, and the fix is inside (sd <= -1 µm, so P(away) < 0.5
+          whatever the window): a fresh tracker keeps nothing and is forgotten;
+        with sigma finite, > 0 and <= 1e6 m; and so for each pair of the zone until its
+        first pair that is not one (in row order; a suspect held and applied later within
+        the batch is one of these pairs too, or comes after one that is not). The fix of
+        an inside pair may still be a suspect (Outliers.is_suspect): the walk asks."""
+        out = np.zeros(zidx.shape[0], dtype=np.bool_)
+        if not PRUNE or zidx.shape[0] == 0:
+            return out
+        live, bounds = self.trackers.live, self.schedules.bounds
+        zs = np.unique(zidx[self.is_inclusion[zidx]]).tolist()
+        away: list[int] = []
+        none: list[int] = []
+        for z in zs:
+            if z not in bounds:
+                tr = live.get(TrackerKey(TrackerKind.CURFEW, z))
+                if tr is None:
+                    none.append(z)
+                elif _away(tr):
+                    away.append(z)
+        if not (away or none):
+            return out
+        sane = np.isfinite(sigma) & (sigma > 0.0) & (sigma <= 1e6)
+        ok = np.isin(zidx, away) & np.isfinite(sd) & (sd >= 0.0) & sane
+        at = np.flatnonzero(ok)
+        ok[at] = ~self.schedules.active_pairs(zidx[at], tags["t"][pair_row[at]])
+        ok |= np.isin(zidx, none) & (sd <= -1e-6) & sane
+        # ...up to the zone's first pair that is not (pairs are in row order)
+        order = np.argsort(zidx, kind="stable")
+        bad = np.cumsum(~ok[order])  # pairs that are not, up to here (zone by zone)
+        start = np.ones(order.shape[0], dtype=np.bool_)
+        start[1:] = zidx[order][1:] != zidx[order][:-1]
+        before = np.maximum.accumulate(np.where(start, np.arange(order.shape[0]), 0))
+        out[order] = bad - bad[before] + ~ok[order][before] == 0
+        return out
+
+    def touch(self, z: int, t: float) -> None:
+        """What `step` of an idle pair (idle_rows) does: the schedule cache lookup of its
+        window (which may expand the cache, and the cache is state)."""
+        sched = self.schedules.schedule.get(z)
+        if sched is not None:
+            self.schedules._intervals(sched, t, t)
 
     def step(self, z: int, sd: float, sigma: float, row: np.void) -> None:
         """One fix `row` at signed distance `sd` from zone z (< 0 inside)."""
@@ -89,11 +145,12 @@ class Fences:
         t, seq = float(row["t"]), int(row["seq"])
         s = int(table.subject[z])
         subject, zone_id = reg.subject_ids[s], table.zone_ids[z]
+        inclusion = self.is_inclusion[z]
         if self.schedules.limited and not self.schedules.binds(z, t):
             self.end_zone(z, t)
-            if not self.is_inclusion[z]:
+            if not inclusion:
                 return  # a licence condition not (or no longer) in force: no evidence
-        if self.is_inclusion[z]:
+        if inclusion:
             w0, w1, active = self.schedules.window(z, t)
             key = TrackerKey(TrackerKind.CURFEW, z)
             cur = trackers.curfew(key, subject, zone_id)
@@ -153,3 +210,8 @@ class Fences:
             elif d <= max(st.silent_near_m, float(self.warn[z])) and sev == "medium":
                 sev = "high"
         return sev, facts
+
+
+def _away(tr: object) -> bool:
+    """A curfew tracker with nothing open or gathered that last saw its subject away."""
+    return isinstance(tr, CurfewTracker) and tr.episode is None and not tr.away and tr.was_out

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from zones.geofence import point_distance_m
+from zones.kernels.frame import EARTH_R
 
 if TYPE_CHECKING:
     from engine.core.remap import Remap
@@ -16,18 +17,33 @@ if TYPE_CHECKING:
 HISTORY = 2  # previous fixes kept per tag
 
 
+_RAD = math.pi / 180.0
+
+
 def dist_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Great-circle metres between two points (the kernel, for one pair)."""
-    a = np.array([[lat1, lon1, lat2, lon2]])
-    return float(point_distance_m(a[:, 0], a[:, 1], a[:, 2], a[:, 3])[0])
+    """Great-circle metres between two points: the kernel's arithmetic for one pair
+    (zones.kernels.frame.haversine), operation for operation in the same libm, so bit for
+    bit the same (tests/test_prune.py), without the cost of calling it for one pair."""
+    if math.isfinite(lat1 + lon1 + lat2 + lon2):  # else math.sin raises: the kernel's NaN
+        p1 = lat1 * _RAD
+        p2 = lat2 * _RAD
+        sp = math.sin((p2 - p1) * 0.5)
+        sl = math.sin((lon2 - lon1) * _RAD * 0.5)
+        a = sp * sp + math.cos(p1) * math.cos(p2) * sl * sl
+        if a >= 0.0:  # else math.sqrt raises (a latitude beyond a pole)
+            s = math.sqrt(a)
+            return 2.0 * EARTH_R * math.asin(1.0 if s > 1.0 else s)
+    x = np.array([[lat1, lon1, lat2, lon2]])
+    return float(point_distance_m(x[:, 0], x[:, 1], x[:, 2], x[:, 3])[0])
 
 
 def speed(a: np.ndarray, b: np.ndarray) -> float:
     """Implied speed (m/s) between two fixes (t, lat, lon, acc), beyond their accuracy."""
-    if not (np.isfinite(a[0]) and np.isfinite(b[0])):
+    ta, tb = float(a[0]), float(b[0])
+    if not (math.isfinite(ta) and math.isfinite(tb)):
         return math.nan
     d = dist_m(float(a[1]), float(a[2]), float(b[1]), float(b[2]))
-    return max(0.0, d - float(a[3]) - float(b[3])) / max(abs(float(b[0] - a[0])), 1.0)
+    return max(0.0, d - float(a[3]) - float(b[3])) / max(abs(tb - ta), 1.0)
 
 
 class FixHistory:
@@ -46,27 +62,59 @@ class FixHistory:
         """For each tag row: its HISTORY previous fixes of the same tag, newest first, from
         this batch or earlier ones, shape (rows, HISTORY, 5) (NaN when unknown). `cur`: the
         rows' own (t, lat, lon, acc, seq)."""
-        out = np.full((cur.shape[0], HISTORY, 5), np.nan)
+        n = cur.shape[0]
+        out = np.full((n, HISTORY, 5), np.nan)
+        if n == 0:
+            return out
         order = np.argsort(slot, kind="stable")
-        slots = slot[order].tolist()
-        run = 0  # rows of the same slot before this one in the batch
-        for k, i in enumerate(order.tolist()):
-            run = run + 1 if k and slots[k - 1] == slots[k] else 0
-            m = min(run, HISTORY)
-            for d in range(m):
-                out[i, d] = cur[order[k - 1 - d]]
-            out[i, m:] = self.fixes[slots[k], : HISTORY - m]
+        slots = slot[order]
+        k = np.arange(n)
+        first = np.ones(n, dtype=np.bool_)
+        first[1:] = slots[1:] != slots[:-1]
+        run = k - np.maximum.accumulate(np.where(first, k, 0))  # same-slot rows before
+        for d in range(HISTORY):
+            # the d-th previous fix: a row of the batch, or the slot's (d - run)-th kept one
+            own = run > d
+            out[order[own], d] = cur[order[k[own] - 1 - d]]
+            out[order[~own], d] = self.fixes[slots[~own], d - run[~own]]
         return out
 
     def remember(self, tags: np.ndarray) -> None:
-        """Latest fixes per tag slot (rows are in time order: the last ones win)."""
+        """Latest fixes per tag slot (rows are in time order: the last ones win). A row is
+        taken unless it is older than the slot's latest fix taken so far (the batch's own
+        ones included); the last two taken per slot end up in `fixes`."""
+        if tags.shape[0] == 0:
+            return
         hist = self.fixes
-        for row in tags[np.argsort(tags["slot"], kind="stable")]:
-            s = int(row["slot"])
-            if not row["t"] >= hist[s, 0, 0] and not np.isnan(hist[s, 0, 0]):
-                continue
-            hist[s, 1:] = hist[s, :-1]
-            hist[s, 0] = (row["t"], row["lat"], row["lon"], row["acc"], row["seq"])
+        order = np.argsort(tags["slot"], kind="stable")
+        slot = tags["slot"][order]
+        slots, t = slot.tolist(), tags["t"][order].tolist()
+        first_t = hist[slot, 0, 0].tolist()  # each row's slot's latest fix before the batch
+        taken: list[int] = []
+        last, t0 = -1, math.nan
+        for j, s in enumerate(slots):
+            if s != last:
+                last, t0 = s, first_t[j]
+            if t[j] >= t0 or t0 != t0:  # NaN: nothing before
+                taken.append(j)
+                t0 = t[j]
+        if not taken:
+            return
+        k = np.asarray(taken, dtype=np.int64)
+        rows = tags[order[k]]
+        cur = np.stack(
+            [rows["t"], rows["lat"], rows["lon"], rows["acc"].astype(np.float64),
+             rows["seq"].astype(np.float64)], axis=1,
+        )  # fmt: skip
+        ks = slot[k]
+        end = np.ones(k.shape[0], dtype=np.bool_)  # the slot's last row taken
+        end[:-1] = ks[1:] != ks[:-1]
+        two = np.zeros(k.shape[0], dtype=np.bool_)  # ...that follows another of its slot
+        two[1:] = end[1:] & (ks[1:] == ks[:-1])
+        one = end & ~two
+        hist[ks[one], 1] = hist[ks[one], 0]
+        hist[ks[end], 0] = cur[end]
+        hist[ks[two], 1] = cur[np.flatnonzero(two) - 1]
 
     # -- state as data (snapshots, configuration reloads: engine/core/remap.py) ----------
     def export_state(self) -> dict[str, Any]:

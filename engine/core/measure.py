@@ -5,6 +5,7 @@ one `Step` per fix that can change a decision, for the decisions to walk in time
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -56,23 +57,47 @@ class Measured:
     transit_rows: np.ndarray
     onward: dict[int, Onward]
     prox: np.ndarray
-    visit: np.ndarray  # rows that can change something, sorted
+    visit: np.ndarray  # rows that can change something but for proximity, sorted
+
+    # Per-batch lists the steps are read from (made on the first step)
+    _lists: tuple[list[Any], ...] | None = field(default=None, init=False, repr=False)
+
+    def _read(self) -> tuple[list[Any], ...]:
+        """Per row: where its near pairs and its transits start (one more at the end);
+        per near pair: zone, distance; per transit: zone, depth, f_in, f_out; per tag
+        row: sigma; per row: subject, proximity."""
+        rows = np.arange(self.arr.shape[0] + 1)
+        pairs, depth, f_in, f_out = self.transit
+        self._lists = (
+            np.searchsorted(self.near_rows, rows).tolist(),
+            np.searchsorted(self.transit_rows, rows).tolist(),
+            self.zidx[self.near].tolist(), self.dist[self.near].tolist(),
+            self.zidx[pairs].tolist(), depth.tolist(), f_in.tolist(), f_out.tolist(),
+            self.sigma.tolist(), self.subj.tolist(), self.prox.tolist(), self.tag_pos.tolist(),
+        )  # fmt: skip
+        return self._lists
+
+    def tags_onward(self) -> np.ndarray:
+        """The rows with a possible onward route."""
+        return np.flatnonzero(self.tag_pos >= 0)[list(self.onward)]
+
+    def zones_at(self, i: int) -> list[int]:
+        """The zones of row i's near pairs, in order."""
+        near_at, nz = (self._lists or self._read())[:3:2]
+        return nz[near_at[i] : near_at[i + 1]]  # type: ignore[no-any-return]
 
     def step(self, i: int) -> Step:
         """Row i (a tag's fix) with its evidence."""
-        zidx, dist = self.zidx, self.dist
-        k = int(self.tag_pos[i])
-        lo, hi = np.searchsorted(self.near_rows, [i, i + 1])
-        zone_pairs = [(int(zidx[p]), float(dist[p])) for p in self.near[lo:hi].tolist()]
-        lo, hi = np.searchsorted(self.transit_rows, [i, i + 1])
-        pairs, depth, f_in, f_out = self.transit
-        transits = [
-            (int(zidx[pairs[j]]), float(depth[j]), float(f_in[j]), float(f_out[j]))
-            for j in range(lo, hi)
-        ]
-        return Step(self.arr[i], int(self.subj[i]), float(self.sigma[k]), self.prev[k],
-                    self.pprev[k], zone_pairs, transits, bool(self.prox[i]),
-                    self.onward.get(k, []))  # fmt: skip
+        near_at, transit_at, nz, nd, tz, td, tin, tout, sigma, subj, prox, tag_pos = (
+            self._lists or self._read()
+        )
+        k = tag_pos[i]
+        lo, hi = near_at[i], near_at[i + 1]
+        zone_pairs = list(zip(nz[lo:hi], nd[lo:hi], strict=True))
+        lo, hi = transit_at[i], transit_at[i + 1]
+        transits = list(zip(tz[lo:hi], td[lo:hi], tin[lo:hi], tout[lo:hi], strict=True))
+        return Step(self.arr[i], subj[i], sigma[k], self.prev[k], self.pprev[k], zone_pairs,
+                    transits, prox[i], self.onward.get(k, []))  # fmt: skip
 
 
 @dataclass(eq=False)
@@ -107,9 +132,10 @@ class Measure:
         prox = np.zeros(arr.shape[0], dtype=np.bool_)
         if reg.pairs_of_subject:
             prox[tag_rows] = np.isin(subj[tag_rows], list(reg.pairs_of_subject))
-        # Only rows that can change something are walked in Python, in time order.
+        # Only rows that can change something are walked in Python, in time order (the
+        # pipeline adds the `prox` rows whose proximity step is not quiet: victims.py)
         visit = np.union1d(
-            np.union1d(pair_row[near], pair_row[transit[0]]), np.flatnonzero(~is_tag | prox)
+            np.union1d(pair_row[near], pair_row[transit[0]]), np.flatnonzero(~is_tag)
         )
         if onward:
             visit = np.union1d(visit, tag_rows[list(onward)])

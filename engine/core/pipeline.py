@@ -8,7 +8,7 @@ import heapq
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -22,7 +22,7 @@ from engine.core.intake.admission import Admission
 from engine.core.intake.dedupe import SeqDeduper
 from engine.core.intake.ordering import Released, Reorderer
 from engine.core.intake.seqspace import Citer, SeqSpaces
-from engine.core.measure import Measure, Step
+from engine.core.measure import Measure, Measured, Step
 from engine.core.outliers import Outliers
 from engine.core.registry import Registry
 from engine.core.remap import Ids, Remap
@@ -239,13 +239,18 @@ class Pipeline:
         """Records -> fix rows of known devices that pass admission and are not duplicates;
         the rest become dead letters (or are counted as duplicates)."""
         reg = self.registry
-        arr = np.empty(len(records), dtype=FIX_DTYPE)
-        n = 0
+        slot_of = reg.slot_of
         nan = math.nan
         rows: list[int] = []  # index in `records` of each row
-        boot = np.full(len(records), -1, dtype=np.int64)
-        for i, r in enumerate(records):
-            s = reg.slot(r.device)
+        # The rows' fields, column by column (FIX_DTYPE's order), and each one's boot
+        cols: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [], [])
+        slots, seqs, ts, lats, lons, accs, batts, srcs, events = cols
+        boots: list[int] = []
+        usual = _usual(records, slot_of)
+        if usual is not None:
+            rows, cols, boots = usual
+        for i, r in enumerate(() if usual is not None else records):
+            s = slot_of.get(r.device, -1)
             if s < 0:
                 if r.device in self.zoneset.elsewhere:  # another shard's: not bad input
                     res.elsewhere += 1
@@ -254,15 +259,28 @@ class Pipeline:
                 res.traceless.append(i)
                 continue
             rows.append(i)
-            batt = -1 if r.batt is None else r.batt
-            if r.boot is not None:
-                boot[n] = r.boot
+            slots.append(s)
+            seqs.append(r.seq)
+            ts.append(r.t)
+            batts.append(-1 if r.batt is None else r.batt)
+            boots.append(-1 if r.boot is None else r.boot)
             if isinstance(r, FixRecord):
-                arr[n] = (s, r.seq, r.t, r.lat, r.lon, r.acc, batt, SRC_CODE.get(r.src, 255), 0)
+                lats.append(r.lat)
+                lons.append(r.lon)
+                accs.append(r.acc)
+                srcs.append(SRC_CODE.get(r.src, 255))
+                events.append(0)
             else:
-                arr[n] = (s, r.seq, r.t, nan, nan, nan, batt, 255, EVENT_CODE.get(r.event, 255))
-            n += 1
-        arr, boot = arr[:n], boot[:n]
+                lats.append(nan)
+                lons.append(nan)
+                accs.append(nan)
+                srcs.append(255)
+                events.append(EVENT_CODE.get(r.event, 255))  # type: ignore[union-attr]
+        n = len(rows)
+        arr = np.empty(n, dtype=FIX_DTYPE)
+        for name, col in zip(FIX_DTYPE.names, cols, strict=True):  # type: ignore[arg-type]
+            arr[name] = col
+        boot = np.array(boots, dtype=np.int64)
         # Time and rate limits, before dedupe: a rejected record changes no state
         ok, why, traceless = self.admission.judge(arr, wall)
         timing = self.admission.verdict_of_time
@@ -327,22 +345,39 @@ class Pipeline:
         m = self.measure.batch(arr)
         suspects = self.outliers.suspects
         visit = m.visit
+        prox = np.flatnonzero(m.prox)
+        quiet = np.zeros(arr.shape[0], dtype=np.bool_)  # proximity steps that change nothing
+        busy = {sus.subject for sus in suspects.values()}  # with a fix held from before
+        if prox.shape[0]:  # fixes that may be near a protected device (or follow one that was)
+            q = self.proximity.quiet(arr, prox, m.subj, m.sigma[m.tag_pos[prox]], busy)
+            visit = np.union1d(visit, prox[~q])
+            quiet[prox[q]] = True
         if suspects:  # a tag with a suspect fix: its next fix settles it
             visit = np.union1d(visit, np.flatnonzero(np.isin(arr["slot"], list(suspects))))
+        idle = self._idle(m, quiet, busy)
+        # rows with a zone pair inside: the outlier check may hold them as suspects
+        inside = np.zeros(arr.shape[0], dtype=np.bool_)
+        inside[m.near_rows[m.dist[m.near] < 0.0]] = True
         heap = visit.tolist()  # sorted: a valid heap; rows may be added while walking
         seen: set[int] = set()
+        slots, subj = arr["slot"].tolist(), m.subj.tolist()
+        t, lat, lon, acc = (arr[f].tolist() for f in ("t", "lat", "lon", "acc"))
         while heap:
             i = heapq.heappop(heap)
             if i in seen:
                 continue
             seen.add(i)
-            row = arr[i]
-            slot = int(row["slot"])
-            if m.subj[i] < 0:
-                self.proximity.victim_fix(slot, row)
+            slot = slots[i]
+            if subj[i] < 0:  # Proximity.victim_fix
+                self.proximity.add_fix(slot, t[i], lat[i], lon[i], acc[i])
+                continue
+            held = slot in suspects
+            if idle[i] and not held and not inside[i]:  # no suspect: its steps would
+                for z in m.zones_at(i):  # change nothing but the schedule cache
+                    self.fences.touch(z, t[i])
                 continue
             step = m.step(i)
-            if slot in suspects and not self.outliers.settle(suspects.pop(slot), step, self._apply):
+            if held and not self.outliers.settle(suspects.pop(slot), step, self._apply):
                 step.transits = []  # its previous fix was an outlier: no segment from it
                 step.onward = []
             if self.outliers.is_suspect(step):
@@ -351,8 +386,33 @@ class Pipeline:
                 if later.shape[0]:
                     heapq.heappush(heap, i + 1 + int(later[0]))
                 continue
+            if idle[i] and not held:  # not a suspect after all
+                for z in m.zones_at(i):
+                    self.fences.touch(z, t[i])
+                continue
+            if quiet[i]:  # walked for its zones; as of now (not held) no proximity step
+                step.prox = False
             self._apply(step)
         self.history.remember(m.tags)
+
+    def _idle(self, m: Measured, quiet: np.ndarray, busy: set[int]) -> np.ndarray:
+        """Rows whose walk changes nothing but the schedule cache: every zone pair of theirs
+        idle (Fences.idle_rows), no route, no proximity step (or a quiet one), and no
+        suspect of their subject held from before (it may step the same zones first)."""
+        n = m.arr.shape[0]
+        if m.near.shape[0] == 0:
+            return np.zeros(n, dtype=np.bool_)
+        rows = m.near_rows
+        pairs = self.fences.idle_rows(
+            m.arr, rows, m.zidx[m.near], m.dist[m.near], m.sigma[m.tag_pos[rows]]
+        )
+        idle = np.bincount(rows[pairs], minlength=n) == np.bincount(rows, minlength=n)
+        idle &= (np.bincount(rows, minlength=n) > 0) & (~m.prox | quiet)
+        idle[m.transit_rows] = False
+        idle[m.tags_onward()] = False
+        if busy:
+            idle &= ~np.isin(m.subj, list(busy))
+        return idle
 
     def _apply(self, st: Step) -> None:
         # The fix's own evidence first: a fix deep inside decides by itself; a straight-line
@@ -384,6 +444,25 @@ class Pipeline:
             if fast != (tag in self.fast):
                 res.commands.append((tag, st.report_fast_s if fast else st.report_interval_s))
                 (self.fast.add if fast else self.fast.discard)(tag)
+
+
+def _usual(
+    records: Sequence[Record], slot_of: dict[str, int]
+) -> tuple[list[int], tuple[list[Any], ...], list[int]] | None:
+    """`_intake`'s rows, columns and boots when every record is a fix of a known device
+    (a replay's batches, mostly), column by column; None when not."""
+    slots = [slot_of.get(r.device, -1) for r in records]
+    if not slots or min(slots) < 0 or not all(r.__class__ is FixRecord for r in records):
+        return None
+    fixes = cast("Sequence[FixRecord]", records)
+    cols = (
+        slots, [r.seq for r in fixes], [r.t for r in fixes], [r.lat for r in fixes],
+        [r.lon for r in fixes], [r.acc for r in fixes],
+        [-1 if r.batt is None else r.batt for r in fixes],
+        [SRC_CODE.get(r.src, 255) for r in fixes], [0] * len(fixes),
+    )  # fmt: skip
+    boots = [-1 if r.boot is None else r.boot for r in fixes]
+    return list(range(len(fixes))), cols, boots
 
 
 def _unknown(r: Record, origin: str) -> DeadLetter:

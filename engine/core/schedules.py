@@ -5,6 +5,7 @@ outlived."""
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterable
 from typing import Any
@@ -45,6 +46,9 @@ class Schedules:
         # Row z of the zone set is row z of its table (compile_zones keeps the order)
         self.schedule = dict(zone_rows(zoneset.zones).schedule)
         self.cache: dict[tuple[Window, ...], tuple[float, float, np.ndarray]] = {}
+        # `window`'s intervals by (schedule, validity), as lists, with the cached array
+        # they were made from (None: validity alone)
+        self._windows: dict[tuple[Any, Any], tuple[Any, list[float], list[float]]] = {}
         self.table = table
         self.registry = registry
         bounded = np.flatnonzero(np.isfinite(table.valid_from) | np.isfinite(table.valid_until))
@@ -75,12 +79,7 @@ class Schedules:
         lim = self.bounds.get(zone)
         if sched is None:
             return None if lim is None else np.array([lim], dtype=np.float64)
-        iv = self._intervals(sched, lo, hi)
-        if lim is None:
-            return iv
-        a, b = np.maximum(iv[:, 0], lim[0]), np.minimum(iv[:, 1], lim[1])
-        keep = a < b
-        return np.stack([a[keep], b[keep]], axis=1)
+        return _clip(self._intervals(sched, lo, hi), lim)
 
     def active(self, zone: int, t: np.ndarray) -> np.ndarray:
         iv = self._active_iv(zone, float(t.min()), float(t.max()))
@@ -105,16 +104,99 @@ class Schedules:
             res[ok] |= iv[k[ok], 0] - t[ok] <= ahead_s
         return res
 
+    def active_or_soon_pairs(self, zidx: np.ndarray, t: np.ndarray, ahead_s: float) -> np.ndarray:
+        """`active_or_soon` of each (zone, time) pair: the same answers, and the same cache
+        expansions in the same order, as calling it zone by zone in ascending zone order
+        with each zone's times, but computed per distinct (schedule, validity): an answer
+        depends only on the intervals about its time, which every span covering it holds
+        alike (spans clip at least a day away from any time asked about)."""
+        res = np.ones(zidx.shape[0], dtype=np.bool_)
+        if zidx.shape[0] == 0:
+            return res
+        order = np.argsort(zidx, kind="stable")
+        zs, tz = zidx[order], t[order]
+        first = np.flatnonzero(np.r_[True, zs[1:] != zs[:-1]])
+        lo_z = np.minimum.reduceat(tz, first).tolist()
+        hi_z = np.maximum.reduceat(tz, first).tolist()
+        groups: dict[tuple[Any, Any], list[int]] = {}  # (schedule, validity) -> zone runs
+        cache = self.cache
+        for r, z in enumerate(zs[first].tolist()):
+            sched, lim = self.schedule.get(z), self.bounds.get(z)
+            if sched is not None:  # the expansions active_or_soon makes, in its order
+                lo, hi = lo_z[r], hi_z[r]
+                span = cache.get(sched)
+                if span is None or lo < span[0] or max(hi, hi + ahead_s) >= span[1]:
+                    self._intervals(sched, lo, hi)
+                    self._intervals(sched, lo, hi + ahead_s)
+            if sched is not None or lim is not None:
+                groups.setdefault((sched, lim), []).append(r)
+        ends = np.r_[first[1:], zs.shape[0]]
+        for (sched, lim), runs in groups.items():
+            at = np.concatenate([order[first[r] : ends[r]] for r in runs])
+            tt = t[at]
+            lo, hi = min(lo_z[r] for r in runs), max(hi_z[r] for r in runs) + ahead_s
+            iv = self._covering(sched, lim, lo, hi)
+            got = np.zeros(tt.shape, dtype=np.bool_)
+            if iv.shape[0]:
+                k = np.searchsorted(iv[:, 0], tt, side="right")
+                ok = k > 0
+                got[ok] = tt[ok] < iv[k[ok] - 1, 1]
+                ok = k < iv.shape[0]
+                got[ok] |= iv[k[ok], 0] - tt[ok] <= ahead_s
+            res[at] = got
+        return res
+
+    def _covering(self, sched: Any, lim: Any, lo: float, hi: float) -> np.ndarray:
+        """The intervals of (schedule, validity) over a span holding [lo, hi]: the cached
+        one when it does, else one expanded for this and not kept (the cache untouched)."""
+        if sched is None:
+            return np.array([lim], dtype=np.float64)
+        cached = self.cache.get(sched)
+        if cached is not None and cached[0] <= lo and hi < cached[1]:
+            return _clip(cached[2], lim)
+        start = math.floor(lo / 86400.0) * 86400.0 - 86400.0
+        end = start + max(SPAN_S, math.ceil((hi - start) / 86400.0 + 1) * 86400.0)
+        return _clip(active_intervals(sched, start, end), lim)
+
+    def active_pairs(self, zidx: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """`active` of each (zone, time) pair, leaving the cache as it is (it is state:
+        for what only looks ahead, engine/core/fences.py)."""
+        res = np.ones(zidx.shape[0], dtype=np.bool_)
+        zs, inv = np.unique(zidx, return_inverse=True)
+        groups: dict[tuple[Any, Any], list[int]] = {}
+        for u, z in enumerate(zs.tolist()):
+            key = (self.schedule.get(z), self.bounds.get(z))
+            if key != (None, None):
+                groups.setdefault(key, []).append(u)
+        for key, us in groups.items():
+            at = np.flatnonzero(np.isin(inv, us))
+            tt = t[at]
+            iv = self._covering(*key, float(tt.min()), float(tt.max()))
+            k = np.searchsorted(iv[:, 0], tt, side="right")
+            got = np.zeros(tt.shape, dtype=np.bool_)
+            ok = k > 0
+            got[ok] = tt[ok] < iv[k[ok] - 1, 1]
+            res[at] = got
+        return res
+
     def window(self, zone: int, t: float) -> tuple[float, float, bool]:
         """(start, end, active): the active interval containing t, or else the last one
         that ended before t (so a breach can be closed at the window's end)."""
-        iv = self._active_iv(zone, t, t)
-        if iv is None:
+        sched, lim = self.schedule.get(zone), self.bounds.get(zone)
+        if sched is None and lim is None:
             return -math.inf, math.inf, True
-        k = int(np.searchsorted(iv[:, 0], t, side="right")) - 1
+        # _active_iv(zone, t, t), as lists: remade only when the span the intervals come
+        # from is (the same expansion of the cache happens here as there)
+        raw = None if sched is None else self._intervals(sched, t, t)
+        got = self._windows.get((sched, lim))
+        if got is None or got[0] is not raw:
+            iv = self._active_iv(zone, t, t) if raw is None else _clip(raw, lim)
+            got = (raw, iv[:, 0].tolist(), iv[:, 1].tolist())  # type: ignore[index]
+            self._windows[(sched, lim)] = got
+        k = bisect.bisect_right(got[1], t) - 1
         if k < 0:
             return -math.inf, -math.inf, False
-        w0, w1 = float(iv[k, 0]), float(iv[k, 1])
+        w0, w1 = got[1][k], got[2][k]
         return w0, w1, t < w1
 
     # -- validity ------------------------------------------------------------------------
@@ -200,6 +282,15 @@ class Schedules:
             if sched is not None:
                 iv = np.asarray(e["iv"], dtype=np.float64).reshape(-1, 2).copy()
                 self.cache[sched] = (float(e["start"]), float(e["end"]), iv)
+
+
+def _clip(iv: np.ndarray, lim: tuple[float, float] | None) -> np.ndarray:
+    """Intervals `iv` within a zone's validity `lim` (None: unbounded)."""
+    if lim is None:
+        return iv
+    a, b = np.maximum(iv[:, 0], lim[0]), np.minimum(iv[:, 1], lim[1])
+    keep = a < b
+    return np.stack([a[keep], b[keep]], axis=1)
 
 
 def _windows_data(sched: tuple[Window, ...]) -> list[Any]:

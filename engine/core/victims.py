@@ -17,6 +17,7 @@ from engine.core.history import dist_m
 from engine.core.registry import Registry
 from engine.core.schedules import PERIOD_ENDED
 from engine.settings import Settings
+from zones.kernels.frame import haversine
 
 if TYPE_CHECKING:
     from engine.core.remap import Remap
@@ -28,6 +29,9 @@ _PAIR_EPISODES = (
     (TrackerKind.PROXIMITY_APPROACH, "proximity_approach"),
     (TrackerKind.VICTIM_STALE, "victim_device_stale"),
 )
+# Whether `Proximity.quiet` may spare the walk the fixes whose proximity step provably
+# changes nothing (off: every such fix is stepped; the tests compare the two)
+PRUNE = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,11 +84,18 @@ class Proximity:
         self.settings = settings
         self.trackers = trackers
         self.victims: dict[int, VictimTrack] = {}
+        self._reach: tuple[list[float], list[int]] | None = None  # quiet's, made once
 
     def victim_fix(self, slot: int, row: np.void) -> None:
         """A fix of a protected device."""
-        track = self.victims.setdefault(slot, VictimTrack())
-        track.add(float(row["t"]), float(row["lat"]), float(row["lon"]), float(row["acc"]))
+        self.add_fix(slot, float(row["t"]), float(row["lat"]), float(row["lon"]), float(row["acc"]))
+
+    def add_fix(self, slot: int, t: float, lat: float, lon: float, acc: float) -> None:
+        """`victim_fix`, given the row's fields."""
+        track = self.victims.get(slot)
+        if track is None:
+            track = self.victims[slot] = VictimTrack()
+        track.add(t, lat, lon, acc)
 
     def step(self, s: int, row: np.void, sigma: float) -> None:
         """A fix of subject s against each protected device of theirs."""
@@ -118,6 +129,95 @@ class Proximity:
                                   br, near, at)  # fmt: skip
                 trackers.forget_if_idle(ring)
             trackers.forget_if_idle(key)
+
+    def quiet(
+        self, arr: np.ndarray, rows: np.ndarray, subj: np.ndarray, sigma: np.ndarray,
+        busy: set[int],
+    ) -> np.ndarray:  # fmt: skip
+        """Of the batch `arr`'s tag rows `rows` (increasing; their subjects have protected
+        devices; `sigma` theirs; `subj`: every row's subject, -1: a protected device's), those whose
+        `step`, whenever the walk reaches them, provably changes no state, so the walk may
+        skip them: in its subject's tagging period, the fix is beyond radius + warn (by a
+        metre, for rounding) of every position `at` can give each of the subject's devices
+        for it (from the track, its latest fix at or before the batch's first row time and
+        those after; the batch's fixes of the device), while none of the subject's pair
+        trackers lives, the subject is not in `busy` (a suspect fix held from before steps
+        when it is settled) and no earlier row of the subject in the batch is not quiet
+        (its step might make a tracker). A fresh tracker shown a finite depth <= 0 (any
+        sigma > 0; stale or not) keeps nothing (BreachTracker.observe: it is confidently
+        outside, or pending starts only at a fix inside) and is forgotten at once."""
+        quiet = np.zeros(rows.shape[0], dtype=np.bool_)
+        reg, live = self.registry, self.trackers.live
+        if not PRUNE or rows.shape[0] == 0:
+            return quiet
+        t = arr["t"][rows]
+        tmin = float(t.min())
+        vict = np.flatnonzero(subj < 0)
+        vict = vict[np.argsort(arr["slot"][vict], kind="stable")]
+        vslots, at = np.unique(arr["slot"][vict], return_index=True)
+        ends = np.append(at[1:], vict.shape[0])[: at.shape[0]]
+        span = dict(zip(vslots.tolist(), zip(at.tolist(), ends.tolist(), strict=True), strict=True))
+        vlat, vlon = arr["lat"][vict].tolist(), arr["lon"][vict].tolist()
+        rs = subj[rows]
+        us, u_of = np.unique(rs, return_inverse=True)
+        # Per subject: the positions its devices can be given, each with its pair's reach
+        lat: list[float] = []
+        lon: list[float] = []
+        reach: list[float] = []
+        start = [0]
+        bad: list[int] = []  # subjects with a pair tracker alive, or busy
+        kinds = {kind for kind, _ in _PAIR_EPISODES}
+        tracked = {key.idx for key in live if key.kind in kinds}  # pairs with a tracker
+        victims, of_subject, none = self.victims, reg.pairs_of_subject, (0, 0)
+        reach_of, device_of = self._pair_reach()
+        for u, s in enumerate(us.tolist()):
+            ks = of_subject[s]
+            if s in busy or any(k in tracked for k in ks):
+                bad.append(u)
+            for k in ks:
+                r, dev = reach_of[k], device_of[k]
+                track = victims.get(dev)
+                if track is not None and track.t:
+                    j = bisect.bisect_right(track.t, tmin) - 1
+                    fixes = track.fixes[j if j > 0 else 0 :]
+                    lat += [f[0] for f in fixes]
+                    lon += [f[1] for f in fixes]
+                    reach += [r] * len(fixes)
+                lo, hi = span.get(dev, none)  # the batch's fixes of the device
+                lat += vlat[lo:hi]
+                lon += vlon[lo:hi]
+                reach += [r] * (hi - lo)
+            start.append(len(lat))
+        ok = np.ones(us.shape[0], dtype=np.bool_)
+        ok[bad] = False
+        # Every (row, position) of the row's subject
+        n = np.diff(start)
+        per_row = n[u_of]
+        rr = np.repeat(np.arange(rows.shape[0]), per_row)
+        cc = np.arange(rr.shape[0]) - np.repeat(np.cumsum(per_row) - per_row, per_row)
+        cc += np.asarray(start)[u_of][rr]
+        clat, clon = np.asarray(lat, dtype=np.float64), np.asarray(lon, dtype=np.float64)
+        rlat, rlon = arr["lat"][rows].astype(np.float64), arr["lon"][rows].astype(np.float64)
+        d = haversine(rlat[rr], rlon[rr], clat[cc], clon[cc])
+        far = d > np.asarray(reach, dtype=np.float64)[cc]
+        near = np.bincount(rr[~far], minlength=rows.shape[0]) > 0
+        s_from, s_until = reg.subject_from[rs], reg.subject_until[rs]
+        quiet = ~near & ok[u_of] & (s_from <= t) & (t < s_until) & (sigma > 0.0)
+        # ...and only before the subject's first row that is not quiet
+        first = np.full(us.shape[0], rows.shape[0], dtype=np.int64)
+        loud = np.flatnonzero(~quiet)
+        np.minimum.at(first, u_of[loud], loud)
+        return quiet & (np.arange(rows.shape[0]) < first[u_of])
+
+    def _pair_reach(self) -> tuple[list[float], list[int]]:
+        """Per proximity pair: radius + warn (+ 1 m for rounding), and its device's slot."""
+        if self._reach is None:
+            pairs = self.registry.pairs
+            self._reach = (
+                [p.radius_m + max(p.warn_m, 0.0) + 1.0 for p in pairs],
+                [p.device for p in pairs],
+            )
+        return self._reach
 
     def _end_period(self, s: int, t: float) -> None:
         """Close subject s's pair episodes once t is past their tagging period."""

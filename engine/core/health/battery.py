@@ -19,6 +19,9 @@ from engine.wire.records import EVENT_CODE
 if TYPE_CHECKING:
     from engine.core.remap import Remap
 
+# Whether a batch walk may skip the episode look-ups of records above every threshold of
+# a slot with no battery episode open (off: each record looks; tests/test_prune.py)
+SKIP = True
 CHARGING_ON = EVENT_CODE["charging_on"]
 CHARGING_OFF = EVENT_CODE["charging_off"]
 
@@ -41,11 +44,28 @@ class Battery:
         self.book = book
         self.st = settings
         self.battery: dict[int, _Battery] = {}
+        self.levels: tuple[tuple[str, int, int, Severity], ...] = (
+            ("battery_low", settings.battery_low_pct, settings.battery_low_clear_pct, "medium"),
+            ("battery_critical", settings.battery_critical_pct,
+             settings.battery_critical_clear_pct, "high"),
+        )  # fmt: skip
+        self.low_max = max(low for _, low, _, _ in self.levels)
+        # While a batch is walked (`walk`): the slots with a battery episode open (only
+        # `observe` opens or closes one meanwhile); None: look each record up
+        self.open_slots: set[int] | None = None
+
+    def walk(self, on: bool) -> None:
+        """A batch's records are about to be observed (on), or have been (off)."""
+        self.open_slots = None
+        if on and SKIP:
+            self.open_slots = {k.idx for k, _ in self.book.open if k.kind == TrackerKind.BATTERY}
 
     def observe(self, s: int, t: float, seq: int, b: int, code: int) -> None:
         """A record of slot s with battery level b (-1: none) or a charging event."""
         st = self.st
-        bat = self.battery.setdefault(s, _Battery())
+        bat = self.battery.get(s)
+        if bat is None:  # (setdefault would build a _Battery per call)
+            bat = self.battery[s] = _Battery()
         if code == CHARGING_ON:
             bat.charging, bat.last_charge_t = True, t
             bat.samples = []
@@ -63,15 +83,16 @@ class Battery:
             cut = t - st.battery_trend_s
             while len(bat.samples) > 2 and bat.samples[0][0] < cut:
                 bat.samples.pop(0)
+        if b > self.low_max and self.open_slots is not None and s not in self.open_slots:
+            return  # no episode to close, and none opens above the thresholds
         key = TrackerKey(TrackerKind.BATTERY, s)
-        levels: tuple[tuple[str, int, int, Severity], ...] = (
-            ("battery_low", st.battery_low_pct, st.battery_low_clear_pct, "medium"),
-            ("battery_critical", st.battery_critical_pct, st.battery_critical_clear_pct, "high"),
-        )
-        for kind, low, high, sev in levels:
-            ep = self.book.get(key, kind)
+        episodes = self.book.open
+        for kind, low, high, sev in self.levels:
+            ep = episodes.get((key, kind))  # self.book.get
             if ep is None and b <= low and self.reg.monitored(s, t):
                 subject, tag = self.reg.who(s)
+                if self.open_slots is not None:
+                    self.open_slots.add(s)
                 self.book.open_episode(
                     key, kind, subject=subject, tag=tag, zone=None, severity=sev,
                     confidence=1.0, t=t, seq=seq, raised_t=t, detail=_detail(bat),

@@ -40,7 +40,7 @@ import numpy as np
 from engine.core.episodes import EpisodeBook, TrackerKey, TrackerKind
 from engine.core.health.battery import CHARGING_OFF, CHARGING_ON, Battery
 from engine.core.health.clockfault import ClockFault
-from engine.core.health.silence import Context, LastFix, NoLocation, Silence
+from engine.core.health.silence import Context, LastFix, NoLocation, Silence, ordered_clocks
 from engine.core.health.tamper import Tamper
 from engine.core.registry import Registry
 from engine.settings import Settings
@@ -51,6 +51,9 @@ if TYPE_CHECKING:
     from engine.core.remap import Ids, Remap
 
 _NO_GPS = EVENT_CODE["no_gps"]
+# Whether the walk of a batch's records may pass over those with nothing for battery or
+# no_location to do (off: every record is looked at; tests/test_prune.py)
+SKIP = True
 
 
 class Health:
@@ -98,19 +101,36 @@ class Health:
         """Tag rows in processing order (per tag in seq order): battery, charging,
         no_location and the reporting interval. `usable`: the row is a fix good enough to
         say where the tag is."""
-        is_fix = rows["event"] == 0
-        for i in range(rows.shape[0]):
-            row = rows[i]
-            s, t, seq = int(row["slot"]), float(row["t"]), int(row["seq"])
-            code = int(row["event"])
-            after = self.silence.after(s)
-            if is_fix[i]:
-                self.silence.fix(s, t, after)
-            b = int(row["batt"])
-            if b >= 0 or code in (CHARGING_ON, CHARGING_OFF):
-                self.battery.observe(s, t, seq, b, code)
-            bad = bool(is_fix[i]) or code == _NO_GPS
-            self.location.observe(s, t, seq, after, bool(usable[i]), bad)
+        self.battery.walk(True)
+        try:
+            self._ordered(rows, usable)
+        finally:
+            self.battery.walk(False)
+
+    def _ordered(self, rows: np.ndarray, usable: np.ndarray) -> None:
+        sil, bat, loc, st = self.silence, self.battery, self.location, self.silence.st
+        code = rows["event"]
+        after, gap = ordered_clocks(
+            rows["slot"], rows["t"], code == 0, sil.interval, sil.last_fix_t,
+            loc.last_rec_t, st.silent_factor, st.silent_min_s, st.interval_smoothing,
+        )  # fmt: skip
+        # What is left per record in Python: battery (levels, charging), and no_location
+        # for a slot that has had no usable fix since some record (now, or from a bad
+        # record of the batch on)
+        bad = (code == 0) | (code == _NO_GPS)
+        busy = (rows["batt"] >= 0) | (code == CHARGING_ON) | (code == CHARGING_OFF)
+        lost = {*loc.bad_since, *rows["slot"][bad & ~usable].tolist()}
+        if lost or not SKIP:
+            busy |= np.isin(rows["slot"], list(lost)) | (not SKIP)
+        at = np.flatnonzero(busy)
+        slot, t, seq, b, c = (rows[f][at].tolist() for f in ("slot", "t", "seq", "batt", "event"))
+        after_, gap_ = after[at].tolist(), gap[at].tolist()
+        use, bad_, pending = usable[at].tolist(), bad[at].tolist(), loc.bad_since
+        for i, s in enumerate(slot):
+            if b[i] >= 0 or c[i] in (CHARGING_ON, CHARGING_OFF):
+                bat.observe(s, t[i], seq[i], b[i], c[i])
+            if s in pending or (bad_[i] and not use[i]):
+                loc.decide(s, t[i], seq[i], after_[i], gap_[i], use[i], bad_[i])
 
     def check(self, now: float, last_fix: LastFix, context: Context) -> None:
         """Time has passed (a batch, or live a tick): close tamper episodes that have

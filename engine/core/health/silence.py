@@ -18,6 +18,7 @@ from engine.core.episodes import EpisodeBook, TrackerKey, TrackerKind
 from engine.core.registry import Registry
 from engine.settings import Settings
 from engine.wire.alerts import Alert, Severity, decode_alert, encode_alert
+from zones.jit import njit
 
 if TYPE_CHECKING:
     from engine.core.remap import Ids, Remap
@@ -322,6 +323,37 @@ def _silence_from(d: dict[str, Any], m: Remap) -> _Silence | None:
                     int(d["filled"]), [str(a) for a in d["alerts"]])  # fmt: skip
 
 
+@njit
+def ordered_clocks(
+    slot: np.ndarray, t: np.ndarray, is_fix: np.ndarray, interval: np.ndarray,
+    last_fix_t: np.ndarray, last_rec_t: np.ndarray, factor: float, floor: float,
+    smoothing: float,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Tag records in processing order, as Silence.after, Silence.fix and the start of
+    NoLocation.observe take them one by one: per record its silence limit (`after`) and
+    its gap since the slot's previous record (`gap`); `interval`, `last_fix_t` and
+    `last_rec_t` are updated in place. Same arithmetic, operation for operation."""
+    n = slot.shape[0]
+    after = np.empty(n, dtype=np.float64)
+    gap = np.empty(n, dtype=np.float64)
+    for i in range(n):
+        s = slot[i]
+        x = factor * interval[s]
+        a = floor if floor > x else x  # max(x, floor), NaN as Python's max keeps it
+        after[i] = a
+        if is_fix[i]:
+            g = t[i] - last_fix_t[s]
+            if 0.0 < g < 2.0 * a:
+                interval[s] += smoothing * (g - interval[s])
+            if not g < 0.0:
+                last_fix_t[s] = t[i]
+        gp = t[i] - last_rec_t[s]
+        gap[i] = gp
+        if not gp < 0.0:
+            last_rec_t[s] = t[i]
+    return after, gap
+
+
 class NoLocation:
     """Per tag slot, in seq order: since when (t, seq) no record has been a usable fix."""
 
@@ -337,16 +369,23 @@ class NoLocation:
         event), or neither (another event). A gap longer than `after` (the silence limit) is
         a silence, not a run of unusable records."""
         gap = t - self.last_rec_t[s]
-        if gap > after and s in self.bad_since:
-            del self.bad_since[s]
         if not gap < 0.0:
             self.last_rec_t[s] = t
-        key = TrackerKey(TrackerKind.NO_LOCATION, s)
+        self.decide(s, t, seq, after, gap, usable, bad)
+
+    def decide(
+        self, s: int, t: float, seq: int, after: float, gap: float, usable: bool, bad: bool
+    ) -> None:
+        """`observe` once `gap` (since the slot's previous record) is known and noted. Does
+        nothing unless s has had no usable fix since some record, or this one is bad."""
+        if gap > after and s in self.bad_since:
+            del self.bad_since[s]
         if usable:
             if s in self.bad_since:
                 del self.bad_since[s]
-                self.book.close(key, "no_location", t)
+                self.book.close(TrackerKey(TrackerKind.NO_LOCATION, s), "no_location", t)
         elif bad:
+            key = TrackerKey(TrackerKind.NO_LOCATION, s)
             since = self.bad_since.get(s)
             if since is None:
                 self.bad_since[s] = since = (t, seq)
