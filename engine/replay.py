@@ -6,7 +6,7 @@ from __future__ import annotations
 import gc
 import os
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -51,20 +51,19 @@ class ReplaySummary:
         return "\n".join(parts)
 
 
-def _lines(fh: BinaryIO, cap: int) -> Iterator[tuple[bytes, int, int]]:
-    """(line, bytes read, its length without the line break) for each line. A line longer
-    than `cap` is cut to its first `cap` bytes and the rest read and dropped in chunks:
-    one line with no newline for gigabytes must not be read into memory whole."""
-    while line := fh.readline(cap):
-        read = len(line)
-        tail = line[-2:]
-        if read == cap and not line.endswith(b"\n"):
-            while more := fh.readline(1 << 20):
-                read += len(more)
-                tail = (tail + more)[-2:]
-                if more.endswith(b"\n"):
-                    break
-        yield line, read, read - (tail == b"\r\n") - tail.endswith(b"\n")
+def _line_size(readline: Callable[[int], bytes], line: bytes, cap: int) -> tuple[int, int]:
+    """(bytes read, length without the line break) of a line `readline(cap)` gave. A line
+    longer than `cap` was cut to its first `cap` bytes: the rest is read and dropped in
+    chunks here (one line with no newline for gigabytes must not be read into memory)."""
+    read = len(line)
+    tail = line[-2:]
+    if read == cap and not line.endswith(b"\n"):
+        while more := readline(1 << 20):
+            read += len(more)
+            tail = (tail + more)[-2:]
+            if more.endswith(b"\n"):
+                break
+    return read, read - (tail == b"\r\n") - tail.endswith(b"\n")
 
 
 def _batches(
@@ -72,7 +71,7 @@ def _batches(
 ) -> Iterator[tuple[list[Record], list[DeadLetter], int, int]]:
     """Yield (records, dead letters, lines, bytes read so far) every `batch` records.
 
-    Lines are read as `_lines` reads them. A plain line (ending in a lone LF, no byte
+    Lines are read `cap` bytes at most (`_line_size`). A plain line (ending in a lone LF, no byte
     order mark, within the payload limit) whose fix or event is wholly valid is taken
     straight from the fast path, as `decode_replay_line` would take it; any other line,
     or any surprise on the way, goes through `decode_replay_line`."""
@@ -108,16 +107,9 @@ def _batches(
                         recs, dead, lines = [], [], 0
                     continue
             size = read - 1
-        else:  # as _lines does
-            tail = line[-2:]
-            if read == cap and not line.endswith(b"\n"):
-                while more := readline(1 << 20):
-                    read += len(more)
-                    tail = (tail + more)[-2:]
-                    if more.endswith(b"\n"):
-                        break
+        else:
+            read, size = _line_size(readline, line, cap)
             pos += read
-            size = read - (tail == b"\r\n") - tail.endswith(b"\n")
         if size >= cap:  # cut: far over the limit whatever its ending
             reason = f"line of {size} bytes exceeds the {limits.max_payload_bytes}-byte limit"
             r: list[Record] = []

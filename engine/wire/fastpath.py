@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import types
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeGuard
 
 import msgspec
 
@@ -87,19 +87,24 @@ DEC_FIX_LINE = msgspec.json.Decoder(_FixLine)
 assert SOURCES == ("gps", "wifi", "cell")  # _FixLine.src spells them out
 
 
-def fix_line(line: bytes, max_id_len: int) -> FixRecord | None:
-    """The fix of a replay line (no line break) when the line is a plain, wholly valid
-    fix: the record `fast_line` makes of it. None: ask `fast_line` (it may raise)."""
-    s = DEC_FIX_LINE.decode(line)
-    tag = s.tag
-    if (
+def plain_tag(tag: str | None, max_id_len: int) -> TypeGuard[str]:
+    """Whether a line's tag passes every id check (the fast paths' test; a tag that does
+    not is judged, with its reason, by the slow path)."""
+    return bool(
         tag
         and len(tag) <= max_id_len
         and "+" not in tag
         and "#" not in tag
         and (tag.isascii() or not SURROGATE.search(tag))
-    ):
-        return new_fix(tag, s.seq, s.t, s.lat, s.lon, s.acc, s.batt, s.src, s.boot)
+    )
+
+
+def fix_line(line: bytes, max_id_len: int) -> FixRecord | None:
+    """The fix of a replay line (no line break) when the line is a plain, wholly valid
+    fix: the record `fast_line` makes of it. None: ask `fast_line` (it may raise)."""
+    s = DEC_FIX_LINE.decode(line)
+    if plain_tag(s.tag, max_id_len):
+        return new_fix(s.tag, s.seq, s.t, s.lat, s.lon, s.acc, s.batt, s.src, s.boot)
     return None
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 
 from engine.wire.bounds import Limits
-from engine.wire.fastpath import DEC_ONE, _In, fast_event, fast_fix
+from engine.wire.fastpath import DEC_ONE, _In, fast_event, fast_fix, plain_tag
 from engine.wire.reasons import SURROGATE, Rejected, Result, as_bytes, dead, kind, show, too_big
 from engine.wire.records import FixRecord, Record
 from engine.wire.validate import required, slow_decode, validate_event, validate_fix
@@ -57,13 +57,7 @@ def read_replay_line(line: bytes, origin: str, limits: Limits) -> Result:
 def fast_line(s: _In, limits: Limits) -> Record | None:
     """The record, when `s` (a replay line or a gateway batch's element) is wholly valid."""
     tag = s.tag
-    if (
-        tag
-        and len(tag) <= limits.max_id_len
-        and "+" not in tag
-        and "#" not in tag
-        and (tag.isascii() or not SURROGATE.search(tag))
-    ):
+    if plain_tag(tag, limits.max_id_len):
         if s.type is None or s.type == "fix":
             return fast_fix(s, tag)
         if s.type == "event":

@@ -72,16 +72,16 @@ def insert_rows(
     head = f"INSERT INTO {table}({', '.join(columns)}) VALUES "
     for k in range(0, len(rows), per):
         part = rows[k : k + per]
-        sql = _multi.get((head, one, len(part)))
+        sql = _multi.get((head, len(part)))
         if sql is None:
             sql = head + ",".join([one] * len(part))
             if len(_multi) < 64:
-                _multi[(head, one, len(part))] = sql
+                _multi[(head, len(part))] = sql
         db.execute(sql, [v for row in part for v in row])
 
 
 _SQLITE_ROWS = 2000  # rows a statement (SQLite >= 3.32 takes 32,766 parameters)
-_multi: dict[tuple[str, str, int], str] = {}
+_multi: dict[tuple[str, int], str] = {}  # (head, rows) -> the statement
 
 
 def dialect(db: Conn) -> str:
