@@ -18,7 +18,7 @@ from engine.settings import Settings
 from engine.store.base import Store
 from engine.wire.alerts import Alert, encode_alert
 from engine.wire.decode import Limits, decode_replay_line
-from engine.wire.fastpath import DEC_ONE, fix_line
+from engine.wire.fastpath import DEC_FIX_LINE, DEC_ONE, FixLines, plain_tag
 from engine.wire.payloads import encode
 from engine.wire.records import DeadLetter, Record
 from engine.wire.replayline import fast_line
@@ -68,20 +68,23 @@ def _line_size(readline: Callable[[int], bytes], line: bytes, cap: int) -> tuple
 
 def _batches(
     fh: BinaryIO, origin: str, batch: int, limits: Limits
-) -> Iterator[tuple[list[Record], list[DeadLetter], int, int]]:
+) -> Iterator[tuple[FixLines, list[DeadLetter], int, int]]:
     """Yield (records, dead letters, lines, bytes read so far) every `batch` records.
 
     Lines are read `cap` bytes at most (`_line_size`). A plain line (ending in a lone LF, no byte
-    order mark, within the payload limit) whose fix or event is wholly valid is taken
-    straight from the fast path, as `decode_replay_line` would take it; any other line,
-    or any surprise on the way, goes through `decode_replay_line`."""
-    recs: list[Record] = []
+    order mark, within the payload limit) that is a wholly valid fix (`fix_line`'s checks)
+    stays as the decoder made it (`FixLines`); one that is a wholly valid event is taken
+    from the fast path, as `decode_replay_line` would take it; any other line, or any
+    surprise on the way, goes through `decode_replay_line`."""
+    recs = FixLines()
     dead: list[DeadLetter] = []
     lines = 0
     pos = 0
     cap = limits.max_payload_bytes + 8  # room for a byte order mark and a CRLF
     most = limits.max_payload_bytes + 1  # a plain line with its LF
-    readline, decode = fh.readline, DEC_ONE.decode
+    readline, decode, decode_fix = fh.readline, DEC_ONE.decode, DEC_FIX_LINE.decode
+    id_len = limits.max_id_len
+    plain: set[str] = set()  # tags plain_tag passed (a bounded cache of its answer)
     lineno = 0
     while line := readline(cap):
         lineno += 1
@@ -90,21 +93,29 @@ def _batches(
         if read <= most and line[-1:] == b"\n" and line[-2:-1] != b"\r":
             pos += read
             if not line.startswith(b"\xef\xbb\xbf"):
-                rec: Record | None
-                try:
-                    rec = fix_line(line[:-1], limits.max_id_len)
+                try:  # JSON allows the trailing LF: fix_line(line[:-1]) without the copy
+                    s = decode_fix(line)
                 except Exception:
-                    rec = None
-                if rec is None:  # not a plain fix: an event, a timestamp, extra fields...
-                    try:
-                        rec = fast_line(decode(line[:-1]), limits)
-                    except Exception:
-                        rec = None
-                if rec is not None:
-                    recs.append(rec)
+                    s = None
+                if s is not None and (s.tag in plain or plain_tag(s.tag, id_len)):
+                    if len(plain) < 1 << 16:
+                        plain.add(s.tag)
+                    recs.add_line(s)
                     if len(recs) >= batch:
                         yield recs, dead, lines, pos
-                        recs, dead, lines = [], [], 0
+                        recs, dead, lines = FixLines(), [], 0
+                    continue
+                # not a plain fix: an event, a timestamp, extra fields...
+                rec: Record | None
+                try:
+                    rec = fast_line(decode(line[:-1]), limits)
+                except Exception:
+                    rec = None
+                if rec is not None:
+                    recs.add(rec)
+                    if len(recs) >= batch:
+                        yield recs, dead, lines, pos
+                        recs, dead, lines = FixLines(), [], 0
                     continue
             size = read - 1
         else:
@@ -120,7 +131,7 @@ def _batches(
         dead.extend(d)
         if len(recs) >= batch:
             yield recs, dead, lines, pos
-            recs, dead, lines = [], [], 0
+            recs, dead, lines = FixLines(), [], 0
     yield recs, dead, lines, pos
 
 

@@ -8,12 +8,20 @@ import json
 import math
 from typing import Any
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from engine.core.pipeline import Pipeline
+from engine.replay import _batches
+from engine.settings import Settings
 from engine.wire.bounds import ACC_MAX_M, SEQ_MAX, T_MAX, T_MIN, Limits
-from engine.wire.fastpath import DEC_ONE, fix_line
+from engine.wire.decode import decode_replay_line
+from engine.wire.fastpath import DEC_ONE, FixLines, fix_line
+from engine.wire.records import EventRecord, FixRecord
 from engine.wire.replayline import fast_line, read_replay_line
+from tests.helpers import fix, write_world
+from zones.load import load
 
 LIMITS = Limits()
 EDGE_FLOATS = [0.0, -0.0, 90.0, -90.0, 90.000001, 180.0, -180.0, 180.5, ACC_MAX_M,
@@ -100,3 +108,83 @@ def test_fix_line_at_every_bound() -> None:
 
 def test_fix_line_takes_the_plain_fix() -> None:
     assert fix_line(json.dumps(PLAIN).encode(), LIMITS.max_id_len) is not None
+
+
+# -- the replay reader's batches (`FixLines`): what it yields, and what the pipeline makes of it
+
+
+def _file_lines(draw: st.DrawFn) -> list[bytes]:
+    """Lines of a replay file: mostly plain fixes of T1 (inside and outside Z1), some
+    hypothesis lines, events, a byte order mark, CRLF and blank lines."""
+    out = []
+    for i in range(draw(st.integers(0, 40))):
+        kind = draw(st.sampled_from(["fix", "fix", "fix", "line", "event", "bom", "crlf", ""]))
+        dx, dy = draw(st.floats(-300, 300)), draw(st.floats(-300, 300))
+        obj = {
+            "tag": draw(st.sampled_from(["T1", "T1", "T9"])),
+            **fix(i, 1774719000.0 + 30 * i, dx, dy),
+        }
+        if kind == "line":
+            out.append(draw(lines()))
+        elif kind == "event":
+            out.append(json.dumps({"tag": "T1", "seq": i, "t": obj["t"], "type": "event",
+                                   "event": draw(st.sampled_from(["strap_open", "charging_on"]))}).encode())  # fmt: skip
+        elif kind == "bom":
+            out.append(b"\xef\xbb\xbf" + json.dumps(obj).encode())
+        elif kind == "crlf":
+            out.append(json.dumps(obj).encode() + b"\r")
+        elif kind == "":
+            out.append(b"")
+        else:
+            out.append(json.dumps(obj).encode())
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), batch=st.integers(1, 12))
+def test_replay_batches_are_the_lines_records_and_decide_alike(
+    data: st.DataObject, batch: int, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """`_batches` yields, in order, exactly the records and dead letters `decode_replay_line`
+    makes of each line; and a pipeline fed those batches (plain lines read as columns, no
+    record objects) decides exactly as one fed the same records as a list."""
+    ls = _file_lines(data.draw)
+    d = tmp_path_factory.mktemp("fl")
+    f = d / "t.jsonl"
+    f.write_bytes(b"".join(line + b"\n" for line in ls))
+    with f.open("rb") as fh:
+        out = list(_batches(fh, "t.jsonl", batch, LIMITS))
+    want_r: list[Any] = []
+    want_d: list[Any] = []
+    for i, line in enumerate(ls, 1):
+        r, dl = decode_replay_line(line + b"\n", f"t.jsonl:{i}", LIMITS)
+        want_r += r
+        want_d += dl
+    assert [r for b in out for r in b[0]] == want_r
+    assert [x for b in out for x in b[1]] == want_d
+    assert sum(b[2] for b in out) == len(ls)
+    zones, subjects = write_world(d)
+    a, b = Pipeline(load(zones, subjects), Settings()), Pipeline(load(zones, subjects), Settings())
+    for recs, _, _, _ in out:
+        ra, rb = a.process(recs, origin="t"), b.process(list(recs), origin="t")
+        assert (ra.alerts, ra.dead, ra.fixes, ra.events, ra.duplicates, ra.traceless) == (
+            rb.alerts, rb.dead, rb.fixes, rb.events, rb.duplicates, rb.traceless
+        )  # fmt: skip
+    assert a.finish() == b.finish()
+
+
+def test_plain_lines_stay_as_decoded() -> None:
+    """A batch of plain fix lines holds no record objects and gives its columns; one other
+    record in it and the pipeline reads records (`columns` is None)."""
+    import io
+
+    body = b"".join(json.dumps({**PLAIN, "seq": i}).encode() + b"\n" for i in range(5))
+    ((recs, dead, n, _),) = list(_batches(io.BytesIO(body), "x", 10, LIMITS))
+    assert isinstance(recs, FixLines) and n == 5 and dead == []
+    assert not any(isinstance(x, FixRecord) for x in recs.items)
+    cols = recs.columns()
+    assert cols is not None and cols[1] == [0, 1, 2, 3, 4] and cols[0] == ["T1"] * 5
+    assert recs[4] == fix_line(json.dumps({**PLAIN, "seq": 4}).encode(), LIMITS.max_id_len)
+    ev = b'{"tag":"T1","seq":9,"t":1774719000.0,"type":"event","event":"strap_open"}\n'
+    ((recs, _, _, _),) = list(_batches(io.BytesIO(body + ev), "x", 10, LIMITS))
+    assert recs.columns() is None and isinstance(recs[5], EventRecord)

@@ -31,6 +31,7 @@ from engine.core.transit import Routes
 from engine.core.victims import Proximity
 from engine.settings import Settings
 from engine.wire.alerts import Alert, Evidence
+from engine.wire.fastpath import FixLines
 from engine.wire.records import (
     EVENT_CODE,
     FIX_DTYPE,
@@ -451,18 +452,34 @@ def _usual(
 ) -> tuple[list[int], tuple[list[Any], ...], list[int]] | None:
     """`_intake`'s rows, columns and boots when every record is a fix of a known device
     (a replay's batches, mostly), column by column; None when not."""
-    slots = [slot_of.get(r.device, -1) for r in records]
-    if not slots or min(slots) < 0 or not all(r.__class__ is FixRecord for r in records):
+    lines = records.columns() if isinstance(records, FixLines) else None
+    if lines is not None:  # decoded lines, no record objects: their columns as they are
+        tag, seq, t, lat, lon, acc, batt, src, boot = lines
+        slots = [slot_of.get(d, -1) for d in tag]
+    else:
+        slots = [slot_of.get(r.device, -1) for r in records]
+        if slots and not all(r.__class__ is FixRecord for r in records):
+            return None
+        fixes = cast("Sequence[FixRecord]", records)
+        seq, t, lat, lon = (
+            [r.seq for r in fixes],
+            [r.t for r in fixes],
+            [r.lat for r in fixes],
+            [r.lon for r in fixes],
+        )
+        acc, batt, src, boot = (
+            [r.acc for r in fixes],
+            [r.batt for r in fixes],
+            [r.src for r in fixes],
+            [r.boot for r in fixes],
+        )
+    if not slots or min(slots) < 0:
         return None
-    fixes = cast("Sequence[FixRecord]", records)
     cols = (
-        slots, [r.seq for r in fixes], [r.t for r in fixes], [r.lat for r in fixes],
-        [r.lon for r in fixes], [r.acc for r in fixes],
-        [-1 if r.batt is None else r.batt for r in fixes],
-        [SRC_CODE.get(r.src, 255) for r in fixes], [0] * len(fixes),
+        slots, seq, t, lat, lon, acc, [-1 if b is None else b for b in batt],
+        [SRC_CODE.get(s, 255) for s in src], [0] * len(slots),
     )  # fmt: skip
-    boots = [-1 if r.boot is None else r.boot for r in fixes]
-    return list(range(len(fixes))), cols, boots
+    return list(range(len(slots))), cols, [-1 if b is None else b for b in boot]
 
 
 def _unknown(r: Record, origin: str) -> DeadLetter:

@@ -7,13 +7,14 @@ from __future__ import annotations
 import dataclasses
 import re
 import types
-from typing import Annotated, Literal, TypeGuard
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal, TypeGuard, cast, overload
 
 import msgspec
 
 from engine.wire.bounds import ACC_MAX_M, SEQ_MAX, T_MAX, T_MIN
 from engine.wire.reasons import SURROGATE, Rejected
-from engine.wire.records import EVENT_NAMES, SOURCES, EventRecord, FixRecord
+from engine.wire.records import EVENT_NAMES, SOURCES, EventRecord, FixRecord, Record
 from engine.wire.rfc3339 import parse_rfc3339
 
 # Every field is optional here so one Struct serves fixes, events and replay lines; the
@@ -106,6 +107,62 @@ def fix_line(line: bytes, max_id_len: int) -> FixRecord | None:
     if plain_tag(s.tag, max_id_len):
         return new_fix(s.tag, s.seq, s.t, s.lat, s.lon, s.acc, s.batt, s.src, s.boot)
     return None
+
+
+class FixLines(Sequence[Record]):
+    """A batch of records in order, where a plain fix line stays as the decoder made it
+    (`_FixLine`, no record object per fix): the pipeline takes the columns of an all-plain
+    batch straight from them (`columns`); indexing gives the record, as `fix_line` would."""
+
+    __slots__ = ("items", "plain")
+
+    def __init__(self) -> None:
+        self.items: list[_FixLine | Record] = []
+        self.plain = True  # every item a _FixLine
+
+    def add_line(self, s: _FixLine) -> None:
+        """A decoded line that `plain_tag` passed (what `fix_line` takes)."""
+        self.items.append(s)
+
+    def add(self, r: Record) -> None:
+        self.items.append(r)
+        self.plain = False
+
+    def extend(self, rs: Sequence[Record]) -> None:
+        if rs:
+            self.items.extend(rs)
+            self.plain = False
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @overload
+    def __getitem__(self, i: int) -> Record: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[Record]: ...
+    def __getitem__(self, i: int | slice) -> Record | list[Record]:
+        if isinstance(i, slice):
+            return [_record(x) for x in self.items[i]]
+        return _record(self.items[i])
+
+    def columns(self) -> tuple[list[Any], ...] | None:
+        """(tag, seq, t, lat, lon, acc, batt, src, boot) column by column when every item is
+        a plain fix line; else None."""
+        if not self.plain:
+            return None
+        items = cast("list[_FixLine]", self.items)
+        return (
+            [s.tag for s in items], [s.seq for s in items], [s.t for s in items],
+            [s.lat for s in items], [s.lon for s in items], [s.acc for s in items],
+            [s.batt for s in items], [s.src for s in items], [s.boot for s in items],
+        )  # fmt: skip
+
+
+def _record(x: _FixLine | Record) -> Record:
+    if x.__class__ is _FixLine:
+        s = cast("_FixLine", x)
+        return new_fix(s.tag, s.seq, s.t, s.lat, s.lon, s.acc, s.batt, s.src, s.boot)
+    return cast("Record", x)
 
 
 DEC_MANY = msgspec.json.Decoder(list[_In])  # a /fixes batch
