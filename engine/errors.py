@@ -28,5 +28,10 @@ class StoreError(TagwatchError):
     """The durable store cannot be opened or written."""
 
 
+class LockLost(StoreError):
+    """The engine's lock on its store is gone (engine/store/sql/enginelock.py): it must
+    write nothing more."""
+
+
 class BrokerError(TagwatchError):
     """No MQTT broker could be started or reached."""

@@ -5,6 +5,7 @@ and changes nothing; after a kill -9 of the holder a new engine starts at once."
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 
 from engine.errors import StoreError
 from engine.store.sql.enginelock import advisory_key, hold, lock_path
-from tests.helpers import EngineProcess, wait_online, write_world
+from tests.helpers import EngineProcess, fix, publish, wait_online, write_world
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.timeout(120)]
 
@@ -75,3 +76,73 @@ def test_lock_in_process(tmp_path: Path) -> None:
     assert hold(":memory:", 0.0).what == "memory"
     assert advisory_key("tagwatch") != advisory_key("tagwatch_shard_0")
     assert -(2**63) <= advisory_key("tagwatch") < 2**63
+
+
+def _terminate(url: str, pid: int) -> None:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as c:
+        assert c.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone() == (True,)
+
+
+def _ledger_rows(url: str) -> int:
+    import psycopg
+
+    with psycopg.connect(url) as c:
+        return int(c.execute("SELECT count(*) FROM tagwatch.ledger").fetchone()[0])  # type: ignore[index]
+
+
+def test_a_store_whose_engine_lock_is_gone_writes_nothing(pg_url: str) -> None:
+    """The fence: the lock's session ends (a server restart, a network cut, an
+    administrator) while the engine runs on; its store's next write is refused with
+    LockLost, rolled back, and so is every one after (another engine may hold it now)."""
+    from engine.errors import LockLost
+    from engine.store.ledger import Step
+    from engine.store.sql.open import open_store
+
+    store = open_store(pg_url)
+    lk = hold(store.target, 0.0)
+    try:
+        store.fence = lk.fence()
+        assert store.fence is not None
+        store.commit([], [], 10.0, steps=[Step("tick", 10.0)])  # held: written
+        before = _ledger_rows(pg_url)
+        assert before >= 1
+        _terminate(pg_url, lk._conn.info.backend_pid)
+        for now in (11.0, 12.0):
+            with pytest.raises(LockLost, match="lost the engine lock"):
+                store.commit([], [], now, steps=[Step("tick", now)])
+        assert _ledger_rows(pg_url) == before
+        # ...while another engine now takes the store at once
+        hold(store.target, 0.0).release()
+    finally:
+        store.close()
+        lk.release()
+    assert hold(":memory:", 0.0).fence() is None
+
+
+def test_serve_stops_when_its_engine_lock_is_lost(mosquitto, tmp_path: Path, pg_url: str) -> None:
+    """Through `tagwatch serve` on PostgreSQL: its lock session is terminated; the engine's
+    next commit finds the lock gone, and it stops with exit code 2 and the reason, leaving
+    what it had not committed unacknowledged; a new engine then serves the store."""
+    import psycopg
+
+    zones, subjects = write_world(tmp_path)
+    host, port = mosquitto.host, mosquitto.port
+    with EngineProcess(host, port, zones, subjects, pg_url) as eng:
+        asyncio.run(wait_online(host, port))
+        with psycopg.connect(pg_url, autocommit=True) as c:
+            (pid,) = c.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = %s",
+                (f"tagwatch serve pid {eng.pid} on {__import__('socket').gethostname()}"[:63],),
+            ).fetchone()  # type: ignore[misc]
+        _terminate(pg_url, pid)
+        # a fix to decide: its step is the next write (a tick's step would be too)
+        msg = json.dumps(fix(1, time.time(), 500.0, 500.0))
+        asyncio.run(publish(host, port, [("tagwatch/v1/tags/T1/fixes", msg)]))
+        assert _wait_exit(eng) == 2
+        said = eng.log_text()
+        assert "lost the engine lock" in said and "Traceback" not in said, said
+    with EngineProcess(host, port, zones, subjects, pg_url) as again:
+        _wait_log(again, "broker: connected to", 2)
+        assert again.stop() == 0, again.log_text()

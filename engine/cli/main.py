@@ -111,6 +111,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except BaseException:
         store.close()
         raise
+    store.fence = lock.fence()  # PostgreSQL: each write first checks the lock is still held
     # The console reads every shard of a PostgreSQL database; of SQLite files, its own
     console_db = args.db if is_url(args.db) else own
     log = logging.getLogger("tagwatch.serve")
@@ -121,7 +122,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         " are other shards')", args.broker, store.name,
     )  # fmt: skip
 
-    async def main() -> None:
+    async def main() -> str | None:
         engine = Engine(
             pipeline,
             store,
@@ -154,12 +155,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 )  # fmt: skip
                 tg.create_task(console.run(engine.stopping), name="console")
             await engine.run()
+        return engine.fatal
 
     try:
-        asyncio.run(main())
+        fatal = asyncio.run(main())
     finally:
         store.close()
         lock.release()
+    if fatal:
+        raise TagwatchError(fatal)
     return 0
 
 

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.core.pipeline import BatchResult, Pipeline
-from engine.errors import StoreError
+from engine.errors import LockLost, StoreError
 from engine.mqtt import reload
 from engine.mqtt.checkpoint import CheckpointPublisher
 from engine.mqtt.counters import Counters
@@ -118,6 +118,7 @@ class Engine:
         self._last_snapshot = 0.0
         self._last_prune = 0.0
         self._state_ahead = False  # the pipeline holds steps the ledger lacks: never snapshot it
+        self.fatal: str | None = None  # why the engine stopped itself (LockLost)
         self.checkpoints = CheckpointPublisher(store, self.session, rt.checkpoint)
         # Reporting-rate commands decided but not yet sent: (tag, rate_s)
         self.commands: list[tuple[str, float]] = []
@@ -309,6 +310,9 @@ class Engine:
             try:
                 out = await asyncio.to_thread(self._commit_pending)
             except StoreError as e:
+                if isinstance(e, LockLost):  # nothing was written: stop, a restart recovers
+                    self.fatal = str(e)
+                    self.stopping.set()
                 if self.stopping.is_set():
                     log.error(
                         "stopping with %d steps not committed (%s): their messages were not"

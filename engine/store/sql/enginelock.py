@@ -9,6 +9,14 @@ this lock for its whole life and refuses to start while another engine holds it.
 - PostgreSQL: a session advisory lock keyed by the schema, on a connection of its own
   whose application_name says which process holds it.
 
+A session advisory lock goes with its session: a PostgreSQL restart, a network cut or an
+administrator's pg_terminate_backend end it while the engine runs on (its store reconnects
+by itself). So the engine's store is fenced (`EngineLock.fence`): every write transaction
+first checks, under the ledger's write lock, that this engine's lock session still holds
+the lock; when it does not, the transaction is rolled back and `LockLost` raised, and the
+engine stops (a restart recovers from the ledger) rather than write beside another engine
+that may have taken the lock meanwhile.
+
 Either is released by the kernel or the server when the process dies, kill -9 included,
 so a restart after a crash is not refused. A start that finds the lock held waits up to
 `wait_s` for it (a service manager restarting an engine whose old process is still on its
@@ -22,10 +30,11 @@ import hashlib
 import os
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from engine.errors import StoreError
+from engine.errors import LockLost, StoreError
 from engine.store.sql.conn import describe, is_url, split_url
 
 POLL_S = 0.25
@@ -49,10 +58,36 @@ def advisory_key(schema: str) -> int:
 class EngineLock:
     """Held until `release` (or the process's end)."""
 
-    def __init__(self, what: str, fd: int | None = None, conn: Any = None) -> None:
+    def __init__(self, what: str, fd: int | None = None, conn: Any = None, key: int = 0) -> None:
         self.what = what
         self._fd = fd
         self._conn = conn
+        self._key = key
+
+    def fence(self) -> Callable[[Any], None] | None:
+        """For the store's write transactions (PostgreSQL): a check, run on the store's own
+        connection inside the transaction, that raises LockLost unless this lock's session
+        still holds the lock. None on SQLite: a process's flock is not lost while it lives."""
+        if self._conn is None:
+            return None
+        pid = int(self._conn.info.backend_pid)
+        classid, objid = (self._key >> 32) & 0xFFFFFFFF, self._key & 0xFFFFFFFF
+        what = self.what
+
+        def check(db: Any) -> None:
+            row = db.execute(
+                "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = ?"
+                " AND classid = ? AND objid = ? AND objsubid = 1",
+                (pid, classid, objid),
+            ).fetchone()
+            if row is None:
+                raise LockLost(
+                    f"lost the engine lock ({what}): its PostgreSQL session (pid {pid}) ended."
+                    " Stopping without writing: another engine may hold the store now, and a"
+                    " restart recovers from the ledger"
+                )
+
+        return check
 
     def release(self) -> None:
         if self._fd is not None:
@@ -133,7 +168,7 @@ def _hold_pg(target: str, wait_s: float) -> EngineLock:
         while True:
             got = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
             if got and got[0]:
-                return EngineLock(f"advisory lock of schema {schema}", conn=conn)
+                return EngineLock(f"advisory lock of schema {schema}", conn=conn, key=key)
             if time.monotonic() >= deadline:
                 raise _refused(target, _pg_holder(conn, key), wait_s)
             time.sleep(POLL_S)

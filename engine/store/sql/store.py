@@ -17,7 +17,7 @@ import contextlib
 import hashlib
 import itertools
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -46,6 +46,7 @@ class SqlStore(OwnedResource):
     """The store over a connection its subclass makes (`_connect`): SqliteStore, PgStore."""
 
     _signed: tuple[Checkpoint, bytes] | None = None  # signed_checkpoint()'s last answer
+    fence: Callable[[Conn], None] | None = None  # see _begin
     _db: Conn
     _kind = "alert store"
 
@@ -109,8 +110,18 @@ class SqlStore(OwnedResource):
     def _begin(self) -> None:
         """Open a write transaction. Another writer of the same store (PostgreSQL: a
         console's action written into a shard's schema) may have appended to the ledger
-        since: the head is re-read under the write lock when it moved."""
+        since: the head is re-read under the write lock when it moved.
+
+        `fence` (`tagwatch serve`'s store on PostgreSQL: enginelock.py) checks, under
+        that lock, that the engine still holds its engine lock; LockLost if not."""
         self._db.execute("BEGIN IMMEDIATE")
+        if self.fence is not None:
+            try:
+                self.fence(self._db)
+            except StoreError:
+                with contextlib.suppress(*DB_ERRORS):
+                    self._db.execute("ROLLBACK")
+                raise
 
     def _after_failure(self) -> None:
         """A write failed (locked, disk full, I/O error, connection lost): roll back, and
