@@ -154,12 +154,12 @@ def walk(
     snap_t = np.empty(16, dtype=np.float64)
     snap_b = np.empty(16, dtype=np.int64)
     for i in range(n):
-        s, ti, b, c = slot[i], t[i], np.int64(batt[i]), code[i]
+        s, ti, b, c = slot[i], t[i], int(batt[i]), code[i]
         if not seen[s]:
             seen[s] = True
             new[n_new] = s
             n_new += 1
-        if c == on or c == off:
+        if c == on or c == off:  # noqa: SIM109 (numba)
             charging[s], last_t[s] = c == on, ti
             _clear(s, head, tail, cnt, nxt, meta)
         if b < 0:
