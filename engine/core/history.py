@@ -9,12 +9,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from zones.geofence import point_distance_m
+from zones.jit import njit
 from zones.kernels.frame import EARTH_R
 
 if TYPE_CHECKING:
     from engine.core.remap import Remap
 
 HISTORY = 2  # previous fixes kept per tag
+# Whether `FixHistory.remember` runs as the numba walk `remember_rows` (off: numpy and
+# Python, its oracle; tests/test_history_kernel.py)
+KERNEL = True
 
 
 _RAD = math.pi / 180.0
@@ -85,6 +89,14 @@ class FixHistory:
         ones included); the last two taken per slot end up in `fixes`."""
         if tags.shape[0] == 0:
             return
+        if not KERNEL:
+            self._remember(tags)
+            return
+        remember_rows(tags["slot"], tags["t"], tags["lat"], tags["lon"], tags["acc"],
+                      tags["seq"], self.fixes)  # fmt: skip
+
+    def _remember(self, tags: np.ndarray) -> None:
+        """`remember` in numpy and Python (the oracle of `remember_rows`)."""
         hist = self.fixes
         order = np.argsort(tags["slot"], kind="stable")
         slot = tags["slot"][order]
@@ -122,3 +134,21 @@ class FixHistory:
 
     def import_state(self, d: dict[str, Any], m: Remap) -> None:
         self.fixes = m.rows(d["fixes"], self.fixes)
+
+
+@njit
+def remember_rows(slot: np.ndarray, t: np.ndarray, lat: np.ndarray, lon: np.ndarray,
+                  acc: np.ndarray, seq: np.ndarray, fixes: np.ndarray) -> None:  # fmt: skip
+    """`FixHistory.remember` row by row: a row no older than its slot's latest fix (or
+    with none: NaN) becomes that latest fix, the one before it the second."""
+    for i in range(slot.shape[0]):
+        s = slot[i]
+        t0 = fixes[s, 0, 0]
+        if t[i] >= t0 or t0 != t0:
+            for f in range(5):
+                fixes[s, 1, f] = fixes[s, 0, f]
+            fixes[s, 0, 0] = t[i]
+            fixes[s, 0, 1] = lat[i]
+            fixes[s, 0, 2] = lon[i]
+            fixes[s, 0, 3] = np.float64(acc[i])
+            fixes[s, 0, 4] = np.float64(seq[i])

@@ -110,6 +110,15 @@ class Measure:
     history: FixHistory
     fences: Fences
     routes: Routes
+    _paired_of: np.ndarray | None = field(default=None, init=False, repr=False)
+
+    def _paired(self) -> np.ndarray:
+        """Per subject: whether they have protected devices."""
+        if self._paired_of is None:
+            paired = np.zeros(len(self.registry.subject_ids), dtype=np.bool_)
+            paired[list(self.registry.pairs_of_subject)] = True
+            self._paired_of = paired
+        return self._paired_of
 
     def batch(self, arr: np.ndarray) -> Measured:
         reg = self.registry
@@ -131,14 +140,15 @@ class Measure:
         pair_row = tag_rows[pair_fix]
         prox = np.zeros(arr.shape[0], dtype=np.bool_)
         if reg.pairs_of_subject:
-            prox[tag_rows] = np.isin(subj[tag_rows], list(reg.pairs_of_subject))
+            prox[tag_rows] = self._paired()[subj[tag_rows]]
         # Only rows that can change something are walked in Python, in time order (the
         # pipeline adds the `prox` rows whose proximity step is not quiet: victims.py)
-        visit = np.union1d(
-            np.union1d(pair_row[near], pair_row[transit[0]]), np.flatnonzero(~is_tag)
-        )
+        walked = ~is_tag
+        walked[pair_row[near]] = True
+        walked[pair_row[transit[0]]] = True
         if onward:
-            visit = np.union1d(visit, tag_rows[list(onward)])
+            walked[tag_rows[list(onward)]] = True
+        visit = np.flatnonzero(walked)
         tag_pos = np.full(arr.shape[0], -1, dtype=np.int64)
         tag_pos[tag_rows] = np.arange(tag_rows.shape[0])
         return Measured(

@@ -32,6 +32,9 @@ _PAIR_EPISODES = (
 # Whether `Proximity.quiet` may spare the walk the fixes whose proximity step provably
 # changes nothing (off: every such fix is stepped; the tests compare the two)
 PRUNE = True
+# Whether `Proximity.quiet` builds its position lists subject by subject, as it did (its
+# oracle; off: all at once, `_quiet`)
+LISTS = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +88,7 @@ class Proximity:
         self.trackers = trackers
         self.victims: dict[int, VictimTrack] = {}
         self._reach: tuple[list[float], list[int]] | None = None  # quiet's, made once
+        self._table: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def victim_fix(self, slot: int, row: np.void) -> None:
         """A fix of a protected device."""
@@ -147,9 +151,91 @@ class Proximity:
         sigma > 0; stale or not) keeps nothing (BreachTracker.observe: it is confidently
         outside, or pending starts only at a fix inside) and is forgotten at once."""
         quiet = np.zeros(rows.shape[0], dtype=np.bool_)
-        reg, live = self.registry, self.trackers.live
         if not PRUNE or rows.shape[0] == 0:
             return quiet
+        if not LISTS:
+            return self._quiet(arr, rows, subj, sigma, busy)
+        return self._quiet_lists(arr, rows, subj, sigma, busy)
+
+    def _quiet(
+        self, arr: np.ndarray, rows: np.ndarray, subj: np.ndarray, sigma: np.ndarray,
+        busy: set[int],
+    ) -> np.ndarray:  # fmt: skip
+        """`quiet` in numpy, but for the tails of the devices' tracks: every (row, position
+        of one of its subject's devices) pair at once, in no particular order."""
+        reg = self.registry
+        t = arr["t"][rows]
+        tmin = float(t.min())
+        reach, device, ptr, of_subject = self._pair_table()
+        rs = subj[rows]
+        us, u_of = np.unique(rs, return_inverse=True)
+        # The subjects' pairs, and those with a pair tracker alive, or busy
+        lo, n_k = ptr[us], ptr[us + 1] - ptr[us]
+        pair = of_subject[_ranges(lo, n_k)]
+        kinds = {kind for kind, _ in _PAIR_EPISODES}
+        tracked = np.zeros(reach.shape[0], dtype=np.bool_)
+        tracked[[key.idx for key in self.trackers.live if key.kind in kinds]] = True
+        ok = np.bincount(np.repeat(np.arange(us.shape[0]), n_k)[tracked[pair]],
+                         minlength=us.shape[0]) == 0  # fmt: skip
+        if busy:
+            ok &= ~np.isin(us, list(busy))
+        # Per device of those pairs: its track's latest fix at or before the batch's first
+        # row time and those after, then the batch's fixes of the device
+        devs = np.unique(device[pair])
+        victims = self.victims
+        tail: list[tuple[float, float, float]] = []
+        n_tail = []
+        for dev in devs.tolist():
+            track = victims.get(dev)
+            if track is not None and track.t:
+                j = bisect.bisect_right(track.t, tmin) - 1
+                fixes = track.fixes[j if j > 0 else 0 :]
+                tail += fixes
+                n_tail.append(len(fixes))
+            else:
+                n_tail.append(0)
+        n_t = np.asarray(n_tail, dtype=np.int64)
+        vict = np.flatnonzero(subj < 0)
+        vict = vict[np.argsort(arr["slot"][vict], kind="stable")]
+        vslots = arr["slot"][vict]
+        v_lo = np.searchsorted(vslots, devs, side="left")
+        n_v = np.searchsorted(vslots, devs, side="right") - v_lo
+        tails = np.asarray(tail, dtype=np.float64).reshape(-1, 3)
+        plat = np.concatenate([tails[:, 0], arr["lat"][vict].astype(np.float64)])
+        plon = np.concatenate([tails[:, 1], arr["lon"][vict].astype(np.float64)])
+        t_lo = np.cumsum(n_t) - n_t
+        v_lo += tails.shape[0]
+        # Every (row, pair of its subject), then every (row, position of the pair's device)
+        k_of_row = n_k[u_of]
+        rk_row = np.repeat(np.arange(rows.shape[0]), k_of_row)
+        rk_pair = of_subject[_ranges(lo[u_of], k_of_row)]
+        d = np.searchsorted(devs, device[rk_pair])
+        rr, cc, kk = [], [], []
+        for start, cnt in ((t_lo[d], n_t[d]), (v_lo[d], n_v[d])):
+            own = np.repeat(np.arange(d.shape[0]), cnt)
+            rr.append(rk_row[own])
+            cc.append(_ranges(start, cnt))
+            kk.append(rk_pair[own])
+        r_, c_, k_ = (np.concatenate(x) for x in (rr, cc, kk))
+        rlat, rlon = arr["lat"][rows].astype(np.float64), arr["lon"][rows].astype(np.float64)
+        dist = haversine(rlat[r_], rlon[r_], plat[c_], plon[c_])
+        far = dist > reach[k_]
+        near = np.bincount(r_[~far], minlength=rows.shape[0]) > 0
+        s_from, s_until = reg.subject_from[rs], reg.subject_until[rs]
+        quiet = ~near & ok[u_of] & (s_from <= t) & (t < s_until) & (sigma > 0.0)
+        # ...and only before the subject's first row that is not quiet
+        first = np.full(us.shape[0], rows.shape[0], dtype=np.int64)
+        loud = np.flatnonzero(~quiet)
+        np.minimum.at(first, u_of[loud], loud)
+        return quiet & (np.arange(rows.shape[0]) < first[u_of])
+
+    def _quiet_lists(
+        self, arr: np.ndarray, rows: np.ndarray, subj: np.ndarray, sigma: np.ndarray,
+        busy: set[int],
+    ) -> np.ndarray:  # fmt: skip
+        """`quiet` as it was, position lists built subject by subject (the oracle of
+        `_quiet`: tests/test_prune.py)."""
+        reg, live = self.registry, self.trackers.live
         t = arr["t"][rows]
         tmin = float(t.min())
         vict = np.flatnonzero(subj < 0)
@@ -209,6 +295,21 @@ class Proximity:
         np.minimum.at(first, u_of[loud], loud)
         return quiet & (np.arange(rows.shape[0]) < first[u_of])
 
+    def _pair_table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """`_pair_reach` as arrays, and each subject's pairs: of_subject[ptr[s]:ptr[s+1]]."""
+        if self._table is None:
+            reach, device = self._pair_reach()
+            of = self.registry.pairs_of_subject
+            n = np.zeros(len(self.registry.subject_ids) + 1, dtype=np.int64)
+            for s, ks in of.items():
+                n[s + 1] = len(ks)
+            pairs = [k for s in sorted(of) for k in of[s]]
+            self._table = (
+                np.asarray(reach, dtype=np.float64), np.asarray(device, dtype=np.int64),
+                np.cumsum(n), np.asarray(pairs, dtype=np.int64),
+            )  # fmt: skip
+        return self._table
+
     def _pair_reach(self) -> tuple[list[float], list[int]]:
         """Per proximity pair: radius + warn (+ 1 m for rounding), and its device's slot."""
         if self._reach is None:
@@ -263,3 +364,9 @@ class Proximity:
             if s >= 0:
                 fixes = [(float(a), float(b), float(c)) for a, b, c in tr["fixes"]]
                 self.victims[s] = VictimTrack([float(t) for t in tr["t"]], fixes)
+
+
+def _ranges(start: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """The ranges [start[i], start[i] + n[i]) one after another."""
+    before = np.cumsum(n) - n
+    return np.arange(int(n.sum()), dtype=np.int64) + np.repeat(start - before, n)

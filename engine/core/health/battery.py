@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from engine.core.episodes import EpisodeBook, TrackerKey, TrackerKind
+from engine.core.health.levels import Levels, walk
 from engine.core.registry import Registry
 from engine.settings import Settings
 from engine.wire.alerts import Severity
@@ -19,8 +20,9 @@ from engine.wire.records import EVENT_CODE
 if TYPE_CHECKING:
     from engine.core.remap import Remap
 
-# Whether a batch walk may skip the episode look-ups of records above every threshold of
-# a slot with no battery episode open (off: each record looks; tests/test_prune.py)
+# Whether a batch's battery records are taken by the numba walk (levels.walk), Python
+# seeing only those that open or close an episode (off: each record is observed on its
+# own, every one of its episodes looked up; tests/test_prune.py)
 SKIP = True
 CHARGING_ON = EVENT_CODE["charging_on"]
 CHARGING_OFF = EVENT_CODE["charging_off"]
@@ -37,62 +39,78 @@ class _Battery:
 
 class Battery:
     """Per tag slot, in seq order: the level, charging state and the samples since the
-    last charge that the drain trend is fitted to."""
+    last charge that the drain trend is fitted to (as arrays: levels.Levels)."""
 
     def __init__(self, registry: Registry, book: EpisodeBook, settings: Settings) -> None:
         self.reg = registry
         self.book = book
         self.st = settings
-        self.battery: dict[int, _Battery] = {}
         self.levels: tuple[tuple[str, int, int, Severity], ...] = (
             ("battery_low", settings.battery_low_pct, settings.battery_low_clear_pct, "medium"),
             ("battery_critical", settings.battery_critical_pct,
              settings.battery_critical_clear_pct, "high"),
         )  # fmt: skip
-        self.low_max = max(low for _, low, _, _ in self.levels)
-        # While a batch is walked (`walk`): the slots with a battery episode open (only
-        # `observe` opens or closes one meanwhile); None: look each record up
-        self.open_slots: set[int] | None = None
+        self.state = Levels(registry.n_tags)
+        subj = registry.subject_of_slot[: registry.n_tags]
+        self.from_t = np.ascontiguousarray(registry.subject_from[subj], dtype=np.float64)
+        self.until_t = np.ascontiguousarray(registry.subject_until[subj], dtype=np.float64)
+        self.lows = np.array([low for _, low, _, _ in self.levels], dtype=np.int64)
+        self.highs = np.array([high for _, _, high, _ in self.levels], dtype=np.int64)
+        self.level_of = {kind: lv for lv, (kind, _, _, _) in enumerate(self.levels)}
 
-    def walk(self, on: bool) -> None:
-        """A batch's records are about to be observed (on), or have been (off)."""
-        self.open_slots = None
-        if on and SKIP:
-            self.open_slots = {k.idx for k, _ in self.book.open if k.kind == TrackerKind.BATTERY}
+    def observe_rows(
+        self, slot: np.ndarray, t: np.ndarray, seq: np.ndarray, b: np.ndarray, code: np.ndarray
+    ) -> tuple[list[int], list[_Battery]]:
+        """Records of tag slots with a battery level (b, -1: none) or a charging event, in
+        processing order: the state after all of them. Returns those that open or close an
+        episode (indices) and each one's slot's state as of it, for `episodes`."""
+        lv = self.state
+        lv.reserve(slot.shape[0])
+        open_lv = np.zeros((self.reg.n_tags, len(self.levels)), dtype=np.bool_)
+        for key, kind in self.book.open:
+            if key.kind == TrackerKind.BATTERY:
+                open_lv[key.idx, self.level_of[kind]] = True
+        new, acts, ch, lt, off, snap_t, snap_b = walk(
+            slot, t, seq, b, code, CHARGING_ON, CHARGING_OFF, float(self.st.battery_trend_s),
+            self.lows, self.highs, self.from_t, self.until_t, open_lv, lv.level, lv.seq,
+            lv.charging, lv.last_t, lv.seen, lv.head, lv.tail, lv.cnt, lv.pt, lv.pb, lv.nxt,
+            lv.meta,
+        )  # fmt: skip
+        if new.shape[0]:
+            lv.order += new.tolist()
+        at = acts.tolist()
+        if not at:
+            return at, []
+        bs, seqs, ends = b[acts].tolist(), seq[acts].tolist(), off.tolist()
+        pts = list(zip(snap_t[: ends[-1]].tolist(), snap_b[: ends[-1]].tolist(), strict=True))
+        snaps = [
+            _Battery(bs[k], seqs[k], pts[ends[k] : ends[k + 1]], c, x)
+            for k, (c, x) in enumerate(zip(ch.tolist(), lt.tolist(), strict=True))
+        ]
+        return at, snaps
 
     def observe(self, s: int, t: float, seq: int, b: int, code: int) -> None:
         """A record of slot s with battery level b (-1: none) or a charging event."""
-        st = self.st
-        bat = self.battery.get(s)
-        if bat is None:  # (setdefault would build a _Battery per call)
-            bat = self.battery[s] = _Battery()
-        if code == CHARGING_ON:
-            bat.charging, bat.last_charge_t = True, t
-            bat.samples = []
-        elif code == CHARGING_OFF:
-            bat.charging, bat.last_charge_t = False, t
-            bat.samples = []
-        if b < 0:
-            return
-        if bat.level >= 0 and b > bat.level + 2 and not bat.charging:
-            bat.samples = []  # charged (or swapped) without telling us
-            bat.last_charge_t = t
-        bat.level, bat.seq = b, seq
-        if not bat.charging:
-            bat.samples.append((t, b))
-            cut = t - st.battery_trend_s
-            while len(bat.samples) > 2 and bat.samples[0][0] < cut:
-                bat.samples.pop(0)
-        if b > self.low_max and self.open_slots is not None and s not in self.open_slots:
-            return  # no episode to close, and none opens above the thresholds
+        one = np.array
+        self.observe_rows(one([s]), one([t]), one([seq]), one([b]), one([code]))
+        if b >= 0:
+            self.episodes(s, t, seq, b, self.now(s))
+
+    def now(self, s: int) -> _Battery:
+        """Slot s's state."""
+        lv = self.state
+        return _Battery(int(lv.level[s]), int(lv.seq[s]), lv.samples(s), bool(lv.charging[s]),
+                        float(lv.last_t[s]))  # fmt: skip
+
+    def episodes(self, s: int, t: float, seq: int, b: int, bat: _Battery) -> None:
+        """Slot s's record with level b opens or closes its battery episodes (`bat`: the
+        slot's state after it)."""
         key = TrackerKey(TrackerKind.BATTERY, s)
         episodes = self.book.open
         for kind, low, high, sev in self.levels:
             ep = episodes.get((key, kind))  # self.book.get
             if ep is None and b <= low and self.reg.monitored(s, t):
                 subject, tag = self.reg.who(s)
-                if self.open_slots is not None:
-                    self.open_slots.add(s)
                 self.book.open_episode(
                     key, kind, subject=subject, tag=tag, zone=None, severity=sev,
                     confidence=1.0, t=t, seq=seq, raised_t=t, detail=_detail(bat),
@@ -103,21 +121,24 @@ class Battery:
 
     # -- state as data (snapshots, configuration reloads: engine/core/remap.py) ----------
     def export_state(self) -> dict[str, Any]:
-        ids = self.reg.device_ids
+        ids, lv, order = self.reg.device_ids, self.state, self.state.order
+        level, seq = lv.level[order].tolist(), lv.seq[order].tolist()
+        charging, last_t = lv.charging[order].tolist(), lv.last_t[order].tolist()
+        samples = lv.all_samples(order)
         return {
-            ids[s]: {"level": b.level, "seq": b.seq, "samples": [list(x) for x in b.samples],
-                     "charging": b.charging, "last_charge_t": b.last_charge_t}
-            for s, b in self.battery.items()
+            ids[s]: {"level": level[k], "seq": seq[k], "samples": samples[k],
+                     "charging": charging[k], "last_charge_t": last_t[k]}
+            for k, s in enumerate(order)
         }  # fmt: skip
 
     def import_state(self, d: dict[str, Any], m: Remap) -> None:
-        self.battery = {}
+        self.state = Levels(self.reg.n_tags)
         for dev, b in d.items():
             s = m.tag(dev)
             if s >= 0:
                 samples = [(float(t), int(v)) for t, v in b["samples"]]
-                self.battery[s] = _Battery(int(b["level"]), int(b["seq"]), samples,
-                                           bool(b["charging"]), float(b["last_charge_t"]))  # fmt: skip
+                self.state.put(s, int(b["level"]), int(b["seq"]), samples,
+                               bool(b["charging"]), float(b["last_charge_t"]))  # fmt: skip
 
 
 def _detail(bat: _Battery) -> dict[str, Any]:

@@ -38,7 +38,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from engine.core.episodes import EpisodeBook, TrackerKey, TrackerKind
-from engine.core.health.battery import CHARGING_OFF, CHARGING_ON, Battery
+from engine.core.health import battery
+from engine.core.health.battery import CHARGING_OFF, CHARGING_ON, Battery, _Battery
 from engine.core.health.clockfault import ClockFault
 from engine.core.health.silence import Context, LastFix, NoLocation, Silence, ordered_clocks
 from engine.core.health.tamper import Tamper
@@ -101,24 +102,29 @@ class Health:
         """Tag rows in processing order (per tag in seq order): battery, charging,
         no_location and the reporting interval. `usable`: the row is a fix good enough to
         say where the tag is."""
-        self.battery.walk(True)
-        try:
-            self._ordered(rows, usable)
-        finally:
-            self.battery.walk(False)
-
-    def _ordered(self, rows: np.ndarray, usable: np.ndarray) -> None:
         sil, bat, loc, st = self.silence, self.battery, self.location, self.silence.st
         code = rows["event"]
         after, gap = ordered_clocks(
             rows["slot"], rows["t"], code == 0, sil.interval, sil.last_fix_t,
             loc.last_rec_t, st.silent_factor, st.silent_min_s, st.interval_smoothing,
         )  # fmt: skip
-        # What is left per record in Python: battery (levels, charging), and no_location
-        # for a slot that has had no usable fix since some record (now, or from a bad
-        # record of the batch on)
         bad = (code == 0) | (code == _NO_GPS)
-        busy = (rows["batt"] >= 0) | (code == CHARGING_ON) | (code == CHARGING_OFF)
+        batt = (rows["batt"] >= 0) | (code == CHARGING_ON) | (code == CHARGING_OFF)
+        skip = SKIP and battery.SKIP
+        # What is left per record in Python: the battery records that open or close an
+        # episode (the rest only change the battery state: one numba walk), and
+        # no_location for a slot that has had no usable fix since some record (now, or from
+        # a bad record of the batch on)
+        acts: dict[int, _Battery] = {}
+        if skip:
+            at = np.flatnonzero(batt)
+            fields = (rows[f][at] for f in ("slot", "t", "seq", "batt", "event"))
+            got, snaps = bat.observe_rows(*fields)
+            acts = dict(zip(at[got].tolist(), snaps, strict=True))
+            busy = np.zeros(rows.shape[0], dtype=np.bool_)
+            busy[at[got]] = True
+        else:
+            busy = batt.copy()
         lost = {*loc.bad_since, *rows["slot"][bad & ~usable].tolist()}
         if lost or not SKIP:
             busy |= np.isin(rows["slot"], list(lost)) | (not SKIP)
@@ -126,8 +132,13 @@ class Health:
         slot, t, seq, b, c = (rows[f][at].tolist() for f in ("slot", "t", "seq", "batt", "event"))
         after_, gap_ = after[at].tolist(), gap[at].tolist()
         use, bad_, pending = usable[at].tolist(), bad[at].tolist(), loc.bad_since
+        rows_at = at.tolist()
         for i, s in enumerate(slot):
-            if b[i] >= 0 or c[i] in (CHARGING_ON, CHARGING_OFF):
+            if skip:
+                snap = acts.get(rows_at[i])
+                if snap is not None:
+                    bat.episodes(s, t[i], seq[i], b[i], snap)
+            elif b[i] >= 0 or c[i] in (CHARGING_ON, CHARGING_OFF):
                 bat.observe(s, t[i], seq[i], b[i], c[i])
             if s in pending or (bad_[i] and not use[i]):
                 loc.decide(s, t[i], seq[i], after_[i], gap_[i], use[i], bad_[i])
