@@ -259,6 +259,13 @@ class Routes:
         sig = max(float(prev[3]), float(row["acc"]), st.acc_floor_m) / R68
         if depth < 2.0 * sig:
             return
+        if self.binds is None:
+            br = self.trackers.live.get(TrackerKey(TrackerKind.ZONE, z))
+            if br is not None and br.episode is not None:
+                # Open already: BreachTracker.transit ignores the route, and nothing on the
+                # way to it has an effect (the zone is tracked while its tracker lives; a
+                # schedule lookup may expand its cache, hence only with no schedules)
+                return
         cap = st.transit_confidence_max
         if np.isfinite(pprev[0]) and pprev[0] < t0:
             # The speed the tag was already going says how far it could drive in dt. If a
