@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -55,11 +55,18 @@ class Outliers:
     def is_suspect(self, st: Step) -> bool:
         """A fix that would put the tag inside a zone, reached at a speed the track does not
         allow: held until the next fix says whether the tag really went there."""
-        if not any(sd < 0.0 for _, sd in self._binding(st)):
+        for _, sd in self._binding(st):
+            if sd < 0.0:
+                break
+        else:
             return False
-        cur = np.array([st.row["t"], st.row["lat"], st.row["lon"], st.row["acc"]], dtype=float)
-        v = speed(st.prev, cur)
-        return not math.isnan(v) and v > self._jump_limit(st)
+        row = st.row  # speed reads floats a[0..3]: a tuple of them does (no array per fix)
+        cur = (float(row["t"]), float(row["lat"]), float(row["lon"]), float(row["acc"]))
+        v = speed(st.prev, cast("np.ndarray", cur))
+        # The limit is never below jump_speed_floor_mps: a fix no faster is not suspect
+        if math.isnan(v) or v <= self.settings.jump_speed_floor_mps:
+            return False
+        return v > self._jump_limit(st)
 
     def settle(self, sus: Step, nxt: Step, apply: Callable[[Step], None]) -> bool:
         """Decide a suspect fix with the fix after it: if the next fix is where the tag could
