@@ -394,11 +394,12 @@ class Trackers:
 
     def approach(
         self, key: TrackerKey, kind: str, sev: Severity, subject: str, zone: str,
-        breach: BreachTracker, o: Obs, at: Where | None = None,
+        breach: BreachTracker | None, o: Obs, at: Where | None = None,
     ) -> None:  # fmt: skip
-        """Approach ring: an earlier, lower-severity alert, superseded by the breach."""
+        """Approach ring: an earlier, lower-severity alert, superseded by the breach (None:
+        no breach tracker lives)."""
         ap = self.breach(key, kind, subject, zone, sev)
-        if breach.episode is not None:
+        if breach is not None and breach.episode is not None:
             if ap.episode is not None:
                 self.book.close(key, kind, breach.episode.opened_t)
                 ap.episode = None
