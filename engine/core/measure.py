@@ -91,7 +91,7 @@ class Measured:
 
     def step(self, i: int) -> Step:
         """Row i (a tag's fix) with its evidence."""
-        near_at, transit_at, *_, sigma, subj, prox, tag_pos, pairs, routes = (
+        near_at, transit_at, _, _, _, _, _, _, sigma, subj, prox, tag_pos, pairs, routes = (
             self._lists or self._read()
         )
         k = tag_pos[i]

@@ -15,10 +15,14 @@ from engine.core.history import speed
 from engine.core.measure import Step
 from engine.core.registry import Registry
 from engine.settings import Settings
+from engine.wire.records import FIX_DTYPE
 from zones.compile import ZoneTable
 
 if TYPE_CHECKING:
     from engine.core.remap import Remap
+
+# Where a fix row's fields are in its .item()
+_T, _LAT, _LON, _ACC = ((FIX_DTYPE.names or ()).index(n) for n in ("t", "lat", "lon", "acc"))
 
 
 class Outliers:
@@ -44,11 +48,12 @@ class Outliers:
 
     def _binding(self, st: Step) -> list[tuple[int, float]]:
         """The step's (zone, signed distance) pairs of zones in force at its time."""
-        table, t, binds = self.table, float(st.row["t"]), self.binds
+        table, binds = self.table, self.binds
+        if binds is None and not table.has_validity:
+            return st.zone_pairs
+        t = float(st.row["t"])
         if binds is not None:
             return [(z, sd) for z, sd in st.zone_pairs if binds(z, t)]
-        if not table.has_validity:
-            return st.zone_pairs
         return [(z, sd) for z, sd in st.zone_pairs
                 if table.valid_from[z] <= t < table.valid_until[z]]  # fmt: skip
 
@@ -60,9 +65,10 @@ class Outliers:
                 break
         else:
             return False
-        row = st.row  # speed reads floats a[0..3]: a tuple of them does (no array per fix)
-        cur = (float(row["t"]), float(row["lat"]), float(row["lon"]), float(row["acc"]))
-        v = speed(st.prev, cast("np.ndarray", cur))
+        # speed reads floats a[0..3]: a tuple of them does (no array per fix); the row's
+        # fields read at once (FIX_DTYPE: each field read by name costs as much as all)
+        f = st.row.item()
+        v = speed(st.prev, cast("np.ndarray", (f[_T], f[_LAT], f[_LON], f[_ACC])))
         # The limit is never below jump_speed_floor_mps: a fix no faster is not suspect
         if math.isnan(v) or v <= self.settings.jump_speed_floor_mps:
             return False
