@@ -267,7 +267,7 @@ class BreachTracker:
             # ones too: escalating on the inside fixes alone would count the drift at an
             # edge (a permitted corridor, a lurker) as evidence.
             self.pending.append(o)
-            self.pending = self.pending[-8:]
+            del self.pending[:-8]
         if o.depth > 0:
             self.leaving_since = None
             self.n_inside += 1
@@ -382,15 +382,17 @@ class Trackers:
 
     def forget_if_idle(self, key: TrackerKey, z: int | None = None) -> None:
         """Drop the tracker when it holds nothing; with `z`, refresh that zone's flag."""
-        tr = self.live.get(key)
+        live = self.live
+        tr = live.get(key)
         if tr is not None and tr.idle:
-            del self.live[key]
+            del live[key]
             tr = None
         if z is not None:
             if tr is not None and key.idx == z and key.kind in _ZONE_KINDS:
                 self.tracked[z] = True  # `key` itself is one of the zone's and lives
-            else:
-                self.tracked[z] = any(TrackerKey(k, z) in self.live for k in _ZONE_KINDS)
+            else:  # (kind, z) finds the TrackerKey (a tuple) without making one
+                zone, ring, curfew = _ZONE_KINDS
+                self.tracked[z] = (zone, z) in live or (ring, z) in live or (curfew, z) in live
 
     def approach(
         self, key: TrackerKey, kind: str, sev: Severity, subject: str, zone: str,

@@ -126,8 +126,25 @@ class Episode:
             closed_t=closed_t,
             evidence=list(self.evidence),
             # deep: the episode keeps appending to lists in its detail after this record
-            detail=None if self.detail is None else copy.deepcopy(self.detail),
+            detail=None if self.detail is None else _deep(self.detail),
         )
+
+
+_ATOMIC = frozenset({str, int, float, bool, type(None)})
+
+
+def _deep(x: Any) -> Any:
+    """copy.deepcopy of a detail (dicts, lists and scalars, as a rule) without its memo
+    bookkeeping for every object: scalars are kept, dicts and lists copied, anything
+    else deep-copied."""
+    kind = type(x)
+    if kind in _ATOMIC:
+        return x
+    if kind is dict:
+        return {k: _deep(v) for k, v in x.items()}
+    if kind is list:
+        return [_deep(v) for v in x]
+    return copy.deepcopy(x)
 
 
 class EpisodeBook:

@@ -52,12 +52,12 @@ def combined(obs: list[Obs], corr_s: float) -> tuple[float, float, int]:
     """Weighted mean depth, its sigma allowing for correlated error, and fixes inside."""
     w = [1.0 / (o.sigma * o.sigma) for o in obs]
     sw = sum(w)
-    mean = sum(wi * o.depth for wi, o in zip(w, obs, strict=True)) / sw
+    mean = sum([wi * o.depth for wi, o in zip(w, obs, strict=True)]) / sw
     n = len(obs)
     span = obs[-1].t - obs[0].t
     n_eff = min(float(n), 1.0 + max(span, 0.0) / corr_s)
     sigma = math.sqrt(1.0 / sw) * math.sqrt(n / n_eff)
-    return mean, sigma, sum(1 for o in obs if o.depth > 0)
+    return mean, sigma, len([o for o in obs if o.depth > 0])
 
 
 def steady_level(
