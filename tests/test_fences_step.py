@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -43,7 +44,7 @@ VARIANTS = st.sampled_from(
     t=st.floats(0.0, 1e9),
 )
 def test_a_fresh_tracker_keeps_nothing_of_what_it_is_spared(
-    kind: str, depth: float, sigma: float, variant: dict[str, float], t: float
+    kind: str, depth: float, sigma: float, variant: dict[str, Any], t: float
 ) -> None:
     s = dataclasses.replace(Settings(), **variant)
     if not _keeps_nothing(kind, depth, sigma, s):

@@ -38,6 +38,7 @@ import numpy as np
 
 from engine.core.episodes import Episode, EpisodeBook, TrackerKey, TrackerKind, prob_below, where_of
 from engine.core.observe import (
+    SURE,
     CurfewTracker,
     Entry,
     Obs,
@@ -46,6 +47,7 @@ from engine.core.observe import (
     graded_cap,
     obs_data,
     obs_from,
+    saturated,
     steady_judge,
 )
 from engine.settings import Settings
@@ -255,7 +257,7 @@ class BreachTracker:
             way = min(way, 1.0) * min(max(mean, 0.0) / s.confident_min_depth_m, 1.0)
             cap = graded_cap(s, s.wary_confidence_max if wary else s.two_fix_confidence_max, way)
         else:
-            cap = 0.999
+            cap = SURE
         return min(p, cap)
 
     def _observe_open(self, o: Obs, confident_out: bool, at: Where | None) -> None:
@@ -271,6 +273,9 @@ class BreachTracker:
         if o.depth > 0:
             self.leaving_since = None
             self.n_inside += 1
+            if saturated(ep.confidence, self.pending, self.run_from, s):  # evidence only
+                self.book.add_evidence(ep, o.tag, o.seq, ep.confidence)
+                return
             mean, sigma, _ = combined(self.pending, s.error_corr_s)
             p = prob_below(mean, sigma)
             if self._decisive(o) or (p >= s.open_probability and mean >= s.open_min_depth_m):
@@ -382,24 +387,21 @@ class Trackers:
 
     def forget_if_idle(self, key: TrackerKey, z: int | None = None) -> None:
         """Drop the tracker when it holds nothing; with `z`, refresh that zone's flag."""
-        live = self.live
-        tr = live.get(key)
+        tr = self.live.get(key)
         if tr is not None and tr.idle:
-            del live[key]
+            del self.live[key]
             tr = None
         if z is not None:
             if tr is not None and key.idx == z and key.kind in _ZONE_KINDS:
                 self.tracked[z] = True  # `key` itself is one of the zone's and lives
             else:  # (kind, z) finds the TrackerKey (a tuple) without making one
-                zone, ring, curfew = _ZONE_KINDS
-                self.tracked[z] = (zone, z) in live or (ring, z) in live or (curfew, z) in live
+                self.tracked[z] = any((k, z) in self.live for k in _ZONE_KINDS)
 
     def approach(
         self, key: TrackerKey, kind: str, sev: Severity, subject: str, zone: str,
         breach: BreachTracker | None, o: Obs, at: Where | None = None,
     ) -> None:  # fmt: skip
-        """Approach ring: an earlier, lower-severity alert, superseded by the breach (None:
-        no breach tracker lives)."""
+        """Approach ring: an earlier, lower-severity alert, superseded by the breach (if any)."""
         ap = self.breach(key, kind, subject, zone, sev)
         if breach is not None and breach.episode is not None:
             if ap.episode is not None:

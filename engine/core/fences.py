@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
@@ -114,9 +115,10 @@ class Fences:
         zs = np.unique(zidx[self.is_inclusion[zidx]]).tolist()
         away: list[int] = []
         none: list[int] = []
+        curfew = TrackerKind.CURFEW
         for z in zs:
             if z not in bounds:
-                tr = live.get(TrackerKey(TrackerKind.CURFEW, z))
+                tr = live.get(cast(TrackerKey, (curfew, z)))  # a tuple: finds the TrackerKey
                 if tr is None:
                     none.append(z)
                 elif _away(tr):

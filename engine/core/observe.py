@@ -269,6 +269,33 @@ class Entry:
         return e
 
 
+# The highest confidence evidence gives a breach (BreachTracker._confidence)
+SURE = 0.999
+
+
+def saturated(conf: float, pending: list[Obs], run_from: float | None, s: Settings) -> bool:
+    """Whether an open breach at `conf` (SURE or more) stays there whatever a next fix inside
+    shows (BreachTracker._observe_open), so what it computes need not be: every ceiling
+    in the settings is below SURE (graded_cap stays within an ulp of its top), and the
+    settings, the evidence `pending` and its run's start `run_from` (finite times, sigmas
+    within 1e+-100) keep that computation from raising or grading by NaN."""
+    tops = (
+        s.single_fix_confidence_max, s.two_fix_confidence_max, s.wary_confidence_max,
+        s.possible_confidence_max, s.likely_confidence_min,
+    )  # fmt: skip
+    return (
+        conf >= SURE
+        and all(top < SURE - 1e-9 for top in tops)
+        and s.error_corr_s > 0.0
+        and s.confident_span_s > 0.0
+        and s.confident_fixes > 0
+        and s.confident_min_depth_m > 0.0
+        and bool(pending)
+        and (run_from is None or math.isfinite(run_from))
+        and all(math.isfinite(o.t) and 1e-100 <= o.sigma <= 1e100 for o in pending)
+    )
+
+
 def graded_cap(s: Settings, top: float, way: float) -> float:
     """A confidence ceiling graded from likely_confidence_min up to `top` as the evidence
     goes `way` (0..1) towards what would make it surer: how it ranks among likely ones."""
