@@ -139,6 +139,8 @@ def test_evidence_only_at_the_top_is_what_working_it_out_gives(
 def test_the_usual_open_breach_at_the_top_is_saturated() -> None:
     s = Settings()
     run = [Obs(60.0 * i, 40.0, 10.0, "T1", i) for i in range(8)]
+    tr, _ = _build(s, SURE, [], 0.0, False, 0.0)
+    assert tr._confidence(1.0, 40.0, run) == SURE  # the top cap is SURE
     assert saturated(SURE, run, 0.0, s)
     assert not saturated(0.99, run, 0.0, s)
     assert not saturated(SURE, run, math.nan, s)

@@ -38,7 +38,6 @@ import numpy as np
 
 from engine.core.episodes import Episode, EpisodeBook, TrackerKey, TrackerKind, prob_below, where_of
 from engine.core.observe import (
-    SURE,
     CurfewTracker,
     Entry,
     Obs,
@@ -257,7 +256,7 @@ class BreachTracker:
             way = min(way, 1.0) * min(max(mean, 0.0) / s.confident_min_depth_m, 1.0)
             cap = graded_cap(s, s.wary_confidence_max if wary else s.two_fix_confidence_max, way)
         else:
-            cap = SURE
+            cap = 0.999  # observe.SURE
         return min(p, cap)
 
     def _observe_open(self, o: Obs, confident_out: bool, at: Where | None) -> None:
@@ -351,7 +350,7 @@ class BreachTracker:
 
 
 # The trackers of one zone: while any of them lives, the zone is followed for every fix
-_ZONE_KINDS = (TrackerKind.ZONE, TrackerKind.APPROACH, TrackerKind.CURFEW)
+_ZONE_KINDS = _Z, _A, _C = (TrackerKind.ZONE, TrackerKind.APPROACH, TrackerKind.CURFEW)
 
 
 class Trackers:
@@ -387,15 +386,16 @@ class Trackers:
 
     def forget_if_idle(self, key: TrackerKey, z: int | None = None) -> None:
         """Drop the tracker when it holds nothing; with `z`, refresh that zone's flag."""
-        tr = self.live.get(key)
+        live = self.live
+        tr = live.get(key)
         if tr is not None and tr.idle:
-            del self.live[key]
+            del live[key]
             tr = None
         if z is not None:
             if tr is not None and key.idx == z and key.kind in _ZONE_KINDS:
                 self.tracked[z] = True  # `key` itself is one of the zone's and lives
             else:  # (kind, z) finds the TrackerKey (a tuple) without making one
-                self.tracked[z] = any((k, z) in self.live for k in _ZONE_KINDS)
+                self.tracked[z] = (_Z, z) in live or (_A, z) in live or (_C, z) in live
 
     def approach(
         self, key: TrackerKey, kind: str, sev: Severity, subject: str, zone: str,

@@ -27,7 +27,10 @@ def sigma_of(acc: float) -> float:
 
 def prob_below(margin_m: float, sigma: float) -> float:
     """P(true value < threshold) when the measured value is `margin_m` below it."""
-    return 0.5 * (1.0 + math.erf(margin_m / (sigma * math.sqrt(2.0))))
+    return 0.5 * (1.0 + math.erf(margin_m / (sigma * _SQRT2)))
+
+
+_SQRT2 = math.sqrt(2.0)
 
 
 # Where an observed fix was and what it measured there, should it decide an episode:

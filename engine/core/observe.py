@@ -6,6 +6,7 @@ episode. The exclusion-zone and proximity trackers are `engine.core.decide`'s.""
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -51,13 +52,14 @@ class Obs:
 def combined(obs: list[Obs], corr_s: float) -> tuple[float, float, int]:
     """Weighted mean depth, its sigma allowing for correlated error, and fixes inside."""
     w = [1.0 / (o.sigma * o.sigma) for o in obs]
+    depths = [o.depth for o in obs]
     sw = sum(w)
-    mean = sum([wi * o.depth for wi, o in zip(w, obs, strict=True)]) / sw
+    mean = sum(map(operator.mul, w, depths)) / sw
     n = len(obs)
     span = obs[-1].t - obs[0].t
     n_eff = min(float(n), 1.0 + max(span, 0.0) / corr_s)
     sigma = math.sqrt(1.0 / sw) * math.sqrt(n / n_eff)
-    return mean, sigma, len([o for o in obs if o.depth > 0])
+    return mean, sigma, len([d for d in depths if d > 0])
 
 
 def steady_level(
@@ -269,7 +271,7 @@ class Entry:
         return e
 
 
-# The highest confidence evidence gives a breach (BreachTracker._confidence)
+# The highest confidence evidence gives a breach (BreachTracker._confidence's top cap)
 SURE = 0.999
 
 
