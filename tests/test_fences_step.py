@@ -1,6 +1,7 @@
 """Fences.step spares a fresh tracker it would forget at once (fences._keeps_nothing): for
 every observation it says so of, a fresh BreachTracker's `observe` decides nothing and
-leaves it idle."""
+leaves it idle; a curfew tracker seen away again outside its window (fences._away)
+stays as it was."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.core.decide import BreachTracker, Obs
+from engine.core.decide import BreachTracker, CurfewTracker, Obs
 from engine.core.episodes import EpisodeBook, TrackerKey, TrackerKind
-from engine.core.fences import _keeps_nothing
+from engine.core.fences import _away, _keeps_nothing
 from engine.settings import Settings
 
 DEPTHS = st.one_of(
@@ -63,3 +64,21 @@ def test_it_spares_the_usual_far_fix() -> None:
     assert not _keeps_nothing("zone_breach", -150.0, 10.0, s)  # kept in the recent track
     assert _keeps_nothing("zone_approach", -150.0, 10.0, s)
     assert not _keeps_nothing("zone_approach", 1.0, 10.0, s)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    sd=st.one_of(st.sampled_from([0.0, -0.0, 1e-300, 1e9]), st.floats(0.0, 1e5)),
+    sigma=st.one_of(st.sampled_from([1e-300, 1e6]), st.floats(1e-3, 1e4)),
+    t=st.floats(0.0, 1e9),
+)
+def test_a_curfew_tracker_seen_away_outside_its_window_stays_as_it_was(
+    sd: float, sigma: float, t: float
+) -> None:
+    book = EpisodeBook(50)
+    tr = CurfewTracker(book, Settings(), TrackerKey(TrackerKind.CURFEW, 2), "S1", "Z1")
+    tr.was_out = True
+    assert _away(tr)  # the state Fences.step spares
+    tr.observe(Obs(t, sd, sigma, "T1", 7), False, 0.0, 1.0, None)
+    assert _away(tr) and tr.was_out and not tr.away and tr.episode is None
+    assert book.drain() == []

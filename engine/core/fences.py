@@ -159,8 +159,10 @@ class Fences:
         if inclusion:
             w0, w1, active = self.schedules.window(z, t)
             cur = trackers.curfew(key, subject, zone_id)
-            at: Where = (row, "depth_m", sd, math.nan)  # metres outside the curfew zone
-            cur.observe(Obs(t, sd, sigma, tag, seq), active, w0, w1, at)
+            # Seen away again outside the window: it stays as it was (as in idle_rows)
+            if active or not (0.0 <= sd < math.inf and 0.0 < sigma <= 1e6 and _away(cur)):
+                at: Where = (row, "depth_m", sd, math.nan)  # metres outside the curfew zone
+                cur.observe(Obs(t, sd, sigma, tag, seq), active, w0, w1, at)
             trackers.forget_if_idle(key, z)
             return
         st, live = self.settings, trackers.live
