@@ -46,6 +46,7 @@ from engine.core.observe import (
     graded_cap,
     obs_data,
     obs_from,
+    saturated,
     steady_judge,
 )
 from engine.settings import Settings
@@ -255,7 +256,7 @@ class BreachTracker:
             way = min(way, 1.0) * min(max(mean, 0.0) / s.confident_min_depth_m, 1.0)
             cap = graded_cap(s, s.wary_confidence_max if wary else s.two_fix_confidence_max, way)
         else:
-            cap = 0.999
+            cap = 0.999  # observe.SURE
         return min(p, cap)
 
     def _observe_open(self, o: Obs, confident_out: bool, at: Where | None) -> None:
@@ -267,10 +268,13 @@ class BreachTracker:
             # ones too: escalating on the inside fixes alone would count the drift at an
             # edge (a permitted corridor, a lurker) as evidence.
             self.pending.append(o)
-            self.pending = self.pending[-8:]
+            del self.pending[:-8]
         if o.depth > 0:
             self.leaving_since = None
             self.n_inside += 1
+            if saturated(ep.confidence, self.pending, self.run_from, s):  # evidence only
+                self.book.add_evidence(ep, o.tag, o.seq, ep.confidence)
+                return
             mean, sigma, _ = combined(self.pending, s.error_corr_s)
             p = prob_below(mean, sigma)
             if self._decisive(o) or (p >= s.open_probability and mean >= s.open_min_depth_m):
@@ -346,7 +350,7 @@ class BreachTracker:
 
 
 # The trackers of one zone: while any of them lives, the zone is followed for every fix
-_ZONE_KINDS = (TrackerKind.ZONE, TrackerKind.APPROACH, TrackerKind.CURFEW)
+_ZONE_KINDS = _Z, _A, _C = (TrackerKind.ZONE, TrackerKind.APPROACH, TrackerKind.CURFEW)
 
 
 class Trackers:
@@ -382,23 +386,24 @@ class Trackers:
 
     def forget_if_idle(self, key: TrackerKey, z: int | None = None) -> None:
         """Drop the tracker when it holds nothing; with `z`, refresh that zone's flag."""
-        tr = self.live.get(key)
+        live = self.live
+        tr = live.get(key)
         if tr is not None and tr.idle:
-            del self.live[key]
+            del live[key]
             tr = None
         if z is not None:
             if tr is not None and key.idx == z and key.kind in _ZONE_KINDS:
                 self.tracked[z] = True  # `key` itself is one of the zone's and lives
-            else:
-                self.tracked[z] = any(TrackerKey(k, z) in self.live for k in _ZONE_KINDS)
+            else:  # (kind, z) finds the TrackerKey (a tuple) without making one
+                self.tracked[z] = (_Z, z) in live or (_A, z) in live or (_C, z) in live
 
     def approach(
         self, key: TrackerKey, kind: str, sev: Severity, subject: str, zone: str,
-        breach: BreachTracker, o: Obs, at: Where | None = None,
+        breach: BreachTracker | None, o: Obs, at: Where | None = None,
     ) -> None:  # fmt: skip
-        """Approach ring: an earlier, lower-severity alert, superseded by the breach."""
+        """Approach ring: an earlier, lower-severity alert, superseded by the breach (if any)."""
         ap = self.breach(key, kind, subject, zone, sev)
-        if breach.episode is not None:
+        if breach is not None and breach.episode is not None:
             if ap.episode is not None:
                 self.book.close(key, kind, breach.episode.opened_t)
                 ap.episode = None

@@ -27,7 +27,10 @@ def sigma_of(acc: float) -> float:
 
 def prob_below(margin_m: float, sigma: float) -> float:
     """P(true value < threshold) when the measured value is `margin_m` below it."""
-    return 0.5 * (1.0 + math.erf(margin_m / (sigma * math.sqrt(2.0))))
+    return 0.5 * (1.0 + math.erf(margin_m / (sigma * _SQRT2)))
+
+
+_SQRT2 = math.sqrt(2.0)
 
 
 # Where an observed fix was and what it measured there, should it decide an episode:
@@ -126,8 +129,25 @@ class Episode:
             closed_t=closed_t,
             evidence=list(self.evidence),
             # deep: the episode keeps appending to lists in its detail after this record
-            detail=None if self.detail is None else copy.deepcopy(self.detail),
+            detail=None if self.detail is None else _deep(self.detail),
         )
+
+
+_ATOMIC = frozenset({str, int, float, bool, type(None)})
+
+
+def _deep(x: Any) -> Any:
+    """copy.deepcopy of a detail (dicts, lists and scalars, as a rule) without its memo
+    bookkeeping for every object: scalars are kept, dicts and lists copied, anything
+    else deep-copied."""
+    kind = type(x)
+    if kind in _ATOMIC:
+        return x
+    if kind is dict:
+        return {k: _deep(v) for k, v in x.items()}
+    if kind is list:
+        return [_deep(v) for v in x]
+    return copy.deepcopy(x)
 
 
 class EpisodeBook:

@@ -6,22 +6,26 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
-from engine.core.decide import BURST_FORGET_M, Obs, Trackers
+from engine.core.decide import BURST_FORGET_M, BreachTracker, Obs, Trackers
 from engine.core.episodes import TrackerKey, TrackerKind, Where
 from engine.core.observe import CurfewTracker
 from engine.core.registry import Registry
 from engine.core.schedules import Schedules
 from engine.settings import Settings
 from engine.wire.alerts import Severity
+from engine.wire.records import FIX_DTYPE
 from zones.compile import ZoneTable
 from zones.geofence import signed_distance_by_subject
 
 # Whether `Fences.idle_rows` may spare the walk the steps that provably change nothing
 # (off: every such step is taken; tests/test_prune.py compares the two)
 PRUNE = True
+# Where a fix row's fields are in its .item()
+_SLOT, _SEQ, _T = ((FIX_DTYPE.names or ()).index(n) for n in ("slot", "seq", "t"))
 # The episodes of one zone: (tracker kind, alert kind)
 _ZONE_EPISODES = (
     (TrackerKind.ZONE, "zone_breach"),
@@ -43,6 +47,9 @@ class Fences:
     is_inclusion: np.ndarray = field(init=False)
     warn: np.ndarray = field(init=False)
     cutoff: float = field(init=False)
+    _zones: dict[int, tuple[bool, str, str, int, float, TrackerKey, TrackerKey]] = field(
+        init=False, default_factory=dict, repr=False
+    )
 
     def __post_init__(self) -> None:
         table = self.table
@@ -108,9 +115,10 @@ class Fences:
         zs = np.unique(zidx[self.is_inclusion[zidx]]).tolist()
         away: list[int] = []
         none: list[int] = []
+        curfew = TrackerKind.CURFEW
         for z in zs:
             if z not in bounds:
-                tr = live.get(TrackerKey(TrackerKind.CURFEW, z))
+                tr = live.get(cast(TrackerKey, (curfew, z)))  # a tuple: finds the TrackerKey
                 if tr is None:
                     none.append(z)
                 elif _away(tr):
@@ -140,37 +148,58 @@ class Fences:
 
     def step(self, z: int, sd: float, sigma: float, row: np.void) -> None:
         """One fix `row` at signed distance `sd` from zone z (< 0 inside)."""
-        table, reg, st, trackers = self.table, self.registry, self.settings, self.trackers
-        tag = reg.device_ids[int(row["slot"])]
-        t, seq = float(row["t"]), int(row["seq"])
-        s = int(table.subject[z])
-        subject, zone_id = reg.subject_ids[s], table.zone_ids[z]
-        inclusion = self.is_inclusion[z]
+        inclusion, subject, zone_id, risk, warn, key, ring = self._zones.get(z) or self._zone(z)
+        trackers = self.trackers
+        f = row.item()  # every field at once (FIX_DTYPE): cheaper than two by name
+        tag, t, seq = self.registry.device_ids[f[_SLOT]], f[_T], f[_SEQ]
         if self.schedules.limited and not self.schedules.binds(z, t):
             self.end_zone(z, t)
             if not inclusion:
                 return  # a licence condition not (or no longer) in force: no evidence
         if inclusion:
             w0, w1, active = self.schedules.window(z, t)
-            key = TrackerKey(TrackerKind.CURFEW, z)
             cur = trackers.curfew(key, subject, zone_id)
-            at: Where = (row, "depth_m", sd, math.nan)  # metres outside the curfew zone
-            cur.observe(Obs(t, sd, sigma, tag, seq), active, w0, w1, at)
+            # Seen away again outside the window: it stays as it was (as in idle_rows)
+            if active or not (0.0 <= sd < math.inf and 0.0 < sigma <= 1e6 and _away(cur)):
+                at: Where = (row, "depth_m", sd, math.nan)  # metres outside the curfew zone
+                cur.observe(Obs(t, sd, sigma, tag, seq), active, w0, w1, at)
             trackers.forget_if_idle(key, z)
             return
-        risk = int(reg.subject_risk[s])
+        st, live = self.settings, trackers.live
         sev: Severity = "critical" if risk >= st.critical_risk else "high"
-        key = TrackerKey(TrackerKind.ZONE, z)
-        br = trackers.breach(key, "zone_breach", subject, zone_id, sev)
-        br.observe(Obs(t, -sd, sigma, tag, seq), (row, "depth_m", -sd, math.nan))
-        ring = TrackerKey(TrackerKind.APPROACH, z)
-        warn = float(self.warn[z])
-        if warn > 0.0:
+        # A tracker made for a fix it keeps nothing of would be forgotten at once
+        br: BreachTracker | None = None
+        if key in live or not _keeps_nothing("zone_breach", -sd, sigma, st):
+            br = trackers.breach(key, "zone_breach", subject, zone_id, sev)
+            br.observe(Obs(t, -sd, sigma, tag, seq), (row, "depth_m", -sd, math.nan))
+        if warn > 0.0 and (
+            ring in live
+            or not (
+                (br is not None and br.episode is not None)  # supersedes a fresh ring at once
+                or _keeps_nothing("zone_approach", warn - sd, sigma, st)
+            )
+        ):
             out: Where = (row, "distance_m", sd, math.nan)  # metres outside the zone
-            trackers.approach(ring, "zone_approach", "medium", subject, zone_id, br,
-                              Obs(t, warn - sd, sigma, tag, seq), out)  # fmt: skip
+            trackers.approach(ring, "zone_approach", "medium", subject, zone_id,
+                              br, Obs(t, warn - sd, sigma, tag, seq), out)  # fmt: skip
         trackers.forget_if_idle(key)
         trackers.forget_if_idle(ring, z)
+
+    def _zone(self, z: int) -> tuple[bool, str, str, int, float, TrackerKey, TrackerKey]:
+        """What `step` reads of zone z (kept in `_zones`): whether it is a curfew, its
+        subject and id, the subject's risk, its warn ring (m) and the keys of its trackers:
+        the curfew's, or the breach's and the ring's."""
+        table = self.table
+        s = int(table.subject[z])
+        inclusion = bool(self.is_inclusion[z])
+        key = TrackerKey(TrackerKind.CURFEW if inclusion else TrackerKind.ZONE, z)
+        got = (
+            inclusion, self.registry.subject_ids[s], table.zone_ids[z],
+            int(self.registry.subject_risk[s]), float(self.warn[z]), key,
+            TrackerKey(TrackerKind.APPROACH, z),
+        )  # fmt: skip
+        self._zones[z] = got
+        return got
 
     def end_zone(self, z: int, t: float) -> None:
         """Close zone z's episodes once t is past its validity (with the reason)."""
@@ -215,3 +244,17 @@ class Fences:
 def _away(tr: object) -> bool:
     """A curfew tracker with nothing open or gathered that last saw its subject away."""
     return isinstance(tr, CurfewTracker) and tr.episode is None and not tr.away and tr.was_out
+
+
+def _keeps_nothing(kind: str, depth: float, sigma: float, s: Settings) -> bool:
+    """Whether a fresh BreachTracker of `kind` shown an observation at `depth` (sigma)
+    keeps nothing of it: its `observe` decides nothing and leaves it idle, to be forgotten.
+    Not finite: never evidence. Outside (depth <= 0): evidence starts only at a fix inside,
+    and only a zone breach's recent track (BreachTracker._remember) keeps one, within
+    BURST_FORGET_M. The bounds on depth and sigma keep `observe`'s arithmetic from raising."""
+    if not (math.isfinite(depth) and math.isfinite(sigma)):
+        return True
+    if not (-1e9 <= depth <= 0.0 and sigma >= 1e-6):
+        return False
+    remembers = s.burst_max_fixes > 0 or s.steady_burst_fixes > 0 or s.steady_window_s > 0.0
+    return kind != "zone_breach" or not remembers or depth < -BURST_FORGET_M

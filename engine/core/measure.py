@@ -65,7 +65,8 @@ class Measured:
     def _read(self) -> tuple[list[Any], ...]:
         """Per row: where its near pairs and its transits start (one more at the end);
         per near pair: zone, distance; per transit: zone, depth, f_in, f_out; per tag
-        row: sigma; per row: subject, proximity."""
+        row: sigma; per row: subject, proximity, tag row; the (zone, distance) of each near
+        pair and the (zone, depth, f_in, f_out) of each transit, as a step takes them."""
         rows = np.arange(self.arr.shape[0] + 1)
         pairs, depth, f_in, f_out = self.transit
         self._lists = (
@@ -75,6 +76,8 @@ class Measured:
             self.zidx[pairs].tolist(), depth.tolist(), f_in.tolist(), f_out.tolist(),
             self.sigma.tolist(), self.subj.tolist(), self.prox.tolist(), self.tag_pos.tolist(),
         )  # fmt: skip
+        nz, nd, tz, td, tin, tout = self._lists[2:8]
+        self._lists += (list(zip(nz, nd, strict=True)), list(zip(tz, td, tin, tout, strict=True)))
         return self._lists
 
     def tags_onward(self) -> np.ndarray:
@@ -88,14 +91,12 @@ class Measured:
 
     def step(self, i: int) -> Step:
         """Row i (a tag's fix) with its evidence."""
-        near_at, transit_at, nz, nd, tz, td, tin, tout, sigma, subj, prox, tag_pos = (
+        near_at, transit_at, _, _, _, _, _, _, sigma, subj, prox, tag_pos, pairs, routes = (
             self._lists or self._read()
         )
         k = tag_pos[i]
-        lo, hi = near_at[i], near_at[i + 1]
-        zone_pairs = list(zip(nz[lo:hi], nd[lo:hi], strict=True))
-        lo, hi = transit_at[i], transit_at[i + 1]
-        transits = list(zip(tz[lo:hi], td[lo:hi], tin[lo:hi], tout[lo:hi], strict=True))
+        zone_pairs = pairs[near_at[i] : near_at[i + 1]]
+        transits = routes[transit_at[i] : transit_at[i + 1]]
         return Step(self.arr[i], subj[i], sigma[k], self.prev[k], self.pprev[k], zone_pairs,
                     transits, prox[i], self.onward.get(k, []))  # fmt: skip
 

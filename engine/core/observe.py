@@ -6,6 +6,7 @@ episode. The exclusion-zone and proximity trackers are `engine.core.decide`'s.""
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -51,13 +52,14 @@ class Obs:
 def combined(obs: list[Obs], corr_s: float) -> tuple[float, float, int]:
     """Weighted mean depth, its sigma allowing for correlated error, and fixes inside."""
     w = [1.0 / (o.sigma * o.sigma) for o in obs]
+    depths = [o.depth for o in obs]
     sw = sum(w)
-    mean = sum(wi * o.depth for wi, o in zip(w, obs, strict=True)) / sw
+    mean = sum(map(operator.mul, w, depths)) / sw
     n = len(obs)
     span = obs[-1].t - obs[0].t
     n_eff = min(float(n), 1.0 + max(span, 0.0) / corr_s)
     sigma = math.sqrt(1.0 / sw) * math.sqrt(n / n_eff)
-    return mean, sigma, sum(1 for o in obs if o.depth > 0)
+    return mean, sigma, len([d for d in depths if d > 0])
 
 
 def steady_level(
@@ -267,6 +269,33 @@ class Entry:
             e.last = None if d[0] is None else obs_from(d[0])
             e.rate, e.wait, e.unseen = d[1], float(d[2]), d[3]
         return e
+
+
+# The highest confidence evidence gives a breach (BreachTracker._confidence's top cap)
+SURE = 0.999
+
+
+def saturated(conf: float, pending: list[Obs], run_from: float | None, s: Settings) -> bool:
+    """Whether an open breach at `conf` (SURE or more) stays there whatever a next fix inside
+    shows (BreachTracker._observe_open), so what it computes need not be: every ceiling
+    in the settings is below SURE (graded_cap stays within an ulp of its top), and the
+    settings, the evidence `pending` and its run's start `run_from` (finite times, sigmas
+    within 1e+-100) keep that computation from raising or grading by NaN."""
+    tops = (
+        s.single_fix_confidence_max, s.two_fix_confidence_max, s.wary_confidence_max,
+        s.possible_confidence_max, s.likely_confidence_min,
+    )  # fmt: skip
+    return (
+        conf >= SURE
+        and all(top < SURE - 1e-9 for top in tops)
+        and s.error_corr_s > 0.0
+        and s.confident_span_s > 0.0
+        and s.confident_fixes > 0
+        and s.confident_min_depth_m > 0.0
+        and bool(pending)
+        and (run_from is None or math.isfinite(run_from))
+        and all(math.isfinite(o.t) and 1e-100 <= o.sigma <= 1e100 for o in pending)
+    )
 
 
 def graded_cap(s: Settings, top: float, way: float) -> float:

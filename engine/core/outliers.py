@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -15,10 +15,14 @@ from engine.core.history import speed
 from engine.core.measure import Step
 from engine.core.registry import Registry
 from engine.settings import Settings
+from engine.wire.records import FIX_DTYPE
 from zones.compile import ZoneTable
 
 if TYPE_CHECKING:
     from engine.core.remap import Remap
+
+# Where a fix row's fields are in its .item()
+_T, _LAT, _LON, _ACC = ((FIX_DTYPE.names or ()).index(n) for n in ("t", "lat", "lon", "acc"))
 
 
 class Outliers:
@@ -44,22 +48,31 @@ class Outliers:
 
     def _binding(self, st: Step) -> list[tuple[int, float]]:
         """The step's (zone, signed distance) pairs of zones in force at its time."""
-        table, t, binds = self.table, float(st.row["t"]), self.binds
+        table, binds = self.table, self.binds
+        if binds is None and not table.has_validity:
+            return st.zone_pairs
+        t = float(st.row["t"])
         if binds is not None:
             return [(z, sd) for z, sd in st.zone_pairs if binds(z, t)]
-        if not table.has_validity:
-            return st.zone_pairs
         return [(z, sd) for z, sd in st.zone_pairs
                 if table.valid_from[z] <= t < table.valid_until[z]]  # fmt: skip
 
     def is_suspect(self, st: Step) -> bool:
         """A fix that would put the tag inside a zone, reached at a speed the track does not
         allow: held until the next fix says whether the tag really went there."""
-        if not any(sd < 0.0 for _, sd in self._binding(st)):
+        for _, sd in self._binding(st):
+            if sd < 0.0:
+                break
+        else:
             return False
-        cur = np.array([st.row["t"], st.row["lat"], st.row["lon"], st.row["acc"]], dtype=float)
-        v = speed(st.prev, cur)
-        return not math.isnan(v) and v > self._jump_limit(st)
+        # speed reads floats a[0..3]: a tuple of them does (no array per fix); the row's
+        # fields read at once (FIX_DTYPE: each field read by name costs as much as all)
+        f = st.row.item()
+        v = speed(st.prev, cast("np.ndarray", (f[_T], f[_LAT], f[_LON], f[_ACC])))
+        # The limit is never below jump_speed_floor_mps: a fix no faster is not suspect
+        if math.isnan(v) or v <= self.settings.jump_speed_floor_mps:
+            return False
+        return v > self._jump_limit(st)
 
     def settle(self, sus: Step, nxt: Step, apply: Callable[[Step], None]) -> bool:
         """Decide a suspect fix with the fix after it: if the next fix is where the tag could

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -22,11 +22,14 @@ from engine.core.observe import graded_cap
 from engine.core.registry import Registry
 from engine.settings import Settings
 from engine.wire.alerts import Severity
+from engine.wire.records import FIX_DTYPE
 from zones.compile import ZoneTable
 from zones.geofence import point_distance_m, segment_depth, signed_distance_by_subject
 from zones.jit import njit
 
 R_EARTH = 6371008.8
+# Where a fix row's fields are in its .item()
+_T, _LAT, _LON, _ACC = ((FIX_DTYPE.names or ()).index(n) for n in ("t", "lat", "lon", "acc"))
 
 
 def _xy(lat: float, lon: float, lat0: float, lon0: float) -> tuple[float, float]:
@@ -34,24 +37,35 @@ def _xy(lat: float, lon: float, lat0: float, lon0: float) -> tuple[float, float]
     return (lon - lon0) * k * math.cos(math.radians(lat0)), (lat - lat0) * k
 
 
-def detour_m(table: ZoneTable, zone: int, a: tuple[float, float], b: tuple[float, float]) -> float:
+def zone_points(table: ZoneTable, zone: int) -> np.ndarray:
+    """The zone's points in its local frame (metres), whose hull `detour_m` goes round: a
+    circle's 64-gon or a polygon's vertices (every ring's)."""
+    za = table.arrays
+    if za.is_circle[zone]:
+        r = float(za.radius[zone])
+        ang = np.linspace(0.0, 2 * np.pi, 64, endpoint=False)
+        return np.stack([r * np.cos(ang), r * np.sin(ang)], axis=1)
+    rings = za.rings
+    r0, r1 = int(rings.zone_ring_start[zone]), int(rings.zone_ring_start[zone + 1])
+    v0, v1 = int(rings.ring_vert_start[r0]), int(rings.ring_vert_start[r1])
+    return np.stack([rings.vx[v0:v1], rings.vy[v0:v1]], axis=1)
+
+
+def detour_m(
+    table: ZoneTable, zone: int, a: tuple[float, float], b: tuple[float, float],
+    pts: np.ndarray | None = None,
+) -> float:  # fmt: skip
     """Length of the shortest route from A to B that keeps outside the zone's convex hull:
     the shorter of the two chains of hull(zone + A + B) between A and B. The hull makes this
-    an upper bound on going round the real zone, so it errs towards calling a crossing."""
+    an upper bound on going round the real zone, so it errs towards calling a crossing.
+    `pts`: zone_points(table, zone), when the caller keeps them."""
     za = table.arrays
     lat0 = float(za.origin_lat[zone])
     lon0 = float(za.origin_lon[zone])
     ax, ay = _xy(*a, lat0, lon0)
     bx, by = _xy(*b, lat0, lon0)
-    if za.is_circle[zone]:
-        r = float(za.radius[zone])
-        ang = np.linspace(0.0, 2 * np.pi, 64, endpoint=False)
-        pts = np.stack([r * np.cos(ang), r * np.sin(ang)], axis=1)
-    else:
-        rings = za.rings
-        r0, r1 = int(rings.zone_ring_start[zone]), int(rings.zone_ring_start[zone + 1])
-        v0, v1 = int(rings.ring_vert_start[r0]), int(rings.ring_vert_start[r1])
-        pts = np.stack([rings.vx[v0:v1], rings.vy[v0:v1]], axis=1)
+    if pts is None:
+        pts = zone_points(table, zone)
     allpts = np.vstack([pts, [[ax, ay], [bx, by]]])
     hull = shapely.convex_hull(shapely.multipoints(allpts))
     ring = np.asarray(hull.exterior.coords)[:-1] if hull.geom_type == "Polygon" else allpts
@@ -153,6 +167,8 @@ class Routes:
     is_inclusion: np.ndarray
     # Whether a zone is in force at a time (scheduled exclusion zones); None: always
     binds: Callable[[int, float], bool] | None = None
+    # zone_points of the zones a detour went round
+    _points: dict[int, np.ndarray] = field(init=False, default_factory=dict, repr=False)
 
     def transit_pairs(
         self,
@@ -250,15 +266,23 @@ class Routes:
     ) -> None:  # fmt: skip
         """The straight segment prev -> row goes `depth` metres into zone z."""
         st, table = self.settings, self.table
-        t0, t1 = float(prev[0]), float(row["t"])
+        f = row.item()  # every field at once (FIX_DTYPE): cheaper than two by name
+        t0, t1 = float(prev[0]), f[_T]
         dt = t1 - t0
         if not (0.0 < dt <= st.transit_max_gap_s):
             return
         a = (float(prev[1]), float(prev[2]))
-        b = (float(row["lat"]), float(row["lon"]))
-        sig = max(float(prev[3]), float(row["acc"]), st.acc_floor_m) / R68
+        b = (f[_LAT], f[_LON])
+        sig = max(float(prev[3]), f[_ACC], st.acc_floor_m) / R68
         if depth < 2.0 * sig:
             return
+        if self.binds is None:
+            br = self.trackers.live.get(TrackerKey(TrackerKind.ZONE, z))
+            if br is not None and br.episode is not None:
+                # Open already: BreachTracker.transit ignores the route, and nothing on the
+                # way to it has an effect (the zone is tracked while its tracker lives; a
+                # schedule lookup may expand its cache, hence only with no schedules)
+                return
         cap = st.transit_confidence_max
         if np.isfinite(pprev[0]) and pprev[0] < t0:
             # The speed the tag was already going says how far it could drive in dt. If a
@@ -269,7 +293,10 @@ class Routes:
             v_in = speed(pprev, prev)
             if np.isfinite(v_in) and v_in > 0.0:
                 budget = v_in * dt * st.transit_speed_slack
-                detour = detour_m(table, z, a, b)
+                pts = self._points.get(z)
+                if pts is None:
+                    pts = self._points[z] = zone_points(table, z)
+                detour = detour_m(table, z, a, b, pts)
                 if detour <= budget:
                     return
                 cap = graded_cap(st, cap, min((detour / budget - 1.0) / st.transit_speedup, 1.0))
