@@ -88,8 +88,9 @@ class Fences:
             cand[incl] &= self.schedules.active_or_soon_pairs(zidx[incl], t[incl], 3600.0)
         # A zone touched anywhere in the batch, or already being tracked, is followed for
         # every fix of the batch: later far fixes are what closes its episode.
-        zones = np.union1d(np.unique(zidx[cand]), np.flatnonzero(self.trackers.tracked))
-        return np.flatnonzero(np.isin(zidx, zones))
+        follow = self.trackers.tracked.copy()  # per zone (zidx indexes zones)
+        follow[zidx[cand]] = True
+        return np.flatnonzero(follow[zidx])
 
     def idle_rows(
         self, tags: np.ndarray, pair_row: np.ndarray, zidx: np.ndarray, sd: np.ndarray,
@@ -126,10 +127,14 @@ class Fences:
         if not (away or none):
             return out
         sane = np.isfinite(sigma) & (sigma > 0.0) & (sigma <= 1e6)
-        ok = np.isin(zidx, away) & np.isfinite(sd) & (sd >= 0.0) & sane
+        state = np.zeros(self.is_inclusion.shape[0], dtype=np.int8)  # per zone
+        state[away] = 1
+        state[none] = 2
+        of = state[zidx]
+        ok = (of == 1) & np.isfinite(sd) & (sd >= 0.0) & sane
         at = np.flatnonzero(ok)
         ok[at] = ~self.schedules.active_pairs(zidx[at], tags["t"][pair_row[at]])
-        ok |= np.isin(zidx, none) & (sd <= -1e-6) & sane
+        ok |= (of == 2) & (sd <= -1e-6) & sane
         # ...up to the zone's first pair that is not (pairs are in row order)
         order = np.argsort(zidx, kind="stable")
         bad = np.cumsum(~ok[order])  # pairs that are not, up to here (zone by zone)

@@ -59,6 +59,19 @@ class Schedules:
         # is its tracker's business: it is about being away, not inside)
         kind = np.asarray(table.kind)
         self.excl_sched = frozenset(z for z in self.schedule if int(kind[z]) == 0)
+        # Per zone: its schedule's number in `_scheds` and its (schedule, validity)'s in
+        # `_keys` (-1: none), for the batch paths (neither map changes after this)
+        n = int(table.valid_from.shape[0])
+        self._scheds = list(dict.fromkeys(self.schedule.values()))
+        num = {sched: i for i, sched in enumerate(self._scheds)}
+        self._sid = np.full(n, -1, dtype=np.int64)
+        for z, sched in self.schedule.items():
+            self._sid[z] = num[sched]
+        keys: dict[tuple[Any, Any], int] = {}
+        self._gid = np.full(n, -1, dtype=np.int64)
+        for z in sorted(set(self.schedule) | set(self.bounds)):
+            self._gid[z] = keys.setdefault((self.schedule.get(z), self.bounds.get(z)), len(keys))
+        self._keys = list(keys)
         ends = np.concatenate([table.valid_until, registry.subject_until])
         # Before this instant no validity has ended: nothing to look for (a scheduled
         # exclusion zone's window may end any day)
@@ -110,9 +123,11 @@ class Schedules:
         with each zone's times, but computed per distinct (schedule, validity): an answer
         depends only on the intervals about its time, which every span covering it holds
         alike (spans clip at least a day away from any time asked about)."""
-        res = np.ones(zidx.shape[0], dtype=np.bool_)
         if zidx.shape[0] == 0:
-            return res
+            return np.ones(0, dtype=np.bool_)
+        if self._covered(zidx, t, ahead_s):
+            return self._soon_by_key(zidx, t, ahead_s)
+        res = np.ones(zidx.shape[0], dtype=np.bool_)
         order = np.argsort(zidx, kind="stable")
         zs, tz = zidx[order], t[order]
         first = np.flatnonzero(np.r_[True, zs[1:] != zs[:-1]])
@@ -146,6 +161,45 @@ class Schedules:
             res[at] = got
         return res
 
+    def _covered(self, zidx: np.ndarray, t: np.ndarray, ahead_s: float) -> bool:
+        """Whether every time is finite and, for each pair of a scheduled zone, its time
+        and its time ahead_s later (max(t, t + ahead_s), as the loop takes it) lie within
+        its schedule's cached span: then the zone by zone loop expands nothing (a zone's
+        least time is not below a span's start, its greatest plus ahead_s not at its end
+        or beyond), and the (schedule, validity) groups are asked exactly as it asks."""
+        if not np.isfinite(t).all():
+            return False
+        sid = self._sid[zidx]
+        m = sid >= 0
+        if not m.any():
+            return True
+        spans = [self.cache.get(sched) for sched in self._scheds]
+        s0 = np.array([math.nan if c is None else c[0] for c in spans], dtype=np.float64)
+        s1 = np.array([math.nan if c is None else c[1] for c in spans], dtype=np.float64)
+        ss, tt = sid[m], t[m]
+        lo, hi = s0[ss], s1[ss]
+        te = tt + ahead_s
+        te = np.where(te > tt, te, tt)
+        return bool(((lo <= tt) & (te < hi)).all())  # a NaN span (none cached): False
+
+    def _soon_by_key(self, zidx: np.ndarray, t: np.ndarray, ahead_s: float) -> np.ndarray:
+        """active_or_soon_pairs' answers per (schedule, validity) when `_covered`: each
+        group over the same span [least time, greatest + ahead_s] the loop asks about."""
+        res = np.ones(zidx.shape[0], dtype=np.bool_)
+        for g, at in _by_key(self._gid[zidx]):
+            tt = t[at]
+            sched, lim = self._keys[g]
+            iv = self._covering(sched, lim, float(tt.min()), float(tt.max()) + ahead_s)
+            got = np.zeros(tt.shape, dtype=np.bool_)
+            if iv.shape[0]:
+                k = np.searchsorted(iv[:, 0], tt, side="right")
+                ok = k > 0
+                got[ok] = tt[ok] < iv[k[ok] - 1, 1]
+                ok = k < iv.shape[0]
+                got[ok] |= iv[k[ok], 0] - tt[ok] <= ahead_s
+            res[at] = got
+        return res
+
     def _covering(self, sched: Any, lim: Any, lo: float, hi: float) -> np.ndarray:
         """The intervals of (schedule, validity) over a span holding [lo, hi]: the cached
         one when it does, else one expanded for this and not kept (the cache untouched)."""
@@ -162,16 +216,9 @@ class Schedules:
         """`active` of each (zone, time) pair, leaving the cache as it is (it is state:
         for what only looks ahead, engine/core/fences.py)."""
         res = np.ones(zidx.shape[0], dtype=np.bool_)
-        zs, inv = np.unique(zidx, return_inverse=True)
-        groups: dict[tuple[Any, Any], list[int]] = {}
-        for u, z in enumerate(zs.tolist()):
-            key = (self.schedule.get(z), self.bounds.get(z))
-            if key != (None, None):
-                groups.setdefault(key, []).append(u)
-        for key, us in groups.items():
-            at = np.flatnonzero(np.isin(inv, us))
+        for g, at in _by_key(self._gid[zidx]):  # `at`: the group's pairs, ascending
             tt = t[at]
-            iv = self._covering(*key, float(tt.min()), float(tt.max()))
+            iv = self._covering(*self._keys[g], float(tt.min()), float(tt.max()))
             k = np.searchsorted(iv[:, 0], tt, side="right")
             got = np.zeros(tt.shape, dtype=np.bool_)
             ok = k > 0
@@ -282,6 +329,22 @@ class Schedules:
             if sched is not None:
                 iv = np.asarray(e["iv"], dtype=np.float64).reshape(-1, 2).copy()
                 self.cache[sched] = (float(e["start"]), float(e["end"]), iv)
+
+
+def _by_key(gid: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """(key, its pairs' indices ascending) for each key >= 0 in `gid`, ascending."""
+    at = np.flatnonzero(gid >= 0)
+    if at.shape[0] == 0:
+        return []
+    g = gid[at]
+    g0 = int(g[0])
+    if bool((g == g0).all()):
+        return [(g0, at)]
+    order = np.argsort(g, kind="stable")
+    g, at = g[order], at[order]
+    first = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+    ends = np.r_[first[1:], g.shape[0]]
+    return [(int(g[a]), at[a:b]) for a, b in zip(first.tolist(), ends.tolist(), strict=True)]
 
 
 def _clip(iv: np.ndarray, lim: tuple[float, float] | None) -> np.ndarray:
