@@ -5,6 +5,7 @@ uncertainty), and the proximity decisions of a subject's fixes against them."""
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -51,15 +52,32 @@ class VictimTrack:
 
     t: list[float] = field(default_factory=list)
     fixes: list[tuple[float, float, float]] = field(default_factory=list)  # lat, lon, acc
+    # t is strictly increasing without NaN: a later fix is appended (else bisect_left's
+    # answer among NaNs is not "the end"; once False, stays False: `add` as it was)
+    ordered: bool = field(init=False, default=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        ts = self.t
+        self.ordered = all(a < b for a, b in itertools.pairwise(ts)) and (not ts or ts[0] == ts[0])
 
     def add(self, t: float, lat: float, lon: float, acc: float) -> None:
-        i = bisect.bisect_left(self.t, t)
-        if i < len(self.t) and self.t[i] == t:
+        ts = self.t
+        # Later than the last of an ordered track: bisect_left's answer is len(ts)
+        if self.ordered and ts and t > ts[-1]:
+            ts.append(t)
+            self.fixes.append((lat, lon, acc))
+            if len(ts) > HISTORY:
+                del ts[0], self.fixes[0]
             return
-        self.t.insert(i, t)
+        i = bisect.bisect_left(ts, t)
+        if i < len(ts) and ts[i] == t:
+            return
+        ts.insert(i, t)
         self.fixes.insert(i, (lat, lon, acc))
-        if len(self.t) > HISTORY:
-            del self.t[0], self.fixes[0]
+        if len(ts) > HISTORY:
+            del ts[0], self.fixes[0]
+        if t != t:
+            self.ordered = False
 
     def at(self, t: float, drift_mps: float, acc_floor: float) -> VictimPosition | None:
         """Position as of event time t: the latest fix taken at or before t, with sigma
