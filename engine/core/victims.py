@@ -5,18 +5,21 @@ uncertainty), and the proximity decisions of a subject's fixes against them."""
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from engine.core.decide import Obs, Trackers
+from engine.core.decide import BreachTracker, Obs, Trackers
 from engine.core.episodes import TrackerKey, TrackerKind, Where, sigma_of
+from engine.core.fences import _keeps_nothing
 from engine.core.history import dist_m
 from engine.core.registry import Registry
 from engine.core.schedules import PERIOD_ENDED
 from engine.settings import Settings
+from engine.wire.records import FIX_DTYPE
 from zones.kernels.frame import haversine
 
 if TYPE_CHECKING:
@@ -29,6 +32,16 @@ _PAIR_EPISODES = (
     (TrackerKind.PROXIMITY_APPROACH, "proximity_approach"),
     (TrackerKind.VICTIM_STALE, "victim_device_stale"),
 )
+# Where a fix row's fields are in its .item()
+_SLOT, _SEQ, _T, _LAT, _LON = (
+    (FIX_DTYPE.names or ()).index(n) for n in ("slot", "seq", "t", "lat", "lon")
+)
+# What `Proximity.step` reads of a subject: id, tagging period [from, until) and per pair
+# the device's slot and id, radius and warn (m), the three trackers' keys, the pair's subject
+_SubjectPairs = tuple[
+    str, float, float,
+    tuple[tuple[int, str, float, float, TrackerKey, TrackerKey, TrackerKey, str], ...],
+]  # fmt: skip
 # Whether `Proximity.quiet` may spare the walk the fixes whose proximity step provably
 # changes nothing (off: every such fix is stepped; the tests compare the two)
 PRUNE = True
@@ -51,15 +64,32 @@ class VictimTrack:
 
     t: list[float] = field(default_factory=list)
     fixes: list[tuple[float, float, float]] = field(default_factory=list)  # lat, lon, acc
+    # t is strictly increasing without NaN: a later fix is appended (else bisect_left's
+    # answer among NaNs is not "the end"; once False, stays False: `add` as it was)
+    ordered: bool = field(init=False, default=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        ts = self.t
+        self.ordered = all(a < b for a, b in itertools.pairwise(ts)) and (not ts or ts[0] == ts[0])
 
     def add(self, t: float, lat: float, lon: float, acc: float) -> None:
-        i = bisect.bisect_left(self.t, t)
-        if i < len(self.t) and self.t[i] == t:
+        ts = self.t
+        # Later than the last of an ordered track: bisect_left's answer is len(ts)
+        if self.ordered and ts and t > ts[-1]:
+            ts.append(t)
+            self.fixes.append((lat, lon, acc))
+            if len(ts) > HISTORY:
+                del ts[0], self.fixes[0]
             return
-        self.t.insert(i, t)
+        i = bisect.bisect_left(ts, t)
+        if i < len(ts) and ts[i] == t:
+            return
+        ts.insert(i, t)
         self.fixes.insert(i, (lat, lon, acc))
-        if len(self.t) > HISTORY:
-            del self.t[0], self.fixes[0]
+        if len(ts) > HISTORY:
+            del ts[0], self.fixes[0]
+        if t != t:
+            self.ordered = False
 
     def at(self, t: float, drift_mps: float, acc_floor: float) -> VictimPosition | None:
         """Position as of event time t: the latest fix taken at or before t, with sigma
@@ -89,6 +119,7 @@ class Proximity:
         self.victims: dict[int, VictimTrack] = {}
         self._reach: tuple[list[float], list[int]] | None = None  # quiet's, made once
         self._table: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._subjects: dict[int, _SubjectPairs] = {}  # step's, subject by subject
 
     def victim_fix(self, slot: int, row: np.void) -> None:
         """A fix of a protected device."""
@@ -103,36 +134,72 @@ class Proximity:
 
     def step(self, s: int, row: np.void, sigma: float) -> None:
         """A fix of subject s against each protected device of theirs."""
-        reg, st, trackers = self.registry, self.settings, self.trackers
-        tag = reg.device_ids[int(row["slot"])]
-        t, seq = float(row["t"]), int(row["seq"])
-        subject = reg.subject_ids[s]
-        if not reg.subject_from[s] <= t < reg.subject_until[s]:
+        subject, t_from, t_until, pairs = self._subjects.get(s) or self._subject(s)
+        f = row.item()  # every field at once (FIX_DTYPE): cheaper than three by name
+        t = f[_T]
+        if not t_from <= t < t_until:
             self._end_period(s, t)
             return  # outside the tagging period: no proximity decisions
-        for k in reg.pairs_of_subject[s]:
-            pr = reg.pairs[k]
-            track = self.victims.get(pr.device)
-            pos = None if track is None else track.at(t, st.victim_drift_mps, st.acc_floor_m)
-            if pos is None:
+        st, trackers, victims = self.settings, self.trackers, self.victims
+        live = trackers.live
+        drift, floor, stale_s = st.victim_drift_mps, st.acc_floor_m, st.victim_stale_s
+        tag, seq, lat, lon = self.registry.device_ids[f[_SLOT]], f[_SEQ], f[_LAT], f[_LON]
+        for device, device_id, radius, warn, key, ring, skey, s_subject in pairs:
+            track = victims.get(device)
+            if track is None or not track.t:
                 continue  # no victim position yet: nothing to compare against
-            d = dist_m(float(row["lat"]), float(row["lon"]), pos.lat, pos.lon)
-            if self._stale(k, pos, row, sigma, d):
+            # VictimTrack.at, inline: the latest fix at or before t (else the earliest)
+            ts = track.t
+            i = bisect.bisect_right(ts, t)
+            j = i - 1 if i > 0 else 0
+            plat, plon, pacc = track.fixes[j]
+            age = abs(t - ts[j])
+            psig = math.hypot(sigma_of(max(pacc, floor)), drift * age)
+            d = dist_m(lat, lon, plat, plon)
+            stale = age > stale_s
+            if (stale or skey in live) and self._stale_obs(
+                skey, s_subject, device_id, stale, radius + warn - d, sigma, tag, t, seq
+            ):
                 continue
-            sig = math.hypot(sigma, pos.sigma)
+            sig = math.hypot(sigma, psig)
             # The subject's fix, never the protected device's position: alert records go to
             # every monitor, a victim's whereabouts only to who is allowed and logged
-            at: Where = (row, "distance_m", d, pos.age)
-            key = TrackerKey(TrackerKind.PROXIMITY, k)
-            br = trackers.breach(key, "proximity", subject, pr.device_id, "critical")
-            br.observe(Obs(t, pr.radius_m - d, sig, tag, seq), at)
-            if pr.warn_m > 0.0:
-                ring = TrackerKey(TrackerKind.PROXIMITY_APPROACH, k)
-                near = Obs(t, pr.radius_m + pr.warn_m - d, sig, tag, seq)
-                trackers.approach(ring, "proximity_approach", "high", subject, pr.device_id,
-                                  br, near, at)  # fmt: skip
-                trackers.forget_if_idle(ring)
+            at: Where = (row, "distance_m", d, age)
+            # A tracker made for a fix it keeps nothing of would be forgotten at once
+            br: BreachTracker | None = None
+            if key in live or not _keeps_nothing("proximity", radius - d, sig, st):
+                br = trackers.breach(key, "proximity", subject, device_id, "critical")
+                br.observe(Obs(t, radius - d, sig, tag, seq), at)
+            if warn > 0.0:
+                near = radius + warn - d
+                if ring in live or not (
+                    (br is not None and br.episode is not None)  # supersedes a fresh ring
+                    or _keeps_nothing("proximity_approach", near, sig, st)
+                ):
+                    trackers.approach(ring, "proximity_approach", "high", subject, device_id,
+                                      br, Obs(t, near, sig, tag, seq), at)  # fmt: skip
+                    trackers.forget_if_idle(ring)
             trackers.forget_if_idle(key)
+
+    def _subject(self, s: int) -> _SubjectPairs:
+        """What `step` reads of subject s (kept in `_subjects`): its id, tagging period and
+        per pair: the device's slot and id, radius, warn ring (m), the keys of the pair's
+        proximity, approach and stale trackers, and the id of the pair's own subject."""
+        reg = self.registry
+        pairs = []
+        for k in reg.pairs_of_subject[s]:
+            pr = reg.pairs[k]
+            pairs.append((
+                pr.device, pr.device_id, pr.radius_m, pr.warn_m,
+                TrackerKey(TrackerKind.PROXIMITY, k), TrackerKey(TrackerKind.PROXIMITY_APPROACH, k),
+                TrackerKey(TrackerKind.VICTIM_STALE, k), reg.subject_ids[pr.subject],
+            ))  # fmt: skip
+        got = (
+            reg.subject_ids[s], float(reg.subject_from[s]), float(reg.subject_until[s]),
+            tuple(pairs),
+        )  # fmt: skip
+        self._subjects[s] = got
+        return got
 
     def quiet(
         self, arr: np.ndarray, rows: np.ndarray, subj: np.ndarray, sigma: np.ndarray,
@@ -328,24 +395,23 @@ class Proximity:
                 for kind, name in _PAIR_EPISODES:
                     self.trackers.end(TrackerKey(kind, k), name, until, PERIOD_ENDED)
 
-    def _stale(self, k: int, pos: VictimPosition, row: np.void, sigma: float, d: float) -> bool:
+    def _stale_obs(
+        self, key: TrackerKey, subject: str, device_id: str, stale: bool, near: float,
+        sigma: float, tag: str, t: float, seq: int,
+    ) -> bool:  # fmt: skip
         """Past victim_stale_s the phone's position is not known: rather than pretend, say
-        `victim_device_stale` while the subject is near where it was last seen. Returns
-        True when the position is stale (no proximity decision is made from it)."""
-        reg, st = self.registry, self.settings
-        pr = reg.pairs[k]
-        key = TrackerKey(TrackerKind.VICTIM_STALE, k)
-        stale = pos.age > st.victim_stale_s
-        if not stale and key not in self.trackers:
-            return False
-        near = pr.radius_m + pr.warn_m - d if stale else -1e9  # a fresh fix ends it
-        tr = self.trackers.breach(key, "victim_device_stale", reg.subject_ids[pr.subject],
-                                  pr.device_id, "high")  # fmt: skip
-        tag = reg.device_ids[int(row["slot"])]
-        tr.observe(Obs(float(row["t"]), near, sigma, tag, int(row["seq"])))
+        `victim_device_stale` while the subject is near where it was last seen (`near`:
+        radius + warn - distance). Called when `stale` or the pair's stale tracker `key`
+        lives; returns `stale` (no proximity decision is made from a stale position)."""
+        st, trackers = self.settings, self.trackers
+        near = near if stale else -1e9  # a fresh fix ends it
+        if key not in trackers.live and _keeps_nothing("victim_device_stale", near, sigma, st):
+            return stale  # a fresh tracker would keep nothing of it (stale: not a fresh fix)
+        tr = trackers.breach(key, "victim_device_stale", subject, device_id, "high")
+        tr.observe(Obs(t, near, sigma, tag, seq))
         if not stale:
-            tr.tick(float(row["t"]) + st.exit_gap_s)
-        self.trackers.forget_if_idle(key)
+            tr.tick(t + st.exit_gap_s)
+        trackers.forget_if_idle(key)
         return stale
 
     # -- state as data (snapshots, configuration reloads: engine/core/remap.py) ----------
