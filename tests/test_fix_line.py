@@ -13,7 +13,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from engine.core.pipeline import Pipeline
-from engine.replay import _batches
+from engine.replayfile import batches as _batches
 from engine.settings import Settings
 from engine.wire.bounds import ACC_MAX_M, SEQ_MAX, T_MAX, T_MIN, Limits
 from engine.wire.decode import decode_replay_line

@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 from engine.cli.main import main
 from engine.core.pipeline import Pipeline
 from engine.errors import ZoneError
-from engine.replay import _batches
+from engine.replayfile import batches as _batches
 from engine.settings import Settings
 from engine.store.sqlite import SqliteStore
 from engine.wire.alerts import encode_alert

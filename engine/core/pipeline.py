@@ -31,7 +31,7 @@ from engine.core.transit import Routes
 from engine.core.victims import Proximity
 from engine.settings import Settings
 from engine.wire.alerts import Alert, Evidence
-from engine.wire.fastpath import FixLines
+from engine.wire.fastpath import FixColumns, FixLines
 from engine.wire.records import (
     EVENT_CODE,
     FIX_DTYPE,
@@ -449,9 +449,18 @@ class Pipeline:
 
 def _usual(
     records: Sequence[Record], slot_of: dict[str, int]
-) -> tuple[list[int], tuple[list[Any], ...], list[int]] | None:
+) -> tuple[list[int], tuple[Any, ...], Any] | None:
     """`_intake`'s rows, columns and boots when every record is a fix of a known device
     (a replay's batches, mostly), column by column; None when not."""
+    if isinstance(records, FixColumns):  # a replay reader process's columns
+        slots_a = records.table.slots(slot_of)[records.code]
+        if not slots_a.shape[0] or slots_a.min() < 0:
+            return None
+        n = slots_a.shape[0]
+        return list(range(n)), (
+            slots_a, records.seq, records.t, records.lat, records.lon, records.acc,
+            records.batt, records.src, np.zeros(n, dtype=np.uint8),
+        ), records.boot  # fmt: skip
     lines = records.columns() if isinstance(records, FixLines) else None
     if lines is not None:  # decoded lines, no record objects: their columns as they are
         tag, seq, t, lat, lon, acc, batt, src, boot = lines

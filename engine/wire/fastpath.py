@@ -7,14 +7,15 @@ from __future__ import annotations
 import dataclasses
 import re
 import types
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, Literal, TypeGuard, cast, overload
 
 import msgspec
+import numpy as np
 
 from engine.wire.bounds import ACC_MAX_M, SEQ_MAX, T_MAX, T_MIN
 from engine.wire.reasons import SURROGATE, Rejected
-from engine.wire.records import EVENT_NAMES, SOURCES, EventRecord, FixRecord, Record
+from engine.wire.records import EVENT_NAMES, SOURCES, SRC_CODE, EventRecord, FixRecord, Record
 from engine.wire.rfc3339 import parse_rfc3339
 
 # Every field is optional here so one Struct serves fixes, events and replay lines; the
@@ -155,6 +156,87 @@ class FixLines(Sequence[Record]):
             [s.tag for s in items], [s.seq for s in items], [s.t for s in items],
             [s.lat for s in items], [s.lon for s in items], [s.acc for s in items],
             [s.batt for s in items], [s.src for s in items], [s.boot for s in items],
+        )  # fmt: skip
+
+
+class TagTable:
+    """Tag ids by code, as a replay reader process sends them (each the first time it
+    appears), and each code's slot in the registry last asked (`slots`)."""
+
+    __slots__ = ("_of", "_slots", "names")
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self._slots = np.zeros(0, dtype=np.int32)
+        self._of: object = None
+
+    def slots(self, slot_of: Mapping[str, int]) -> np.ndarray:
+        """Each code's slot (-1: unknown). The answer is kept for the mapping it was
+        worked out from (a replay's registry, which does not change), and extended."""
+        if self._of is not slot_of:
+            self._of, self._slots = slot_of, np.zeros(0, dtype=np.int32)
+        n = self._slots.shape[0]
+        if n < len(self.names):
+            more = np.array([slot_of.get(t, -1) for t in self.names[n:]], dtype=np.int32)
+            self._slots = np.concatenate([self._slots, more])
+        return self._slots
+
+
+_SRC_NAME = {code: name for name, code in SRC_CODE.items()}
+
+
+class FixColumns(Sequence[Record]):
+    """A batch of plain fixes as columns (a replay reader process's, engine/replayfile.py):
+    the records `FixLines` of the same lines holds, without an object per fix. `batt`,
+    `boot` -1 and `src` 255: absent. Indexing gives the record."""
+
+    __slots__ = ("acc", "batt", "boot", "code", "lat", "lon", "seq", "src", "t", "table")
+
+    def __init__(self, table: TagTable, cols: Sequence[np.ndarray]) -> None:
+        self.table = table
+        (
+            self.code,
+            self.seq,
+            self.t,
+            self.lat,
+            self.lon,
+            self.acc,
+            self.batt,
+            self.src,
+            self.boot,
+        ) = cols
+
+    @staticmethod
+    def of(lines: FixLines, code_of: Callable[[str], int]) -> list[np.ndarray]:
+        """The columns of an all-plain `lines`, tags coded by `code_of`."""
+        items = cast("list[_FixLine]", lines.items)
+        return [
+            np.array([code_of(s.tag) for s in items], dtype=np.int32),
+            np.array([s.seq for s in items], dtype=np.int64),
+            np.array([s.t for s in items], dtype=np.float64),
+            np.array([s.lat for s in items], dtype=np.float64),
+            np.array([s.lon for s in items], dtype=np.float64),
+            np.array([s.acc for s in items], dtype=np.float64),
+            np.array([-1 if s.batt is None else s.batt for s in items], dtype=np.int16),
+            np.array([SRC_CODE.get(s.src, 255) for s in items], dtype=np.uint8),
+            np.array([-1 if s.boot is None else s.boot for s in items], dtype=np.int64),
+        ]
+
+    def __len__(self) -> int:
+        return int(self.code.shape[0])
+
+    @overload
+    def __getitem__(self, i: int) -> Record: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[Record]: ...
+    def __getitem__(self, i: int | slice) -> Record | list[Record]:
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        batt, boot = int(self.batt[i]), int(self.boot[i])
+        return new_fix(
+            self.table.names[int(self.code[i])], int(self.seq[i]), float(self.t[i]),
+            float(self.lat[i]), float(self.lon[i]), float(self.acc[i]),
+            None if batt < 0 else batt, _SRC_NAME[int(self.src[i])], None if boot < 0 else boot,
         )  # fmt: skip
 
 
