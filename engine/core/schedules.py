@@ -151,14 +151,7 @@ class Schedules:
             tt = t[at]
             lo, hi = min(lo_z[r] for r in runs), max(hi_z[r] for r in runs) + ahead_s
             iv = self._covering(sched, lim, lo, hi)
-            got = np.zeros(tt.shape, dtype=np.bool_)
-            if iv.shape[0]:
-                k = np.searchsorted(iv[:, 0], tt, side="right")
-                ok = k > 0
-                got[ok] = tt[ok] < iv[k[ok] - 1, 1]
-                ok = k < iv.shape[0]
-                got[ok] |= iv[k[ok], 0] - tt[ok] <= ahead_s
-            res[at] = got
+            res[at] = _soon(iv, tt, ahead_s)
         return res
 
     def _covered(self, zidx: np.ndarray, t: np.ndarray, ahead_s: float) -> bool:
@@ -190,14 +183,7 @@ class Schedules:
             tt = t[at]
             sched, lim = self._keys[g]
             iv = self._covering(sched, lim, float(tt.min()), float(tt.max()) + ahead_s)
-            got = np.zeros(tt.shape, dtype=np.bool_)
-            if iv.shape[0]:
-                k = np.searchsorted(iv[:, 0], tt, side="right")
-                ok = k > 0
-                got[ok] = tt[ok] < iv[k[ok] - 1, 1]
-                ok = k < iv.shape[0]
-                got[ok] |= iv[k[ok], 0] - tt[ok] <= ahead_s
-            res[at] = got
+            res[at] = _soon(iv, tt, ahead_s)
         return res
 
     def _covering(self, sched: Any, lim: Any, lo: float, hi: float) -> np.ndarray:
@@ -358,3 +344,16 @@ def _clip(iv: np.ndarray, lim: tuple[float, float] | None) -> np.ndarray:
 
 def _windows_data(sched: tuple[Window, ...]) -> list[Any]:
     return [[sorted(w.days), w.start_min, w.end_min, w.tz] for w in sched]
+
+
+def _soon(iv: np.ndarray, t: np.ndarray, ahead_s: float) -> np.ndarray:
+    """Of times `t`, those inside one of the sorted intervals `iv` or starting within
+    ahead_s before one."""
+    got = np.zeros(t.shape, dtype=np.bool_)
+    if iv.shape[0]:
+        k = np.searchsorted(iv[:, 0], t, side="right")
+        ok = k > 0
+        got[ok] = t[ok] < iv[k[ok] - 1, 1]
+        ok = k < iv.shape[0]
+        got[ok] |= iv[k[ok], 0] - t[ok] <= ahead_s
+    return got

@@ -284,17 +284,9 @@ class Proximity:
             cc.append(_ranges(start, cnt))
             kk.append(rk_pair[own])
         r_, c_, k_ = (np.concatenate(x) for x in (rr, cc, kk))
-        rlat, rlon = arr["lat"][rows].astype(np.float64), arr["lon"][rows].astype(np.float64)
-        dist = haversine(rlat[r_], rlon[r_], plat[c_], plon[c_])
-        far = dist > reach[k_]
-        near = np.bincount(r_[~far], minlength=rows.shape[0]) > 0
-        s_from, s_until = reg.subject_from[rs], reg.subject_until[rs]
-        quiet = ~near & ok[u_of] & (s_from <= t) & (t < s_until) & (sigma > 0.0)
-        # ...and only before the subject's first row that is not quiet
-        first = np.full(us.shape[0], rows.shape[0], dtype=np.int64)
-        loud = np.flatnonzero(~quiet)
-        np.minimum.at(first, u_of[loud], loud)
-        return quiet & (np.arange(rows.shape[0]) < first[u_of])
+        return _quiet_rows(
+            arr, rows, (r_, c_), plat, plon, reach[k_], (reg, rs, us, u_of, ok, t, sigma)
+        )
 
     def _quiet_lists(
         self, arr: np.ndarray, rows: np.ndarray, subj: np.ndarray, sigma: np.ndarray,
@@ -350,17 +342,10 @@ class Proximity:
         cc = np.arange(rr.shape[0]) - np.repeat(np.cumsum(per_row) - per_row, per_row)
         cc += np.asarray(start)[u_of][rr]
         clat, clon = np.asarray(lat, dtype=np.float64), np.asarray(lon, dtype=np.float64)
-        rlat, rlon = arr["lat"][rows].astype(np.float64), arr["lon"][rows].astype(np.float64)
-        d = haversine(rlat[rr], rlon[rr], clat[cc], clon[cc])
-        far = d > np.asarray(reach, dtype=np.float64)[cc]
-        near = np.bincount(rr[~far], minlength=rows.shape[0]) > 0
-        s_from, s_until = reg.subject_from[rs], reg.subject_until[rs]
-        quiet = ~near & ok[u_of] & (s_from <= t) & (t < s_until) & (sigma > 0.0)
-        # ...and only before the subject's first row that is not quiet
-        first = np.full(us.shape[0], rows.shape[0], dtype=np.int64)
-        loud = np.flatnonzero(~quiet)
-        np.minimum.at(first, u_of[loud], loud)
-        return quiet & (np.arange(rows.shape[0]) < first[u_of])
+        reach_c = np.asarray(reach, dtype=np.float64)[cc]
+        return _quiet_rows(
+            arr, rows, (rr, cc), clat, clon, reach_c, (reg, rs, us, u_of, ok, t, sigma)
+        )
 
     def _pair_table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """`_pair_reach` as arrays, and each subject's pairs: of_subject[ptr[s]:ptr[s+1]]."""
@@ -436,3 +421,25 @@ def _ranges(start: np.ndarray, n: np.ndarray) -> np.ndarray:
     """The ranges [start[i], start[i] + n[i]) one after another."""
     before = np.cumsum(n) - n
     return np.arange(int(n.sum()), dtype=np.int64) + np.repeat(start - before, n)
+
+
+def _quiet_rows(
+    arr: np.ndarray, rows: np.ndarray, pairs: tuple[np.ndarray, np.ndarray], plat: np.ndarray,
+    plon: np.ndarray, reach: np.ndarray, ctx: tuple[Any, ...],
+) -> np.ndarray:  # fmt: skip
+    """The end of both quiet tests: of rows `rows` of `arr`, given (row, position) pairs
+    with each pair's reach, those beyond reach of every position of theirs, in their
+    subject's tagging period with sigma > 0 and a usable subject (ok), up to their
+    subject's first row that is not."""
+    reg, rs, us, u_of, ok, t, sigma = ctx
+    r_, c_ = pairs
+    rlat, rlon = arr["lat"][rows].astype(np.float64), arr["lon"][rows].astype(np.float64)
+    far = haversine(rlat[r_], rlon[r_], plat[c_], plon[c_]) > reach
+    near = np.bincount(r_[~far], minlength=rows.shape[0]) > 0
+    s_from, s_until = reg.subject_from[rs], reg.subject_until[rs]
+    quiet = ~near & ok[u_of] & (s_from <= t) & (t < s_until) & (sigma > 0.0)
+    # ...and only before the subject's first row that is not quiet
+    first = np.full(us.shape[0], rows.shape[0], dtype=np.int64)
+    loud = np.flatnonzero(~quiet)
+    np.minimum.at(first, u_of[loud], loud)
+    return quiet & (np.arange(rows.shape[0]) < first[u_of])  # type: ignore[no-any-return]

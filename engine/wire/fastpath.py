@@ -110,7 +110,27 @@ def fix_line(line: bytes, max_id_len: int) -> FixRecord | None:
     return None
 
 
-class FixLines(Sequence[Record]):
+class _Batch(Sequence[Record]):
+    """A batch of records that makes each record when asked for it (`at`)."""
+
+    __slots__ = ()
+
+    def at(self, i: int) -> Record:
+        raise NotImplementedError
+
+    @overload
+    def __getitem__(self, i: int) -> Record: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[Record]: ...
+    def __getitem__(self, i: int | slice) -> Record | list[Record]:
+        if isinstance(i, slice):
+            return [self.at(k) for k in range(*i.indices(len(self)))]
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        return self.at(i)
+
+
+class FixLines(_Batch):
     """A batch of records in order, where a plain fix line stays as the decoder made it
     (`_FixLine`, no record object per fix): the pipeline takes the columns of an all-plain
     batch straight from them (`columns`); indexing gives the record, as `fix_line` would."""
@@ -137,13 +157,7 @@ class FixLines(Sequence[Record]):
     def __len__(self) -> int:
         return len(self.items)
 
-    @overload
-    def __getitem__(self, i: int) -> Record: ...
-    @overload
-    def __getitem__(self, i: slice) -> list[Record]: ...
-    def __getitem__(self, i: int | slice) -> Record | list[Record]:
-        if isinstance(i, slice):
-            return [_record(x) for x in self.items[i]]
+    def at(self, i: int) -> Record:
         return _record(self.items[i])
 
     def columns(self) -> tuple[list[Any], ...] | None:
@@ -185,7 +199,7 @@ class TagTable:
 _SRC_NAME = {code: name for name, code in SRC_CODE.items()}
 
 
-class FixColumns(Sequence[Record]):
+class FixColumns(_Batch):
     """A batch of plain fixes as columns (a replay reader process's, engine/replayfile.py):
     the records `FixLines` of the same lines holds, without an object per fix. `batt`,
     `boot` -1 and `src` 255: absent. Indexing gives the record."""
@@ -225,13 +239,7 @@ class FixColumns(Sequence[Record]):
     def __len__(self) -> int:
         return int(self.code.shape[0])
 
-    @overload
-    def __getitem__(self, i: int) -> Record: ...
-    @overload
-    def __getitem__(self, i: slice) -> list[Record]: ...
-    def __getitem__(self, i: int | slice) -> Record | list[Record]:
-        if isinstance(i, slice):
-            return [self[k] for k in range(*i.indices(len(self)))]
+    def at(self, i: int) -> Record:
         batt, boot = int(self.batt[i]), int(self.boot[i])
         return new_fix(
             self.table.names[int(self.code[i])], int(self.seq[i]), float(self.t[i]),
