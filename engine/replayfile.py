@@ -14,6 +14,7 @@ from __future__ import annotations
 import pickle
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
@@ -148,20 +149,28 @@ class PipedReader:
     before. Iterate once; TagwatchError if the reader fails. `close` stops it."""
 
     def __init__(self, path: str, origin: str, batch: int) -> None:
+        # Its errors go to a file, not a pipe: a pipe nobody reads until the end would
+        # stop a reader that says much (and this process, waiting for its batches)
+        self.err = tempfile.TemporaryFile()  # noqa: SIM115 (closed by close)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "engine.replayfile", path, origin, str(batch)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.err,
         )  # fmt: skip
 
     def __iter__(self) -> Iterator[Batch]:
-        out, err = self.proc.stdout, self.proc.stderr
-        assert out is not None and err is not None
+        out = self.proc.stdout
+        assert out is not None
         table = TagTable()
         while True:
             try:
                 msg = pickle.load(out)
             except EOFError:
                 break
+            except pickle.UnpicklingError as e:  # cut off mid-batch: it died
+                self.proc.wait()
+                raise TagwatchError(
+                    f"the replay file reader failed: its output was cut ({e})"
+                ) from None
             if msg[0] == "c":
                 _, new, cols, dead, lines, pos = msg
                 table.names.extend(new)
@@ -171,8 +180,9 @@ class PipedReader:
                 got = FixLines()
                 got.extend(recs)
                 yield got, dead, lines, pos
-        said = err.read().decode("utf-8", "replace").strip()
         if self.proc.wait() != 0:
+            self.err.seek(0)
+            said = self.err.read(1 << 16).decode("utf-8", "replace").strip()
             last = said.splitlines()[-1] if said else f"exit status {self.proc.returncode}"
             raise TagwatchError(f"the replay file reader failed: {last}")
 
@@ -180,9 +190,9 @@ class PipedReader:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
-        for f in (self.proc.stdout, self.proc.stderr):
-            if f is not None:
-                f.close()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self.err.close()
 
 
 if __name__ == "__main__":  # the reader process: python -m engine.replayfile PATH ORIGIN BATCH

@@ -70,3 +70,21 @@ def test_a_reader_that_fails_is_an_error(tmp_path: Path) -> None:
             list(reader)
     finally:
         reader.close()
+
+
+def test_a_reader_killed_midway_is_an_error(tmp_path: Path) -> None:
+    """The reader dies (OOM killer, kill -9) with batches still to send: the replay fails
+    with a reason, it does not end early as if the file had."""
+    f = tmp_path / "big.jsonl"
+    line = json.dumps({"tag": "T1", **fix(1, 1774719000.0, 0.0, 0.0)})
+    f.write_text("".join(line.replace('"seq": 1', f'"seq": {i}') + "\n" for i in range(60_000)))
+    reader = PipedReader(str(f), "big.jsonl", 500)
+    try:
+        got = iter(reader)
+        next(got)
+        reader.proc.kill()
+        with pytest.raises(TagwatchError, match="the replay file reader failed"):
+            for _ in got:
+                pass
+    finally:
+        reader.close()
