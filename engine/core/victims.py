@@ -146,22 +146,17 @@ class Proximity:
         tag, seq, lat, lon = self.registry.device_ids[f[_SLOT]], f[_SEQ], f[_LAT], f[_LON]
         for device, device_id, radius, warn, key, ring, skey, s_subject in pairs:
             track = victims.get(device)
-            if track is None or not track.t:
+            pos = None if track is None else track.at(t, drift, floor)
+            if pos is None:
                 continue  # no victim position yet: nothing to compare against
-            # VictimTrack.at, inline: the latest fix at or before t (else the earliest)
-            ts = track.t
-            i = bisect.bisect_right(ts, t)
-            j = i - 1 if i > 0 else 0
-            plat, plon, pacc = track.fixes[j]
-            age = abs(t - ts[j])
-            psig = math.hypot(sigma_of(max(pacc, floor)), drift * age)
-            d = dist_m(lat, lon, plat, plon)
+            age = pos.age
+            d = dist_m(lat, lon, pos.lat, pos.lon)
             stale = age > stale_s
             if (stale or skey in live) and self._stale_obs(
                 skey, s_subject, device_id, stale, radius + warn - d, sigma, tag, t, seq
             ):
                 continue
-            sig = math.hypot(sigma, psig)
+            sig = math.hypot(sigma, pos.sigma)
             # The subject's fix, never the protected device's position: alert records go to
             # every monitor, a victim's whereabouts only to who is allowed and logged
             at: Where = (row, "distance_m", d, age)
