@@ -76,14 +76,14 @@ def replay(
         fh = sys.stdin.buffer if str(p) == "-" else p.open("rb")
     except OSError as e:
         raise TagwatchError(f"cannot read replay file {p}: {e.strerror}") from None
-    total = os.fstat(fh.fileno()).st_size if str(p) != "-" else 0
+    info = os.fstat(fh.fileno())
+    total = info.st_size if str(p) != "-" else 0
     # A file name that is not UTF-8 (surrogate escapes) could not be stored as a dead
     # letter's origin: the store raised UnicodeEncodeError (found while fuzzing)
     name = p.name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     piped = None
     if reader == "process" or (
-        reader == "auto" and stat.S_ISREG(os.fstat(fh.fileno()).st_mode)
-        and total >= PIPED_MIN_BYTES and str(p) != "-"
+        reader == "auto" and stat.S_ISREG(info.st_mode) and total >= PIPED_MIN_BYTES
     ):  # fmt: skip
         piped = PipedReader(str(p), name, settings.batch_max)  # it reads while we build
     bar = Progress(total, f"replay {p.name}") if progress and total else None

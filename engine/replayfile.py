@@ -1,5 +1,5 @@
 """Reading a replay file: its lines in batches of records and dead letters (`batches`),
-and the same read in a process of its own (`piped_batches`), so that on two cores the
+and the same read in a process of its own (`PipedReader`), so that on two cores the
 decoding runs beside the pipeline instead of before it.
 
 The reader process (`python -m engine.replayfile`) imports only the contract
@@ -144,7 +144,7 @@ def _serve(path: str, origin: str, batch: int, out: BinaryIO) -> None:
 
 
 class PipedReader:
-    """`batches` of the file at `path`, read by a reader process (`_serve`) that starts at
+    """`batches` of the file at `path` ("-": standard input), read by a reader process (`_serve`) that starts at
     once, so it reads while the caller builds its pipeline and decides the batches
     before. Iterate once; TagwatchError if the reader fails. `close` stops it."""
 
@@ -154,7 +154,8 @@ class PipedReader:
         self.err = tempfile.TemporaryFile()  # noqa: SIM115 (closed by close)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "engine.replayfile", path, origin, str(batch)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.err,
+            stdin=None if path == "-" else subprocess.DEVNULL,  # "-": it reads ours
+            stdout=subprocess.PIPE, stderr=self.err,
         )  # fmt: skip
 
     def __iter__(self) -> Iterator[Batch]:

@@ -88,3 +88,25 @@ def test_a_reader_killed_midway_is_an_error(tmp_path: Path) -> None:
                 pass
     finally:
         reader.close()
+
+
+def test_a_reader_process_reads_standard_input(tmp_path: Path) -> None:
+    """`replay -` with the reader process: the reader reads the engine's standard input."""
+    import subprocess
+    import sys
+
+    lines = [json.dumps({"tag": "T1", **fix(i, 1774719000.0 + 30 * i, 400.0 - 3 * i, 0.0)})
+             for i in range(300)]  # fmt: skip
+    body = ("\n".join(lines) + "\n").encode()
+    (tmp_path / "f.jsonl").write_bytes(body)
+    zones, subjects = write_world(tmp_path)
+    code = (
+        "import io, sys\nfrom engine.replay import replay\nfrom zones.load import load\n"
+        f"zs = load({str(zones)!r}, {str(subjects)!r})\nout = io.BytesIO()\n"
+        "s = replay('-', zs, out, progress=False, reader='process')\n"
+        "sys.stdout.buffer.write(out.getvalue())\n"
+    )
+    got = subprocess.run([sys.executable, "-c", code], input=body, capture_output=True,
+                         check=True, timeout=120).stdout  # fmt: skip
+    a, _ = _both(tmp_path, body, 5000)
+    assert got == a[0] and b"zone_breach" in got

@@ -105,9 +105,7 @@ def fix_line(line: bytes, max_id_len: int) -> FixRecord | None:
     """The fix of a replay line (no line break) when the line is a plain, wholly valid
     fix: the record `fast_line` makes of it. None: ask `fast_line` (it may raise)."""
     s = DEC_FIX_LINE.decode(line)
-    if plain_tag(s.tag, max_id_len):
-        return new_fix(s.tag, s.seq, s.t, s.lat, s.lon, s.acc, s.batt, s.src, s.boot)
-    return None
+    return _fix_of(s) if plain_tag(s.tag, max_id_len) else None
 
 
 class _Batch(Sequence[Record]):
@@ -248,11 +246,12 @@ class FixColumns(_Batch):
         )  # fmt: skip
 
 
+def _fix_of(s: _FixLine) -> FixRecord:
+    return new_fix(s.tag, s.seq, s.t, s.lat, s.lon, s.acc, s.batt, s.src, s.boot)
+
+
 def _record(x: _FixLine | Record) -> Record:
-    if x.__class__ is _FixLine:
-        s = cast("_FixLine", x)
-        return new_fix(s.tag, s.seq, s.t, s.lat, s.lon, s.acc, s.batt, s.src, s.boot)
-    return cast("Record", x)
+    return _fix_of(cast("_FixLine", x)) if x.__class__ is _FixLine else cast("Record", x)
 
 
 DEC_MANY = msgspec.json.Decoder(list[_In])  # a /fixes batch
