@@ -71,7 +71,7 @@ class EngineLock:
         if self._conn is None:
             return None
         pid = int(self._conn.info.backend_pid)
-        classid, objid = (self._key >> 32) & 0xFFFFFFFF, self._key & 0xFFFFFFFF
+        classid, objid = _lock_ids(self._key)
         what = self.what
 
         def check(db: Any) -> None:
@@ -177,9 +177,15 @@ def _hold_pg(target: str, wait_s: float) -> EngineLock:
         raise
 
 
+def _lock_ids(key: int) -> tuple[int, int]:
+    """How pg_locks shows a bigint advisory lock key: (classid, objid), its high and low
+    32 bits, with objsubid 1."""
+    return (key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF
+
+
 def _pg_holder(conn: Any, key: int) -> str:
     """The application_name of the session holding the advisory lock `key`, if visible."""
-    classid, objid = (key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF
+    classid, objid = _lock_ids(key)
     try:
         row = conn.execute(
             "SELECT a.application_name, a.client_addr FROM pg_locks l"
