@@ -98,13 +98,7 @@ class Schedules:
         iv = self._active_iv(zone, float(t.min()), float(t.max()))
         if iv is None:
             return np.ones(t.shape, dtype=np.bool_)
-        if iv.shape[0] == 0:
-            return np.zeros(t.shape, dtype=np.bool_)
-        k = np.searchsorted(iv[:, 0], t, side="right") - 1
-        ok = k >= 0
-        res = np.zeros(t.shape, dtype=np.bool_)
-        res[ok] = t[ok] < iv[k[ok], 1]
-        return res
+        return _in_windows(iv, t)
 
     def active_or_soon(self, zone: int, t: np.ndarray, ahead_s: float) -> np.ndarray:
         """Active at t, or starting within ahead_s after t (a curfew tracker must know
@@ -151,7 +145,7 @@ class Schedules:
             tt = t[at]
             lo, hi = min(lo_z[r] for r in runs), max(hi_z[r] for r in runs) + ahead_s
             iv = self._covering(sched, lim, lo, hi)
-            res[at] = _soon(iv, tt, ahead_s)
+            res[at] = _in_windows(iv, tt, ahead_s)
         return res
 
     def _covered(self, zidx: np.ndarray, t: np.ndarray, ahead_s: float) -> bool:
@@ -183,7 +177,7 @@ class Schedules:
             tt = t[at]
             sched, lim = self._keys[g]
             iv = self._covering(sched, lim, float(tt.min()), float(tt.max()) + ahead_s)
-            res[at] = _soon(iv, tt, ahead_s)
+            res[at] = _in_windows(iv, tt, ahead_s)
         return res
 
     def _covering(self, sched: Any, lim: Any, lo: float, hi: float) -> np.ndarray:
@@ -205,11 +199,7 @@ class Schedules:
         for g, at in _by_key(self._gid[zidx]):  # `at`: the group's pairs, ascending
             tt = t[at]
             iv = self._covering(*self._keys[g], float(tt.min()), float(tt.max()))
-            k = np.searchsorted(iv[:, 0], tt, side="right")
-            got = np.zeros(tt.shape, dtype=np.bool_)
-            ok = k > 0
-            got[ok] = tt[ok] < iv[k[ok] - 1, 1]
-            res[at] = got
+            res[at] = _in_windows(iv, tt)
         return res
 
     def window(self, zone: int, t: float) -> tuple[float, float, bool]:
@@ -346,14 +336,15 @@ def _windows_data(sched: tuple[Window, ...]) -> list[Any]:
     return [[sorted(w.days), w.start_min, w.end_min, w.tz] for w in sched]
 
 
-def _soon(iv: np.ndarray, t: np.ndarray, ahead_s: float) -> np.ndarray:
-    """Of times `t`, those inside one of the sorted intervals `iv` or starting within
-    ahead_s before one."""
+def _in_windows(iv: np.ndarray, t: np.ndarray, ahead_s: float | None = None) -> np.ndarray:
+    """Of times `t`, those inside one of the sorted intervals `iv`, or (`ahead_s` given)
+    within ahead_s before one starts."""
     got = np.zeros(t.shape, dtype=np.bool_)
     if iv.shape[0]:
         k = np.searchsorted(iv[:, 0], t, side="right")
         ok = k > 0
         got[ok] = t[ok] < iv[k[ok] - 1, 1]
-        ok = k < iv.shape[0]
-        got[ok] |= iv[k[ok], 0] - t[ok] <= ahead_s
+        if ahead_s is not None:
+            ok = k < iv.shape[0]
+            got[ok] |= iv[k[ok], 0] - t[ok] <= ahead_s
     return got
