@@ -17,15 +17,13 @@ from engine.core.registry import Registry
 from engine.core.schedules import Schedules
 from engine.settings import Settings
 from engine.wire.alerts import Severity
-from engine.wire.records import FIX_DTYPE
+from engine.wire.records import ROW_SEQ, ROW_SLOT, ROW_T
 from zones.compile import ZoneTable
 from zones.geofence import signed_distance_by_subject
 
 # Whether `Fences.idle_rows` may spare the walk the steps that provably change nothing
 # (off: every such step is taken; tests/test_prune.py compares the two)
 PRUNE = True
-# Where a fix row's fields are in its .item()
-_SLOT, _SEQ, _T = ((FIX_DTYPE.names or ()).index(n) for n in ("slot", "seq", "t"))
 # The episodes of one zone: (tracker kind, alert kind)
 _ZONE_EPISODES = (
     (TrackerKind.ZONE, "zone_breach"),
@@ -156,7 +154,7 @@ class Fences:
         inclusion, subject, zone_id, risk, warn, key, ring = self._zones.get(z) or self._zone(z)
         trackers = self.trackers
         f = row.item()  # every field at once (FIX_DTYPE): cheaper than two by name
-        tag, t, seq = self.registry.device_ids[f[_SLOT]], f[_T], f[_SEQ]
+        tag, t, seq = self.registry.device_ids[f[ROW_SLOT]], f[ROW_T], f[ROW_SEQ]
         if self.schedules.limited and not self.schedules.binds(z, t):
             self.end_zone(z, t)
             if not inclusion:

@@ -15,14 +15,11 @@ from engine.core.history import speed
 from engine.core.measure import Step
 from engine.core.registry import Registry
 from engine.settings import Settings
-from engine.wire.records import FIX_DTYPE
+from engine.wire.records import ROW_ACC, ROW_LAT, ROW_LON, ROW_T
 from zones.compile import ZoneTable
 
 if TYPE_CHECKING:
     from engine.core.remap import Remap
-
-# Where a fix row's fields are in its .item()
-_T, _LAT, _LON, _ACC = ((FIX_DTYPE.names or ()).index(n) for n in ("t", "lat", "lon", "acc"))
 
 
 class Outliers:
@@ -68,7 +65,7 @@ class Outliers:
         # speed reads floats a[0..3]: a tuple of them does (no array per fix); the row's
         # fields read at once (FIX_DTYPE: each field read by name costs as much as all)
         f = st.row.item()
-        v = speed(st.prev, cast("np.ndarray", (f[_T], f[_LAT], f[_LON], f[_ACC])))
+        v = speed(st.prev, cast("np.ndarray", (f[ROW_T], f[ROW_LAT], f[ROW_LON], f[ROW_ACC])))
         # The limit is never below jump_speed_floor_mps: a fix no faster is not suspect
         if math.isnan(v) or v <= self.settings.jump_speed_floor_mps:
             return False

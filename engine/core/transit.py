@@ -22,14 +22,12 @@ from engine.core.observe import graded_cap
 from engine.core.registry import Registry
 from engine.settings import Settings
 from engine.wire.alerts import Severity
-from engine.wire.records import FIX_DTYPE
+from engine.wire.records import ROW_ACC, ROW_LAT, ROW_LON, ROW_T
 from zones.compile import ZoneTable
 from zones.geofence import point_distance_m, segment_depth, signed_distance_by_subject
 from zones.jit import njit
 
 R_EARTH = 6371008.8
-# Where a fix row's fields are in its .item()
-_T, _LAT, _LON, _ACC = ((FIX_DTYPE.names or ()).index(n) for n in ("t", "lat", "lon", "acc"))
 
 
 def _xy(lat: float, lon: float, lat0: float, lon0: float) -> tuple[float, float]:
@@ -267,13 +265,13 @@ class Routes:
         """The straight segment prev -> row goes `depth` metres into zone z."""
         st, table = self.settings, self.table
         f = row.item()  # every field at once (FIX_DTYPE): cheaper than two by name
-        t0, t1 = float(prev[0]), f[_T]
+        t0, t1 = float(prev[0]), f[ROW_T]
         dt = t1 - t0
         if not (0.0 < dt <= st.transit_max_gap_s):
             return
         a = (float(prev[1]), float(prev[2]))
-        b = (f[_LAT], f[_LON])
-        sig = max(float(prev[3]), f[_ACC], st.acc_floor_m) / R68
+        b = (f[ROW_LAT], f[ROW_LON])
+        sig = max(float(prev[3]), f[ROW_ACC], st.acc_floor_m) / R68
         if depth < 2.0 * sig:
             return
         if self.binds is None:

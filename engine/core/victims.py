@@ -19,7 +19,7 @@ from engine.core.history import dist_m
 from engine.core.registry import Registry
 from engine.core.schedules import PERIOD_ENDED
 from engine.settings import Settings
-from engine.wire.records import FIX_DTYPE
+from engine.wire.records import ROW_LAT, ROW_LON, ROW_SEQ, ROW_SLOT, ROW_T
 from zones.kernels.frame import haversine
 
 if TYPE_CHECKING:
@@ -31,10 +31,6 @@ _PAIR_EPISODES = (
     (TrackerKind.PROXIMITY, "proximity"),
     (TrackerKind.PROXIMITY_APPROACH, "proximity_approach"),
     (TrackerKind.VICTIM_STALE, "victim_device_stale"),
-)
-# Where a fix row's fields are in its .item()
-_SLOT, _SEQ, _T, _LAT, _LON = (
-    (FIX_DTYPE.names or ()).index(n) for n in ("slot", "seq", "t", "lat", "lon")
 )
 # What `Proximity.step` reads of a subject: id, tagging period [from, until) and per pair
 # the device's slot and id, radius and warn (m), the three trackers' keys, the pair's subject
@@ -136,14 +132,19 @@ class Proximity:
         """A fix of subject s against each protected device of theirs."""
         subject, t_from, t_until, pairs = self._subjects.get(s) or self._subject(s)
         f = row.item()  # every field at once (FIX_DTYPE): cheaper than three by name
-        t = f[_T]
+        t = f[ROW_T]
         if not t_from <= t < t_until:
             self._end_period(s, t)
             return  # outside the tagging period: no proximity decisions
         st, trackers, victims = self.settings, self.trackers, self.victims
         live = trackers.live
         drift, floor, stale_s = st.victim_drift_mps, st.acc_floor_m, st.victim_stale_s
-        tag, seq, lat, lon = self.registry.device_ids[f[_SLOT]], f[_SEQ], f[_LAT], f[_LON]
+        tag, seq, lat, lon = (
+            self.registry.device_ids[f[ROW_SLOT]],
+            f[ROW_SEQ],
+            f[ROW_LAT],
+            f[ROW_LON],
+        )
         for device, device_id, radius, warn, key, ring, skey, s_subject in pairs:
             track = victims.get(device)
             pos = None if track is None else track.at(t, drift, floor)
