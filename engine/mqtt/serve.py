@@ -56,8 +56,9 @@ from engine.store.ledger import Step
 from engine.wire import topics
 from engine.wire.alerts import Alert
 from engine.wire.commands import encode_rate_command
-from engine.wire.decode import Limits, decode_message
-from engine.wire.records import DeadLetter, Record
+from engine.wire.decode import Limits, decode_into
+from engine.wire.fastpath import FixLines
+from engine.wire.records import DeadLetter
 
 log = logging.getLogger("tagwatch.serve")
 _LOG_DEAD_MAX = 10  # dead letters logged one by one per batch; the rest in one line
@@ -249,11 +250,10 @@ class Engine:
     def _decide(self, items: list[Incoming]) -> None:
         """Decode and run the pipeline (a worker thread: kernels drop the GIL). The step and
         what it decided wait in _pending until committed."""
-        recs: list[Record] = []
+        recs = FixLines()  # a gateway's plain fixes stay as decoded (no object a fix)
         dead: list[DeadLetter] = []
         for it in items:
-            r, d = decode_message(it.topic, it.payload, self.limits, self.pipeline.gateways)
-            recs.extend(r)
+            d = decode_into(recs, it.topic, it.payload, self.limits, self.pipeline.gateways)
             if d and self.shard is not None and not self.routing.speaks_for(it.topic):
                 continue  # a gateway's bad batch: the shard that owns the gateway keeps it
             dead.extend(d)

@@ -47,8 +47,8 @@ import msgspec
 
 from engine.store.sql.conn import Conn
 from engine.wire.decode import decode_replay_line
-from engine.wire.records import FixRecord, Record
-from engine.wire.replayline import encode_record
+from engine.wire.records import Record
+from engine.wire.replayline import encoded
 
 GENESIS = bytes(32)
 log = logging.getLogger("tagwatch.ledger")
@@ -191,14 +191,12 @@ class LedgerWriter:
             # The records' rows: row_hash's rule in one sha256 call per row (the same
             # bytes; this loop is per accepted record, the engine's busiest write path)
             fix_mid, event_mid = f"\x1ffix\x1f{step}\x1f", f"\x1fevent\x1f{step}\x1f"
-            for r in st.records:
-                kind, mid = ("fix", fix_mid) if r.__class__ is FixRecord else ("event", event_mid)
+            for fix, device, seq, t, body in encoded(st.records):
+                kind, mid = ("fix", fix_mid) if fix else ("event", event_mid)
                 n += 1
-                body = encode_record(r)
-                t = float(r.t)
-                head = f"{n}{mid}{r.device}\x1f{r.seq}\x1f{t!r}\x1f".encode()
+                head = f"{n}{mid}{device}\x1f{seq}\x1f{float(t)!r}\x1f".encode()
                 prev = sha(prev + head + body).digest()
-                out.append((n, kind, step, r.device, r.seq, r.t, body, prev))
+                out.append((n, kind, step, device, seq, t, body, prev))
         for aid, raised_t, body, log_seq in alerts:
             add("alert", aid, log_seq, raised_t, body)
         return out

@@ -86,6 +86,9 @@ class _FixLine(msgspec.Struct, gc=False, forbid_unknown_fields=True):
 
 
 DEC_FIX_LINE = msgspec.json.Decoder(_FixLine)
+# A gateway batch that is all plain fixes (engine/wire/decode.py `_gateway`)
+DEC_FIX_LINES = msgspec.json.Decoder(list[_FixLine])
+DEC_FIX_LINES_MSGPACK = msgspec.msgpack.Decoder(list[_FixLine])
 assert SOURCES == ("gps", "wifi", "cell")  # _FixLine.src spells them out
 
 
@@ -148,9 +151,20 @@ class FixLines(_Batch):
         self.plain = False
 
     def extend(self, rs: Sequence[Record]) -> None:
-        if rs:
+        """Add records; another FixLines' plain lines stay lines."""
+        if isinstance(rs, FixLines):
+            self.items.extend(rs.items)
+            self.plain = self.plain and rs.plain
+        elif rs:
             self.items.extend(rs)
             self.plain = False
+
+    @classmethod
+    def of_lines(cls, items: list[_FixLine]) -> FixLines:
+        """A batch of decoded lines that `plain_tag` passed, every one."""
+        out = cls()
+        out.items = cast("list[_FixLine | Record]", items)
+        return out
 
     def __len__(self) -> int:
         return len(self.items)

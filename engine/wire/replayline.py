@@ -5,12 +5,14 @@ what this reads for the simulator, `encode_record` for the engine's evidence led
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, cast
 
 import msgspec
 
 from engine.wire.bounds import Limits
-from engine.wire.fastpath import DEC_ONE, _In, fast_event, fast_fix, plain_tag
+from engine.wire.fastpath import DEC_ONE, FixLines, _In, fast_event, fast_fix, plain_tag
+from engine.wire.fastpath import _FixLine as FixLine
 from engine.wire.reasons import SURROGATE, Rejected, Result, as_bytes, dead, kind, show, too_big
 from engine.wire.records import FixRecord, Record
 from engine.wire.validate import required, slow_decode, validate_event, validate_fix
@@ -115,6 +117,21 @@ class _EventLine(msgspec.Struct, omit_defaults=True):
 
 
 _enc = msgspec.json.Encoder()
+
+
+def encoded(records: Sequence[Record]) -> Iterator[tuple[bool, str, int, float, bytes]]:
+    """(is a fix, device, seq, t, `encode_record` bytes) of each record, in order. A
+    `FixLines`' plain line is encoded as it was decoded, without a record object."""
+    items: Sequence[Record | FixLine] = records.items if isinstance(records, FixLines) else records
+    enc, line = _enc.encode, _FixLine
+    for x in items:
+        if x.__class__ is FixLine:
+            s = cast("FixLine", x)
+            body = enc(line(s.tag, s.seq, s.t, s.lat, s.lon, s.acc, s.batt, s.src, s.boot))
+            yield True, s.tag, s.seq, s.t, body
+        else:
+            r = cast("Record", x)
+            yield r.__class__ is FixRecord, r.device, r.seq, r.t, encode_record(r)
 
 
 def encode_record(r: Record) -> bytes:

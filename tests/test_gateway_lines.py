@@ -1,0 +1,105 @@
+"""A gateway batch of plain fixes stays as decoded (engine/wire/decode.py `_gateway`,
+`decode_into`): no record object per fix, and no `fast_unsafe` scan. Held here to what
+each element means on its own as a replay line (`decode_replay_line`, the other path), and
+the evidence ledger to the same rows and hashes as from the records themselves."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import msgspec
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.store.ledger import Head, LedgerWriter, Step
+from engine.wire.decode import decode_into, decode_message, decode_replay_line
+from engine.wire.fastpath import FixLines
+from engine.wire.records import FixRecord, Record
+
+TOPIC = "tagwatch/v1/gateway/GW1/fixes"
+ALLOWED = {"GW1": frozenset({"T1", "T2", "T+"})}
+
+_fix = st.fixed_dictionaries(
+    {
+        "tag": st.sampled_from(["T1", "T2", "T3", "T+"]),
+        "seq": st.integers(0, 2**40),
+        "t": st.one_of(st.floats(1.0e9, 4.0e9), st.integers(1_000_000_000, 4_000_000_000)),
+        "lat": st.one_of(st.floats(-90, 90), st.integers(-90, 90), st.just(91.0)),
+        "lon": st.floats(-180, 180),
+        "acc": st.one_of(st.floats(0.5, 5000), st.just(0.0)),
+    },
+    optional={
+        "batt": st.one_of(st.integers(0, 100), st.just(101), st.none()),
+        "src": st.sampled_from(["gps", "wifi", "cell", "radio"]),
+        "boot": st.integers(0, 2**20),
+        "type": st.sampled_from(["fix", "fixx"]),
+        "extra": st.just(1),
+    },
+)
+_event = st.fixed_dictionaries(
+    {
+        "tag": st.sampled_from(["T1", "T3"]),
+        "type": st.just("event"),
+        "seq": st.integers(0, 100),
+        "t": st.floats(1.0e9, 4.0e9),
+        "event": st.sampled_from(["strap_open", "bogus"]),
+    }
+)
+_string_t = st.builds(
+    lambda d: {**d, "t": "2026-12-05T06:00:00Z"}, _fix
+)  # a time the typed decoder does not take
+_batches = st.lists(st.one_of(_fix, _fix, _fix, _event, _string_t), max_size=12)
+
+
+def _encode(batch: list[dict[str, Any]], form: str) -> bytes:
+    return json.dumps(batch).encode() if form == "json" else msgspec.msgpack.encode(batch)
+
+
+def _alone(el: dict[str, Any]) -> list[Record]:
+    """What the element is as a replay line, and kept only for a tag the gateway has."""
+    recs, _ = decode_replay_line(json.dumps(el).encode(), "x")
+    return [r for r in recs if r.device in ALLOWED["GW1"]]
+
+
+@settings(max_examples=300, deadline=None)
+@given(_batches, st.sampled_from(["json", "msgpack"]))
+def test_a_batch_decodes_to_what_each_element_is_alone(
+    batch: list[dict[str, Any]], form: str
+) -> None:
+    want = [r for el in batch for r in _alone(el)]
+    recs, dead = decode_message(TOPIC, _encode(batch, form), gateways=ALLOWED)
+    assert recs == want
+    assert len(recs) + len(dead) == len(batch)
+    into = FixLines()
+    assert [d.reason for d in decode_into(into, TOPIC, _encode(batch, form), gateways=ALLOWED)] == [
+        d.reason for d in dead
+    ]
+    assert list(into) == want
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(_fix, max_size=12), st.sampled_from(["json", "msgpack"]))
+def test_a_batch_of_plain_fixes_stays_as_decoded(batch: list[dict[str, Any]], form: str) -> None:
+    plain = [
+        el for el in batch if el["tag"] in ("T1", "T2") and _alone(el) and "extra" not in el
+    ]  # fmt: skip
+    into = FixLines()
+    assert decode_into(into, TOPIC, _encode(plain, form), gateways=ALLOWED) == []
+    assert into.plain and not any(isinstance(x, FixRecord) for x in into.items)
+    assert list(into) == [r for el in plain for r in _alone(el)]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(_batches, st.sampled_from(["json", "msgpack"])), max_size=4))
+def test_the_ledger_rows_of_decoded_lines_are_those_of_their_records(
+    msgs: list[tuple[list[dict[str, Any]], str]],
+) -> None:
+    into = FixLines()
+    for batch, form in msgs:
+        decode_into(into, TOPIC, _encode(batch, form), gateways=ALLOWED)
+    head = Head(7, 3, b"\x01" * 32)
+    a = LedgerWriter(head).rows([Step("batch", 1.7e9, into)], [])
+    b = LedgerWriter(head).rows([Step("batch", 1.7e9, list(into))], [])
+    assert a == b
+    assert len(a) == 1 + len(into)
