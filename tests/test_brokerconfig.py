@@ -259,17 +259,20 @@ def test_a_tag_publishes_its_own_fix_and_the_engine_receives_it(peers: Callable[
     assert got == [(fix("T1", k), k.encode()) for k in ("fix", "fixes", "event")]
 
 
-def test_the_engines_priority_lane_logs_in_with_its_password_and_reads_events_only(
+def test_the_engines_priority_lane_logs_in_with_its_password_and_reads_tags_input_only(
     site: Site, peers: Callable[..., Peer]
 ) -> None:
+    """It reads tags' events, and fixes (a watched tag's, engine/mqtt/lanes.py), nothing
+    else (not a phone's location) and writes nothing."""
     lane = peers("engine-urgent", site.password("engine")).ok()
-    lane.subscribe(fix("+"), fix("+", "event"))
-    t1 = peers("T1").ok()
+    lane.subscribe(fix("+"), fix("+", "event"), "owntracks/#")
+    t1, phone = peers("T1").ok(), peers("alice").ok()
     assert t1.publish(fix("T1"), b"a fix").value == 0
+    assert phone.publish("owntracks/alice/phone", b"a location").value == 0
     assert t1.publish(fix("T1", "event"), b"an event").value == 0
     assert lane.receive_until(fix("T1", "event"), b"an event") == [
-        (fix("T1", "event"), b"an event")
-    ]
+        (fix("T1"), b"a fix"), (fix("T1", "event"), b"an event")
+    ]  # fmt: skip
     assert lane.publish("tagwatch/v1/alerts/S1", b"forged").value == NOT_AUTHORIZED
     assert lane.publish("tagwatch/v1/engine/status", b"forged").value == NOT_AUTHORIZED
     assert "engine-urgent" in (site.out / "credentials.toml").read_text()

@@ -16,6 +16,10 @@ class FakeSession:
     def __init__(self) -> None:
         self.acked: list[int] = []
         self.resumed = 0
+        self.filters: tuple[str, ...] = ("tagwatch/v1/tags/+/event",)
+
+    async def refilter(self, filters: tuple[str, ...]) -> None:
+        self.filters = filters
 
     def resume(self) -> None:
         self.resumed += 1
@@ -150,3 +154,32 @@ def test_the_priority_lane_takes_tamper_events_only_and_acks_the_rest_at_once() 
         ls.put(Incoming("tagwatch/v1/tags/T1/event", body, 0.0, 1, mid, 1, URGENT))
     assert urgent.acked == [1, 2] and ls.passed_over == 2  # the main lane brings them in order
     assert ls.qsize() == 1 and main.acked == []
+
+
+def test_a_watched_tags_records_stay_on_the_priority_lane_and_others_go_back() -> None:
+    """Watching T1 subscribes the priority session to its fix topics (events stay); its
+    fix and its battery event are then taken there, T2's fix still goes back to the main
+    lane, and so does T1's once it is no longer watched."""
+    ls, _, urgent = lanes()
+    asyncio.run(ls.watch(["T1", "T3"], 1))  # at most one tag: the first by id
+    assert ls.watched == {"T1"}
+    assert urgent.filters == (
+        "tagwatch/v1/tags/+/event", "tagwatch/v1/tags/T1/fix", "tagwatch/v1/tags/T1/fixes"
+    )  # fmt: skip
+    battery = b'{"seq": 2, "t": 1.7e9, "event": "battery", "batt": 9}'
+    got = [
+        Incoming("tagwatch/v1/tags/T1/fix", b"{}", 0.0, 1, 1, 1, URGENT),
+        Incoming("tagwatch/v1/tags/T1/event", battery, 0.0, 1, 2, 1, URGENT),
+        Incoming("tagwatch/v1/tags/T2/fix", b"{}", 0.0, 1, 3, 1, URGENT),
+    ]
+    for it in got:
+        ls.put(it)
+    assert urgent.acked == [3] and ls.qsize() == 2
+    asyncio.run(ls.rebase(("tagwatch/v1/tags/T1/event",)))  # a shard's own events
+    assert urgent.filters == (
+        "tagwatch/v1/tags/T1/event", "tagwatch/v1/tags/T1/fix", "tagwatch/v1/tags/T1/fixes"
+    )  # fmt: skip
+    asyncio.run(ls.watch([], 2000))
+    assert urgent.filters == ("tagwatch/v1/tags/T1/event",) and not ls.watched
+    ls.put(Incoming("tagwatch/v1/tags/T1/fix", b"{}", 0.0, 1, 4, 1, URGENT))
+    assert urgent.acked == [3, 4] and ls.qsize() == 2

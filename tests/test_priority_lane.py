@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
 import pytest
 
 from bench.backlog import publish_fast
@@ -148,3 +149,81 @@ def test_a_full_queue_pauses_reading_and_loses_nothing(mosquitto, tmp_path: Path
     log = eng.log_text()
     assert "reading paused" in log, log
     assert fixes() == want  # every fix, once
+
+
+# -- a watched tag's walk-in goes ahead too ----------------------------------------------
+
+
+def _watch_world(d: Path) -> tuple[Path, Path]:
+    """Z1 (S1's, tag T1) has a 300 m approach ring; Z2 (S2's, tag T2) none."""
+    zones, subjects = _world(d)
+    data = json.loads(zones.read_text())
+    data["features"][0]["properties"]["warn_m"] = 300.0
+    zones.write_text(json.dumps(data))
+    return zones, subjects
+
+
+async def _until_asked_fast(host: str, port: int, msgs: list[tuple[str, bytes]]) -> None:
+    """Publish T1's approach and wait for the engine's command to report fast: the
+    engine watches T1 on its priority lane before it sends that (engine/mqtt/serve.py)."""
+    async with aiomqtt.Client(host, port) as c:
+        await c.subscribe("tagwatch/v1/tags/T1/cmd", qos=1)
+        for topic, body in msgs:
+            await c.publish(topic, body, qos=1)
+        async with asyncio.timeout(60):
+            async for m in c.messages:
+                if b'"rate_s": 15' in bytes(m.payload) or b'"rate_s":15' in bytes(m.payload):
+                    return
+
+
+@pytest.mark.parametrize("watch", [2000, 0], ids=["watched", "control-events-only"])
+def test_a_watched_tags_walk_in_is_decided_before_the_backlog_queued_ahead_of_it(
+    mosquitto, tmp_path: Path, watch: int
+) -> None:
+    """T1 stands in Z1's approach ring (the engine asks it for fast reports), the engine
+    stops, and the broker queues 20,000 background fixes with T2's walk-in into Z2 in the
+    middle, then T1's walk-in after all of them. Restarted, the engine raises T1's breach
+    before T2's: its priority session kept T1's fix topics. The control (urgent_watch_max
+    0) takes T1's walk-in in its turn, after T2's."""
+    zones, subjects = _watch_world(tmp_path)
+    conf = tmp_path / "settings.toml"
+    conf.write_text(f"urgent_watch_max = {watch}\n")
+    host, port = mosquitto.host, mosquitto.port
+    t0 = float(int(time.time()) - 15 * PER_TAG - 600)
+    approach = [
+        ("tagwatch/v1/tags/T1/fix", json.dumps(fix(i, t0 - 300 + 15 * i, dx, 0.0)).encode())
+        for i, dx in enumerate((-360.0, -340.0, -330.0, -320.0))
+    ]
+    eng = EngineProcess(host, port, zones, subjects, tmp_path / "e.db", conf)
+    with eng:
+        asyncio.run(wait_online(host, port))
+        asyncio.run(_until_asked_fast(host, port, approach))
+        assert eng.stop() == 0, eng.log_text()
+    msgs = [m for m in _backlog(t0) if not m[0].startswith("tagwatch/v1/tags/T1/")]
+    t_end = t0 + 15 * PER_TAG
+    msgs += [
+        ("tagwatch/v1/tags/T1/fix", json.dumps(fix(4 + i, t_end + 15 * i, dx, 0.0)).encode())
+        for i, dx in enumerate((-200.0, -30.0, 0.0, 20.0))
+    ]
+    publish_fast(host, port, msgs)
+
+    async def scenario() -> list[Alert]:
+        async with AlertCollector(host, port) as col:
+            eng.start()
+            return await col.wait_for(
+                lambda got: (
+                    {("T1", "zone_breach"), ("T2", "zone_breach")} <= {(a.tag, a.kind) for a in got}
+                ),
+                timeout=180,
+            )
+
+    try:
+        alerts = asyncio.run(scenario())
+    finally:
+        assert eng.stop() == 0, eng.log_text()
+    mine, theirs = _first(alerts, "zone_breach", "T1"), _first(alerts, "zone_breach", "T2")
+    order = [(a.kind, a.tag) for a in alerts]
+    if watch:
+        assert mine < theirs, order
+    else:
+        assert theirs < mine, order

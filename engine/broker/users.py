@@ -54,8 +54,9 @@ ENGINE = Principal(
 ENGINE_URGENT = Principal(
     ENGINE_URGENT_USER,
     "engine",
-    "the engine's priority lane: tags' events ahead of a backlog (the engine's password)",
-    read=(f"{topics.TAGS}/+/event",),
+    "the engine's priority lane: tags' events, and watched tags' fixes, ahead of a backlog"
+    " (the engine's password)",
+    read=(*(f"{topics.TAGS}/+/{kind}" for kind in topics.TAG_KINDS),),
 )
 
 

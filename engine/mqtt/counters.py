@@ -4,6 +4,10 @@ seconds and read by the console's /metrics and by tests."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from engine.core.pipeline import BatchResult
 
 
 @dataclass
@@ -25,3 +29,11 @@ class Counters:
     store_errors: int = 0
     lag_s: float = 0.0
     extra: dict[str, int] = field(default_factory=dict)
+
+    def decided(self, res: BatchResult, dead: int) -> None:
+        """Count a decided batch: what the pipeline took, and its dead letters."""
+        self.fixes += res.fixes
+        self.events += res.events
+        self.duplicates += res.duplicates
+        self.elsewhere += res.elsewhere
+        self.dead += dead

@@ -7,19 +7,30 @@ engine's Receive Maximum of them unacknowledged; acknowledged only after the com
 under a backlog a strap cut sits in the broker's queue behind every fix before it. On its
 own session it arrives at once, and the processor takes it first.
 
-- The priority session subscribes to `tagwatch/v1/tags/+/event` only, as client
-  `<client id>-urgent`; on a broker that takes the client id from the username (the one
-  `tagwatch broker-config` writes) it logs in as `<username>-urgent`, a user broker-config
-  makes with the engine's password and read access to events only. It sets no will and no
-  status: the main session speaks for the engine.
+- The priority session subscribes to `tagwatch/v1/tags/+/event` (and watched tags' fix
+  topics, below), as client `<client id>-urgent`; on a broker that takes the client id
+  from the username (the one `tagwatch broker-config` writes) it logs in as
+  `<username>-urgent`, a user broker-config makes with the engine's password and read
+  access to tags' input only. It sets no will and no status: the main session speaks for
+  the engine.
 - The main session subscribes to events too, so an event usually arrives twice and the
   later copy is a duplicate (tag, seq) that the pipeline drops (docs/durability.md). If the
   priority lane cannot connect (an older broker configuration without that user), nothing
   is lost: events arrive in order on the main lane, and a warning says why.
-- Only tamper events (strap, case, body, power: open and restore) are taken from the
-  priority lane; any other event there is acknowledged at once and left to the main lane,
-  which brings it in order with its tag's fixes (a `no_gps` or `battery` event overtaking
-  the tag's fixes would change what no_location and battery decide; a test caught it).
+- Only tamper events (strap, case, body, power: open and restore) and watched tags'
+  records are taken from the priority lane; anything else there is acknowledged at once
+  and left to the main lane, which brings it in order with its tag's fixes (a `no_gps` or
+  `battery` event overtaking the tag's fixes would change what no_location and battery
+  decide; a test caught it).
+- **Watched tags**: a tag in an approach ring, breaching or near a protected device (the
+  tags the engine asks for fast reports, `Pipeline.fast`) is watched: the priority session
+  also subscribes to its `fix` and `fixes` topics (`watch`, at most `urgent_watch_max`
+  tags), and takes everything of that tag it receives, events included, so its records
+  keep their order there. Its next fix, the one that may open a critical breach, then
+  goes ahead of a backlog of other tags' fixes; the main lane's copies are duplicates.
+  The subscription is the session's, kept by the broker across a restart, so a walk-in
+  published while the engine was down is also taken first. A fix relayed in a gateway
+  batch waits with the batch.
 - A batch is priority items only or main items only; priority ones first. Tamper is decided
   when a record is admitted, before seq ordering (engine/core/health/tamper.py), so an
   event ahead of its tag's queued fixes opens its alert at once; the fixes fill the seq gap
@@ -31,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Collection
 from typing import Any
 
 from engine.core.health.tamper import TAMPER_OPEN, TAMPER_RESTORE
@@ -46,6 +58,11 @@ URGENT_SUFFIX = "-urgent"
 # store-and-forward uploads must not hold the priority lane back for long
 BATCH_BYTES = 1 << 20
 TAMPER_EVENTS = frozenset(TAMPER_OPEN) | frozenset(TAMPER_RESTORE)  # what the lane takes
+
+
+def watch_filters(tags: Collection[str]) -> tuple[str, ...]:
+    """A watched tag's fix topics, which the priority session takes too."""
+    return tuple(f for t in sorted(tags) for f in (topics.fix(t), topics.fixes(t)))
 
 
 def urgent_session(
@@ -82,13 +99,16 @@ class Lanes:
         self.maxsize = max(1, maxsize)
         self._arrived = asyncio.Event()
         self._urgent_last = False  # the last batch was the priority lane's
-        self.passed_over = 0  # priority-lane copies of non-tamper events (the main lane's)
+        self.passed_over = 0  # priority-lane copies the main lane brings in order instead
+        # Tags whose records the priority lane takes (`watch`), and its filters without them
+        self.watched: frozenset[str] = frozenset()
+        self._base = urgent.filters if urgent is not None else ()
 
     def put(self, item: Incoming) -> bool:
         """Queue a received message; True when its lane is full (stop reading). A
-        priority-lane copy of anything but a tamper event is acknowledged and dropped: the
-        main lane brings the same message in order with its tag's fixes."""
-        if item.lane == URGENT and event_name(item.payload) not in TAMPER_EVENTS:
+        priority-lane copy of anything but a tamper event or a watched tag's record is
+        acknowledged and dropped: the main lane brings it in order with its tag's fixes."""
+        if item.lane == URGENT and not self._urgent(item):
             self.sessions[URGENT].ack([item])
             self.passed_over += 1
             return False
@@ -96,6 +116,33 @@ class Lanes:
         q.put_nowait(item)
         self._arrived.set()
         return q.qsize() >= self.maxsize
+
+    def _urgent(self, item: Incoming) -> bool:
+        topic, prefix = item.topic, topics.TAG_PREFIX
+        if (
+            self.watched
+            and topic.startswith(prefix)
+            and topic[len(prefix) :].split("/", 1)[0] in self.watched
+        ):
+            return True
+        return topic.endswith("/event") and event_name(item.payload) in TAMPER_EVENTS
+
+    async def watch(self, tags: Collection[str], most: int) -> None:
+        """Watch `tags` (at most `most`, by id; 0: none): the priority session subscribes
+        to their fixes too, and drops the filters of tags no longer watched."""
+        urgent = self.sessions.get(URGENT)
+        new = frozenset(sorted(tags)[: max(0, most)])
+        if urgent is None or new == self.watched:
+            return
+        self.watched = new
+        await urgent.refilter(self._base + watch_filters(new))
+
+    async def rebase(self, filters: tuple[str, ...]) -> None:
+        """The priority session's own filters changed (a shard's reload); watched kept."""
+        urgent = self.sessions.get(URGENT)
+        self._base = filters
+        if urgent is not None:
+            await urgent.refilter(filters + watch_filters(self.watched))
 
     def empty(self) -> bool:
         return all(q.empty() for q in self.queues.values())

@@ -190,7 +190,8 @@ class Engine:
                 self.session.run(self._on_connect, self._on_message), name="receiver"
             )
             urgent = None
-            if self.urgent is not None:
+            if self.urgent is not None:  # with the watched tags of the state recovered
+                await self.lanes.watch(self.pipeline.fast, self.settings.urgent_watch_max)
                 urgent = tg.create_task(self.urgent.run(quiet, self._on_message), name="urgent")
             processor = tg.create_task(self._processor(), name="processor")
             stats = tg.create_task(self._stats(), name="stats")
@@ -263,12 +264,7 @@ class Engine:
         # the step replays the same without them, and a flood costs no ledger row each
         step = step.without(res.traceless)
         dead.extend(res.dead)
-        c = self.counters
-        c.fixes += res.fixes
-        c.events += res.events
-        c.duplicates += res.duplicates
-        c.elsewhere += res.elsewhere
-        c.dead += len(dead)
+        self.counters.decided(res, len(dead))
         for letter in dead[:_LOG_DEAD_MAX]:
             log.info("dead letter from %s: %s", letter.origin, letter.reason)
         if len(dead) > _LOG_DEAD_MAX:  # a flood of garbage must not flood the log either
@@ -450,8 +446,7 @@ class Engine:
             if self.shard is not None:  # its subjects may have changed: so do its topics
                 rt = self.routing = Routing.of(self.shard, new.zoneset)
                 await self.session.refilter(rt.filters)
-                if self.urgent is not None:
-                    await self.urgent.refilter(rt.urgent_filters)
+                await self.lanes.rebase(rt.urgent_filters)
         log.info("%s", reload.line(files, old, new, time.time() - t0))
         outcome = "unchanged" if files.hashes == old.hashes else "reloaded"
         await self.session.set_config_status(reload.status(outcome, files, t0))
@@ -472,10 +467,14 @@ class Engine:
 
     # -- commands and stats ----------------------------------------------------------------
     async def _send_commands(self) -> None:
-        """Ask tags to report faster (or relax) on tagwatch/v1/tags/{tag}/cmd, QoS 1. Not
+        """Ask tags to report faster (or relax) on tagwatch/v1/tags/{tag}/cmd, QoS 1, and
+        watch those tags on the priority lane (first: the tag may answer at once). Not
         stored: a command lost to a disconnect is superseded by the next state change, and
         the tag falls back to its own rate anyway."""
-        if self.session.client is None or not self.commands:
+        if not self.commands:
+            return
+        await self.lanes.watch(self.pipeline.fast, self.settings.urgent_watch_max)
+        if self.session.client is None:
             return
         cmds, self.commands = self.commands, []
         for tag, rate_s in cmds:
