@@ -174,17 +174,17 @@ def test_replay_batches_are_the_lines_records_and_decide_alike(
 
 
 def test_plain_lines_stay_as_decoded() -> None:
-    """A batch of plain fix lines holds no record objects and gives its columns; one other
-    record in it and the pipeline reads records (`columns` is None)."""
+    """A batch of plain fix lines holds no record objects (the pipeline takes its columns);
+    one other record in it and the pipeline reads records (it is not `plain`)."""
     import io
 
     body = b"".join(json.dumps({**PLAIN, "seq": i}).encode() + b"\n" for i in range(5))
     ((recs, dead, n, _),) = list(_batches(io.BytesIO(body), "x", 10, LIMITS))
     assert isinstance(recs, FixLines) and n == 5 and dead == []
     assert not any(isinstance(x, FixRecord) for x in recs.items)
-    cols = recs.columns()
-    assert cols is not None and cols[1] == [0, 1, 2, 3, 4] and cols[0] == ["T1"] * 5
+    assert recs.plain and [s.seq for s in recs.items] == [0, 1, 2, 3, 4]
+    assert [s.tag for s in recs.items] == ["T1"] * 5
     assert recs[4] == fix_line(json.dumps({**PLAIN, "seq": 4}).encode(), LIMITS.max_id_len)
     ev = b'{"tag":"T1","seq":9,"t":1774719000.0,"type":"event","event":"strap_open"}\n'
     ((recs, _, _, _),) = list(_batches(io.BytesIO(body + ev), "x", 10, LIMITS))
-    assert recs.columns() is None and isinstance(recs[5], EventRecord)
+    assert not recs.plain and isinstance(recs[5], EventRecord)

@@ -8,7 +8,7 @@ import heapq
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
@@ -19,6 +19,7 @@ from engine.core.health.clock import ArrivalClock
 from engine.core.health.monitor import Health
 from engine.core.history import FixHistory
 from engine.core.intake.admission import Admission
+from engine.core.intake.columns import usual_columns
 from engine.core.intake.dedupe import SeqDeduper
 from engine.core.intake.ordering import Released, Reorderer
 from engine.core.intake.seqspace import Citer, SeqSpaces
@@ -31,7 +32,6 @@ from engine.core.transit import Routes
 from engine.core.victims import Proximity
 from engine.settings import Settings
 from engine.wire.alerts import Alert, Evidence
-from engine.wire.fastpath import FixColumns, FixLines
 from engine.wire.records import (
     EVENT_CODE,
     FIX_DTYPE,
@@ -247,9 +247,11 @@ class Pipeline:
         cols: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [], [])
         slots, seqs, ts, lats, lons, accs, batts, srcs, events = cols
         boots: list[int] = []
-        usual = _usual(records, slot_of)
+        usual = usual_columns(records, slot_of, self.zoneset.elsewhere)
         if usual is not None:
-            rows, cols, boots = usual
+            rows, cols, boots, elsewhere = usual
+            res.elsewhere += len(elsewhere)  # another shard's (a gateway's batch): no trace
+            res.traceless.extend(elsewhere)
         for i, r in enumerate(() if usual is not None else records):
             s = slot_of.get(r.device, -1)
             if s < 0:
@@ -445,50 +447,6 @@ class Pipeline:
             if fast != (tag in self.fast):
                 res.commands.append((tag, st.report_fast_s if fast else st.report_interval_s))
                 (self.fast.add if fast else self.fast.discard)(tag)
-
-
-def _usual(
-    records: Sequence[Record], slot_of: dict[str, int]
-) -> tuple[list[int], tuple[Any, ...], Any] | None:
-    """`_intake`'s rows, columns and boots when every record is a fix of a known device
-    (a replay's batches, mostly), column by column; None when not."""
-    if isinstance(records, FixColumns):  # a replay reader process's columns
-        slots_a = records.table.slots(slot_of)[records.code]
-        if not slots_a.shape[0] or slots_a.min() < 0:
-            return None
-        n = slots_a.shape[0]
-        return list(range(n)), (
-            slots_a, records.seq, records.t, records.lat, records.lon, records.acc,
-            records.batt, records.src, np.zeros(n, dtype=np.uint8),
-        ), records.boot  # fmt: skip
-    lines = records.columns() if isinstance(records, FixLines) else None
-    if lines is not None:  # decoded lines, no record objects: their columns as they are
-        tag, seq, t, lat, lon, acc, batt, src, boot = lines
-        slots = [slot_of.get(d, -1) for d in tag]
-    else:
-        slots = [slot_of.get(r.device, -1) for r in records]
-        if slots and not all(r.__class__ is FixRecord for r in records):
-            return None
-        fixes = cast("Sequence[FixRecord]", records)
-        seq, t, lat, lon = (
-            [r.seq for r in fixes],
-            [r.t for r in fixes],
-            [r.lat for r in fixes],
-            [r.lon for r in fixes],
-        )
-        acc, batt, src, boot = (
-            [r.acc for r in fixes],
-            [r.batt for r in fixes],
-            [r.src for r in fixes],
-            [r.boot for r in fixes],
-        )
-    if not slots or min(slots) < 0:
-        return None
-    cols = (
-        slots, seq, t, lat, lon, acc, [-1 if b is None else b for b in batt],
-        [SRC_CODE.get(s, 255) for s in src], [0] * len(slots),
-    )  # fmt: skip
-    return list(range(len(slots))), cols, [-1 if b is None else b for b in boot]
 
 
 def _unknown(r: Record, origin: str) -> DeadLetter:

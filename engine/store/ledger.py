@@ -47,6 +47,7 @@ import msgspec
 
 from engine.store.sql.conn import Conn
 from engine.wire.decode import decode_replay_line
+from engine.wire.fastpath import FixLines
 from engine.wire.records import Record
 from engine.wire.replayline import encoded
 
@@ -109,7 +110,11 @@ class Step:
         if not rows:
             return self
         drop = set(rows)
-        kept = [r for i, r in enumerate(self.records) if i not in drop]
+        kept: Sequence[Record]
+        if isinstance(self.records, FixLines):  # decoded lines stay as they are
+            kept = self.records.without(drop)
+        else:
+            kept = [r for i, r in enumerate(self.records) if i not in drop]
         return Step(self.kind, self.now, kept, self.credit, self.refused + len(drop), self.config)
 
     def header(self) -> bytes:

@@ -7,8 +7,8 @@ from __future__ import annotations
 import dataclasses
 import re
 import types
-from collections.abc import Callable, Mapping, Sequence
-from typing import Annotated, Any, Literal, TypeGuard, cast, overload
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Annotated, Literal, TypeGuard, cast, overload
 
 import msgspec
 import numpy as np
@@ -134,7 +134,8 @@ class _Batch(Sequence[Record]):
 class FixLines(_Batch):
     """A batch of records in order, where a plain fix line stays as the decoder made it
     (`_FixLine`, no record object per fix): the pipeline takes the columns of an all-plain
-    batch straight from them (`columns`); indexing gives the record, as `fix_line` would."""
+    batch straight from them (engine/core/intake/columns.py); indexing gives the record,
+    as `fix_line` would."""
 
     __slots__ = ("items", "plain")
 
@@ -159,6 +160,13 @@ class FixLines(_Batch):
             self.items.extend(rs)
             self.plain = False
 
+    def without(self, drop: Collection[int]) -> FixLines:
+        """This batch minus the items at the indices in `drop` (plain lines stay lines)."""
+        out = FixLines()
+        out.items = [x for i, x in enumerate(self.items) if i not in drop]
+        out.plain = self.plain
+        return out
+
     @classmethod
     def of_lines(cls, items: list[_FixLine]) -> FixLines:
         """A batch of decoded lines that `plain_tag` passed, every one."""
@@ -171,18 +179,6 @@ class FixLines(_Batch):
 
     def at(self, i: int) -> Record:
         return _record(self.items[i])
-
-    def columns(self) -> tuple[list[Any], ...] | None:
-        """(tag, seq, t, lat, lon, acc, batt, src, boot) column by column when every item is
-        a plain fix line; else None."""
-        if not self.plain:
-            return None
-        items = cast("list[_FixLine]", self.items)
-        return (
-            [s.tag for s in items], [s.seq for s in items], [s.t for s in items],
-            [s.lat for s in items], [s.lon for s in items], [s.acc for s in items],
-            [s.batt for s in items], [s.src for s in items], [s.boot for s in items],
-        )  # fmt: skip
 
 
 class TagTable:

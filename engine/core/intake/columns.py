@@ -1,0 +1,59 @@
+"""The pipeline's intake of a usual batch (engine/core/pipeline.py `Pipeline._intake`):
+every record a plain fix of a known device, or of another shard's, taken column by column
+without a Python step per field; a batch with anything else goes the record path."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Any, cast
+
+import numpy as np
+
+from engine.wire.fastpath import FixColumns, FixLines
+from engine.wire.records import SRC_CODE, FixRecord, Record
+
+
+def usual_columns(
+    records: Sequence[Record], slot_of: dict[str, int], elsewhere: Collection[str]
+) -> tuple[list[int], tuple[Any, ...], Any, list[int]] | None:
+    """`Pipeline._intake`'s rows, columns and boots when every record is a fix of a known device
+    or of another shard's (a replay's batches, a gateway's), column by column, and the
+    rows of other shards' devices; None when not."""
+    if isinstance(records, FixColumns):  # a replay reader process's columns
+        slots_a = records.table.slots(slot_of)[records.code]
+        if not slots_a.shape[0] or slots_a.min() < 0:
+            return None
+        n = slots_a.shape[0]
+        return list(range(n)), (
+            slots_a, records.seq, records.t, records.lat, records.lon, records.acc,
+            records.batt, records.src, np.zeros(n, dtype=np.uint8),
+        ), records.boot, []  # fmt: skip
+    items: list[Any]
+    if isinstance(records, FixLines):  # decoded lines, no record objects
+        if not records.plain:
+            return None
+        items = cast("list[Any]", records.items)  # every one a plain line
+        devices = [s.tag for s in items]
+    else:
+        items = list(records)
+        if not all(r.__class__ is FixRecord for r in items):
+            return None
+        devices = [r.device for r in items]
+    if not items:
+        return None
+    slots = [slot_of.get(d, -1) for d in devices]
+    rows, away = list(range(len(slots))), []
+    if min(slots) < 0:
+        away = [i for i, s in enumerate(slots) if s < 0]
+        if not elsewhere or not all(devices[i] in elsewhere for i in away):
+            return None  # an unknown device: a dead letter, made by the record path
+        rows = [i for i, s in enumerate(slots) if s >= 0]
+        items, slots = [items[i] for i in rows], [slots[i] for i in rows]
+    # A plain line and a fix record name these fields alike
+    cols = (
+        slots, [x.seq for x in items], [x.t for x in items], [x.lat for x in items],
+        [x.lon for x in items], [x.acc for x in items],
+        [-1 if x.batt is None else x.batt for x in items],
+        [SRC_CODE.get(x.src, 255) for x in items], [0] * len(slots),
+    )  # fmt: skip
+    return rows, cols, [-1 if x.boot is None else x.boot for x in items], away
