@@ -16,7 +16,8 @@ The floor (`run_bare_paho`): a bare paho subscriber (MQTT 5 persistent session, 
 decode and a manual PUBACK per message, nothing else) draining the same backlog.
 
 `run_gateway`: the same fixes as batches of 1000 on tagwatch/v1/gateway/GW/fixes (msgpack
-or JSON), drained from a queue.
+or JSON), drained from a queue. `run_gateway_shards`: the same with a subject a tag, by one
+engine and by `serve --shard i/N` engines together.
 
 Targets (issue 16): tamper -> alert p99 < 1 s while fixes are backlogged (without the lane a
 strap cut waits for every fix queued before it); the engine drains single-fix QoS 1 at
@@ -41,6 +42,7 @@ import paho.mqtt.client as paho
 from engine.broker.process import MosquittoProcess
 from engine.wire.alerts import decode_alert
 from tests.helpers import EngineProcess, offset, square, wait_online
+from zones.shard import Shard
 
 
 @dataclass
@@ -120,6 +122,91 @@ def run_gateway(tags: int = 10_000, fixes: int = 120_000, per_msg: int = 1000,
             finally:
                 eng.stop()
     return fixes / fig.drain_s
+
+
+def _marker(shard: int, shards: int) -> str:
+    """A subject id that `--shard shard/shards` owns."""
+    return next(f"SM{k}" for k in range(1000) if Shard(shard, shards).owns(f"SM{k}"))
+
+
+def run_gateway_shards(shards: int, tags: int = 10_000, fixes: int = 120_000,
+                       per_msg: int = 1000, form: str = "msgpack",
+                       workdir: Path | None = None) -> float:  # fmt: skip
+    """Fixes/s that `shards` engines (`serve --shard i/N`; 1: one engine) together drain
+    from a backlog of gateway batches, each engine taking its own subjects' elements of
+    every batch. A subject per tag (a gateway relays many people's tags); each shard has a
+    marker subject whose walk-in comes last, timed from every engine's connection to the
+    last marker's breach."""
+    markers = [_marker(i, shards) for i in range(shards)]
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        d = Path(tmp)
+        feats = [{
+            "type": "Feature",
+            "properties": {"id": f"Z{m}", "subject": m, "kind": "exclusion"},
+            "geometry": {"type": "Polygon", "coordinates": [square(100.0, cx=1000.0 * k)]},
+        } for k, m in enumerate(markers)]  # fmt: skip
+        zones, subjects = d / "zones.geojson", d / "subjects.toml"
+        zones.write_text(json.dumps({"type": "FeatureCollection", "features": feats}))
+        everyone = [*(f"B{i}" for i in range(tags)), *(f"W{m}" for m in markers)]
+        subjects.write_text(
+            "".join(f'[[subjects]]\nid = "S{t}"\ntags = ["{t}"]\n\n' for t in everyone[:tags])
+            + "".join(f'[[subjects]]\nid = "{m}"\ntags = ["W{m}"]\n\n' for m in markers)
+            + f'[[gateways]]\nid = "GW"\ntags = {json.dumps(everyone)}\n'
+        )
+        import msgspec
+
+        now = time.time()
+        items = [{"tag": t.split("/")[3], **json.loads(b)}
+                 for t, b in _backlog(tags, fixes, now)[:-5]]  # fmt: skip
+        t_end = items[-1]["t"] + 60.0
+        for k, m in enumerate(markers):
+            for i, dx in enumerate((-400.0, -200.0, -30.0, 0.0, 20.0)):
+                items.append({"tag": f"W{m}", **json.loads(_fix(i, t_end + 15.0 * i,
+                                                                 1000.0 * k + dx, 0.0))})  # fmt: skip
+        enc = msgspec.msgpack.encode if form == "msgpack" else msgspec.json.encode
+        msgs = [("tagwatch/v1/gateway/GW/fixes", enc(items[i : i + per_msg]))
+                for i in range(0, len(items), per_msg)]  # fmt: skip
+        with MosquittoProcess(workdir=d / "mosquitto") as broker:
+            host, port = broker.host, broker.port
+            engines = [
+                EngineProcess(host, port, zones, subjects, d / f"e{i}.db",
+                              extra_args=[] if shards == 1 else ["--shard", f"{i}/{shards}"])
+                for i in range(shards)
+            ]  # fmt: skip
+            for eng in engines:
+                eng.start()
+            for eng in engines:  # each has subscribed (its sessions are the broker's)
+                while eng.log_text().count("broker: connected") < 1:
+                    time.sleep(0.05)
+                eng.stop()
+            publish_fast(host, port, msgs)
+            took = asyncio.run(_drain(host, port, engines, {f"W{m}" for m in markers}))
+    return fixes / took
+
+
+async def _drain(host: str, port: int, engines: list[EngineProcess], tags: set[str]) -> float:
+    """Seconds from every engine's connection to the breach of each of `tags`."""
+    got: set[str] = set()
+    async with aiomqtt.Client(host, port, identifier="bench-gateway-watch") as c:
+        await c.subscribe("tagwatch/v1/alerts/+", qos=1)
+        for eng in engines:
+            eng.start()
+        try:
+            for eng in engines:
+                while eng.log_text().count("broker: connected") < 2:
+                    await asyncio.sleep(0.02)
+            t0 = time.monotonic()
+            async with asyncio.timeout(600):
+                async for m in c.messages:
+                    a = decode_alert(bytes(m.payload))  # type: ignore[arg-type]
+                    if a.kind == "zone_breach" and a.tag in tags:
+                        got.add(a.tag)
+                        if got == tags:
+                            return time.monotonic() - t0
+        finally:
+            for eng in engines:
+                eng.stop()
+    raise RuntimeError("unreachable")
 
 
 def _fix(seq: int, t: float, dx: float, dy: float) -> bytes:
@@ -306,6 +393,9 @@ def main() -> None:
     for form in ("msgpack", "json"):
         rate = run_gateway(a.tags, 2 * a.fixes, 1000, form)
         print(f"gateway batches of 1000 ({form}): {rate:.0f} fixes/s", flush=True)
+    for n in (1, 2):
+        rate = run_gateway_shards(n, a.tags, 2 * a.fixes)
+        print(f"gateway batches of 1000, a subject a tag, {n} engine(s): {rate:.0f} fixes/s")
     for lane in (True, False):
         fig = run_backlog(lane, a.tags, a.fixes, a.events)
         rate = fig.fixes / fig.drain_s

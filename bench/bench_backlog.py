@@ -16,7 +16,13 @@ import os
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from bench.backlog import BacklogFigures, run_backlog, run_bare_paho, run_gateway
+from bench.backlog import (
+    BacklogFigures,
+    run_backlog,
+    run_bare_paho,
+    run_gateway,
+    run_gateway_shards,
+)
 from engine.broker.process import find_mosquitto
 
 pytestmark = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto is not installed")
@@ -66,3 +72,25 @@ def test_gateway_batches(benchmark: BenchmarkFixture, record_property) -> None: 
     print("\n" + summary)
     record_property("bench_summary", summary)
     assert rates["msgpack"] >= 500_000, summary
+
+
+def test_gateway_batches_one_engine_and_two_shards(
+    benchmark: BenchmarkFixture, record_property
+) -> None:  # type: ignore[no-untyped-def]
+    """A subject a tag, so that `serve --shard i/2` splits the fleet: every shard takes
+    every batch and decides its own tags' elements, each on a core of its own."""
+    rates: dict[int, float] = {}
+
+    def both() -> None:
+        for n in (1, 2):
+            rates[n] = run_gateway_shards(n, TAGS, 2 * FIXES)
+
+    benchmark.pedantic(both, rounds=1, iterations=1)
+    summary = (
+        f"gateway batches of 1000 (msgpack), a subject a tag: one engine {rates[1]:.0f}"
+        f" fixes/s, two shards {rates[2]:.0f} fixes/s together ({rates[2] / rates[1]:.2f}x;"
+        " target 500,000)"
+    )
+    print("\n" + summary)
+    record_property("bench_summary", summary)
+    assert rates[2] >= 500_000, summary
