@@ -301,9 +301,9 @@ class Settings:
     # Tags' events also come on a second broker session, a priority lane processed first
     # (engine/mqtt/lanes.py): a strap cut goes ahead of a backlog of fixes in the broker
     urgent_lane: bool = True
-    # ... and the fixes of at most this many watched tags (in an approach ring, breaching or
-    # near a protected device: the ones asked for fast reports), so the fix that may open a
-    # critical breach goes ahead of a backlog too (0: events only)
+    # ... and the fixes of at most this many watched tags (in an approach ring or breaching,
+    # asked for fast reports, of a subject with no other tag and no protected device), so
+    # the fix that may open a critical breach goes ahead of a backlog too (0: events only)
     urgent_watch_max: int = 2000
     # The retained status says the engine lags (degraded, by how much) while the input it
     # processes was received more than this long before; online again once caught up

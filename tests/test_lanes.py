@@ -8,8 +8,18 @@ import asyncio
 from collections.abc import Iterable
 from typing import Any, cast
 
-from engine.mqtt.lanes import BATCH_BYTES, MAIN, URGENT, Lanes
+from engine.mqtt.lanes import BATCH_BYTES, MAIN, URGENT, Lanes, watchable
 from engine.mqtt.session import Incoming, MqttSession
+from zones.model import Protected, Subject
+
+SUBJECTS = (
+    Subject("S1", ("T1",)),
+    Subject("S3", ("T3",)),
+    Subject("S4", ("T4",), protected=(Protected("alice/phone", 500.0),)),
+    Subject("S5", ("T5", "T6")),
+    Subject("S7", ("T7",)),
+    Subject("S8", ("T7", "T8")),  # T7 is also a two-tag subject's
+)
 
 
 class FakeSession:
@@ -160,8 +170,9 @@ def test_a_watched_tags_records_stay_on_the_priority_lane_and_others_go_back() -
     """Watching T1 subscribes the priority session to its fix topics (events stay); its
     fix and its battery event are then taken there, T2's fix still goes back to the main
     lane, and so does T1's once it is no longer watched."""
-    ls, _, urgent = lanes()
-    asyncio.run(ls.watch(["T1", "T3"], 1))  # at most one tag: the first by id
+    main, urgent = FakeSession(), FakeSession()
+    ls = Lanes(cast(MqttSession, main), cast(MqttSession, urgent), 100, watch_max=1)
+    asyncio.run(ls.watch(["T1", "T3"], SUBJECTS))  # at most one tag: the first by id
     assert ls.watched == {"T1"}
     assert urgent.filters == (
         "tagwatch/v1/tags/+/event", "tagwatch/v1/tags/T1/fix", "tagwatch/v1/tags/T1/fixes"
@@ -179,7 +190,19 @@ def test_a_watched_tags_records_stay_on_the_priority_lane_and_others_go_back() -
     assert urgent.filters == (
         "tagwatch/v1/tags/T1/event", "tagwatch/v1/tags/T1/fix", "tagwatch/v1/tags/T1/fixes"
     )  # fmt: skip
-    asyncio.run(ls.watch([], 2000))
+    asyncio.run(ls.watch([], SUBJECTS))
     assert urgent.filters == ("tagwatch/v1/tags/T1/event",) and not ls.watched
     ls.put(Incoming("tagwatch/v1/tags/T1/fix", b"{}", 0.0, 1, 4, 1, URGENT))
     assert urgent.acked == [3, 4] and ls.qsize() == 2
+
+
+def test_only_tags_whose_decisions_rest_on_their_own_records_are_watchable() -> None:
+    """A tag whose subject has a protected device (its phone's fixes come on the main
+    lane) or another tag is never taken ahead: its decisions depend on the order of
+    another device's records too."""
+    assert watchable(SUBJECTS) == {"T1", "T3"}
+    main, urgent = FakeSession(), FakeSession()
+    ls = Lanes(cast(MqttSession, main), cast(MqttSession, urgent), 100, watch_max=2000)
+    asyncio.run(ls.watch(["T1", "T4", "T5", "T7"], SUBJECTS))
+    assert ls.watched == {"T1"}
+    assert urgent.filters[1:] == ("tagwatch/v1/tags/T1/fix", "tagwatch/v1/tags/T1/fixes")

@@ -22,8 +22,10 @@ own session it arrives at once, and the processor takes it first.
   and left to the main lane, which brings it in order with its tag's fixes (a `no_gps` or
   `battery` event overtaking the tag's fixes would change what no_location and battery
   decide; a test caught it).
-- **Watched tags**: a tag in an approach ring, breaching or near a protected device (the
-  tags the engine asks for fast reports, `Pipeline.fast`) is watched: the priority session
+- **Watched tags**: a tag in an approach ring or breaching (the tags the engine asks for
+  fast reports, `Pipeline.fast`), whose decisions rest on its own records alone
+  (`watchable`: its subject wears no other tag and has no protected device), is
+  watched: the priority session
   also subscribes to its `fix` and `fixes` topics (`watch`, at most `urgent_watch_max`
   tags), and takes everything of that tag it receives, events included, so its records
   keep their order there. Its next fix, the one that may open a critical breach, then
@@ -42,7 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from engine.core.health.tamper import TAMPER_OPEN, TAMPER_RESTORE
@@ -50,6 +52,7 @@ from engine.mqtt.session import BrokerAddress, Incoming, MqttSession
 from engine.settings import Settings
 from engine.wire import topics
 from engine.wire.decode import event_name
+from zones.model import Subject
 
 MAIN, URGENT = 0, 1
 URGENT_FILTERS = (f"{topics.TAGS}/+/event",)
@@ -58,6 +61,19 @@ URGENT_SUFFIX = "-urgent"
 # store-and-forward uploads must not hold the priority lane back for long
 BATCH_BYTES = 1 << 20
 TAMPER_EVENTS = frozenset(TAMPER_OPEN) | frozenset(TAMPER_RESTORE)  # what the lane takes
+
+
+def watchable(subjects: Sequence[Subject]) -> frozenset[str]:
+    """The tags whose decisions rest on their own records alone, which the priority lane
+    may take ahead of the rest: every subject wearing one wears no other tag and has no
+    protected device. (A tag taken ahead of its victim's phone, queued on the main lane,
+    would be judged against where the phone was before: proximity decided otherwise than
+    in the order sent; a kill -9 test caught it. So would a subject's second tag.)"""
+    ok: set[str] = set()
+    bad: set[str] = set()
+    for s in subjects:
+        (ok if len(s.tags) == 1 and not s.protected else bad).update(s.tags)
+    return frozenset(ok - bad)
 
 
 def watch_filters(tags: Collection[str]) -> tuple[str, ...]:
@@ -89,7 +105,9 @@ async def quiet() -> None:
 class Lanes:
     """Both lanes' bounded queues, read by one processor: priority first."""
 
-    def __init__(self, main: MqttSession, urgent: MqttSession | None, maxsize: int) -> None:
+    def __init__(
+        self, main: MqttSession, urgent: MqttSession | None, maxsize: int, watch_max: int = 0
+    ) -> None:
         self.sessions = {MAIN: main} if urgent is None else {MAIN: main, URGENT: urgent}
         # Unbounded queues with a high-water mark: over `maxsize` a lane's session stops
         # reading its socket until the queue is under half of it (MqttSession.resume)
@@ -102,7 +120,10 @@ class Lanes:
         self.passed_over = 0  # priority-lane copies the main lane brings in order instead
         # Tags whose records the priority lane takes (`watch`), and its filters without them
         self.watched: frozenset[str] = frozenset()
+        self.watch_max = watch_max
         self._base = urgent.filters if urgent is not None else ()
+        self._subjects: Sequence[Subject] = ()
+        self._watchable: frozenset[str] = frozenset()
 
     def put(self, item: Incoming) -> bool:
         """Queue a received message; True when its lane is full (stop reading). A
@@ -127,11 +148,14 @@ class Lanes:
             return True
         return topic.endswith("/event") and event_name(item.payload) in TAMPER_EVENTS
 
-    async def watch(self, tags: Collection[str], most: int) -> None:
-        """Watch `tags` (at most `most`, by id; 0: none): the priority session subscribes
-        to their fixes too, and drops the filters of tags no longer watched."""
+    async def watch(self, tags: Collection[str], subjects: Sequence[Subject]) -> None:
+        """Watch those of `tags` that `watchable` allows (at most `watch_max`, by id):
+        the priority session subscribes to their fixes too, and drops the filters of tags
+        no longer watched."""
         urgent = self.sessions.get(URGENT)
-        new = frozenset(sorted(tags)[: max(0, most)])
+        if subjects is not self._subjects:
+            self._subjects, self._watchable = subjects, watchable(subjects)
+        new = frozenset(sorted(t for t in tags if t in self._watchable)[: self.watch_max])
         if urgent is None or new == self.watched:
             return
         self.watched = new

@@ -108,7 +108,8 @@ class Engine:
         if self.settings.urgent_lane:
             self.urgent = urgent_session(broker, self.settings, client_id, client_kwargs,
                                          rt.urgent_filters)  # fmt: skip
-        self.lanes = Lanes(self.session, self.urgent, self.settings.queue_max)
+        self.lanes = Lanes(self.session, self.urgent, self.settings.queue_max,
+                           self.settings.urgent_watch_max)  # fmt: skip
         self.outbox = Outbox(store, self.session, self.settings)
         self.limits = Limits()
         self.counters = Counters()
@@ -191,7 +192,7 @@ class Engine:
             )
             urgent = None
             if self.urgent is not None:  # with the watched tags of the state recovered
-                await self.lanes.watch(self.pipeline.fast, self.settings.urgent_watch_max)
+                await self.lanes.watch(self.pipeline.fast, self.pipeline.zoneset.subjects)
                 urgent = tg.create_task(self.urgent.run(quiet, self._on_message), name="urgent")
             processor = tg.create_task(self._processor(), name="processor")
             stats = tg.create_task(self._stats(), name="stats")
@@ -473,7 +474,7 @@ class Engine:
         the tag falls back to its own rate anyway."""
         if not self.commands:
             return
-        await self.lanes.watch(self.pipeline.fast, self.settings.urgent_watch_max)
+        await self.lanes.watch(self.pipeline.fast, self.pipeline.zoneset.subjects)
         if self.session.client is None:
             return
         cmds, self.commands = self.commands, []
