@@ -117,18 +117,21 @@ def make_stream(
     quick: int | None = None,
     start: float | None = None,
     extra: Sequence[str] = (),
+    world: Callable[[Path], None] | None = None,
 ) -> Stream:
     """`tagwatch simulate --out-dir` a seeded world (zones.geojson, subjects.toml,
     replay.jsonl) where `quick` subjects (default a third) go straight into a zone, then
     `tagwatch replay` it for the reference: the breach alert ids a fault-free engine opens.
     Event times start at `start` (default `recent_start`: the stream is recent, as a live
-    fleet's would be)."""
+    fleet's would be). `world(out_dir)` may change the simulated files first."""
     out = tmp_path / f"sim-{seed}-{subjects}"
     quick = subjects // 3 if quick is None else quick
     start = recent_start(parse_duration(duration)) if start is None else start
     _cli("simulate", "--seed", str(seed), "--subjects", str(subjects), "--duration", duration,
          "--quick", str(quick), "--start", repr(start), "--out-dir", str(out),
          *extra)  # fmt: skip
+    if world is not None:  # the test's changes to the simulated world, before the reference
+        world(out)
     zones, subj, replay = out / "zones.geojson", out / "subjects.toml", out / "replay.jsonl"
     ref_path = out / "reference.jsonl"
     summary = _cli("replay", str(replay), "--zones", str(zones), "--subjects", str(subj),

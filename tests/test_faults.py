@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import random
 import re
 import resource
@@ -164,6 +165,45 @@ def test_engine_killed_three_times_under_load_loses_and_repeats_nothing(
             eng.start()
         out = _finish("kill -9", stream, pub, eng, db, kills_at=kills, pauses_s=pauses,
                       restarts=eng.starts - 1)  # fmt: skip
+    _conclude(out)
+
+
+def _approach_rings(out: Path) -> None:
+    """A 300 m approach ring round every exclusion zone: a tag walking in is watched (its
+    fixes on the priority lane too, engine/mqtt/lanes.py) before its breach opens."""
+    path = out / "zones.geojson"
+    data = json.loads(path.read_text())
+    for f in data["features"]:
+        if f["properties"]["kind"] == "exclusion":
+            f["properties"]["warn_m"] = 300.0
+    path.write_text(json.dumps(data))
+
+
+@pytest.mark.timeout(180)
+def test_killed_with_watched_tags_ahead_of_the_backlog_loses_and_repeats_nothing(
+    mosquitto_persistent: MosquittoProcess, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The same kill -9 run where zones have approach rings, so tags walking in are watched
+    and, after each restart, taken from the priority lane ahead of the backlog: the alerts
+    are still the replay reference's, each once (a watched tag's decisions rest on its own
+    records, whose order the lane keeps)."""
+    stream = make_stream(tmp_path_factory.mktemp("rings"), seed=SEED, subjects=40,
+                         duration="2h", world=_approach_rings)  # fmt: skip
+    rng = random.Random(SEED * 1000 + 1)  # the kill -9 run's cut points
+    db = tmp_path_factory.mktemp("db") / "tw.db"
+    kills: list[int] = []
+    with ExitStack() as stack:
+        eng, pub = _running(stack, mosquitto_persistent, stream, db)
+        for at in _cut_points(rng, len(stream.messages), 3):
+            pub.wait_sent(at, timeout=60)
+            kills.append(pub.sent)
+            eng.kill()
+            time.sleep(rng.uniform(0.3, 2.0))
+            eng.start()
+        out = _finish("kill -9, watched", stream, pub, eng, db, kills_at=kills,
+                      restarts=eng.starts - 1)  # fmt: skip
+        watching = re.findall(r"priority lane: watching ([1-9]\d*) tag", eng.log_text())
+    assert watching, "no tag was ever watched: the run tests nothing new"
     _conclude(out)
 
 

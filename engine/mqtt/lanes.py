@@ -43,6 +43,7 @@ own session it arrives at once, and the processor takes it first.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Collection, Sequence
 from typing import Any
@@ -54,6 +55,7 @@ from engine.wire import topics
 from engine.wire.decode import event_name
 from zones.model import Subject
 
+log = logging.getLogger("tagwatch.lanes")
 MAIN, URGENT = 0, 1
 URGENT_FILTERS = (f"{topics.TAGS}/+/event",)
 URGENT_SUFFIX = "-urgent"
@@ -159,6 +161,7 @@ class Lanes:
         if urgent is None or new == self.watched:
             return
         self.watched = new
+        log.info("priority lane: watching %d tags (their fixes go ahead)", len(new))
         await urgent.refilter(self._base + watch_filters(new))
 
     async def rebase(self, filters: tuple[str, ...]) -> None:
