@@ -148,14 +148,22 @@ def test_engine_killed_three_times_under_load_loses_and_repeats_nothing(
     mosquitto_persistent: MosquittoProcess, stream: Stream, store_target: str
 ) -> None:
     """On SQLite and on PostgreSQL (the engine's schema: what a shard's engine has)."""
-    rng = random.Random(SEED * 1000 + 1)
     db: Path | str = store_target if "://" in store_target else Path(store_target)
-    n = len(stream.messages)
+    out, _ = _killed_three_times("kill -9", mosquitto_persistent, stream, db)
+    _conclude(out)
+
+
+def _killed_three_times(
+    label: str, broker: MosquittoProcess, stream: Stream, db: Path | str
+) -> tuple[Outcome, str]:
+    """The stream published to an engine SIGKILLed three times (at seeded points, each
+    restarted after a seeded pause); the outcome and the engine's log."""
+    rng = random.Random(SEED * 1000 + 1)
     kills: list[int] = []
     pauses: list[float] = []
     with ExitStack() as stack:
-        eng, pub = _running(stack, mosquitto_persistent, stream, db)
-        for at in _cut_points(rng, n, 3):
+        eng, pub = _running(stack, broker, stream, db)
+        for at in _cut_points(rng, len(stream.messages), 3):
             pub.wait_sent(at, timeout=60)
             kills.append(pub.sent)
             eng.kill()
@@ -163,9 +171,9 @@ def test_engine_killed_three_times_under_load_loses_and_repeats_nothing(
             pauses.append(round(pause, 2))
             time.sleep(pause)
             eng.start()
-        out = _finish("kill -9", stream, pub, eng, db, kills_at=kills, pauses_s=pauses,
+        out = _finish(label, stream, pub, eng, db, kills_at=kills, pauses_s=pauses,
                       restarts=eng.starts - 1)  # fmt: skip
-    _conclude(out)
+        return out, eng.log_text()
 
 
 def _approach_rings(out: Path) -> None:
@@ -189,20 +197,9 @@ def test_killed_with_watched_tags_ahead_of_the_backlog_loses_and_repeats_nothing
     records, whose order the lane keeps)."""
     stream = make_stream(tmp_path_factory.mktemp("rings"), seed=SEED, subjects=40,
                          duration="2h", world=_approach_rings)  # fmt: skip
-    rng = random.Random(SEED * 1000 + 1)  # the kill -9 run's cut points
     db = tmp_path_factory.mktemp("db") / "tw.db"
-    kills: list[int] = []
-    with ExitStack() as stack:
-        eng, pub = _running(stack, mosquitto_persistent, stream, db)
-        for at in _cut_points(rng, len(stream.messages), 3):
-            pub.wait_sent(at, timeout=60)
-            kills.append(pub.sent)
-            eng.kill()
-            time.sleep(rng.uniform(0.3, 2.0))
-            eng.start()
-        out = _finish("kill -9, watched", stream, pub, eng, db, kills_at=kills,
-                      restarts=eng.starts - 1)  # fmt: skip
-        watching = re.findall(r"priority lane: watching ([1-9]\d*) tag", eng.log_text())
+    out, log = _killed_three_times("kill -9, watched", mosquitto_persistent, stream, db)
+    watching = re.findall(r"priority lane: watching ([1-9]\d*) tag", log)
     assert watching, "no tag was ever watched: the run tests nothing new"
     _conclude(out)
 
