@@ -24,15 +24,17 @@ own session it arrives at once, and the processor takes it first.
   decide; a test caught it).
 - **Watched tags**: a tag in an approach ring or breaching (the tags the engine asks for
   fast reports, `Pipeline.fast`), whose decisions rest on its own records alone
-  (`watchable`: its subject wears no other tag and has no protected device), is
-  watched: the priority session
-  also subscribes to its `fix` and `fixes` topics (`watch`, at most `urgent_watch_max`
-  tags), and takes everything of that tag it receives, events included, so its records
-  keep their order there. Its next fix, the one that may open a critical breach, then
-  goes ahead of a backlog of other tags' fixes; the main lane's copies are duplicates.
-  The subscription is the session's, kept by the broker across a restart, so a walk-in
-  published while the engine was down is also taken first. A fix relayed in a gateway
-  batch waits with the batch.
+  (`watchable`: its subject wears no other tag and has no protected device), is watched:
+  the priority session also subscribes to its `fix` and `fixes` topics (`watch`, at most
+  `urgent_watch_max` tags), and takes everything of that tag it receives, events
+  included, so its records keep their order there. Its next fix, the one that may open a
+  critical breach, then goes ahead of a backlog of other tags' fixes; the main lane's
+  copies are duplicates. The subscription is the session's, kept by the broker across a
+  restart, so a walk-in published while the engine was down is also taken first. A tag
+  watched while its older fixes still wait on the main lane has a seq gap on this one:
+  its first fixes here wait behind it (at most `hold_wall_s`), then go ahead and the older
+  ones are decided late, as after a tunnel. A fix relayed in a gateway batch waits with
+  the batch.
 - A batch is priority items only or main items only; priority ones first. Tamper is decided
   when a record is admitted, before seq ordering (engine/core/health/tamper.py), so an
   event ahead of its tag's queued fixes opens its alert at once; the fixes fill the seq gap
