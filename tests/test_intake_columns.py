@@ -13,12 +13,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engine.core.intake.columns import usual_columns
 from engine.core.pipeline import Pipeline
 from engine.settings import Settings
 from engine.store.config import ConfigFiles
 from engine.wire.decode import decode_into
 from engine.wire.fastpath import DEC_FIX_LINE, FixLines
-from engine.wire.records import FixRecord
+from engine.wire.records import EventRecord, FixRecord
 from tests.helpers import offset, square, write_world
 from zones.shard import Shard
 
@@ -102,3 +103,32 @@ def test_other_shards_fixes_make_no_record_object(tmp_path: Path) -> None:
     assert res.elsewhere == 3 * len(away) and res.fixes == 3 * len(own)
     assert sorted(res.traceless) == [i for i, el in enumerate(els) if el["tag"] in away]
     assert not any(isinstance(x, FixRecord) for x in lines.items)
+
+
+def test_a_live_batch_of_lines_and_fix_records_is_taken_as_columns(tmp_path: Path) -> None:
+    """A live batch mixes a gateway's decoded lines with single-fix messages' records: it is
+    still taken column by column (an event in it sends it the record path), with the
+    columns the records themselves give."""
+    zones, subjects = _world(tmp_path)
+    p = Pipeline(ConfigFiles.read(zones, subjects).zoneset(), Settings())
+    slot_of = p.registry.slot_of
+    els = [
+        {"tag": f"T{k % N}", "seq": k, "t": 1.7e9 + 10 * k, "lat": 51.5, "lon": -0.1,
+         "acc": 5.0 + k, **({"batt": 50} if k % 2 else {"src": "wifi", "boot": 3})}
+        for k in range(8)
+    ]  # fmt: skip
+    lines = FixLines()
+    for k, el in enumerate(els):
+        line = DEC_FIX_LINE.decode(json.dumps(el).encode())
+        if k % 3:
+            lines.add_line(line)
+        else:
+            lines.add(FixLines.of_lines([line])[0])  # a record, as a single-fix message's
+    assert not lines.plain
+    got = usual_columns(lines, slot_of, frozenset())
+    want = usual_columns(list(lines), slot_of, frozenset())
+    assert got is not None and want is not None
+    assert got[0] == want[0] and got[3] == want[3] == []
+    assert [list(c) for c in got[1]] == [list(c) for c in want[1]] and got[2] == want[2]
+    lines.add(EventRecord("T1", 99, 1.7e9 + 500, "strap_open", None))
+    assert usual_columns(lines, slot_of, frozenset()) is None

@@ -1,6 +1,7 @@
 """The pipeline's intake of a usual batch (engine/core/pipeline.py `Pipeline._intake`):
 every record a plain fix of a known device, or of another shard's, taken column by column
-without a Python step per field; a batch with anything else goes the record path."""
+without a Python step per field; a batch with anything else goes the record path. A live
+batch mixes decoded lines (a gateway's) with fix records (single-fix messages)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any, cast
 import numpy as np
 
 from engine.wire.fastpath import FixColumns, FixLines
+from engine.wire.fastpath import _FixLine as FixLine
 from engine.wire.records import SRC_CODE, FixRecord, Record
 
 
@@ -29,11 +31,14 @@ def usual_columns(
             records.batt, records.src, np.zeros(n, dtype=np.uint8),
         ), records.boot, []  # fmt: skip
     items: list[Any]
-    if isinstance(records, FixLines):  # decoded lines, no record objects
-        if not records.plain:
+    if isinstance(records, FixLines):  # decoded lines (no record objects) and fix records
+        items = cast("list[Any]", records.items)
+        if records.plain:
+            devices = [s.tag for s in items]
+        elif all(x.__class__ is FixRecord or x.__class__ is FixLine for x in items):
+            devices = [x.tag if x.__class__ is FixLine else x.device for x in items]
+        else:
             return None
-        items = cast("list[Any]", records.items)  # every one a plain line
-        devices = [s.tag for s in items]
     else:
         items = list(records)
         if not all(r.__class__ is FixRecord for r in items):
