@@ -38,6 +38,7 @@ import numpy as np
 
 from engine.core.episodes import Episode, EpisodeBook, TrackerKey, TrackerKind, prob_below, where_of
 from engine.core.observe import (
+    SURE,
     CurfewTracker,
     Entry,
     Obs,
@@ -154,8 +155,7 @@ class BreachTracker:
         return why is not None
 
     def observe(self, o: Obs, at: Where | None = None) -> None:
-        """`at`: where the fix was, should it decide (it is never kept: only the
-        observation being made ever decides)."""
+        """`at`: where the fix was, should it decide (never kept: only the fix at hand decides)."""
         if not (math.isfinite(o.depth) and math.isfinite(o.sigma)):
             return  # a fix with no usable position is never evidence of anything
         s = self.s
@@ -256,7 +256,7 @@ class BreachTracker:
             way = min(way, 1.0) * min(max(mean, 0.0) / s.confident_min_depth_m, 1.0)
             cap = graded_cap(s, s.wary_confidence_max if wary else s.two_fix_confidence_max, way)
         else:
-            cap = 0.999  # observe.SURE
+            cap = SURE  # what `saturated` relies on
         return min(p, cap)
 
     def _observe_open(self, o: Obs, confident_out: bool, at: Where | None) -> None:
