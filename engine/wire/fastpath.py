@@ -8,7 +8,7 @@ import dataclasses
 import re
 import types
 from collections.abc import Callable, Collection, Mapping, Sequence
-from typing import Annotated, Literal, TypeGuard, cast, overload
+from typing import Annotated, Any, Literal, TypeGuard, cast, overload
 
 import msgspec
 import numpy as np
@@ -232,16 +232,10 @@ class FixColumns(_Batch):
     def of(lines: FixLines, code_of: Callable[[str], int]) -> list[np.ndarray]:
         """The columns of an all-plain `lines`, tags coded by `code_of`."""
         items = cast("list[_FixLine]", lines.items)
+        codes = np.array([code_of(s.tag) for s in items], dtype=np.int32)
         return [
-            np.array([code_of(s.tag) for s in items], dtype=np.int32),
-            np.array([s.seq for s in items], dtype=np.int64),
-            np.array([s.t for s in items], dtype=np.float64),
-            np.array([s.lat for s in items], dtype=np.float64),
-            np.array([s.lon for s in items], dtype=np.float64),
-            np.array([s.acc for s in items], dtype=np.float64),
-            np.array([-1 if s.batt is None else s.batt for s in items], dtype=np.int16),
-            np.array([SRC_CODE.get(s.src, 255) for s in items], dtype=np.uint8),
-            np.array([-1 if s.boot is None else s.boot for s in items], dtype=np.int64),
+            codes,
+            *(np.array(c, dtype=d) for c, d in zip(fix_fields(items), _DTYPES, strict=True)),
         ]
 
     def __len__(self) -> int:
@@ -254,6 +248,23 @@ class FixColumns(_Batch):
             float(self.lat[i]), float(self.lon[i]), float(self.acc[i]),
             None if batt < 0 else batt, _SRC_NAME[int(self.src[i])], None if boot < 0 else boot,
         )  # fmt: skip
+
+
+# The dtypes of fix_fields' columns in FixColumns
+_DTYPES = (np.int64, np.float64, np.float64, np.float64, np.float64, np.int16, np.uint8, np.int64)
+
+
+def fix_fields(items: Sequence[Any]) -> tuple[list[Any], ...]:
+    """(seq, t, lat, lon, acc, batt, src, boot) column by column of plain fix lines or fix
+    records (they name these fields alike): batt and boot -1 when absent, src its SRC_CODE
+    (255: absent)."""
+    return (
+        [x.seq for x in items], [x.t for x in items], [x.lat for x in items],
+        [x.lon for x in items], [x.acc for x in items],
+        [-1 if x.batt is None else x.batt for x in items],
+        [SRC_CODE.get(x.src, 255) for x in items],
+        [-1 if x.boot is None else x.boot for x in items],
+    )  # fmt: skip
 
 
 def _fix_of(s: _FixLine) -> FixRecord:

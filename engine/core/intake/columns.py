@@ -10,9 +10,9 @@ from typing import Any, cast
 
 import numpy as np
 
-from engine.wire.fastpath import FixColumns, FixLines
+from engine.wire.fastpath import FixColumns, FixLines, fix_fields
 from engine.wire.fastpath import _FixLine as FixLine
-from engine.wire.records import SRC_CODE, FixRecord, Record
+from engine.wire.records import FixRecord, Record
 
 
 def usual_columns(
@@ -54,11 +54,5 @@ def usual_columns(
             return None  # an unknown device: a dead letter, made by the record path
         rows = [i for i, s in enumerate(slots) if s >= 0]
         items, slots = [items[i] for i in rows], [slots[i] for i in rows]
-    # A plain line and a fix record name these fields alike
-    cols = (
-        slots, [x.seq for x in items], [x.t for x in items], [x.lat for x in items],
-        [x.lon for x in items], [x.acc for x in items],
-        [-1 if x.batt is None else x.batt for x in items],
-        [SRC_CODE.get(x.src, 255) for x in items], [0] * len(slots),
-    )  # fmt: skip
-    return rows, cols, [-1 if x.boot is None else x.boot for x in items], away
+    seq, t, lat, lon, acc, batt, src, boot = fix_fields(items)
+    return rows, (slots, seq, t, lat, lon, acc, batt, src, [0] * len(slots)), boot, away
