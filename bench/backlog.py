@@ -90,9 +90,15 @@ def _gateway_backlog(
     tags: int, fixes: int, now: float, per_msg: int, form: str
 ) -> list[tuple[str, bytes]]:
     """The same fixes as `_backlog` (W's walk-in last), in gateway batches of `per_msg`."""
+    items = [{"tag": t.split("/")[3], **json.loads(b)} for t, b in _backlog(tags, fixes, now)]
+    return _batched(items, per_msg, form)
+
+
+def _batched(items: list[dict[str, Any]], per_msg: int, form: str) -> list[tuple[str, bytes]]:
+    """Gateway GW's messages: `items` (replay-line objects) `per_msg` to a batch, encoded as
+    `form` (msgpack or JSON)."""
     import msgspec
 
-    items = [{"tag": t.split("/")[3], **json.loads(b)} for t, b in _backlog(tags, fixes, now)]
     enc = msgspec.msgpack.encode if form == "msgpack" else msgspec.json.encode
     return [("tagwatch/v1/gateway/GW/fixes", enc(items[i : i + per_msg]))
             for i in range(0, len(items), per_msg)]  # fmt: skip
@@ -153,19 +159,14 @@ def run_gateway_shards(shards: int, tags: int = 10_000, fixes: int = 120_000,
             + "".join(f'[[subjects]]\nid = "{m}"\ntags = ["W{m}"]\n\n' for m in markers)
             + f'[[gateways]]\nid = "GW"\ntags = {json.dumps(everyone)}\n'
         )
-        import msgspec
-
-        now = time.time()
-        items = [{"tag": t.split("/")[3], **json.loads(b)}
-                 for t, b in _backlog(tags, fixes, now)[:-5]]  # fmt: skip
+        backlog = _backlog(tags, fixes, time.time())[: -len(WALK_IN)]  # without W's walk-in
+        items = [{"tag": t.split("/")[3], **json.loads(b)} for t, b in backlog]
         t_end = items[-1]["t"] + 60.0
         for k, m in enumerate(markers):
-            for i, dx in enumerate((-400.0, -200.0, -30.0, 0.0, 20.0)):
+            for i, dx in enumerate(WALK_IN):
                 items.append({"tag": f"W{m}", **json.loads(_fix(i, t_end + 15.0 * i,
                                                                  1000.0 * k + dx, 0.0))})  # fmt: skip
-        enc = msgspec.msgpack.encode if form == "msgpack" else msgspec.json.encode
-        msgs = [("tagwatch/v1/gateway/GW/fixes", enc(items[i : i + per_msg]))
-                for i in range(0, len(items), per_msg)]  # fmt: skip
+        msgs = _batched(items, per_msg, form)
         with MosquittoProcess(workdir=d / "mosquitto") as broker:
             host, port = broker.host, broker.port
             engines = [
@@ -209,6 +210,10 @@ async def _drain(host: str, port: int, engines: list[EngineProcess], tags: set[s
     raise RuntimeError("unreachable")
 
 
+# A walk into a zone (metres east of its centre, a fix every 15 s): the backlog's last
+WALK_IN = (-400.0, -200.0, -30.0, 0.0, 20.0)
+
+
 def _fix(seq: int, t: float, dx: float, dy: float) -> bytes:
     lat, lon = offset(dx, dy)
     return json.dumps({"seq": seq, "t": t, "lat": lat, "lon": lon, "acc": 5.0}).encode()
@@ -223,7 +228,7 @@ def _backlog(tags: int, fixes: int, now: float) -> list[tuple[str, bytes]]:
         for b in range(tags)
     ][:fixes]
     t_end = t0 + 60.0 * rounds
-    for i, dx in enumerate((-400.0, -200.0, -30.0, 0.0, 20.0)):
+    for i, dx in enumerate(WALK_IN):
         msgs.append(("tagwatch/v1/tags/W/fix", _fix(i, t_end + 15.0 * i, dx, 0.0)))
     return msgs
 
