@@ -320,6 +320,15 @@ class Settings:
     # Evidence ledger rows (fixes, events, steps, alert records) are kept this many days
     # (0: forever); court cases come months after the events
     evidence_retention_days: float = 730.0
+    # A batch step's fixes and events go in one ledger row ("step", hashed over their
+    # Merkle root so one record is still proven alone) or a row each ("record", the
+    # layout before; its (device, seq) index grows dearer with the ledger: a gateway
+    # fleet's commit dirties an index page per device). A device's places in step rows
+    # are filed every ledger_index_s seconds or ledger_index_max records
+    # (engine/store/ledgerindex.py); readers scan what is not filed yet
+    ledger_rows: str = "step"
+    ledger_index_s: float = 5.0
+    ledger_index_max: int = 100_000
     # The host's clock stepping ahead (more than 5 s off what the monotonic clock says) is
     # followed only once it has held this long: a step that comes back sooner (a bad NTP
     # source for one poll) was wrong, and following it would put the engine clock ahead of
@@ -339,6 +348,10 @@ class Settings:
         for key in ("batch_max", "live_batch_max", "live_chunk", "queue_max"):
             if getattr(self, key) < 1:  # a batch of nothing would never move
                 raise ConfigError(f"setting '{key}' must be >= 1, got {getattr(self, key)!r}")
+        if self.ledger_rows not in ("step", "record"):
+            raise ConfigError(
+                f"setting 'ledger_rows' must be step or record, got {self.ledger_rows!r}"
+            )
         if self.live_clock not in LIVE_CLOCKS:
             raise ConfigError(
                 f"setting 'live_clock' must be one of {', '.join(LIVE_CLOCKS)}, "

@@ -36,6 +36,7 @@ from engine.core.health.silence import BREACH_KINDS  # zone_breach, curfew_breac
 from engine.wire import payloads, topics
 from engine.wire.alerts import decode_alert
 from engine.wire.topics import STATUS
+from tests.helpers import ledger_records
 
 Key = tuple[str, int]  # (device, seq): a fix or event, as the ledger identifies it
 SYS_STORED = "$SYS/broker/store/messages/count"  # messages the broker holds (mosquitto 2)
@@ -415,10 +416,7 @@ def ledger_keys(db: Dbs) -> set[Key] | None:
     try:
         if not _has_table(con, "ledger"):
             return None
-        rows = con.execute(
-            "SELECT DISTINCT device, seq FROM ledger WHERE kind IN ('fix', 'event')"
-        ).fetchall()
-        return {(str(d), int(s)) for d, s in rows}
+        return {(d, s) for d, s, _, _ in ledger_records(con)}
     finally:
         con.close()
 
@@ -434,8 +432,7 @@ def ledger_rows(db: Dbs) -> int | None:
     try:
         if not _has_table(con, "ledger"):
             return None
-        n = con.execute("SELECT COUNT(*) FROM ledger WHERE kind IN ('fix', 'event')").fetchone()
-        return int(n[0])
+        return len(ledger_records(con))
     finally:
         con.close()
 

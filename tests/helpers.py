@@ -250,3 +250,16 @@ async def publish(host: str, port: int, msgs: Iterable[tuple[str, bytes | str]])
     async with aiomqtt.Client(host, port) as c:
         for topic, payload in msgs:
             await c.publish(topic, payload, qos=1)
+
+
+def ledger_records(con: Any) -> list[tuple[str, int, str, bytes]]:
+    """(device, seq, kind, line) of every fix and event a ledger holds, in ledger order,
+    whether in rows of their own or in records rows (`ledger_rows`). `con`: the test's
+    own connection (sqlite3, or engine.store.sql.open.connect for PostgreSQL)."""
+    from engine.store.ledgerindex import all_records
+
+    out = []
+    for line in all_records(con):
+        d = json.loads(line)
+        out.append((d["tag"], d["seq"], d.get("type", "fix"), bytes(line)))
+    return out

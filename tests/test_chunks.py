@@ -108,12 +108,15 @@ def _ledger_steps(db: Path) -> list[tuple[str, int]]:
     """(device, records) of each batch step that took records, in ledger order."""
     out: list[tuple[str, int]] = []
     con = sqlite3.connect(db)
-    for kind, device in con.execute("SELECT kind, device FROM ledger ORDER BY n"):
+    for kind, device, body in con.execute("SELECT kind, device, body FROM ledger ORDER BY n"):
         if kind == "step":
             out.append(("", 0))
-        elif kind in ("fix", "event"):
-            assert out[-1][0] in ("", device)  # one device per step here
-            out[-1] = (device, out[-1][1] + 1)
+        elif kind in ("fix", "event", "records"):
+            lines = bytes(body).split(b"\n") if kind == "records" else [b""]
+            for line in lines:
+                dev = json.loads(line)["tag"] if kind == "records" else device
+                assert out[-1][0] in ("", dev)  # one device per step here
+                out[-1] = (dev, out[-1][1] + 1)
     con.close()
     return [s for s in out if s[1]]
 

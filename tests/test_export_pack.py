@@ -24,7 +24,7 @@ from pypdf import PdfReader
 from engine.broker.process import MosquittoProcess
 from engine.cli.main import main
 from engine.evidence import build_pack
-from engine.store.ledger import row_hash
+from engine.store.ledger import row_hash, shown_hash
 from engine.store.signing import default_key_path, load_or_create_key
 from engine.wire.alerts import Alert
 from tests.conftest import _require_mosquitto
@@ -103,22 +103,34 @@ def test_the_pack_has_a_pdf_geojson_and_manifest_that_match_the_ledger(
     ledger = _ledger(db)
     man = json.loads(man_b)
 
-    # the manifest: every cited row's hash is the ledger's, and recomputes from the row
+    # the manifest: every cited row's hash is the ledger's, and recomputes from the row,
+    # or for a record of a records row, from its body and Merkle path
     alert_rows = [n for n, r in ledger.items() if r[1] == "alert" and r[3] == aid]
-    cited = {r["n"]: r for r in man["rows"]}
-    assert [n for n, r in cited.items() if r["cited"] == "alert"] == alert_rows
-    for n, r in cited.items():
+    cited = {(r["n"], r.get("records_row", {}).get("i")): r for r in man["rows"]}
+    assert [n for (n, _), r in cited.items() if r["cited"] == "alert"] == alert_rows
+    proven = 0
+    for (n, i), r in cited.items():
         assert r["hash"] == bytes(ledger[n][7]).hex(), r
-        if "body" in r:
-            recomputed = row_hash(bytes.fromhex(r["prev"]), n, r["kind"], r["step"],
+        prev = bytes.fromhex(r["prev"])
+        if i is not None:
+            assert ledger[n][1] == "records" and r["kind"] == "fix", r
+            path = [bytes.fromhex(h) for h in r["records_row"]["path"]]
+            of, body = r["records_row"]["of"], r["body"].encode()
+            assert shown_hash(prev, n, r["step"], body, i, of, path) == bytes(ledger[n][7])
+            assert shown_hash(prev, n, r["step"], body + b" ", i, of, path) != bytes(ledger[n][7])
+            assert bytes(ledger[n][6]).split(b"\n")[i] == body
+            proven += 1
+        elif "body" in r:
+            recomputed = row_hash(prev, n, r["kind"], r["step"],
                                   r["device"], r["seq"], r["t"], r["body"].encode())  # fmt: skip
             assert recomputed.hex() == r["hash"], r
+    assert proven >= len(fixes)  # the track's fixes, each proven alone
     config = [r for r in cited.values() if r["cited"] == "config"]
     assert len(config) == 1 and "body" not in config[0], config  # not every subject's files
     assert man["checkpoint_signed"] is True and man["checkpoint"]["sig"], man["checkpoint"]
-    ev_rows = {e["n"] for e in man["evidence"]}
-    assert len(ev_rows) == len(breach[-1].evidence) and None not in ev_rows, man["evidence"]
-    assert all(cited[n]["device"] == "T1" for n in ev_rows)
+    ev_rows = {(e["n"], e["i"]) for e in man["evidence"]}
+    assert len(ev_rows) == len(breach[-1].evidence), man["evidence"]
+    assert all(n is not None and cited[(n, i)]["device"] == "T1" for n, i in ev_rows)
 
     # the GeoJSON: the zone with its hole, the track of T1 only, the evidence marked
     gj = json.loads(gj_b)
@@ -128,7 +140,11 @@ def test_the_pack_has_a_pdf_geojson_and_manifest_that_match_the_ledger(
     pts = [f for f in gj["features"] if f["geometry"]["type"] == "Point"]
     assert {p["properties"]["tag"] for p in pts} == {"T1"}
     assert sorted(p["properties"]["seq"] for p in pts) == list(range(len(fixes)))
-    marked = {p["properties"]["ledger_n"] for p in pts if p["properties"]["evidence"]}
+    marked = {
+        (p["properties"]["ledger_n"], p["properties"].get("ledger_i"))
+        for p in pts
+        if p["properties"]["evidence"]
+    }
     assert marked == ev_rows
     for p in pts:
         assert p["properties"]["ledger_hash"] == bytes(ledger[p["properties"]["ledger_n"]][7]).hex()

@@ -22,7 +22,15 @@ from engine.store import recovery
 from engine.store.ledger import Step
 from engine.wire.alerts import encode_alert
 from engine.wire.records import FixRecord, Record
-from tests.helpers import AlertCollector, EngineProcess, fix, publish, wait_online, write_world
+from tests.helpers import (
+    AlertCollector,
+    EngineProcess,
+    fix,
+    ledger_records,
+    publish,
+    wait_online,
+    write_world,
+)
 from zones.load import load
 
 TWO = '[[subjects]]\nid = "S1"\ntags = ["T1"]\n\n[[subjects]]\nid = "S2"\ntags = ["T2"]\n'
@@ -34,14 +42,10 @@ def ledger_figures(db: Path, device: str) -> tuple[int, int]:
     """(fix and event rows of `device`, their body bytes) in the store's ledger."""
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        n, size = con.execute(
-            "SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM ledger"
-            " WHERE device = ? AND kind IN ('fix', 'event')",
-            (device,),
-        ).fetchone()
+        mine = [line for d, _, _, line in ledger_records(con) if d == device]
     finally:
         con.close()
-    return int(n), int(size)
+    return len(mine), sum(len(line) for line in mine)
 
 
 def walk_in(seq0: int, t0: float) -> list[dict]:  # type: ignore[type-arg]

@@ -20,7 +20,15 @@ import pytest
 
 from bench.backlog import publish_fast
 from engine.wire.alerts import Alert
-from tests.helpers import AlertCollector, EngineProcess, fix, square, wait_online, write_world
+from tests.helpers import (
+    AlertCollector,
+    EngineProcess,
+    fix,
+    ledger_records,
+    square,
+    wait_online,
+    write_world,
+)
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.timeout(240)]
 
@@ -137,7 +145,7 @@ def test_a_full_queue_pauses_reading_and_loses_nothing(mosquitto, tmp_path: Path
 
     def fixes() -> int:
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as c:
-            return int(c.execute("SELECT count(*) FROM ledger WHERE kind = 'fix'").fetchone()[0])
+            return sum(k == "fix" for _, _, k, _ in ledger_records(c))
 
     try:
         _restart_until_both_alerts(mosquitto, eng)

@@ -16,6 +16,7 @@ from tests.helpers import (
     AlertCollector,
     EngineProcess,
     fix,
+    ledger_records,
     publish,
     wait_online,
     write_world,
@@ -181,7 +182,7 @@ def test_sigterm_while_the_store_is_locked_exits_and_the_next_run_gets_everythin
     def ledger_seqs() -> set[int]:
         con = sqlite3.connect(db)
         try:
-            return {s for (s,) in con.execute("SELECT seq FROM ledger WHERE kind = 'fix'")}
+            return {s for _, s, k, _ in ledger_records(con) if k == "fix"}
         finally:
             con.close()
 

@@ -18,7 +18,15 @@ import pytest
 from engine.broker.process import MosquittoProcess
 from engine.store.sqlite import SqliteStore
 from tests.faultkit import ExclusiveLock, retained_status, wait_log
-from tests.helpers import AlertCollector, EngineProcess, fix, publish, wait_online, write_world
+from tests.helpers import (
+    AlertCollector,
+    EngineProcess,
+    fix,
+    ledger_records,
+    publish,
+    wait_online,
+    write_world,
+)
 
 pytestmark = [pytest.mark.mqtt, pytest.mark.timeout(150)]
 
@@ -52,7 +60,7 @@ def _breach_rows(db: Path) -> list[tuple[str, str, bool]]:
 def _ledger_fixes(db: Path) -> set[int]:
     con = sqlite3.connect(db)
     try:
-        return {s for (s,) in con.execute("SELECT seq FROM ledger WHERE kind = 'fix'")}
+        return {s for _, s, k, _ in ledger_records(con) if k == "fix"}
     finally:
         con.close()
 

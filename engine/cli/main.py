@@ -232,6 +232,9 @@ def _store(path: str, settings: Settings, signing_key: Ed25519PrivateKey | None 
         dead_letter_budget=settings.dead_letter_budget,
         dead_letter_window_s=settings.dead_letter_window_s,
         signing_key=signing_key,
+        ledger_rows=settings.ledger_rows,
+        ledger_index_s=settings.ledger_index_s,
+        ledger_index_max=settings.ledger_index_max,
     )
 
 

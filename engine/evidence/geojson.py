@@ -22,6 +22,8 @@ def _point(f: Fix) -> dict[str, Any]:
         "ledger_n": f.row.n,
         "ledger_hash": f.row.hash.hex(),
     }
+    if f.row.i >= 0:  # line i of that records row
+        props["ledger_i"] = f.row.i
     if f.boot is not None:
         props["boot"] = f.boot
     return {

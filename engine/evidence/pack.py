@@ -27,6 +27,7 @@ from typing import Any
 import msgspec
 
 from engine.errors import TagwatchError
+from engine.store import merkle
 from engine.store.config import section_text
 from engine.store.ledger import Head
 from engine.store.reading import LedgerReader, LedgerRow
@@ -265,10 +266,10 @@ def collect(db_path: str, alert_id: str, zones: str | None = None) -> Evidence:
         opened = float(latest["opened_t"])
         end = latest.get("closed_t") or max(float(d["raised_t"]) for _, d in records)
         window = (opened - TRACK_MARGIN_S, float(end) + TRACK_MARGIN_S)
-        ev_rows = {c.row.n for c in cited if c.row is not None}
+        ev_rows = {(c.row.n, c.row.i) for c in cited if c.row is not None}
         track = []
         for r in rd.fixes(tag, *window) if tag else []:
-            f = _fix(r, r.n in ev_rows)
+            f = _fix(r, (r.n, r.i) in ev_rows)
             if f is not None:
                 track.append(f)
         zone, zone_source, config_row = _zone(rd, latest, records[0][0].n, zones)
@@ -294,9 +295,13 @@ def _row_json(r: LedgerRow, cited: str, body: bool = True) -> dict[str, Any]:
         "n": r.n, "kind": r.kind, "step": r.step, "device": r.device, "seq": r.seq, "t": r.t,
         "cited": cited, "hash": r.hash.hex(), "prev": r.prev.hex(),
     }  # fmt: skip
+    if r.i >= 0:  # a record of a records row: the row's hash covers its Merkle root
+        d["records_row"] = {"i": r.i, "of": r.of, "path": [h.hex() for h in r.path]}
+        if not body:
+            d["leaf"] = merkle.leaf(r.body).hex()
     if body:
         d["body"] = r.body.decode("utf-8", "replace")
-    else:
+    elif r.i < 0:
         d["body_sha256"] = hashlib.sha256(r.body).hexdigest()
     return d
 
@@ -304,23 +309,28 @@ def _row_json(r: LedgerRow, cited: str, body: bool = True) -> dict[str, Any]:
 def manifest(ev: Evidence, files: dict[str, bytes]) -> bytes:
     """The ledger rows cited (number, hash, the hash they chain onto, the body), the
     checkpoint and the head, and the sha256 of the pack's other files."""
-    rows: dict[int, dict[str, Any]] = {}
+    rows: dict[tuple[int, int], dict[str, Any]] = {}
     for r, _ in ev.records:
-        rows[r.n] = _row_json(r, "alert")
+        rows[(r.n, r.i)] = _row_json(r, "alert")
     for c in ev.cited:
-        if c.row is not None and c.row.n not in rows:
-            rows[c.row.n] = _row_json(c.row, "evidence", body=not c.withheld)
+        if c.row is not None and (c.row.n, c.row.i) not in rows:
+            rows[(c.row.n, c.row.i)] = _row_json(c.row, "evidence", body=not c.withheld)
     for f in ev.track:
-        rows.setdefault(f.row.n, _row_json(f.row, "track"))
+        rows.setdefault((f.row.n, f.row.i), _row_json(f.row, "track"))
     if ev.config_row is not None:  # its body holds every subject's files: only its hash
-        rows.setdefault(ev.config_row.n, _row_json(ev.config_row, "config", body=False))
+        rows.setdefault((ev.config_row.n, -1), _row_json(ev.config_row, "config", body=False))
     doc = {
         "alert": ev.alert_id,
         "store": ev.store,
         "window": {"from": ev.window[0], "to": ev.window[1]},
         "rows": [rows[n] for n in sorted(rows)],
         "evidence": [
-            {"ref": list(c.ref), "n": None if c.row is None else c.row.n, "withheld": c.withheld}
+            {
+                "ref": list(c.ref),
+                "n": None if c.row is None else c.row.n,
+                "i": None if c.row is None or c.row.i < 0 else c.row.i,
+                "withheld": c.withheld,
+            }
             for c in ev.cited
         ],
         "zone_source": ev.zone_source,
@@ -331,7 +341,9 @@ def manifest(ev: Evidence, files: dict[str, bytes]) -> bytes:
         "files": {k: hashlib.sha256(v).hexdigest() for k, v in files.items()},
         "notes": ev.notes,
         "check": "every row's hash is sha256 over prev and the row (engine/store/ledger.py"
-        " row_hash); `tagwatch audit verify --db STORE` recomputes the chain they sit in",
+        " row_hash); a record shown from a records row (records_row: line i of `of`) proves"
+        " it with its Merkle path (RFC 6962) to the root that row's hash covers (ledger.py"
+        " shown_hash); `tagwatch audit verify --db STORE` recomputes the chain they sit in",
     }
     return json.dumps(doc, indent=1, ensure_ascii=False).encode() + b"\n"
 

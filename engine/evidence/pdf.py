@@ -155,12 +155,14 @@ def _fixes(w: _Writer, ev: Evidence) -> None:
         if f is None:
             what = "protected device: position withheld" if cv.withheld else cv.row.kind
             w.text(
-                f"{tag}  {seq}  {boot}  {what}  row {cv.row.n}  {cv.row.hash.hex()}", "Courier", 6.2
+                f"{tag}  {seq}  {boot}  {what}  row {cv.row.place}  {cv.row.hash.hex()}",
+                "Courier",
+                6.2,
             )
             continue
         w.text(
             f"{tag}  {seq}  {boot}  {utc(f.t)}  {f.lat:.6f}  {f.lon:.6f}  {f.acc:.1f}"
-            f"  row {cv.row.n}  {cv.row.hash.hex()}",
+            f"  row {cv.row.place}  {cv.row.hash.hex()}",
             "Courier",
             6.2,
         )

@@ -13,12 +13,13 @@ from __future__ import annotations
 import argparse
 import functools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import msgspec
 
 from engine.errors import DecodeError, StoreError, TagwatchError
+from engine.store.ledgerindex import all_records, device_records
 from engine.store.reading import evidence_row, open_ro
 from engine.store.schema import advice
 from engine.store.signing import Checkpoint, key_candidates, load_public_key
@@ -98,7 +99,7 @@ def cmd_alert(args: argparse.Namespace) -> int:
     if not recs:
         raise TagwatchError(f"no alert {args.id} in the ledger of {describe(args.db)}")
     seen: set[tuple[object, ...]] = set()
-    spaces: dict[str, dict[tuple[int, int], int]] = {}
+    spaces: dict[str, dict[tuple[int, int, int], int]] = {}
     for n, body in recs:
         print(f"ledger row {n}: alert {bytes(body).decode()}")
         for ev in msgspec.json.decode(bytes(body)).get("evidence", []):
@@ -108,7 +109,8 @@ def cmd_alert(args: argparse.Namespace) -> int:
             tag, seq = ev[0], ev[1]
             boot = ev[2] if len(ev) > 2 else None
             row = evidence_row(db, tag, seq, boot, spaces)
-            where = f"row {row[0]}: {bytes(row[1]).decode()}" if row else "not in the ledger"
+            at = "" if row is None or row.i < 0 else f" line {row.i}"
+            where = f"row {row.n}{at}: {row.body.decode()}" if row else "not in the ledger"
             name = f"{tag} #{seq}" if boot is None else f"{tag} #{seq} boot {boot}"
             print(f"  evidence {name}: {where}")
     return 0
@@ -133,23 +135,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.zones is not None:
         raise TagwatchError("--zones goes with --alert (the zone drawn in an evidence pack)")
     db = open_ro(args.db)
-    sql = "SELECT body FROM ledger WHERE kind IN ('fix', 'event')"
-    params: list[object] = []
-    if args.device:
-        sql += " AND device = ?"
-        params.append(args.device)
-    if args.since is not None:
-        sql += " AND t >= ?"
-        params.append(args.since)
-    if args.until is not None:
-        sql += " AND t < ?"
-        params.append(args.until)
+    lines: Iterable[bytes]
+    if args.device:  # [since, until): device_records' window is closed at both ends
+        found = device_records(db, args.device, t0=args.since, t1=args.until)
+        lines = [f.body for f in found if args.until is None or f.t < args.until]
+    else:
+        lines = all_records(db, args.since, args.until)
     n = 0
     out = Path(args.out)
     try:
         with out.open("wb") as fh:
-            for (body,) in db.execute(sql + " ORDER BY n", params):
-                fh.write(bytes(body))
+            for body in lines:
+                fh.write(body)
                 fh.write(b"\n")
                 n += 1
     except OSError as e:

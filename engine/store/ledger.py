@@ -13,6 +13,11 @@ Rows, in the order they happened:
           the zones and subjects files in force from then on (name, sha256, text)
     fix   a replay line (contract: fix + "tag")                         device, seq, t
     event a replay line (contract: event + "tag", "type": "event")      device, seq, t
+    records  a batch step's fix and event lines in one row (the store's default, `ledger_rows
+          = "step"`), "\n"-joined: the row's hash covers the root of their Merkle tree
+          (engine/store/merkle.py) instead of the body, so one record is proven alone;
+          ledger_index (engine/store/ledgerindex.py) finds a device's records in them
+                                                                    device/seq/t NULL
     alert the alert record's canonical JSON (as published)              device = alert id,
                                                         seq = its alert_log seq (NULL before
                                                         schema 2's linkage: matched by bytes)
@@ -25,7 +30,7 @@ Rows, in the order they happened:
                                                    device = the protected device, seq = the
                                                    alert_log seq it warns of, t = wall time
 
-The fix and event rows after a step row are the records that step handed the pipeline, in
+The fix and event rows (or the one records row) after a step row are the records that step handed the pipeline, in
 the order it handed them, so the steps replayed through a pipeline rebuild its state
 exactly (restart recovery), and the fix/event bodies are a replay file of the evidence.
 
@@ -45,6 +50,7 @@ from typing import Any
 
 import msgspec
 
+from engine.store import merkle
 from engine.store.sql.conn import Conn
 from engine.wire.decode import decode_replay_line
 from engine.wire.fastpath import FixLines
@@ -68,6 +74,17 @@ CREATE TABLE IF NOT EXISTS ledger (
 );
 CREATE INDEX IF NOT EXISTS ledger_device ON ledger(device, seq) WHERE device IS NOT NULL;
 CREATE INDEX IF NOT EXISTS ledger_steps ON ledger(step) WHERE kind = 'step';
+-- Where each device's records sit in records rows (engine/store/ledgerindex.py): a row
+-- per device and flush, `at` packed (row n, line i, event?, seq, t) of each record.
+CREATE TABLE IF NOT EXISTS ledger_index (
+    device TEXT NOT NULL,
+    n_lo INTEGER NOT NULL,
+    n_hi INTEGER NOT NULL,
+    t_lo REAL NOT NULL,
+    t_hi REAL NOT NULL,
+    at BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ledger_index_device ON ledger_index(device, n_lo);
 -- Pickled pipeline state after the step whose last ledger row is `n`.
 CREATE TABLE IF NOT EXISTS snapshots (
     n INTEGER PRIMARY KEY,
@@ -138,7 +155,39 @@ class _StepHead(msgspec.Struct):
     config: dict[str, Any] | None = None
 
 
+RECORDS = "records"  # a step's records in one row
+
+
+def records_root(body: bytes) -> bytes:
+    """The Merkle root of a records row's lines: what its hash covers."""
+    return merkle.root([merkle.leaf(line) for line in body.split(b"\n")])
+
+
 def row_hash(
+    prev: bytes,
+    n: int,
+    kind: str,
+    step: int,
+    device: str | None,
+    seq: int | None,
+    t: float | None,
+    body: bytes,
+) -> bytes:
+    if kind == RECORDS:
+        body = records_root(body)
+    return _chained(prev, n, kind, step, device, seq, t, body)
+
+
+def shown_hash(
+    prev: bytes, n: int, step: int, body: bytes, i: int, of: int, path: Sequence[bytes]
+) -> bytes | None:
+    """The hash of records row `n` as one of its records proves it: the record's `body`
+    at line `i` of `of`, with its Merkle `path` (None: the path fits no such tree)."""
+    top = merkle.root_from_path(merkle.leaf(body), i, of, path)
+    return None if top is None else _chained(prev, n, RECORDS, step, None, None, None, top)
+
+
+def _chained(
     prev: bytes,
     n: int,
     kind: str,
@@ -158,6 +207,7 @@ def row_hash(
 
 
 Row = tuple[int, str, int, str | None, int | None, float | None, bytes, bytes]
+AlertRow = tuple[str, float, bytes, int]  # an alert's id, raised_t, bytes, alert_log seq
 
 
 @dataclass
@@ -169,15 +219,22 @@ class Head:
     hash: bytes = GENESIS
 
 
+# Where a records row put each device's records: (row n, devices, is-event flags, seqs,
+# times), in line order; engine/store/ledgerindex.py files them by device.
+Placed = tuple[int, Sequence[str], Sequence[bool], Sequence[int], Sequence[float]]
+
+
 class LedgerWriter:
-    """Builds chained rows for one transaction; `advance` once it has committed."""
+    """Builds chained rows for one transaction; `advance` once it has committed.
+    `per_step`: a batch's records go in one records row (`placed` says where), not a row
+    each."""
 
-    def __init__(self, head: Head) -> None:
+    def __init__(self, head: Head, per_step: bool = False) -> None:
         self.head = head
+        self.per_step = per_step
+        self.placed: list[Placed] = []
 
-    def rows(
-        self, steps: Sequence[Step], alerts: Iterable[tuple[str, float, bytes, int]]
-    ) -> list[Row]:
+    def rows(self, steps: Sequence[Step], alerts: Iterable[AlertRow]) -> list[Row]:
         """Rows for these steps (each followed by its records), then the alert records
         (id, raised_t, canonical bytes, alert_log seq) they decided."""
         n, step, prev = self.head.n, self.head.step, self.head.hash
@@ -193,6 +250,17 @@ class LedgerWriter:
         for st in steps:
             step += 1
             add("step", None, None, st.now, st.header())
+            if self.per_step:
+                if st.records:
+                    fixes, devices, seqs, ts, lines = zip(*encoded(st.records), strict=True)
+                    n += 1
+                    top = merkle.root([merkle.leaf(line) for line in lines])
+                    prev = sha(
+                        prev + f"{n}\x1frecords\x1f{step}\x1f\x1f\x1f\x1f".encode() + top
+                    ).digest()
+                    out.append((n, RECORDS, step, None, None, None, b"\n".join(lines), prev))
+                    self.placed.append((n, devices, [not f for f in fixes], seqs, ts))
+                continue
             # The records' rows: row_hash's rule in one sha256 call per row (the same
             # bytes; this loop is per accepted record, the engine's busiest write path)
             fix_mid, event_mid = f"\x1ffix\x1f{step}\x1f", f"\x1fevent\x1f{step}\x1f"
@@ -272,8 +340,8 @@ def replay_steps(db: Conn, after_n: int, page: int = 20_000) -> Iterator[Step]:
     last = after_n
     while True:
         rows = db.execute(
-            "SELECT n, kind, body FROM ledger WHERE n > ? AND kind IN ('step', 'fix', 'event')"
-            " ORDER BY n LIMIT ?",
+            "SELECT n, kind, body FROM ledger WHERE n > ?"
+            " AND kind IN ('step', 'fix', 'event', 'records') ORDER BY n LIMIT ?",
             (last, page),
         ).fetchall()
         for _, kind, body in rows:
@@ -282,10 +350,12 @@ def replay_steps(db: Conn, after_n: int, page: int = 20_000) -> Iterator[Step]:
                     yield Step(head.step, head.now, recs, head.credit, head.refused, head.config)
                 head, recs = msgspec.json.decode(bytes(body), type=_StepHead), []
             elif head is not None:  # records before the first step: cut off by retention
-                try:
-                    recs.append(decode_record(bytes(body)))
-                except ValueError as e:  # never stop a restart; say what could not be read
-                    log.error("ledger: %s; recovery continues without it", e)
+                lines = bytes(body).split(b"\n") if kind == RECORDS else [bytes(body)]
+                for line in lines:
+                    try:
+                        recs.append(decode_record(line))
+                    except ValueError as e:  # never stop a restart; say what was unread
+                        log.error("ledger: %s; recovery continues without it", e)
         if len(rows) < page:
             break
         last = int(rows[-1][0])

@@ -18,7 +18,9 @@ import numpy as np
 from engine.core.intake.seqspace import SeqSpaces
 from engine.errors import StoreError
 from engine.settings import Settings
+from engine.store import merkle
 from engine.store.ledger import GENESIS, Head, config_steps, read_anchor, read_head
+from engine.store.ledgerindex import Found, device_records
 from engine.store.schema import advice
 from engine.store.signing import Checkpoint, read_mark
 from engine.store.sql.conn import DB_ERRORS, Conn, describe
@@ -43,54 +45,52 @@ def evidence_row(
     tag: str,
     seq: int,
     boot: int | None,
-    spaces: dict[str, dict[tuple[int, int], int]],
-) -> tuple[int, bytes] | None:
-    """The ledger row evidence (tag, seq[, boot]) cites: the first with that seq, or with a
+    spaces: dict[str, dict[tuple[int, int, int], int]],
+) -> Found | None:
+    """The record evidence (tag, seq[, boot]) cites: the first with that seq, or with a
     boot, the first whose body carries that boot, else (a tag without a boot counter) the
     first in that seq space, found by laying the tag's ledger records out in seq spaces
     with the engine's rules (engine/core/intake/seqspace.py)."""
-    rows = db.execute(
-        "SELECT n, body FROM ledger WHERE device = ? AND seq = ? AND kind IN ('fix', 'event') ORDER BY n",
-        (tag, seq),
-    ).fetchall()
+    rows = device_records(db, tag, seq=seq)
     if boot is None or not rows:
-        return (int(rows[0][0]), bytes(rows[0][1])) if rows else None
-    for n, body in rows:
-        if msgspec.json.decode(bytes(body)).get("boot") == boot:
-            return int(n), bytes(body)
+        return rows[0] if rows else None
+    for f in rows:
+        if msgspec.json.decode(f.body).get("boot") == boot:
+            return f
     if tag not in spaces:
         spaces[tag] = _space_of_rows(db, tag)
-    for n, body in rows:
-        if spaces[tag].get((int(n), seq)) == boot:
-            return int(n), bytes(body)
+    for f in rows:
+        if spaces[tag].get((f.n, f.i, seq)) == boot:
+            return f
     return None
 
 
-def _space_of_rows(db: Conn, tag: str) -> dict[tuple[int, int], int]:
-    """(ledger row, seq) -> seq-space index for every fix and event of `tag`."""
-    recs = db.execute(
-        "SELECT n, seq, t, body FROM ledger WHERE device = ? AND kind IN ('fix', 'event') ORDER BY n",
-        (tag,),
-    ).fetchall()
+def _space_of_rows(db: Conn, tag: str) -> dict[tuple[int, int, int], int]:
+    """(ledger row, line, seq) -> seq-space index for every fix and event of `tag`."""
+    recs = device_records(db, tag)
     sp = SeqSpaces(1, Settings().restart_seq_drop)
-    boots = [msgspec.json.decode(bytes(r[3])).get("boot") for r in recs]
+    boots = [msgspec.json.decode(r.body).get("boot") for r in recs]
     eseq = sp.map(
         np.zeros(len(recs), dtype=np.int64),
-        np.array([r[1] for r in recs], dtype=np.int64),
-        np.array([r[2] for r in recs], dtype=np.float64),
+        np.array([r.seq for r in recs], dtype=np.int64),
+        np.array([r.t for r in recs], dtype=np.float64),
         np.array([-1 if b is None else b for b in boots], dtype=np.int64),
     )
     out = {}
     for r, e in zip(recs, eseq.tolist(), strict=True):
         b = sp.cite(0, e)[1]
-        out[(int(r[0]), int(r[1]))] = 0 if b is None else b
+        out[(r.n, r.i, r.seq)] = 0 if b is None else b
     return out
 
 
 @dataclass(frozen=True)
 class LedgerRow:
     """One ledger row as stored, and `prev`: the hash it chains onto (the row before's,
-    the retention anchor's, or the genesis zeros), so its hash can be recomputed alone."""
+    the retention anchor's, or the genesis zeros), so its hash can be recomputed alone.
+
+    A record inside a records row (`i` >= 0) is shown as its own: `kind`, `device`, `seq`,
+    `t` and `body` are the record's, `n`, `step`, `hash` and `prev` the row's, and `path`
+    is the record's Merkle path to the root the row's hash covers (`of` leaves)."""
 
     n: int
     kind: str
@@ -101,6 +101,14 @@ class LedgerRow:
     body: bytes
     hash: bytes
     prev: bytes
+    i: int = -1
+    of: int = 0
+    path: tuple[bytes, ...] = ()
+
+    @property
+    def place(self) -> str:
+        """ "n", or "n:i" for line i of records row n."""
+        return str(self.n) if self.i < 0 else f"{self.n}:{self.i}"
 
 
 _COLS = "n, kind, step, device, seq, t, body, hash"
@@ -112,7 +120,7 @@ class LedgerReader:
     def __init__(self, path: str) -> None:
         self.path = path
         self._db = open_ro(path)
-        self._spaces: dict[str, dict[tuple[int, int], int]] = {}
+        self._spaces: dict[str, dict[tuple[int, int, int], int]] = {}
 
     def close(self) -> None:
         self._db.close()
@@ -155,6 +163,18 @@ class LedgerReader:
         got = self._rows("n = ?", (n,))
         return got[0] if got else None
 
+    def _record(self, f: Found) -> LedgerRow | None:
+        """A record's row (its own, or its records row shown as the record's)."""
+        row = self.row(f.n)
+        if row is None or f.i < 0:
+            return row
+        lines = row.body.split(b"\n")
+        path = tuple(merkle.path([merkle.leaf(x) for x in lines], f.i))
+        return LedgerRow(
+            row.n, f.kind, row.step, msgspec.json.decode(f.body)["tag"], f.seq, f.t, f.body,
+            row.hash, row.prev, f.i, len(lines), path,
+        )  # fmt: skip
+
     def evidence(self, tag: str, seq: int, boot: int | None) -> LedgerRow | None:
         """The row evidence (tag, seq[, boot]) cites (the lookup `audit alert` prints)."""
         try:
@@ -163,11 +183,17 @@ class LedgerReader:
             raise StoreError(
                 f"{describe(self.path)}: cannot read the alert store: {e}{advice(e)}"
             ) from e
-        return None if hit is None else self.row(hit[0])
+        return None if hit is None else self._record(hit)
 
     def fixes(self, device: str, t0: float, t1: float) -> list[LedgerRow]:
-        """The fix rows of `device` with event time in [t0, t1], in ledger order."""
-        return self._rows("kind = 'fix' AND device = ? AND t >= ? AND t <= ?", (device, t0, t1))
+        """The fixes of `device` with event time in [t0, t1], in ledger order."""
+        try:
+            found = device_records(self._db, device, fixes_only=True, t0=t0, t1=t1)
+        except DB_ERRORS as e:
+            raise StoreError(
+                f"{describe(self.path)}: cannot read the alert store: {e}{advice(e)}"
+            ) from e
+        return [r for f in found if (r := self._record(f)) is not None]
 
     def config_before(self, n: int) -> tuple[int, dict[str, Any]] | None:
         """(row, config) of the config step in force at row `n`: the newest before it, else

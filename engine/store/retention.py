@@ -59,6 +59,7 @@ def prune_front(
     prune_row = LedgerWriter(head).prune_row(anchor, aseq)
     db.execute(ledger.INSERT, prune_row)
     cur = db.execute("DELETE FROM ledger WHERE n <= ?", (limit,))
+    db.execute("DELETE FROM ledger_index WHERE n_hi <= ?", (limit,))
     _prune_alerts(db, aseq)
     db.executemany(
         "INSERT INTO meta(key, value) VALUES (?, ?)"

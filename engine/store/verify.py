@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from engine.store.ledger import GENESIS, Head, read_anchor, row_hash
+from engine.store.ledger import GENESIS, RECORDS, Head, read_anchor, row_hash
 from engine.store.signing import Checkpoint, signature_problem
 from engine.store.sql.conn import Conn
 
@@ -139,7 +139,11 @@ def _chain(
             rep.counts[kind] = rep.counts.get(kind, 0) + 1
             rep.rows += 1
             ch.step = step
-            if kind == "step":
+            if kind == RECORDS:  # its lines count as the fix and event rows they replace
+                for line in body.split(b"\n"):
+                    k = "event" if b'"type":"event"' in line else "fix"
+                    rep.counts[k] = rep.counts.get(k, 0) + 1
+            elif kind == "step":
                 ch.now = t
             elif kind == "alert":
                 k = hashlib.sha256(body).digest()

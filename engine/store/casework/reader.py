@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 
 from engine.store.casework.workflow import Workflow
+from engine.store.ledgerindex import device_records
 from engine.store.owner import own
 from engine.store.sql.conn import is_url
 from engine.store.sql.open import store_targets
@@ -109,12 +110,9 @@ class CaseReads(SqlStore):
         """The device's fixes in the ledger with event time in [since, until], oldest first
         (at most the newest `limit`)."""
         with self._reading("the evidence ledger") as db:
-            rows = db.execute(
-                "SELECT seq, body FROM ledger WHERE device = ? AND kind = 'fix'"
-                " AND t >= ? AND t <= ? ORDER BY t DESC LIMIT ?",
-                (device, since, until, limit),
-            ).fetchall()
-        return [_position(device, s, b) for s, b in reversed(rows)]
+            found = device_records(db, device, fixes_only=True, t0=since, t1=until)
+        newest = sorted(found, key=lambda f: f.t)[-limit:] if limit > 0 else []
+        return [_position(device, f.seq, f.body) for f in newest]
 
     def cited(self, evidence: Sequence[Sequence[Any]]) -> list[Position]:
         """The fixes an alert's evidence cites ([tag, seq(, boot)]), where the ledger still
@@ -124,31 +122,21 @@ class CaseReads(SqlStore):
             for ev in evidence:
                 tag, seq = str(ev[0]), int(ev[1])
                 boot = ev[2] if len(ev) > 2 else None
-                for (body,) in db.execute(
-                    "SELECT body FROM ledger WHERE device = ? AND seq = ? AND kind = 'fix'"
-                    " ORDER BY n",
-                    (tag, seq),
-                ):
-                    p = _body.decode(bytes(body))
+                for f in device_records(db, tag, fixes_only=True, seq=seq):
+                    p = _body.decode(f.body)
                     if boot is None or p.boot in (None, boot):
-                        out.append(_position(tag, seq, body))
+                        out.append(_position(tag, seq, f.body))
                         break
         return out
 
     def last_seen(self, device: str) -> tuple[float, int | None] | None:
         """(event time, battery %) of the device's newest record in the ledger."""
         with self._reading("the evidence ledger") as db:
-            rows = db.execute(
-                "SELECT t, body FROM ledger WHERE device = ? AND kind IN ('fix', 'event')"
-                " ORDER BY n DESC LIMIT 50",
-                (device,),
-            ).fetchall()
+            rows = device_records(db, device, newest=50)[::-1]
         if not rows:
             return None
-        batt = next(
-            (b for _, body in rows if (b := _body.decode(bytes(body)).batt) is not None), None
-        )
-        return float(rows[0][0]), batt
+        batt = next((b for f in rows if (b := _body.decode(f.body).batt) is not None), None)
+        return rows[0].t, batt
 
 
 def _position(device: str, seq: int, body: bytes) -> Position:

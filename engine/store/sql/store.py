@@ -30,10 +30,11 @@ from engine.store.base import CommitTimes, OutboxItem
 from engine.store.casework.workflow import Action, UnknownAlert, Workflow
 from engine.store.deadletters import DeadLetterBudget, DeadLetterRow
 from engine.store.ledger import LedgerWriter, Step
+from engine.store.ledgerindex import Filing
 from engine.store.owner import OwnedResource, own
 from engine.store.schema import ADDED, SCHEMA, advice, check_version
 from engine.store.signing import Checkpoint
-from engine.store.sql.conn import DB_ERRORS, Conn, describe, insert_rows, text_for
+from engine.store.sql.conn import DB_ERRORS, Conn, describe, text_for
 from engine.store.verify import VerifyReport, verify
 from engine.wire.alerts import Alert, decode_alert, encode_alert
 from engine.wire.records import DeadLetter
@@ -60,12 +61,17 @@ class SqlStore(OwnedResource):
         busy_timeout_s: float = 2.0,
         read_only: bool = False,
         signing_key: Ed25519PrivateKey | None = None,
+        ledger_rows: str = "step",
+        ledger_index_s: float = 5.0,
+        ledger_index_max: int = 100_000,
     ) -> None:
         """`path`: what the subclass connects to. `read_only`: open an existing store
         that it can write nothing to (a reader such as `tagwatch alerts`: not even a
         schema upgrade). `signing_key`: every commit also stores the chain's checkpoint
         signed with it (engine/store/signing.py), so `audit verify` shows a cut or
-        rewritten end."""
+        rewritten end. `ledger_rows`: "step" (a records row per batch) or "record" (a row
+        each); the records rows' index is filed every `ledger_index_s` s or `_max` records."""
+        self.filing = Filing(ledger_rows == "step", ledger_index_s, ledger_index_max)
         self.path = str(path)
         self.name = describe(self.path)  # what messages show: a URL's password masked
         self.signing_key = signing_key
@@ -97,6 +103,7 @@ class SqlStore(OwnedResource):
                 for table, column, decl in ADDED:
                     if column not in self._columns(table):
                         self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+                self.filing.pending.load(self._db)
             self._reread_head()
         except _OPEN_ERRORS as e:
             raise StoreError(f"cannot open {self._kind} {self.name}: {e}{advice(e)}") from e
@@ -219,17 +226,12 @@ class SqlStore(OwnedResource):
                         _evidence_json(a), now,
                     ),
                 )  # fmt: skip
-            # Each alert row of the ledger names its alert_log seq: the chain then
-            # covers the log, so a deleted, inserted or changed log row shows.
-            rows = LedgerWriter(self.head).rows(
-                steps,
-                [
-                    (a.id, a.raised_t, p, o.seq)
-                    for a, p, o in zip(alerts, payloads, out, strict=True)
-                ],
+            # Each alert row names its alert_log seq: a changed log row shows in the chain
+            got = zip(alerts, payloads, out, strict=True)
+            rows = self.filing.write(
+                db, self.head, steps, [(a.id, a.raised_t, p, o.seq) for a, p, o in got]
             )
             if rows:
-                insert_rows(db, "ledger", ledger.COLUMNS, ledger.PG_TYPES, rows)
                 end = LedgerWriter.after(rows, self.head)
                 mark = msgspec.structs.replace(
                     self._mark, n=end.n, step=end.step, hash=end.hash.hex(),
@@ -250,6 +252,7 @@ class SqlStore(OwnedResource):
                 return []
             self._fail("write failed", e)
         self.commit_times.observe(time.perf_counter() - t0)
+        self.filing.committed()
         if rows:
             self.head, self._mark = LedgerWriter.after(rows, self.head), mark
         self.budget.apply(plan)
@@ -394,10 +397,9 @@ class SqlStore(OwnedResource):
             return list(itertools.islice(steps, chunk))
 
     def last_step_now(self) -> float | None:
+        q = "SELECT t FROM ledger WHERE kind = 'step' ORDER BY n DESC LIMIT 1"
         with self._reading("the evidence ledger") as db:
-            row = db.execute(
-                "SELECT t FROM ledger WHERE kind = 'step' ORDER BY n DESC LIMIT 1"
-            ).fetchone()
+            row = db.execute(q).fetchone()
         return None if row is None else float(row[0])
 
     def prune(self, before: float, chunk: int = 50_000) -> int:

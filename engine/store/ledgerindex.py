@@ -1,0 +1,340 @@
+"""Where a device's records are in a ledger of records rows (engine/store/ledger.py).
+
+A records row holds a whole step's fixes and events, so the ledger's (device, seq) index
+no longer finds one device's. An index row per record would cost what the row per record
+did (each commit of a fleet's batch dirtied an index page per device, dearer as the
+ledger grew: docs/durability.md). So the engine keeps the places in memory and files them
+every `ledger_index_s` seconds or `ledger_index_max` records, in the same transaction as
+the ledger rows of that commit: one `ledger_index` row per device and flush, whose `at`
+packs each record's (row n, line i, is an event, seq, t). `meta.index_n` is the last
+ledger row the flushed rows cover.
+
+Readers take a device's records from three places, in ledger order: rows of its own
+(a ledger written a row per record, `ledger_rows = "record"`, or before the records row
+existed), the flushed index, and the records rows after `index_n` (the tail, at most one
+flush's worth, scanned). A kill -9 loses only the memory: the tail is still scanned by
+readers, and the next engine files it again from the ledger at start (`Pending.load`).
+The index is derived data and not in the hash chain: `audit verify` checks the rows, and a
+wrong index only hides records from a reader, which the chain still holds."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import NamedTuple
+
+import msgspec
+import numpy as np
+
+from engine.store import ledger
+from engine.store.ledger import RECORDS, AlertRow, Head, LedgerWriter, Placed, Row, Step
+from engine.store.sql.conn import Conn, insert_rows
+
+AT = np.dtype([("n", "<i8"), ("i", "<i4"), ("event", "u1"), ("seq", "<i8"), ("t", "<f8")])
+COLUMNS = ("device", "n_lo", "n_hi", "t_lo", "t_hi", "at")
+PG_TYPES = ("text", "int8", "int8", "float8", "float8", "bytea")
+_enc = msgspec.json.Encoder()
+
+
+class _Where(msgspec.Struct):
+    tag: str
+    seq: int
+    t: float
+    type: str = "fix"
+
+
+_where = msgspec.json.Decoder(_Where)
+
+
+def index_n(db: Conn) -> int:
+    """The last ledger row the flushed index covers (0: none)."""
+    row = db.execute("SELECT value FROM meta WHERE key = 'index_n'").fetchone()
+    return int(row[0]) if row else 0
+
+
+class Pending:
+    """The places of records not yet filed (the engine's side), and when to file them."""
+
+    def __init__(self, every_s: float = 5.0, max_records: int = 100_000) -> None:
+        self.every_s = every_s
+        self.max_records = max_records
+        self.placed: list[Placed] = []
+        self.count = 0
+        self.since = time.monotonic()
+
+    def due(self, more: Sequence[Placed]) -> bool:
+        n = self.count + sum(len(p[1]) for p in more)
+        return n > 0 and (n >= self.max_records or time.monotonic() - self.since >= self.every_s)
+
+    def rows(self, more: Sequence[Placed]) -> list[tuple[str, int, int, float, float, bytes]]:
+        """The index rows of everything pending and `more`: one per device."""
+        placed = [*self.placed, *more]
+        if not placed:
+            return []
+        at = np.empty(sum(len(p[1]) for p in placed), dtype=AT)
+        devices: list[str] = []
+        k = 0
+        for n, devs, events, seqs, ts in placed:
+            m = len(devs)
+            part = at[k : k + m]
+            part["n"] = n
+            part["i"] = np.arange(m)
+            part["event"] = events
+            part["seq"] = seqs
+            part["t"] = ts
+            devices.extend(devs)
+            k += m
+        names, which = np.unique(np.array(devices, dtype=str), return_inverse=True)
+        order = np.argsort(which, kind="stable")
+        bounds = np.searchsorted(which[order], np.arange(len(names) + 1))
+        out = []
+        for d in range(len(names)):
+            mine = at[order[bounds[d] : bounds[d + 1]]]
+            out.append(
+                (
+                    str(names[d]), int(mine["n"][0]), int(mine["n"][-1]),
+                    float(mine["t"].min()), float(mine["t"].max()), mine.tobytes(),
+                )
+            )  # fmt: skip
+        return out
+
+    def committed(self, more: Sequence[Placed], filed: bool) -> None:
+        """A commit holding `more` went in; `filed`: it filed everything pending too."""
+        if filed:
+            self.placed, self.count, self.since = [], 0, time.monotonic()
+        else:
+            self.placed.extend(more)
+            self.count += sum(len(p[1]) for p in more)
+
+    def load(self, db: Conn) -> None:
+        """What the ledger holds after the filed index (a restart: an engine killed before
+        it filed them), pending again."""
+        self.placed, self.count = [], 0
+        for n, body in _tail(db, index_n(db)):
+            lines = [_where.decode(line) for line in body.split(b"\n")]
+            self.placed.append(
+                (
+                    n, [w.tag for w in lines], [w.type == "event" for w in lines],
+                    [w.seq for w in lines], [w.t for w in lines],
+                )
+            )  # fmt: skip
+            self.count += len(lines)
+
+
+def _tail(db: Conn, after: int, page: int = 200) -> Iterator[tuple[int, bytes]]:
+    last = after
+    while True:
+        rows = db.execute(
+            "SELECT n, body FROM ledger WHERE kind = ? AND n > ? ORDER BY n LIMIT ?",
+            (RECORDS, last, page),
+        ).fetchall()
+        for n, body in rows:
+            yield int(n), bytes(body)
+        if len(rows) < page:
+            return
+        last = int(rows[-1][0])
+
+
+class Filing:
+    """The store's ledger writes (engine/store/sql/store.py): a commit's rows, a records
+    row per step (`per_step`) or a row per record, and the index filed when due."""
+
+    def __init__(self, per_step: bool = True, every_s: float = 5.0, most: int = 100_000) -> None:
+        self.per_step = per_step
+        self.pending = Pending(every_s, most)
+        self._staged: tuple[list[Placed], bool] = ([], False)
+
+    def write(
+        self, db: Conn, head: Head, steps: Sequence[Step], alerts: Iterable[AlertRow]
+    ) -> list[Row]:
+        """Insert the rows of these steps and alerts after `head`, and file the index when
+        due (inside the caller's transaction); `committed` once it has committed."""
+        w = LedgerWriter(head, self.per_step)
+        rows = w.rows(steps, alerts)
+        if rows:
+            insert_rows(db, "ledger", ledger.COLUMNS, ledger.PG_TYPES, rows)
+        due = self.pending.due(w.placed)
+        if due:
+            got = self.pending.rows(w.placed)
+            if got:
+                insert_rows(db, "ledger_index", COLUMNS, PG_TYPES, got)
+            db.execute(
+                "INSERT INTO meta(key, value) VALUES ('index_n', ?)"
+                " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (str(rows[-1][0] if rows else head.n),),
+            )
+        self._staged = (w.placed, due)
+        return rows
+
+    def committed(self) -> None:
+        self.pending.committed(*self._staged)
+        self._staged = ([], False)
+
+
+class Found(NamedTuple):
+    """One of a device's records: ledger row n, line i of a records row (-1: a row of its
+    own), kind ("fix"/"event"), seq, event time, its replay line."""
+
+    n: int
+    i: int
+    kind: str
+    seq: int
+    t: float
+    body: bytes
+
+
+def device_records(
+    db: Conn,
+    device: str,
+    *,
+    fixes_only: bool = False,
+    seq: int | None = None,
+    t0: float | None = None,
+    t1: float | None = None,
+    newest: int | None = None,
+) -> list[Found]:
+    """The device's records in ledger order, those with `seq` or event time in [t0, t1]
+    only when given; `newest`: only the last that many."""
+    out = _own_rows(db, device, fixes_only, seq, t0, t1, newest)
+    upto = index_n(db)
+
+    def keep(a: np.ndarray) -> np.ndarray:
+        ok = np.ones(len(a), dtype=bool)
+        if fixes_only:
+            ok &= a["event"] == 0
+        if seq is not None:
+            ok &= a["seq"] == seq
+        if t0 is not None:
+            ok &= a["t"] >= t0
+        if t1 is not None:
+            ok &= a["t"] <= t1
+        return a[ok]
+
+    places = _filed(db, device, upto, t0, t1, newest, keep)
+    if newest is not None:
+        places = places[-newest:]
+    out.extend(_lines_at(db, places))
+    needle = b'{"tag":' + _enc.encode(device) + b","
+    for n, body in _tail(db, upto):
+        if needle not in body:
+            continue
+        for i, line in enumerate(body.split(b"\n")):
+            if not line.startswith(needle):
+                continue
+            w = _where.decode(line)
+            if (
+                (fixes_only and w.type == "event")
+                or (seq is not None and w.seq != seq)
+                or (t0 is not None and w.t < t0)
+                or (t1 is not None and w.t > t1)
+            ):
+                continue
+            out.append(Found(n, i, w.type, w.seq, w.t, line))
+    out.sort(key=lambda f: (f.n, f.i))
+    return out[-newest:] if newest is not None else out
+
+
+def _own_rows(
+    db: Conn,
+    device: str,
+    fixes_only: bool,
+    seq: int | None,
+    t0: float | None,
+    t1: float | None,
+    newest: int | None,
+) -> list[Found]:
+    sql = "SELECT n, kind, seq, t, body FROM ledger WHERE device = ?"
+    sql += " AND kind = 'fix'" if fixes_only else " AND kind IN ('fix', 'event')"
+    params: list[object] = [device]
+    for cond, v in (("seq = ?", seq), ("t >= ?", t0), ("t <= ?", t1)):
+        if v is not None:
+            sql += f" AND {cond}"
+            params.append(v)
+    if newest is not None:
+        sql += " ORDER BY n DESC LIMIT ?"
+        params.append(newest)
+    rows = db.execute(sql, params).fetchall()
+    got = [Found(int(n), -1, str(k), int(s), float(t), bytes(b)) for n, k, s, t, b in rows]
+    return sorted(got)
+
+
+def _filed(
+    db: Conn,
+    device: str,
+    upto: int,
+    t0: float | None,
+    t1: float | None,
+    newest: int | None,
+    keep: Callable[[np.ndarray], np.ndarray],
+) -> np.ndarray:
+    """The device's filed places (AT) that `keep` keeps, in ledger order; with `newest`,
+    at least the last that many (filed rows read newest first until they hold enough)."""
+    sql = "SELECT at FROM ledger_index WHERE device = ? AND n_hi <= ?"
+    params: list[object] = [device, upto]
+    if t0 is not None:
+        sql += " AND t_hi >= ?"
+        params.append(t0)
+    if t1 is not None:
+        sql += " AND t_lo <= ?"
+        params.append(t1)
+    parts: list[np.ndarray] = []
+    held = 0
+    for (blob,) in db.execute(sql + " ORDER BY n_lo DESC", params):
+        a = keep(np.frombuffer(bytes(blob), dtype=AT))
+        parts.append(a)
+        held += len(a)
+        if newest is not None and held >= newest:
+            break
+    if not parts:
+        return np.empty(0, dtype=AT)
+    return np.concatenate(parts[::-1])
+
+
+def _lines_at(db: Conn, places: np.ndarray, chunk: int = 200) -> list[Found]:
+    """The records at these places (rows retention deleted give nothing)."""
+    out: list[Found] = []
+    rows = np.unique(places["n"])
+    for k in range(0, len(rows), chunk):
+        part = [int(x) for x in rows[k : k + chunk]]
+        marks = ",".join("?" * len(part))
+        bodies = {
+            int(n): bytes(b).split(b"\n")
+            for n, b in db.execute(
+                f"SELECT n, body FROM ledger WHERE kind = ? AND n IN ({marks})",
+                [RECORDS, *part],
+            )
+        }
+        lo, hi = part[0], part[-1]
+        sel = places[(places["n"] >= lo) & (places["n"] <= hi)]
+        for p in sel:
+            lines = bodies.get(int(p["n"]))
+            i = int(p["i"])
+            if lines is not None and i < len(lines):
+                kind = "event" if p["event"] else "fix"
+                out.append(Found(int(p["n"]), i, kind, int(p["seq"]), float(p["t"]), lines[i]))
+    return out
+
+
+def all_records(
+    db: Conn, t0: float | None = None, t1: float | None = None, page: int = 2000
+) -> Iterator[bytes]:
+    """Every fix and event line in ledger order, those with event time in [t0, t1) only
+    when given (`audit export`)."""
+    last = 0
+    while True:
+        rows = db.execute(
+            "SELECT n, kind, t, body FROM ledger WHERE n > ?"
+            " AND kind IN ('fix', 'event', 'records') ORDER BY n LIMIT ?",
+            (last, page),
+        ).fetchall()
+        for _, kind, t, body in rows:
+            lines = bytes(body).split(b"\n") if kind == RECORDS else [bytes(body)]
+            for line in lines:
+                if t0 is not None or t1 is not None:
+                    tt = float(t) if kind != RECORDS else _where.decode(line).t
+                    if (t0 is not None and tt < t0) or (t1 is not None and tt >= t1):
+                        continue
+                yield line
+        if len(rows) < page:
+            return
+        last = int(rows[-1][0])

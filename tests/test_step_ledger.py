@@ -1,0 +1,191 @@
+"""The ledger's records rows (a batch step's records in one row, `ledger_rows = "step"`)
+and their device index (engine/store/ledgerindex.py) against the row per record
+(`ledger_rows = "record"`), which they replace: the same steps give the same recovery,
+the same device reads, the same export, and a proof of any one record."""
+
+from __future__ import annotations
+
+import sqlite3
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from engine.cli.main import main
+from engine.store import ledger
+from engine.store.ledger import Step, replay_steps
+from engine.store.ledgerindex import device_records, index_n
+from engine.store.reading import LedgerReader
+from engine.store.sqlite import SqliteStore
+from engine.wire.records import EventRecord, FixRecord
+
+DEVICES = ["T1", "T2", "T3", 'we"ird', "T10"]
+
+
+def _records(draw_ids: list[tuple[int, int, bool]], t0: float) -> list[FixRecord | EventRecord]:
+    out: list[FixRecord | EventRecord] = []
+    for k, (d, seq, event) in enumerate(draw_ids):
+        dev, t = DEVICES[d], t0 + k * 0.5
+        if event:
+            out.append(EventRecord(dev, seq, t, "strap_open", batt=50))
+        else:
+            out.append(FixRecord(dev, seq, t, 51.5 + k * 1e-4, -0.1, 8.0, 80, "gps", boot=1))
+    return out
+
+
+batches = st.lists(
+    st.lists(
+        st.tuples(st.integers(0, len(DEVICES) - 1), st.integers(0, 40), st.booleans()),
+        max_size=12,
+    ),
+    min_size=1,
+    max_size=8,
+)
+
+
+def _write(path: Path, rows: str, steps: list[Step], per_commit: int, **kw: object) -> None:
+    s = SqliteStore(path, ledger_rows=rows, **kw)  # type: ignore[arg-type]
+    try:
+        for k in range(0, len(steps), per_commit):
+            s.commit([], [], steps=steps[k : k + per_commit])
+    finally:
+        s.close()
+
+
+def _steps(spec: list[list[tuple[int, int, bool]]]) -> list[Step]:
+    out = []
+    for k, b in enumerate(spec):
+        t0 = 1_700_000_000.0 + 100 * k
+        out.append(Step("batch", t0 + 60, _records(b, t0)))
+        if k % 3 == 2:
+            out.append(Step("tick", t0 + 90))
+    return out
+
+
+def _reads(db: Path) -> dict[str, object]:
+    con = sqlite3.connect(db)
+    try:
+        got: dict[str, object] = {}
+        for d in DEVICES:
+            base = 1_700_000_000.0
+            got[d] = [
+                [(f.kind, f.seq, f.t, f.body) for f in device_records(con, d, **q)]  # type: ignore[arg-type]
+                for q in (
+                    {},
+                    {"fixes_only": True},
+                    {"seq": 3},
+                    {"t0": base + 101, "t1": base + 403},
+                    {"newest": 4},
+                    {"newest": 1, "fixes_only": True},
+                )
+            ]
+        got["steps"] = [
+            (s.kind, s.now, list(s.records), s.refused) for s in replay_steps(con, 0, page=7)
+        ]
+        return got
+    finally:
+        con.close()
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(batches, st.integers(1, 3), st.integers(1, 30))
+def test_records_rows_read_as_rows_per_record(tmp_path: Path, spec, per_commit, most) -> None:
+    """Whatever the flushes left filed or in the tail, every read is the same."""
+    steps = _steps(spec)
+    d = Path(tempfile.mkdtemp(dir=tmp_path))
+    _write(d / "rec.db", "record", steps, per_commit)
+    _write(d / "step.db", "step", steps, per_commit, ledger_index_s=3600.0, ledger_index_max=most)
+    assert _reads(d / "step.db") == _reads(d / "rec.db")
+
+
+def _export(db: Path, out: Path, *extra: str) -> bytes:
+    assert main(["audit", "export", "--db", str(db), "--out", str(out), *extra]) == 0
+    return out.read_bytes()
+
+
+def test_export_verify_and_a_proof_of_one_record(tmp_path: Path, capsys) -> None:
+    spec = [[(k % 5, k // 5, k % 7 == 3) for k in range(40)] for _ in range(6)]
+    steps = _steps(spec)
+    _write(tmp_path / "rec.db", "record", steps, 2)
+    _write(tmp_path / "step.db", "step", steps, 2, ledger_index_max=50)
+    for extra in ((), ("--device", "T2"), ("--since", "1700000150", "--until", "1700000320")):
+        a = _export(tmp_path / "rec.db", tmp_path / "a.jsonl", *extra)
+        b = _export(tmp_path / "step.db", tmp_path / "b.jsonl", *extra)
+        assert a == b and a, extra
+    assert main(["audit", "verify", "--db", str(tmp_path / "step.db")]) == 0
+    said = capsys.readouterr().out
+    assert "event 36" in said and "fix 204" in said and "records 6" in said, said
+
+    with LedgerReader(str(tmp_path / "step.db")) as rd:
+        row = rd.evidence("T2", 3, None)
+        assert row is not None and row.i >= 0 and row.of == 40 and row.device == "T2"
+        got = ledger.shown_hash(row.prev, row.n, row.step, row.body, row.i, row.of, row.path)
+        assert got == row.hash
+        # another body, or another line number, proves nothing
+        assert (
+            ledger.shown_hash(row.prev, row.n, row.step, row.body + b" ", row.i, row.of, row.path)
+            != row.hash
+        )
+        assert (
+            ledger.shown_hash(row.prev, row.n, row.step, row.body, row.i ^ 1, row.of, row.path)
+            != row.hash
+        )
+        track = rd.fixes("T2", 1_700_000_000.0, 1_700_000_250.0)
+        assert [r.seq for r in track] == [r.seq for r in track if r.kind == "fix"] and len(
+            track
+        ) == 21
+
+
+def test_a_changed_line_in_a_records_row_breaks_the_chain(tmp_path: Path, capsys) -> None:
+    steps = _steps([[(k % 3, k, False) for k in range(10)] for _ in range(3)])
+    _write(tmp_path / "s.db", "step", steps, 1)
+    con = sqlite3.connect(tmp_path / "s.db")
+    (n, body) = con.execute(
+        "SELECT n, body FROM ledger WHERE kind = 'records' ORDER BY n LIMIT 1 OFFSET 1"
+    ).fetchone()
+    con.execute(
+        "UPDATE ledger SET body = ? WHERE n = ?", (bytes(body).replace(b'"seq":4', b'"seq":5'), n)
+    )
+    con.commit()
+    con.close()
+    assert main(["audit", "verify", "--db", str(tmp_path / "s.db")]) != 0
+    assert f"row {n} (records) does not match its hash" in capsys.readouterr().err
+
+
+def test_an_engine_killed_before_filing_loses_no_place(tmp_path: Path) -> None:
+    """The places held in memory die with the engine; readers scan the tail meanwhile,
+    and the next engine files it again from the ledger."""
+    db = tmp_path / "s.db"
+    first = _steps([[(k % 5, k, False) for k in range(10)] for _ in range(4)])
+    _write(db, "step", first[:2], 1, ledger_index_max=15)  # files after the 2nd commit
+    _write(db, "step", first[2:], 1, ledger_index_s=3600.0, ledger_index_max=10**6)
+    con = sqlite3.connect(db)
+    filed = index_n(con)
+    assert 0 < filed < con.execute("SELECT MAX(n) FROM ledger").fetchone()[0]
+    before = [f.seq for f in device_records(con, "T1")]
+    assert len(before) == 4 * 2
+    con.close()
+    later = _steps([[(1, 100 + k, False) for k in range(3)]])
+    later = [Step(s.kind, s.now + 1000, s.records) for s in later]
+    _write(db, "step", later, 1, ledger_index_max=1)  # loads the tail, files it all
+    con = sqlite3.connect(db)
+    assert index_n(con) == con.execute("SELECT MAX(n) FROM ledger").fetchone()[0]
+    assert [f.seq for f in device_records(con, "T2")][-3:] == [100, 101, 102]
+    assert [f.seq for f in device_records(con, "T1")] == before
+    placed = con.execute("SELECT COUNT(*) FROM ledger_index").fetchone()[0]
+    listed = sum(len(bytes(b)) // 29 for (b,) in con.execute("SELECT at FROM ledger_index"))
+    assert listed == 4 * 10 + 3 and placed > 0  # every record filed once
+    con.close()
+
+
+@pytest.mark.parametrize("rows", ["step", "record"])
+def test_the_setting_chooses_the_rows(tmp_path: Path, rows: str) -> None:
+    _write(tmp_path / "s.db", rows, _steps([[(0, 1, False), (1, 1, True)]]), 1)
+    con = sqlite3.connect(tmp_path / "s.db")
+    kinds = sorted(k for (k,) in con.execute("SELECT kind FROM ledger"))
+    con.close()
+    assert kinds == (["records", "step"] if rows == "step" else ["event", "fix", "step"])
