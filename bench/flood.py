@@ -37,6 +37,7 @@ from pathlib import Path
 import aiomqtt
 
 from engine.broker.process import MosquittoProcess
+from engine.store.ledgerindex import device_records
 from tests.helpers import EngineProcess, offset, square, wait_online
 
 SPACING_M = 3000.0  # between the honest tags' zones (east-west)
@@ -234,9 +235,7 @@ def run_flood(
             assert eng.stop() == 0, eng.log_text()[-4000:]
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        (fig.hostile_ledger_rows,) = con.execute(
-            "SELECT COUNT(*) FROM ledger WHERE device = ?", (HOSTILE,)
-        ).fetchone()
+        fig.hostile_ledger_rows = len(device_records(con, HOSTILE))
     finally:
         con.close()
     return fig

@@ -141,8 +141,8 @@ def _chain(
             ch.step = step
             if kind == RECORDS:  # its lines count as the fix and event rows they replace
                 for line in body.split(b"\n"):
-                    k = "event" if b'"type":"event"' in line else "fix"
-                    rep.counts[k] = rep.counts.get(k, 0) + 1
+                    rec = "event" if b'"type":"event"' in line else "fix"
+                    rep.counts[rec] = rep.counts.get(rec, 0) + 1
             elif kind == "step":
                 ch.now = t
             elif kind == "alert":
