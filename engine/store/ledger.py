@@ -1,7 +1,8 @@
 """The evidence ledger: append-only, hash-chained rows in the alert store.
 
-Every accepted fix and event, every engine step (a batch, a tick of time, a resume after
-a restart) and every alert lifecycle record is one row. Each row's hash covers the row and
+Every engine step (a batch, a tick of time, a resume after a restart) and every alert
+lifecycle record is one row; a batch's accepted fixes and events are one records row
+after it (or, `ledger_rows = "record"`, a row each). Each row's hash covers the row and
 the previous row's hash, so an edited, inserted or deleted row breaks the chain from there
 on: `tagwatch audit verify` recomputes it.
 
