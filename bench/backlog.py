@@ -137,12 +137,12 @@ def _marker(shard: int, shards: int) -> str:
 
 def run_gateway_shards(shards: int, tags: int = 10_000, fixes: int = 120_000,
                        per_msg: int = 1000, form: str = "msgpack",
-                       workdir: Path | None = None) -> float:  # fmt: skip
+                       workdir: Path | None = None, settings: str = "") -> float:  # fmt: skip
     """Fixes/s that `shards` engines (`serve --shard i/N`; 1: one engine) together drain
     from a backlog of gateway batches, each engine taking its own subjects' elements of
     every batch. A subject per tag (a gateway relays many people's tags); each shard has a
     marker subject whose walk-in comes last, timed from every engine's connection to the
-    last marker's breach."""
+    last marker's breach. `settings`: engine settings (TOML lines) for every engine."""
     markers = [_marker(i, shards) for i in range(shards)]
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         d = Path(tmp)
@@ -169,9 +169,12 @@ def run_gateway_shards(shards: int, tags: int = 10_000, fixes: int = 120_000,
         msgs = _batched(items, per_msg, form)
         with MosquittoProcess(workdir=d / "mosquitto") as broker:
             host, port = broker.host, broker.port
+            conf = d / "settings.toml"
+            conf.write_text(settings + "\n")
             engines = [
                 EngineProcess(host, port, zones, subjects, d / f"e{i}.db",
-                              extra_args=[] if shards == 1 else ["--shard", f"{i}/{shards}"])
+                              extra_args=["--settings", str(conf)]
+                              + ([] if shards == 1 else ["--shard", f"{i}/{shards}"]))
                 for i in range(shards)
             ]  # fmt: skip
             for eng in engines:

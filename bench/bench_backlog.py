@@ -94,3 +94,28 @@ def test_gateway_batches_one_engine_and_two_shards(
     print("\n" + summary)
     record_property("bench_summary", summary)
     assert rates[2] >= 500_000, summary
+
+
+def test_gateway_a_records_row_a_step_against_a_row_a_record(
+    benchmark: BenchmarkFixture, record_property
+) -> None:  # type: ignore[no-untyped-def]
+    """One engine, the same gateway backlog, the ledger written a records row per step
+    (the default) and a row per record (the layout before, `ledger_rows = "record"`), on a
+    backlog of 4x the usual so the row-per-record index shows some of its growth."""
+    rates: dict[str, float] = {}
+
+    def both() -> None:
+        for rows in ("record", "step"):
+            rates[rows] = run_gateway_shards(
+                1, TAGS, 8 * FIXES, settings=f'ledger_rows = "{rows}"'
+            )
+
+    benchmark.pedantic(both, rounds=1, iterations=1)
+    summary = (
+        f"gateway batches, one engine, {8 * FIXES} fixes: a records row a step"
+        f" {rates['step']:.0f} fixes/s, a row a record {rates['record']:.0f}"
+        f" ({rates['step'] / rates['record']:.2f}x)"
+    )
+    print("\n" + summary)
+    record_property("bench_summary", summary)
+    assert rates["step"] > rates["record"], summary
