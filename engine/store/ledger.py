@@ -75,6 +75,9 @@ CREATE TABLE IF NOT EXISTS ledger (
 );
 CREATE INDEX IF NOT EXISTS ledger_device ON ledger(device, seq) WHERE device IS NOT NULL;
 CREATE INDEX IF NOT EXISTS ledger_steps ON ledger(step) WHERE kind = 'step';
+-- The records rows alone (the index's tail is scanned from here: a ledger of rows per
+-- record has none, and is not read through)
+CREATE INDEX IF NOT EXISTS ledger_records ON ledger(n) WHERE kind = 'records';
 -- Where each device's records sit in records rows (engine/store/ledgerindex.py): a row
 -- per device and flush, `at` packed (row n, line i, event?, seq, t) of each record.
 CREATE TABLE IF NOT EXISTS ledger_index (

@@ -125,8 +125,8 @@ def _tail(db: Conn, after: int, page: int = 200) -> Iterator[tuple[int, bytes]]:
     last = after
     while True:
         rows = db.execute(
-            "SELECT n, body FROM ledger WHERE kind = ? AND n > ? ORDER BY n LIMIT ?",
-            (RECORDS, last, page),
+            "SELECT n, body FROM ledger WHERE kind = 'records' AND n > ? ORDER BY n LIMIT ?",
+            (last, page),
         ).fetchall()
         for n, body in rows:
             yield int(n), bytes(body)
