@@ -214,3 +214,19 @@ def test_both_databases_file_and_find_every_record(store_target: str) -> None:
         assert back == [(x.kind, x.now, list(x.records)) for x in steps]
     finally:
         con.close()
+
+
+def test_a_store_written_both_ways_reads_as_one(tmp_path: Path) -> None:
+    """A store kept a row per record until an upgrade, records rows after it: its
+    devices' records read as if one layout had written them all."""
+    steps = _steps([[((k + j) % 5, k, k % 4 == 1) for k in range(12)] for j in range(6)])
+    _write(tmp_path / "rec.db", "record", steps, 1)
+    _write(tmp_path / "mixed.db", "record", steps[:4], 1)
+    _write(tmp_path / "mixed.db", "step", steps[4:], 1, ledger_index_max=10)
+    assert _reads(tmp_path / "mixed.db") == _reads(tmp_path / "rec.db")
+    con = sqlite3.connect(tmp_path / "mixed.db")
+    kinds = {k for (k,) in con.execute("SELECT DISTINCT kind FROM ledger")}
+    con.close()
+    assert {"fix", "event", "records"} <= kinds
+    a = _export(tmp_path / "rec.db", tmp_path / "a.jsonl")
+    assert a == _export(tmp_path / "mixed.db", tmp_path / "b.jsonl")
