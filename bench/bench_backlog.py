@@ -106,9 +106,7 @@ def test_gateway_a_records_row_a_step_against_a_row_a_record(
 
     def both() -> None:
         for rows in ("record", "step"):
-            rates[rows] = run_gateway_shards(
-                1, TAGS, 8 * FIXES, settings=f'ledger_rows = "{rows}"'
-            )
+            rates[rows] = run_gateway_shards(1, TAGS, 8 * FIXES, settings=f'ledger_rows = "{rows}"')
 
     benchmark.pedantic(both, rounds=1, iterations=1)
     summary = (

@@ -37,7 +37,7 @@ from pathlib import Path
 import aiomqtt
 
 from engine.broker.process import MosquittoProcess
-from engine.store.ledgerindex import device_records
+from engine.store.records.index import device_records
 from tests.helpers import EngineProcess, offset, square, wait_online
 
 SPACING_M = 3000.0  # between the honest tags' zones (east-west)

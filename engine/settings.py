@@ -325,7 +325,7 @@ class Settings:
     # layout before; its (device, seq) index grows dearer with the ledger: a gateway
     # fleet's commit dirties an index page per device). A device's places in step rows
     # are filed every ledger_index_s seconds or ledger_index_max records
-    # (engine/store/ledgerindex.py); readers scan what is not filed yet
+    # (engine/store/records/index.py); readers scan what is not filed yet
     ledger_rows: str = "step"
     ledger_index_s: float = 5.0
     ledger_index_max: int = 100_000

@@ -256,7 +256,7 @@ def ledger_records(con: Any) -> list[tuple[str, int, str, bytes]]:
     """(device, seq, kind, line) of every fix and event a ledger holds, in ledger order,
     whether in rows of their own or in records rows (`ledger_rows`). `con`: the test's
     own connection (sqlite3, or engine.store.sql.open.connect for PostgreSQL)."""
-    from engine.store.ledgerindex import all_records
+    from engine.store.records.index import all_records
 
     out = []
     for line in all_records(con):

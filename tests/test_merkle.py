@@ -1,4 +1,4 @@
-"""The step row's Merkle tree (engine/store/merkle.py) against RFC 6962's recursive
+"""The step row's Merkle tree (engine/store/records/merkle.py) against RFC 6962's recursive
 definitions, written out here as the oracle."""
 
 import hashlib
@@ -6,7 +6,7 @@ import hashlib
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.store import merkle
+from engine.store.records import merkle
 
 
 def _mth(d: list[bytes]) -> bytes:

@@ -1,5 +1,5 @@
 """The ledger's records rows (a batch step's records in one row, `ledger_rows = "step"`)
-and their device index (engine/store/ledgerindex.py) against the row per record
+and their device index (engine/store/records/index.py) against the row per record
 (`ledger_rows = "record"`), which they replace: the same steps give the same recovery,
 the same device reads, the same export, and a proof of any one record."""
 
@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from engine.cli.main import main
 from engine.store import ledger
 from engine.store.ledger import Step, replay_steps
-from engine.store.ledgerindex import device_records, index_n
 from engine.store.reading import LedgerReader
+from engine.store.records.index import device_records, index_n
 from engine.store.sqlite import SqliteStore
 from engine.wire.records import EventRecord, FixRecord
 

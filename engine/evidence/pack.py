@@ -27,10 +27,10 @@ from typing import Any
 import msgspec
 
 from engine.errors import TagwatchError
-from engine.store import merkle
 from engine.store.config import section_text
 from engine.store.ledger import Head
 from engine.store.reading import LedgerReader, LedgerRow
+from engine.store.records import merkle
 from engine.store.signing import Checkpoint, signature_problem
 from engine.store.sql.conn import describe, is_url
 

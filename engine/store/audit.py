@@ -19,8 +19,8 @@ from pathlib import Path
 import msgspec
 
 from engine.errors import DecodeError, StoreError, TagwatchError
-from engine.store.ledgerindex import all_records, device_records
 from engine.store.reading import evidence_row, open_ro
+from engine.store.records.index import all_records, device_records
 from engine.store.schema import advice
 from engine.store.signing import Checkpoint, key_candidates, load_public_key
 from engine.store.sql.conn import DB_ERRORS, describe

@@ -16,8 +16,8 @@ Rows, in the order they happened:
     event a replay line (contract: event + "tag", "type": "event")      device, seq, t
     records  a batch step's fix and event lines in one row (the store's default, `ledger_rows
           = "step"`), "\n"-joined: the row's hash covers the root of their Merkle tree
-          (engine/store/merkle.py) instead of the body, so one record is proven alone;
-          ledger_index (engine/store/ledgerindex.py) finds a device's records in them
+          (engine/store/records/merkle.py) instead of the body, so one record is proven alone;
+          ledger_index (engine/store/records/index.py) finds a device's records in them
                                                                     device/seq/t NULL
     alert the alert record's canonical JSON (as published)              device = alert id,
                                                         seq = its alert_log seq (NULL before
@@ -51,7 +51,7 @@ from typing import Any
 
 import msgspec
 
-from engine.store import merkle
+from engine.store.records import merkle
 from engine.store.sql.conn import Conn
 from engine.wire.decode import decode_replay_line
 from engine.wire.fastpath import FixLines
@@ -78,7 +78,7 @@ CREATE INDEX IF NOT EXISTS ledger_steps ON ledger(step) WHERE kind = 'step';
 -- The records rows alone (the index's tail is scanned from here: a ledger of rows per
 -- record has none, and is not read through)
 CREATE INDEX IF NOT EXISTS ledger_records ON ledger(n) WHERE kind = 'records';
--- Where each device's records sit in records rows (engine/store/ledgerindex.py): a row
+-- Where each device's records sit in records rows (engine/store/records/index.py): a row
 -- per device and flush, `at` packed (row n, line i, event?, seq, t) of each record.
 CREATE TABLE IF NOT EXISTS ledger_index (
     device TEXT NOT NULL,
@@ -224,7 +224,7 @@ class Head:
 
 
 # Where a records row put each device's records: (row n, devices, is-event flags, seqs,
-# times), in line order; engine/store/ledgerindex.py files them by device.
+# times), in line order; engine/store/records/index.py files them by device.
 Placed = tuple[int, Sequence[str], Sequence[bool], Sequence[int], Sequence[float]]
 
 

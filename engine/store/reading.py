@@ -18,9 +18,9 @@ import numpy as np
 from engine.core.intake.seqspace import SeqSpaces
 from engine.errors import StoreError
 from engine.settings import Settings
-from engine.store import merkle
 from engine.store.ledger import GENESIS, Head, config_steps, read_anchor, read_head
-from engine.store.ledgerindex import Found, device_records
+from engine.store.records import merkle
+from engine.store.records.index import Found, device_records
 from engine.store.schema import advice
 from engine.store.signing import Checkpoint, read_mark
 from engine.store.sql.conn import DB_ERRORS, Conn, describe

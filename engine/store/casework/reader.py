@@ -14,8 +14,8 @@ from typing import Any
 import msgspec
 
 from engine.store.casework.workflow import Workflow
-from engine.store.ledgerindex import device_records
 from engine.store.owner import own
+from engine.store.records.index import device_records
 from engine.store.sql.conn import is_url
 from engine.store.sql.open import store_targets
 from engine.store.sql.store import SqlStore

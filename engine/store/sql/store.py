@@ -30,8 +30,8 @@ from engine.store.base import CommitTimes, OutboxItem
 from engine.store.casework.workflow import Action, UnknownAlert, Workflow
 from engine.store.deadletters import DeadLetterBudget, DeadLetterRow
 from engine.store.ledger import LedgerWriter, Step
-from engine.store.ledgerindex import Filing
 from engine.store.owner import OwnedResource, own
+from engine.store.records.index import Filing
 from engine.store.schema import ADDED, SCHEMA, advice, check_version
 from engine.store.signing import Checkpoint
 from engine.store.sql.conn import DB_ERRORS, Conn, describe, text_for
