@@ -103,3 +103,32 @@ def test_the_ledger_rows_of_decoded_lines_are_those_of_their_records(
     b = LedgerWriter(head).rows([Step("batch", 1.7e9, list(into))], [])
     assert a == b
     assert len(a) == 1 + len(into)
+    _same_records_rows(into)
+
+
+def _same_records_rows(into: FixLines) -> None:
+    """A records row (and where it placed each device's records) of decoded lines is the
+    one of their records."""
+    head = Head(7, 3, b"\x01" * 32)
+    wa, wb = LedgerWriter(head, per_step=True), LedgerWriter(head, per_step=True)
+    a = wa.rows([Step("batch", 1.7e9, into)], [])
+    b = wb.rows([Step("batch", 1.7e9, list(into))], [])
+    assert a == b
+    assert len(a) == 1 + (1 if len(into) else 0)
+    assert [[list(c) for c in p[1:]] for p in wa.placed] == [
+        [list(c) for c in p[1:]] for p in wb.placed
+    ]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_fix, min_size=1, max_size=12), st.sampled_from(["json", "msgpack"]))
+def test_a_records_row_of_plain_fixes_is_that_of_their_records(
+    batch: list[dict[str, Any]], form: str
+) -> None:
+    """Plain lines (with or without "type": "fix", coordinates given as integers) are
+    written as decoded; the bytes are encode_record's."""
+    plain = [el for el in batch if el["tag"] in ("T1", "T2") and _alone(el) and "extra" not in el]
+    into = FixLines()
+    decode_into(into, TOPIC, _encode(plain, form), gateways=ALLOWED)
+    assert into.plain
+    _same_records_rows(into)

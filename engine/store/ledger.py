@@ -56,7 +56,7 @@ from engine.store.sql.conn import Conn
 from engine.wire.decode import decode_replay_line
 from engine.wire.fastpath import FixLines
 from engine.wire.records import Record
-from engine.wire.replayline import encoded
+from engine.wire.replayline import encoded, encoded_columns
 
 GENESIS = bytes(32)
 log = logging.getLogger("tagwatch.ledger")
@@ -256,9 +256,9 @@ class LedgerWriter:
             add("step", None, None, st.now, st.header())
             if self.per_step:
                 if st.records:
-                    fixes, devices, seqs, ts, lines = zip(*encoded(st.records), strict=True)
+                    fixes, devices, seqs, ts, lines = encoded_columns(st.records)
                     n += 1
-                    top = merkle.root([merkle.leaf(line) for line in lines])
+                    top = merkle.root(merkle.leaves(lines))
                     prev = sha(
                         prev + f"{n}\x1frecords\x1f{step}\x1f\x1f\x1f\x1f".encode() + top
                     ).digest()

@@ -69,9 +69,11 @@ def fast_unsafe(payload: bytes) -> bool:
 _Seq = Annotated[int, msgspec.Meta(ge=0, le=SEQ_MAX)]
 
 
-class _FixLine(msgspec.Struct, gc=False, forbid_unknown_fields=True):
+class _FixLine(msgspec.Struct, gc=False, forbid_unknown_fields=True, omit_defaults=True):
     """A replay line that is a plain fix, every check `fast_fix` makes on one made by the
-    decoder (a line it refuses is not necessarily bad: `fast_line` has the last word)."""
+    decoder (a line it refuses is not necessarily bad: `fast_line` has the last word).
+    Encoded (omitting what is absent), one without `type` is the replay line
+    `encode_record` makes of its record: the same fields in the same order."""
 
     tag: str
     seq: _Seq

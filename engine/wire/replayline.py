@@ -134,6 +134,25 @@ def encoded(records: Sequence[Record]) -> Iterator[tuple[bool, str, int, float, 
             yield r.__class__ is FixRecord, r.device, r.seq, r.t, encode_record(r)
 
 
+def encoded_columns(
+    records: Sequence[Record],
+) -> tuple[Sequence[bool], Sequence[str], Sequence[int], Sequence[float], Sequence[bytes]]:
+    """`encoded`'s five columns (is a fix, device, seq, t, line) at once. A plain
+    `FixLines` whose lines came without "type" is encoded line by line as decoded."""
+    if isinstance(records, FixLines) and records.plain and records.items:
+        items = cast("list[FixLine]", records.items)
+        if all(s.type is None for s in items):
+            enc = _enc.encode
+            return (
+                [True] * len(items), [s.tag for s in items], [s.seq for s in items],
+                [s.t for s in items], [enc(s) for s in items],
+            )  # fmt: skip
+    if not records:
+        return (), (), (), (), ()
+    fixes, devices, seqs, ts, lines = zip(*encoded(records), strict=True)
+    return fixes, devices, seqs, ts, lines
+
+
 def encode_record(r: Record) -> bytes:
     """A record as a replay line (contract format): decode_replay_line gives it back."""
     if isinstance(r, FixRecord):
