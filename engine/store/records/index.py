@@ -67,12 +67,16 @@ class Pending:
         return n > 0 and (n >= self.max_records or time.monotonic() - self.since >= self.every_s)
 
     def rows(self, more: Sequence[Placed]) -> list[tuple[str, int, int, float, float, bytes]]:
-        """The index rows of everything pending and `more`: one per device."""
+        """The index rows of everything pending and `more`: one per device, its places in
+        ledger order (grouped in numpy: a flush files up to `max_records` places of as
+        many devices, and a loop per device cost more than the commit it rides in)."""
         placed = [*self.placed, *more]
-        if not placed:
+        total = sum(len(p[1]) for p in placed)
+        if not total:
             return []
-        at = np.empty(sum(len(p[1]) for p in placed), dtype=AT)
-        devices: list[str] = []
+        at = np.empty(total, dtype=AT)
+        ids: dict[str, int] = {}
+        codes = np.empty(total, dtype=np.int64)
         k = 0
         for n, devs, events, seqs, ts in placed:
             m = len(devs)
@@ -82,21 +86,23 @@ class Pending:
             part["event"] = events
             part["seq"] = seqs
             part["t"] = ts
-            devices.extend(devs)
+            codes[k : k + m] = [ids.setdefault(d, len(ids)) for d in devs]
             k += m
-        names, which = np.unique(np.array(devices, dtype=str), return_inverse=True)
-        order = np.argsort(which, kind="stable")
-        bounds = np.searchsorted(which[order], np.arange(len(names) + 1))
-        out = []
-        for d in range(len(names)):
-            mine = at[order[bounds[d] : bounds[d + 1]]]
-            out.append(
-                (
-                    str(names[d]), int(mine["n"][0]), int(mine["n"][-1]),
-                    float(mine["t"].min()), float(mine["t"].max()), mine.tobytes(),
-                )
-            )  # fmt: skip
-        return out
+        order = np.argsort(codes, kind="stable")  # each device's places stay in order
+        srt, c = at[order], codes[order]
+        starts = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])
+        ends = np.r_[starts[1:], total]
+        names = list(ids)
+        blob, size = srt.tobytes(), AT.itemsize
+        return [
+            (names[d], lo, hi, tl, th, blob[a * size : b * size])
+            for d, lo, hi, tl, th, a, b in zip(
+                c[starts].tolist(), srt["n"][starts].tolist(), srt["n"][ends - 1].tolist(),
+                np.minimum.reduceat(srt["t"], starts).tolist(),
+                np.maximum.reduceat(srt["t"], starts).tolist(),
+                starts.tolist(), ends.tolist(), strict=True,
+            )
+        ]  # fmt: skip
 
     def committed(self, more: Sequence[Placed], filed: bool) -> None:
         """A commit holding `more` went in; `filed`: it filed everything pending too."""
