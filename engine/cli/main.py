@@ -121,6 +121,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "" if args.shard is None else f" (shard {args.shard}: {len(zs.elsewhere)} devices"
         " are other shards')", args.broker, store.name,
     )  # fmt: skip
+    from engine.cli.warmup import warm
+
+    log.info("kernels warmed in %.2f s (before any input)", warm(settings, args.shard))
 
     async def main() -> str | None:
         engine = Engine(
