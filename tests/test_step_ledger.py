@@ -230,3 +230,56 @@ def test_a_store_written_both_ways_reads_as_one(tmp_path: Path) -> None:
     assert {"fix", "event", "records"} <= kinds
     a = _export(tmp_path / "rec.db", tmp_path / "a.jsonl")
     assert a == _export(tmp_path / "mixed.db", tmp_path / "b.jsonl")
+
+
+class _LateFailure:
+    """A connection whose COMMITs go in and then report a failure (a network cut after
+    PostgreSQL committed, an I/O error reported late) while `fail` is set."""
+
+    fail = False
+
+    def __init__(self, raw: sqlite3.Connection) -> None:
+        self._raw = raw
+
+    def execute(self, sql: str, *args: object) -> object:
+        got = self._raw.execute(sql, *args)
+        if sql == "COMMIT" and _LateFailure.fail:
+            raise sqlite3.OperationalError("disk I/O error (after the commit)")
+        return got
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._raw, name)
+
+
+class _LateStore(SqliteStore):
+    def _connect(self):  # type: ignore[no-untyped-def]
+        return _LateFailure(super()._connect())
+
+
+@pytest.mark.parametrize("most", [1, 25, 10**6])
+def test_a_commit_reported_failed_after_it_went_in_files_its_places_once(
+    tmp_path: Path, most: int
+) -> None:
+    """The store finds such a commit in the database and takes it as done: its records'
+    places stay pending (or filed), neither lost nor filed twice."""
+    steps = _steps([[(k % 5, 10 * j + k, False) for k in range(10)] for j in range(6)])
+    s = _LateStore(tmp_path / "s.db", ledger_index_max=most)
+    try:
+        for k, st_ in enumerate(steps):
+            _LateFailure.fail = k in (1, 4)
+            assert s.commit([], [], steps=[st_]) == []
+        _LateFailure.fail = False
+        s.commit([], [], steps=[Step("tick", steps[-1].now + 1)])
+    finally:
+        _LateFailure.fail = False
+        s.close()
+    _write(tmp_path / "s.db", "step", [], 1)  # a restart files what was pending
+    con = sqlite3.connect(tmp_path / "s.db")
+    try:
+        want = [r.seq for st_ in steps for r in st_.records if r.device == "T2"]
+        assert [f.seq for f in device_records(con, "T2")] == want
+        listed = sum(len(bytes(b)) // 29 for (b,) in con.execute("SELECT at FROM ledger_index"))
+        tail = index_n(con) < con.execute("SELECT MAX(n) FROM ledger").fetchone()[0]
+        assert listed <= 60 and (listed == 60 or tail), listed  # never a place twice
+    finally:
+        con.close()

@@ -245,9 +245,8 @@ class SqlStore(OwnedResource):
         except DB_ERRORS as e:
             expected = LedgerWriter.after(rows, self.head)
             self._after_failure()
-            if rows and self.head == expected:
-                # COMMIT failed after the data was durable: it is in; the outbox
-                # flush publishes its alerts.
+            if rows and self.head == expected:  # COMMIT failed, but the data is in:
+                self.filing.committed()  # the outbox flush publishes its alerts
                 self.budget.apply(plan)
                 return []
             self._fail("write failed", e)
