@@ -31,9 +31,10 @@ Rows, in the order they happened:
                                                    device = the protected device, seq = the
                                                    alert_log seq it warns of, t = wall time
 
-The fix and event rows (or the one records row) after a step row are the records that step handed the pipeline, in
-the order it handed them, so the steps replayed through a pipeline rebuild its state
-exactly (restart recovery), and the fix/event bodies are a replay file of the evidence.
+The fix and event rows (or the one records row) after a step row are the records that
+step handed the pipeline, in the order it handed them, so the steps replayed through a
+pipeline rebuild its state exactly (restart recovery), and the fix/event bodies (the
+records rows' lines) are a replay file of the evidence.
 
 Retention deletes old rows from the front; the hash of the last deleted row is kept as the
 chain's anchor (`meta`), so what is left still verifies, and a prune row appended to the
@@ -164,7 +165,7 @@ RECORDS = "records"  # a step's records in one row
 
 def records_root(body: bytes) -> bytes:
     """The Merkle root of a records row's lines: what its hash covers."""
-    return merkle.root([merkle.leaf(line) for line in body.split(b"\n")])
+    return merkle.root(merkle.leaves(body.split(b"\n")))
 
 
 def row_hash(
@@ -259,9 +260,7 @@ class LedgerWriter:
                     fixes, devices, seqs, ts, lines = encoded_columns(st.records)
                     n += 1
                     top = merkle.root(merkle.leaves(lines))
-                    prev = sha(
-                        prev + f"{n}\x1frecords\x1f{step}\x1f\x1f\x1f\x1f".encode() + top
-                    ).digest()
+                    prev = _chained(prev, n, RECORDS, step, None, None, None, top)
                     out.append((n, RECORDS, step, None, None, None, b"\n".join(lines), prev))
                     self.placed.append((n, devices, [not f for f in fixes], seqs, ts))
                 continue
