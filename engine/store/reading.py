@@ -121,6 +121,7 @@ class LedgerReader:
         self.path = path
         self._db = open_ro(path)
         self._spaces: dict[str, dict[tuple[int, int, int], int]] = {}
+        self._trees: dict[int, list[list[bytes]]] = {}  # records row n -> its Merkle tree
 
     def close(self) -> None:
         self._db.close()
@@ -169,7 +170,12 @@ class LedgerReader:
         if row is None or f.i < 0:
             return row
         lines = row.body.split(b"\n")
-        path = tuple(merkle.path([merkle.leaf(x) for x in lines], f.i))
+        tree = self._trees.get(f.n)
+        if tree is None:  # a pack proves many records of a row: its tree is built once
+            if len(self._trees) >= 16:
+                self._trees.pop(next(iter(self._trees)))
+            tree = self._trees[f.n] = merkle.levels(merkle.leaves(lines))
+        path = tuple(merkle.path(tree, f.i))
         return LedgerRow(
             row.n, f.kind, row.step, msgspec.json.decode(f.body)["tag"], f.seq, f.t, f.body,
             row.hash, row.prev, f.i, len(lines), path,

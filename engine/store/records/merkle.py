@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from typing import cast
 
 _sha = hashlib.sha256
 
@@ -28,17 +29,25 @@ def node(left: bytes, right: bytes) -> bytes:
     return _sha(b"\x01" + left + right).digest()
 
 
-def root(leaves: Sequence[bytes]) -> bytes:
-    """MTH of the leaf hashes (sha256 of nothing for none)."""
-    if not leaves:
-        return _sha(b"").digest()
+def levels(leaves: Sequence[bytes]) -> list[list[bytes]]:
+    """The tree bottom-up: the leaves, then each level's nodes, an odd last node going up
+    unhashed, to the root alone (MTH for every n; none for no leaves)."""
     sha, level = _sha, list(leaves)
+    out = [level]
     while len(level) > 1:  # node() inline: this runs once per record a step holds
         up = [sha(b"\x01" + a + b).digest() for a, b in zip(level[::2], level[1::2], strict=False)]
         if len(level) % 2:
             up.append(level[-1])
+        out.append(up)
         level = up
-    return level[0]
+    return out
+
+
+def root(leaves: Sequence[bytes]) -> bytes:
+    """MTH of the leaf hashes (sha256 of nothing for none)."""
+    if not leaves:
+        return _sha(b"").digest()
+    return levels(leaves)[-1][0]
 
 
 def leaves(lines: Sequence[bytes]) -> list[bytes]:
@@ -47,26 +56,21 @@ def leaves(lines: Sequence[bytes]) -> list[bytes]:
     return [sha(b"\x00" + x).digest() for x in lines]
 
 
-def _split(n: int) -> int:
-    """The largest power of two smaller than n (n > 1)."""
-    return 1 << ((n - 1).bit_length() - 1)
-
-
-def path(leaves: Sequence[bytes], i: int) -> list[bytes]:
-    """RFC 6962 PATH(i, D[n]): the sibling hashes from leaf i up to the root."""
-    if not 0 <= i < len(leaves):
-        raise IndexError(f"leaf {i} of {len(leaves)}")
+def path(tree: Sequence[bytes] | list[list[bytes]], i: int) -> list[bytes]:
+    """RFC 6962 PATH(i, D[n]): the sibling hashes from leaf i up to the root, of the leaf
+    hashes or of their `levels` (a reader proving many records of one row builds those
+    once): at each level the node's sibling, none for an odd last node going up alone."""
+    lv = tree if tree and isinstance(tree[0], list) else levels(cast("Sequence[bytes]", tree))
+    lv = cast("list[list[bytes]]", lv)
+    if not lv or not 0 <= i < len(lv[0]):
+        raise IndexError(f"leaf {i} of {len(lv[0]) if lv else 0}")
     out: list[bytes] = []
-    lo, hi = 0, len(leaves)
-    while hi - lo > 1:
-        k = _split(hi - lo)
-        if i < lo + k:
-            out.append(root(leaves[lo + k : hi]))
-            hi = lo + k
-        else:
-            out.append(root(leaves[lo : lo + k]))
-            lo += k
-    return out[::-1]
+    for level in lv[:-1]:
+        j = i ^ 1
+        if j < len(level):
+            out.append(level[j])
+        i >>= 1
+    return out
 
 
 def root_from_path(leaf_hash: bytes, i: int, n: int, siblings: Sequence[bytes]) -> bytes | None:
