@@ -283,3 +283,31 @@ def test_a_commit_reported_failed_after_it_went_in_files_its_places_once(
         assert listed <= 60 and (listed == 60 or tail), listed  # never a place twice
     finally:
         con.close()
+
+
+def test_a_line_that_is_no_record_breaks_no_reader(tmp_path: Path, capsys) -> None:
+    """A records row whose line was overwritten with garbage: the next engine still
+    starts, readers read round it, export still filters by time, and verify names it."""
+    steps = _steps([[(k % 3, 10 * j + k, False) for k in range(6)] for j in range(3)])
+    db = tmp_path / "s.db"
+    _write(db, "step", steps, 1, ledger_index_s=3600.0, ledger_index_max=10**6)
+    con = sqlite3.connect(db)
+    (n, body) = con.execute("SELECT n, body FROM ledger WHERE kind = 'records' LIMIT 1").fetchone()
+    lines = bytes(body).split(b"\n")
+    lines[2] = b"garbage"
+    con.execute("UPDATE ledger SET body = ? WHERE n = ?", (b"\n".join(lines), n))
+    con.commit()
+    con.close()
+    _write(db, "step", [], 1)  # an engine starts and files the tail (leaving that row out)
+    con = sqlite3.connect(db)
+    try:
+        for dev in ("T2", "T3"):  # the garbage was T3's seq 2
+            want = [r.seq for s in steps for r in s.records if r.device == dev and r.seq != 2]
+            assert [f.seq for f in device_records(con, dev)] == want, dev
+    finally:
+        con.close()
+    out = _export(db, tmp_path / "e.jsonl", "--since", "1700000000")
+    assert b"garbage" not in out and out.count(b"\n") == 18 - 1  # all but the garbage
+    capsys.readouterr()
+    assert main(["audit", "verify", "--db", str(db)]) != 0
+    assert f"row {n} (records) does not match" in capsys.readouterr().err

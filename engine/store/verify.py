@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from engine.store.ledger import GENESIS, RECORDS, Head, read_anchor, row_hash
 from engine.store.signing import Checkpoint, signature_problem
 from engine.store.sql.conn import Conn
+from engine.wire.replayline import line_is_event
 
 
 class _Prune(msgspec.Struct):
@@ -141,7 +142,7 @@ def _chain(
             ch.step = step
             if kind == RECORDS:  # its lines count as the fix and event rows they replace
                 for line in body.split(b"\n"):
-                    rec = "event" if b'"type":"event"' in line else "fix"
+                    rec = "event" if line_is_event(line) else "fix"
                     rep.counts[rec] = rep.counts.get(rec, 0) + 1
             elif kind == "step":
                 ch.now = t

@@ -153,6 +153,36 @@ def encoded_columns(
     return fixes, devices, seqs, ts, lines
 
 
+class _Place(msgspec.Struct):
+    tag: str
+    seq: int
+    t: float
+    type: str = "fix"
+
+
+_place = msgspec.json.Decoder(_Place)
+
+
+def line_place(line: bytes) -> tuple[str, int, float, bool] | None:
+    """(device, seq, t, is an event) of a line `encode_record` made (the ledger's own);
+    None for anything else (a line changed after writing: `audit verify` names it)."""
+    try:
+        p = _place.decode(line)
+    except msgspec.DecodeError:
+        return None
+    return p.tag, p.seq, p.t, p.type == "event"
+
+
+def line_is_event(line: bytes) -> bool:
+    """Whether a line `encode_record` made is an event's (only those carry "type")."""
+    return b'"type":"event"' in line
+
+
+def line_prefix(device: str) -> bytes:
+    """How every line `encode_record` makes of `device`'s records begins ("tag" first)."""
+    return b'{"tag":' + _enc.encode(device) + b","
+
+
 def encode_record(r: Record) -> bytes:
     """A record as a replay line (contract format): decode_replay_line gives it back."""
     if isinstance(r, FixRecord):

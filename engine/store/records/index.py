@@ -19,31 +19,23 @@ wrong index only hides records from a reader, which the chain still holds."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import NamedTuple
 
-import msgspec
 import numpy as np
 
 from engine.store import ledger
 from engine.store.ledger import RECORDS, AlertRow, Head, LedgerWriter, Placed, Row, Step
 from engine.store.sql.conn import Conn, insert_rows
+from engine.wire.replayline import line_place, line_prefix
+
+log = logging.getLogger("tagwatch.ledger")
 
 AT = np.dtype([("n", "<i8"), ("i", "<i4"), ("event", "u1"), ("seq", "<i8"), ("t", "<f8")])
 COLUMNS = ("device", "n_lo", "n_hi", "t_lo", "t_hi", "at")
 PG_TYPES = ("text", "int8", "int8", "float8", "float8", "bytea")
-_enc = msgspec.json.Encoder()
-
-
-class _Where(msgspec.Struct):
-    tag: str
-    seq: int
-    t: float
-    type: str = "fix"
-
-
-_where = msgspec.json.Decoder(_Where)
 
 
 def index_n(db: Conn) -> int:
@@ -117,14 +109,14 @@ class Pending:
         it filed them), pending again."""
         self.placed, self.count = [], 0
         for n, body in _tail(db, index_n(db)):
-            lines = [_where.decode(line) for line in body.split(b"\n")]
-            self.placed.append(
-                (
-                    n, [w.tag for w in lines], [w.type == "event" for w in lines],
-                    [w.seq for w in lines], [w.t for w in lines],
-                )
-            )  # fmt: skip
-            self.count += len(lines)
+            got = [line_place(line) for line in body.split(b"\n")]
+            good = [p for p in got if p is not None]
+            if len(good) < len(got):  # changed after writing (audit verify names the row)
+                log.error("ledger row %d holds a line that is no record: not indexed", n)
+                continue
+            devices, seqs, ts, events = zip(*good, strict=True)
+            self.placed.append((n, devices, events, seqs, ts))
+            self.count += len(devices)
 
 
 def _tail(db: Conn, after: int, page: int = 200) -> Iterator[tuple[int, bytes]]:
@@ -220,22 +212,25 @@ def device_records(
     if newest is not None:
         places = places[-newest:]
     out.extend(_lines_at(db, places))
-    needle = b'{"tag":' + _enc.encode(device) + b","
+    needle = line_prefix(device)
     for n, body in _tail(db, upto):
         if needle not in body:
             continue
         for i, line in enumerate(body.split(b"\n")):
             if not line.startswith(needle):
                 continue
-            w = _where.decode(line)
+            place = line_place(line)
+            if place is None:
+                continue
+            _, s, t, event = place
             if (
-                (fixes_only and w.type == "event")
-                or (seq is not None and w.seq != seq)
-                or (t0 is not None and w.t < t0)
-                or (t1 is not None and w.t > t1)
+                (fixes_only and event)
+                or (seq is not None and s != seq)
+                or (t0 is not None and t < t0)
+                or (t1 is not None and t > t1)
             ):
                 continue
-            out.append(Found(n, i, w.type, w.seq, w.t, line))
+            out.append(Found(n, i, "event" if event else "fix", s, t, line))
     out.sort(key=lambda f: (f.n, f.i))
     return out[-newest:] if newest is not None else out
 
@@ -337,7 +332,10 @@ def all_records(
             lines = bytes(body).split(b"\n") if kind == RECORDS else [bytes(body)]
             for line in lines:
                 if t0 is not None or t1 is not None:
-                    tt = float(t) if kind != RECORDS else _where.decode(line).t
+                    place = line_place(line) if kind == RECORDS else None
+                    if kind == RECORDS and place is None:
+                        continue  # no record: its time is unknown
+                    tt = float(t) if place is None else place[2]
                     if (t0 is not None and tt < t0) or (t1 is not None and tt >= t1):
                         continue
                 yield line
