@@ -329,12 +329,9 @@ class Settings:
     # tail: 12-22 ms a device). A flush rides in a commit: at 5,000 fixes/s, filing every
     # 5 s gave breach p99 17 ms, every 300 s (100,000 records) 43. A fleet fixing once a
     # minute files one place per device each 5 s, an index row a fix (180 bytes a fix, as
-    # a row per record; 142 filed every 300 s): raise ledger_index_s for such a fleet (a 100,000-record
-    # tail: 12-22 ms a device). An index row holds a device's places of one flush: a tag
-    # fixing every minute needs minutes of them to make the row worth it (10,000 tags, a
-    # fix a minute: 180 bytes a fix filed every 5 or 60 s, as a row per record; 142 at 300)
+    # a row per record; 142 filed every 300 s): raise ledger_index_s for such a fleet
     ledger_rows: str = "step"
-    ledger_index_s: float = 300.0
+    ledger_index_s: float = 5.0
     ledger_index_max: int = 100_000
     # The host's clock stepping ahead (more than 5 s off what the monotonic clock says) is
     # followed only once it has held this long: a step that comes back sooner (a bad NTP

@@ -47,7 +47,7 @@ def index_n(db: Conn) -> int:
 class Pending:
     """The places of records not yet filed (the engine's side), and when to file them."""
 
-    def __init__(self, every_s: float = 300.0, max_records: int = 100_000) -> None:
+    def __init__(self, every_s: float = 5.0, max_records: int = 100_000) -> None:
         self.every_s = every_s
         self.max_records = max_records
         self.placed: list[Placed] = []
@@ -137,7 +137,7 @@ class Filing:
     """The store's ledger writes (engine/store/sql/store.py): a commit's rows, a records
     row per step (`per_step`) or a row per record, and the index filed when due."""
 
-    def __init__(self, per_step: bool = True, every_s: float = 300.0, most: int = 100_000) -> None:
+    def __init__(self, per_step: bool = True, every_s: float = 5.0, most: int = 100_000) -> None:
         self.per_step = per_step
         self.pending = Pending(every_s, most)
         self._staged: tuple[list[Placed], bool] = ([], False)

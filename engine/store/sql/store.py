@@ -62,7 +62,7 @@ class SqlStore(OwnedResource):
         read_only: bool = False,
         signing_key: Ed25519PrivateKey | None = None,
         ledger_rows: str = "step",
-        ledger_index_s: float = 300.0,
+        ledger_index_s: float = 5.0,
         ledger_index_max: int = 100_000,
     ) -> None:
         """`path`: what the subclass connects to. `read_only`: open an existing store
