@@ -165,7 +165,7 @@ RECORDS = "records"  # a step's records in one row
 
 def records_root(body: bytes) -> bytes:
     """The Merkle root of a records row's lines: what its hash covers."""
-    return merkle.root(merkle.leaves(body.split(b"\n")))
+    return merkle.root(merkle.leaves(lines_of(RECORDS, body)))
 
 
 def row_hash(
@@ -334,34 +334,45 @@ def read_anchor(db: Conn) -> Head | None:
     return Head(int(got["anchor_n"]), int(got["anchor_step"]), bytes.fromhex(got["anchor_hash"]))
 
 
-def replay_steps(db: Conn, after_n: int, page: int = 20_000) -> Iterator[Step]:
-    """The steps recorded after ledger row `after_n`, with their records, in order. Read a
-    page of rows at a time (by n): a long ledger never sits in memory whole, on a database
-    whose driver fetches a query's every row at once as on one that streams them."""
-    head: _StepHead | None = None
-    recs: list[Record] = []
-    last = after_n
+def rows_after(
+    db: Conn, columns: str, where: str, after: int = 0, page: int = 20_000
+) -> Iterator[Any]:
+    """The ledger rows after row `after` that `where` holds for, in order of n (`columns`
+    starts with n). Read a page at a time: a long ledger never sits in memory whole, on a
+    database whose driver fetches a query's every row at once as on one that streams."""
+    last = after
     while True:
         rows = db.execute(
-            "SELECT n, kind, body FROM ledger WHERE n > ?"
-            " AND kind IN ('step', 'fix', 'event', 'records') ORDER BY n LIMIT ?",
+            f"SELECT {columns} FROM ledger WHERE n > ? AND {where} ORDER BY n LIMIT ?",
             (last, page),
         ).fetchall()
-        for _, kind, body in rows:
-            if kind == "step":
-                if head is not None:
-                    yield Step(head.step, head.now, recs, head.credit, head.refused, head.config)
-                head, recs = msgspec.json.decode(bytes(body), type=_StepHead), []
-            elif head is not None:  # records before the first step: cut off by retention
-                lines = bytes(body).split(b"\n") if kind == RECORDS else [bytes(body)]
-                for line in lines:
-                    try:
-                        recs.append(decode_record(line))
-                    except ValueError as e:  # never stop a restart; say what was unread
-                        log.error("ledger: %s; recovery continues without it", e)
+        yield from rows
         if len(rows) < page:
-            break
+            return
         last = int(rows[-1][0])
+
+
+def lines_of(kind: str, body: bytes) -> list[bytes]:
+    """The replay lines a fix, event or records row holds."""
+    return body.split(b"\n") if kind == RECORDS else [body]
+
+
+def replay_steps(db: Conn, after_n: int, page: int = 20_000) -> Iterator[Step]:
+    """The steps recorded after ledger row `after_n`, with their records, in order."""
+    head: _StepHead | None = None
+    recs: list[Record] = []
+    where = "kind IN ('step', 'fix', 'event', 'records')"
+    for _, kind, body in rows_after(db, "n, kind, body", where, after_n, page):
+        if kind == "step":
+            if head is not None:
+                yield Step(head.step, head.now, recs, head.credit, head.refused, head.config)
+            head, recs = msgspec.json.decode(bytes(body), type=_StepHead), []
+        elif head is not None:  # records before the first step: cut off by retention
+            for line in lines_of(kind, bytes(body)):
+                try:
+                    recs.append(decode_record(line))
+                except ValueError as e:  # never stop a restart; say what was unread
+                    log.error("ledger: %s; recovery continues without it", e)
     if head is not None:
         yield Step(head.step, head.now, recs, head.credit, head.refused, head.config)
 

@@ -119,18 +119,10 @@ class Pending:
             self.count += len(devices)
 
 
-def _tail(db: Conn, after: int, page: int = 200) -> Iterator[tuple[int, bytes]]:
-    last = after
-    while True:
-        rows = db.execute(
-            "SELECT n, body FROM ledger WHERE kind = 'records' AND n > ? ORDER BY n LIMIT ?",
-            (last, page),
-        ).fetchall()
-        for n, body in rows:
-            yield int(n), bytes(body)
-        if len(rows) < page:
-            return
-        last = int(rows[-1][0])
+def _tail(db: Conn, after: int) -> Iterator[tuple[int, bytes]]:
+    """The records rows after row `after` (a page of 200: each holds a step's lines)."""
+    for n, body in ledger.rows_after(db, "n, body", "kind = 'records'", after, page=200):
+        yield int(n), bytes(body)
 
 
 class Filing:
@@ -321,24 +313,14 @@ def all_records(
 ) -> Iterator[bytes]:
     """Every fix and event line in ledger order, those with event time in [t0, t1) only
     when given (`audit export`)."""
-    last = 0
-    while True:
-        rows = db.execute(
-            "SELECT n, kind, t, body FROM ledger WHERE n > ?"
-            " AND kind IN ('fix', 'event', 'records') ORDER BY n LIMIT ?",
-            (last, page),
-        ).fetchall()
-        for _, kind, t, body in rows:
-            lines = bytes(body).split(b"\n") if kind == RECORDS else [bytes(body)]
-            for line in lines:
-                if t0 is not None or t1 is not None:
-                    place = line_place(line) if kind == RECORDS else None
-                    if kind == RECORDS and place is None:
-                        continue  # no record: its time is unknown
-                    tt = float(t) if place is None else place[2]
-                    if (t0 is not None and tt < t0) or (t1 is not None and tt >= t1):
-                        continue
-                yield line
-        if len(rows) < page:
-            return
-        last = int(rows[-1][0])
+    where = "kind IN ('fix', 'event', 'records')"
+    for _, kind, t, body in ledger.rows_after(db, "n, kind, t, body", where, page=page):
+        for line in ledger.lines_of(kind, bytes(body)):
+            if t0 is not None or t1 is not None:
+                place = line_place(line) if kind == RECORDS else None
+                if kind == RECORDS and place is None:
+                    continue  # no record: its time is unknown
+                tt = float(t) if place is None else place[2]
+                if (t0 is not None and tt < t0) or (t1 is not None and tt >= t1):
+                    continue
+            yield line
