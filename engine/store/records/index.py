@@ -204,25 +204,17 @@ def device_records(
     if newest is not None:
         places = places[-newest:]
     out.extend(_lines_at(db, places))
-    needle = line_prefix(device)
+    # The tail, not filed yet: the device's lines placed as the index would, kept alike
+    needle, tail, lines = line_prefix(device), [], {}
     for n, body in _tail(db, upto):
         if needle not in body:
             continue
         for i, line in enumerate(body.split(b"\n")):
-            if not line.startswith(needle):
-                continue
-            place = line_place(line)
-            if place is None:
-                continue
-            _, s, t, event = place
-            if (
-                (fixes_only and event)
-                or (seq is not None and s != seq)
-                or (t0 is not None and t < t0)
-                or (t1 is not None and t > t1)
-            ):
-                continue
-            out.append(Found(n, i, "event" if event else "fix", s, t, line))
+            if line.startswith(needle) and (place := line_place(line)) is not None:
+                _, s, t, event = place
+                tail.append((n, i, event, s, t))
+                lines[(n, i)] = line
+    out.extend(_found(p, lines[(int(p["n"]), int(p["i"]))]) for p in keep(np.array(tail, AT)))
     out.sort(key=lambda f: (f.n, f.i))
     return out[-newest:] if newest is not None else out
 
@@ -301,11 +293,15 @@ def _lines_at(db: Conn, places: np.ndarray, chunk: int = 200) -> list[Found]:
         sel = places[(places["n"] >= lo) & (places["n"] <= hi)]
         for p in sel:
             lines = bodies.get(int(p["n"]))
-            i = int(p["i"])
-            if lines is not None and i < len(lines):
-                kind = "event" if p["event"] else "fix"
-                out.append(Found(int(p["n"]), i, kind, int(p["seq"]), float(p["t"]), lines[i]))
+            if lines is not None and int(p["i"]) < len(lines):
+                out.append(_found(p, lines[int(p["i"])]))
     return out
+
+
+def _found(p: np.void, line: bytes) -> Found:
+    """The record at place `p` (an AT row) whose line is `line`."""
+    kind = "event" if p["event"] else "fix"
+    return Found(int(p["n"]), int(p["i"]), kind, int(p["seq"]), float(p["t"]), line)
 
 
 def all_records(
