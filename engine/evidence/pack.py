@@ -266,10 +266,10 @@ def collect(db_path: str, alert_id: str, zones: str | None = None) -> Evidence:
         opened = float(latest["opened_t"])
         end = latest.get("closed_t") or max(float(d["raised_t"]) for _, d in records)
         window = (opened - TRACK_MARGIN_S, float(end) + TRACK_MARGIN_S)
-        ev_rows = {(c.row.n, c.row.i) for c in cited if c.row is not None}
+        ev_rows = {c.row.key for c in cited if c.row is not None}
         track = []
         for r in rd.fixes(tag, *window) if tag else []:
-            f = _fix(r, (r.n, r.i) in ev_rows)
+            f = _fix(r, r.key in ev_rows)
             if f is not None:
                 track.append(f)
         zone, zone_source, config_row = _zone(rd, latest, records[0][0].n, zones)
@@ -311,14 +311,14 @@ def manifest(ev: Evidence, files: dict[str, bytes]) -> bytes:
     checkpoint and the head, and the sha256 of the pack's other files."""
     rows: dict[tuple[int, int], dict[str, Any]] = {}
     for r, _ in ev.records:
-        rows[(r.n, r.i)] = _row_json(r, "alert")
+        rows[r.key] = _row_json(r, "alert")
     for c in ev.cited:
-        if c.row is not None and (c.row.n, c.row.i) not in rows:
-            rows[(c.row.n, c.row.i)] = _row_json(c.row, "evidence", body=not c.withheld)
+        if c.row is not None and c.row.key not in rows:
+            rows[c.row.key] = _row_json(c.row, "evidence", body=not c.withheld)
     for f in ev.track:
-        rows.setdefault((f.row.n, f.row.i), _row_json(f.row, "track"))
+        rows.setdefault(f.row.key, _row_json(f.row, "track"))
     if ev.config_row is not None:  # its body holds every subject's files: only its hash
-        rows.setdefault((ev.config_row.n, -1), _row_json(ev.config_row, "config", body=False))
+        rows.setdefault(ev.config_row.key, _row_json(ev.config_row, "config", body=False))
     doc = {
         "alert": ev.alert_id,
         "store": ev.store,

@@ -106,6 +106,11 @@ class LedgerRow:
     path: tuple[bytes, ...] = ()
 
     @property
+    def key(self) -> tuple[int, int]:
+        """(n, i): what tells this row (or record of a records row) from every other."""
+        return self.n, self.i
+
+    @property
     def place(self) -> str:
         """ "n", or "n:i" for line i of records row n."""
         return str(self.n) if self.i < 0 else f"{self.n}:{self.i}"
@@ -164,8 +169,8 @@ class LedgerReader:
         got = self._rows("n = ?", (n,))
         return got[0] if got else None
 
-    def _record(self, f: Found) -> LedgerRow | None:
-        """A record's row (its own, or its records row shown as the record's)."""
+    def _record(self, device: str, f: Found) -> LedgerRow | None:
+        """`device`'s record's row (its own, or its records row shown as the record's)."""
         row = self.row(f.n)
         if row is None or f.i < 0:
             return row
@@ -177,7 +182,7 @@ class LedgerReader:
             tree = self._trees[f.n] = merkle.levels(merkle.leaves(lines))
         path = tuple(merkle.path(tree, f.i))
         return LedgerRow(
-            row.n, f.kind, row.step, msgspec.json.decode(f.body)["tag"], f.seq, f.t, f.body,
+            row.n, f.kind, row.step, device, f.seq, f.t, f.body,
             row.hash, row.prev, f.i, len(lines), path,
         )  # fmt: skip
 
@@ -189,7 +194,7 @@ class LedgerReader:
             raise StoreError(
                 f"{describe(self.path)}: cannot read the alert store: {e}{advice(e)}"
             ) from e
-        return None if hit is None else self._record(hit)
+        return None if hit is None else self._record(tag, hit)
 
     def fixes(self, device: str, t0: float, t1: float) -> list[LedgerRow]:
         """The fixes of `device` with event time in [t0, t1], in ledger order."""
@@ -199,7 +204,7 @@ class LedgerReader:
             raise StoreError(
                 f"{describe(self.path)}: cannot read the alert store: {e}{advice(e)}"
             ) from e
-        return [r for f in found if (r := self._record(f)) is not None]
+        return [r for f in found if (r := self._record(device, f)) is not None]
 
     def config_before(self, n: int) -> tuple[int, dict[str, Any]] | None:
         """(row, config) of the config step in force at row `n`: the newest before it, else
