@@ -75,6 +75,12 @@ def _fix(tag: str, seq: int, t: float, east_m: float) -> dict[str, object]:
             "lon": LON0 - 0.001 + east_m * _M / 0.62, "acc": 8.0, "batt": 80}  # fmt: skip
 
 
+def _single(tag: str, seq: int, t: float, east_m: float) -> tuple[str, bytes]:
+    """A single-fix message of `tag` (its topic names the tag; the payload does not)."""
+    body = {k: v for k, v in _fix(tag, seq, t, east_m).items() if k != "tag"}
+    return f"tagwatch/v1/tags/{tag}/fix", json.dumps(body).encode()
+
+
 def warm(settings: Settings, shard: Shard | None = None) -> float:
     """Run the kernels once; the seconds it took (never raises: a failure here would only
     leave the first batch to compile, as before)."""
@@ -103,30 +109,20 @@ def _warm(settings: Settings, shard: Shard | None) -> list[str]:
     walk = [-900.0, -400.0, -150.0, -20.0, 30.0, 60.0, 60.0, 80.0, 400.0, 900.0]
     for i, east in enumerate(walk):
         t = now - 600.0 + 30.0 * i
-        batch = FixLines()
         items = [_fix(tag, i, t, east + 5.0 * k) for k, tag in enumerate(tags)]
-        for form in ("json", "msgpack"):
-            payload = (
-                json.dumps(items).encode() if form == "json" else msgspec.msgpack.encode(items)
-            )
+        # a JSON gateway batch, then the same as msgpack: duplicates, dedupe's kernel
+        for payload in (json.dumps(items).encode(), msgspec.msgpack.encode(items)):
+            batch = FixLines()
             decode_into(batch, "tagwatch/v1/gateway/GW/fixes", payload, gateways=p.gateways)
-            if form == "json":
-                run(batch, t)
-                batch = FixLines()
-        run(batch, t)  # duplicates: dedupe's kernel
+            run(batch, t)
         single = FixLines()
         for tag in tags[:3]:
-            body = json.dumps({k: v for k, v in _fix(tag, 100 + i, t + 1, -east).items()
-                               if k != "tag"}).encode()  # fmt: skip
-            decode_into(single, f"tagwatch/v1/tags/{tag}/fix", body, gateways=p.gateways)
+            decode_into(single, *_single(tag, 100 + i, t + 1, -east), gateways=p.gateways)
         run(single, t + 1)
-        near = _fix("WARMP", i, t, east)
+        phone = {"_type": "location", "lat": LAT0, "lon": LON0, "tst": int(t), "acc": 10}
         run(
-            [*decode_message("tagwatch/v1/tags/WARMP/fix",
-                             json.dumps({k: v for k, v in near.items() if k != "tag"}).encode())[0],
-             *decode_message(f"owntracks/{PHONE}", json.dumps({
-                 "_type": "location", "lat": LAT0, "lon": LON0, "tst": int(t), "acc": 10,
-             }).encode())[0]],
+            [*decode_message(*_single("WARMP", i, t, east))[0],
+             *decode_message(f"owntracks/{PHONE}", json.dumps(phone).encode())[0]],
             t,
         )  # fmt: skip
         if i == 5:
