@@ -13,16 +13,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.store.ledger import Head, LedgerWriter, Step
-from engine.wire.decode import decode_into, decode_message, decode_replay_line
+from engine.wire.decode import GatewayTags, decode_into, decode_message, decode_replay_line
 from engine.wire.fastpath import FixLines
 from engine.wire.records import FixRecord, Record
 
 TOPIC = "tagwatch/v1/gateway/GW1/fixes"
-ALLOWED = {"GW1": frozenset({"T1", "T2", "T+"})}
+# As the pipeline has them (GatewayTags: "T+" is allowed and no plain id), and as any set
+ALLOWED = {"GW1": GatewayTags({"T1", "T2", "T+", "T},{"})}
+ANY_SET = {"GW1": frozenset(ALLOWED["GW1"])}
 
 _fix = st.fixed_dictionaries(
     {
-        "tag": st.sampled_from(["T1", "T2", "T3", "T+"]),
+        "tag": st.sampled_from(["T1", "T2", "T3", "T+", "T},{"]),
         "seq": st.integers(0, 2**40),
         "t": st.one_of(st.floats(1.0e9, 4.0e9), st.integers(1_000_000_000, 4_000_000_000)),
         "lat": st.one_of(st.floats(-90, 90), st.integers(-90, 90), st.just(91.0)),
@@ -70,6 +72,7 @@ def test_a_batch_decodes_to_what_each_element_is_alone(
     want = [r for el in batch for r in _alone(el)]
     recs, dead = decode_message(TOPIC, _encode(batch, form), gateways=ALLOWED)
     assert recs == want
+    assert decode_message(TOPIC, _encode(batch, form), gateways=ANY_SET) == (recs, dead)
     assert len(recs) + len(dead) == len(batch)
     into = FixLines()
     assert [d.reason for d in decode_into(into, TOPIC, _encode(batch, form), gateways=ALLOWED)] == [
@@ -82,7 +85,7 @@ def test_a_batch_decodes_to_what_each_element_is_alone(
 @given(st.lists(_fix, max_size=12), st.sampled_from(["json", "msgpack"]))
 def test_a_batch_of_plain_fixes_stays_as_decoded(batch: list[dict[str, Any]], form: str) -> None:
     plain = [
-        el for el in batch if el["tag"] in ("T1", "T2") and _alone(el) and "extra" not in el
+        el for el in batch if el["tag"] in ("T1", "T2", "T},{") and _alone(el) and "extra" not in el
     ]  # fmt: skip
     into = FixLines()
     assert decode_into(into, TOPIC, _encode(plain, form), gateways=ALLOWED) == []
@@ -127,7 +130,9 @@ def test_a_records_row_of_plain_fixes_is_that_of_their_records(
 ) -> None:
     """Plain lines (with or without "type": "fix", coordinates given as integers) are
     written as decoded; the bytes are encode_record's."""
-    plain = [el for el in batch if el["tag"] in ("T1", "T2") and _alone(el) and "extra" not in el]
+    plain = [
+        el for el in batch if el["tag"] in ("T1", "T2", "T},{") and _alone(el) and "extra" not in el
+    ]
     into = FixLines()
     decode_into(into, TOPIC, _encode(plain, form), gateways=ALLOWED)
     assert into.plain

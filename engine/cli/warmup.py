@@ -6,8 +6,9 @@ two shards (measured at stop 26), and under a backlog after a restart every reco
 that batch waited too. So `serve` first runs a throwaway pipeline of the same settings and
 shard over a tiny world of its own (a polygon and a circle zone, two tags, a gateway):
 plain gateway batches, single fixes, an event, a walk-in that opens and closes a breach,
-a tick. The same kernels meet the same types, so the real pipeline's first batch finds
-them ready. Nothing of it touches the real pipeline, the store or the broker."""
+a tick; and the Merkle root of those batches as a records row (the store's kernel). The
+same kernels meet the same types, so the real pipeline's first batch finds them ready.
+Nothing of it touches the real pipeline, the store or the broker."""
 
 from __future__ import annotations
 
@@ -23,9 +24,11 @@ import msgspec
 from engine.core.pipeline import Pipeline
 from engine.settings import Settings
 from engine.store.config import ConfigFiles
+from engine.store.ledger import records_root
 from engine.wire.decode import decode_into, decode_message
 from engine.wire.fastpath import FixLines
 from engine.wire.records import Record
+from engine.wire.replayline import encoded_columns
 from zones.shard import Shard
 
 log = logging.getLogger("tagwatch.serve")
@@ -102,6 +105,7 @@ def _warm(settings: Settings, shard: Shard | None) -> list[str]:
     p = Pipeline(zs, settings)
     now = time.time()
     kinds: list[str] = []
+    rows = FixLines()  # the gateway batches' lines, hashed at the end as a records row
 
     def run(recs: Sequence[Record], t: float) -> None:
         kinds.extend(a.kind for a in p.process(recs, origin="mqtt", arrival=t, wall=t).alerts)
@@ -115,6 +119,7 @@ def _warm(settings: Settings, shard: Shard | None) -> list[str]:
             batch = FixLines()
             decode_into(batch, "tagwatch/v1/gateway/GW/fixes", payload, gateways=p.gateways)
             run(batch, t)
+            rows.extend(batch)
         single = FixLines()
         for tag in tags[:3]:
             decode_into(single, *_single(tag, 100 + i, t + 1, -east), gateways=p.gateways)
@@ -132,4 +137,5 @@ def _warm(settings: Settings, shard: Shard | None) -> list[str]:
             )
             run(recs, t + 2)
         kinds.extend(a.kind for a in p.tick(t + 20, wall=t + 20).alerts)
+    records_root(encoded_columns(rows)[4])  # a records row's Merkle kernel
     return kinds

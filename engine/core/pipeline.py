@@ -32,6 +32,7 @@ from engine.core.transit import Routes
 from engine.core.victims import Proximity
 from engine.settings import Settings
 from engine.wire.alerts import Alert, Evidence
+from engine.wire.decode import GatewayTags
 from engine.wire.records import (
     EVENT_CODE,
     FIX_DTYPE,
@@ -77,7 +78,7 @@ class Pipeline:
         self.settings = st = settings or Settings()
         self.zoneset = zoneset
         # What each gateway may speak for (decoding checks a gateway batch against it)
-        self.gateways = {g.id: frozenset(g.tags) for g in zoneset.gateways}
+        self.gateways = {g.id: GatewayTags(g.tags) for g in zoneset.gateways}
         self.table = compile_zones(zoneset)
         self.registry = reg = Registry(zoneset, self.table.subject_ids)
         n = reg.n_slots
@@ -242,7 +243,8 @@ class Pipeline:
         reg = self.registry
         slot_of = reg.slot_of
         nan = math.nan
-        rows: list[int] = []  # index in `records` of each row
+        rows: Sequence[int] = []  # index in `records` of each row (the record path's: taken)
+        taken: list[int] = []
         # The rows' fields, column by column (FIX_DTYPE's order), and each one's boot
         cols: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [], [])
         slots, seqs, ts, lats, lons, accs, batts, srcs, events = cols
@@ -252,6 +254,8 @@ class Pipeline:
             rows, cols, boots, elsewhere = usual
             res.elsewhere += len(elsewhere)  # another shard's (a gateway's batch): no trace
             res.traceless.extend(elsewhere)
+        else:
+            rows = taken
         for i, r in enumerate(() if usual is not None else records):
             s = slot_of.get(r.device, -1)
             if s < 0:
@@ -261,7 +265,7 @@ class Pipeline:
                     res.dead.append(_unknown(r, origin))
                 res.traceless.append(i)
                 continue
-            rows.append(i)
+            taken.append(i)
             slots.append(s)
             seqs.append(r.seq)
             ts.append(r.t)

@@ -52,7 +52,7 @@ from typing import Any
 
 import msgspec
 
-from engine.store.records import merkle
+from engine.store.records import fastroot, merkle
 from engine.store.sql.conn import Conn
 from engine.wire.decode import decode_replay_line
 from engine.wire.fastpath import FixLines
@@ -164,8 +164,21 @@ RECORDS = "records"  # a step's records in one row
 
 
 def records_root(body: bytes) -> bytes:
-    """The Merkle root of a records row's lines: what its hash covers."""
+    """The Merkle root of a records row's lines: what its hash covers. A row of more than
+    a few lines by the kernel (records/fastroot.py), which gives the same root."""
+    if len(body) >= _KERNEL_BYTES:
+        top = fastroot.records_root(body, _tree_root)
+        if top is not None:
+            return top
+    return _tree_root(body)
+
+
+def _tree_root(body: bytes) -> bytes:
     return merkle.root(merkle.leaves(lines_of(RECORDS, body)))
+
+
+# Below this (a dozen lines) the kernel's set-up costs more than hashlib's hashes
+_KERNEL_BYTES = 2048
 
 
 def row_hash(
@@ -257,11 +270,11 @@ class LedgerWriter:
             add("step", None, None, st.now, st.header())
             if self.per_step:
                 if st.records:
-                    fixes, devices, seqs, ts, lines = encoded_columns(st.records)
+                    fixes, devices, seqs, ts, body = encoded_columns(st.records)
                     n += 1
-                    top = merkle.root(merkle.leaves(lines))
+                    top = records_root(body)
                     prev = _chained(prev, n, RECORDS, step, None, None, None, top)
-                    out.append((n, RECORDS, step, None, None, None, b"\n".join(lines), prev))
+                    out.append((n, RECORDS, step, None, None, None, body, prev))
                     self.placed.append((n, devices, [not f for f in fixes], seqs, ts))
                 continue
             # The records' rows: row_hash's rule in one sha256 call per row (the same

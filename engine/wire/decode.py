@@ -53,6 +53,7 @@ from engine.wire.topics import parse_input
 from engine.wire.validate import slow_decode, validate_event, validate_fix, validate_owntracks
 
 __all__ = [
+    "GatewayTags",
     "Limits",
     "Result",
     "decode_into",
@@ -63,6 +64,22 @@ __all__ = [
 
 
 Gateways = Mapping[str, Collection[str]]  # gateway id -> the tags it may speak for
+
+
+class GatewayTags(frozenset[str]):
+    """The tags a gateway may speak for, and which of them pass the id checks (`plain_tag`)
+    kept once per id length limit: a batch of plain fixes then checks its tags in one set
+    comparison. Checked tag by tag, it cost a tenth of a shard's time on a gateway backlog."""
+
+    __slots__ = ("_plain",)
+
+    def plain(self, max_id_len: int) -> frozenset[str]:
+        """These tags that pass `plain_tag` under `max_id_len`."""
+        got = getattr(self, "_plain", None)
+        if got is None or got[0] != max_id_len:
+            got = (max_id_len, frozenset(t for t in self if plain_tag(t, max_id_len)))
+            self._plain = got
+        return got[1]
 
 
 def decode_message(
@@ -312,7 +329,10 @@ def _all_fast(items: list[_In], fast: Callable[[_In], Record | None]) -> list[Re
 
 def _plain_tags(lines: list[_FixLine], limits: Limits, allowed: Collection[str]) -> bool:
     """Whether every line's tag passes the id checks and is one the gateway may speak for."""
-    return all(plain_tag(t, limits.max_id_len) and t in allowed for t in {s.tag for s in lines})
+    tags = {s.tag for s in lines}
+    if isinstance(allowed, GatewayTags):
+        return tags <= allowed.plain(limits.max_id_len)
+    return all(plain_tag(t, limits.max_id_len) and t in allowed for t in tags)
 
 
 def _allowed(rec: Record | None, tags: Collection[str]) -> Record | None:

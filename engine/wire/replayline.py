@@ -136,21 +136,26 @@ def encoded(records: Sequence[Record]) -> Iterator[tuple[bool, str, int, float, 
 
 def encoded_columns(
     records: Sequence[Record],
-) -> tuple[Sequence[bool], Sequence[str], Sequence[int], Sequence[float], Sequence[bytes]]:
-    """`encoded`'s five columns (is a fix, device, seq, t, line) at once. A plain
-    `FixLines` whose lines came without "type" is encoded line by line as decoded."""
+) -> tuple[Sequence[bool], Sequence[str], Sequence[int], Sequence[float], bytes]:
+    """`encoded`'s columns (is a fix, device, seq, t) and its lines joined by newlines (a
+    records row's body) at once. A plain `FixLines` whose lines came without "type" is
+    encoded in one call, as the JSON array of its lines, whose separators become newlines."""
     if isinstance(records, FixLines) and records.plain and records.items:
         items = cast("list[FixLine]", records.items)
         if all(s.type is None for s in items):
-            enc = _enc.encode
+            body = _enc.encode(items)[1:-1]
+            if body.count(b"},{") == len(items) - 1:  # else a tag holds "},{"
+                body = body.replace(b"},{", b"}\n{")
+            else:
+                body = b"\n".join(map(_enc.encode, items))
             return (
                 [True] * len(items), [s.tag for s in items], [s.seq for s in items],
-                [s.t for s in items], [enc(s) for s in items],
+                [s.t for s in items], body,
             )  # fmt: skip
     if not records:
-        return (), (), (), (), ()
+        return (), (), (), (), b""
     fixes, devices, seqs, ts, lines = zip(*encoded(records), strict=True)
-    return fixes, devices, seqs, ts, lines
+    return fixes, devices, seqs, ts, b"\n".join(lines)
 
 
 class _Place(msgspec.Struct):

@@ -17,7 +17,7 @@ from engine.wire.records import FixRecord, Record
 
 def usual_columns(
     records: Sequence[Record], slot_of: dict[str, int], elsewhere: Collection[str]
-) -> tuple[list[int], tuple[Any, ...], Any, list[int]] | None:
+) -> tuple[Sequence[int], tuple[Any, ...], Any, list[int]] | None:
     """`Pipeline._intake`'s rows, columns and boots when every record is a fix of a known device
     or of another shard's (a replay's batches, a gateway's), column by column, and the
     rows of other shards' devices; None when not."""
@@ -46,13 +46,17 @@ def usual_columns(
         devices = [r.device for r in items]
     if not items:
         return None
-    slots = [slot_of.get(d, -1) for d in devices]
-    rows, away = list(range(len(slots))), []
-    if min(slots) < 0:
-        away = [i for i, s in enumerate(slots) if s < 0]
-        if not elsewhere or not all(devices[i] in elsewhere for i in away):
+    get = slot_of.get
+    slots: Any = [get(d, -1) for d in devices]
+    rows: Any = range(len(slots))
+    away: list[int] = []
+    if min(slots) < 0:  # others' devices (a shard's share of a gateway batch), or unknown
+        sa = np.array(slots, dtype=np.int32)
+        mine = sa >= 0
+        away = np.flatnonzero(~mine).tolist()
+        if not elsewhere or not all(map(elsewhere.__contains__, map(devices.__getitem__, away))):
             return None  # an unknown device: a dead letter, made by the record path
-        rows = [i for i, s in enumerate(slots) if s >= 0]
-        items, slots = [items[i] for i in rows], [slots[i] for i in rows]
+        rows = np.flatnonzero(mine).tolist()
+        items, slots = list(map(items.__getitem__, rows)), sa[mine]
     seq, t, lat, lon, acc, batt, src, boot = fix_fields(items)
     return rows, (slots, seq, t, lat, lon, acc, batt, src, [0] * len(slots)), boot, away
