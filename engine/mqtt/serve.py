@@ -4,7 +4,7 @@ commit results durably, acknowledge, then publish alerts (QoS 1) from the outbox
 Shape (one owner task group, every task awaited):
 
     session(s) --(bounded queues)--> processor --> store.commit --> PUBACK --> outbox
-
+    (the next batch is decided while the last one's commit lands: engine/mqtt/pending.py)
 Tags' events come on a second session too, a priority lane the processor takes first
 (engine/mqtt/lanes.py): a tamper event does not wait behind a backlog of fixes.
 
@@ -35,7 +35,6 @@ import contextlib
 import logging
 import signal
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 from engine.core.pipeline import BatchResult, Pipeline
@@ -46,6 +45,7 @@ from engine.mqtt.counters import Counters
 from engine.mqtt.hostclock import HostClock
 from engine.mqtt.lanes import MAIN, Lanes, quiet, urgent_session
 from engine.mqtt.outbox import Outbox
+from engine.mqtt.pending import InFlight, Pending
 from engine.mqtt.session import BrokerAddress, Incoming, MqttSession
 from engine.mqtt.shards import Routing, check_store
 from engine.settings import Settings
@@ -54,7 +54,6 @@ from engine.store.base import OutboxItem, Store
 from engine.store.config import ConfigError, ConfigFiles
 from engine.store.ledger import Step
 from engine.wire import topics
-from engine.wire.alerts import Alert
 from engine.wire.commands import encode_rate_command
 from engine.wire.decode import Limits, decode_into
 from engine.wire.fastpath import FixLines
@@ -62,18 +61,6 @@ from engine.wire.records import DeadLetter
 
 log = logging.getLogger("tagwatch.serve")
 _LOG_DEAD_MAX = 10  # dead letters logged one by one per batch; the rest in one line
-
-
-@dataclass
-class _Pending:
-    """Decided but not yet committed: kept across failed commits, never decided twice."""
-
-    steps: list[Step] = field(default_factory=list)
-    alerts: list[Alert] = field(default_factory=list)
-    dead: list[DeadLetter] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return bool(self.steps or self.alerts or self.dead)
 
 
 class Engine:
@@ -114,7 +101,8 @@ class Engine:
         self.limits = Limits()
         self.counters = Counters()
         self.stopping = asyncio.Event()
-        self._pending = _Pending()
+        self._pending = Pending()
+        self._inflight = InFlight()  # a commit landing while the next batch is decided
         self.hostclock = HostClock(self.settings.clock_step_confirm_s)
         self._fingerprint = recovery.fingerprint(pipeline)
         self._last_snapshot = 0.0
@@ -178,7 +166,7 @@ class Engine:
             ]
         self._pending.alerts += rec.alerts
         self.store.commit(self._pending.alerts, [], self._now, steps=self._pending.steps)
-        self._pending = _Pending()
+        self._pending = Pending()
         if rec.steps or rec.remapped or not rec.from_snapshot:
             self._snapshot()
         return rec
@@ -249,9 +237,9 @@ class Engine:
         self.counters.acked += self.lanes.ack(items)
 
     # -- processing ----------------------------------------------------------------------
-    def _decide(self, items: list[Incoming]) -> None:
-        """Decode and run the pipeline (a worker thread: kernels drop the GIL). The step and
-        what it decided wait in _pending until committed."""
+    def _decide(self, items: list[Incoming]) -> tuple[Step, BatchResult, list[DeadLetter]]:
+        """Decode and run the pipeline (a worker thread: kernels drop the GIL): the step,
+        what it decided and its dead letters, for `_take` (on the loop's thread)."""
         recs = FixLines()  # a gateway's plain fixes stay as decoded (no object a fix)
         dead: list[DeadLetter] = []
         for it in items:
@@ -270,32 +258,32 @@ class Engine:
             log.info("dead letter from %s: %s", letter.origin, letter.reason)
         if len(dead) > _LOG_DEAD_MAX:  # a flood of garbage must not flood the log either
             log.info("... and %d more dead letters in this batch", len(dead) - _LOG_DEAD_MAX)
-        self._take(step, res, dead)
+        return step, res, dead
 
-    def _tick(self) -> bool:
-        """Let time pass: give up seq gaps held too long, open silences that fell due.
-        True when the step decided something (it is then committed at once)."""
+    def _tick(self) -> tuple[Step, BatchResult, list[DeadLetter]]:
+        """Let time pass: give up seq gaps held too long, open silences that fell due."""
         step = Step("tick", self.clock())
-        res = recovery.apply(self.pipeline, step)
-        self._take(step, res, [])
-        return bool(res.alerts or res.commands)
+        return step, recovery.apply(self.pipeline, step), []
 
-    def _take(self, step: Step, res: BatchResult, dead: list[DeadLetter]) -> None:
+    def _take(self, step: Step, res: BatchResult, dead: list[DeadLetter]) -> BatchResult:
+        """Keep a decided step until committed (the loop's thread only: pending.py)."""
         p = self._pending
         p.steps.append(step)
         p.alerts.extend(res.alerts)
         p.dead.extend(dead)
         self.commands.extend(res.commands)
         self.counters.alerts += len(res.alerts)
+        return res
 
     def _commit_pending(self) -> list[OutboxItem]:
         """Commit every decided step with what it produced, in one transaction; on failure
-        everything stays pending (the pipeline has moved on: it exists nowhere else)."""
+        everything stays pending (the pipeline has moved on: it exists nowhere else).
+        Nothing once a commit was given up: what was decided after it would leave a gap."""
         p = self._pending
-        if not p:
+        if not p or self._state_ahead:
             return []
         out = self.store.commit(p.alerts, p.dead, self._now, steps=p.steps)
-        self._pending = _Pending()
+        self._pending = Pending()
         return out
 
     async def _commit(self) -> list[OutboxItem] | None:
@@ -304,9 +292,12 @@ class Engine:
         None when asked to stop before it worked (the next run gets the messages again)."""
         delay = 0.5
         while True:
+            p, self._pending = self._pending, Pending()  # what is decided meanwhile waits
             try:
-                out = await asyncio.to_thread(self._commit_pending)
+                out = await asyncio.to_thread(self.store.commit, p.alerts, p.dead, self._now,
+                                              steps=p.steps) if p else []  # fmt: skip
             except StoreError as e:
+                self._pending = p.then(self._pending)
                 if isinstance(e, LockLost):  # nothing was written: stop, a restart recovers
                     self.fatal = str(e)
                     self.stopping.set()
@@ -317,7 +308,7 @@ class Engine:
                         " them again (no snapshot is taken of a pipeline ahead of the ledger)",
                         len(self._pending.steps), e,
                     )  # fmt: skip
-                    self._pending = _Pending()
+                    self._pending = Pending()
                     # The pipeline has now run ahead of the ledger: a snapshot of it would
                     # hold steps never written, and the next run, restored from it, would
                     # drop the redelivered messages as duplicates (their alerts lost).
@@ -343,12 +334,16 @@ class Engine:
     async def _processor(self) -> None:
         st = self.settings
         while not (self.stopping.is_set() and self.lanes.empty()):
-            if self._reload_wanted and not await self._reload():
+            if self._reload_wanted and not (await self._inflight.landed() and await self._reload()):
                 return
             items = await self.lanes.next_batch(st.live_batch_max, st.batch_wait_s)
+            if not items or self._now - self._last_snapshot >= st.snapshot_every_s:
+                if not await self._inflight.landed():  # nothing decided ahead of the ledger
+                    return
+                await asyncio.to_thread(self._snapshot)  # (unless ticks are pending)
             if not items:
-                ticked = await asyncio.to_thread(self._tick)
-                if ticked or len(self._pending.steps) >= 60:
+                res = self._take(*await asyncio.to_thread(self._tick))
+                if res.alerts or res.commands or len(self._pending.steps) >= 60:
                     fresh = await self._commit()
                     if fresh is None:
                         return
@@ -358,21 +353,29 @@ class Engine:
             decided: list[Incoming] = []
             while items:  # a main batch in chunks: a priority item waits for one at most
                 chunk, items = items[: st.live_chunk], items[st.live_chunk :]
-                await asyncio.to_thread(self._decide, chunk)
+                self._take(*await asyncio.to_thread(self._decide, chunk))
                 decided += chunk
                 if items and not self.lanes.urgent_waiting():
                     continue  # committed with the rest of the batch
-                if items:  # decided now, committed with the chunks before it; no more
-                    # than a chunk of them, so a flood of events halves the main pace at worst
-                    urgent = self.lanes.take_urgent(st.live_chunk)
-                    await asyncio.to_thread(self._decide, urgent)
-                    decided += urgent
+                if not await self._inflight.landed():
+                    break
+                if not items:  # committed (and acknowledged) while the next batch is decided
+                    self._inflight.start(self._settle(decided))
+                    decided = []
+                    break
+                # Decided now, committed with the chunks before it; no more than a chunk of
+                # them, so a flood of events halves the main pace at worst
+                urgent = self.lanes.take_urgent(st.live_chunk)
+                self._take(*await asyncio.to_thread(self._decide, urgent))
+                decided += urgent
                 if not await self._settle(decided):
-                    self.lanes.done()
-                    return
+                    break
                 decided = []
             self.lanes.done()
+            if decided:  # a commit failed while stopping
+                return
             await self._send_commands()
+        await self._inflight.landed()
 
     async def _settle(self, decided: list[Incoming]) -> bool:
         """Commit what was decided, then acknowledge it; False when asked to stop first."""
@@ -387,14 +390,12 @@ class Engine:
         return True
 
     async def _after_commit(self, fresh: list[OutboxItem], items: list[Incoming]) -> None:
+        """Acknowledge, publish, prune when due (snapshots are the processor's: pending.py)."""
         self._ack(items)
         if fresh:
             self.outbox.spawn(fresh)
         self.checkpoints.kick()
         now = self._now
-        st = self.settings
-        if now - self._last_snapshot >= st.snapshot_every_s:
-            await asyncio.to_thread(self._snapshot)
         if now - self._last_prune >= 3600.0:
             self._last_prune = now
             st = self.settings
@@ -468,10 +469,9 @@ class Engine:
 
     # -- commands and stats ----------------------------------------------------------------
     async def _send_commands(self) -> None:
-        """Ask tags to report faster (or relax) on tagwatch/v1/tags/{tag}/cmd, QoS 1, and
-        watch those tags on the priority lane (first: the tag may answer at once). Not
-        stored: a command lost to a disconnect is superseded by the next state change, and
-        the tag falls back to its own rate anyway."""
+        """Ask tags to report faster (or relax) on .../cmd, QoS 1, watching them on the
+        priority lane first (the tag may answer at once). Not stored: a lost command is
+        superseded by the next state change, and the tag falls back to its own rate."""
         if not self.commands:
             return
         await self.lanes.watch(self.pipeline.fast, self.pipeline.zoneset.subjects)

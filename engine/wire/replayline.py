@@ -139,15 +139,11 @@ def encoded_columns(
 ) -> tuple[Sequence[bool], Sequence[str], Sequence[int], Sequence[float], bytes]:
     """`encoded`'s columns (is a fix, device, seq, t) and its lines joined by newlines (a
     records row's body) at once. A plain `FixLines` whose lines came without "type" is
-    encoded in one call, as the JSON array of its lines, whose separators become newlines."""
+    encoded in one call (newline-delimited JSON)."""
     if isinstance(records, FixLines) and records.plain and records.items:
         items = cast("list[FixLine]", records.items)
         if all(s.type is None for s in items):
-            body = _enc.encode(items)[1:-1]
-            if body.count(b"},{") == len(items) - 1:  # else a tag holds "},{"
-                body = body.replace(b"},{", b"}\n{")
-            else:
-                body = b"\n".join(map(_enc.encode, items))
+            body = _enc.encode_lines(items)[:-1]  # each line ends in a newline
             return (
                 [True] * len(items), [s.tag for s in items], [s.seq for s in items],
                 [s.t for s in items], body,
