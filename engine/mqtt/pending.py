@@ -51,7 +51,9 @@ class InFlight:
         self._task: asyncio.Task[bool] | None = None
 
     def start(self, settle: Coroutine[Any, Any, bool]) -> None:
-        assert self._task is None, "one commit in flight at most"
+        if self._task is not None:  # a bug in the caller: never two commits at once
+            settle.close()
+            raise RuntimeError("a commit is already in flight")
         self._task = asyncio.create_task(settle, name="settle")
 
     async def landed(self) -> bool:
