@@ -19,12 +19,12 @@ from engine.wire.records import FixRecord, Record
 
 TOPIC = "tagwatch/v1/gateway/GW1/fixes"
 # As the pipeline has them (GatewayTags: "T+" is allowed and no plain id), and as any set
-ALLOWED = {"GW1": GatewayTags({"T1", "T2", "T+", "T},{"})}
+ALLOWED = {"GW1": GatewayTags({"T1", "T2", "T+", "T},{", 'T"type":'})}
 ANY_SET = {"GW1": frozenset(ALLOWED["GW1"])}
 
 _fix = st.fixed_dictionaries(
     {
-        "tag": st.sampled_from(["T1", "T2", "T3", "T+", "T},{"]),
+        "tag": st.sampled_from(["T1", "T2", "T3", "T+", "T},{", 'T"type":']),
         "seq": st.integers(0, 2**40),
         "t": st.one_of(st.floats(1.0e9, 4.0e9), st.integers(1_000_000_000, 4_000_000_000)),
         "lat": st.one_of(st.floats(-90, 90), st.integers(-90, 90), st.just(91.0)),
@@ -85,7 +85,7 @@ def test_a_batch_decodes_to_what_each_element_is_alone(
 @given(st.lists(_fix, max_size=12), st.sampled_from(["json", "msgpack"]))
 def test_a_batch_of_plain_fixes_stays_as_decoded(batch: list[dict[str, Any]], form: str) -> None:
     plain = [
-        el for el in batch if el["tag"] in ("T1", "T2", "T},{") and _alone(el) and "extra" not in el
+        el for el in batch if el["tag"] in ("T1", "T2", "T},{", 'T"type":') and _alone(el) and "extra" not in el
     ]  # fmt: skip
     into = FixLines()
     assert decode_into(into, TOPIC, _encode(plain, form), gateways=ALLOWED) == []
@@ -131,9 +131,21 @@ def test_a_records_row_of_plain_fixes_is_that_of_their_records(
     """Plain lines (with or without "type": "fix", coordinates given as integers) are
     written as decoded; the bytes are encode_record's."""
     plain = [
-        el for el in batch if el["tag"] in ("T1", "T2", "T},{") and _alone(el) and "extra" not in el
+        el
+        for el in batch
+        if el["tag"] in ("T1", "T2", "T},{", 'T"type":') and _alone(el) and "extra" not in el
     ]
     into = FixLines()
     decode_into(into, TOPIC, _encode(plain, form), gateways=ALLOWED)
     assert into.plain
     _same_records_rows(into)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 300), st.data())
+def test_a_batch_without_some_items_keeps_the_rest_in_order(n: int, data: st.DataObject) -> None:
+    """`FixLines.without`, small drops and a shard's half of a batch alike."""
+    batch = FixLines()
+    batch.items = [FixRecord(f"T{i}", i, 1.7e9 + i, 51.0, 0.0, 5.0, None, None) for i in range(n)]
+    drop = data.draw(st.sets(st.integers(0, max(n - 1, 0)), max_size=n)) if n else set()
+    assert batch.without(drop).items == [x for i, x in enumerate(batch.items) if i not in drop]

@@ -366,9 +366,15 @@ class Pipeline:
         inside = np.zeros(arr.shape[0], dtype=np.bool_)
         inside[m.near_rows[m.dist[m.near] < 0.0]] = True
         heap = visit.tolist()  # sorted: a valid heap; rows may be added while walking
+        if not heap:
+            self.history.remember(m.tags)
+            return
         seen: set[int] = set()
-        slots, subj = arr["slot"].tolist(), m.subj.tolist()
-        t, lat, lon, acc = (arr[f].tolist() for f in ("t", "lat", "lon", "acc"))
+        # The walked rows' values: whole columns when many rows are walked, else each read
+        # when walked (a gateway's batch of thousands usually walks a handful)
+        cols = (arr["slot"], m.subj, arr["t"], arr["lat"], arr["lon"], arr["acc"])
+        many = len(heap) * 3 >= arr.shape[0]
+        slots, subj, t, lat, lon, acc = (c.tolist() if many else _Items(c) for c in cols)
         while heap:
             i = heapq.heappop(heap)
             if i in seen:
@@ -460,3 +466,15 @@ def _unknown(r: Record, origin: str) -> DeadLetter:
         f"unknown device '{r.device}': not a tag or protected device in the subjects file",
         device=r.device,
     )
+
+
+class _Items:
+    """A column read one Python value at a time (`ndarray.item`: what `tolist` gives)."""
+
+    __slots__ = ("item",)
+
+    def __init__(self, col: np.ndarray) -> None:
+        self.item = col.item
+
+    def __getitem__(self, i: int) -> Any:
+        return self.item(i)

@@ -169,6 +169,7 @@ class Engine:
         self._pending = Pending()
         if rec.steps or rec.remapped or not rec.from_snapshot:
             self._snapshot()
+        self._last_snapshot = self._now  # one taken now, or restored with nothing after it
         return rec
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -276,9 +277,8 @@ class Engine:
         return res
 
     def _commit_pending(self) -> list[OutboxItem]:
-        """Commit every decided step with what it produced, in one transaction; on failure
-        everything stays pending (the pipeline has moved on: it exists nowhere else).
-        Nothing once a commit was given up: what was decided after it would leave a gap."""
+        """Commit every decided step and what it produced in one transaction (on failure all
+        stays pending); nothing once a commit was given up (that would leave a gap)."""
         p = self._pending
         if not p or self._state_ahead:
             return []

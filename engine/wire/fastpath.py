@@ -165,7 +165,13 @@ class FixLines(_Batch):
     def without(self, drop: Collection[int]) -> FixLines:
         """This batch minus the items at the indices in `drop` (plain lines stay lines)."""
         out = FixLines()
-        out.items = [x for i, x in enumerate(self.items) if i not in drop]
+        items = self.items
+        if len(drop) < 64:
+            out.items = [x for i, x in enumerate(items) if i not in drop]
+        else:  # a shard's share of gateway batches: half of thousands dropped
+            keep = np.ones(len(items), dtype=np.bool_)
+            keep[np.fromiter(drop, dtype=np.int64, count=len(drop))] = False
+            out.items = list(map(items.__getitem__, np.flatnonzero(keep).tolist()))
         out.plain = self.plain
         return out
 

@@ -142,8 +142,8 @@ def encoded_columns(
     encoded in one call (newline-delimited JSON)."""
     if isinstance(records, FixLines) and records.plain and records.items:
         items = cast("list[FixLine]", records.items)
-        if all(s.type is None for s in items):
-            body = _enc.encode_lines(items)[:-1]  # each line ends in a newline
+        body = _enc.encode_lines(items)[:-1]  # each line ends in a newline
+        if b'"type":' not in body:  # (a key: quotes in a tag or src are escaped)
             return (
                 [True] * len(items), [s.tag for s in items], [s.seq for s in items],
                 [s.t for s in items], body,

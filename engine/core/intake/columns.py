@@ -59,4 +59,4 @@ def usual_columns(
         rows = np.flatnonzero(mine).tolist()
         items, slots = list(map(items.__getitem__, rows)), sa[mine]
     seq, t, lat, lon, acc, batt, src, boot = fix_fields(items)
-    return rows, (slots, seq, t, lat, lon, acc, batt, src, [0] * len(slots)), boot, away
+    return rows, (slots, seq, t, lat, lon, acc, batt, src, 0), boot, away  # 0: no event
