@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import logging
 import time
-from itertools import chain
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import NamedTuple
+from itertools import chain
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 
@@ -71,8 +71,9 @@ class Pending:
         sizes = [len(p[1]) for p in placed]
         at["n"] = np.repeat([p[0] for p in placed], sizes)
         at["i"] = np.concatenate([np.arange(m) for m in sizes])
-        for name, k in (("event", 2), ("seq", 3), ("t", 4)):  # one conversion a column
-            at[name] = np.fromiter(chain.from_iterable(p[k] for p in placed), AT[name], total)
+        for name, col in (("event", 2), ("seq", 3), ("t", 4)):  # one conversion a column
+            vals = chain.from_iterable(cast("Sequence[Any]", p[col]) for p in placed)
+            at[name] = np.fromiter(vals, AT[name], total)
         devices = list(chain.from_iterable(p[1] for p in placed))
         ids = dict.fromkeys(devices, 0)  # each device once, in order of first place
         for code, d in enumerate(ids):
