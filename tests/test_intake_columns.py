@@ -125,10 +125,10 @@ def test_a_live_batch_of_lines_and_fix_records_is_taken_as_columns(tmp_path: Pat
         else:
             lines.add(FixLines.of_lines([line])[0])  # a record, as a single-fix message's
     assert not lines.plain
-    got = usual_columns(lines, slot_of, frozenset())
-    want = usual_columns(list(lines), slot_of, frozenset())
+    got = usual_columns(lines, slot_of)
+    want = usual_columns(list(lines), slot_of)
     assert got is not None and want is not None
     assert got[0] == want[0] and got[3] == want[3] == []
     assert [list(c) for c in got[1]] == [list(c) for c in want[1]] and got[2] == want[2]
     lines.add(EventRecord("T1", 99, 1.7e9 + 500, "strap_open", None))
-    assert usual_columns(lines, slot_of, frozenset()) is None
+    assert usual_columns(lines, slot_of) is None

@@ -19,7 +19,7 @@ from engine.core.health.clock import ArrivalClock
 from engine.core.health.monitor import Health
 from engine.core.history import FixHistory
 from engine.core.intake.admission import Admission
-from engine.core.intake.columns import usual_columns
+from engine.core.intake.columns import routes, usual_columns
 from engine.core.intake.dedupe import SeqDeduper
 from engine.core.intake.ordering import Released, Reorderer
 from engine.core.intake.seqspace import Citer, SeqSpaces
@@ -81,6 +81,7 @@ class Pipeline:
         self.gateways = {g.id: GatewayTags(g.tags) for g in zoneset.gateways}
         self.table = compile_zones(zoneset)
         self.registry = reg = Registry(zoneset, self.table.subject_ids)
+        self._route = routes(reg.slot_of, zoneset.elsewhere)  # (intake/columns.py)
         n = reg.n_slots
         self.admission = Admission(reg, st)  # time and rate limits per record
         self.spaces = SeqSpaces(n, st.restart_seq_drop)  # device restarts: seq spaces
@@ -249,7 +250,7 @@ class Pipeline:
         cols: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [], [])
         slots, seqs, ts, lats, lons, accs, batts, srcs, events = cols
         boots: list[int] = []
-        usual = usual_columns(records, slot_of, self.zoneset.elsewhere)
+        usual = usual_columns(records, self._route)
         if usual is not None:
             rows, cols, boots, elsewhere = usual
             res.elsewhere += len(elsewhere)  # another shard's (a gateway's batch): no trace

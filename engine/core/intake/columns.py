@@ -5,7 +5,7 @@ batch mixes decoded lines (a gateway's) with fix records (single-fix messages)."
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, cast
 
 import numpy as np
@@ -14,15 +14,24 @@ from engine.wire.fastpath import FixColumns, FixLines, fix_fields
 from engine.wire.fastpath import _FixLine as FixLine
 from engine.wire.records import FixRecord, Record
 
+ELSEWHERE = -2  # `routes`: a device of another shard's subject
+
+
+def routes(slot_of: dict[str, int], elsewhere: Collection[str]) -> Mapping[str, int]:
+    """Each device's slot, and ELSEWHERE for another shard's: one lookup routes a record
+    (`slot_of` itself when there is no other shard)."""
+    return {**dict.fromkeys(elsewhere, ELSEWHERE), **slot_of} if elsewhere else slot_of
+
 
 def usual_columns(
-    records: Sequence[Record], slot_of: dict[str, int], elsewhere: Collection[str]
+    records: Sequence[Record], route: Mapping[str, int]
 ) -> tuple[Sequence[int], tuple[Any, ...], Any, list[int]] | None:
     """`Pipeline._intake`'s rows, columns and boots when every record is a fix of a known device
     or of another shard's (a replay's batches, a gateway's), column by column, and the
-    rows of other shards' devices; None when not."""
+    rows of other shards' devices; None when not. `route`: each device's slot, or
+    ELSEWHERE for another shard's (`routes`)."""
     if isinstance(records, FixColumns):  # a replay reader process's columns
-        slots_a = records.table.slots(slot_of)[records.code]
+        slots_a = records.table.slots(route)[records.code]
         if not slots_a.shape[0] or slots_a.min() < 0:
             return None
         n = slots_a.shape[0]
@@ -31,32 +40,31 @@ def usual_columns(
             records.batt, records.src, np.zeros(n, dtype=np.uint8),
         ), records.boot, []  # fmt: skip
     items: list[Any]
+    get = route.get
     if isinstance(records, FixLines):  # decoded lines (no record objects) and fix records
         items = cast("list[Any]", records.items)
         if records.plain:
-            devices = [s.tag for s in items]
+            slots: Any = [get(s.tag, -1) for s in items]
         elif all(x.__class__ is FixRecord or x.__class__ is FixLine for x in items):
-            devices = [x.tag if x.__class__ is FixLine else x.device for x in items]
+            slots = [get(x.tag if x.__class__ is FixLine else x.device, -1) for x in items]
         else:
             return None
     else:
         items = list(records)
         if not all(r.__class__ is FixRecord for r in items):
             return None
-        devices = [r.device for r in items]
+        slots = [get(r.device, -1) for r in items]
     if not items:
         return None
-    get = slot_of.get
-    slots: Any = [get(d, -1) for d in devices]
     rows: Any = range(len(slots))
     away: list[int] = []
     if min(slots) < 0:  # others' devices (a shard's share of a gateway batch), or unknown
+        if -1 in slots:
+            return None  # an unknown device: a dead letter, made by the record path
         sa = np.array(slots, dtype=np.int32)
         mine = sa >= 0
         away = np.flatnonzero(~mine).tolist()
-        if not elsewhere or not all(map(elsewhere.__contains__, map(devices.__getitem__, away))):
-            return None  # an unknown device: a dead letter, made by the record path
         rows = np.flatnonzero(mine).tolist()
         items, slots = list(map(items.__getitem__, rows)), sa[mine]
     seq, t, lat, lon, acc, batt, src, boot = fix_fields(items)
-    return rows, (slots, seq, t, lat, lon, acc, batt, src, 0), boot, away  # 0: no event
+    return rows, (slots, seq, t, lat, lon, acc, batt, src, [0] * len(slots)), boot, away
