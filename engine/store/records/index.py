@@ -23,7 +23,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import chain
-from typing import Any, NamedTuple, cast
+from typing import NamedTuple
 
 import numpy as np
 
@@ -71,9 +71,8 @@ class Pending:
         sizes = [len(p[1]) for p in placed]
         at["n"] = np.repeat([p[0] for p in placed], sizes)
         at["i"] = np.concatenate([np.arange(m) for m in sizes])
-        for name, col in (("event", 2), ("seq", 3), ("t", 4)):  # one conversion a column
-            vals = chain.from_iterable(cast("Sequence[Any]", p[col]) for p in placed)
-            at[name] = np.fromiter(vals, AT[name], total)
+        for name, col in (("event", 2), ("seq", 3), ("t", 4)):
+            at[name] = np.concatenate([np.asarray(p[col], dtype=AT[name]) for p in placed])
         devices = list(chain.from_iterable(p[1] for p in placed))
         ids = dict.fromkeys(devices, 0)  # each device once, in order of first place
         for code, d in enumerate(ids):
