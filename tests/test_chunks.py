@@ -75,12 +75,13 @@ def _run(
     decide, settle = eng._decide, eng._settle
     calls = [0]
 
-    def decide_then_cut(items: list[Incoming]) -> None:
-        decide(items)
+    def decide_then_cut(items: list[Incoming]) -> Any:
+        out = decide(items)
         calls[0] += 1
         if calls[0] == 1 and cut:
             for it in cuts or [STRAP]:
                 eng.lanes.queues[URGENT].put_nowait(it)
+        return out
 
     async def settle_recorded(decided: list[Incoming]) -> bool:
         commits.append([it.mid for it in decided])

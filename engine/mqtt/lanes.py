@@ -122,6 +122,7 @@ class Lanes:
         self._arrived = asyncio.Event()
         self._urgent_last = False  # the last batch was the priority lane's
         self.passed_over = 0  # priority-lane copies the main lane brings in order instead
+        self.full = False  # the last batch ended at a limit: more was waiting (a backlog)
         # Tags whose records the priority lane takes (`watch`), and its filters without them
         self.watched: frozenset[str] = frozenset()
         self.watch_max = watch_max
@@ -209,7 +210,7 @@ class Lanes:
         """Up to batch_max items (BATCH_BYTES of payload) of one lane, priority first.
         Priority items go at once; main items wait at most batch_wait_s for more once one
         has arrived. An empty list when nothing arrived for a second (time still passes:
-        the engine ticks)."""
+        the engine ticks). `full` then says whether a limit ended it (a backlog)."""
         deadline = time.monotonic() + 1.0
         while (q := self._ready()) is None:
             self._arrived.clear()
@@ -237,6 +238,7 @@ class Lanes:
                 await asyncio.wait_for(self._arrived.wait(), left)
             except TimeoutError:
                 break
+        self.full = len(items) >= batch_max or size >= BATCH_BYTES
         return items
 
     def done(self) -> None:

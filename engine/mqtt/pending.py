@@ -4,7 +4,8 @@ one commit that may be in flight while the next batch is decided.
 A commit spends much of its time without the GIL (SQLite's write and fsync, the records
 row's Merkle kernel), and the fsync is a wait: deciding the next batch meanwhile uses
 it (two shards on a gateway backlog spent about 15 % of their time waiting there). So
-the processor decides batch k+1 while batch k's commit is in flight, and:
+under a backlog (a batch ended at a limit, `Lanes.full`) the processor decides batch k+1
+while batch k's commit is in flight, and:
 - batch k is acknowledged only after its commit, as before; batch k+1 after its own;
 - at most one batch is decided ahead of the ledger: k+1 waits for k's commit to land
   before its own starts, and a failing commit holds everything (nothing more decided);

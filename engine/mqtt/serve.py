@@ -359,15 +359,15 @@ class Engine:
                     continue  # committed with the rest of the batch
                 if not await self._inflight.landed():
                     break
-                if not items:  # committed (and acknowledged) while the next batch is decided
-                    self._inflight.start(self._settle(decided))
+                if not items and self.lanes.full:  # a backlog: committed while the next
+                    self._inflight.start(self._settle(decided))  # batch is decided
                     decided = []
                     break
-                # Decided now, committed with the chunks before it; no more than a chunk of
-                # them, so a flood of events halves the main pace at worst
-                urgent = self.lanes.take_urgent(st.live_chunk)
-                self._take(*await asyncio.to_thread(self._decide, urgent))
-                decided += urgent
+                if items:  # decided now, committed with the chunks before it; no more than
+                    # a chunk of them, so a flood of events halves the main pace at worst
+                    urgent = self.lanes.take_urgent(st.live_chunk)
+                    self._take(*await asyncio.to_thread(self._decide, urgent))
+                    decided += urgent
                 if not await self._settle(decided):
                     break
                 decided = []
