@@ -68,3 +68,21 @@ def test_a_failing_digest_call_falls_back(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(crypto, "calls", (init, update, address))
     assert crypto.root(body) is None
     assert ledger.records_root(body) == _oracle(body)
+
+
+def test_without_libcrypto_the_python_tree_gives_the_root(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A machine whose libcrypto cannot be used: one warning, and the same roots."""
+
+    def unusable(self: object) -> None:
+        raise OSError("no 64-bit libcrypto")
+
+    monkeypatch.setattr(fastroot, "_crypto", None)
+    monkeypatch.setattr(fastroot, "_tried", False)
+    monkeypatch.setattr(fastroot._Crypto, "__init__", unusable)
+    body = b"\n".join(b'{"tag":"T1","seq":%d}' % i for i in range(500))
+    with caplog.at_level("WARNING", logger="tagwatch.ledger"):
+        assert _kernel(body) is None
+        assert ledger.records_root(body) == _oracle(body)
+    assert sum("hashed by hashlib" in r.message for r in caplog.records) == 1
