@@ -154,7 +154,7 @@ def test_engine_killed_three_times_under_load_loses_and_repeats_nothing(
 
 
 def _killed_three_times(
-    label: str, broker: MosquittoProcess, stream: Stream, db: Path | str
+    label: str, broker: MosquittoProcess, stream: Stream, db: Path | str, **kw: object
 ) -> tuple[Outcome, str]:
     """The stream published to an engine SIGKILLed three times (at seeded points, each
     restarted after a seeded pause); the outcome and the engine's log."""
@@ -162,7 +162,7 @@ def _killed_three_times(
     kills: list[int] = []
     pauses: list[float] = []
     with ExitStack() as stack:
-        eng, pub = _running(stack, broker, stream, db)
+        eng, pub = _running(stack, broker, stream, db, **kw)
         for at in _cut_points(rng, len(stream.messages), 3):
             pub.wait_sent(at, timeout=60)
             kills.append(pub.sent)
@@ -174,6 +174,22 @@ def _killed_three_times(
         out = _finish(label, stream, pub, eng, db, kills_at=kills, pauses_s=pauses,
                       restarts=eng.starts - 1)  # fmt: skip
         return out, eng.log_text()
+
+
+@pytest.mark.timeout(180)
+def test_killed_while_commits_land_beside_decisions_loses_and_repeats_nothing(
+    mosquitto_persistent: MosquittoProcess, stream: Stream, tmp_path: Path
+) -> None:
+    """The kill -9 run with batches of 20 messages, so that each restart's backlog fills
+    batches and the engine decides the next while the last one's commit lands
+    (engine/mqtt/pending.py): kills land between a decision and its commit, and between a
+    commit and its acknowledgements. The alerts are still the replay reference's, each once."""
+    conf = tmp_path / "settings.toml"
+    conf.write_text("live_batch_max = 20\nlive_chunk = 10\n")
+    out, log = _killed_three_times("kill -9, pipelined commits", mosquitto_persistent, stream,
+                                   tmp_path / "tw.db", settings=conf)  # fmt: skip
+    assert re.search(r"ahead [1-9]", log), "no commit ran beside a decision: nothing was tested"
+    _conclude(out)
 
 
 def _approach_rings(out: Path) -> None:

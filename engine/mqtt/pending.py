@@ -50,12 +50,14 @@ class InFlight:
 
     def __init__(self) -> None:
         self._task: asyncio.Task[bool] | None = None
+        self.started = 0  # commits that ran while the next batch was decided ("ahead")
 
     def start(self, settle: Coroutine[Any, Any, bool]) -> None:
         if self._task is not None:  # a bug in the caller: never two commits at once
             settle.close()
             raise RuntimeError("a commit is already in flight")
         self._task = asyncio.create_task(settle, name="settle")
+        self.started += 1
 
     async def landed(self) -> bool:
         """Wait for the commit in flight, if any; False when it could not be made (the

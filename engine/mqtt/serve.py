@@ -495,6 +495,6 @@ class Engine:
             f"received {c.received} processed {c.processed} (fixes {c.fixes}, "
             f"events {c.events}, dup {c.duplicates}, dead {c.dead}) "
             f"alerts {c.alerts} published {self.outbox.published} refused "
-            f"{self.outbox.refused} acked {c.acked} "
-            f"queue {self.lanes.qsize()} lag {c.lag_s * 1000:.0f} ms connects {c.connects}"
+            f"{self.outbox.refused} acked {c.acked} queue {self.lanes.qsize()} lag "
+            f"{c.lag_s * 1000:.0f} ms connects {c.connects} ahead {self._inflight.started}"
         )
