@@ -244,8 +244,8 @@ class Pipeline:
         reg = self.registry
         slot_of = reg.slot_of
         nan = math.nan
-        rows: Sequence[int] = []  # index in `records` of each row (the record path's: taken)
-        taken: list[int] = []
+        taken: list[int] = []  # the record path's rows
+        rows: Sequence[int] = taken  # index in `records` of each row
         # The rows' fields, column by column (FIX_DTYPE's order), and each one's boot
         cols: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [], [])
         slots, seqs, ts, lats, lons, accs, batts, srcs, events = cols
@@ -255,8 +255,6 @@ class Pipeline:
             rows, cols, boots, elsewhere = usual
             res.elsewhere += len(elsewhere)  # another shard's (a gateway's batch): no trace
             res.traceless.extend(elsewhere)
-        else:
-            rows = taken
         for i, r in enumerate(() if usual is not None else records):
             s = slot_of.get(r.device, -1)
             if s < 0:

@@ -18,7 +18,15 @@ import numpy as np
 from engine.core.intake.seqspace import SeqSpaces
 from engine.errors import StoreError
 from engine.settings import Settings
-from engine.store.ledger import GENESIS, Head, config_steps, read_anchor, read_head
+from engine.store.ledger import (
+    GENESIS,
+    RECORDS,
+    Head,
+    config_steps,
+    lines_of,
+    read_anchor,
+    read_head,
+)
 from engine.store.records import merkle
 from engine.store.records.index import Found, device_records
 from engine.store.schema import advice
@@ -174,7 +182,7 @@ class LedgerReader:
         row = self.row(f.n)
         if row is None or f.i < 0:
             return row
-        lines = row.body.split(b"\n")
+        lines = lines_of(RECORDS, row.body)
         tree = self._trees.get(f.n)
         if tree is None:  # a pack proves many records of a row: its tree is built once
             if len(self._trees) >= 16:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from engine.store.ledger import GENESIS, RECORDS, Head, read_anchor, row_hash
+from engine.store.ledger import GENESIS, RECORDS, Head, lines_of, read_anchor, row_hash
 from engine.store.signing import Checkpoint, signature_problem
 from engine.store.sql.conn import Conn
 from engine.wire.replayline import line_is_event
@@ -141,7 +141,7 @@ def _chain(
             rep.rows += 1
             ch.step = step
             if kind == RECORDS:  # its lines count as the fix and event rows they replace
-                for line in body.split(b"\n"):
+                for line in lines_of(RECORDS, body):
                     rec = "event" if line_is_event(line) else "fix"
                     rep.counts[rec] = rep.counts.get(rec, 0) + 1
             elif kind == "step":

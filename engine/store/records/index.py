@@ -109,7 +109,7 @@ class Pending:
         it filed them), pending again."""
         self.placed, self.count = [], 0
         for n, body in _tail(db, index_n(db)):
-            got = [line_place(line) for line in body.split(b"\n")]
+            got = [line_place(line) for line in ledger.lines_of(RECORDS, body)]
             good = [p for p in got if p is not None]
             if len(good) < len(got):  # changed after writing (audit verify names the row)
                 log.error("ledger row %d holds a line that is no record: not indexed", n)
@@ -209,7 +209,7 @@ def device_records(
     for n, body in _tail(db, upto):
         if needle not in body:
             continue
-        for i, line in enumerate(body.split(b"\n")):
+        for i, line in enumerate(ledger.lines_of(RECORDS, body)):
             if line.startswith(needle) and (place := line_place(line)) is not None:
                 _, s, t, event = place
                 tail.append((n, i, event, s, t))
@@ -283,7 +283,7 @@ def _lines_at(db: Conn, places: np.ndarray, chunk: int = 200) -> list[Found]:
         part = [int(x) for x in rows[k : k + chunk]]
         marks = ",".join("?" * len(part))
         bodies = {
-            int(n): bytes(b).split(b"\n")
+            int(n): ledger.lines_of(RECORDS, bytes(b))
             for n, b in db.execute(
                 f"SELECT n, body FROM ledger WHERE kind = ? AND n IN ({marks})",
                 [RECORDS, *part],
