@@ -6,6 +6,7 @@ the evidence ledger to the same rows and hashes as from the records themselves."
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -13,14 +14,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.store.ledger import Head, LedgerWriter, Step
-from engine.wire.decode import GatewayTags, decode_into, decode_message, decode_replay_line
-from engine.wire.fastpath import FixLines
+from engine.wire.decode import (
+    GatewayBook,
+    GatewayTags,
+    decode_into,
+    decode_message,
+    decode_replay_line,
+)
+from engine.wire.fastpath import FixColumns, FixLines
 from engine.wire.records import FixRecord, Record
 
 TOPIC = "tagwatch/v1/gateway/GW1/fixes"
 # As the pipeline has them (GatewayTags: "T+" is allowed and no plain id), and as any set
 ALLOWED = {"GW1": GatewayTags({"T1", "T2", "T+", "T},{", 'T"type":'})}
 ANY_SET = {"GW1": frozenset(ALLOWED["GW1"])}
+# As the pipeline has them: its msgpack batches decoded straight into columns (columnar.py)
+BOOK = GatewayBook({"GW1": ALLOWED["GW1"]})
 
 _fix = st.fixed_dictionaries(
     {
@@ -73,12 +82,16 @@ def test_a_batch_decodes_to_what_each_element_is_alone(
     recs, dead = decode_message(TOPIC, _encode(batch, form), gateways=ALLOWED)
     assert recs == want
     assert decode_message(TOPIC, _encode(batch, form), gateways=ANY_SET) == (recs, dead)
+    assert decode_message(TOPIC, _encode(batch, form), gateways=BOOK) == (recs, dead)
     assert len(recs) + len(dead) == len(batch)
-    into = FixLines()
-    assert [d.reason for d in decode_into(into, TOPIC, _encode(batch, form), gateways=ALLOWED)] == [
-        d.reason for d in dead
-    ]
-    assert list(into) == want
+    for gateways in (ALLOWED, BOOK):
+        into = FixLines()
+        reasons = [
+            d.reason for d in decode_into(into, TOPIC, _encode(batch, form), gateways=gateways)
+        ]
+        assert reasons == [d.reason for d in dead]
+        assert list(into) == want
+        assert list(into.batch()) == want
 
 
 @settings(max_examples=100, deadline=None)
@@ -94,22 +107,28 @@ def test_a_batch_of_plain_fixes_stays_as_decoded(batch: list[dict[str, Any]], fo
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.tuples(_batches, st.sampled_from(["json", "msgpack"])), max_size=4))
+@given(
+    st.lists(st.tuples(_batches, st.sampled_from(["json", "msgpack"])), max_size=4),
+    st.sampled_from([ALLOWED, BOOK]),
+)
 def test_the_ledger_rows_of_decoded_lines_are_those_of_their_records(
-    msgs: list[tuple[list[dict[str, Any]], str]],
+    msgs: list[tuple[list[dict[str, Any]], str]], gateways: dict[str, GatewayTags]
 ) -> None:
+    """Decoded lines, columns (a msgpack batch through the gateway book), and both in one
+    batch (the columns become lines then)."""
     into = FixLines()
     for batch, form in msgs:
-        decode_into(into, TOPIC, _encode(batch, form), gateways=ALLOWED)
+        decode_into(into, TOPIC, _encode(batch, form), gateways=gateways)
+    got = into.batch()
     head = Head(7, 3, b"\x01" * 32)
-    a = LedgerWriter(head).rows([Step("batch", 1.7e9, into)], [])
-    b = LedgerWriter(head).rows([Step("batch", 1.7e9, list(into))], [])
+    a = LedgerWriter(head).rows([Step("batch", 1.7e9, got)], [])
+    b = LedgerWriter(head).rows([Step("batch", 1.7e9, list(got))], [])
     assert a == b
-    assert len(a) == 1 + len(into)
-    _same_records_rows(into)
+    assert len(a) == 1 + len(got)
+    _same_records_rows(got)
 
 
-def _same_records_rows(into: FixLines) -> None:
+def _same_records_rows(into: Sequence[Record]) -> None:
     """A records row (and where it placed each device's records) of decoded lines is the
     one of their records."""
     head = Head(7, 3, b"\x01" * 32)
@@ -124,21 +143,28 @@ def _same_records_rows(into: FixLines) -> None:
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(_fix, min_size=1, max_size=12), st.sampled_from(["json", "msgpack"]))
+@given(
+    st.lists(_fix, min_size=1, max_size=12),
+    st.sampled_from(["json", "msgpack"]),
+    st.sampled_from([ALLOWED, BOOK]),
+)
 def test_a_records_row_of_plain_fixes_is_that_of_their_records(
-    batch: list[dict[str, Any]], form: str
+    batch: list[dict[str, Any]], form: str, gateways: dict[str, GatewayTags]
 ) -> None:
     """Plain lines (with or without "type": "fix", coordinates given as integers) are
-    written as decoded; the bytes are encode_record's."""
+    written as decoded, and so are columns; the bytes are encode_record's."""
     plain = [
         el
         for el in batch
         if el["tag"] in ("T1", "T2", "T},{", 'T"type":') and _alone(el) and "extra" not in el
     ]
     into = FixLines()
-    decode_into(into, TOPIC, _encode(plain, form), gateways=ALLOWED)
+    decode_into(into, TOPIC, _encode(plain, form), gateways=gateways)
     assert into.plain
-    _same_records_rows(into)
+    got = into.batch()
+    if plain and form == "msgpack" and gateways is BOOK:
+        assert isinstance(got, FixColumns)  # (the point of the book)
+    _same_records_rows(got)
 
 
 @settings(max_examples=60, deadline=None)

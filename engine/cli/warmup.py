@@ -118,7 +118,7 @@ def _warm(settings: Settings, shard: Shard | None) -> list[str]:
         for payload in (json.dumps(items).encode(), msgspec.msgpack.encode(items)):
             batch = FixLines()
             decode_into(batch, "tagwatch/v1/gateway/GW/fixes", payload, gateways=p.gateways)
-            run(batch, t)
+            run(batch.batch(), t)
             rows.extend(batch)
         single = FixLines()
         for tag in tags[:3]:

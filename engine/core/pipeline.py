@@ -32,7 +32,7 @@ from engine.core.transit import Routes
 from engine.core.victims import Proximity
 from engine.settings import Settings
 from engine.wire.alerts import Alert, Evidence
-from engine.wire.decode import GatewayTags
+from engine.wire.decode import GatewayBook
 from engine.wire.records import (
     EVENT_CODE,
     FIX_DTYPE,
@@ -78,7 +78,7 @@ class Pipeline:
         self.settings = st = settings or Settings()
         self.zoneset = zoneset
         # What each gateway may speak for (decoding checks a gateway batch against it)
-        self.gateways = {g.id: GatewayTags(g.tags) for g in zoneset.gateways}
+        self.gateways = GatewayBook({g.id: g.tags for g in zoneset.gateways})
         self.table = compile_zones(zoneset)
         self.registry = reg = Registry(zoneset, self.table.subject_ids)
         self._route = routes(reg.slot_of, zoneset.elsewhere)  # (intake/columns.py)

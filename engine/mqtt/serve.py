@@ -241,14 +241,14 @@ class Engine:
     def _decide(self, items: list[Incoming]) -> tuple[Step, BatchResult, list[DeadLetter]]:
         """Decode and run the pipeline (a worker thread: kernels drop the GIL): the step,
         what it decided and its dead letters, for `_take` (on the loop's thread)."""
-        recs = FixLines()  # a gateway's plain fixes stay as decoded (no object a fix)
+        recs = FixLines()  # a gateway's plain fixes stay columns or lines (no object a fix)
         dead: list[DeadLetter] = []
         for it in items:
             d = decode_into(recs, it.topic, it.payload, self.limits, self.pipeline.gateways)
             if d and self.shard is not None and not self.routing.speaks_for(it.topic):
                 continue  # a gateway's bad batch: the shard that owns the gateway keeps it
             dead.extend(d)
-        step = Step("batch", self.clock(), recs)
+        step = Step("batch", self.clock(), recs.batch())
         res = recovery.apply(self.pipeline, step)
         # Records refused leaving no trace (over the rate limit...) are dead letters only:
         # the step replays the same without them, and a flood costs no ledger row each

@@ -55,7 +55,7 @@ import msgspec
 from engine.store.records import fastroot, merkle
 from engine.store.sql.conn import Conn
 from engine.wire.decode import decode_replay_line
-from engine.wire.fastpath import FixLines
+from engine.wire.fastpath import FixColumns, FixLines
 from engine.wire.records import Record
 from engine.wire.replayline import encoded, encoded_columns
 
@@ -133,7 +133,7 @@ class Step:
             return self
         drop = set(rows)
         kept: Sequence[Record]
-        if isinstance(self.records, FixLines):  # decoded lines stay as they are
+        if isinstance(self.records, FixLines | FixColumns):  # lines, columns stay so
             kept = self.records.without(drop)
         else:
             kept = [r for i, r in enumerate(self.records) if i not in drop]

@@ -21,13 +21,16 @@ from engine.wire.bounds import (
     T_MIN,
     Limits,
 )
+from engine.wire.columnar import TagLookup, scan
 from engine.wire.fastpath import (
     DEC_FIX_LINES,
     DEC_FIX_LINES_MSGPACK,
     DEC_MANY,
     DEC_ONE,
     DEC_OT,
+    FixColumns,
     FixLines,
+    TagTable,
     _FixLine,
     _In,
     fast_event,
@@ -53,6 +56,7 @@ from engine.wire.topics import parse_input
 from engine.wire.validate import slow_decode, validate_event, validate_fix, validate_owntracks
 
 __all__ = [
+    "GatewayBook",
     "GatewayTags",
     "Limits",
     "Result",
@@ -82,6 +86,30 @@ class GatewayTags(frozenset[str]):
         return got[1]
 
 
+class GatewayBook(dict[str, GatewayTags]):
+    """The gateways by id, and what their msgpack batches are decoded against
+    (engine/wire/columnar.py): one `TagTable` of the tags any of them may speak for, and
+    per gateway a `TagLookup` of its own that pass the id checks, each made when first
+    needed (per id length limit)."""
+
+    def __init__(self, gateways: Mapping[str, Collection[str]]) -> None:
+        super().__init__((g, GatewayTags(tags)) for g, tags in gateways.items())
+        self.table = TagTable()
+        self._codes: dict[str, int] = {}
+        self._lookups: dict[tuple[str, int], TagLookup] = {}
+
+    def lookup(self, gw: str, max_id_len: int) -> TagLookup:
+        got = self._lookups.get((gw, max_id_len))
+        if got is None:
+            tags = sorted(self[gw].plain(max_id_len))
+            for t in tags:
+                if t not in self._codes:
+                    self._codes[t] = len(self.table.names)
+                    self.table.names.append(t)
+            got = self._lookups[gw, max_id_len] = TagLookup(tags, [self._codes[t] for t in tags])
+        return got
+
+
 def decode_message(
     topic: str, payload: bytes, limits: Limits = DEFAULT_LIMITS, gateways: Gateways | None = None
 ) -> Result:
@@ -100,7 +128,9 @@ def decode_message(
     appear; an OwnTracks fix has ``seq = t = tst`` (integer seconds) and no ``src``.
     """
     recs, dead_ = _guarded(topic, payload, limits, gateways)
-    return (list(recs) if isinstance(recs, FixLines) else cast("list[Record]", recs)), dead_
+    return (
+        list(recs) if isinstance(recs, FixLines | FixColumns) else cast("list[Record]", recs)
+    ), dead_
 
 
 def decode_into(
@@ -259,11 +289,14 @@ def _gateway(
     if allowed is None:
         reason = f"gateway {show(gw)} is not in the subjects file's [[gateways]]"
         return dead(topic, payload, reason)
-    head = payload.lstrip()[:1]
-    if head == b"[":
-        dec: Any = DEC_MANY
-    elif payload[:1] and payload[0] in _MSGPACK_ARRAY:
-        dec = GW_MSGPACK
+    if payload[:1] and payload[0] in _MSGPACK_ARRAY:
+        dec: Any = GW_MSGPACK
+        if isinstance(gateways, GatewayBook):  # the usual batch: straight into columns
+            cols = scan(payload, gateways.lookup(gw, limits.max_id_len), gateways.table)
+            if cols is not None:
+                return cols, []
+    elif payload.lstrip()[:1] == b"[":
+        dec = DEC_MANY
     else:
         why = "gateway payload must be a JSON array or a msgpack array of fixes and events"
         return dead(topic, payload, f"{why}, each with its tag; got {show(payload[:16])}")

@@ -137,33 +137,62 @@ class FixLines(_Batch):
     """A batch of records in order, where a plain fix line stays as the decoder made it
     (`_FixLine`, no record object per fix): the pipeline takes the columns of an all-plain
     batch straight from them (engine/core/intake/columns.py); indexing gives the record,
-    as `fix_line` would."""
+    as `fix_line` would. A gateway's msgpack batches come as columns (`FixColumns`,
+    engine/wire/columnar.py): while the batch holds nothing else they stay columns, and
+    `batch()` gives them as one; anything else added turns them into lines first."""
 
-    __slots__ = ("items", "plain")
+    __slots__ = ("chunks", "items", "plain")
 
     def __init__(self) -> None:
         self.items: list[_FixLine | Record] = []
         self.plain = True  # every item a _FixLine
+        self.chunks: list[FixColumns] = []  # columns not yet lines (only while no items)
+
+    def _lines(self) -> None:
+        """The columns held so far, as lines (something else is being added)."""
+        chunks, self.chunks = self.chunks, []
+        for c in chunks:
+            self.items.extend(c.lines())
 
     def add_line(self, s: _FixLine) -> None:
         """A decoded line that `plain_tag` passed (what `fix_line` takes)."""
+        if self.chunks:
+            self._lines()
         self.items.append(s)
 
     def add(self, r: Record) -> None:
+        if self.chunks:
+            self._lines()
         self.items.append(r)
         self.plain = False
 
     def extend(self, rs: Sequence[Record]) -> None:
-        """Add records; another FixLines' plain lines stay lines."""
+        """Add records; another FixLines' plain lines stay lines, and columns stay columns
+        while there is nothing else."""
+        if isinstance(rs, FixColumns):
+            if not self.items and (not self.chunks or self.chunks[0].table is rs.table):
+                self.chunks.append(rs)
+                return
+            rs = FixLines.of_lines(rs.lines())
+        if self.chunks:
+            self._lines()
         if isinstance(rs, FixLines):
+            rs._lines()
             self.items.extend(rs.items)
             self.plain = self.plain and rs.plain
         elif rs:
             self.items.extend(rs)
             self.plain = False
 
+    def batch(self) -> FixLines | FixColumns:
+        """What was added: one `FixColumns` when it was columns only."""
+        if not self.chunks:
+            return self
+        return self.chunks[0] if len(self.chunks) == 1 else FixColumns.concat(self.chunks)
+
     def without(self, drop: Collection[int]) -> FixLines:
         """This batch minus the items at the indices in `drop` (plain lines stay lines)."""
+        self._lines()
         out = FixLines()
         items = self.items
         if len(drop) < 64:
@@ -183,9 +212,10 @@ class FixLines(_Batch):
         return out
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.items) + sum(len(c) for c in self.chunks)
 
     def at(self, i: int) -> Record:
+        self._lines()
         return _record(self.items[i])
 
 
@@ -193,12 +223,19 @@ class TagTable:
     """Tag ids by code, as a replay reader process sends them (each the first time it
     appears), and each code's slot in the registry last asked (`slots`)."""
 
-    __slots__ = ("_of", "_slots", "names")
+    __slots__ = ("_names", "_of", "_slots", "names")
 
     def __init__(self) -> None:
         self.names: list[str] = []
         self._slots = np.zeros(0, dtype=np.int32)
         self._of: object = None
+        self._names = np.zeros(0, dtype=object)
+
+    def name_array(self) -> np.ndarray:
+        """`names` as a numpy array of str (indexed by a column of codes), kept."""
+        if self._names.shape[0] != len(self.names):
+            self._names = np.array(self.names, dtype=object)
+        return self._names
 
     def slots(self, slot_of: Mapping[str, int]) -> np.ndarray:
         """Each code's slot (-1: unknown). The answer is kept for the mapping it was
@@ -244,6 +281,49 @@ class FixColumns(_Batch):
         return [
             codes,
             *(np.array(c, dtype=d) for c, d in zip(fix_fields(items), _DTYPES, strict=True)),
+        ]
+
+    def columns(self) -> list[np.ndarray]:
+        return [self.code, self.seq, self.t, self.lat, self.lon, self.acc, self.batt,
+                self.src, self.boot]  # fmt: skip
+
+    @classmethod
+    def concat(cls, parts: Sequence[FixColumns]) -> FixColumns:
+        """One batch of `parts` in order (their tags coded in one table)."""
+        cols = zip(*(p.columns() for p in parts), strict=True)
+        return cls(parts[0].table, [np.concatenate(c) for c in cols])
+
+    def without(self, drop: Collection[int]) -> FixColumns:
+        """This batch minus the rows at the indices in `drop`."""
+        keep = np.ones(len(self), dtype=np.bool_)
+        keep[np.fromiter(drop, dtype=np.int64, count=len(drop))] = False
+        return FixColumns(self.table, [c[keep] for c in self.columns()])
+
+    def lines(self) -> list[_FixLine]:
+        """The rows as the plain fix lines they were (no `type`): encoded, each is the
+        replay line `encode_record` makes of its record."""
+        tags = self.table.name_array()[self.code].tolist()
+        main = (tags, self.seq.tolist(), self.t.tolist(), self.lat.tolist(),
+                self.lon.tolist(), self.acc.tolist())  # fmt: skip
+        batt, src, boot = self.batt, self.src, self.boot
+        if not ((batt >= 0).any() or (src != 255).any() or (boot >= 0).any()):
+            return list(map(_FixLine, *main))
+        return [
+            _FixLine(
+                tag,
+                seq,
+                t,
+                lat,
+                lon,
+                acc,
+                None if b < 0 else b,
+                cast("Any", _SRC_NAME[s]),
+                None,
+                None if bo < 0 else bo,
+            )
+            for tag, seq, t, lat, lon, acc, b, s, bo in zip(
+                *main, batt.tolist(), src.tolist(), boot.tolist(), strict=True
+            )
         ]
 
     def __len__(self) -> int:

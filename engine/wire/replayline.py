@@ -11,7 +11,7 @@ from typing import Any, cast
 import msgspec
 
 from engine.wire.bounds import Limits
-from engine.wire.fastpath import DEC_ONE, FixLines, _In, fast_event, fast_fix, plain_tag
+from engine.wire.fastpath import DEC_ONE, FixColumns, FixLines, _In, fast_event, fast_fix, plain_tag
 from engine.wire.fastpath import _FixLine as FixLine
 from engine.wire.reasons import SURROGATE, Rejected, Result, as_bytes, dead, kind, show, too_big
 from engine.wire.records import FixRecord, Record
@@ -138,8 +138,14 @@ def encoded_columns(
     records: Sequence[Record],
 ) -> tuple[Sequence[bool], Sequence[str], Sequence[int], Sequence[float], bytes]:
     """`encoded`'s columns (is a fix, device, seq, t) and its lines joined by newlines (a
-    records row's body) at once. A plain `FixLines` whose lines came without "type" is
-    encoded in one call (newline-delimited JSON)."""
+    records row's body) at once. `FixColumns`, and a plain `FixLines` whose lines came
+    without "type", are encoded in one call (newline-delimited JSON)."""
+    if isinstance(records, FixLines):
+        records = records.batch()
+    if isinstance(records, FixColumns) and len(records):  # lines made without "type"
+        body = _enc.encode_lines(records.lines())[:-1]
+        tags = records.table.name_array()[records.code].tolist()
+        return [True] * len(tags), tags, records.seq.tolist(), records.t.tolist(), body
     if isinstance(records, FixLines) and records.plain and records.items:
         items = cast("list[FixLine]", records.items)
         body = _enc.encode_lines(items)[:-1]  # each line ends in a newline
