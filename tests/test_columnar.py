@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import engine.wire.columnar as columnar
-from engine.wire.columnar import TagLookup, scan
+from engine.wire.columnar import SKIP, TagLookup, scan
 from engine.wire.decode import GatewayBook, decode_message
 from engine.wire.fastpath import DEC_FIX_LINES_MSGPACK, FixColumns, FixLines, TagTable, fix_fields
 from engine.wire.replayline import encode_record
@@ -31,6 +31,8 @@ NOT_PLAIN = ["T+", "T#", ""]
 TABLE = TagTable()
 TABLE.names = ["X0", *ALLOWED]  # codes in a shared table start anywhere
 LOOKUP = TagLookup(ALLOWED, [1, 2, 3, 4])
+# A shard's: T2 and the long tag are another shard's, their elements left out
+SHARD = TagLookup(ALLOWED, [1, SKIP, 3, SKIP])
 
 
 def _oracle(payload: bytes) -> list[Any] | None:
@@ -167,6 +169,24 @@ def test_what_msgspec_writes_the_kernel_takes_as_the_typed_decoder_does(
     if got is not None:
         assert want is not None
         _same(got, want)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_batch)
+def test_a_shards_kernel_leaves_the_other_shards_elements_out(
+    batch: list[dict[str, Any]],
+) -> None:
+    """The same batch with T2 and the long tag SKIP: the rest, in order, each with its
+    own optional fields (never those of a skipped element before it), and a count."""
+    payload = msgspec.msgpack.encode(batch)
+    want = _oracle(payload)
+    got = scan(payload, SHARD, TABLE)
+    assert (got is None) == (want is None)
+    if got is not None and want is not None:
+        skip = {TABLE.names.index("T2"), TABLE.names.index("T" * 40)}
+        keep = [i for i, c in enumerate(want[0]) if c not in skip]
+        _same(got, [[col[i] for i in keep] for col in want])
+        assert got.skipped == len(want[0]) - len(keep)
 
 
 @settings(max_examples=400, deadline=None)

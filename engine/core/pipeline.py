@@ -33,6 +33,7 @@ from engine.core.victims import Proximity
 from engine.settings import Settings
 from engine.wire.alerts import Alert, Evidence
 from engine.wire.decode import GatewayBook
+from engine.wire.fastpath import FixColumns, FixLines
 from engine.wire.records import (
     EVENT_CODE,
     FIX_DTYPE,
@@ -78,7 +79,7 @@ class Pipeline:
         self.settings = st = settings or Settings()
         self.zoneset = zoneset
         # What each gateway may speak for (decoding checks a gateway batch against it)
-        self.gateways = GatewayBook({g.id: g.tags for g in zoneset.gateways})
+        self.gateways = GatewayBook({g.id: g.tags for g in zoneset.gateways}, zoneset.elsewhere)
         self.table = compile_zones(zoneset)
         self.registry = reg = Registry(zoneset, self.table.subject_ids)
         self._route = routes(reg.slot_of, zoneset.elsewhere)  # (intake/columns.py)
@@ -250,6 +251,10 @@ class Pipeline:
         cols: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [], [])
         slots, seqs, ts, lats, lons, accs, batts, srcs, events = cols
         boots: list[int] = []
+        if isinstance(records, FixLines):
+            records = records.batch()
+        if isinstance(records, FixColumns):  # other shards' elements a gateway sent, skipped
+            res.elsewhere += records.skipped
         usual = usual_columns(records, self._route)
         if usual is not None:
             rows, cols, boots, elsewhere = usual

@@ -6,7 +6,9 @@ read their fields back into lists and the lists into numpy: together about 1.3 Â
 fix's ~3 Âµs on a shard's gateway backlog, most of it for the other shard's elements,
 which a shard reads only to skip. The kernel walks the msgpack bytes once and writes the
 columns `FixColumns` holds, each tag looked up in a hash table of the tags the gateway may
-speak for (its code in the gateway book's `TagTable`).
+speak for (its code in the gateway book's `TagTable`). A shard's book codes the other
+shards' tags SKIP: their elements are checked as the rest and left out, so they cost a
+shard neither rows nor the masks that would drop them later.
 
 It accepts only what the typed decoder (`fastpath._FixLine`, `list[_FixLine]`) accepts
 with every tag plain and the gateway's, and is stricter where that is simpler: a
@@ -41,6 +43,7 @@ def njit_inline(fn: F) -> F:
 
 
 _MASK = (1 << 62) - 1  # hashes stay in 62 bits: the same under numba's int64 and Python's int
+SKIP = -2  # a tag's code in a `TagLookup` when its elements are to be left out
 
 
 def _packed(word: str) -> int:
@@ -141,10 +144,11 @@ def _number(
 @njit
 def _scan(
     buf: np.ndarray, blob: np.ndarray, starts: np.ndarray, codes: np.ndarray, table: np.ndarray
-) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+) -> tuple[int, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
            np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
-    """(status, code, seq, t, lat, lon, acc, batt, src, boot) of a msgpack array of plain
-    fix lines; status 0: every element was one, each tag in the table (`TagLookup`)."""
+    """(status, skipped, code, seq, t, lat, lon, acc, batt, src, boot) of a msgpack array of plain
+    fix lines; status 0: every element was one, each tag in the table (`TagLookup`). The
+    elements of a tag whose code is SKIP (another shard's) are read and left out."""
     size = buf.shape[0]
     n, pos = -1, 0
     if size:
@@ -163,14 +167,15 @@ def _scan(
     lat = np.empty(n, dtype=np.float64)
     lon = np.empty(n, dtype=np.float64)
     acc = np.empty(n, dtype=np.float64)
-    batt = np.full(n, -1, dtype=np.int16)
-    src = np.full(n, 255, dtype=np.uint8)
-    boot = np.full(n, -1, dtype=np.int64)
-    status = 1
+    batt = np.empty(n, dtype=np.int16)
+    src = np.empty(n, dtype=np.uint8)
+    boot = np.empty(n, dtype=np.int64)
+    status, r = 1, 0
     if n:
-        status = _elements(buf, pos, blob, starts, codes, table, code, seq, t, lat, lon, acc,
-                           batt, src, boot)  # fmt: skip
-    return status, code, seq, t, lat, lon, acc, batt, src, boot
+        status, r = _elements(buf, pos, blob, starts, codes, table, code, seq, t, lat, lon, acc,
+                              batt, src, boot)  # fmt: skip
+    return (status, n - r, code[:r], seq[:r], t[:r], lat[:r], lon[:r], acc[:r], batt[:r],
+            src[:r], boot[:r])  # fmt: skip
 
 
 @njit_inline
@@ -178,16 +183,18 @@ def _elements(
     buf: np.ndarray, pos: int, blob: np.ndarray, starts: np.ndarray, codes: np.ndarray,
     table: np.ndarray, code: np.ndarray, seq: np.ndarray, t: np.ndarray, lat: np.ndarray,
     lon: np.ndarray, acc: np.ndarray, batt: np.ndarray, src: np.ndarray, boot: np.ndarray,
-) -> int:  # fmt: skip
-    """`_scan`'s elements from `pos` into the columns: 0, or what was not a plain fix."""
+) -> tuple[int, int]:  # fmt: skip
+    """`_scan`'s elements from `pos` into the columns: (0, or what was not a plain fix;
+    the rows written). A row is written over again when its element is skipped."""
     size = buf.shape[0]
     u64 = np.zeros(1, dtype=np.uint64)
     u32 = np.zeros(1, dtype=np.uint32)
     f64, f32 = u64.view(np.float64), u32.view(np.float32)
     mask = table.shape[0] - 1
-    for e in range(code.shape[0]):
+    e = 0  # the row being written
+    for _ in range(code.shape[0]):
         if pos >= size:
-            return 2
+            return 2, e
         c = int(buf[pos])
         if 0x80 <= c <= 0x8F:
             m, pos = c - 0x80, pos + 1
@@ -196,14 +203,15 @@ def _elements(
         elif c == 0xDF and pos + 5 <= size:
             m, pos = _uint(buf, pos + 1, 4), pos + 5
         else:
-            return 3
+            return 3, e
         seen = 0
+        batt[e], src[e], boot[e] = -1, 255, -1  # (absent, unless the element says)
         for _ in range(m):
             if pos >= size:
-                return 4
+                return 4, e
             a, k, pos = _str(buf, pos)
             if k < 0:
-                return 5
+                return 5, e
             key = _word(buf, a, k)
             if key == _K_TAG and k == 3:
                 f = _TAG
@@ -226,9 +234,9 @@ def _elements(
             elif key == _K_BOOT and k == 4:
                 f = _BOOT
             else:
-                return 6  # an unknown field (the typed decoder forbids them)
+                return 6, e  # an unknown field (the typed decoder forbids them)
             if seen & (1 << f) or pos >= size:
-                return 7  # a key twice: the usual way decides which counts
+                return 7, e  # a key twice: the usual way decides which counts
             seen |= 1 << f
             if buf[pos] == 0xC0 and f >= _BATT:  # nil: an optional field absent
                 pos += 1
@@ -236,12 +244,12 @@ def _elements(
             if f == _TAG:
                 a, k, pos = _str(buf, pos)
                 if k < 0:
-                    return 8
+                    return 8, e
                 slot = _hash(buf, a, a + k) & mask
                 while True:
                     i = table[slot]
                     if i < 0:
-                        return 9  # not a tag this gateway may speak for (or not plain)
+                        return 9, e  # not a tag this gateway may speak for (or not plain)
                     lo, hi = starts[i], starts[i + 1]
                     if hi - lo == k:
                         j = 0
@@ -256,7 +264,7 @@ def _elements(
                 w = -1 if k < 0 else _word(buf, a, k)
                 if f == _TYPE:
                     if not (w == _V_FIX and k == 3):
-                        return 10
+                        return 10, e
                 elif w == _V_GPS and k == 3:
                     src[e] = 0
                 elif w == _V_WIFI and k == 4:
@@ -264,14 +272,14 @@ def _elements(
                 elif w == _V_CELL and k == 4:
                     src[e] = 2
                 else:
-                    return 11
+                    return 11, e
             else:
                 kind, iv, fv, pos = _number(buf, pos, f64, u64, f32, u32)
                 if kind == 0:
-                    return 12
+                    return 12, e
                 if f == _SEQ or f == _BATT or f == _BOOT:  # noqa: SIM109 (numba)
                     if kind != 1 or iv < 0 or (f == _BATT and iv > 100):
-                        return 13  # (an int64 read is at most SEQ_MAX)
+                        return 13, e  # (an int64 read is at most SEQ_MAX)
                     if f == _SEQ:
                         seq[e] = iv
                     elif f == _BATT:
@@ -282,23 +290,25 @@ def _elements(
                 x = float(iv) if kind == 1 else fv
                 if f == _T:
                     if not T_MIN <= x < T_MAX:
-                        return 14
+                        return 14, e
                     t[e] = x
                 elif f == _LAT:
                     if not -90.0 <= x <= 90.0:
-                        return 15
+                        return 15, e
                     lat[e] = x
                 elif f == _LON:
                     if not -180.0 <= x <= 180.0:
-                        return 16
+                        return 16, e
                     lon[e] = x
                 elif not 0.0 < x <= ACC_MAX_M:
-                    return 17
+                    return 17, e
                 else:
                     acc[e] = x
         if seen & _REQUIRED != _REQUIRED:
-            return 18
-    return 0 if pos == size else 19  # (19: trailing bytes)
+            return 18, e
+        if code[e] != SKIP:
+            e += 1
+    return (0 if pos == size else 19), e  # (19: trailing bytes)
 
 
 class TagLookup:
@@ -313,28 +323,27 @@ class TagLookup:
         raw = [t.encode("utf-8") for t in tags]
         self.blob = np.frombuffer(b"".join(raw) or b"\0", dtype=np.uint8).copy()
         self.starts = np.zeros(len(raw) + 1, dtype=np.int64)
-        np.cumsum([len(r) for r in raw], out=self.starts[1:])
+        np.cumsum(np.fromiter(map(len, raw), dtype=np.int64, count=len(raw)), out=self.starts[1:])
         self.codes = np.asarray(codes, dtype=np.int32)
-        size = 1 << max(3, (2 * len(raw)).bit_length())
-        self.table = np.full(size, -1, dtype=np.int32)
-        for i, r in enumerate(raw):
-            slot = _hash_py(r) & (size - 1)
-            while self.table[slot] >= 0:
-                slot = (slot + 1) & (size - 1)
-            self.table[slot] = i
+        self.table = np.full(1 << max(3, (2 * len(raw)).bit_length()), -1, dtype=np.int32)
+        _place(self.blob, self.starts, self.table)
 
 
-def _hash_py(raw: bytes) -> int:
-    """`_hash` of a whole bytes string (building the table: the same hash as the kernel)."""
-    h = 7
-    for b in raw:
-        h = (h * 31 + b) & _MASK
-    return h
+@njit
+def _place(blob: np.ndarray, starts: np.ndarray, table: np.ndarray) -> None:
+    """Each tag's index in the hash table, where `_elements` looks for it."""
+    mask = table.shape[0] - 1
+    for i in range(starts.shape[0] - 1):
+        slot = _hash(blob, starts[i], starts[i + 1]) & mask
+        while table[slot] >= 0:
+            slot = (slot + 1) & mask
+        table[slot] = i
 
 
 def scan(payload: bytes, lookup: TagLookup, table: TagTable) -> FixColumns | None:
-    """The columns of a gateway's msgpack batch of plain fixes, tags coded in `table`;
-    None when it holds anything else (the usual way decodes it, and finds the reason)."""
-    status, *cols = _scan(np.frombuffer(payload, dtype=np.uint8), lookup.blob, lookup.starts,
-                          lookup.codes, lookup.table)  # fmt: skip
-    return None if status else FixColumns(table, cols)
+    """The columns of a gateway's msgpack batch of plain fixes, tags coded in `table`, less
+    the elements of tags `lookup` codes SKIP (counted in `skipped`); None when it holds
+    anything else (the usual way decodes it, and finds the reason)."""
+    status, skipped, *cols = _scan(np.frombuffer(payload, dtype=np.uint8), lookup.blob,
+                                   lookup.starts, lookup.codes, lookup.table)  # fmt: skip
+    return None if status else FixColumns(table, cols, skipped)

@@ -21,7 +21,7 @@ from engine.wire.bounds import (
     T_MIN,
     Limits,
 )
-from engine.wire.columnar import TagLookup, scan
+from engine.wire.columnar import SKIP, TagLookup, scan
 from engine.wire.fastpath import (
     DEC_FIX_LINES,
     DEC_FIX_LINES_MSGPACK,
@@ -90,10 +90,14 @@ class GatewayBook(dict[str, GatewayTags]):
     """The gateways by id, and what their msgpack batches are decoded against
     (engine/wire/columnar.py): one `TagTable` of the tags any of them may speak for, and
     per gateway a `TagLookup` of its own that pass the id checks, each made when first
-    needed (per id length limit)."""
+    needed (per id length limit). A shard's book leaves out the other shards' tags
+    (`elsewhere`): their elements are checked and skipped, not decoded."""
 
-    def __init__(self, gateways: Mapping[str, Collection[str]]) -> None:
+    def __init__(
+        self, gateways: Mapping[str, Collection[str]], elsewhere: Collection[str] = ()
+    ) -> None:
         super().__init__((g, GatewayTags(tags)) for g, tags in gateways.items())
+        self.elsewhere = frozenset(elsewhere)  # a shard's: the others' tags, left out (SKIP)
         self.table = TagTable()
         self._codes: dict[str, int] = {}
         self._lookups: dict[tuple[str, int], TagLookup] = {}
@@ -103,10 +107,11 @@ class GatewayBook(dict[str, GatewayTags]):
         if got is None:
             tags = sorted(self[gw].plain(max_id_len))
             for t in tags:
-                if t not in self._codes:
+                if t not in self._codes and t not in self.elsewhere:
                     self._codes[t] = len(self.table.names)
                     self.table.names.append(t)
-            got = self._lookups[gw, max_id_len] = TagLookup(tags, [self._codes[t] for t in tags])
+            codes = [SKIP if t in self.elsewhere else self._codes[t] for t in tags]
+            got = self._lookups[gw, max_id_len] = TagLookup(tags, codes)
         return got
 
 

@@ -257,10 +257,11 @@ class FixColumns(_Batch):
     the records `FixLines` of the same lines holds, without an object per fix. `batt`,
     `boot` -1 and `src` 255: absent. Indexing gives the record."""
 
-    __slots__ = ("acc", "batt", "boot", "code", "lat", "lon", "seq", "src", "t", "table")
+    __slots__ = ("acc", "batt", "boot", "code", "lat", "lon", "seq", "skipped", "src", "t", "table")
 
-    def __init__(self, table: TagTable, cols: Sequence[np.ndarray]) -> None:
+    def __init__(self, table: TagTable, cols: Sequence[np.ndarray], skipped: int = 0) -> None:
         self.table = table
+        self.skipped = skipped  # other shards' elements left out (engine/wire/columnar.py)
         (
             self.code,
             self.seq,
@@ -291,7 +292,7 @@ class FixColumns(_Batch):
     def concat(cls, parts: Sequence[FixColumns]) -> FixColumns:
         """One batch of `parts` in order (their tags coded in one table)."""
         cols = zip(*(p.columns() for p in parts), strict=True)
-        return cls(parts[0].table, [np.concatenate(c) for c in cols])
+        return cls(parts[0].table, [np.concatenate(c) for c in cols], sum(p.skipped for p in parts))
 
     def without(self, drop: Collection[int]) -> FixColumns:
         """This batch minus the rows at the indices in `drop`."""
