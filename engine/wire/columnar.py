@@ -54,10 +54,9 @@ def _packed(word: str) -> int:
 # The fields of a plain fix line (`_FixLine`), by number; the first six are required
 _TAG, _SEQ, _T, _LAT, _LON, _ACC, _BATT, _SRC, _TYPE, _BOOT = range(10)
 _REQUIRED = 0b111111
-_K_TAG, _K_SEQ, _K_LAT, _K_LON, _K_ACC, _K_SRC = map(
-    _packed, ("tag", "seq", "lat", "lon", "acc", "src")
-)
-_K_T, _K_BATT, _K_TYPE, _K_BOOT = map(_packed, ("t", "batt", "type", "boot"))
+_NAMES = ("tag", "seq", "t", "lat", "lon", "acc", "batt", "src", "type", "boot")  # in that order
+_KEYS = np.array([_packed(k) for k in _NAMES], dtype=np.int64)
+_KEY_LENS = np.array([len(k) for k in _NAMES], dtype=np.int64)
 _V_GPS, _V_WIFI, _V_CELL, _V_FIX = map(_packed, ("gps", "wifi", "cell", "fix"))  # SRC_CODE 0-2
 
 
@@ -67,6 +66,15 @@ def _hash(buf: np.ndarray, a: int, b: int) -> int:
     for k in range(a, b):
         h = (h * 31 + int(buf[k])) & _MASK
     return h
+
+
+@njit_inline
+def _field(word: int, n: int) -> int:
+    """The field a key names (`_TAG`...), packed by `_word`; -1: none."""
+    for f in range(_KEYS.shape[0]):
+        if word == _KEYS[f] and n == _KEY_LENS[f]:
+            return f
+    return -1
 
 
 @njit_inline
@@ -212,28 +220,8 @@ def _elements(
             a, k, pos = _str(buf, pos)
             if k < 0:
                 return 5, e
-            key = _word(buf, a, k)
-            if key == _K_TAG and k == 3:
-                f = _TAG
-            elif key == _K_SEQ and k == 3:
-                f = _SEQ
-            elif key == _K_T and k == 1:
-                f = _T
-            elif key == _K_LAT and k == 3:
-                f = _LAT
-            elif key == _K_LON and k == 3:
-                f = _LON
-            elif key == _K_ACC and k == 3:
-                f = _ACC
-            elif key == _K_BATT and k == 4:
-                f = _BATT
-            elif key == _K_SRC and k == 3:
-                f = _SRC
-            elif key == _K_TYPE and k == 4:
-                f = _TYPE
-            elif key == _K_BOOT and k == 4:
-                f = _BOOT
-            else:
+            f = _field(_word(buf, a, k), k)
+            if f < 0:
                 return 6, e  # an unknown field (the typed decoder forbids them)
             if seen & (1 << f) or pos >= size:
                 return 7, e  # a key twice: the usual way decides which counts
