@@ -187,3 +187,74 @@ def test_any_bytes_give_records_or_dead_letters_never_an_error(body: bytes) -> N
     recs, dead = decode_message(TOPIC, body, gateways=ALLOWED)
     assert all("internal decode error" not in d.reason for d in dead)
     assert recs or dead or body.strip() in (b"[]", b"\x90")
+
+
+@pytest.mark.mqtt
+@pytest.mark.timeout(180)
+def test_two_shards_each_keep_their_own_tags_of_a_msgpack_batch(mosquitto, tmp_path: Path) -> None:
+    """Twelve subjects a tag on one gateway, their fixes in msgpack batches (read by the
+    columnar kernel) through `serve --shard 0/2` and `1/2`: each shard's ledger holds
+    every fix of its own tags and none of the other's, each walk-in is breached once by
+    the shard that owns it, and neither dead-letters the other's elements."""
+    import sqlite3
+
+    from engine.store.sql.open import shard_target
+    from tests.helpers import ledger_records, square
+    from zones.shard import Shard
+
+    tags = [f"T{k}" for k in range(12)]
+    feats = [{
+        "type": "Feature",
+        "properties": {"id": f"Z{t}", "subject": f"S{t}", "kind": "exclusion"},
+        "geometry": {"type": "Polygon", "coordinates": [square(100.0, cx=3000.0 * k)]},
+    } for k, t in enumerate(tags)]  # fmt: skip
+    subjects = "".join(f'[[subjects]]\nid = "S{t}"\ntags = ["{t}"]\n\n' for t in tags)
+    subjects += f'[[gateways]]\nid = "GW1"\ntags = {json.dumps(tags)}\n'
+    zones, subj = write_world(tmp_path, feats, subjects)
+    t0 = float(int(time.time()) - 3600)
+    walk = [-400.0, -250.0, -40.0, 20.0]  # every tag walks into its own zone
+    batches = [
+        [el(t, i, t0 + 60 * i, 3000.0 * k + dx, batt=90 - i) if k % 3 else el(t, i, t0 + 60 * i,
+         3000.0 * k + dx) for k, t in enumerate(tags)]
+        for i, dx in enumerate(walk)
+    ]  # fmt: skip
+    msgs = [(TOPIC, msgspec.msgpack.encode(b)) for b in batches]
+    db = tmp_path / "tw.db"
+    owner = {t: next(i for i in range(2) if Shard(i, 2).owns(f"S{t}")) for t in tags}
+    assert set(owner.values()) == {0, 1}
+
+    async def scenario() -> list:  # type: ignore[type-arg]
+        async with AlertCollector(mosquitto.host, mosquitto.port) as col:
+            for i in range(2):
+                await wait_online(mosquitto.host, mosquitto.port,
+                                  topic=f"tagwatch/v1/engine/status/{i}-of-2")  # fmt: skip
+            await publish(mosquitto.host, mosquitto.port, msgs)
+            return await col.wait_for(
+                lambda got: len({a.tag for a in got if a.kind == "zone_breach"}) == len(tags)
+            )
+
+    engines = [
+        EngineProcess(
+            mosquitto.host, mosquitto.port, zones, subj, db, extra_args=["--shard", f"{i}/2"]
+        )
+        for i in range(2)
+    ]
+    for eng in engines:
+        eng.start()
+    try:
+        alerts = asyncio.run(scenario())
+    finally:
+        rcs = [eng.stop() for eng in engines]
+    assert rcs == [0, 0], [e.log_text()[-2000:] for e in engines]
+    breaches = [a for a in alerts if a.kind == "zone_breach" and a.state == "open"]
+    assert sorted(a.tag for a in breaches) == sorted(tags)  # each once
+    for i in range(2):
+        con = sqlite3.connect(shard_target(str(db), i, 2))
+        try:
+            got = sorted((d, s) for d, s, k, _ in ledger_records(con) if k == "fix")
+            dead = con.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
+        finally:
+            con.close()
+        mine = sorted((t, s) for t in tags if owner[t] == i for s in range(len(walk)))
+        assert got == mine, f"shard {i}"
+        assert dead == 0
