@@ -323,5 +323,16 @@ def test_columns_then_other_records_keep_their_order() -> None:
     assert [r.seq for r in want] == [1, 1, 2, 3]
 
 
+def test_a_count_no_payload_of_fixes_could_hold_is_refused_at_once() -> None:
+    """An array header claiming more elements than the bytes could hold: not plain fixes
+    (the usual way dead-letters it), and no columns that size are made."""
+    good = msgspec.msgpack.encode([_BASE])
+    for count in (2, 1000, 2**32 - 1):
+        payload = b"\xdd" + struct.pack(">I", count) + good[1:] * 3
+        assert scan(payload, LOOKUP, TABLE) is None
+        assert _oracle(payload) is None
+    assert scan(b"\xdd" + struct.pack(">I", 3) + good[1:] * 3, LOOKUP, TABLE) is not None
+
+
 def test_the_kernels_compile_with_the_projects_numba_options() -> None:
     assert columnar.JIT_OPTIONS == JIT_OPTIONS

@@ -44,6 +44,10 @@ def njit_inline(fn: F) -> F:
 
 _MASK = (1 << 62) - 1  # hashes stay in 62 bits: the same under numba's int64 and Python's int
 SKIP = -2  # a tag's code in a `TagLookup` when its elements are to be left out
+# The fewest bytes a plain fix element takes (a map header, six keys, six values: 31), with
+# room to spare: an array header counting more elements than that is not plain fixes, and
+# the columns a 256 KiB payload can make the kernel allocate stay near a megabyte
+_ELEMENT_MIN = 16
 
 
 def _packed(word: str) -> int:
@@ -167,7 +171,7 @@ def _scan(
             n, pos = _uint(buf, 1, 2), 3
         elif c == 0xDD and size >= 5:
             n, pos = _uint(buf, 1, 4), 5
-    if n < 0 or n > size - pos:  # an element takes a byte at least
+    if n < 0 or n > (size - pos) // _ELEMENT_MIN:  # a hostile count: columns stay small
         n = 0
     code = np.empty(n, dtype=np.int32)
     seq = np.empty(n, dtype=np.int64)
