@@ -73,7 +73,7 @@ def _typed(half: bool) -> int:
             lines = [s for s, m in zip(lines, mine.tolist(), strict=True) if m]
             codes = codes[mine]
         cols = [np.array(c, dtype=d) for c, d in zip(fix_fields(lines), _DTYPES, strict=True)]
-        n += codes.shape[0] + 0 * len(cols)
+        n += cols[0].shape[0]
     return n
 
 

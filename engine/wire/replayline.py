@@ -143,8 +143,8 @@ def encoded_columns(
     if isinstance(records, FixLines):
         records = records.batch()
     if isinstance(records, FixColumns) and len(records):  # lines made without "type"
-        body = _enc.encode_lines(records.lines())[:-1]
-        tags = records.table.name_array()[records.code].tolist()
+        tags = records.tags()
+        body = _enc.encode_lines(records.lines(tags))[:-1]
         return [True] * len(tags), tags, records.seq.tolist(), records.t.tolist(), body
     if isinstance(records, FixLines) and records.plain and records.items:
         items = cast("list[FixLine]", records.items)

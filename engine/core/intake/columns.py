@@ -33,7 +33,18 @@ def usual_columns(
     if isinstance(records, FixLines):
         records = records.batch()
     if isinstance(records, FixColumns):  # a replay reader process's, a gateway's msgpack
-        return _of_columns(records, route)
+        # (a shard's gateway columns hold its own devices only: columnar.py skipped the
+        # others'; a replay reader's of another shard's devices go the record path)
+        slots_a = records.table.slots(route)[records.code]
+        if not slots_a.shape[0] or slots_a.min() < 0:
+            return None
+        n = slots_a.shape[0]
+        return (
+            range(n),
+            (slots_a, *records.columns()[1:-1], np.zeros(n, dtype=np.uint8)),
+            records.boot,
+            [],
+        )
     items: list[Any]
     get = route.get
     if isinstance(records, FixLines):  # decoded lines (no record objects) and fix records
@@ -63,24 +74,3 @@ def usual_columns(
         items, slots = list(map(items.__getitem__, rows)), sa[mine]
     seq, t, lat, lon, acc, batt, src, boot = fix_fields(items)
     return rows, (slots, seq, t, lat, lon, acc, batt, src, [0] * len(slots)), boot, away
-
-
-def _of_columns(
-    records: FixColumns, route: Mapping[str, int]
-) -> tuple[Sequence[int], tuple[Any, ...], Any, list[int]] | None:
-    """`usual_columns` of a batch that is columns already."""
-    slots = records.table.slots(route)[records.code]
-    if not slots.shape[0]:
-        return None
-    rows: Any = range(slots.shape[0])
-    away: list[int] = []
-    cols = records.columns()[1:]
-    if slots.min() < 0:  # others' devices (a shard's share), or unknown
-        if (slots == -1).any():
-            return None  # an unknown device: a dead letter, made by the record path
-        mine = slots >= 0
-        away, rows = np.flatnonzero(~mine).tolist(), np.flatnonzero(mine).tolist()
-        slots, cols = slots[mine], [c[mine] for c in cols]
-    seq, t, lat, lon, acc, batt, src, boot = cols
-    n = slots.shape[0]
-    return rows, (slots, seq, t, lat, lon, acc, batt, src, np.zeros(n, dtype=np.uint8)), boot, away
