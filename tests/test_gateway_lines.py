@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.store.ledger import Head, LedgerWriter, Step
+from engine.store.records.index import Pending
 from engine.wire.decode import (
     GatewayBook,
     GatewayTags,
@@ -175,3 +176,53 @@ def test_a_batch_without_some_items_keeps_the_rest_in_order(n: int, data: st.Dat
     batch.items = [FixRecord(f"T{i}", i, 1.7e9 + i, 51.0, 0.0, 5.0, None, None) for i in range(n)]
     drop = data.draw(st.sets(st.integers(0, max(n - 1, 0)), max_size=n)) if n else set()
     assert batch.without(drop).items == [x for i, x in enumerate(batch.items) if i not in drop]
+
+
+# Plain fixes of two gateways with tags of their own and one in common: a book's table
+# grows when the second one's first batch comes, after the first one's rows were placed.
+_TWO = {"GW1": {"T1", "T2", "T},{"}, "GW2": {"T1", "T5", "T6"}}
+
+
+def _plain_batch(gw: str) -> st.SearchStrategy[tuple[str, list[dict[str, Any]]]]:
+    fix = st.fixed_dictionaries(
+        {
+            "tag": st.sampled_from(sorted(_TWO[gw])),
+            "seq": st.integers(0, 2**40),
+            "t": st.floats(1.0e9, 4.0e9),
+            "lat": st.floats(-90, 90),
+            "lon": st.floats(-180, 180),
+            "acc": st.floats(0.5, 5000),
+        }
+    )
+    return st.tuples(st.just(gw), st.lists(fix, min_size=1, max_size=8))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.one_of(_plain_batch("GW1"), _plain_batch("GW2")), min_size=1, max_size=6),
+    st.lists(st.booleans(), min_size=6, max_size=6),
+)
+def test_the_index_files_columns_as_their_records(
+    msgs: list[tuple[str, list[dict[str, Any]]]], as_records: list[bool]
+) -> None:
+    """Steps of columns (devices as codes into the book's table, which grows between them)
+    and of records, filed in one flush: each device's index row is the one the same steps
+    given as records make, and the rows come in the same order."""
+    book = GatewayBook(_TWO)
+    head_a = head_b = Head(7, 3, b"\x01" * 32)
+    placed_a, placed_b = [], []
+    for (gw, batch), rec in zip(msgs, as_records, strict=False):
+        into = FixLines()
+        topic = f"tagwatch/v1/gateway/{gw}/fixes"
+        assert decode_into(into, topic, msgspec.msgpack.encode(batch), gateways=book) == []
+        got = into.batch()
+        assert isinstance(got, FixColumns)
+        # each written as it comes, as the engine does: later batches grow the table
+        wa, wb = LedgerWriter(head_a, per_step=True), LedgerWriter(head_b, per_step=True)
+        a = wa.rows([Step("batch", 1.7e9, list(got) if rec else got)], [])
+        b = wb.rows([Step("batch", 1.7e9, list(got))], [])
+        assert a == b
+        placed_a += wa.placed
+        placed_b += wb.placed
+        head_a = head_b = Head(a[-1][0], a[-1][2], a[-1][7])
+    assert Pending().rows(placed_a) == Pending().rows(placed_b)

@@ -51,13 +51,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+import numpy as np
 
 from engine.store.records import fastroot, merkle
 from engine.store.sql.conn import Conn
 from engine.wire.decode import decode_replay_line
 from engine.wire.fastpath import FixColumns, FixLines
 from engine.wire.records import Record
-from engine.wire.replayline import encoded, encoded_columns
+from engine.wire.replayline import Column, DeviceCodes, encoded, encoded_columns
 
 GENESIS = bytes(32)
 log = logging.getLogger("tagwatch.ledger")
@@ -239,7 +240,7 @@ class Head:
 
 # Where a records row put each device's records: (row n, devices, is-event flags, seqs,
 # times), in line order; engine/store/records/index.py files them by device.
-Placed = tuple[int, Sequence[str], Sequence[bool], Sequence[int], Sequence[float]]
+Placed = tuple[int, Sequence[str] | DeviceCodes, Column, Column, Column]
 
 
 class LedgerWriter:
@@ -275,7 +276,8 @@ class LedgerWriter:
                     top = records_root(body)
                     prev = _chained(prev, n, RECORDS, step, None, None, None, top)
                     out.append((n, RECORDS, step, None, None, None, body, prev))
-                    self.placed.append((n, devices, [not f for f in fixes], seqs, ts))
+                    events = np.logical_not(np.asarray(fixes, dtype=np.bool_))
+                    self.placed.append((n, devices, events, seqs, ts))
                 continue
             # The records' rows: row_hash's rule in one sha256 call per row (the same
             # bytes; this loop is per accepted record, the engine's busiest write path)

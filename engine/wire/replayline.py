@@ -9,9 +9,19 @@ from collections.abc import Iterator, Sequence
 from typing import Any, cast
 
 import msgspec
+import numpy as np
 
 from engine.wire.bounds import Limits
-from engine.wire.fastpath import DEC_ONE, FixColumns, FixLines, _In, fast_event, fast_fix, plain_tag
+from engine.wire.fastpath import (
+    DEC_ONE,
+    FixColumns,
+    FixLines,
+    TagTable,
+    _In,
+    fast_event,
+    fast_fix,
+    plain_tag,
+)
 from engine.wire.fastpath import _FixLine as FixLine
 from engine.wire.reasons import SURROGATE, Rejected, Result, as_bytes, dead, kind, show, too_big
 from engine.wire.records import FixRecord, Record
@@ -134,18 +144,39 @@ def encoded(records: Sequence[Record]) -> Iterator[tuple[bool, str, int, float, 
             yield r.__class__ is FixRecord, r.device, r.seq, r.t, encode_record(r)
 
 
+class DeviceCodes:
+    """A column of devices as codes into a `TagTable` (`table`), and its names when the
+    column was made (`names`: the table only grows, so they stay right). Iterates as
+    the device ids."""
+
+    __slots__ = ("codes", "names", "table")
+
+    def __init__(self, codes: np.ndarray, table: TagTable) -> None:
+        self.codes, self.table, self.names = codes, table, table.name_array()
+
+    def __len__(self) -> int:
+        return int(self.codes.shape[0])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names[self.codes].tolist())
+
+
+Column = Sequence[Any] | np.ndarray
+
+
 def encoded_columns(
     records: Sequence[Record],
-) -> tuple[Sequence[bool], Sequence[str], Sequence[int], Sequence[float], bytes]:
+) -> tuple[Column, Sequence[str] | DeviceCodes, Column, Column, bytes]:
     """`encoded`'s columns (is a fix, device, seq, t) and its lines joined by newlines (a
     records row's body) at once. `FixColumns`, and a plain `FixLines` whose lines came
-    without "type", are encoded in one call (newline-delimited JSON)."""
+    without "type", are encoded in one call (newline-delimited JSON); columns stay numpy
+    arrays, and their devices codes (`DeviceCodes`)."""
     if isinstance(records, FixLines):
         records = records.batch()
     if isinstance(records, FixColumns) and len(records):  # lines made without "type"
-        tags = records.tags()
-        body = _enc.encode_lines(records.lines(tags))[:-1]
-        return [True] * len(tags), tags, records.seq.tolist(), records.t.tolist(), body
+        body = _enc.encode_lines(records.lines())[:-1]
+        coded = DeviceCodes(records.code, records.table)
+        return np.ones(len(records), dtype=np.bool_), coded, records.seq, records.t, body
     if isinstance(records, FixLines) and records.plain and records.items:
         items = cast("list[FixLine]", records.items)
         body = _enc.encode_lines(items)[:-1]  # each line ends in a newline

@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from itertools import chain
 from typing import NamedTuple
 
 import numpy as np
@@ -30,7 +29,7 @@ import numpy as np
 from engine.store import ledger
 from engine.store.ledger import RECORDS, AlertRow, Head, LedgerWriter, Placed, Row, Step
 from engine.store.sql.conn import Conn, insert_rows
-from engine.wire.replayline import line_place, line_prefix
+from engine.wire.replayline import DeviceCodes, line_place, line_prefix
 
 log = logging.getLogger("tagwatch.ledger")
 
@@ -73,20 +72,13 @@ class Pending:
         at["i"] = np.concatenate([np.arange(m) for m in sizes])
         for name, col in (("event", 2), ("seq", 3), ("t", 4)):
             at[name] = np.concatenate([np.asarray(p[col], dtype=AT[name]) for p in placed])
-        devices = list(chain.from_iterable(p[1] for p in placed))
-        ids = dict.fromkeys(devices, 0)  # each device once, in order of first place
-        for code, d in enumerate(ids):
-            ids[d] = code
-        # uint16 codes when they fit: numpy's stable sort of them is a radix sort (8x)
-        small = np.uint16 if len(ids) <= 1 << 16 else np.int64
-        codes = np.fromiter(map(ids.__getitem__, devices), dtype=small, count=total)
+        names, codes = _device_codes([p[1] for p in placed])
         order = np.argsort(codes, kind="stable")  # each device's places stay in order
         srt, c = at[order], codes[order]
         starts = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])
         ends = np.r_[starts[1:], total]
-        names = list(ids)
         blob, size = srt.tobytes(), AT.itemsize
-        return [
+        rows = [
             (names[d], lo, hi, tl, th, blob[a * size : b * size])
             for d, lo, hi, tl, th, a, b in zip(
                 c[starts].tolist(), srt["n"][starts].tolist(), srt["n"][ends - 1].tolist(),
@@ -95,6 +87,8 @@ class Pending:
                 starts.tolist(), ends.tolist(), strict=True,
             )
         ]  # fmt: skip
+        # each device's row in order of its first place (codes may be numbered otherwise)
+        return [rows[k] for k in np.argsort(order[starts], kind="stable").tolist()]
 
     def committed(self, more: Sequence[Placed], filed: bool) -> None:
         """A commit holding `more` went in; `filed`: it filed everything pending too."""
@@ -117,6 +111,33 @@ class Pending:
             devices, seqs, ts, events = zip(*good, strict=True)
             self.placed.append((n, devices, events, seqs, ts))
             self.count += len(devices)
+
+
+def _device_codes(columns: Sequence[Sequence[str] | DeviceCodes]) -> tuple[list[str], np.ndarray]:
+    """The devices of these columns each once (numbered as met: a column of codes by code),
+    and each place's number (uint16 when they fit: numpy's stable sort of those is a radix
+    sort, 8x). Columns of codes into one table are mapped per distinct code, not per place."""
+    ids: dict[str, int] = {}
+    parts: list[np.ndarray] = []
+    tables: dict[int, tuple[np.ndarray, list[int]]] = {}  # per table: its names, its parts
+    for col in columns:
+        if isinstance(col, DeviceCodes):
+            names, at = tables.get(id(col.table), (col.names, []))
+            tables[id(col.table)] = (col.names if len(col.names) > len(names) else names, at)
+            at.append(len(parts))
+            parts.append(col.codes)
+        else:
+            parts.append(
+                np.fromiter((ids.setdefault(d, len(ids)) for d in col), np.int64, len(col))
+            )
+    for names, at in tables.values():
+        distinct = np.unique(np.concatenate([parts[i] for i in at]))
+        to = np.zeros(len(names), dtype=np.int64)
+        to[distinct] = [ids.setdefault(d, len(ids)) for d in names[distinct].tolist()]
+        for i in at:
+            parts[i] = to[parts[i]]
+    small = np.uint16 if len(ids) <= 1 << 16 else np.int64
+    return list(ids), np.concatenate(parts).astype(small)
 
 
 def _tail(db: Conn, after: int) -> Iterator[tuple[int, bytes]]:
