@@ -239,8 +239,11 @@ def test_broker_restarted_twice_under_load_loses_and_repeats_nothing(
         out = _finish("broker restart", stream, pub, eng, db, broker_restarts_at=restarts,
                       publisher_reconnects=pub.connects - 1)  # fmt: skip
         connects = len(re.findall(r"(?i)\b(?:re)?connected to\b", eng.log_text()))
+        kept = eng.log_text().count("broker: the broker kept this session")
     if connects < 3:
         out.fail(f"engine log shows {connects} connections; expected one per broker start (3)")
+    if kept < 2:  # (the session's subscriptions were not sent again: all still came)
+        out.fail(f"the engine subscribed again {2 - kept} times to a session the broker kept")
     _conclude(out)
 
 

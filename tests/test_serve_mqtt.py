@@ -92,6 +92,7 @@ def test_broker_restart_mid_run_still_gets_the_alert(mosquitto, tmp_path: Path) 
         assert eng.stop() == 0
         log = eng.log_text()
     assert log.count("connected to") >= 2, log
+    assert "kept this session" not in log, log  # a broker without its store lost it: renewed
     assert log.index("kernels warmed in") < log.index("connected to"), log  # before input
     breach = [a for a in alerts if a.kind == "zone_breach"]
     assert breach[0].id == breach[1].id and breach[0].evidence == [("T1", 2)]
