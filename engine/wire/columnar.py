@@ -4,11 +4,12 @@ engine's busiest input (engine/wire/decode.py `_gateway`) without a Python objec
 msgspec decodes a batch of 1,000 plain fixes into 1,000 structs, and the pipeline then
 read their fields back into lists and the lists into numpy: a third of a shard's CPU on a
 gateway backlog (0.95 of 2.9 s for 480,000 elements, one shard of two, measured at stop
-28), half of it for the other shard's elements, which a shard reads only to skip. The kernel walks the msgpack bytes once and writes the
-columns `FixColumns` holds, each tag looked up in a hash table of the tags the gateway may
-speak for (its code in the gateway book's `TagTable`). A shard's book codes the other
-shards' tags SKIP: their elements are checked as the rest and left out, so they cost a
-shard neither rows nor the masks that would drop them later.
+28), half of it for the other shard's elements, which a shard reads only to skip. The
+kernel walks the msgpack bytes once and writes the columns `FixColumns` holds, each tag
+looked up in a hash table of the tags the gateway may speak for (its code in the gateway
+book's `TagTable`). A shard's book codes the other shards' tags SKIP: their elements are
+checked as the rest and left out, so they cost a shard neither rows nor the masks that
+would drop them later.
 
 It accepts only what the typed decoder (`fastpath._FixLine`, `list[_FixLine]`) accepts
 with every tag plain and the gateway's, and is stricter where that is simpler: a
@@ -158,9 +159,10 @@ def _scan(
     buf: np.ndarray, blob: np.ndarray, starts: np.ndarray, codes: np.ndarray, table: np.ndarray
 ) -> tuple[int, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
            np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
-    """(status, skipped, code, seq, t, lat, lon, acc, batt, src, boot) of a msgpack array of plain
-    fix lines; status 0: every element was one, each tag in the table (`TagLookup`). The
-    elements of a tag whose code is SKIP (another shard's) are read and left out."""
+    """(status, skipped, code, seq, t, lat, lon, acc, batt, src, boot) of a msgpack array
+    of plain fix lines; status 0: every element was one, each tag in the table
+    (`TagLookup`). The elements of a tag whose code is SKIP (another shard's) are read and
+    left out."""
     size = buf.shape[0]
     n, pos = -1, 0
     if size:

@@ -300,14 +300,10 @@ class FixColumns(_Batch):
         keep[np.fromiter(drop, dtype=np.int64, count=len(drop))] = False
         return FixColumns(self.table, [c[keep] for c in self.columns()])
 
-    def tags(self) -> list[str]:
-        """Each row's tag."""
-        return self.table.name_array()[self.code].tolist()  # type: ignore[no-any-return]
-
-    def lines(self, tags: list[str] | None = None) -> list[_FixLine]:
+    def lines(self) -> list[_FixLine]:
         """The rows as the plain fix lines they were (no `type`): encoded, each is the
-        replay line `encode_record` makes of its record. `tags`: `tags()`, if made."""
-        tags = self.tags() if tags is None else tags
+        replay line `encode_record` makes of its record."""
+        tags = self.table.name_array()[self.code].tolist()
         main = (tags, self.seq.tolist(), self.t.tolist(), self.lat.tolist(),
                 self.lon.tolist(), self.acc.tolist())  # fmt: skip
         batt, src, boot = self.batt, self.src, self.boot
