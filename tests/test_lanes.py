@@ -1,6 +1,7 @@
 """The processor's view of the two input lanes (engine/mqtt/lanes.py): priority first, a
 batch never mixes lanes, a batch stops at BATCH_BYTES, each item is acknowledged on the
-session it came on. The lanes through a real broker: tests/test_priority_lane.py."""
+session it came on; and what a session subscribes to on a reconnect. The lanes through a
+real broker: tests/test_priority_lane.py."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from collections.abc import Iterable
 from typing import Any, cast
 
 from engine.mqtt.lanes import BATCH_BYTES, MAIN, URGENT, Lanes, watchable
-from engine.mqtt.session import Incoming, MqttSession
+from engine.mqtt.session import BrokerAddress, Incoming, MqttSession
+from engine.settings import Settings
 from zones.model import Protected, Subject
 
 SUBJECTS = (
@@ -206,3 +208,38 @@ def test_only_tags_whose_decisions_rest_on_their_own_records_are_watchable() -> 
     asyncio.run(ls.watch(["T1", "T4", "T5", "T7"], SUBJECTS))
     assert ls.watched == {"T1"}
     assert urgent.filters[1:] == ("tagwatch/v1/tags/T1/fix", "tagwatch/v1/tags/T1/fixes")
+
+
+# -- a session's subscriptions on reconnect (the broker's side: tests/test_serve_mqtt.py,
+# tests/test_faults.py) -----------------------------------------------------------------
+
+
+class _Subscriber:
+    """What `_subscribe` asks of aiomqtt's client; `during` runs inside the first call."""
+
+    def __init__(self, during: Any = None) -> None:
+        self.got: list[str] = []
+        self.during = during
+
+    async def subscribe(self, topic: Any, qos: int = 1) -> None:
+        self.got += [topic] if isinstance(topic, str) else [f for f, _ in topic]
+        during, self.during = self.during, None
+        if during is not None:
+            await during()
+
+
+def test_a_reload_while_subscribing_is_subscribed_too_and_kept_only_whole() -> None:
+    """A reload that lands while a connection subscribes (refilter finds no client yet)
+    gets its new filters subscribed on that connection; then a session the broker kept
+    is not subscribed again, and one it lost is."""
+    s = MqttSession(BrokerAddress.parse("127.0.0.1:1883"), Settings(), filters=("a", "b"))
+    first = _Subscriber(lambda: s.refilter(("a", "b", "c")))
+    asyncio.run(s._resubscribe(cast(Any, first)))
+    assert sorted(first.got) == ["a", "b", "c"]
+    s._present = True  # the broker kept the session: nothing to send
+    again = _Subscriber()
+    asyncio.run(s._resubscribe(cast(Any, again)))
+    assert again.got == []
+    s._present = False  # it lost it: everything again
+    asyncio.run(s._resubscribe(cast(Any, again)))
+    assert again.got == ["a", "b", "c"]

@@ -328,8 +328,12 @@ class MqttSession:
             )  # fmt: skip
             return
         self._subscribed = None
-        await _subscribe(client, self.filters)
-        self._subscribed = self.filters
+        done: tuple[str, ...] = ()
+        while done != self.filters:  # a reload meanwhile (refilter saw no client) adds more
+            want, have = self.filters, set(done)
+            await _subscribe(client, tuple(f for f in want if f not in have))
+            done = want
+        self._subscribed = done
 
     async def refilter(self, filters: tuple[str, ...]) -> None:
         """Subscribe to `filters` instead (a shard's subjects changed on reload): the new
@@ -344,7 +348,7 @@ class MqttSession:
         new = set(filters)
         try:
             await _subscribe(client, tuple(f for f in filters if f not in old))
-            if had is not None and old <= set(had):
+            if had is not None:  # (the old filters, all subscribed on this session)
                 self._subscribed = filters
             gone = sorted(old - new)
             for i in range(0, len(gone), _FILTERS_PER_PACKET):
