@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.wire import fastpath
+from engine.wire import fastpath, topics
 from engine.wire.bounds import OWNTRACKS_DEFAULT_ACC_M, T_MAX, T_MIN
 from engine.wire.decode import Limits, decode_message, decode_replay_line
 from engine.wire.reasons import Rejected
@@ -407,6 +407,28 @@ BAD_TOPICS: list[tuple[str, str]] = [
 @pytest.mark.parametrize(("topic", "reason"), BAD_TOPICS)
 def test_bad_topic(topic: str, reason: str) -> None:
     assert reason in one_dead(topic, fix()).reason
+
+
+def test_a_tags_cmd_is_the_engines_own_traffic_and_a_tags_filter_narrows_to_its_inputs() -> None:
+    """A shard's one filter per tag (`tags/{tag}/+`) brings the engine's own rate commands
+    back over MQTT 3.1.1 (no No Local there): ignored, neither decoded nor dead-lettered.
+    Any other sub-topic still is a dead letter. A broker refusing the filter gets the tag's
+    three input topics, which decode as the tag's."""
+    assert decode_message("tagwatch/v1/tags/T1/cmd", b'{"rate_s": 15}') == ([], [])
+    assert "unknown topic" in one_dead("tagwatch/v1/tags/T1/cmdx", fix()).reason
+    narrow = topics.narrower("tagwatch/v1/tags/T1/+")
+    assert [topics.parse_input(t) for t in narrow] == [
+        ("fix", "T1"),
+        ("fixes", "T1"),
+        ("event", "T1"),
+    ]
+    for wide in ("tagwatch/v1/tags/+/fix", "tagwatch/v1/gateway/+/fixes", "owntracks/+/+",
+                 "tagwatch/v1/tags/a/b/+", "tagwatch/v1/tags/+/+"):  # fmt: skip
+        assert topics.narrower(wide) == ()
+    assert topics.device_filters(["T1"], ["alice/phone", "U1"]) == (
+        "tagwatch/v1/tags/T1/+", "owntracks/alice/phone", "tagwatch/v1/tags/U1/+",
+        "tagwatch/v1/gateway/+/fixes",
+    )  # fmt: skip
 
 
 def test_topic_cache_respects_each_callers_limit() -> None:

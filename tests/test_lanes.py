@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
+from types import SimpleNamespace
 from typing import Any, cast
 
 from engine.mqtt.lanes import BATCH_BYTES, MAIN, URGENT, Lanes, watchable
 from engine.mqtt.session import BrokerAddress, Incoming, MqttSession
+from engine.mqtt.shards import Routing
 from engine.settings import Settings
-from zones.model import Protected, Subject
+from zones.model import Protected, Subject, ZoneSet
+from zones.shard import Shard
 
 SUBJECTS = (
     Subject("S1", ("T1",)),
@@ -188,12 +191,8 @@ def test_a_watched_tags_records_stay_on_the_priority_lane_and_others_go_back() -
     for it in got:
         ls.put(it)
     assert urgent.acked == [3] and ls.qsize() == 2
-    asyncio.run(ls.rebase(("tagwatch/v1/tags/T1/event",)))  # a shard's own events
-    assert urgent.filters == (
-        "tagwatch/v1/tags/T1/event", "tagwatch/v1/tags/T1/fix", "tagwatch/v1/tags/T1/fixes"
-    )  # fmt: skip
     asyncio.run(ls.watch([], SUBJECTS))
-    assert urgent.filters == ("tagwatch/v1/tags/T1/event",) and not ls.watched
+    assert urgent.filters == ("tagwatch/v1/tags/+/event",) and not ls.watched
     ls.put(Incoming("tagwatch/v1/tags/T1/fix", b"{}", 0.0, 1, 4, 1, URGENT))
     assert urgent.acked == [3, 4] and ls.qsize() == 2
 
@@ -217,15 +216,26 @@ def test_only_tags_whose_decisions_rest_on_their_own_records_are_watchable() -> 
 class _Subscriber:
     """What `_subscribe` asks of aiomqtt's client; `during` runs inside the first call."""
 
-    def __init__(self, during: Any = None) -> None:
+    def __init__(self, during: Any = None, refuse: Any = lambda f: False) -> None:
         self.got: list[str] = []
         self.during = during
+        self.refuse = refuse  # which filters the broker refuses (0x87)
+        self.gone: list[str] = []
+        self.sent: list[str] = []  # what paho published (the status)
+        self._client = SimpleNamespace(
+            publish=lambda topic, *a, **k: self.sent.append(topic) or SimpleNamespace(rc=0)
+        )
 
-    async def subscribe(self, topic: Any, qos: int = 1) -> None:
-        self.got += [topic] if isinstance(topic, str) else [f for f, _ in topic]
+    async def subscribe(self, topic: Any, qos: int = 1) -> list[int]:
+        asked = [topic] if isinstance(topic, str) else [f for f, _ in topic]
+        self.got += asked
         during, self.during = self.during, None
         if during is not None:
             await during()
+        return [0x87 if self.refuse(f) else 1 for f in asked]
+
+    async def unsubscribe(self, topics: list[str]) -> None:
+        self.gone += topics
 
 
 def test_a_reload_while_subscribing_is_subscribed_too_and_kept_only_whole() -> None:
@@ -243,3 +253,52 @@ def test_a_reload_while_subscribing_is_subscribed_too_and_kept_only_whole() -> N
     s._present = False  # it lost it: everything again
     asyncio.run(s._resubscribe(cast(Any, again)))
     assert again.got == ["a", "b", "c"]
+
+
+def test_a_refused_wildcard_is_subscribed_topic_by_topic_and_a_refusal_is_reported() -> None:
+    """A broker whose ACL refuses a tag's `tags/{tag}/+` gets the tag's three topics
+    instead, and the engine stays online; a filter refused with nothing narrower puts the
+    refusal in the status, and a reload that drops it clears it."""
+    t1, gw = "tagwatch/v1/tags/T1/+", "tagwatch/v1/gateway/+/fixes"
+    s = MqttSession(BrokerAddress.parse("127.0.0.1:1883"), Settings(), filters=(t1, gw))
+    client = _Subscriber(refuse=lambda f: f.endswith("/+"))
+    asyncio.run(s._resubscribe(cast(Any, client)))
+    assert client.got == [t1, gw, *(f"tagwatch/v1/tags/T1/{k}" for k in ("fix", "fixes", "event"))]
+    assert s.degraded is None
+    s.client = cast(Any, client)
+    asyncio.run(s.refilter((gw,)))  # T1 leaves: what was subscribed for it is dropped
+    assert sorted(client.gone) == [f"tagwatch/v1/tags/T1/{k}" for k in ("event", "fix", "fixes")]
+    s.client = None
+    strict = _Subscriber(refuse=lambda f: "gateway" in f or f.endswith(("/+", "/fix")))
+    s._present = False
+    asyncio.run(s.refilter((t1, gw)))
+    asyncio.run(s._resubscribe(cast(Any, strict)))
+    assert s.degraded is not None and "refused 2 subscription(s)" in s.degraded
+    assert "tagwatch/v1/gateway/+/fixes (reason 0x87)" in s.degraded
+    s.client = cast(Any, strict)
+    strict.refuse = lambda f: False
+    asyncio.run(s.refilter(("tagwatch/v1/tags/T2/+",)))
+    assert s.degraded is None and strict.sent == ["tagwatch/v1/engine/status"]
+
+
+def test_a_shards_priority_lane_keeps_its_own_tags_and_the_unknown_ones_it_owns() -> None:
+    """A shard's lane hears every tag's events (`tags/+/event`). It takes its own tags'
+    tamper events as any lane does, and every event of a tag no shard has whose id it
+    owns by hash (only the lanes hear those: dead-lettered once, by that shard); another
+    shard's tag's strap cut and an unknown tag another shard owns are acknowledged and
+    dropped."""
+    shard = Shard(0, 2)
+    zs = ZoneSet(zones=(), subjects=SUBJECTS[:2], elsewhere=frozenset({"T9"}))
+    rt = Routing.of(shard, zs)
+    assert rt.filters[:2] == ("tagwatch/v1/tags/T1/+", "tagwatch/v1/tags/T3/+")
+    mine = next(f"X{i}" for i in range(100) if shard.owns(f"X{i}"))
+    theirs = next(f"X{i}" for i in range(100) if not shard.owns(f"X{i}"))
+    main, urgent = FakeSession(), FakeSession()
+    ls = Lanes(cast(MqttSession, main), cast(MqttSession, urgent), 100, 0, rt.lane_event)
+    cut = b'{"seq": 2, "t": 1.7e9, "event": "strap_open"}'
+    battery = b'{"seq": 3, "t": 1.7e9, "event": "battery", "batt": 9}'
+    sent = [("T1", cut), ("T1", battery), ("T9", cut), (mine, battery), (theirs, cut)]
+    for mid, (tag, body) in enumerate(sent):
+        ls.put(Incoming(f"tagwatch/v1/tags/{tag}/event", body, 0.0, 1, mid, 1, URGENT))
+    assert urgent.acked == [1, 2, 4]
+    assert [it.mid for it in ls.queues[URGENT]._queue] == [0, 3]  # type: ignore[attr-defined]

@@ -264,6 +264,12 @@ def _subjects_toml(ids: list[str]) -> str:
     return "".join(f'[[subjects]]\nid = "{s}"\ntags = ["T{s}"]\n\n' for s in ids)
 
 
+def _strap_cut(tags: list[str]) -> list[tuple[str, bytes]]:
+    t = time.time()
+    return [(topics.event(tag), json.dumps({"seq": 1, "t": t, "event": "strap_open"}).encode())
+            for tag in tags]  # fmt: skip
+
+
 def _fixes(tag: str, seqs: range) -> list[tuple[str, bytes]]:
     now = time.time()
     return [(topics.fix(tag), json.dumps(fix(q, now - 30 + q * 0.01, 5000.0, 0.0)).encode())
@@ -278,7 +284,10 @@ def test_a_shard_hears_its_own_tags_only_and_follows_a_reload(
     """Shard 0 of 2 with A (its own) and B (shard 1's): fixes from A's tag reach its ledger,
     B's and an unknown C's never reach it at all (not even as dead letters: it did not
     subscribe to them). SIGHUP adding C (shard 0's) subscribes to C's tag; SIGHUP removing A
-    unsubscribes A's (A's fixes would otherwise be dead letters: an unknown device)."""
+    unsubscribes A's (A's fixes would otherwise be dead letters: an unknown device).
+    Events: its priority lane hears every tag's (one filter), and keeps B's strap cut out
+    of its ledger; of two unknown tags' events, it dead-letters the one whose id it owns
+    by hash (shard 1 would the other's)."""
     shard = Shard(0, 2)
     a, c = _owned(shard, 2)
     (b,) = _owned(Shard(1, 2), 1)
@@ -289,6 +298,8 @@ def test_a_shard_hears_its_own_tags_only_and_follows_a_reload(
     base = str(tmp_path / "s0.db")
     db = Path(shard_target(base, 0, 2))  # where shard 0 keeps its store
     host, port = mosquitto.host, mosquitto.port
+    x0 = next(f"X{i}" for i in range(1000) if shard.owns(f"X{i}"))  # unknown tags: by hash
+    x1 = next(f"X{i}" for i in range(1000) if not shard.owns(f"X{i}"))
 
     def devices_in_ledger(want: set[str]) -> set[str]:
         deadline = time.monotonic() + 20
@@ -313,8 +324,14 @@ def test_a_shard_hears_its_own_tags_only_and_follows_a_reload(
     with EngineProcess(host, port, zones, subjects, db, extra_args=extra) as eng:
         asyncio.run(wait_online(host, port, 60.0, topics.status(shard.label)))
         asyncio.run(publish(host, port, _fixes(f"T{b}", range(1, 4)) + _fixes(f"T{c}", range(1, 4))
-                            + _fixes(f"T{a}", range(1, 4))))  # fmt: skip
+                            + _strap_cut([f"T{b}", x0, x1]) + _fixes(f"T{a}", range(1, 4))))  # fmt: skip
         assert devices_in_ledger({f"T{a}"}) == {f"T{a}"}
+        deadline = time.monotonic() + 20
+        while not dead_letter_reasons(db):
+            assert time.monotonic() < deadline, eng.log_text()[-2000:]
+            time.sleep(0.2)
+        (reason,) = dead_letter_reasons(db)
+        assert x0 in reason and "unknown" in reason, reason
         reload([a, b, c])
         asyncio.run(publish(host, port, _fixes(f"T{c}", range(4, 7))))
         assert devices_in_ledger({f"T{a}", f"T{c}"}) == {f"T{a}", f"T{c}"}
@@ -331,7 +348,8 @@ def test_a_shard_hears_its_own_tags_only_and_follows_a_reload(
         time.sleep(1.0)  # A's fixes, had they come, were published before C's 8
         assert eng.stop() == 0
     assert {q for d, q in ledger_keys(db) or set() if d == f"T{a}"} == {1, 2, 3}
-    assert not dead_letter_reasons(db), dead_letter_reasons(db)
+    assert {d for d, _ in ledger_keys(db) or set()} == {f"T{a}", f"T{c}"}
+    assert sum(dead_letter_reasons(db).values()) == 1, dead_letter_reasons(db)
 
 
 def test_shards_starting_together_share_one_signing_key(tmp_path: Path) -> None:
@@ -358,3 +376,83 @@ def _key_raw(path: str) -> bytes:
         .public_key()
         .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     )
+
+
+def _dynsec(path: Path, password: str, engine_may_subscribe: list[str]) -> None:
+    """A mosquitto dynamic-security file: anonymous clients may do anything; the engine's
+    users (a shard's and its lane's) may subscribe to `engine_may_subscribe` only (a broker
+    whose ACL checks SUBSCRIBE, as mosquitto's own ACL file does not)."""
+    import base64
+    import hashlib as hl
+    import os
+
+    salt = os.urandom(12)
+    pw = base64.b64encode(hl.pbkdf2_hmac("sha512", password.encode(), salt, 101)).decode()
+    everything = [{"acltype": kind, "topic": "#", "allow": True} for kind in
+                  ("publishClientSend", "publishClientReceive", "subscribePattern",
+                   "unsubscribePattern")]  # fmt: skip
+    engine = [*everything[:2], *({"acltype": "subscribePattern", "topic": t, "allow": True}
+                                 for t in engine_may_subscribe)]  # fmt: skip
+    users = [{"username": u, "password": pw, "salt": base64.b64encode(salt).decode(),
+              "iterations": 101, "roles": [{"rolename": "engine"}]}
+             for u in ("engine-0-of-2", "engine-0-of-2-urgent")]  # fmt: skip
+    path.write_text(json.dumps({
+        "clients": users, "groups": [{"groupname": "anon", "roles": [{"rolename": "any"}]}],
+        "anonymousGroup": "anon",
+        "roles": [{"rolename": "any", "acls": everything}, {"rolename": "engine", "acls": engine}],
+        "defaultACLAccess": {"publishClientSend": False, "publishClientReceive": True,
+                             "subscribe": False, "unsubscribe": True},
+    }))  # fmt: skip
+
+
+@pytest.mark.mqtt
+@pytest.mark.timeout(120)
+def test_a_broker_refusing_a_tags_wildcard_gets_its_topics_and_a_refusal_is_in_the_status(
+    mosquitto_path: str, tmp_path: Path
+) -> None:
+    """A shard subscribes to one filter per tag (`tags/{tag}/+`). A broker whose ACL checks
+    SUBSCRIBE (mosquitto's dynamic-security plugin) and allows only the tag topics one by
+    one refuses it: the shard subscribes to the tag's fix, fixes and event instead, and a
+    walk-in still alerts. The gateway filter it may not have at all: the shard's status
+    says so, naming the filter, instead of the shard silently never hearing a gateway."""
+    plugin = Path("/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so")
+    if not plugin.exists():
+        pytest.skip("mosquitto's dynamic-security plugin is not installed")
+    shard = Shard(0, 2)
+    (a,) = _owned(shard, 1)
+    zones, subjects = write_world(tmp_path, features=[{
+        "type": "Feature", "properties": {"id": "ZA", "subject": a, "kind": "exclusion"},
+        "geometry": {"type": "Polygon", "coordinates": [square(100.0)]},
+    }], subjects_toml=_subjects_toml([a]))  # fmt: skip
+    allowed = [f"{topics.TAGS}/+/{k}" for k in topics.TAG_KINDS]
+    _dynsec(tmp_path / "dynsec.json", "s3cret", allowed)
+    (tmp_path / "pw").write_text("s3cret\n")
+    broker = MosquittoProcess(workdir=tmp_path / "mosquitto", executable=mosquitto_path,
+                              extra_config=[f"plugin {plugin}",
+                                            f"plugin_opt_config_file {tmp_path / 'dynsec.json'}"])  # fmt: skip
+    base = str(tmp_path / "s.db")
+    db = Path(shard_target(base, 0, 2))
+    extra = ["--shard", "0/2", "--db", base, "--username", "engine",
+             "--password-file", str(tmp_path / "pw")]  # fmt: skip
+    with broker, EngineProcess(broker.host, broker.port, zones, subjects, db,
+                               extra_args=extra) as eng:  # fmt: skip
+        status_topic = topics.status(shard.label)
+        deadline = time.monotonic() + 60
+        status = None
+        while not (status and status.get("state") == "degraded"):
+            assert time.monotonic() < deadline, (status, eng.log_text()[-3000:])
+            status = retained_status(broker.host, broker.port, topic=status_topic)
+        assert status["reason"].startswith(  # the tags' filters were all taken one by one
+            "the broker refused 1 subscription(s), e.g. tagwatch/v1/gateway/+/fixes (reason 0x87)"
+        ), status
+        now = time.time()
+        walk = [(topics.fix(f"T{a}"), json.dumps(fix(q, now - 30 + q, 300.0 - 100.0 * q, 0.0)).encode())
+                for q in range(1, 5)]  # fmt: skip
+        asyncio.run(publish(broker.host, broker.port, walk))
+        deadline = time.monotonic() + 30
+        while not alert_log_rows(db):
+            assert time.monotonic() < deadline, eng.log_text()[-3000:]
+            time.sleep(0.2)
+        assert eng.stop() == 0
+        log = eng.log_text()
+    assert "subscribing to each of their topics instead" in log, log[-3000:]

@@ -12,7 +12,9 @@ own session it arrives at once, and the processor takes it first.
   from the username (the one `tagwatch broker-config` writes) it logs in as
   `<username>-urgent`, a user broker-config makes with the engine's password and read
   access to tags' input only. It sets no will and no status: the main session speaks for
-  the engine.
+  the engine. A shard's lane too hears every tag's events, one filter instead of one a
+  tag (a broker's cost grows with a session's filters, engine/mqtt/subscriptions.py), and
+  drops other shards' tags' (`Routing.lane_event`, engine/mqtt/shards.py).
 - The main session subscribes to events too, so an event usually arrives twice and the
   later copy is a duplicate (tag, seq) that the pipeline drops (docs/durability.md). If the
   priority lane cannot connect (an older broker configuration without that user), nothing
@@ -47,7 +49,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from engine.core.health.tamper import TAMPER_OPEN, TAMPER_RESTORE
@@ -90,7 +92,6 @@ def urgent_session(
     settings: Settings,
     client_id: str,
     client_kwargs: dict[str, Any],
-    filters: tuple[str, ...] = URGENT_FILTERS,
 ) -> MqttSession:
     """The priority lane's session: events only, its own client id (and username)."""
     kwargs = dict(client_kwargs)
@@ -98,7 +99,7 @@ def urgent_session(
         kwargs["username"] = f"{kwargs['username']}{URGENT_SUFFIX}"
     return MqttSession(
         broker, settings, client_id=client_id + URGENT_SUFFIX, client_kwargs=kwargs,
-        filters=filters, speaks=False, lane=URGENT, name="priority lane",
+        filters=URGENT_FILTERS, speaks=False, lane=URGENT, name="priority lane",
     )  # fmt: skip
 
 
@@ -110,7 +111,12 @@ class Lanes:
     """Both lanes' bounded queues, read by one processor: priority first."""
 
     def __init__(
-        self, main: MqttSession, urgent: MqttSession | None, maxsize: int, watch_max: int = 0
+        self,
+        main: MqttSession,
+        urgent: MqttSession | None,
+        maxsize: int,
+        watch_max: int = 0,
+        lane_event: Callable[[str], bool | None] | None = None,
     ) -> None:
         self.sessions = {MAIN: main} if urgent is None else {MAIN: main, URGENT: urgent}
         # Unbounded queues with a high-water mark: over `maxsize` a lane's session stops
@@ -129,6 +135,9 @@ class Lanes:
         self._base = urgent.filters if urgent is not None else ()
         self._subjects: Sequence[Subject] = ()
         self._watchable: frozenset[str] = frozenset()
+        # A shard's rule for the priority lane's events of tags not its own
+        # (engine/mqtt/shards.py Routing.lane_event); None: every tag's is its own
+        self.lane_event = lane_event
 
     def put(self, item: Incoming) -> bool:
         """Queue a received message; True when its lane is full (stop reading). A
@@ -145,12 +154,13 @@ class Lanes:
 
     def _urgent(self, item: Incoming) -> bool:
         topic, prefix = item.topic, topics.TAG_PREFIX
-        if (
-            self.watched
-            and topic.startswith(prefix)
-            and topic[len(prefix) :].split("/", 1)[0] in self.watched
-        ):
+        tag = topic[len(prefix) :].split("/", 1)[0] if topic.startswith(prefix) else None
+        if tag is not None and tag in self.watched:
             return True
+        if tag is not None and self.lane_event is not None:
+            mine = self.lane_event(tag)
+            if mine is not None:
+                return mine
         return topic.endswith("/event") and event_name(item.payload) in TAMPER_EVENTS
 
     async def watch(self, tags: Collection[str], subjects: Sequence[Subject]) -> None:
@@ -166,13 +176,6 @@ class Lanes:
         self.watched = new
         log.info("priority lane: watching %d tags (their fixes go ahead)", len(new))
         await urgent.refilter(self._base + watch_filters(new))
-
-    async def rebase(self, filters: tuple[str, ...]) -> None:
-        """The priority session's own filters changed (a shard's reload); watched kept."""
-        urgent = self.sessions.get(URGENT)
-        self._base = filters
-        if urgent is not None:
-            await urgent.refilter(filters + watch_filters(self.watched))
 
     def empty(self) -> bool:
         return all(q.empty() for q in self.queues.values())

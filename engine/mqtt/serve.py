@@ -93,10 +93,9 @@ class Engine:
         )  # fmt: skip
         self.urgent = None
         if self.settings.urgent_lane:
-            self.urgent = urgent_session(broker, self.settings, client_id, client_kwargs,
-                                         rt.urgent_filters)  # fmt: skip
+            self.urgent = urgent_session(broker, self.settings, client_id, client_kwargs)
         self.lanes = Lanes(self.session, self.urgent, self.settings.queue_max,
-                           self.settings.urgent_watch_max)  # fmt: skip
+                           self.settings.urgent_watch_max, rt.lane_event)  # fmt: skip
         self.outbox = Outbox(store, self.session, self.settings)
         self.limits = Limits()
         self.counters = Counters()
@@ -448,7 +447,7 @@ class Engine:
             if self.shard is not None:  # its subjects may have changed: so do its topics
                 rt = self.routing = Routing.of(self.shard, new.zoneset)
                 await self.session.refilter(rt.filters)
-                await self.lanes.rebase(rt.urgent_filters)
+                self.lanes.lane_event = rt.lane_event  # (the lane hears every tag's events)
         log.info("%s", reload.line(files, old, new, time.time() - t0))
         outcome = "unchanged" if files.hashes == old.hashes else "reloaded"
         await self.session.set_config_status(reload.status(outcome, files, t0))

@@ -41,6 +41,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from engine.errors import ConfigError
+from engine.mqtt.subscriptions import Granted, subscribe, unsubscribe
 from engine.settings import Settings
 from engine.wire import topics
 from engine.wire.commands import OFFLINE_STATUS, encode_status
@@ -158,6 +159,7 @@ class MqttSession:
         # this connection, that it kept the session (CONNACK's session present)
         self._subscribed: tuple[str, ...] | None = None
         self._present = False
+        self._granted = Granted()  # the filters subscribed otherwise, or refused
 
     # -- connecting ----------------------------------------------------------------------
     def _connect_properties(self) -> Properties:
@@ -327,13 +329,25 @@ class MqttSession:
                 self.name, len(self.filters),
             )  # fmt: skip
             return
-        self._subscribed = None
+        self._subscribed, self._granted = None, Granted()
         done: tuple[str, ...] = ()
         while done != self.filters:  # a reload meanwhile (refilter saw no client) adds more
             want, have = self.filters, set(done)
-            await _subscribe(client, tuple(f for f in want if f not in have))
+            self._granted.merge(
+                await subscribe(client, (f for f in want if f not in have), self.mqtt5)
+            )
             done = want
         self._subscribed = done
+        self._refused()
+
+    def _refused(self) -> None:
+        """The status says which input the broker refused (the main session's; a lane's
+        refusal is logged: its events still come on the main session)."""
+        problem = self._granted.problem()
+        if problem is None:
+            self._problems.pop("subscribe", None)
+        elif self.speaks:
+            self._problems["subscribe"] = problem
 
     async def refilter(self, filters: tuple[str, ...]) -> None:
         """Subscribe to `filters` instead (a shard's subjects changed on reload): the new
@@ -342,19 +356,23 @@ class MqttSession:
         drops as another shard's or dead-letters as an unknown device."""
         old, self.filters = set(self.filters), filters
         had, self._subscribed = self._subscribed, None  # whole again once this is done
+        before = self.degraded
         client = self.client
         if client is None:
             return
         new = set(filters)
         try:
-            await _subscribe(client, tuple(f for f in filters if f not in old))
+            self._granted.merge(
+                await subscribe(client, (f for f in filters if f not in old), self.mqtt5)
+            )
             if had is not None:  # (the old filters, all subscribed on this session)
                 self._subscribed = filters
-            gone = sorted(old - new)
-            for i in range(0, len(gone), _FILTERS_PER_PACKET):
-                await client.unsubscribe(gone[i : i + _FILTERS_PER_PACKET])
+            await unsubscribe(client, old - new, self._granted)
         except aiomqtt.MqttError as e:
             log.warning("%s: subscriptions not yet changed (%s): on reconnect", self.name, e)
+        self._refused()
+        if self.degraded != before:
+            await self._announce()
 
     # -- acknowledging -------------------------------------------------------------------
     def ack(self, items: Iterable[Incoming]) -> int:
@@ -446,19 +464,6 @@ def _no_delay(sock: Any) -> None:
     with contextlib.suppress(OSError, AttributeError):
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-# A shard subscribes to three filters a tag: many to a SUBSCRIBE packet, not one each
-_FILTERS_PER_PACKET = 500
-
-
-async def _subscribe(client: aiomqtt.Client, filters: tuple[str, ...]) -> None:
-    for i in range(0, len(filters), _FILTERS_PER_PACKET):
-        chunk = filters[i : i + _FILTERS_PER_PACKET]
-        if len(chunk) == 1:
-            await client.subscribe(chunk[0], qos=1)
-        else:
-            await client.subscribe([(f, 1) for f in chunk])
 
 
 def _unsupported_protocol(e: aiomqtt.MqttError) -> bool:

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.errors import TagwatchError
-from engine.mqtt.lanes import URGENT_FILTERS
 from engine.store.base import Store
 from engine.wire import topics
 from zones.model import ZoneSet
@@ -21,8 +20,9 @@ class Routing:
     """One engine's topics and client id."""
 
     filters: tuple[str, ...] = topics.INPUT_FILTERS
-    urgent_filters: tuple[str, ...] = URGENT_FILTERS
     shard: Shard | None = None
+    own: frozenset[str] = frozenset()  # a shard's devices
+    elsewhere: frozenset[str] = frozenset()  # the other shards' devices
 
     @property
     def _label(self) -> str | None:
@@ -58,6 +58,17 @@ class Routing:
             return True
         return self.shard.owns(topic[len(topics.GATEWAY_PREFIX) :].split("/", 1)[0])
 
+    def lane_event(self, tag: str) -> bool | None:
+        """What a shard's priority lane, which hears every tag's events (`tags/+/event`:
+        one filter, not one a tag), does with an event of `tag`: None for one of its own
+        tags (the lane's usual rule, engine/mqtt/lanes.py); False for another shard's
+        (dropped: that shard's lane has it); True for a tag no shard has, which only the
+        lanes hear: taken by the one shard that owns the tag's id by the subjects' hash,
+        to be dead-lettered as an unknown device (every other shard drops it)."""
+        if self.shard is None or tag in self.own:
+            return None
+        return tag not in self.elsewhere and self.shard.owns(tag)
+
     @classmethod
     def of(cls, shard: Shard | None, zs: ZoneSet) -> Routing:
         if shard is None:
@@ -65,8 +76,9 @@ class Routing:
         tags, protected = devices(zs)
         return cls(
             filters=topics.device_filters(tags, protected),
-            urgent_filters=tuple(topics.event(t) for t in tags),
             shard=shard,
+            own=frozenset((*tags, *protected)),
+            elsewhere=frozenset(zs.elsewhere),
         )
 
 

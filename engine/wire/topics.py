@@ -63,17 +63,27 @@ def checkpoint(shard: str | None = None) -> str:
 
 
 def device_filters(tags: Iterable[str], protected: Iterable[str]) -> tuple[str, ...]:
-    """A shard's subscriptions: its own tags' input topics (not the wildcards), its
-    protected devices' (OwnTracks phones and units publishing on the tag topics), and
-    every gateway's batches (a shard takes the elements for its own tags)."""
-    out = [f"{TAGS}/{t}/{kind}" for t in tags for kind in TAG_KINDS]
+    """A shard's subscriptions: one filter for each of its own tags' topics
+    (`tags/{tag}/+`, not the wildcards of every tag), its protected devices' (OwnTracks
+    phones, and units publishing on the tag topics), and every gateway's batches (a shard
+    takes the elements for its own tags). One filter a tag, not three: a broker's cost
+    grows with a session's filters (engine/mqtt/subscriptions.py); a broker that refuses
+    it gets the tag's topics one by one (`narrower`)."""
+    out = [f"{TAGS}/{t}/+" for t in tags]
     for d in protected:
-        if "/" in d:
-            out.append(owntracks(d))
-        else:
-            out.extend(f"{TAGS}/{d}/{kind}" for kind in TAG_KINDS)
+        out.append(owntracks(d) if "/" in d else f"{TAGS}/{d}/+")
     out.append(f"{GATEWAY}/+/fixes")
     return tuple(out)
+
+
+def narrower(filter_: str) -> tuple[str, ...]:
+    """What subscribes to the same input as `filter_` without its wildcard, if the broker
+    refuses it: a device's `tags/{tag}/+` is its fix, fixes and event topics. () if none."""
+    if filter_.startswith(TAG_PREFIX) and filter_.endswith("/+"):
+        tag = filter_[len(TAG_PREFIX) : -2]
+        if tag and "/" not in tag and "+" not in tag and "#" not in tag:
+            return tuple(f"{TAGS}/{tag}/{kind}" for kind in TAG_KINDS)
+    return ()
 
 
 def fix(tag: str) -> str:
@@ -123,6 +133,8 @@ def parse_input(topic: str) -> tuple[str, str] | str:
     or the dead-letter reason. Length limits are checked by the caller (they vary)."""
     if topic.startswith(TAG_PREFIX):
         parts = topic[len(TAG_PREFIX) :].split("/")
+        if len(parts) == 2 and parts[1] == "cmd":  # the engine's own rate commands, back
+            return "ignore", ""  # on a tag's filter over MQTT 3.1.1 (no No Local there)
         if len(parts) != 2 or parts[1] not in TAG_KINDS:
             return f"unknown topic {show_topic(topic)}"
         tag, kind = parts
