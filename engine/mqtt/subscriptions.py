@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from engine.wire import topics
 
 log = logging.getLogger("tagwatch.serve")
 PER_PACKET = 500
+IN_FLIGHT = 8
 
 
 @dataclass
@@ -99,15 +101,20 @@ async def unsubscribe(client: aiomqtt.Client, filters: Iterable[str], granted: G
 async def _send(
     client: aiomqtt.Client, filters: tuple[str, ...], mqtt5: bool
 ) -> list[tuple[str, int]]:
-    """(filter, SUBACK reason code) for each filter, sent PER_PACKET to a SUBSCRIBE."""
+    """(filter, SUBACK reason code) for each filter, sent PER_PACKET to a SUBSCRIBE, and
+    IN_FLIGHT SUBSCRIBEs at a time: the engine builds the next packets while the broker
+    adds the last ones' filters (one core each)."""
     opts: Any = SubscribeOptions(qos=1, noLocal=True) if mqtt5 else 1
-    out: list[tuple[str, int]] = []
-    for i in range(0, len(filters), PER_PACKET):
-        chunk = filters[i : i + PER_PACKET]
-        codes = [_value(c) for c in await client.subscribe([(f, opts) for f in chunk])]
+    chunks = [filters[i : i + PER_PACKET] for i in range(0, len(filters), PER_PACKET)]
+    room = asyncio.Semaphore(IN_FLIGHT)
+
+    async def one(chunk: tuple[str, ...]) -> list[tuple[str, int]]:
+        async with room:
+            codes = [_value(c) for c in await client.subscribe([(f, opts) for f in chunk])]
         codes += [0x80] * (len(chunk) - len(codes))  # a broker answering short: refused
-        out.extend(zip(chunk, codes, strict=False))
-    return out
+        return list(zip(chunk, codes, strict=False))
+
+    return [x for part in await asyncio.gather(*map(one, chunks)) for x in part]
 
 
 def _value(code: Any) -> int:
