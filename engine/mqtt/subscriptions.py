@@ -29,7 +29,7 @@ from engine.wire import topics
 
 log = logging.getLogger("tagwatch.serve")
 PER_PACKET = 500
-IN_FLIGHT = 8
+IN_FLIGHT = 4  # (each waits for those ahead of it within the client's 10 s timeout)
 
 
 @dataclass
