@@ -275,6 +275,16 @@ def test_a_refused_wildcard_is_subscribed_topic_by_topic_and_a_refusal_is_report
     asyncio.run(s._resubscribe(cast(Any, strict)))
     assert s.degraded is not None and "refused 2 subscription(s)" in s.degraded
     assert "tagwatch/v1/gateway/+/fixes (reason 0x87)" in s.degraded
+    s._present = True  # a session the broker kept, but with a refusal: asked again
+    granting = _Subscriber()
+    asyncio.run(s._resubscribe(cast(Any, granting)))
+    assert granting.got == [t1, gw] and s.degraded is None
+    strict.refuse = lambda f: "gateway" in f
+    asyncio.run(s._resubscribe(cast(Any, strict)))  # kept, nothing refused: nothing sent
+    assert strict.got.count(gw) == 1 and s.degraded is None
+    s._present = False
+    asyncio.run(s._resubscribe(cast(Any, strict)))
+    assert s.degraded is not None
     s.client = cast(Any, strict)
     strict.refuse = lambda f: False
     asyncio.run(s.refilter(("tagwatch/v1/tags/T2/+",)))
