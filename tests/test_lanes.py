@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from types import SimpleNamespace
 from typing import Any, cast
 
-from engine.mqtt.lanes import BATCH_BYTES, MAIN, URGENT, Lanes, watchable
+from engine.mqtt.lanes import BATCH_BYTES, MAIN, URGENT, Lanes, watch_filters, watchable
 from engine.mqtt.session import BrokerAddress, Incoming, MqttSession
 from engine.mqtt.shards import Routing
 from engine.settings import Settings
@@ -312,3 +312,42 @@ def test_a_shards_priority_lane_keeps_its_own_tags_and_the_unknown_ones_it_owns(
         ls.put(Incoming(f"tagwatch/v1/tags/{tag}/event", body, 0.0, 1, mid, 1, URGENT))
     assert urgent.acked == [1, 2, 4]
     assert [it.mid for it in ls.queues[URGENT]._queue] == [0, 3]  # type: ignore[attr-defined]
+
+
+def test_watching_does_not_wait_for_the_broker_and_changes_apply_one_at_a_time() -> None:
+    """The processor asks to watch and goes on (`watch_soon` returns before the broker
+    answers); changes asked meanwhile are applied after the one in flight, one at a time,
+    and the session ends with the last one's filters."""
+
+    class SlowSession(FakeSession):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls: list[tuple[str, ...]] = []
+            self.gate = asyncio.Event()
+            self.busy = 0
+
+        async def refilter(self, filters: tuple[str, ...]) -> None:
+            self.busy += 1
+            assert self.busy == 1, "two changes at once"
+            self.calls.append(filters)
+            self.filters = filters
+            await self.gate.wait()
+            self.busy -= 1
+
+    async def go() -> SlowSession:
+        main, urgent = FakeSession(), SlowSession()
+        ls = Lanes(cast(MqttSession, main), cast(MqttSession, urgent), 100, watch_max=10)
+        ls.watch_soon(["T1"], SUBJECTS)
+        assert ls.watched == {"T1"}  # at once: the lane takes T1's fixes from now on
+        await asyncio.sleep(0)
+        assert urgent.calls == [("tagwatch/v1/tags/+/event", *watch_filters(["T1"]))]
+        ls.watch_soon(["T3"], SUBJECTS)
+        ls.watch_soon(["T1", "T3"], SUBJECTS)
+        assert ls.watched == {"T1", "T3"} and len(urgent.calls) == 1
+        urgent.gate.set()
+        await ls.watch(["T1", "T3"], SUBJECTS)
+        return urgent
+
+    urgent = asyncio.run(go())
+    assert len(urgent.calls) == 2  # the in-between change was never sent on its own
+    assert urgent.filters == ("tagwatch/v1/tags/+/event", *watch_filters(["T1", "T3"]))

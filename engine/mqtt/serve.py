@@ -469,11 +469,12 @@ class Engine:
     # -- commands and stats ----------------------------------------------------------------
     async def _send_commands(self) -> None:
         """Ask tags to report faster (or relax) on .../cmd, QoS 1, watching them on the
-        priority lane first (the tag may answer at once). Not stored: a lost command is
-        superseded by the next state change, and the tag falls back to its own rate."""
+        priority lane (subscribed in a task of its own: the processor does not wait for
+        the broker). Not stored: a lost command is superseded by the next state change,
+        and the tag falls back to its own rate."""
         if not self.commands:
             return
-        await self.lanes.watch(self.pipeline.fast, self.pipeline.zoneset.subjects)
+        self.lanes.watch_soon(self.pipeline.fast, self.pipeline.zoneset.subjects)
         if self.session.client is None:
             return
         cmds, self.commands = self.commands, []
