@@ -6,14 +6,21 @@ real broker: tests/test_priority_lane.py."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from collections.abc import Iterable
 from types import SimpleNamespace
 from typing import Any, cast
 
-from engine.mqtt.lanes import BATCH_BYTES, MAIN, URGENT, Lanes, watch_filters, watchable
+import aiomqtt
+import pytest
+
+from engine.broker.process import MosquittoProcess
+from engine.mqtt.lanes import BATCH_BYTES, MAIN, URGENT, Lanes, quiet, watch_filters, watchable
 from engine.mqtt.session import BrokerAddress, Incoming, MqttSession
 from engine.mqtt.shards import Routing
 from engine.settings import Settings
+from engine.wire.decode import decode_message
 from zones.model import Protected, Subject, ZoneSet
 from zones.shard import Shard
 
@@ -351,3 +358,42 @@ def test_watching_does_not_wait_for_the_broker_and_changes_apply_one_at_a_time()
     urgent = asyncio.run(go())
     assert len(urgent.calls) == 2  # the in-between change was never sent on its own
     assert urgent.filters == ("tagwatch/v1/tags/+/event", *watch_filters(["T1", "T3"]))
+
+
+@pytest.mark.mqtt
+@pytest.mark.parametrize("mqtt5", [True, False])
+def test_a_tags_one_filter_brings_its_input_and_not_the_engines_own_commands(
+    mosquitto: MosquittoProcess, mqtt5: bool
+) -> None:
+    """Against a real mosquitto: a session on `tags/T1/+` gets T1's fix; over MQTT 5 (No
+    Local) not the rate command it sends T1 itself; over 3.1.1 that command comes back, and
+    decoding it gives nothing, neither a record nor a dead letter."""
+    got: list[Incoming] = []
+
+    async def go() -> None:
+        s = MqttSession(BrokerAddress(mosquitto.host, mosquitto.port), Settings(),
+                        client_id=f"lane-test-{mqtt5}", filters=("tagwatch/v1/tags/T1/+",),
+                        speaks=False)  # fmt: skip
+        s.mqtt5 = mqtt5
+        task = asyncio.create_task(s.run(quiet, lambda it: got.append(it) or False))
+        await asyncio.wait_for(s.connected.wait(), 10)
+        assert s.send("tagwatch/v1/tags/T1/cmd", b'{"rate_s": 15}')
+        async with aiomqtt.Client(mosquitto.host, mosquitto.port) as c:
+            await c.publish("tagwatch/v1/tags/T1/fix", b'{"seq": 1}', qos=1)
+        deadline = time.monotonic() + 10
+        while not any(it.topic.endswith("/fix") for it in got):
+            assert time.monotonic() < deadline, got
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)  # the command, had it come back, came before the fix
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(go())
+    topics_got = sorted(it.topic for it in got)
+    if mqtt5:
+        assert topics_got == ["tagwatch/v1/tags/T1/fix"]
+    else:
+        assert topics_got == ["tagwatch/v1/tags/T1/cmd", "tagwatch/v1/tags/T1/fix"]
+        cmd = next(it for it in got if it.topic.endswith("/cmd"))
+        assert decode_message(cmd.topic, cmd.payload) == ([], [])
