@@ -397,3 +397,32 @@ def test_a_tags_one_filter_brings_its_input_and_not_the_engines_own_commands(
         assert topics_got == ["tagwatch/v1/tags/T1/cmd", "tagwatch/v1/tags/T1/fix"]
         cmd = next(it for it in got if it.topic.endswith("/cmd"))
         assert decode_message(cmd.topic, cmd.payload) == ([], [])
+
+
+def test_a_subscribe_that_fails_midway_leaves_no_packet_waiting() -> None:
+    """Packets go 4 at a time; when one fails (the connection broke) the error reaches the
+    caller (the session reconnects) and the other packets' waits are cancelled, not left
+    running."""
+    from engine.mqtt.subscriptions import PER_PACKET, subscribe
+
+    waiting: list[asyncio.Future[Any]] = []
+
+    class Breaking:
+        calls = 0
+
+        async def subscribe(self, topic: Any, qos: int = 1) -> list[int]:
+            self.calls += 1
+            if self.calls == 2:
+                await asyncio.sleep(0)
+                raise aiomqtt.MqttError("connection lost")
+            fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            waiting.append(fut)
+            return await fut  # never answered
+
+    async def go() -> None:
+        filters = [f"tagwatch/v1/tags/T{i}/+" for i in range(3 * PER_PACKET)]
+        with pytest.raises(aiomqtt.MqttError, match="connection lost"):
+            await subscribe(cast(Any, Breaking()), filters, True)
+        assert waiting and all(f.cancelled() for f in waiting)
+
+    asyncio.run(go())

@@ -114,7 +114,15 @@ async def _send(
         codes += [0x80] * (len(chunk) - len(codes))  # a broker answering short: refused
         return list(zip(chunk, codes, strict=False))
 
-    return [x for part in await asyncio.gather(*map(one, chunks)) for x in part]
+    tasks = [asyncio.ensure_future(one(c)) for c in chunks]
+    try:
+        parts = await asyncio.gather(*tasks)
+    except Exception:  # (the connection broke): the other packets' waits go with it
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    return [x for part in parts for x in part]
 
 
 def _value(code: Any) -> int:
