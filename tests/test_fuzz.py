@@ -338,9 +338,11 @@ def check_dead(d: DeadLetter, origin: str) -> None:
 
 def _topic_kind(topic: str, limits: Limits) -> tuple[str, str]:
     """What decode_message must do with a topic: (kind, device), kind one of fix, fixes,
-    event, owntracks, ignore (an OwnTracks sub-topic) or dead (one dead letter)."""
+    event, owntracks, ignore (an OwnTracks sub-topic, a tag's cmd) or dead (one dead letter)."""
     if topic.startswith("tagwatch/v1/tags/"):
         parts = topic[len("tagwatch/v1/tags/") :].split("/")
+        if len(parts) == 2 and parts[1] == "cmd":  # the engine's own commands, back on a
+            return "ignore", ""  # shard's tags/{tag}/+ over MQTT 3.1.1
         if len(parts) == 2 and parts[1] in TAG_KINDS and parts[0]:
             tag = parts[0]
             ok = "+" not in tag and "#" not in tag and not re.search("[\ud800-\udfff]", tag)
