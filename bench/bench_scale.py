@@ -154,11 +154,6 @@ def test_startup_many_subjects(
 SHARD_SUBJECTS = int(os.environ.get("TAGWATCH_BENCH_SCALE_SHARD_SUBJECTS", "500000"))
 
 
-def _cpu_s(pid: int) -> float:
-    f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def _subscribe_as_stop_29(host: str, port: int, tags: list[str]) -> None:
     import aiomqtt
 
@@ -176,6 +171,7 @@ async def _subscribe_as_stop_29(host: str, port: int, tags: list[str]) -> None:
 def test_shard_first_start(benchmark: BenchmarkFixture, record_property, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     import asyncio
 
+    from bench.flood import proc_figures
     from engine.broker.process import MosquittoProcess, find_mosquitto
     from tests.helpers import EngineProcess
     from zones.shard import Shard
@@ -198,7 +194,7 @@ def test_shard_first_start(benchmark: BenchmarkFixture, record_property, tmp_pat
                     time.sleep(0.05)
                 got["engine_s"] = time.monotonic() - t0
                 assert b.pid is not None
-                got["broker_cpu_s"] = _cpu_s(b.pid)
+                got["broker_cpu_s"] = proc_figures(b.pid)[1]
 
     benchmark.pedantic(start, rounds=1, iterations=1)
     with MosquittoProcess(workdir=tmp_path / "mq0", executable=exe, start_timeout=120) as b:
@@ -206,7 +202,7 @@ def test_shard_first_start(benchmark: BenchmarkFixture, record_property, tmp_pat
         asyncio.run(_subscribe_as_stop_29(b.host, b.port, tags))
         got["old_s"] = time.monotonic() - t0
         assert b.pid is not None
-        got["old_broker_cpu_s"] = _cpu_s(b.pid)
+        got["old_broker_cpu_s"] = proc_figures(b.pid)[1]
     summary = (
         f"shard 0/2 of {SHARD_SUBJECTS} subjects x 3 zones ({len(tags)} tags) on a fresh"
         f" mosquitto: connected {got['engine_s']:.1f} s after its start (mosquitto CPU"

@@ -191,7 +191,7 @@ def _store_bytes(db: Path) -> int:
     return sum(p.stat().st_size for p in (db, Path(f"{db}-wal")) if p.exists())
 
 
-def _proc_figures(pid: int) -> tuple[float, float]:
+def proc_figures(pid: int) -> tuple[float, float]:
     """(peak RSS MB, CPU seconds) of a running process, from /proc."""
     rss = 0.0
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -230,7 +230,7 @@ def run_flood(
             fig.hostile_sent = int(out.get(timeout=60))
             flood.join(30)
             assert eng.pid is not None
-            fig.rss_mb, fig.cpu_s = _proc_figures(eng.pid)
+            fig.rss_mb, fig.cpu_s = proc_figures(eng.pid)
             fig.store_mb = (_store_bytes(db) - before) / 1e6
             assert eng.stop() == 0, eng.log_text()[-4000:]
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
