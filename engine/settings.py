@@ -198,7 +198,7 @@ class Settings:
     steady_jump_spreads: float = 2.0
     steady_burst_spread_m: float = 10.0
     steady_burst_fixes: int = 12
-    steady_burst_s: float = 120.0
+    steady_burst_s: float = 200.0
     # a run from beside a steady track (or one that jumped off the track's course) is
     # confident (>= 0.9) only once it outlasts a burst and the error's slow wander
     steady_confident_s: float = 450.0

@@ -156,23 +156,46 @@ def test_curfew_home_family_through_the_cli(
 CANYON_STILL = [-30.0, -12.0, -41.0, -25.0, -48.0, -19.0, -33.0, -28.0]
 
 
-def test_a_short_burst_from_a_steady_canyon_track_raises_no_breach() -> None:
-    burst = [45.0, 52.0]
+@pytest.mark.parametrize("burst", [[45.0, 52.0], [45.0, 52.0, 47.0, 50.0]])
+def test_a_burst_from_a_steady_canyon_track_raises_no_breach(burst: list[float]) -> None:
+    """Multipath shifts 2-4 consecutive fixes together (issue 15's world): at 60 s fixes
+    even the longest, 3 minutes from its first fix to its last, is held and dismissed."""
     tr, book = _zone()
     _feed(tr, CANYON_STILL + burst + CANYON_STILL, dt=60.0, sigma=15.0)
-    assert book.drain() == []  # a jump from a steady level, back within 2 min: a burst
+    assert book.drain() == []  # a jump from a steady level, back within 3 min: a burst
     tr, book = _zone(Settings(steady_burst_fixes=0))
     _feed(tr, CANYON_STILL + burst + CANYON_STILL, dt=60.0, sigma=15.0)
     assert [r.state for r in book.drain()][:1] == ["open"]  # without the hold it opens
 
 
-def test_a_three_minute_entry_from_a_steady_track_is_never_dismissed_as_a_burst() -> None:
+def test_an_entry_outlasting_a_burst_from_a_steady_track_is_never_dismissed() -> None:
+    """Five fixes inside at 60 s (4 minutes from the first to the last) are more than any
+    burst: the breach opens on the fifth, from the first."""
     tr, book = _zone()
-    _feed(tr, [*CANYON_STILL, 48.0, 51.0, 49.0, 56.0, *CANYON_STILL], dt=60.0, sigma=15.0)
+    run = [48.0, 51.0, 49.0, 56.0, 50.0]
+    _feed(tr, [*CANYON_STILL, *run, *CANYON_STILL], dt=60.0, sigma=15.0)
     recs = book.drain()
     assert recs and recs[0].state == "open"
     assert recs[0].opened_t == 1000.0 + 60.0 * len(CANYON_STILL)  # from its first fix
-    assert recs[0].raised_t - recs[0].opened_t <= S.steady_burst_s + 60.0
+    assert recs[0].raised_t - recs[0].opened_t == 60.0 * (len(run) - 1)
+    assert S.steady_burst_s < 60.0 * (len(run) - 1)
+
+
+def test_a_held_run_that_walks_out_was_no_burst() -> None:
+    """Four fixes inside at 60 s, as long as the longest burst: jumping straight back to
+    the level, it was one; leaving by a fix partway out (walking, as a burst never does),
+    it was a step in, reported from its first fix."""
+    still = [d - 20.0 for d in CANYON_STILL]  # about 50 m out
+    run = [36.0, 25.0, 23.0, 33.0]
+    tr, book = _zone()
+    _feed(tr, [*still, *run, -45.0, *still], dt=60.0, sigma=15.0)
+    assert book.drain() == []
+    tr, book = _zone()
+    _feed(tr, [*still, *run, -5.0, *still], dt=60.0, sigma=15.0)
+    recs = book.drain()
+    assert recs and recs[0].state == "open"
+    assert recs[0].opened_t == 1000.0 + 60.0 * len(still)
+    assert recs[0].raised_t == recs[0].opened_t + 60.0 * len(run)
 
 
 def test_a_walk_in_from_a_steady_track_is_not_held_as_a_burst() -> None:
@@ -180,12 +203,12 @@ def test_a_walk_in_from_a_steady_track_is_not_held_as_a_burst() -> None:
     left its level (28 m towards the zone: 2 spreads of 12 m) is walking in: decided on its
     first fix inside, not held for steady_burst_s."""
     tr, book = _zone()
-    _feed(tr, [*CANYON_STILL, 0.0, 45.0, 48.0, 46.0, 50.0], dt=60.0, sigma=12.0)
+    _feed(tr, [*CANYON_STILL, 0.0, 45.0, 48.0, 46.0, 50.0, 47.0], dt=60.0, sigma=12.0)
     recs = book.drain()
     first_in = 1000.0 + 60.0 * (len(CANYON_STILL) + 1)
     assert recs and recs[0].opened_t == first_in and recs[0].raised_t == first_in
     tr, book = _zone()  # the same run jumping straight from the level is held
-    _feed(tr, [*CANYON_STILL, -30.0, 45.0, 48.0, 46.0, 50.0], dt=60.0, sigma=12.0)
+    _feed(tr, [*CANYON_STILL, -30.0, 45.0, 48.0, 46.0, 50.0, 47.0], dt=60.0, sigma=12.0)
     recs = book.drain()
     assert recs and recs[0].raised_t - recs[0].opened_t >= S.steady_burst_s
 

@@ -149,9 +149,9 @@ class BreachTracker:
         self.jumped = False
         if self.kind != "zone_breach":
             return False
-        why, self.jumped = steady_judge(self.recent, self.pending, last.t, self.s)
+        why, self.jumped, back = steady_judge(self.recent, self.pending, last.t, self.s)
         if why == "burst":
-            self.burst = (self.pending[0].t, 0.0)  # back outside within it: it was one
+            self.burst = (self.pending[0].t, back)  # back at the level within it: it was one
         return why is not None
 
     def observe(self, o: Obs, at: Where | None = None) -> None:

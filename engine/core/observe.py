@@ -149,15 +149,17 @@ def course_burst(
 
 def steady_judge(
     recent: list[Obs], run: list[Obs], t: float, s: Settings
-) -> tuple[str | None, bool]:
+) -> tuple[str | None, bool, float]:
     """Judge a run into the zone (its first fix inside first, latest at t) against where the
-    track has steadily been: ("burst", _) for a jump from a steady level where the receiver
+    track has steadily been: ("burst", _, back) for a jump from a steady level where the receiver
     struggles (steady_burst_spread_m), its last fix outside still at the level (within
     steady_jump_spreads), that has lasted no longer than a burst
     (steady_burst_fixes, steady_burst_s); ("drift", _) for a run the level's spread explains
     (held at most steady_hold_s); (None, _) otherwise. The flag: the run began beside a
     steady track or jumped off the track's course, so it may still be a burst or the error's
-    slow wander (confident only after steady_confident_s)."""
+    slow wander (confident only after steady_confident_s). `back`: a burst is over, and was
+    one, at a fix no deeper than this (the level, steady_jump_spreads spreads allowed); a
+    fix outside but short of it is a walk out, and the run was a step in."""
     first = run[0]
     near = steady_level(
         recent, first.t, s, s.steady_burst_min_fixes, s.steady_burst_min_span_s, s.burst_max_s
@@ -173,13 +175,14 @@ def steady_judge(
         and len(run) <= s.steady_burst_fixes
         and t - first.t <= s.steady_burst_s
     ):
-        return "burst", wary
+        return "burst", wary, min(jump[0] + s.steady_jump_spreads * jump[1], 0.0)
     if t - first.t > s.steady_hold_s:
-        return None, wary  # held long enough: a real step in is never held longer
+        return None, wary, 0.0  # held long enough: a real step in is never held longer
     level = steady_level(
         recent, first.t, s, s.steady_min_fixes, s.steady_min_span_s, s.steady_window_s
     )
-    return ("drift" if level is not None and steady_explains(run, level, s) else None), wary
+    drift = level is not None and steady_explains(run, level, s)
+    return ("drift" if drift else None), wary, 0.0
 
 
 def _watched(last: Obs | None, o: Obs, s: Settings) -> float | None:
