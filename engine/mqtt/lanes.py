@@ -167,7 +167,7 @@ class Lanes:
     async def watch(self, tags: Collection[str], subjects: Sequence[Subject]) -> None:
         """`watch_soon`, and wait until the priority session has its filters."""
         self.watch_soon(tags, subjects)
-        while self._refiltering is not None and not self._refiltering.done():
+        if self._refiltering is not None:  # it runs until the filters are the wanted ones
             await self._refiltering
 
     def watch_soon(self, tags: Collection[str], subjects: Sequence[Subject]) -> None:
