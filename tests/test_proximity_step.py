@@ -17,11 +17,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import engine.core.victims as victims
-from engine.core.decide import BreachTracker, Obs, Trackers
+from engine.core.decide import BreachTracker, Obs
 from engine.core.episodes import EpisodeBook, TrackerKey, TrackerKind, Where
 from engine.core.history import dist_m
 from engine.core.pipeline import Pipeline
 from engine.core.schedules import PERIOD_ENDED
+from engine.core.trackers import Trackers
 from engine.settings import Settings
 from engine.wire.alerts import encode_alert
 from engine.wire.records import FixRecord, Record

@@ -10,11 +10,12 @@ from typing import cast
 
 import numpy as np
 
-from engine.core.decide import BURST_FORGET_M, BreachTracker, Obs, Trackers
+from engine.core.decide import BURST_FORGET_M, BreachTracker, Obs
 from engine.core.episodes import TrackerKey, TrackerKind, Where
 from engine.core.observe import CurfewTracker
 from engine.core.registry import Registry
 from engine.core.schedules import Schedules
+from engine.core.trackers import Trackers
 from engine.settings import Settings
 from engine.wire.alerts import Severity
 from engine.wire.records import ROW_SEQ, ROW_SLOT, ROW_T

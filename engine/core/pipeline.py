@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 
-from engine.core.decide import Trackers
 from engine.core.episodes import EpisodeBook, book_state, load_book
 from engine.core.fences import Fences
 from engine.core.health.clock import ArrivalClock
@@ -28,6 +27,7 @@ from engine.core.outliers import Outliers
 from engine.core.registry import Registry
 from engine.core.remap import Ids, Remap
 from engine.core.schedules import Schedules
+from engine.core.trackers import Trackers
 from engine.core.transit import Routes
 from engine.core.victims import Proximity
 from engine.settings import Settings

@@ -14,12 +14,13 @@ from typing import Any
 import numpy as np
 import shapely
 
-from engine.core.decide import Obs, Trackers
+from engine.core.decide import Obs
 from engine.core.episodes import R68_PER_SIGMA as R68
 from engine.core.episodes import TrackerKey, TrackerKind, prob_below
 from engine.core.history import speed
 from engine.core.observe import graded_cap
 from engine.core.registry import Registry
+from engine.core.trackers import Trackers
 from engine.settings import Settings
 from engine.wire.alerts import Severity
 from engine.wire.records import ROW_ACC, ROW_LAT, ROW_LON, ROW_T

@@ -12,12 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from engine.core.decide import BreachTracker, Obs, Trackers
+from engine.core.decide import BreachTracker, Obs
 from engine.core.episodes import TrackerKey, TrackerKind, Where, sigma_of
 from engine.core.fences import _keeps_nothing
 from engine.core.history import dist_m
 from engine.core.registry import Registry
 from engine.core.schedules import PERIOD_ENDED
+from engine.core.trackers import Trackers
 from engine.settings import Settings
 from engine.wire.records import ROW_LAT, ROW_LON, ROW_SEQ, ROW_SLOT, ROW_T
 from zones.kernels.frame import haversine
