@@ -144,6 +144,16 @@ class Settings:
     # ...graded from likely_confidence_min, reached when going round would take
     # transit_speedup more speed than the tag had (+50 %)
     transit_speedup: float = 0.5
+    # A breach opened by a short run of fixes inside (at most crossing_max_fixes), when the
+    # fixes either side of the run (outside) put it there: each fix of the run lies within
+    # crossing_sigmas combined sigmas of where the straight track through its neighbours,
+    # at a steady speed, is at its time, and the track from the fix before the run to the
+    # one after is inside the zone all through it. A wild fix lands anywhere and a
+    # multipath burst off a track outside stays off it: a crossing seen both ways rises to
+    # crossing_confidence_max at the fix after the run
+    crossing_confidence_max: float = 0.95
+    crossing_sigmas: float = 3.0
+    crossing_max_fixes: int = 4
     # Transit: the straight segment between two fixes outside must go this deep (and two
     # sigma of the fixes) into a zone to count; fixes further apart than max_gap say
     # nothing about the route; and when a route round the zone no longer than the tag could

@@ -7,7 +7,8 @@ geometry: the pipeline measures, the trackers decide. Rules, all thresholds in S
 
 - A single fix decides at once when it is deep and confident (depth >= decisive_depth_m
   and >= decisive_sigmas sigma). Its confidence is capped: one fix cannot rule out a
-  multipath burst or a wild fix.
+  multipath burst or a wild fix, until the fixes either side of a short run inside put
+  the run on a straight track through the zone (a crossing: engine/core/transit.py).
 - Otherwise evidence accumulates over consecutive fixes since the last confidently-outside
   one: the 1/sigma^2-weighted mean depth, whose uncertainty shrinks only with the number
   of *decorrelated* fixes (GPS error is correlated over error_corr_s), must be inside with
@@ -23,7 +24,7 @@ geometry: the pipeline measures, the trackers decide. Rules, all thresholds in S
 - `detail` says where: the position of the fix the engine decided on (`at`, given with
   each observation), the one at raised_t: the fix that opened the episode, and after an
   escalation the fix that escalated it (a transit: the second fix of the segment, and
-  where the segment started).
+  where the segment started; a crossing: the fix after the run, and the fix before it).
 
 `Trackers` (engine/core/trackers.py) is the table of live trackers by `TrackerKey` (kind +
 zone or pair index): made on first evidence, forgotten once idle.
@@ -61,8 +62,24 @@ class BreachTracker:
     """Decides one (subject, zone) or (subject, protected device) pair."""
 
     __slots__ = (
-        "book", "burst", "dismissed", "entry", "episode", "jumped", "key", "kind", "leaving_since",
-        "n_inside", "pending", "recent", "run_from", "s", "severity", "subject", "zone",
+        "book",
+        "burst",
+        "crossing",
+        "dismissed",
+        "entry",
+        "episode",
+        "jumped",
+        "key",
+        "kind",
+        "leaving_since",
+        "n_inside",
+        "pending",
+        "recent",
+        "run_from",
+        "s",
+        "severity",
+        "subject",
+        "zone",
     )  # fmt: skip
 
     def __init__(
@@ -95,6 +112,10 @@ class BreachTracker:
         self.run_from: float | None = None  # first fix of the current run of fixes inside
         self.jumped = False  # the run that opened the episode jumped from a steady level
         self.entry = Entry()  # how the current run came in (zone breaches only)
+        # A short run inside that opened the open episode and keeps to a straight track so
+        # far (engine/core/transit.py, Routes.crossing_step): the fix before it (t, lat, lon,
+        # acc), the time of its latest fix and how far a burst may have shifted the track
+        self.crossing: tuple[float, ...] | None = None
 
     @property
     def idle(self) -> bool:
@@ -334,6 +355,28 @@ class BreachTracker:
             return
         self.book.add_evidence(ep, last.tag, last.seq, confidence)
         self.book.close(self.key, self.kind, t_out)
+
+    def crossing_run(self, t: float, max_fixes: int) -> bool:
+        """Whether the fix at `t` is of the run of fixes inside that opened the open episode,
+        a run of at most `max_fixes` so far that the fix at hand goes on or ends."""
+        ep = self.episode
+        return (
+            ep is not None and self.n_inside <= max_fixes and ep.opened_t <= t
+            and self.run_from in (None, ep.opened_t)
+        )  # fmt: skip
+
+    def corroborate(self, last: Obs, confidence: float, detail: dict[str, Any]) -> None:
+        """The fix after the run inside that opened the open episode says it was a crossing
+        (engine/core/transit.py, Routes.crossing_step): raise the confidence to
+        `confidence`, never lower it; `last`: the fix that says so (cited as evidence)."""
+        ep = self.episode
+        assert ep is not None
+        before = ep.confidence
+        if confidence <= before:
+            return
+        self.book.add_evidence(ep, last.tag, last.seq, confidence)
+        if any(before < level <= ep.confidence for level in ESCALATE_AT):
+            self.book.republish(ep, raised_t=last.t, where=detail)
 
     def finish(self) -> None:
         """End of input: an episode whose tag was last seen confidently outside is closed."""

@@ -438,6 +438,8 @@ class Pipeline:
             self.fences.step(z, sd, st.sigma, st.row)
         for z, depth, f_in, f_out in st.transits:
             self.routes.transit_step(st.row, st.prev, st.pprev, z, depth, f_in, f_out)
+        for z, _ in st.zone_pairs:  # a short run inside that opened a breach, followed
+            self.routes.crossing_step(st.row, st.prev, st.pprev, z)
         for z, depth, t_in, t_out, *turn in st.onward:  # turn: absent in older snapshots
             self.routes.onward_step(st.row, st.prev, z, depth, t_in, t_out, turn)
         if st.prox:

@@ -120,6 +120,7 @@ class Trackers:
                     "burst": None if tr.burst is None else list(tr.burst),
                     "dismissed": list(tr.dismissed) if math.isfinite(tr.dismissed[0]) else None,
                     "jumped": tr.jumped, "entry": tr.entry.data(),
+                    "crossing": None if tr.crossing is None else list(tr.crossing),
                 }  # fmt: skip
             else:
                 d = {"type": "curfew", "subject": tr.subject, "zone": tr.zone,
@@ -154,6 +155,8 @@ class Trackers:
                 tr.dismissed = (math.inf, math.inf) if dm is None else (float(dm[0]), float(dm[1]))
                 tr.jumped = bool(d.get("jumped", False))
                 tr.entry = Entry.from_data(d.get("entry"))
+                cr = d.get("crossing")  # older snapshots: none
+                tr.crossing = None if cr is None else tuple(float(x) for x in cr)
                 kind = tr.kind
             elif d["type"] == "curfew":
                 tr = CurfewTracker(self.book, self.settings, key, str(d["subject"]), str(d["zone"]))

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import shapely
 
-from engine.core.decide import Obs
+from engine.core.decide import BreachTracker, Obs
 from engine.core.episodes import R68_PER_SIGMA as R68
 from engine.core.episodes import TrackerKey, TrackerKind, prob_below
 from engine.core.history import speed
@@ -304,6 +304,61 @@ class Routes:
         t_in, t_out = t0 + float(f_in) * dt, t0 + float(f_out) * dt
         self._breach(row, prev, z, sig, conf, t_in, t_out, ends_inside, _route(row, prev, depth))
 
+    def crossing_step(self, row: np.void, prev: np.ndarray, pprev: np.ndarray, z: int) -> None:
+        """When `prev` is a fix of the short run inside that opened zone z's open episode
+        (at most crossing_max_fixes so far): while each fix
+        of the run lies where the straight track through the fixes either side of it, at a
+        steady speed, puts it (within crossing_sigmas combined sigmas), the run is followed
+        (br.crossing); when `row`, the first fix after it, is outside and the straight track
+        from the fix before the run to `row` is inside the zone all through the run, far
+        enough in to count as a transit, it was a crossing: confidence rises. A wild fix
+        lands anywhere; a multipath burst off a track outside the zone stays off the track."""
+        st = self.settings
+        br = self.trackers.live.get(TrackerKey(TrackerKind.ZONE, z))
+        tf = float(prev[0])
+        if not (isinstance(br, BreachTracker) and br.crossing_run(tf, st.crossing_max_fixes)):
+            return
+        ep = br.episode
+        assert ep is not None
+        f = row.item()
+        tn = f[ROW_T]
+        c = br.crossing
+        first = tf == ep.opened_t  # the run's first fix: the track starts at the one before
+        if first:
+            c = (float(pprev[0]), float(pprev[1]), float(pprev[2]), float(pprev[3]), tf, 0.0)
+        elif c is None or c[4] != tf:  # not followed up to here
+            br.crossing = None
+            return
+        br.crossing = None
+        b = (tn, f[ROW_LAT], f[ROW_LON], f[ROW_ACC])
+        shift = _track_gap(pprev, prev, b, st)
+        if not (tn - c[0] <= st.transit_max_gap_s and math.isfinite(shift)):
+            return
+        if first:  # a burst shifting the run and all after it together passed unseen
+            c = (*c[:5], min(shift, st.steady_burst_max_m))
+        if br.run_from is not None:  # `row` is inside: the run goes on
+            br.crossing = (*c[:4], tn, c[5])
+            return
+        d, f_in, f_out = segment_depth(
+            self.table, [c[1]], [c[2]], [b[1]], [b[2]], np.array([z])
+        )  # fmt: skip
+        span = tn - c[0]
+        a0, a1 = (ep.opened_t - c[0]) / span, (tf - c[0]) / span
+        depth = float(d[0])
+        sig = max(c[3], b[3], st.acc_floor_m) / R68
+        # A burst that began after the fix before the run and still shifts the fix after it
+        # moves the track at the run's last fix by up to a1 x that shift: deeper than that,
+        # no burst of a track outside made it
+        need = max(st.transit_min_depth_m, 2.0 * sig) + a1 * c[5]
+        if not (f_in[0] <= a0 and a1 <= f_out[0]) or depth < need:
+            return
+        conf = min(prob_below(depth, sig), st.crossing_confidence_max)
+        tag = self.registry.device_ids[int(row["slot"])]
+        start = np.array(c[:4], dtype=np.float64)
+        br.corroborate(
+            Obs(tn, -1.0, sig, tag, int(row["seq"])), conf, _route(row, start, depth, "crossing")
+        )
+
     def onward_step(
         self, row: np.void, a: np.ndarray, z: int, depth: float, t_in: float, t_out: float,
         turn: list[float] | tuple[float, ...] = (),
@@ -348,6 +403,25 @@ class Routes:
         last = Obs(float(row["t"]), -1.0, sig, tag, int(row["seq"]))
         br.transit(first, last, t_in, t_out, conf, ends_inside, where)
         self.trackers.forget_if_idle(key, z)
+
+
+def _track_gap(a: Any, m: Any, b: Any, st: Settings) -> float:
+    """If fix `m` lies within crossing_sigmas combined sigmas of where the straight track
+    from fix `a` to fix `b` at a steady speed is at its time ((t, lat, lon, acc) each), the
+    largest shift of `m` and `b` together (a multipath burst from `m` on) that would still
+    pass this check; NaN when it does not lie there or the times are not in order."""
+    ta, tm, tb = float(a[0]), float(m[0]), float(b[0])
+    if not ta < tm < tb:
+        return math.nan
+    lat0, lon0 = float(m[1]), float(m[2])  # m is the origin
+    ax, ay = _xy(float(a[1]), float(a[2]), lat0, lon0)
+    bx, by = _xy(float(b[1]), float(b[2]), lat0, lon0)
+    k = (tm - ta) / (tb - ta)
+    sa, sm, sb = (max(float(x[3]), st.acc_floor_m) / R68 for x in (a, m, b))
+    tol = st.crossing_sigmas * math.sqrt(((1.0 - k) * sa) ** 2 + (k * sb) ** 2 + sm**2)
+    if math.hypot(ax + k * (bx - ax), ay + k * (by - ay)) > tol:
+        return math.nan
+    return tol / (1.0 - k)  # m and b shifted by d move m off the track by (1 - k) d
 
 
 def _route(row: np.void, start: np.ndarray, depth: float, route: str = "segment") -> dict[str, Any]:
