@@ -297,6 +297,15 @@ class Settings:
     # (tagwatch/v1/tags/{tag}/cmd) to report every report_fast_s, then back to
     # report_interval_s once every such episode has closed
     report_fast_s: float = 15.0
+    # ...and while it is heading for an exclusion zone in force: moving at least
+    # ahead_min_speed_mps since its previous fix, its straight-on track for the next
+    # ahead_s seconds at that speed passes within ahead_margin_m (and two sigma) of the
+    # zone. At report_interval_s a car crosses a zone between two fixes, where only the
+    # straight line between them says it went in; at report_fast_s fixes land inside
+    # (decisions.md, "A crossing seen both ways"). ahead_s 0: off
+    ahead_s: float = 90.0
+    ahead_min_speed_mps: float = 2.0
+    ahead_margin_m: float = 50.0
 
     # --- alerts -----------------------------------------------------------------------
     alert_topic_prefix: str = topics.ALERTS

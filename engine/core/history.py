@@ -52,10 +52,29 @@ def speed(a: np.ndarray, b: np.ndarray) -> float:
 
 class FixHistory:
     """`fixes[slot]`: that slot's last HISTORY accepted fixes, newest first, as rows of
-    (t, lat, lon, acc, seq); NaN where there is none yet."""
+    (t, lat, lon, acc, seq); NaN where there is none yet. `ahead[slot]`: whether its latest
+    fix was heading for a zone (engine/core/measure.py, Measure.ahead); `turned`: the slots
+    whose flag changed since `take_turned`."""
 
     def __init__(self, n_slots: int) -> None:
         self.fixes = np.full((n_slots, HISTORY, 5), np.nan)
+        self.ahead = np.zeros(n_slots, dtype=np.bool_)
+        self.turned: set[int] = set()
+
+    def heading(self, slot: np.ndarray, ahead: np.ndarray) -> None:
+        """Each slot's `ahead` flag as of its last row here (rows in processing order)."""
+        if not (ahead.any() or self.ahead[slot].any()):
+            return
+        u, first = np.unique(slot[::-1], return_index=True)
+        new = ahead[slot.shape[0] - 1 - first]
+        changed = np.flatnonzero(self.ahead[u] != new)
+        self.ahead[u[changed]] = new[changed]
+        self.turned.update(u[changed].tolist())
+
+    def take_turned(self) -> list[int]:
+        out = sorted(self.turned)
+        self.turned.clear()
+        return out
 
     def last(self, slot: int) -> np.ndarray | None:
         """The slot's latest fix (t, lat, lon, acc, seq), or None."""
@@ -130,10 +149,12 @@ class FixHistory:
 
     # -- state as data (snapshots, configuration reloads: engine/core/remap.py) ----------
     def export_state(self) -> dict[str, Any]:
-        return {"fixes": self.fixes}
+        return {"fixes": self.fixes, "ahead": self.ahead}
 
     def import_state(self, d: dict[str, Any], m: Remap) -> None:
         self.fixes = m.rows(d["fixes"], self.fixes)
+        if "ahead" in d:  # older snapshots: none heading anywhere
+            self.ahead = m.rows(d["ahead"], self.ahead)
 
 
 @njit

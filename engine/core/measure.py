@@ -16,7 +16,7 @@ from engine.core.registry import Registry
 from engine.core.transit import Onward, Routes
 from engine.settings import Settings
 from zones.compile import ZoneTable
-from zones.geofence import signed_distance_by_subject
+from zones.geofence import point_distance_m, segment_distance, signed_distance_by_subject
 
 
 @dataclass
@@ -58,6 +58,8 @@ class Measured:
     onward: dict[int, Onward]
     prox: np.ndarray
     visit: np.ndarray  # rows that can change something but for proximity, sorted
+    # per tag row: heading for an exclusion zone in force (Measure.ahead)
+    ahead: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.bool_))
 
     # Per-batch lists the steps are read from (made on the first step)
     _lists: tuple[list[Any], ...] | None = field(default=None, init=False, repr=False)
@@ -155,4 +157,45 @@ class Measure:
         return Measured(
             arr, subj, tags, tag_pos, sigma, prev, hist[:, 1], zidx, dist, near, pair_row[near],
             transit, pair_row[transit[0]], onward, prox, visit,
+            self.ahead(cur, prev, pair_fix, zidx, dist),
         )  # fmt: skip
+
+    def ahead(
+        self, cur: np.ndarray, prev: np.ndarray, pair_fix: np.ndarray, zidx: np.ndarray,
+        dist: np.ndarray,
+    ) -> np.ndarray:  # fmt: skip
+        """Per tag row (`cur`, `prev`: its fix and the one before, t, lat, lon, acc, ...):
+        whether the tag is heading for an exclusion zone in force. Moving at least
+        ahead_min_speed_mps (beyond both fixes' accuracy), its straight-on track for the next
+        ahead_s at that speed passes within ahead_margin_m and two sigma of the zone."""
+        st = self.settings
+        out = np.zeros(cur.shape[0], dtype=np.bool_)
+        if st.ahead_s <= 0.0 or zidx.shape[0] == 0:
+            return out
+        f, z, d = pair_fix, zidx, dist
+        a, b = prev[f], cur[f]
+        dt = b[:, 0] - a[:, 0]
+        run = point_distance_m(a[:, 1], a[:, 2], b[:, 1], b[:, 2]) - a[:, 3] - b[:, 3]
+        v = np.maximum(run, 0.0) / np.maximum(dt, 1.0)
+        ok = (
+            ~self.fences.is_inclusion[z]
+            & (dt > 0.0)
+            & (dt <= st.transit_max_gap_s)
+            & (v >= st.ahead_min_speed_mps)
+            & (d <= v * st.ahead_s + st.ahead_margin_m)
+        )  # fmt: skip (NaN, no fix before: False)
+        table, schedules = self.table, self.fences.schedules
+        if table.has_validity:
+            ok &= (table.valid_from[z] <= b[:, 0]) & (b[:, 0] < table.valid_until[z])
+        k = np.flatnonzero(ok)
+        if k.shape[0] and schedules.limited:
+            k = k[schedules.binds_mask(z[k], b[k, 0])]
+        if k.shape[0] == 0:
+            return out
+        a, b, z, f = a[k], b[k], z[k], f[k]
+        r = (st.ahead_s / dt[k])[:, None]
+        end = b[:, 1:3] + (b[:, 1:3] - a[:, 1:3]) * r  # straight on at the same speed
+        gap = segment_distance(table, b[:, 1], b[:, 2], end[:, 0], end[:, 1], z)
+        sig = np.maximum(b[:, 3], st.acc_floor_m) / R68
+        out[f[gap <= st.ahead_margin_m + 2.0 * sig]] = True
+        return out

@@ -354,6 +354,7 @@ class Pipeline:
         if arr.shape[0] == 0:
             return
         m = self.measure.batch(arr)
+        self.history.heading(m.tags["slot"], m.ahead)
         suspects = self.outliers.suspects
         visit = m.visit
         prox = np.flatnonzero(m.prox)
@@ -458,8 +459,14 @@ class Pipeline:
                     self.trackers.end(key, kind, until, reason)
         res.alerts = self.book.drain()
         st = self.settings
-        for tag in self.book.take_changed():  # only tags whose fast episodes began or ended
-            fast = tag in self.book.watched
+        # only tags whose fast episodes began or ended, or that began or stopped heading for
+        # a zone (FixHistory.heading)
+        changed = self.book.take_changed()
+        if self.history.turned:
+            ids = self.registry.device_ids
+            changed = sorted({*changed, *(ids[s] for s in self.history.take_turned())})
+        for tag in changed:
+            fast = tag in self.book.watched or bool(self.history.ahead[self.registry.slot(tag)])
             if fast != (tag in self.fast):
                 res.commands.append((tag, st.report_fast_s if fast else st.report_interval_s))
                 (self.fast.add if fast else self.fast.discard)(tag)
