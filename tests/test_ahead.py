@@ -62,6 +62,11 @@ def test_nothing_asked_of_a_tag_parked_near_a_zone_or_driving_past_well_clear() 
     assert commands(_world([EXCL]), drive(THROUGH, y=300.0)) == []
 
 
+def test_a_zone_not_yet_in_force_asks_nothing() -> None:
+    later = replace(EXCL, valid_from=T0 + 3600.0)  # the condition starts in an hour
+    assert commands(_world([later]), drive(THROUGH)) == []
+
+
 def test_off_asks_nothing_until_an_alert() -> None:
     p = _world([EXCL], settings=replace(S, ahead_s=0.0))
     got = commands(p, drive(THROUGH))

@@ -62,24 +62,9 @@ class BreachTracker:
     """Decides one (subject, zone) or (subject, protected device) pair."""
 
     __slots__ = (
-        "book",
-        "burst",
-        "crossing",
-        "dismissed",
-        "entry",
-        "episode",
-        "jumped",
-        "key",
-        "kind",
-        "leaving_since",
-        "n_inside",
-        "pending",
-        "recent",
-        "run_from",
-        "s",
-        "severity",
-        "subject",
-        "zone",
+        "book", "burst", "crossing", "dismissed", "entry", "episode", "jumped", "key", "kind",
+        "leaving_since", "n_inside", "pending", "recent", "run_from", "s", "severity",
+        "subject", "zone",
     )  # fmt: skip
 
     def __init__(

@@ -172,27 +172,28 @@ class Measure:
         out = np.zeros(cur.shape[0], dtype=np.bool_)
         if st.ahead_s <= 0.0 or zidx.shape[0] == 0:
             return out
+        # per tag row first (a fix has a pair per zone of its subject within the cutoff)
+        dt_row = cur[:, 0] - prev[:, 0]
+        run = point_distance_m(prev[:, 1], prev[:, 2], cur[:, 1], cur[:, 2])
+        v_row = np.maximum(run - prev[:, 3] - cur[:, 3], 0.0) / np.maximum(dt_row, 1.0)
+        moving = (dt_row > 0.0) & (dt_row <= st.transit_max_gap_s)
+        moving &= v_row >= st.ahead_min_speed_mps  # NaN (no fix before) fails each test
+        if not moving.any():
+            return out
         f, z, d = pair_fix, zidx, dist
-        a, b = prev[f], cur[f]
-        dt = b[:, 0] - a[:, 0]
-        run = point_distance_m(a[:, 1], a[:, 2], b[:, 1], b[:, 2]) - a[:, 3] - b[:, 3]
-        v = np.maximum(run, 0.0) / np.maximum(dt, 1.0)
-        ok = (
-            ~self.fences.is_inclusion[z]
-            & (dt > 0.0)
-            & (dt <= st.transit_max_gap_s)
-            & (v >= st.ahead_min_speed_mps)
-            & (d <= v * st.ahead_s + st.ahead_margin_m)
-        )  # fmt: skip (NaN, no fix before: False)
+        v, dt = v_row[f], dt_row[f]
+        ok = moving[f] & ~self.fences.is_inclusion[z] & (d <= v * st.ahead_s + st.ahead_margin_m)
+        t = cur[f, 0]
         table, schedules = self.table, self.fences.schedules
         if table.has_validity:
-            ok &= (table.valid_from[z] <= b[:, 0]) & (b[:, 0] < table.valid_until[z])
+            ok &= (table.valid_from[z] <= t) & (t < table.valid_until[z])
         k = np.flatnonzero(ok)
         if k.shape[0] and schedules.limited:
-            k = k[schedules.binds_mask(z[k], b[k, 0])]
+            k = k[schedules.binds_mask(z[k], t[k])]
         if k.shape[0] == 0:
             return out
-        a, b, z, f = a[k], b[k], z[k], f[k]
+        z, f = z[k], f[k]
+        a, b = prev[f], cur[f]
         r = (st.ahead_s / dt[k])[:, None]
         end = b[:, 1:3] + (b[:, 1:3] - a[:, 1:3]) * r  # straight on at the same speed
         gap = segment_distance(table, b[:, 1], b[:, 2], end[:, 0], end[:, 1], z)

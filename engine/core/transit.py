@@ -306,13 +306,13 @@ class Routes:
 
     def crossing_step(self, row: np.void, prev: np.ndarray, pprev: np.ndarray, z: int) -> None:
         """When `prev` is a fix of the short run inside that opened zone z's open episode
-        (at most crossing_max_fixes so far): while each fix
-        of the run lies where the straight track through the fixes either side of it, at a
-        steady speed, puts it (within crossing_sigmas combined sigmas), the run is followed
-        (br.crossing); when `row`, the first fix after it, is outside and the straight track
-        from the fix before the run to `row` is inside the zone all through the run, far
-        enough in to count as a transit, it was a crossing: confidence rises. A wild fix
-        lands anywhere; a multipath burst off a track outside the zone stays off the track."""
+        (at most crossing_max_fixes so far): while each fix of the run lies where the
+        straight track through the fixes either side of it, at a steady speed, puts it
+        (within crossing_sigmas combined sigmas), the run is followed (br.crossing); when
+        `row`, the first fix after it, is outside and the straight track from the fix before
+        the run to `row` is inside the zone all through the run, deeper than a transit must
+        be and than a burst could have moved it, it was a crossing: confidence rises. A wild
+        fix lands anywhere; a multipath burst off a track outside the zone stays off it."""
         st = self.settings
         br = self.trackers.live.get(TrackerKey(TrackerKind.ZONE, z))
         tf = float(prev[0])
