@@ -183,20 +183,17 @@ class Measure:
         f, z, d = pair_fix, zidx, dist
         v, dt = v_row[f], dt_row[f]
         ok = moving[f] & ~self.fences.is_inclusion[z] & (d <= v * st.ahead_s + st.ahead_margin_m)
-        t = cur[f, 0]
-        table, schedules = self.table, self.fences.schedules
-        if table.has_validity:
-            ok &= (table.valid_from[z] <= t) & (t < table.valid_until[z])
         k = np.flatnonzero(ok)
-        if k.shape[0] and schedules.limited:
-            k = k[schedules.binds_mask(z[k], t[k])]
+        schedules = self.fences.schedules
+        if k.shape[0] and schedules.limited:  # validity and schedules
+            k = k[schedules.binds_mask(z[k], cur[f[k], 0])]
         if k.shape[0] == 0:
             return out
         z, f = z[k], f[k]
         a, b = prev[f], cur[f]
         r = (st.ahead_s / dt[k])[:, None]
         end = b[:, 1:3] + (b[:, 1:3] - a[:, 1:3]) * r  # straight on at the same speed
-        gap = segment_distance(table, b[:, 1], b[:, 2], end[:, 0], end[:, 1], z)
+        gap = segment_distance(self.table, b[:, 1], b[:, 2], end[:, 0], end[:, 1], z)
         sig = np.maximum(b[:, 3], st.acc_floor_m) / R68
         out[f[gap <= st.ahead_margin_m + 2.0 * sig]] = True
         return out
