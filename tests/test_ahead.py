@@ -7,13 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from engine.core.history import speed, speeds
 from engine.core.pipeline import Pipeline
 from engine.settings import Settings
 from engine.wire.records import FixRecord
@@ -113,3 +118,21 @@ def test_heading_for_a_zone_over_mqtt(mosquitto: Any, tmp_path: Path) -> None:
     got, alerts = _run(mosquitto, tmp_path, "", scenario)
     assert got == [S.report_fast_s]
     assert _states(alerts, "zone_breach") == [] and _states(alerts, "zone_approach") == []
+
+
+FIXES = st.tuples(
+    st.one_of(st.just(math.nan), st.floats(-1e4, 1e4)), st.floats(51.0, 52.0),
+    st.floats(-1.0, 1.0), st.floats(0.0, 800.0),
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(FIXES, FIXES), min_size=1, max_size=20))
+def test_speeds_is_speed_row_by_row(pairs: list[tuple[tuple[float, ...], ...]]) -> None:
+    """Measure.ahead's vectorised speeds against history.speed, the outliers' own."""
+    a = np.array([p[0] for p in pairs])
+    b = np.array([p[1] for p in pairs])
+    got = speeds(a, b)
+    for i in range(len(pairs)):
+        want = speed(a[i], b[i])
+        assert (math.isnan(got[i]) and math.isnan(want)) or got[i] == pytest.approx(want, rel=1e-12)

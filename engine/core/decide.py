@@ -33,7 +33,7 @@ zone or pair index): made on first evidence, forgotten once idle.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from engine.core.episodes import Episode, EpisodeBook, TrackerKey, prob_below, where_of
 from engine.core.observe import (
@@ -56,6 +56,18 @@ if TYPE_CHECKING:
 ESCALATE_AT = (0.7, 0.9)
 # A zone breach tracker forgets the track it judges bursts against beyond this far out
 BURST_FORGET_M = 200.0
+
+
+class Crossing(NamedTuple):
+    """A short run inside that opened the open episode, followed while it keeps to a
+    straight track (engine/core/transit.py, Routes.crossing_step)."""
+
+    t: float  # the fix before the run: time, position and accuracy
+    lat: float
+    lon: float
+    acc: float
+    upto: float  # the time of the run's latest fix followed
+    shift: float  # how far a burst may have shifted the track without the checks seeing it
 
 
 class BreachTracker:
@@ -97,10 +109,7 @@ class BreachTracker:
         self.run_from: float | None = None  # first fix of the current run of fixes inside
         self.jumped = False  # the run that opened the episode jumped from a steady level
         self.entry = Entry()  # how the current run came in (zone breaches only)
-        # A short run inside that opened the open episode and keeps to a straight track so
-        # far (engine/core/transit.py, Routes.crossing_step): the fix before it (t, lat, lon,
-        # acc), the time of its latest fix and how far a burst may have shifted the track
-        self.crossing: tuple[float, ...] | None = None
+        self.crossing: Crossing | None = None  # the run that opened it, followed so far
 
     @property
     def idle(self) -> bool:
@@ -281,9 +290,7 @@ class BreachTracker:
                 conf = max(ep.confidence, self._confidence(p, mean, self.pending))
             else:  # still only possible: shallow or uncertain evidence does not escalate
                 conf = max(ep.confidence, min(p, s.possible_confidence_max))
-            before = ep.confidence
-            self.book.add_evidence(ep, o.tag, o.seq, conf)
-            if any(before < level <= ep.confidence for level in ESCALATE_AT):
+            if self._cite(o, conf):
                 self.book.republish(ep, raised_t=o.t, where=where_of(at))
             return
         if confident_out:
@@ -356,12 +363,17 @@ class BreachTracker:
         `confidence`, never lower it; `last`: the fix that says so (cited as evidence)."""
         ep = self.episode
         assert ep is not None
-        before = ep.confidence
-        if confidence <= before:
-            return
-        self.book.add_evidence(ep, last.tag, last.seq, confidence)
-        if any(before < level <= ep.confidence for level in ESCALATE_AT):
+        if confidence > ep.confidence and self._cite(last, confidence):
             self.book.republish(ep, raised_t=last.t, where=detail)
+
+    def _cite(self, o: Obs, confidence: float) -> bool:
+        """Cite `o` as evidence of the open episode at `confidence` (it never falls): True
+        when that crossed 0.7 or 0.9, so the open record is published again."""
+        ep = self.episode
+        assert ep is not None
+        before = ep.confidence
+        self.book.add_evidence(ep, o.tag, o.seq, confidence)
+        return any(before < level <= ep.confidence for level in ESCALATE_AT)
 
     def finish(self) -> None:
         """End of input: an episode whose tag was last seen confidently outside is closed."""

@@ -50,6 +50,12 @@ def speed(a: np.ndarray, b: np.ndarray) -> float:
     return max(0.0, d - float(a[3]) - float(b[3])) / max(abs(tb - ta), 1.0)
 
 
+def speeds(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """`speed` row by row over arrays of fixes (t, lat, lon, acc, ...)."""
+    d = point_distance_m(a[:, 1], a[:, 2], b[:, 1], b[:, 2])
+    return np.maximum(d - a[:, 3] - b[:, 3], 0.0) / np.maximum(np.abs(b[:, 0] - a[:, 0]), 1.0)
+
+
 class FixHistory:
     """`fixes[slot]`: that slot's last HISTORY accepted fixes, newest first, as rows of
     (t, lat, lon, acc, seq); NaN where there is none yet. `ahead[slot]`: whether its latest

@@ -11,12 +11,12 @@ import numpy as np
 
 from engine.core.episodes import R68_PER_SIGMA as R68
 from engine.core.fences import Fences
-from engine.core.history import FixHistory
+from engine.core.history import FixHistory, speeds
 from engine.core.registry import Registry
 from engine.core.transit import Onward, Routes
 from engine.settings import Settings
 from zones.compile import ZoneTable
-from zones.geofence import point_distance_m, segment_distance, signed_distance_by_subject
+from zones.geofence import segment_distance, signed_distance_by_subject
 
 
 @dataclass
@@ -58,8 +58,7 @@ class Measured:
     onward: dict[int, Onward]
     prox: np.ndarray
     visit: np.ndarray  # rows that can change something but for proximity, sorted
-    # per tag row: heading for an exclusion zone in force (Measure.ahead)
-    ahead: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.bool_))
+    ahead: np.ndarray  # per tag row: heading for an exclusion zone in force (Measure.ahead)
 
     # Per-batch lists the steps are read from (made on the first step)
     _lists: tuple[list[Any], ...] | None = field(default=None, init=False, repr=False)
@@ -174,8 +173,7 @@ class Measure:
             return out
         # per tag row first (a fix has a pair per zone of its subject within the cutoff)
         dt_row = cur[:, 0] - prev[:, 0]
-        run = point_distance_m(prev[:, 1], prev[:, 2], cur[:, 1], cur[:, 2])
-        v_row = np.maximum(run - prev[:, 3] - cur[:, 3], 0.0) / np.maximum(dt_row, 1.0)
+        v_row = speeds(prev, cur)
         moving = (dt_row > 0.0) & (dt_row <= st.transit_max_gap_s)
         moving &= v_row >= st.ahead_min_speed_mps  # NaN (no fix before) fails each test
         if not moving.any():

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from engine.core.decide import BreachTracker
+from engine.core.decide import BreachTracker, Crossing
 from engine.core.episodes import EpisodeBook, TrackerKey, TrackerKind
 from engine.core.observe import CurfewTracker, Entry, Obs, obs_data, obs_from
 from engine.settings import Settings
@@ -156,7 +156,7 @@ class Trackers:
                 tr.jumped = bool(d.get("jumped", False))
                 tr.entry = Entry.from_data(d.get("entry"))
                 cr = d.get("crossing")  # older snapshots: none
-                tr.crossing = None if cr is None else tuple(float(x) for x in cr)
+                tr.crossing = None if cr is None else Crossing(*(float(x) for x in cr))
                 kind = tr.kind
             elif d["type"] == "curfew":
                 tr = CurfewTracker(self.book, self.settings, key, str(d["subject"]), str(d["zone"]))

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import shapely
 
-from engine.core.decide import BreachTracker, Obs
+from engine.core.decide import BreachTracker, Crossing, Obs
 from engine.core.episodes import R68_PER_SIGMA as R68
 from engine.core.episodes import TrackerKey, TrackerKind, prob_below
 from engine.core.history import speed
@@ -325,36 +325,38 @@ class Routes:
         c = br.crossing
         first = tf == ep.opened_t  # the run's first fix: the track starts at the one before
         if first:
-            c = (float(pprev[0]), float(pprev[1]), float(pprev[2]), float(pprev[3]), tf, 0.0)
-        elif c is None or c[4] != tf:  # not followed up to here
+            c = Crossing(
+                float(pprev[0]), float(pprev[1]), float(pprev[2]), float(pprev[3]), tf, 0.0
+            )
+        elif c is None or c.upto != tf:  # not followed up to here
             br.crossing = None
             return
         br.crossing = None
         b = (tn, f[ROW_LAT], f[ROW_LON], f[ROW_ACC])
         shift = _track_gap(pprev, prev, b, st)
-        if not (tn - c[0] <= st.transit_max_gap_s and math.isfinite(shift)):
+        if not (tn - c.t <= st.transit_max_gap_s and math.isfinite(shift)):
             return
         if first:  # a burst shifting the run and all after it together passed unseen
-            c = (*c[:5], min(shift, st.steady_burst_max_m))
+            c = c._replace(shift=min(shift, st.steady_burst_max_m))
         if br.run_from is not None:  # `row` is inside: the run goes on
-            br.crossing = (*c[:4], tn, c[5])
+            br.crossing = c._replace(upto=tn)
             return
         d, f_in, f_out = segment_depth(
-            self.table, [c[1]], [c[2]], [b[1]], [b[2]], np.array([z])
+            self.table, [c.lat], [c.lon], [b[1]], [b[2]], np.array([z])
         )  # fmt: skip
-        span = tn - c[0]
-        a0, a1 = (ep.opened_t - c[0]) / span, (tf - c[0]) / span
+        span = tn - c.t
+        a0, a1 = (ep.opened_t - c.t) / span, (tf - c.t) / span
         depth = float(d[0])
-        sig = max(c[3], b[3], st.acc_floor_m) / R68
+        sig = max(c.acc, b[3], st.acc_floor_m) / R68
         # A burst that began after the fix before the run and still shifts the fix after it
         # moves the track at the run's last fix by up to a1 x that shift: deeper than that,
         # no burst of a track outside made it
-        need = max(st.transit_min_depth_m, 2.0 * sig) + a1 * c[5]
+        need = max(st.transit_min_depth_m, 2.0 * sig) + a1 * c.shift
         if not (f_in[0] <= a0 and a1 <= f_out[0]) or depth < need:
             return
         conf = min(prob_below(depth, sig), st.crossing_confidence_max)
         tag = self.registry.device_ids[int(row["slot"])]
-        start = np.array(c[:4], dtype=np.float64)
+        start = np.array(c[:4], dtype=np.float64)  # the fix before the run: t, lat, lon, acc
         br.corroborate(
             Obs(tn, -1.0, sig, tag, int(row["seq"])), conf, _route(row, start, depth, "crossing")
         )
