@@ -302,9 +302,13 @@ class Settings:
     # ahead_s seconds at that speed passes within ahead_margin_m (and two sigma) of the
     # zone. At report_interval_s a car crosses a zone between two fixes, where only the
     # straight line between them says it went in; at report_fast_s fixes land inside
-    # (decisions.md, "A crossing seen both ways"). ahead_s 0: off
+    # (decisions.md, "A crossing seen both ways"). A finding holds ahead_s after its fix,
+    # and while it holds the tag's fixes count as they are (15 s steps of a walker are
+    # shorter than the fixes' accuracy): a walker seen heading in (1 m/s beyond accuracy
+    # over a minute) is watched as it enters, not decided on a fix a minute later that
+    # may be a burst begun in the gap (observe.entry_wait). ahead_s 0: off
     ahead_s: float = 90.0
-    ahead_min_speed_mps: float = 2.0
+    ahead_min_speed_mps: float = 1.0
     ahead_margin_m: float = 50.0
 
     # --- alerts -----------------------------------------------------------------------

@@ -55,9 +55,26 @@ def test_a_car_heading_for_a_zone_is_asked_to_report_fast_before_it_gets_there()
     got = commands(_world([EXCL]), drive(THROUGH))
     # 1300 m out at x = -1400: beyond 90 s at 13.3 m/s (+50 m); 500 m out at x = -600: not
     assert got[0] == (T0 + 180, "T1", S.report_fast_s), got
-    # at x = 200 past it (the crossing between the fixes, a transit breach opened and
-    # closed on that fix) and driving away: back to the usual rate
-    assert got[1:] == [(T0 + 240, "T1", S.report_interval_s)], got
+    # past it at x = 200 (the crossing between the fixes, a transit breach opened and
+    # closed on that fix) the flag still holds (ahead_s after the fix that set it); driving
+    # away at x = 1000: back to the usual rate
+    assert got[1:] == [(T0 + 300, "T1", S.report_interval_s)], got
+
+
+def test_a_walker_stays_fast_over_the_short_steps_it_was_asked_for() -> None:
+    """1.4 m/s towards the square: 84 m a minute is movement beyond 5 m fixes, 21 m in 15 s
+    is not (21 - 2 x 5 m over 15 s < 1 m/s). While the first finding holds (ahead_s) the
+    fixes count as they are, so the tag is kept fast until it is inside: no minute-long
+    gap hides the entry. Fails without the hold, and without the fixes as they are."""
+    p = _world([EXCL])
+    # 1.4 m/s: 1.2 m/s beyond the fixes' accuracy, 108 m in 90 s: found heading for the
+    # square (its edge at x = -100) at x = -260
+    recs = [fix(0, T0, -344.0), fix(1, T0 + 60, -260.0)]
+    recs += [fix(2 + i, T0 + 60 + 15 * (i + 1), -260.0 + 21.0 * (i + 1)) for i in range(16)]
+    got = commands(p, recs)
+    assert got[0] == (T0 + 60, "T1", S.report_fast_s), got
+    # 16 fixes later, 120 m into the square: never told to slow down on the way in
+    assert all(rate == S.report_fast_s for _, _, rate in got), got
 
 
 def test_nothing_asked_of_a_tag_parked_near_a_zone_or_driving_past_well_clear() -> None:
@@ -85,10 +102,10 @@ def test_heading_survives_a_snapshot() -> None:
     assert commands(p, recs[:4]) == [(T0 + 180, "T1", S.report_fast_s)]
     q = _world([EXCL])
     q.import_state(p.export_state())
-    # the restored engine knows the tag was heading for the zone: parked there now, it
-    # is told to report at the usual rate again
+    # the restored engine knows the tag was heading for the zone and since when: parked
+    # there now, it stays fast while the hold lasts and is then told the usual rate again
     still = [fix(4, T0 + 240, -600.0), fix(5, T0 + 300, -600.0)]
-    assert commands(q, still) == [(T0 + 240, "T1", S.report_interval_s)]
+    assert commands(q, still) == [(T0 + 300, "T1", S.report_interval_s)]
 
 
 @pytest.mark.mqtt

@@ -214,6 +214,25 @@ def test_a_walk_in_from_a_steady_track_is_not_held_as_a_burst() -> None:
     assert recs and recs[0].raised_t - recs[0].opened_t >= S.steady_burst_s
 
 
+def test_a_walker_slowing_on_the_way_in_is_no_steady_level() -> None:
+    """A tag asked to report every 15 s as it walks in (canyon sigma, 14 m): its last five
+    minutes outside spread 30 m about their median, as a struggling receiver's steady
+    level would, yet they go 180 m towards the zone at a walker's pace. A level is judged
+    about a line through the depths (observe._walks), so the entry is a walk-in, not a
+    jump from a level held as a burst (the bench's clip family, seed 2601, did that)."""
+    walk = [(-151, -197.4), (-91, -102.9), (-76, -88.4), (-61, -68.0), (-46, -55.4),
+            (-31, -52.9), (-16, -20.0)]  # fmt: skip
+    inside = [(-1, 5.1), (14, 14.7), (29, 26.9), (44, 38.6), (59, 43.5), (74, 38.2),
+              (90, 31.0), (105, 12.5), (120, 4.7)]  # fmt: skip
+    out = [(135 + 15 * i, -8.9 - 15.0 * i) for i in range(12)]
+    tr, book = _zone()
+    for i, (t, d) in enumerate(walk + inside + out):
+        tr.observe(Obs(1000.0 + t, d, 14.0, "T1", i))
+    recs = book.drain()
+    assert recs and recs[0].state == "open", recs
+    assert recs[0].opened_t == 1000.0 - 1 and recs[0].raised_t <= 1000.0 + 44
+
+
 def test_drift_about_a_steady_level_is_no_breach_a_step_beyond_it_is() -> None:
     level = [-15.0, -5.0, -22.0, -10.0, -18.0, -8.0, -20.0, -12.0] * 2  # 16 min next door
     drift = [6.0, 9.0, 4.0, 8.0, 5.0]  # 5 min a few metres in: what the error does there

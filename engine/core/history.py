@@ -50,29 +50,41 @@ def speed(a: np.ndarray, b: np.ndarray) -> float:
     return max(0.0, d - float(a[3]) - float(b[3])) / max(abs(tb - ta), 1.0)
 
 
-def speeds(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """`speed` row by row over arrays of fixes (t, lat, lon, acc, ...)."""
+def speeds(a: np.ndarray, b: np.ndarray, raw: np.ndarray | None = None) -> np.ndarray:
+    """`speed` row by row over arrays of fixes (t, lat, lon, acc, ...); where `raw` (a
+    mask) is set, the speed the two fixes imply as they are, accuracy not allowed for."""
     d = point_distance_m(a[:, 1], a[:, 2], b[:, 1], b[:, 2])
-    return np.maximum(d - a[:, 3] - b[:, 3], 0.0) / np.maximum(np.abs(b[:, 0] - a[:, 0]), 1.0)
+    slack = a[:, 3] + b[:, 3]
+    if raw is not None:
+        slack = np.where(raw, 0.0, slack)
+    return np.maximum(d - slack, 0.0) / np.maximum(np.abs(b[:, 0] - a[:, 0]), 1.0)
 
 
 class FixHistory:
     """`fixes[slot]`: that slot's last HISTORY accepted fixes, newest first, as rows of
-    (t, lat, lon, acc, seq); NaN where there is none yet. `ahead[slot]`: whether its latest
-    fix was heading for a zone (engine/core/measure.py, Measure.ahead); `turned`: the slots
-    whose flag changed since `take_turned`."""
+    (t, lat, lon, acc, seq); NaN where there is none yet. `ahead[slot]`: whether it is
+    heading for a zone as of its latest fix: a fix found it so (engine/core/measure.py,
+    Measure.ahead) no more than the hold before (`until[slot]`: that fix's time + hold);
+    `turned`: the slots whose flag changed since `take_turned`."""
 
     def __init__(self, n_slots: int) -> None:
         self.fixes = np.full((n_slots, HISTORY, 5), np.nan)
         self.ahead = np.zeros(n_slots, dtype=np.bool_)
+        self.until = np.full(n_slots, -np.inf)
         self.turned: set[int] = set()
 
-    def heading(self, slot: np.ndarray, ahead: np.ndarray) -> None:
-        """Each slot's `ahead` flag as of its last row here (rows in processing order)."""
+    def heading(self, slot: np.ndarray, t: np.ndarray, ahead: np.ndarray, hold: float) -> None:
+        """Each slot's `ahead` flag as of its last row here (rows in processing order, at
+        times `t`): set by a row found heading for a zone, held `hold` seconds after it.
+        The hold carries a walker over the 15 s fixes it was asked for, each too short a
+        step to say, beyond its accuracy, that it is moving at all."""
         if not (ahead.any() or self.ahead[slot].any()):
             return
+        if ahead.any():
+            np.maximum.at(self.until, slot[ahead], t[ahead] + hold)
         u, first = np.unique(slot[::-1], return_index=True)
-        new = ahead[slot.shape[0] - 1 - first]
+        last = slot.shape[0] - 1 - first
+        new = ahead[last] | (t[last] < self.until[u])
         changed = np.flatnonzero(self.ahead[u] != new)
         self.ahead[u[changed]] = new[changed]
         self.turned.update(u[changed].tolist())
@@ -155,12 +167,14 @@ class FixHistory:
 
     # -- state as data (snapshots, configuration reloads: engine/core/remap.py) ----------
     def export_state(self) -> dict[str, Any]:
-        return {"fixes": self.fixes, "ahead": self.ahead}
+        return {"fixes": self.fixes, "ahead": self.ahead, "until": self.until}
 
     def import_state(self, d: dict[str, Any], m: Remap) -> None:
         self.fixes = m.rows(d["fixes"], self.fixes)
         if "ahead" in d:  # older snapshots: none heading anywhere
             self.ahead = m.rows(d["ahead"], self.ahead)
+        if "until" in d:  # older snapshots: no hold (the flag stands till the next fix)
+            self.until = m.rows(d["until"], self.until)
 
 
 @njit

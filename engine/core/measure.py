@@ -156,24 +156,27 @@ class Measure:
         return Measured(
             arr, subj, tags, tag_pos, sigma, prev, hist[:, 1], zidx, dist, near, pair_row[near],
             transit, pair_row[transit[0]], onward, prox, visit,
-            self.ahead(cur, prev, pair_fix, zidx, dist),
+            self.ahead(cur, prev, tags["slot"], pair_fix, zidx, dist),
         )  # fmt: skip
 
     def ahead(
-        self, cur: np.ndarray, prev: np.ndarray, pair_fix: np.ndarray, zidx: np.ndarray,
-        dist: np.ndarray,
+        self, cur: np.ndarray, prev: np.ndarray, slot: np.ndarray, pair_fix: np.ndarray,
+        zidx: np.ndarray, dist: np.ndarray,
     ) -> np.ndarray:  # fmt: skip
-        """Per tag row (`cur`, `prev`: its fix and the one before, t, lat, lon, acc, ...):
-        whether the tag is heading for an exclusion zone in force. Moving at least
-        ahead_min_speed_mps (beyond both fixes' accuracy), its straight-on track for the next
-        ahead_s at that speed passes within ahead_margin_m and two sigma of the zone."""
+        """Per tag row (`cur`, `prev`: its fix and the one before, t, lat, lon, acc, ...;
+        `slot`: its tag's): whether the tag is heading for an exclusion zone in force.
+        Moving at least ahead_min_speed_mps (beyond both fixes' accuracy; as the fixes are,
+        while an earlier fix's finding holds: FixHistory.heading), its straight-on track
+        for the next ahead_s at that speed passes within ahead_margin_m and two sigma of
+        the zone."""
         st = self.settings
         out = np.zeros(cur.shape[0], dtype=np.bool_)
         if st.ahead_s <= 0.0 or zidx.shape[0] == 0:
             return out
         # per tag row first (a fix has a pair per zone of its subject within the cutoff)
         dt_row = cur[:, 0] - prev[:, 0]
-        v_row = speeds(prev, cur)
+        held = self.history.until[slot] > cur[:, 0]
+        v_row = speeds(prev, cur, held if held.any() else None)
         moving = (dt_row > 0.0) & (dt_row <= st.transit_max_gap_s)
         moving &= v_row >= st.ahead_min_speed_mps  # NaN (no fix before) fails each test
         if not moving.any():

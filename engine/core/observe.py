@@ -10,6 +10,8 @@ import operator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from engine.core.episodes import Episode, EpisodeBook, TrackerKey, prob_below, where_of
 from engine.settings import Settings
 
@@ -23,6 +25,9 @@ ABSENCE_FIXES = 60
 RATE_S = 60.0
 # ...and a run that came in at more than this times that rate (and steady_leap_mps) leapt
 LEAP_FACTOR = 2.0
+# A track going deeper or shallower this fast (m/s) is walking, not standing: GPS error
+# wanders slower (canyon error, 25 m correlated over 2 minutes, drifts ~0.2 m/s)
+WALK_MPS = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +90,32 @@ def steady_level(
     drift = abs(_median(sorted(o.depth for o in base[half:])) - early)
     if level >= 0.0 or spread > s.steady_max_spread_m or drift > s.steady_drift_spreads * spread:
         return None
+    if _walks(base, s):
+        return None
     return level, spread, 1.0 + (base[-1].t - base[0].t) / s.steady_corr_s
+
+
+def _walks(base: list[Obs], s: Settings) -> bool:
+    """Whether the depths of `base` (oldest first, at least two, over a positive span) go
+    somewhere at a walker's pace: their robust (Theil-Sen) slope is at least WALK_MPS and
+    takes them more than steady_drift_spreads x their robust spread about that line (at
+    least their median sigma) over the span. Judged about a line, not about the median: a
+    walk towards the zone spreads its depths about their median as widely as it moves and
+    could pass for a struggling receiver's level; the error's slow wander is slower."""
+    t = np.fromiter((o.t for o in base), np.float64, len(base))
+    d = np.fromiter((o.depth for o in base), np.float64, len(base))
+    i, j = np.triu_indices(len(base), 1)
+    dt = t[j] - t[i]
+    ok = dt > 0.0
+    if not ok.any():
+        return False
+    slope = float(np.median((d[j] - d[i])[ok] / dt[ok]))
+    if abs(slope) < WALK_MPS:
+        return False
+    resid = d - slope * (t - t[0])
+    spread = 1.4826 * float(np.median(np.abs(resid - np.median(resid))))
+    spread = max(spread, _median(sorted(o.sigma for o in base)))
+    return abs(slope) * (t[-1] - t[0]) > s.steady_drift_spreads * spread
 
 
 def steady_explains(run: list[Obs], level: tuple[float, float, float], s: Settings) -> bool:

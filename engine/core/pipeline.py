@@ -354,7 +354,7 @@ class Pipeline:
         if arr.shape[0] == 0:
             return
         m = self.measure.batch(arr)
-        self.history.heading(m.tags["slot"], m.ahead)
+        self.history.heading(m.tags["slot"], m.tags["t"], m.ahead, self.settings.ahead_s)
         suspects = self.outliers.suspects
         visit = m.visit
         prox = np.flatnonzero(m.prox)
