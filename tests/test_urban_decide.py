@@ -10,13 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bench.scoring import score
 from devices.families.catalog import build_family
 from engine.cli.main import main
 from engine.core.decide import BreachTracker, Obs
 from engine.core.episodes import EpisodeBook
-from engine.core.observe import CurfewTracker
+from engine.core.observe import WALK_MPS, CurfewTracker, _walks
 from engine.settings import Settings
 from engine.wire.alerts import decode_alert
 from tests.helpers import fix, square, write_world
@@ -231,6 +233,36 @@ def test_a_walker_slowing_on_the_way_in_is_no_steady_level() -> None:
     recs = book.drain()
     assert recs and recs[0].state == "open", recs
     assert recs[0].opened_t == 1000.0 - 1 and recs[0].raised_t <= 1000.0 + 44
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.floats(0.0, 3.0),  # depth rate, m/s
+    st.sampled_from([15.0, 30.0, 60.0]),
+    st.integers(6, 40),
+    st.lists(st.floats(-1.0, 1.0), min_size=40, max_size=40),
+    st.floats(3.0, 25.0),  # sigma
+)
+def test_walks_is_a_slope_beyond_the_spread_about_it(
+    rate: float, dt: float, n: int, noise: list[float], sigma: float
+) -> None:
+    """observe._walks against what it means: depths on a line at `rate` plus noise of at
+    most one sigma. More than half the pairs of fixes are a quarter of the span apart or
+    more, so the robust slope is off by at most err = 8 sigma / span, and the depths lie
+    within sigma + err x span of the line it draws (their spread about it at most 1.4826 x
+    twice that). A line at least err above WALK_MPS that moves more than
+    steady_drift_spreads such spreads walks, whatever the noise; one below WALK_MPS by
+    more than err never does."""
+    base = [
+        Obs(dt * i, -300.0 + rate * dt * i + sigma * noise[i], sigma, "T1", i) for i in range(n)
+    ]
+    span = dt * (n - 1)
+    err = 8.0 * sigma / span
+    spread = 1.4826 * 2.0 * (sigma + err * span)
+    if rate - err >= WALK_MPS and (rate - err) * span > S.steady_drift_spreads * spread:
+        assert _walks(base, S)
+    if rate + err < WALK_MPS:
+        assert not _walks(base, S)
 
 
 def test_drift_about_a_steady_level_is_no_breach_a_step_beyond_it_is() -> None:
