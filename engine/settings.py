@@ -152,6 +152,10 @@ class Settings:
     # multipath burst off a track outside stays off it: a crossing seen both ways rises to
     # crossing_confidence_max at the fix after the run
     crossing_confidence_max: float = 0.95
+    # ...and a segment with no fix inside, whose start lies on the straight, steady track
+    # from the fix before it to its end (crossing_sigmas), when going round needed the
+    # transit cap's full speed-up and it goes deeper than a burst from its end could fake
+    straight_crossings: bool = True
     crossing_sigmas: float = 3.0
     crossing_max_fixes: int = 4
     # Transit: the straight segment between two fixes outside must go this deep (and two

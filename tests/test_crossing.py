@@ -6,12 +6,14 @@ between them at a steady speed, which is itself inside the zone then. Through
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+from engine.cli.main import main
 from engine.settings import Settings
-from engine.wire.alerts import Alert
-from tests.helpers import fix
+from engine.wire.alerts import Alert, decode_alert
+from tests.helpers import fix, write_world
 from tests.test_where import ROUTE_KEYS, T0, metres, replay, zone
 
 S = Settings()
@@ -28,8 +30,18 @@ def drive(
     ]
 
 
-def breaches(tmp: Path, lines: list[dict[str, Any]]) -> list[Alert]:
-    return [a for a in replay(tmp, lines, [zone()]) if a.kind == "zone_breach"]
+def breaches(tmp: Path, lines: list[dict[str, Any]], settings: str = "") -> list[Alert]:
+    """`tagwatch replay` of `lines` on the square; `settings`: a settings TOML's text."""
+    if not settings:
+        return [a for a in replay(tmp, lines, [zone()]) if a.kind == "zone_breach"]
+    zones, subj = write_world(tmp, [zone()])
+    src, out, conf = tmp / "in.jsonl", tmp / "alerts.jsonl", tmp / "settings.toml"
+    src.write_text("".join(json.dumps(x) + "\n" for x in sorted(lines, key=lambda x: x["t"])))
+    conf.write_text(settings)
+    args = ["replay", str(src), "--zones", str(zones), "--subjects", str(subj), "--out", str(out)]
+    assert main([*args, "--settings", str(conf), "-q"]) == 0
+    alerts = [decode_alert(x) for x in out.read_bytes().splitlines()]
+    return [a for a in alerts if a.kind == "zone_breach"]
 
 
 # 13.3 m/s east along the square's east-west axis: one fix 50 m inside (x = -50)
@@ -117,3 +129,47 @@ def test_a_wild_fix_between_two_still_fixes_is_no_crossing(tmp_path: Path) -> No
     got = replay(tmp_path, drive(pts), [zone()])
     assert not [a for a in got if a.kind == "zone_breach"], got
     assert [a.kind for a in got if a.state == "open"] == ["implausible_fix"], got
+
+
+# -- no fix inside: the segment, seen both ways (Settings.straight_crossings) ----------------
+# 14.7 m/s east at 15 s fixes (a car asked to report fast) along the square's axis: 220 m
+# steps put the fixes 110 m either side of its middle, none inside
+STEPS = [(-550.0 + 220.0 * i, 0.0) for i in range(6)]
+
+
+def test_a_straight_steady_drive_with_no_fix_inside_is_a_crossing(tmp_path: Path) -> None:
+    lines = drive(STEPS, step=15.0)
+    got = breaches(tmp_path, lines)  # opened and closed at once, on x = 110
+    assert [a.state for a in got] == ["open", "closed"], got
+    rec = got[-1]
+    assert rec.raised_t == T0 + 45 and rec.closed_t is not None and rec.closed_t < T0 + 45
+    assert all(a.confidence == S.crossing_confidence_max for a in got)
+    d = rec.detail
+    assert d is not None and d["route"] == "crossing" and d["from_t"] == T0 + 30, d
+    assert abs(d["depth_m"] - 100.0) < 0.5
+    (tmp_path / "off").mkdir()
+    got = breaches(tmp_path / "off", lines, "straight_crossings = false\n")
+    assert got and all(a.confidence <= S.transit_confidence_max for a in got), got
+
+
+def test_a_segment_after_a_bend_is_no_crossing(tmp_path: Path) -> None:
+    """The fix before the segment's start is 150 m north of the straight line: a bend, so
+    the car may have bent again and gone round."""
+    pts = list(STEPS)
+    pts[1] = (pts[1][0], 150.0)
+    got = breaches(tmp_path, drive(pts, step=15.0))
+    assert got and all(a.confidence <= S.transit_confidence_max for a in got), got
+    assert not [a for a in got if (a.detail or {}).get("route") == "crossing"], got
+
+
+def test_a_segment_a_burst_could_have_made_is_no_crossing(tmp_path: Path) -> None:
+    """The same drive 60 m north of the axis with 15 m fixes: the segment runs 40 m inside
+    the north edge, but a burst shifting the fix after it together with all that follows
+    passes the straight-track check unseen up to ~70 m at these accuracies, and could have
+    put it there; along the axis (100 m in) it could not."""
+    acc = [15.0] * len(STEPS)
+    got = breaches(tmp_path, drive([(x, 60.0) for x, _ in STEPS], acc, step=15.0))
+    assert got and all(a.confidence <= S.transit_confidence_max for a in got), got
+    (tmp_path / "axis").mkdir()
+    got = breaches(tmp_path / "axis", drive(STEPS, acc, step=15.0))
+    assert got and got[-1].confidence == S.crossing_confidence_max, got

@@ -299,10 +299,23 @@ class Routes:
                 if detour <= budget:
                     return
                 cap = graded_cap(st, cap, min((detour / budget - 1.0) / st.transit_speedup, 1.0))
-        conf = min(prob_below(float(depth), sig), cap)
+        route = "segment"
         ends_inside = float(f_out) >= 1.0
+        if cap >= st.transit_confidence_max - 1e-9 and not ends_inside and st.straight_crossings:
+            # Seen both ways: `prev` lies on the straight, steady track from the fix before
+            # it to `row`, so going round needed the speed-up above between two fixes of a
+            # steady drive. Deeper than a transit must be and than a burst from `row` on
+            # (unseen by that check) could have moved the segment: a crossing
+            shift = _track_gap(pprev, prev, (t1, b[0], b[1], f[ROW_ACC]), st)
+            need = max(st.transit_min_depth_m, 2.0 * sig)
+            if math.isfinite(shift) and depth >= need + float(f_out) * min(
+                shift, st.steady_burst_max_m
+            ):
+                cap, route = st.crossing_confidence_max, "crossing"
+        conf = min(prob_below(float(depth), sig), cap)
         t_in, t_out = t0 + float(f_in) * dt, t0 + float(f_out) * dt
-        self._breach(row, prev, z, sig, conf, t_in, t_out, ends_inside, _route(row, prev, depth))
+        where = _route(row, prev, depth, route)
+        self._breach(row, prev, z, sig, conf, t_in, t_out, ends_inside, where)
 
     def crossing_step(self, row: np.void, prev: np.ndarray, pprev: np.ndarray, z: int) -> None:
         """When `prev` is a fix of the short run inside that opened zone z's open episode
