@@ -6,14 +6,12 @@ between them at a steady speed, which is itself inside the zone then. Through
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from engine.cli.main import main
 from engine.settings import Settings
-from engine.wire.alerts import Alert, decode_alert
-from tests.helpers import fix, write_world
+from engine.wire.alerts import Alert
+from tests.helpers import fix
 from tests.test_where import ROUTE_KEYS, T0, metres, replay, zone
 
 S = Settings()
@@ -32,16 +30,7 @@ def drive(
 
 def breaches(tmp: Path, lines: list[dict[str, Any]], settings: str = "") -> list[Alert]:
     """`tagwatch replay` of `lines` on the square; `settings`: a settings TOML's text."""
-    if not settings:
-        return [a for a in replay(tmp, lines, [zone()]) if a.kind == "zone_breach"]
-    zones, subj = write_world(tmp, [zone()])
-    src, out, conf = tmp / "in.jsonl", tmp / "alerts.jsonl", tmp / "settings.toml"
-    src.write_text("".join(json.dumps(x) + "\n" for x in sorted(lines, key=lambda x: x["t"])))
-    conf.write_text(settings)
-    args = ["replay", str(src), "--zones", str(zones), "--subjects", str(subj), "--out", str(out)]
-    assert main([*args, "--settings", str(conf), "-q"]) == 0
-    alerts = [decode_alert(x) for x in out.read_bytes().splitlines()]
-    return [a for a in alerts if a.kind == "zone_breach"]
+    return [a for a in replay(tmp, lines, [zone()], settings=settings) if a.kind == "zone_breach"]
 
 
 # 13.3 m/s east along the square's east-west axis: one fix 50 m inside (x = -50)

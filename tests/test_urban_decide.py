@@ -260,9 +260,9 @@ def test_walks_is_a_slope_beyond_the_spread_about_it(
     err = 8.0 * sigma / span
     spread = 1.4826 * 2.0 * (sigma + err * span)
     if rate - err >= WALK_MPS and (rate - err) * span > S.steady_drift_spreads * spread:
-        assert _walks(base, S)
+        assert _walks(base, sigma, S)
     if rate + err < WALK_MPS:
-        assert not _walks(base, S)
+        assert not _walks(base, sigma, S)
 
 
 def test_drift_about_a_steady_level_is_no_breach_a_step_beyond_it_is() -> None:

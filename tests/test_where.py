@@ -53,12 +53,16 @@ def zone(kind: str = "exclusion", **props: Any) -> dict[str, Any]:
 
 
 def replay(tmp: Path, lines: list[dict[str, Any]], features: list[dict[str, Any]],
-           subjects: str | None = None) -> list[Alert]:  # fmt: skip
+           subjects: str | None = None, settings: str = "") -> list[Alert]:  # fmt: skip
+    """`tagwatch replay` of `lines` on `features`; `settings`: a settings TOML's text."""
     zones, subj = write_world(tmp, features, subjects)
     src = tmp / "in.jsonl"
     src.write_text("".join(json.dumps(x) + "\n" for x in sorted(lines, key=lambda x: x["t"])))
     out = tmp / "alerts.jsonl"
     args = ["replay", str(src), "--zones", str(zones), "--subjects", str(subj), "--out", str(out)]
+    if settings:
+        (tmp / "settings.toml").write_text(settings)
+        args += ["--settings", str(tmp / "settings.toml")]
     assert main([*args, "-q"]) == 0
     return [decode_alert(x) for x in out.read_bytes().splitlines()]
 

@@ -83,23 +83,23 @@ def steady_level(
         return None
     depths = sorted(o.depth for o in base)
     level = _median(depths)
-    spread = 1.4826 * _median(sorted(abs(d - level) for d in depths))
-    spread = max(spread, _median(sorted(o.sigma for o in base)))
+    sigma = _median(sorted(o.sigma for o in base))
+    spread = max(1.4826 * _median(sorted(abs(d - level) for d in depths)), sigma)
     half = n // 2
     early = _median(sorted(o.depth for o in base[:half]))
     drift = abs(_median(sorted(o.depth for o in base[half:])) - early)
     if level >= 0.0 or spread > s.steady_max_spread_m or drift > s.steady_drift_spreads * spread:
         return None
-    if _walks(base, s):
+    if _walks(base, sigma, s):
         return None
     return level, spread, 1.0 + (base[-1].t - base[0].t) / s.steady_corr_s
 
 
-def _walks(base: list[Obs], s: Settings) -> bool:
+def _walks(base: list[Obs], sigma: float, s: Settings) -> bool:
     """Whether the depths of `base` (oldest first, at least two, over a positive span) go
     somewhere at a walker's pace: their robust (Theil-Sen) slope is at least WALK_MPS and
     takes them more than steady_drift_spreads x their robust spread about that line (at
-    least their median sigma) over the span. Judged about a line, not about the median: a
+    least `sigma`, their median sigma) over the span. Judged about a line, not about the median: a
     walk towards the zone spreads its depths about their median as widely as it moves and
     could pass for a struggling receiver's level; the error's slow wander is slower."""
     t = np.fromiter((o.t for o in base), np.float64, len(base))
@@ -113,8 +113,7 @@ def _walks(base: list[Obs], s: Settings) -> bool:
     if abs(slope) < WALK_MPS:
         return False
     resid = d - slope * (t - t[0])
-    spread = 1.4826 * float(np.median(np.abs(resid - np.median(resid))))
-    spread = max(spread, _median(sorted(o.sigma for o in base)))
+    spread = max(1.4826 * float(np.median(np.abs(resid - np.median(resid)))), sigma)
     return abs(slope) * (t[-1] - t[0]) > s.steady_drift_spreads * spread
 
 

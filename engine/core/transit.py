@@ -283,6 +283,7 @@ class Routes:
                 # schedule lookup may expand its cache, hence only with no schedules)
                 return
         cap = st.transit_confidence_max
+        way = 1.0  # how far towards the cap the speed-up a route round needs goes
         if np.isfinite(pprev[0]) and pprev[0] < t0:
             # The speed the tag was already going says how far it could drive in dt. If a
             # route round the zone fits in that, a straight-line crossing is not evidence
@@ -298,10 +299,11 @@ class Routes:
                 detour = detour_m(table, z, a, b, pts)
                 if detour <= budget:
                     return
-                cap = graded_cap(st, cap, min((detour / budget - 1.0) / st.transit_speedup, 1.0))
+                way = min((detour / budget - 1.0) / st.transit_speedup, 1.0)
+                cap = graded_cap(st, cap, way)
         route = "segment"
         ends_inside = float(f_out) >= 1.0
-        if cap >= st.transit_confidence_max - 1e-9 and not ends_inside and st.straight_crossings:
+        if way >= 1.0 and not ends_inside and st.straight_crossings:
             # Seen both ways: `prev` lies on the straight, steady track from the fix before
             # it to `row`, so going round needed the speed-up above between two fixes of a
             # steady drive. Deeper than a transit must be and than a burst from `row` on
