@@ -165,6 +165,10 @@ class Settings:
     transit_min_depth_m: float = 20.0
     transit_max_gap_s: float = 600.0
     transit_speed_slack: float = 0.95
+    # A segment that ends inside says no more than its last fix, which the breach tracker
+    # judges itself: from a track going slower than this before it (not a vehicle; or
+    # unknown) such a transit is a possible breach at most (possible_confidence_max)
+    transit_inside_min_speed_mps: float = 2.5
     # A tag moving at least onward_min_speed_mps (into A and on to B) may have kept going
     # the way it was going and turned later: when that route (straight on at the speed it
     # came in at x slack, then one turn to B) goes into a zone the straight segment misses,
@@ -314,6 +318,12 @@ class Settings:
     ahead_s: float = 90.0
     ahead_min_speed_mps: float = 1.0
     ahead_margin_m: float = 50.0
+    # ...and while it is within watch_near_m of an exclusion zone in force: a walker
+    # (1.5 m/s) goes 90 m between two fixes at 60 s, so from nearer a step into the zone
+    # falls between them, where it looks like a multipath burst and waits as one; at 15 s
+    # it is seen walking. Costs a tag that lives beside a zone 4x the fixes while it is
+    # there (health.md, "Reporting rate"). 0: off
+    watch_near_m: float = 100.0
 
     # --- alerts -----------------------------------------------------------------------
     alert_topic_prefix: str = topics.ALERTS

@@ -179,13 +179,18 @@ class Measure:
         v_row = speeds(prev, cur, held if held.any() else None)
         moving = (dt_row > 0.0) & (dt_row <= st.transit_max_gap_s)
         moving &= v_row >= st.ahead_min_speed_mps  # NaN (no fix before) fails each test
+        f, z, d = pair_fix, zidx, dist
+        schedules = self.fences.schedules
+        if st.watch_near_m > 0.0:  # near enough to step in unseen between two fixes
+            k = np.flatnonzero(~self.fences.is_inclusion[z] & (d <= st.watch_near_m))
+            if k.shape[0] and schedules.limited:
+                k = k[schedules.binds_mask(z[k], cur[f[k], 0])]
+            out[f[k]] = True
         if not moving.any():
             return out
-        f, z, d = pair_fix, zidx, dist
         v, dt = v_row[f], dt_row[f]
         ok = moving[f] & ~self.fences.is_inclusion[z] & (d <= v * st.ahead_s + st.ahead_margin_m)
         k = np.flatnonzero(ok)
-        schedules = self.fences.schedules
         if k.shape[0] and schedules.limited:  # validity and schedules
             k = k[schedules.binds_mask(z[k], cur[f[k], 0])]
         if k.shape[0] == 0:

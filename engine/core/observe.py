@@ -193,12 +193,24 @@ def steady_judge(
     near = steady_level(
         recent, first.t, s, s.steady_burst_min_fixes, s.steady_burst_min_span_s, s.burst_max_s
     )
-    wary = near is not None or course_jump(recent, first, s) is not None
-    jump = steady_jump(first, near, s)
-    if jump is not None:
-        prev = next((r for r in reversed(recent) if r.t < first.t), None)
-        if prev is not None and prev.depth - jump[0] >= s.steady_jump_spreads * jump[1]:
-            jump = None  # the track had left its level already: walking in, not a jump from it
+    prev = next((r for r in reversed(recent) if r.t < first.t), None)
+    # the track had left its level already (its last fix outside steady_jump_spreads
+    # spreads towards the zone): walking in, not a jump from it; and, watched as it came
+    # (that fix at most steady_watch_s before, the run's first fix no leap from it), it
+    # began as a walk, not beside a steady track
+    left = (
+        prev is not None
+        and near is not None
+        and prev.depth - near[0] >= s.steady_jump_spreads * near[1]
+    )
+    walked = (
+        left
+        and prev is not None
+        and 0.0 < first.t - prev.t <= s.steady_watch_s
+        and first.depth - prev.depth < s.burst_jump_m
+    )
+    wary = (near is not None and not walked) or course_jump(recent, first, s) is not None
+    jump = None if left else steady_jump(first, near, s)
     if jump is not None and (
         jump[1] >= s.steady_burst_spread_m
         and len(run) <= s.steady_burst_fixes
@@ -288,6 +300,12 @@ class Entry:
             and walked_on(self.last, o, run_from, self.unseen, s)
         ):
             self.wait, self.unseen = 0.0, None  # seen walking on in: no burst in the gap
+        elif run_from is not None:
+            # a leap within the run (a burst that began one fix after drift took the track
+            # just inside) waits as one at the run's start does, from the leap
+            wait, unwatched = entry_wait(self.last, self.rate, o, s)
+            if wait > 0.0 and not unwatched:
+                self.wait = max(self.wait, o.t - run_from + wait)
         self.last, self.rate = o, depth_rate(self.last, self.rate, o, s)
 
     def data(self) -> list[Any]:

@@ -284,6 +284,7 @@ class Routes:
                 return
         cap = st.transit_confidence_max
         way = 1.0  # how far towards the cap the speed-up a route round needs goes
+        v_in = math.nan  # the speed the tag was going before the segment (unknown: NaN)
         if np.isfinite(pprev[0]) and pprev[0] < t0:
             # The speed the tag was already going says how far it could drive in dt. If a
             # route round the zone fits in that, a straight-line crossing is not evidence
@@ -303,6 +304,11 @@ class Routes:
                 cap = graded_cap(st, cap, way)
         route = "segment"
         ends_inside = float(f_out) >= 1.0
+        if ends_inside and not v_in >= st.transit_inside_min_speed_mps:
+            # Ending inside, the segment says no more than its last fix does, which the
+            # breach tracker has judged already (a burst, drift beside a steady track): from
+            # a track not going at a vehicle's pace it is a possible breach, no more
+            cap = min(cap, st.possible_confidence_max)
         if way >= 1.0 and not ends_inside and st.straight_crossings:
             # Seen both ways: `prev` lies on the straight, steady track from the fix before
             # it to `row`, so going round needed the speed-up above between two fixes of a
