@@ -230,6 +230,10 @@ class Settings:
     wary_confidence_max: float = 0.7
     steady_watch_s: float = 40.0
     steady_unwatched_s: float = 300.0
+    # ...unless it was seen coming (observe.seen_coming): the fixes before it lie on a
+    # straight walk or drive deeper at 0.5 m/s or more, within steady_burst_spread_m of it
+    # (a receiver that is not struggling), and its first fix is no jump off that line
+    steady_seen_coming: bool = True
     steady_leap_mps: float = 2.5
     steady_leap_s: float = 600.0
     steady_progress_m: float = 20.0

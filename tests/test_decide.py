@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from engine.core.decide import BreachTracker, Obs
+from engine.core.decide import BreachTracker, CurfewTracker, Obs
 from engine.core.episodes import EpisodeBook
-from engine.core.observe import CurfewTracker
 from engine.settings import Settings
 
 S = Settings()

@@ -12,10 +12,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.core.decide import BreachTracker, Obs
+from engine.core.decide import BreachTracker, CurfewTracker, Obs
 from engine.core.episodes import EpisodeBook, TrackerKey, TrackerKind
 from engine.core.fences import _away, _keeps_nothing
-from engine.core.observe import CurfewTracker
 from engine.settings import Settings
 
 DEPTHS = st.one_of(

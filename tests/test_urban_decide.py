@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from bench.scoring import score
 from devices.families.catalog import build_family
 from engine.cli.main import main
-from engine.core.decide import BreachTracker, Obs
+from engine.core.decide import BreachTracker, CurfewTracker, Obs
 from engine.core.episodes import EpisodeBook
-from engine.core.observe import WALK_MPS, CurfewTracker, _walks
+from engine.core.observe import WALK_MPS, _walks
 from engine.settings import Settings
 from engine.wire.alerts import decode_alert
 from tests.helpers import fix, square, write_world

@@ -85,3 +85,34 @@ def test_a_segment_ending_inside_from_a_still_track_is_possible_at_most() -> Non
     fast = _world([EXCL], settings=replace(S, transit_inside_min_speed_mps=0.0))
     got = run(fast, _step_in_from_the_edge())[0]
     assert got and max(a.confidence for a in got) > S.possible_confidence_max
+
+
+def _walk_in_unwatched(wobble: float = 0.0, first_x: float = -70.0) -> list[FixRecord]:
+    """A walker at 60 s fixes (70 m a minute) towards the square (edge at x = -100); its
+    first fix inside, a minute after the last outside (nobody watched it come), 30 m deep
+    where it stopped; then every 15 s there for 4 minutes (the tag asked for 15 s).
+    `wobble`: metres the fixes before it zigzag off the line (a struggling receiver)."""
+    xs = [-390.0, -320.0, -250.0, -180.0, -110.0]
+    recs = [fix(i, T0 + 60 * i, x + (wobble if i % 2 else -wobble)) for i, x in enumerate(xs)]
+    t = T0 + 60 * len(xs)
+    for i in range(17):
+        recs.append(fix(len(recs), t + 15 * i, first_x + (2.0 if i % 2 else -2.0)))
+    return recs
+
+
+def _first_confident(alerts: list[Alert]) -> float | None:
+    return min((a.raised_t for a in alerts if a.confidence >= 0.9), default=None)
+
+
+def test_a_walk_in_seen_coming_is_confident_without_waiting_out_a_burst() -> None:
+    entry = T0 + 300
+    seen = _first_confident(run(_world([EXCL]), _walk_in_unwatched())[0])
+    assert seen is not None and seen - entry <= 150.0, seen
+    # without the rule the same entry waits steady_unwatched_s (it could be a burst begun
+    # in the gap): nothing confident in the four minutes
+    off = _world([EXCL], settings=replace(S, steady_seen_coming=False))
+    assert _first_confident(run(off, _walk_in_unwatched())[0]) is None
+    # a receiver zigzagging 15 m off the line, or a first fix 30 m deeper than the walk
+    # predicts (a jump off it), waits as before
+    for recs in (_walk_in_unwatched(wobble=15.0), _walk_in_unwatched(first_x=-10.0)):
+        assert _first_confident(run(_world([EXCL]), recs)[0]) is None

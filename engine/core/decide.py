@@ -56,6 +56,8 @@ if TYPE_CHECKING:
 ESCALATE_AT = (0.7, 0.9)
 # A zone breach tracker forgets the track it judges bursts against beyond this far out
 BURST_FORGET_M = 200.0
+# Away fixes a curfew tracker weighs while an absence is open (its latest)
+ABSENCE_FIXES = 60
 
 
 class Crossing(NamedTuple):
@@ -175,7 +177,7 @@ class BreachTracker:
         elif starts:
             self.run_from = o.t
         if self.kind == "zone_breach":
-            self.entry.see(o, starts, self.run_from, s)
+            self.entry.see(o, starts, self.run_from, s, self.recent)
         if self.episode is not None:
             self._observe_open(o, confident_out, at)
             return
@@ -381,3 +383,109 @@ class BreachTracker:
             self.book.close(self.key, self.kind, self.leaving_since)
             self.episode = None
             self.leaving_since = None
+
+
+class CurfewTracker:
+    """Decides one curfew (inclusion zone with a schedule): absence while the window is
+    active is a breach after `curfew_grace_s`, at once when unambiguous (far and sure).
+
+    Observations carry depth = metres *outside* the home zone (> 0 away)."""
+
+    __slots__ = ("away", "book", "episode", "key", "s", "subject", "was_out", "zone")
+
+    def __init__(
+        self, book: EpisodeBook, settings: Settings, key: TrackerKey, subject: str, zone: str
+    ) -> None:
+        self.book = book
+        self.s = settings
+        self.key = key
+        self.subject = subject
+        self.zone = zone
+        self.away: list[Obs] = []  # confident-away fixes of the current absence
+        self.episode: Episode | None = None
+        self.was_out = False  # last fix before the window was away
+
+    @property
+    def idle(self) -> bool:
+        return self.episode is None and not self.away and not self.was_out
+
+    def observe(
+        self, o: Obs, active: bool, window_start: float, window_end: float, at: Where | None = None
+    ) -> None:
+        """`window_start`/`window_end`: the active interval containing o.t (when active);
+        `at`: where the fix was (BreachTracker.observe)."""
+        if not (math.isfinite(o.depth) and math.isfinite(o.sigma)):
+            return
+        s = self.s
+        p_away = o.p_in  # depth is "outside" depth, so p_in is P(away)
+        if not active:
+            if self.episode is not None:
+                self.book.close(self.key, "curfew_breach", min(window_end, o.t))
+                self.episode = None
+            self.away.clear()
+            self.was_out = p_away >= 0.5
+            return
+        if self.episode is not None:
+            if p_away <= 0.2:  # home again (more likely in than out, with margin)
+                self.book.close(self.key, "curfew_breach", o.t)
+                self.episode = None
+                self.away.clear()
+                self.was_out = False
+            elif p_away >= 0.5:
+                self.away.append(o)
+                del self.away[:-ABSENCE_FIXES]
+                self.book.add_evidence(self.episode, o.tag, o.seq, self._confidence(o, False))
+            return
+        if p_away < 0.9:
+            if p_away < 0.5:
+                self.away.clear()
+                self.was_out = False
+            return
+        if not self.away:
+            # Away when the window opened (or since before it): the breach began at the
+            # window's start, not at the first fix that happens to arrive after it.
+            start = window_start if (self.was_out and o.t >= window_start) else o.t
+            self.away.append(Obs(start, o.depth, o.sigma, o.tag, o.seq))
+        else:
+            self.away.append(o)
+        began = self.away[0].t
+        far = o.depth >= s.curfew_far_m and p_away >= 0.999
+        if not far and o.t - began < s.curfew_grace_s:
+            return
+        conf = self._confidence(o, far)
+        if conf <= 0.0:
+            return  # drift a small curfew zone's edge explains: not yet an absence
+        first = self.away[0]
+        ep = self.book.open_episode(
+            self.key, "curfew_breach", subject=self.subject, tag=first.tag, zone=self.zone,
+            severity="high", confidence=conf, t=began, seq=first.seq, raised_t=o.t,
+            detail=where_of(at),
+        )  # fmt: skip
+        for x in self.away[1:]:
+            self.book.add_evidence(ep, x.tag, x.seq, conf)
+        self.episode = ep
+        del self.away[:-ABSENCE_FIXES]
+
+    def _confidence(self, o: Obs, far: bool) -> float:
+        """How sure the absence so far (`away`) is, 0 when it should not open yet. GPS error
+        beside buildings drifts 10-40 m for minutes and a receiver indoors claims better
+        than it delivers, so around a home of 30-55 m the fixes alone are no proof: the
+        absence is judged by how far out it is on average (1/sigma^2-weighted, correlated
+        error allowed for), not by its most confident fix. Shallower than
+        curfew_min_away_m, it opens only after curfew_shallow_s and as possible; short of
+        curfew_sure_m, it stays below 0.9 (settings)."""
+        s = self.s
+        if far:
+            return min(0.999, o.p_in)
+        mean, sigma, _ = combined(self.away, s.error_corr_s)
+        p = min(0.999, prob_below(mean, sigma))
+        # drift stays within a couple of sigma of the truth for minutes at a time
+        fix_sigma = sum(x.sigma for x in self.away) / len(self.away)
+        drift = s.curfew_away_sigmas * fix_sigma
+        if mean >= max(s.curfew_sure_m, 1.5 * drift):
+            return p
+        if mean >= max(s.curfew_min_away_m, drift):
+            return min(p, s.curfew_unsure_confidence_max)
+        if o.t - self.away[0].t >= s.curfew_shallow_s:
+            return min(p, s.possible_confidence_max)
+        return 0.0

@@ -10,9 +10,8 @@ from typing import cast
 
 import numpy as np
 
-from engine.core.decide import BURST_FORGET_M, BreachTracker, Obs
+from engine.core.decide import BURST_FORGET_M, BreachTracker, CurfewTracker, Obs
 from engine.core.episodes import TrackerKey, TrackerKind, Where
-from engine.core.observe import CurfewTracker
 from engine.core.registry import Registry
 from engine.core.schedules import Schedules
 from engine.core.trackers import Trackers

@@ -1,26 +1,20 @@
-"""Observations and the curfew tracker: a fix's depth (metres, > 0 inside a zone or, for a
-curfew, away from home) with its standard deviation; how consecutive ones combine under
-correlated GPS error; and the tracker that turns absence during a curfew window into an
-episode. The exclusion-zone and proximity trackers are `engine.core.decide`'s."""
+"""Observations: a fix's depth (metres, > 0 inside a zone or, for a curfew, away from home)
+with its standard deviation; how consecutive ones combine under correlated GPS error; and
+how a run into a zone is judged against the track before it (a steady level beside the
+zone, the track's course, how the run came in). The trackers are `engine.core.decide`'s."""
 
 from __future__ import annotations
 
 import math
 import operator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from engine.core.episodes import Episode, EpisodeBook, TrackerKey, prob_below, where_of
+from engine.core.episodes import prob_below
 from engine.settings import Settings
 
-if TYPE_CHECKING:
-    from engine.core.episodes import Where
-
-
-# Away fixes a curfew tracker weighs while an absence is open (its latest)
-ABSENCE_FIXES = 60
 # A track's depth rate is smoothed over about this long (observe.depth_rate)
 RATE_S = 60.0
 # ...and a run that came in at more than this times that rate (and steady_leap_mps) leapt
@@ -265,6 +259,24 @@ def entry_wait(last: Obs | None, rate: float | None, first: Obs, s: Settings) ->
     return (s.steady_leap_s if leapt else 0.0), False
 
 
+def seen_coming(recent: list[Obs], first: Obs, s: Settings) -> bool:
+    """Whether a run into the zone that begins unwatched with `first` was seen coming: the
+    track's last burst_anchor_fixes fixes before it (at least three, the last within
+    burst_max_s) lie within steady_burst_spread_m of a straight line (a receiver that is
+    not struggling) going deeper at a walker's pace (WALK_MPS) or more, and `first` is no
+    jump off that line (less than burst_jump_m deeper than it predicts): the walk that the
+    gap hid is the one the track was on."""
+    anchor = [r for r in recent if r.t < first.t][-s.burst_anchor_fixes :]
+    if len(anchor) < 3 or not 0.0 < first.t - anchor[-1].t <= s.burst_max_s:
+        return False
+    at = course(anchor, first.t, s.steady_burst_spread_m)
+    was = course(anchor, anchor[-1].t, s.steady_burst_spread_m)
+    if at is None or was is None:
+        return False
+    slope = (at - was) / (first.t - anchor[-1].t)
+    return slope >= WALK_MPS and first.depth - at < s.burst_jump_m
+
+
 def walked_on(last: Obs | None, o: Obs, t0: float, first: float, s: Settings) -> bool:
     """Whether a run that began unwatched at depth `first` (time t0) is seen walking on in:
     within steady_progress_s of its start, two consecutive fixes (`last`, `o`) average
@@ -288,11 +300,15 @@ class Entry:
         self.wait = 0.0
         self.unseen: float | None = None
 
-    def see(self, o: Obs, starts: bool, run_from: float | None, s: Settings) -> None:
+    def see(
+        self, o: Obs, starts: bool, run_from: float | None, s: Settings, recent: list[Obs]
+    ) -> None:
         """`o`: the tracker's next fix; `starts`: it starts a run inside, whose first fix
-        was at `run_from` (None: o is outside)."""
+        was at `run_from` (None: o is outside); `recent`: the track before it."""
         if starts:
             self.wait, unwatched = entry_wait(self.last, self.rate, o, s)
+            if unwatched and s.steady_seen_coming and seen_coming(recent, o, s):
+                self.wait, unwatched = 0.0, False
             self.unseen = o.depth if unwatched else None
         elif (
             self.unseen is not None
@@ -359,112 +375,6 @@ def _median(xs: list[float]) -> float:
     """Median of a sorted, non-empty list."""
     n = len(xs)
     return xs[n // 2] if n % 2 else 0.5 * (xs[n // 2 - 1] + xs[n // 2])
-
-
-class CurfewTracker:
-    """Decides one curfew (inclusion zone with a schedule): absence while the window is
-    active is a breach after `curfew_grace_s`, at once when unambiguous (far and sure).
-
-    Observations carry depth = metres *outside* the home zone (> 0 away)."""
-
-    __slots__ = ("away", "book", "episode", "key", "s", "subject", "was_out", "zone")
-
-    def __init__(
-        self, book: EpisodeBook, settings: Settings, key: TrackerKey, subject: str, zone: str
-    ) -> None:
-        self.book = book
-        self.s = settings
-        self.key = key
-        self.subject = subject
-        self.zone = zone
-        self.away: list[Obs] = []  # confident-away fixes of the current absence
-        self.episode: Episode | None = None
-        self.was_out = False  # last fix before the window was away
-
-    @property
-    def idle(self) -> bool:
-        return self.episode is None and not self.away and not self.was_out
-
-    def observe(
-        self, o: Obs, active: bool, window_start: float, window_end: float, at: Where | None = None
-    ) -> None:
-        """`window_start`/`window_end`: the active interval containing o.t (when active);
-        `at`: where the fix was (BreachTracker.observe)."""
-        if not (math.isfinite(o.depth) and math.isfinite(o.sigma)):
-            return
-        s = self.s
-        p_away = o.p_in  # depth is "outside" depth, so p_in is P(away)
-        if not active:
-            if self.episode is not None:
-                self.book.close(self.key, "curfew_breach", min(window_end, o.t))
-                self.episode = None
-            self.away.clear()
-            self.was_out = p_away >= 0.5
-            return
-        if self.episode is not None:
-            if p_away <= 0.2:  # home again (more likely in than out, with margin)
-                self.book.close(self.key, "curfew_breach", o.t)
-                self.episode = None
-                self.away.clear()
-                self.was_out = False
-            elif p_away >= 0.5:
-                self.away.append(o)
-                del self.away[:-ABSENCE_FIXES]
-                self.book.add_evidence(self.episode, o.tag, o.seq, self._confidence(o, False))
-            return
-        if p_away < 0.9:
-            if p_away < 0.5:
-                self.away.clear()
-                self.was_out = False
-            return
-        if not self.away:
-            # Away when the window opened (or since before it): the breach began at the
-            # window's start, not at the first fix that happens to arrive after it.
-            start = window_start if (self.was_out and o.t >= window_start) else o.t
-            self.away.append(Obs(start, o.depth, o.sigma, o.tag, o.seq))
-        else:
-            self.away.append(o)
-        began = self.away[0].t
-        far = o.depth >= s.curfew_far_m and p_away >= 0.999
-        if not far and o.t - began < s.curfew_grace_s:
-            return
-        conf = self._confidence(o, far)
-        if conf <= 0.0:
-            return  # drift a small curfew zone's edge explains: not yet an absence
-        first = self.away[0]
-        ep = self.book.open_episode(
-            self.key, "curfew_breach", subject=self.subject, tag=first.tag, zone=self.zone,
-            severity="high", confidence=conf, t=began, seq=first.seq, raised_t=o.t,
-            detail=where_of(at),
-        )  # fmt: skip
-        for x in self.away[1:]:
-            self.book.add_evidence(ep, x.tag, x.seq, conf)
-        self.episode = ep
-        del self.away[:-ABSENCE_FIXES]
-
-    def _confidence(self, o: Obs, far: bool) -> float:
-        """How sure the absence so far (`away`) is, 0 when it should not open yet. GPS error
-        beside buildings drifts 10-40 m for minutes and a receiver indoors claims better
-        than it delivers, so around a home of 30-55 m the fixes alone are no proof: the
-        absence is judged by how far out it is on average (1/sigma^2-weighted, correlated
-        error allowed for), not by its most confident fix. Shallower than
-        curfew_min_away_m, it opens only after curfew_shallow_s and as possible; short of
-        curfew_sure_m, it stays below 0.9 (settings)."""
-        s = self.s
-        if far:
-            return min(0.999, o.p_in)
-        mean, sigma, _ = combined(self.away, s.error_corr_s)
-        p = min(0.999, prob_below(mean, sigma))
-        # drift stays within a couple of sigma of the truth for minutes at a time
-        fix_sigma = sum(x.sigma for x in self.away) / len(self.away)
-        drift = s.curfew_away_sigmas * fix_sigma
-        if mean >= max(s.curfew_sure_m, 1.5 * drift):
-            return p
-        if mean >= max(s.curfew_min_away_m, drift):
-            return min(p, s.curfew_unsure_confidence_max)
-        if o.t - self.away[0].t >= s.curfew_shallow_s:
-            return min(p, s.possible_confidence_max)
-        return 0.0
 
 
 def course(track: list[Obs], t: float, tolerance: float) -> float | None:

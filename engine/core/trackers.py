@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from engine.core.decide import BreachTracker, Crossing
+from engine.core.decide import BreachTracker, Crossing, CurfewTracker
 from engine.core.episodes import EpisodeBook, TrackerKey, TrackerKind
-from engine.core.observe import CurfewTracker, Entry, Obs, obs_data, obs_from
+from engine.core.observe import Entry, Obs, obs_data, obs_from
 from engine.settings import Settings
 from engine.wire.alerts import Severity
 
