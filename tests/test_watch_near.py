@@ -116,3 +116,33 @@ def test_a_walk_in_seen_coming_is_confident_without_waiting_out_a_burst() -> Non
     # predicts (a jump off it), waits as before
     for recs in (_walk_in_unwatched(wobble=15.0), _walk_in_unwatched(first_x=-10.0)):
         assert _first_confident(run(_world([EXCL]), recs)[0]) is None
+
+
+def _lurk(steps: list[float]) -> list[FixRecord]:
+    """Every 15 s (the tag is beside the square, so asked for 15 s), 5 m fixes: 6 minutes
+    standing 40 m outside, then `steps` (metres each 15 s) towards the square, then 5
+    minutes where they end."""
+    recs = [fix(i, T0 + 15 * i, -140.0 + (2.0 if i % 2 else -2.0)) for i in range(24)]
+    x = -140.0
+    for step in steps:
+        x += step
+        recs.append(fix(len(recs), T0 + 15 * len(recs), x))
+    for i in range(20):
+        recs.append(fix(len(recs), T0 + 15 * len(recs), x + (2.0 if i % 2 else -2.0)))
+    return recs
+
+
+def test_a_lurker_watched_walking_in_from_its_spot_is_confident_within_minutes() -> None:
+    """A walk in from a steady spot, one 15 s step of 28 m (1.9 m/s: GPS error on a walk,
+    no leap) across the edge: the run did not begin beside a steady track."""
+    walk = [20.0, 21.0, 28.0, 20.0, 21.0]  # -140 -> -30: 70 m inside
+    entry = T0 + 15 * (24 + 2)  # the step that crosses the edge (x = -100)
+    seen = _first_confident(run(_world([EXCL]), _lurk(walk))[0])
+    assert seen is not None and seen - entry <= 180.0, seen
+    # the same step counted as a leap (from 1.5 m/s) waits as a jump from the spot does
+    strict = _world([EXCL], settings=replace(S, steady_leap_mps=1.5))
+    late = _first_confident(run(strict, _lurk(walk))[0])
+    assert late is None or late - entry > 300.0, late
+    # a multipath jump from the spot (80 m in one fix) waits too
+    jumped = _first_confident(run(_world([EXCL]), _lurk([110.0]))[0])
+    assert jumped is None or jumped - entry > 300.0, jumped

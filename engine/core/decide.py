@@ -160,7 +160,8 @@ class BreachTracker:
         self.jumped = False
         if self.kind != "zone_breach":
             return False
-        why, self.jumped, back = steady_judge(self.recent, self.pending, last.t, self.s)
+        came_in = self.entry.wait <= 0.0 and self.entry.unseen is None
+        why, self.jumped, back = steady_judge(self.recent, self.pending, last.t, self.s, came_in)
         if why == "burst":
             self.burst = (self.pending[0].t, back)  # back at the level within it: it was one
         return why is not None

@@ -171,7 +171,7 @@ def course_burst(
 
 
 def steady_judge(
-    recent: list[Obs], run: list[Obs], t: float, s: Settings
+    recent: list[Obs], run: list[Obs], t: float, s: Settings, came_in: bool = False
 ) -> tuple[str | None, bool, float]:
     """Judge a run into the zone (its first fix inside first, latest at t) against where the
     track has steadily been: ("burst", _, back) for a jump from a steady level where the receiver
@@ -182,28 +182,25 @@ def steady_judge(
     steady track or jumped off the track's course, so it may still be a burst or the error's
     slow wander (confident only after steady_confident_s). `back`: a burst is over, and was
     one, at a fix no deeper than this (the level, steady_jump_spreads spreads allowed); a
-    fix outside but short of it is a walk out, and the run was a step in."""
+    fix outside but short of it is a walk out, and the run was a step in. `came_in`: the
+    run's first fix was watched (or seen coming) and is no leap (Entry: it need not wait)."""
     first = run[0]
     near = steady_level(
         recent, first.t, s, s.steady_burst_min_fixes, s.steady_burst_min_span_s, s.burst_max_s
     )
     prev = next((r for r in reversed(recent) if r.t < first.t), None)
     # the track had left its level already (its last fix outside steady_jump_spreads
-    # spreads towards the zone): walking in, not a jump from it; and, watched as it came
-    # (that fix at most steady_watch_s before, the run's first fix no leap from it), it
-    # began as a walk, not beside a steady track
+    # spreads towards the zone): walking in, not a jump from it; and when the run came in
+    # as a walk (`came_in`: watched, or seen coming, and no leap: Entry), it did not begin
+    # beside a steady track
     left = (
         prev is not None
         and near is not None
         and prev.depth - near[0] >= s.steady_jump_spreads * near[1]
     )
-    walked = (
-        left
-        and prev is not None
-        and 0.0 < first.t - prev.t <= s.steady_watch_s
-        and first.depth - prev.depth < s.burst_jump_m
-    )
-    wary = (near is not None and not walked) or course_jump(recent, first, s) is not None
+    wary = (near is not None and not (left and came_in)) or course_jump(
+        recent, first, s
+    ) is not None
     jump = None if left else steady_jump(first, near, s)
     if jump is not None and (
         jump[1] >= s.steady_burst_spread_m
