@@ -146,10 +146,10 @@ def course_jump(recent: list[Obs], first: Obs, s: Settings) -> float | None:
     anchor = [r for r in recent if r.t < first.t][-s.burst_anchor_fixes :]
     if len(anchor) < min(3, s.burst_anchor_fixes) or first.t - anchor[-1].t > s.burst_max_s:
         return None
-    predicted = course(anchor, first.t, s.burst_still_m)
-    if predicted is None or predicted >= 0.0 or first.depth - predicted < s.burst_jump_m:
+    line = course(anchor, first.t, s.burst_still_m)
+    if line is None or line[0] >= 0.0 or first.depth - line[0] < s.burst_jump_m:
         return None
-    return predicted
+    return line[0]
 
 
 def course_burst(
@@ -171,7 +171,7 @@ def course_burst(
 
 
 def steady_judge(
-    recent: list[Obs], run: list[Obs], t: float, s: Settings, came_in: bool = False
+    recent: list[Obs], run: list[Obs], t: float, s: Settings, came_in: bool
 ) -> tuple[str | None, bool, float]:
     """Judge a run into the zone (its first fix inside first, latest at t) against where the
     track has steadily been: ("burst", _, back) for a jump from a steady level where the receiver
@@ -266,12 +266,8 @@ def seen_coming(recent: list[Obs], first: Obs, s: Settings) -> bool:
     anchor = [r for r in recent if r.t < first.t][-s.burst_anchor_fixes :]
     if len(anchor) < 3 or not 0.0 < first.t - anchor[-1].t <= s.burst_max_s:
         return False
-    at = course(anchor, first.t, s.steady_burst_spread_m)
-    was = course(anchor, anchor[-1].t, s.steady_burst_spread_m)
-    if at is None or was is None:
-        return False
-    slope = (at - was) / (first.t - anchor[-1].t)
-    return slope >= WALK_MPS and first.depth - at < s.burst_jump_m
+    line = course(anchor, first.t, s.steady_burst_spread_m)
+    return line is not None and line[1] >= WALK_MPS and first.depth - line[0] < s.burst_jump_m
 
 
 def walked_on(last: Obs | None, o: Obs, t0: float, first: float, s: Settings) -> bool:
@@ -374,9 +370,10 @@ def _median(xs: list[float]) -> float:
     return xs[n // 2] if n % 2 else 0.5 * (xs[n // 2 - 1] + xs[n // 2])
 
 
-def course(track: list[Obs], t: float, tolerance: float) -> float | None:
-    """The depth a straight line (least squares over time) through `track` predicts at t,
-    or None when a fix of the track is more than `tolerance` metres off that line."""
+def course(track: list[Obs], t: float, tolerance: float) -> tuple[float, float] | None:
+    """The depth a straight line (least squares over time) through `track` predicts at t
+    and its slope (m/s), or None when a fix of the track is more than `tolerance` metres
+    off that line."""
     n = len(track)
     mt = sum(o.t - t for o in track) / n
     md = sum(o.depth for o in track) / n
@@ -385,7 +382,7 @@ def course(track: list[Obs], t: float, tolerance: float) -> float | None:
     at0 = md - slope * mt
     if max(abs(o.depth - (at0 + slope * (o.t - t))) for o in track) > tolerance:
         return None
-    return at0
+    return at0, slope
 
 
 def obs_data(o: Obs) -> list[Any]:
