@@ -180,19 +180,23 @@ class Measure:
         moving = (dt_row > 0.0) & (dt_row <= st.transit_max_gap_s)
         moving &= v_row >= st.ahead_min_speed_mps  # NaN (no fix before) fails each test
         f, z, d = pair_fix, zidx, dist
+        exclusion = ~self.fences.is_inclusion[z]
         schedules = self.fences.schedules
-        if st.watch_near_m > 0.0:  # near enough to step in unseen between two fixes
-            k = np.flatnonzero(~self.fences.is_inclusion[z] & (d <= st.watch_near_m))
+
+        def in_force(pairs: np.ndarray) -> np.ndarray:
+            """The (fix, zone) pairs where `pairs` is set whose zone binds at the fix's time
+            (validity and schedules)."""
+            k = np.flatnonzero(pairs)
             if k.shape[0] and schedules.limited:
                 k = k[schedules.binds_mask(z[k], cur[f[k], 0])]
-            out[f[k]] = True
+            return k
+
+        if st.watch_near_m > 0.0:  # near enough to step in unseen between two fixes
+            out[f[in_force(exclusion & (d <= st.watch_near_m))]] = True
         if not moving.any():
             return out
         v, dt = v_row[f], dt_row[f]
-        ok = moving[f] & ~self.fences.is_inclusion[z] & (d <= v * st.ahead_s + st.ahead_margin_m)
-        k = np.flatnonzero(ok)
-        if k.shape[0] and schedules.limited:  # validity and schedules
-            k = k[schedules.binds_mask(z[k], cur[f[k], 0])]
+        k = in_force(moving[f] & exclusion & (d <= v * st.ahead_s + st.ahead_margin_m))
         if k.shape[0] == 0:
             return out
         z, f = z[k], f[k]
