@@ -158,6 +158,11 @@ class Settings:
     straight_crossings: bool = True
     crossing_sigmas: float = 3.0
     crossing_max_fixes: int = 4
+    # ...short of the depth that rules out a burst shifting the run and the fix after it
+    # together, but on the track and deep enough for a transit, from a tag going at least
+    # this fast (fix before the run to fix after): likely, graded up to
+    # transit_confidence_max by how much of that shift the depth rules out
+    crossing_likely_min_speed_mps: float = 2.5
     # Transit: the straight segment between two fixes outside must go this deep (and two
     # sigma of the fixes) into a zone to count; fixes further apart than max_gap say
     # nothing about the route; and when a route round the zone no longer than the tag could

@@ -112,6 +112,28 @@ def test_a_burst_that_shifts_the_fix_after_the_run_too_is_no_crossing(tmp_path: 
     assert not [a for a in got if (a.detail or {}).get("route") == "crossing"], got
 
 
+def test_a_shallow_crossing_at_a_vehicles_pace_is_likely(tmp_path: Path) -> None:
+    """14.7 m/s east at 15 s fixes along a road 22 m inside the square's north edge (acc
+    10 m): one fix inside, too shallow to decide by itself (possible). The fixes either
+    side put it on their straight track, 22 m in: deep enough for a transit, but a burst
+    shifting it and the fix after it together could have put a track outside there, so
+    it is likely (ranked by how much of that shift the depth rules out), not confident.
+    At a walker's pace nothing draws such a chord: the setting's speed gates it."""
+    lines = drive([(-440.0 + 220.0 * i, 78.0) for i in range(6)], [10.0] * 6, step=15.0)
+    got = breaches(tmp_path, lines)
+    assert [a.state for a in got] == ["open", "open", "closed"], got
+    opened, likely, _ = got
+    assert opened.confidence == S.possible_confidence_max and opened.raised_t == T0 + 30
+    assert likely.id == opened.id and likely.raised_t == T0 + 45
+    assert S.likely_confidence_min <= likely.confidence < S.transit_confidence_max, likely
+    d = likely.detail
+    assert d is not None and d["route"] == "crossing" and d["from_t"] == T0 + 15, d
+    assert abs(d["depth_m"] - 22.0) < 0.5, d
+    (tmp_path / "slow").mkdir()
+    got = breaches(tmp_path / "slow", lines, "crossing_likely_min_speed_mps = 20.0\n")
+    assert got and all(a.confidence == S.possible_confidence_max for a in got), got
+
+
 def test_a_wild_fix_between_two_still_fixes_is_no_crossing(tmp_path: Path) -> None:
     """Parked 600 m west; one fix lands in the middle of the zone and the next is back."""
     pts = [(-600.0, 0.0), (-600.0, 5.0), (0.0, 0.0), (-600.0, 0.0), (-600.0, 5.0)]

@@ -4,6 +4,7 @@ the segment and the heading before it), and the distance and implied speed betwe
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -41,7 +42,7 @@ def dist_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     return float(point_distance_m(x[:, 0], x[:, 1], x[:, 2], x[:, 3])[0])
 
 
-def speed(a: np.ndarray, b: np.ndarray) -> float:
+def speed(a: np.ndarray | Sequence[float], b: np.ndarray | Sequence[float]) -> float:
     """Implied speed (m/s) between two fixes (t, lat, lon, acc), beyond their accuracy."""
     ta, tb = float(a[0]), float(b[0])
     if not (math.isfinite(ta) and math.isfinite(tb)):

@@ -372,10 +372,20 @@ class Routes:
         # A burst that began after the fix before the run and still shifts the fix after it
         # moves the track at the run's last fix by up to a1 x that shift: deeper than that,
         # no burst of a track outside made it
-        need = max(st.transit_min_depth_m, 2.0 * sig) + a1 * c.shift
-        if not (f_in[0] <= a0 and a1 <= f_out[0]) or depth < need:
+        base = max(st.transit_min_depth_m, 2.0 * sig)
+        need = base + a1 * c.shift
+        if not (f_in[0] <= a0 and a1 <= f_out[0]) or depth < base:
             return
-        conf = min(prob_below(depth, sig), st.crossing_confidence_max)
+        cap = st.crossing_confidence_max
+        if depth < need:
+            # On the track and deep enough for a transit, but a burst shifting the run and
+            # the fix after it together could have put a track outside there: from a tag at
+            # a vehicle's pace (a person beside the zone does not draw a chord this deep)
+            # it is likely, ranked by how much of that shift the depth rules out
+            if not speed(c, b) >= st.crossing_likely_min_speed_mps:
+                return
+            cap = graded_cap(st, st.transit_confidence_max, (depth - base) / (need - base))
+        conf = min(prob_below(depth, sig), cap)
         tag = self.registry.device_ids[int(row["slot"])]
         start = np.array(c[:4], dtype=np.float64)  # the fix before the run: t, lat, lon, acc
         br.corroborate(
