@@ -227,6 +227,11 @@ class Settings:
     # a run from beside a steady track (or one that jumped off the track's course) is
     # confident (>= 0.9) only once it outlasts a burst and the error's slow wander
     steady_confident_s: float = 450.0
+    # A new run into the zone while its breach is open (the tag stepped out and back, not
+    # out long enough to close it) that came in as a walk (watched or seen coming, no
+    # leap) from fixes confidently outside does not inherit the wait of the run that
+    # opened the breach (a burst from a steady spot, say)
+    steady_rejudge: bool = True
     # How a run came in (observe.entry_wait): one whose entry nobody watched (no fix within
     # steady_watch_s before it) may be a burst that began in the gap: confident only after
     # steady_unwatched_s, unless within steady_progress_s two fixes average

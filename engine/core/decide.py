@@ -166,6 +166,18 @@ class BreachTracker:
             self.burst = (self.pending[0].t, back)  # back at the level within it: it was one
         return why is not None
 
+    def _rejudge(self, first: Obs) -> None:
+        """A new run into the zone while an episode is open (the tag stepped out and in
+        again, not out long enough to close it): when it came in as a walk (Entry: watched
+        or seen coming, no leap) and the fixes before it were confidently outside since
+        `leaving_since`, it does not inherit the wait of the run that opened the episode
+        (a burst from a steady spot that kept a possible breach open must not make the
+        walk in after it wait as a burst). Drift at the edge is not confidently outside
+        and keeps the wait; a jump is no walk and keeps it too."""
+        came_in = self.entry.wait <= 0.0 and self.entry.unseen is None
+        if came_in and self.leaving_since is not None:
+            self.jumped = False
+
     def observe(self, o: Obs, at: Where | None = None) -> None:
         """`at`: where the fix was, should it decide (never kept: only the fix at hand decides)."""
         if not (math.isfinite(o.depth) and math.isfinite(o.sigma)):
@@ -180,6 +192,8 @@ class BreachTracker:
         if self.kind == "zone_breach":
             self.entry.see(o, starts, self.run_from, s, self.recent)
         if self.episode is not None:
+            if self.kind == "zone_breach" and s.steady_rejudge and starts:
+                self._rejudge(o)  # a new run within the episode
             self._observe_open(o, confident_out, at)
             return
         if self._remember(o) and o.depth <= 0.0:
