@@ -135,12 +135,10 @@ class Settings:
     confident_span_s: float = 420.0
     # ...or at least confident_fixes inside fixes (more than a burst shifts) spanning at
     # least confident_min_span_s; and >= 0.9 needs a weighted mean depth of at least
-    # confident_min_depth_m (drift beside buildings keeps a lurker's fixes 10-15 m in; in
-    # a street canyon confident_min_sigmas asks for more), and confident_min_sigmas of the
-    # run's fixes' own sigmas (median)
+    # confident_min_depth_m (drift beside buildings keeps a lurker's fixes 10-20 m in)
     confident_fixes: int = 8
     confident_min_span_s: float = 60.0
-    confident_min_depth_m: float = 15.0
+    confident_min_depth_m: float = 20.0
     confident_min_sigmas: float = 2.0
     transit_confidence_max: float = 0.85
     # ...graded from likely_confidence_min, reached when going round would take
