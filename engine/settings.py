@@ -137,6 +137,9 @@ class Settings:
     # least confident_min_span_s; and >= 0.9 needs a weighted mean depth of at least
     # confident_min_depth_m (drift beside buildings keeps a lurker's fixes 10-20 m in)
     confident_fixes: int = 8
+    # ...of a run seen walking in (watched or seen coming, no leap, not from beside a
+    # steady track: observe.Entry, steady_judge), this many
+    confident_walked_fixes: int = 6
     confident_min_span_s: float = 60.0
     confident_min_depth_m: float = 20.0
     confident_min_sigmas: float = 2.0

@@ -20,7 +20,9 @@ def _o(i: int, depth: float, sigma: float = 5.0, dt: float = 60.0) -> Obs:
 
 def test_a_deep_confident_fix_decides_at_once_but_not_with_full_confidence() -> None:
     tr, book = _tracker()
-    tr.observe(_o(0, -200))
+    # 50 m out a minute before: a burst could have begun the run (from 200 m out none
+    # could, and a run seen so needs only confident_walked_fixes: the next test)
+    tr.observe(_o(0, -50))
     tr.observe(_o(1, 60))
     (rec,) = book.drain()
     assert rec.state == "open" and rec.opened_t == 1060 and rec.raised_t == 1060
@@ -36,6 +38,19 @@ def test_a_deep_confident_fix_decides_at_once_but_not_with_full_confidence() -> 
     recs = book.drain()
     assert [r.state for r in recs] == ["open"] and recs[0].confidence >= 0.9  # escalated
     assert recs[0].id == rec.id and recs[0].raised_t == 1000 + 60 * 8
+
+
+def test_a_run_no_burst_could_have_begun_needs_fewer_fixes() -> None:
+    """From 200 m out to 60 m in between two fixes (beyond steady_burst_max_m): no burst
+    began the run, so confident_walked_fixes fixes inside over confident_min_span_s do."""
+    tr, book = _tracker()
+    tr.observe(_o(0, -200))
+    for i, d in enumerate([60, 70, 65, 80, 75], start=1):
+        tr.observe(_o(i, d))
+    assert all(r.confidence < 0.9 for r in book.drain())
+    tr.observe(_o(6, 70))  # the sixth inside
+    (rec,) = book.drain()
+    assert S.confident_walked_fixes == 6 and rec.confidence >= 0.9
 
 
 def test_drift_beside_the_boundary_does_not_alarm() -> None:

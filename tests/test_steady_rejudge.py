@@ -2,7 +2,8 @@
 not out long enough to close it) does not inherit the wait of the run that opened it
 (decide.BreachTracker._rejudge, setting `steady_rejudge`). A burst thrown from a steady
 spot opens a breach that must outlast a burst before it is confident; when the tag is
-then seen confidently outside and walks in, watched, the walk is judged as a walk.
+then seen confidently outside and walks in, watched, the walk is judged as a walk. And
+a run seen walking in needs `confident_walked_fixes` inside, not `confident_fixes`.
 Through the pipeline's `process`, one record per batch, as live."""
 
 from __future__ import annotations
@@ -64,3 +65,24 @@ def test_a_second_jump_from_the_spot_still_waits() -> None:
     recs, entry = _burst_then_walk([-60.0])
     seen = _first_confident(_alerts(_world([EXCL]), recs))
     assert seen is None or seen - entry > 300.0, (seen, entry)
+
+
+def _walk_in() -> list[FixRecord]:
+    """Every 15 s, 5 m fixes: a walk (1.3 m/s) from 200 m out to 50 m inside the square,
+    then 3 minutes there."""
+    xs = [-300.0 + 20.0 * i for i in range(13)]  # -300 ... -60
+    xs += [-50.0 + (2.0 if i % 2 else -2.0) for i in range(12)]
+    return [fix(i, T0 + 15.0 * i, x) for i, x in enumerate(xs)]
+
+
+def test_a_run_seen_walking_in_is_confident_after_fewer_fixes() -> None:
+    """Its entry was watched and no leap: it needs confident_walked_fixes fixes inside (6,
+    over at least confident_min_span_s), not the confident_fixes (8) that outlast a
+    burst's; a run that jumped in still needs those and more (the tests above)."""
+    recs = _walk_in()
+    entry = recs[11].t  # x = -80: the first fix inside (x = -100 is the edge)
+    seen = _first_confident(_alerts(_world([EXCL]), recs))
+    assert seen is not None and seen - entry == 15.0 * (S.confident_walked_fixes - 1), seen
+    eight = _world([EXCL], settings=replace(S, confident_walked_fixes=S.confident_fixes))
+    late = _first_confident(_alerts(eight, recs))
+    assert late is not None and late - entry == 15.0 * (S.confident_fixes - 1), late

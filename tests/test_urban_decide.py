@@ -282,7 +282,7 @@ def test_drift_about_a_steady_level_is_no_breach_a_step_beyond_it_is() -> None:
 
 def test_likely_confidence_rises_with_the_run_and_ranks_it() -> None:
     tops = []
-    for n in (2, 4, 6):
+    for n in (2, 4, 5):  # under confident_walked_fixes: a walk in seen coming (stop 35)
         tr, book = _zone()
         _feed(tr, [-200.0, -120.0, -60.0] + [35.0] * n + [-200.0] * 12, dt=60.0, sigma=14.0)
         tops.append(max(c for _, c in _conf(book)))

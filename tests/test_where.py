@@ -91,7 +91,8 @@ def test_a_walk_in_says_where_and_how_deep_and_moves_with_the_escalation(
     tmp_path: Path,
 ) -> None:
     """Outside, then a fix 70 m inside decides at once (confidence capped: one fix), and
-    the fix that escalates it past 0.9 seven minutes on (45 m further in) is the one its
+    the fix that escalates it past 0.9 five minutes on (50 m further in; six fixes inside,
+    confident_walked_fixes: from 300 m out no burst began the run) is the one its
     re-published record places it at; the closed record keeps the last deciding fix."""
     xs = [600, 450, 300, 30, 20, 10, 0, -10, -20, -30, -45, 300, 450, 600, 750, 900, 1050]
     lines = walk("T1", T0, [float(x) for x in xs])
@@ -100,8 +101,8 @@ def test_a_walk_in_says_where_and_how_deep_and_moves_with_the_escalation(
         ("open", False), ("open", True), ("closed", True),
     ], alerts  # fmt: skip
     opened, escalated, closed = alerts
-    assert opened.raised_t == T0 + 180 and escalated.raised_t == T0 + 600
-    for rec, dx in ((opened, 30.0), (escalated, -45.0), (closed, -45.0)):
+    assert opened.raised_t == T0 + 180 and escalated.raised_t == T0 + 480
+    for rec, dx in ((opened, 30.0), (escalated, -20.0), (closed, -20.0)):
         f = lines[int((rec.raised_t - T0) / 60)]
         assert_at(rec, f)
         assert rec.detail is not None

@@ -160,23 +160,11 @@ class BreachTracker:
         self.jumped = False
         if self.kind != "zone_breach":
             return False
-        came_in = self.entry.wait <= 0.0 and self.entry.unseen is None
+        came_in = self.entry.walked
         why, self.jumped, back = steady_judge(self.recent, self.pending, last.t, self.s, came_in)
         if why == "burst":
             self.burst = (self.pending[0].t, back)  # back at the level within it: it was one
         return why is not None
-
-    def _rejudge(self, first: Obs) -> None:
-        """A new run into the zone while an episode is open (the tag stepped out and in
-        again, not out long enough to close it): when it came in as a walk (Entry: watched
-        or seen coming, no leap) and the fixes before it were confidently outside since
-        `leaving_since`, it does not inherit the wait of the run that opened the episode
-        (a burst from a steady spot that kept a possible breach open must not make the
-        walk in after it wait as a burst). Drift at the edge is not confidently outside
-        and keeps the wait; a jump is no walk and keeps it too."""
-        came_in = self.entry.wait <= 0.0 and self.entry.unseen is None
-        if came_in and self.leaving_since is not None:
-            self.jumped = False
 
     def observe(self, o: Obs, at: Where | None = None) -> None:
         """`at`: where the fix was, should it decide (never kept: only the fix at hand decides)."""
@@ -192,8 +180,8 @@ class BreachTracker:
         if self.kind == "zone_breach":
             self.entry.see(o, starts, self.run_from, s, self.recent)
         if self.episode is not None:
-            if self.kind == "zone_breach" and s.steady_rejudge and starts:
-                self._rejudge(o)  # a new run within the episode
+            if starts and s.steady_rejudge and self.entry.walked and self.leaving_since is not None:
+                self.jumped = False  # walked back in from confidently out: a new run (settings)
             self._observe_open(o, confident_out, at)
             return
         if self._remember(o) and o.depth <= 0.0:
@@ -266,19 +254,24 @@ class BreachTracker:
         burst = run_span < max(s.steady_confident_s if self.jumped else 0.0, self.entry.wait)
         # ...and one that began beside a steady track or leapt in ranks below the rest
         wary = burst and (self.jumped or self.entry.unseen is None)
+        # a run seen walking in (watched or seen coming, no leap, not from beside a steady
+        # track) began as no burst does: it needs fewer fixes than the count that outlasts
+        # a burst's
+        walked = self.kind == "zone_breach" and self.entry.walked and not self.jumped
+        fixes = min(s.confident_walked_fixes, s.confident_fixes) if walked else s.confident_fixes
         if len(inside) <= 1:
             cap = min(s.single_fix_confidence_max, s.wary_confidence_max if wary else 1.0)
         elif (
             burst
             or (
                 run_span < s.confident_span_s
-                and not (run >= s.confident_fixes and run_span >= s.confident_min_span_s)
+                and not (run >= fixes and run_span >= s.confident_min_span_s)
             )
             or mean < s.confident_min_depth_m
             or mean < s.confident_min_sigmas * sorted(o.sigma for o in inside)[len(inside) // 2]
         ):
             # graded on the way to confident: more of the run and deeper ranks higher
-            way = max(run_span / s.confident_span_s, run / s.confident_fixes)
+            way = max(run_span / s.confident_span_s, run / fixes)
             way = min(way, 1.0) * min(max(mean, 0.0) / s.confident_min_depth_m, 1.0)
             cap = graded_cap(s, s.wary_confidence_max if wary else s.two_fix_confidence_max, way)
         else:

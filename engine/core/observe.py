@@ -317,6 +317,11 @@ class Entry:
                 self.wait = max(self.wait, o.t - run_from + wait)
         self.last, self.rate = o, depth_rate(self.last, self.rate, o, s)
 
+    @property
+    def walked(self) -> bool:
+        """The run came in as a walk: watched or seen coming, and no leap (nothing to wait)."""
+        return self.wait <= 0.0 and self.unseen is None
+
     def data(self) -> list[Any]:
         last = None if self.last is None else obs_data(self.last)
         return [last, self.rate, self.wait, self.unseen]
