@@ -70,7 +70,7 @@ def test_steps_stored_without_refused_records_recover_the_same_state(tmp_path: P
     zs = load(zones, subjects)
     st = Settings(rate_burst=BURST, rate_max_per_s=RATE)
     live, rebuilt = Pipeline(zs, st), Pipeline(zs, st)
-    opened = 0
+    opened: set[str] = set()  # breach ids opened (an escalation re-publishes the same id)
     t0 = 1_790_000_000.0
     track = walk_in(1, t0)
     refused = 0
@@ -88,7 +88,7 @@ def test_steps_stored_without_refused_records_recover_the_same_state(tmp_path: P
             recs.append(_rec("NOBODY", 1, now, 0.0))
         step = Step("batch", now, recs)
         res = recovery.apply(live, step)
-        opened += sum(a.kind == "zone_breach" and a.state == "open" for a in res.alerts)
+        opened |= {a.id for a in res.alerts if a.kind == "zone_breach" and a.state == "open"}
         kept = step.without(res.traceless)
         assert len(kept.records) + kept.refused == len(recs)
         refused += kept.refused
@@ -99,7 +99,7 @@ def test_steps_stored_without_refused_records_recover_the_same_state(tmp_path: P
         for name in ("tokens", "last", "full_t", "extra", "clk"):
             a, b = getattr(live.admission, name), getattr(rebuilt.admission, name)
             assert np.array_equal(a, b, equal_nan=True), (k, name)
-    assert refused > 400 and opened == 1  # half the flood; T1's walk-in
+    assert refused > 400 and len(opened) == 1  # half the flood; T1's walk-in
     # the same future for both: the rest of the walk-in, more flood, time passing
     after = [Step("batch", t0 + 700 + k, [_rec("T2", 10_000 + k, t0 + 700 + k, 500.0)] * 30)
              for k in range(5)]  # fmt: skip
@@ -174,7 +174,8 @@ def test_serve_records_over_the_rate_limit_cost_no_ledger_row(mosquitto, tmp_pat
         assert eng.stop() == 0, eng.log_text()
     log = eng.log_text()
     print(f"T2 sent 2000 fixes; its ledger rows {rows} ({size} body bytes) in {elapsed:.0f} s")
-    assert sum(a.kind == "zone_breach" and a.tag == "T1" and a.state == "open" for a in alerts) == 1
+    # one breach for T1's walk-in (its escalation re-publishes the same id)
+    assert len({a.id for a in alerts if a.kind == "zone_breach" and a.tag == "T1"}) == 1
     assert rows <= BURST + RATE * elapsed + 5, f"{rows} ledger rows for T2 ({size} bytes)"
     assert "recovery decided" not in log, log
     assert not any(a.kind == "zone_breach" and a.state == "open" for a in later), later
