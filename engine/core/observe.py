@@ -137,14 +137,24 @@ def steady_jump(
     return depth, spread
 
 
+def _anchor(recent: list[Obs], first: Obs, s: Settings, least: int) -> list[Obs] | None:
+    """The track's last burst_anchor_fixes fixes before `first`, when there are at least
+    `least` of them and the last is within burst_max_s of it (the course a run into the
+    zone is judged against: course_jump, seen_coming); else None."""
+    anchor = [r for r in recent if r.t < first.t][-s.burst_anchor_fixes :]
+    if len(anchor) < least or first.t - anchor[-1].t > s.burst_max_s:
+        return None
+    return anchor
+
+
 def course_jump(recent: list[Obs], first: Obs, s: Settings) -> float | None:
     """The depth the track's recent course predicts for `first` (a run's first fix inside)
     when `first` is at least burst_jump_m deeper: a straight line through the depths of its
     last burst_anchor_fixes fixes within burst_max_s, none more than burst_still_m off it,
     the prediction outside the zone. A jump no walk or drive the track was on explains;
     None when there is no such course or no such jump."""
-    anchor = [r for r in recent if r.t < first.t][-s.burst_anchor_fixes :]
-    if len(anchor) < min(3, s.burst_anchor_fixes) or first.t - anchor[-1].t > s.burst_max_s:
+    anchor = _anchor(recent, first, s, min(3, s.burst_anchor_fixes))
+    if anchor is None:
         return None
     line = course(anchor, first.t, s.burst_still_m)
     if line is None or line[0] >= 0.0 or first.depth - line[0] < s.burst_jump_m:
@@ -263,8 +273,8 @@ def seen_coming(recent: list[Obs], first: Obs, s: Settings) -> bool:
     not struggling) going deeper at a walker's pace (WALK_MPS) or more, and `first` is no
     jump off that line (less than burst_jump_m deeper than it predicts): the walk that the
     gap hid is the one the track was on."""
-    anchor = [r for r in recent if r.t < first.t][-s.burst_anchor_fixes :]
-    if len(anchor) < 3 or not 0.0 < first.t - anchor[-1].t <= s.burst_max_s:
+    anchor = _anchor(recent, first, s, 3)  # its fixes are all before `first`
+    if anchor is None:
         return False
     line = course(anchor, first.t, s.steady_burst_spread_m)
     return line is not None and line[1] >= WALK_MPS and first.depth - line[0] < s.burst_jump_m
