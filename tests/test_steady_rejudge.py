@@ -1,6 +1,6 @@
 """Stop 35: a new run into the zone while a breach is open (the tag stepped out and back,
 not out long enough to close it) does not inherit the wait of the run that opened it
-(decide.BreachTracker._rejudge, setting `steady_rejudge`). A burst thrown from a steady
+(decide.BreachTracker.observe, setting `steady_rejudge`). A burst thrown from a steady
 spot opens a breach that must outlast a burst before it is confident; when the tag is
 then seen confidently outside and walks in, watched, the walk is judged as a walk. And
 a run seen walking in needs `confident_walked_fixes` inside, not `confident_fixes`.
